@@ -1,0 +1,166 @@
+"""Artifacts on disk: a folder with the model file(s) and `manifest.json`.
+
+The manifest carries the ModelSpec, precision, sha256 of every file, toolchain versions and the
+command line, so that any later step (check, bench, a device) can trust and understand the files
+without guessing. Folders are written under a temporary name and renamed into place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Iterator, Optional
+
+from evitdeploy import __version__
+from evitdeploy.errors import UserError
+from evitdeploy.spec import ModelSpec
+
+MANIFEST = "manifest.json"
+MANIFEST_FORMAT = 1
+MODEL_SUFFIXES = {".onnx": "onnx"}
+
+
+@dataclass(frozen=True)
+class Artifact:
+    folder: Path
+    model_file: Path
+    target: str
+    precision: str
+    spec: ModelSpec
+    manifest: dict
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def package_versions(*names: str) -> dict[str, str]:
+    """Installed versions without importing the packages (importing TensorRT & co. is slow)."""
+    versions = {"python": platform.python_version(), "evitdeploy": __version__}
+    for name in names:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[name] = metadata.version(name)
+    return versions
+
+
+def build_manifest(folder: Path, target: str, precision: str, spec: ModelSpec, model_file: str, **sections) -> dict:
+    files = {
+        p.name: {"sha256": sha256_of(p), "bytes": p.stat().st_size}
+        for p in sorted(folder.iterdir())
+        if p.is_file() and p.name != MANIFEST
+    }
+    return {
+        "format": MANIFEST_FORMAT,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "target": target,
+        "precision": precision,
+        "model_file": model_file,
+        "spec": spec.to_dict(),
+        "files": files,
+        "command": " ".join(["evitdeploy", *sys.argv[1:]]) if sys.argv and "evitdeploy" in sys.argv[0] else None,
+        **sections,
+    }
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write JSON atomically: a reader never sees half a file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle, indent=2)
+            handle.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def prepare_output(output: Path, force: bool) -> None:
+    """Refuse an existing output unless forced, and an output folder we cannot write into."""
+    output = Path(output)
+    if output.exists() and not force:
+        raise UserError(f"output {output} already exists", "pass --force to replace it, or choose another --output")
+    parent = output.parent if str(output.parent) else Path(".")
+    if parent.exists() and not os.access(parent, os.W_OK):
+        raise UserError(f"cannot write into {parent}", "choose an --output in a folder you can write to")
+    if parent.exists() and not parent.is_dir():
+        raise UserError(f"{parent} is not a folder", "choose another --output")
+
+
+@contextlib.contextmanager
+def staged_folder(output: Path) -> Iterator[Path]:
+    """A temporary sibling folder that becomes `output` only if the block succeeds."""
+    output = Path(output)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
+    except OSError as exc:
+        raise UserError(f"cannot create {output} ({exc.strerror})", "choose an --output you can write to") from exc
+    try:
+        yield staging
+        if output.exists():
+            old = output.with_name(f".{output.name}.old-{os.getpid()}")
+            os.replace(output, old)
+            os.replace(staging, output)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, output)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def open_artifact(path: Path, verify: bool = True, spec: Optional[ModelSpec] = None) -> Artifact:
+    """An artifact from its folder, its model file, or a bare model file plus a spec."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"artifact not found: {path}", "pass the folder `evitdeploy export` wrote, or its model file")
+    folder = path if path.is_dir() else path.parent
+    manifest_path = folder / MANIFEST
+    if not manifest_path.is_file():
+        if path.is_file() and path.suffix in MODEL_SUFFIXES:
+            if spec is None:
+                raise UserError(
+                    f"{path} has no {MANIFEST} beside it, so its model is unknown",
+                    "pass --model NAME (and --checkpoint) to say what it is",
+                )
+            return Artifact(folder, path, MODEL_SUFFIXES[path.suffix], "unknown", spec, {})
+        raise UserError(f"{folder} holds no {MANIFEST}", "pass a folder written by `evitdeploy export`")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        model_file = folder / manifest["model_file"]
+        artifact_spec = ModelSpec.from_dict(manifest["spec"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"{manifest_path} is corrupt ({type(exc).__name__}: {exc})", "re-run `evitdeploy export`") from exc
+    if verify:
+        verify_files(folder, manifest)
+    return Artifact(folder, model_file, manifest["target"], manifest["precision"], spec or artifact_spec, manifest)
+
+
+def verify_files(folder: Path, manifest: dict) -> None:
+    """Every file the manifest lists exists with its recorded sha256."""
+    for name, entry in manifest.get("files", {}).items():
+        file = folder / name
+        if not file.is_file():
+            raise UserError(f"{file} is listed in the manifest but missing", "copy the whole artifact folder")
+        if sha256_of(file) != entry["sha256"]:
+            raise UserError(
+                f"{file} does not match the sha256 in its manifest (modified, truncated or corrupt)",
+                "re-copy or re-export the artifact",
+            )

@@ -1,0 +1,29 @@
+"""One exception type for problems the user can fix; the CLI renders it once."""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_CHECK_FAILED = 1
+EXIT_USAGE = 2
+EXIT_BACKEND_UNAVAILABLE = 3
+
+
+class UserError(Exception):
+    """A problem with the user's input or environment, with the fix spelled out."""
+
+    def __init__(self, message: str, hint: str = "", exit_code: int = EXIT_USAGE):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.exit_code = exit_code
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class BackendUnavailable(UserError):
+    """A backend package is not installed; says which extra installs it."""
+
+    def __init__(self, backend: str, install: str):
+        super().__init__(f"{backend} is not installed", f"install it with: {install}", EXIT_BACKEND_UNAVAILABLE)
+        self.backend = backend

@@ -1,0 +1,167 @@
+"""PyTorch -> ONNX, the hub every other target builds on.
+
+Opset 17: the lowest opset with LayerNormalization as a single op (the classifier head's LN stays
+one node that ONNX Runtime and TensorRT fuse), accepted by TensorRT >= 8.6 (JetPack 5/6),
+ONNX Runtime >= 1.14 and the mobile converters. The TorchScript-based exporter (dynamo=False) is
+used: it is fast (seconds for B1), folds BatchNorm into convolutions in eval mode and handles
+dynamic batch/height/width through `dynamic_axes`.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from evitdeploy.artifact import Artifact, build_manifest, package_versions, staged_folder, write_json
+from evitdeploy.errors import EXIT_CHECK_FAILED, UserError
+from evitdeploy.exporters import ExportOptions
+from evitdeploy.parity import compare, tolerances_for
+from evitdeploy.spec import ModelSpec
+
+MODEL_FILE = "model.onnx"
+
+
+def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
+    timings = {}
+    spec = _with_dynamic_axes(spec, options.dynamic_axes)
+    with staged_folder(options.output) as staging:
+        path = staging / MODEL_FILE
+        started = time.perf_counter()
+        options.step(f"exporting to ONNX (opset {options.opset})")
+        _torch_export(model, spec, path, options.opset)
+        timings["export_s"] = time.perf_counter() - started
+        if options.simplify:
+            started = time.perf_counter()
+            options.step("simplifying with onnxslim")
+            _simplify(path)
+            timings["simplify_s"] = time.perf_counter() - started
+        started = time.perf_counter()
+        options.step("validating (checker, shape inference, ONNX Runtime vs PyTorch on real images)")
+        validation = validate(model, spec, path, options)
+        timings["validate_s"] = time.perf_counter() - started
+        manifest = build_manifest(
+            staging,
+            "onnx",
+            options.precision,
+            spec,
+            MODEL_FILE,
+            source=options.source,
+            export={
+                "opset": options.opset,
+                "dynamic_axes": list(spec.dynamic_axes),
+                "simplified": options.simplify,
+                "exporter": "torch.onnx.export (TorchScript)",
+                "seconds": {k: round(v, 3) for k, v in timings.items()},
+            },
+            validation=validation,
+            toolchain=package_versions("torch", "onnx", "onnxruntime", "onnxslim", "numpy"),
+        )
+        write_json(staging / "manifest.json", manifest)
+    folder = Path(options.output)
+    return Artifact(folder, folder / MODEL_FILE, "onnx", options.precision, spec, manifest)
+
+
+def _with_dynamic_axes(spec: ModelSpec, axes: tuple[str, ...]) -> ModelSpec:
+    from dataclasses import replace
+
+    return replace(spec, dynamic_axes=tuple(a for a in ("batch", "height", "width") if a in axes))
+
+
+def _torch_export(model, spec: ModelSpec, path: Path, opset: int) -> None:
+    import torch
+
+    dims = {"batch": 0, "height": 2, "width": 3}
+    input_axes = {dims[a]: a for a in spec.dynamic_axes}
+    output_axes = {0: "batch"} if "batch" in spec.dynamic_axes else {}
+    if spec.task == "segmentation":
+        output_axes.update({dims[a]: f"{a}_out" for a in spec.dynamic_axes if a != "batch"})
+    dummy = torch.zeros(spec.input_shape, dtype=torch.float32)
+    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+        warnings.simplefilter("ignore")  # TracerWarnings and the exporter's deprecation notice
+        torch.onnx.export(
+            model.eval(),
+            (dummy,),
+            str(path),
+            dynamo=False,
+            opset_version=opset,
+            input_names=[spec.input_name],
+            output_names=[spec.output_name],
+            dynamic_axes={spec.input_name: input_axes, spec.output_name: output_axes} if input_axes else None,
+            do_constant_folding=True,
+        )
+
+
+def _simplify(path: Path) -> None:
+    import onnx
+    import onnxslim
+
+    slim = onnxslim.slim(onnx.load(str(path)))
+    if slim is None:  # onnxslim returns None when it could not process the model
+        raise UserError(f"onnxslim failed on {path.name}", "re-run with --no-simplify")
+    onnx.save(slim, str(path))
+
+
+def validate(model, spec: ModelSpec, path: Path, options: ExportOptions) -> dict:
+    """Checker, strict shape inference, a load in ONNX Runtime and outputs against PyTorch."""
+    import onnx
+
+    from evitdeploy.runners.onnxruntime import OnnxRuntimeRunner
+    from evitdeploy.runners.torch import TorchRunner
+
+    onnx.checker.check_model(str(path), full_check=True)
+    inferred = onnx.shape_inference.infer_shapes(onnx.load(str(path)), strict_mode=True)
+    output_dims = [
+        d.dim_value or d.dim_param for d in inferred.graph.output[0].type.tensor_type.shape.dim
+    ]
+    inputs = options.validation_inputs
+    if inputs is None:
+        raise ValueError("validation_inputs are required")
+    shapes = [spec.input_shape]
+    if spec.dynamic_axes:  # prove the dynamic dims really are: one more, different shape
+        n, c, h, w = spec.input_shape
+        shapes.append(
+            (
+                n + 1 if "batch" in spec.dynamic_axes else n,
+                c,
+                h + 2 * spec.size_multiple if "height" in spec.dynamic_axes else h,
+                w + spec.size_multiple if "width" in spec.dynamic_axes else w,
+            )
+        )
+    checks = []
+    with OnnxRuntimeRunner(path, threads=None) as candidate, TorchRunner(model, spec) as reference:
+        for shape in shapes:
+            batch = _inputs_for(inputs, shape)
+            feed = {spec.input_name: batch}
+            ref = reference.infer(feed)[spec.output_name]
+            got = candidate.infer(feed)[spec.output_name]
+            report = compare(spec, ref, got, options.precision, tolerances_for(options.precision))
+            checks.append({"input_shape": list(shape), **report})
+            if not report["passed"]:
+                raise UserError(
+                    f"exported ONNX does not match PyTorch at input {shape}: {'; '.join(report['failures'])}",
+                    "nothing was written; report this model/size, or retry with --no-simplify",
+                    EXIT_CHECK_FAILED,
+                )
+        providers = candidate.providers
+    return {
+        "checker": "passed",
+        "output_dims": output_dims,
+        "onnxruntime_providers": providers,
+        "data": options.validation_source,
+        "checks": checks,
+    }
+
+
+def _inputs_for(inputs: np.ndarray, shape: tuple) -> np.ndarray:
+    """Real photos cropped/tiled to `shape` (validation needs the exact shape, not the content)."""
+    import torch
+    import torch.nn.functional as F
+
+    n, _, h, w = shape
+    picked = np.concatenate([inputs] * (n // len(inputs) + 1))[:n]
+    if picked.shape[2:] != (h, w):
+        picked = F.interpolate(torch.from_numpy(picked), size=(h, w), mode="bilinear", align_corners=False).numpy()
+    return np.ascontiguousarray(picked, dtype=np.float32)

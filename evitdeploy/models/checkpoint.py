@@ -1,0 +1,178 @@
+"""Load EfficientViT weights from a local file, safely, in either public key layout.
+
+Accepted: `.safetensors`, or `.pt/.pth/.bin` read with `torch.load(weights_only=True)` (tensors and
+plain containers only: arbitrary pickles are refused); a flat state dict or one nested under
+`state_dict` / `model`; the reference repository's keys (`backbone.input_stem.op_list.0...`) or
+timm's (`stem.in_conv...`), which are also ours.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from evitdeploy.errors import UserError
+
+REFERENCE_EPS = 1e-15  # the reference repository's LiteMLA eps
+TIMM_EPS = 1e-5  # timm's
+
+
+@dataclass(frozen=True)
+class LoadedCheckpoint:
+    layout: str  # "reference" | "timm"
+    attention_eps: float  # the eps the checkpoint was trained with
+    tensors: int
+
+
+def read_state_dict(path: Path) -> dict:
+    """The raw tensors of a checkpoint file, without executing any code from it."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path}", "pass the path of a local .pt/.pth/.safetensors file")
+    if path.stat().st_size == 0:
+        raise UserError(f"checkpoint {path} is empty", "re-download or re-save the checkpoint")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            obj = load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise UserError(f"checkpoint {path} is corrupt or truncated ({_first_line(exc)})", "re-download it") from exc
+    else:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ... here
+            text = str(exc)
+            if "Weights only load failed" in text or "Unsupported global" in text:
+                raise UserError(
+                    f"refused to load {path}: it contains arbitrary Python objects, not only tensors",
+                    "re-save just the weights: torch.save(model.state_dict(), path) or use .safetensors",
+                ) from exc
+            raise UserError(f"checkpoint {path} is corrupt or truncated ({_first_line(exc)})", "re-download it") from exc
+    return _unnest(obj, path)
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:160]
+
+
+def _unnest(obj, path: Path) -> dict:
+    import torch
+
+    for key in ("state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise UserError(
+            f"{path} holds no state dict of tensors",
+            "expected a dict of tensors, optionally under 'state_dict' or 'model'",
+        )
+    return {re.sub(r"^(module\.|_orig_mod\.)+", "", k): v for k, v in obj.items()}
+
+
+def detect_layout(state: dict) -> str:
+    return "reference" if any(k.startswith("backbone.") for k in state) else "timm"
+
+
+def reference_to_ours(state: dict) -> dict:
+    """Rename the reference repository's keys to ours (= timm's)."""
+    b_series = any(k.startswith("backbone.input_stem.") for k in state)
+    seg_has_expand = any(k.startswith("head.output_ops.0.op_list.1.") for k in state)
+    renamed = {}
+    for key, value in state.items():
+        renamed[_rename(key, b_series, seg_has_expand)] = value
+    return renamed
+
+
+def _rename(key: str, b_series: bool, seg_has_expand: bool) -> str:
+    def stem_block(k: int) -> str:
+        return "stem.in_conv." if k == 0 else f"stem.res{k - 1}."
+
+    if m := re.match(r"backbone\.input_stem\.op_list\.(\d+)\.(.*)", key):
+        return stem_block(int(m[1])) + m[2]
+    if m := re.match(r"backbone\.stages\.(\d+)\.op_list\.(\d+)\.(.*)", key):
+        stage, block, rest = int(m[1]), int(m[2]), m[3]
+        if b_series:
+            return f"stages.{stage}.blocks.{block}.{rest}"
+        if stage == 0:  # the L series keeps its stem as stage 0
+            return stem_block(block) + rest
+        return f"stages.{stage - 1}.blocks.{block}.{rest}"
+    classifier = {
+        "head.op_list.0.": "head.in_conv.",
+        "head.op_list.2.linear.": "head.classifier.0.",
+        "head.op_list.2.norm.": "head.classifier.1.",
+        "head.op_list.3.linear.": "head.classifier.4.",
+        "head.output_ops.0.op_list.0.": "head.final_expand." if seg_has_expand else "head.classifier.",
+        "head.output_ops.0.op_list.1.": "head.classifier.",
+    }
+    for old, new in classifier.items():
+        if key.startswith(old):
+            return new + key[len(old):]
+    if m := re.match(r"head\.input_ops\.(\d+)\.op_list\.0\.(.*)", key):
+        return f"head.input_ops.{m[1]}.{m[2]}"
+    if m := re.match(r"head\.middle\.op_list\.(\d+)\.(.*)", key):
+        return f"head.middle.{m[1]}.{m[2]}"
+    return key
+
+
+def load_checkpoint(model, path: Path, model_name: str) -> LoadedCheckpoint:
+    """Load weights into `model` strictly; a mismatch names the keys and the likely cause."""
+    state = read_state_dict(path)
+    layout = detect_layout(state)
+    if layout == "reference":
+        state = reference_to_ours(state)
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    mismatched = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    if missing or unexpected or mismatched:
+        raise UserError(_mismatch_message(path, model_name, state, expected, missing, unexpected, mismatched))
+    model.load_state_dict(state, strict=True)
+    eps = REFERENCE_EPS if layout == "reference" else TIMM_EPS
+    return LoadedCheckpoint(layout, eps, len(state))
+
+
+def _mismatch_message(path, model_name, state, expected, missing, unexpected, mismatched) -> str:
+    parts = [f"checkpoint {path} does not fit {model_name}:"]
+    if mismatched:
+        k = mismatched[0]
+        parts.append(f"{len(mismatched)} shape mismatches (first {k}: {tuple(state[k].shape)} vs {tuple(expected[k].shape)})")
+    if missing:
+        parts.append(f"{len(missing)} missing keys (first {', '.join(missing[:3])})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected keys (first {', '.join(unexpected[:3])})")
+    parts.append("likely cause: " + _likely_cause(state, expected, mismatched, missing, unexpected))
+    return " ".join(parts)
+
+
+def _likely_cause(state, expected, mismatched, missing, unexpected) -> str:
+    head_only = all(k.startswith("head.") for k in mismatched + missing + unexpected)
+    if head_only and mismatched and all(k.endswith(("classifier.4.weight", "classifier.4.bias", "classifier.conv.weight", "classifier.conv.bias")) for k in mismatched):
+        return (
+            f"another class count (checkpoint has {state[mismatched[0]].shape[0]}, model has "
+            f"{expected[mismatched[0]].shape[0]})"
+        )
+    if head_only:
+        return "another head (classification vs segmentation, or another dataset's head)"
+    guess = guess_model(state)
+    return f"another model (the weights look like {guess})" if guess else "another model or architecture"
+
+
+def guess_model(state: dict) -> str | None:
+    """The registered model whose parameter names and shapes match the checkpoint exactly."""
+    import torch
+
+    from evitdeploy.models.registry import MODELS, create_model
+
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    for name, entry in MODELS.items():
+        with torch.device("meta"):
+            candidate = create_model(entry.spec)
+        if {k: tuple(v.shape) for k, v in candidate.state_dict().items()} == shapes:
+            return name
+    return None

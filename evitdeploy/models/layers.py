@@ -1,0 +1,165 @@
+"""Convolutional building blocks of EfficientViT.
+
+Module and attribute names follow timm's `efficientvit_mit` so that timm-layout state dicts
+load without renaming; the reference repository's layout is mapped in `checkpoint.py`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+NormFactory = Optional[Callable[[int], nn.Module]]
+ActFactory = Optional[Callable[[], nn.Module]]
+
+
+class GELUTanh(nn.Module):
+    """GELU with the tanh approximation, as both reference implementations use."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.gelu(x, approximate="tanh")
+
+
+def _triple(value, n: int) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else [value] * n
+
+
+class ConvNormAct(nn.Module):
+    """Conv2d (same padding) -> optional norm -> optional activation."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        groups: int = 1,
+        bias: bool = False,
+        norm: NormFactory = None,
+        act: ActFactory = None,
+    ):
+        super().__init__()
+        self.conv = nn.Conv2d(
+            in_channels, out_channels, kernel_size, stride, padding=kernel_size // 2, groups=groups, bias=bias
+        )
+        self.norm = norm(out_channels) if norm else nn.Identity()
+        self.act = act() if act else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.norm(self.conv(x)))
+
+
+class DSConv(nn.Module):
+    """Depthwise 3x3 then pointwise 1x1 (the B-series stem block)."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, bias, norm, act):
+        super().__init__()
+        bias, norm, act = _triple(bias, 2), _triple(norm, 2), _triple(act, 2)
+        self.depth_conv = ConvNormAct(in_channels, in_channels, 3, stride, in_channels, bias[0], norm[0], act[0])
+        self.point_conv = ConvNormAct(in_channels, out_channels, 1, 1, 1, bias[1], norm[1], act[1])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.point_conv(self.depth_conv(x))
+
+
+class ConvBlock(nn.Module):
+    """Two full 3x3 convolutions (the L-series stem block; 'ResBlock' in the reference)."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, bias, norm, act):
+        super().__init__()
+        bias, norm, act = _triple(bias, 2), _triple(norm, 2), _triple(act, 2)
+        self.conv1 = ConvNormAct(in_channels, in_channels, 3, stride, 1, bias[0], norm[0], act[0])
+        self.conv2 = ConvNormAct(in_channels, out_channels, 3, 1, 1, bias[1], norm[1], act[1])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv2(self.conv1(x))
+
+
+class MBConv(nn.Module):
+    """Inverted residual: 1x1 expand, depthwise 3x3, 1x1 project."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, expand_ratio: float, bias, norm, act):
+        super().__init__()
+        bias, norm, act = _triple(bias, 3), _triple(norm, 3), _triple(act, 3)
+        mid = round(in_channels * expand_ratio)
+        self.inverted_conv = ConvNormAct(in_channels, mid, 1, 1, 1, bias[0], norm[0], act[0])
+        self.depth_conv = ConvNormAct(mid, mid, 3, stride, mid, bias[1], norm[1], act[1])
+        self.point_conv = ConvNormAct(mid, out_channels, 1, 1, 1, bias[2], norm[2], act[2])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.point_conv(self.depth_conv(self.inverted_conv(x)))
+
+
+class FusedMBConv(nn.Module):
+    """Full 3x3 expand then 1x1 project (the L-series early stages)."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, expand_ratio: float, bias, norm, act):
+        super().__init__()
+        bias, norm, act = _triple(bias, 2), _triple(norm, 2), _triple(act, 2)
+        mid = round(in_channels * expand_ratio)
+        self.spatial_conv = ConvNormAct(in_channels, mid, 3, stride, 1, bias[0], norm[0], act[0])
+        self.point_conv = ConvNormAct(mid, out_channels, 1, 1, 1, bias[1], norm[1], act[1])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.point_conv(self.spatial_conv(x))
+
+
+class ResidualBlock(nn.Module):
+    """main(x) (+ x when `residual`)."""
+
+    def __init__(self, main: nn.Module, residual: bool):
+        super().__init__()
+        self.main = main
+        self.residual = residual
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.main(x)
+        return out + x if self.residual else out
+
+
+def local_block(
+    kind: str,
+    in_channels: int,
+    out_channels: int,
+    stride: int,
+    expand_ratio: float,
+    norm: NormFactory,
+    act: ActFactory,
+    fewer_norm: bool = False,
+) -> nn.Module:
+    """The reference's `build_local_block`: `fewer_norm` trades the inner norms for biases."""
+    if kind in ("ds", "conv"):
+        block = DSConv if kind == "ds" else ConvBlock
+        return block(
+            in_channels,
+            out_channels,
+            stride,
+            bias=(True, False) if fewer_norm else False,
+            norm=(None, norm) if fewer_norm else norm,
+            act=(act, None),
+        )
+    if kind == "mb":
+        return MBConv(
+            in_channels,
+            out_channels,
+            stride,
+            expand_ratio,
+            bias=(True, True, False) if fewer_norm else False,
+            norm=(None, None, norm) if fewer_norm else norm,
+            act=(act, act, None),
+        )
+    if kind == "fmb":
+        return FusedMBConv(
+            in_channels,
+            out_channels,
+            stride,
+            expand_ratio,
+            bias=(True, False) if fewer_norm else False,
+            norm=(None, norm) if fewer_norm else norm,
+            act=(act, None),
+        )
+    raise ValueError(f"unknown local block kind {kind!r}")
+

@@ -1,0 +1,84 @@
+"""The model zoo: name -> ModelSpec + the factory that builds it."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Optional
+
+from evitdeploy.errors import UserError
+from evitdeploy.models.configs import BACKBONES, SEG_HEADS
+from evitdeploy.spec import ModelSpec
+
+_SEG_RESOLUTION = {"cityscapes": (1024, 2048), "ade20k": (512, 512)}
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    spec: ModelSpec
+    description: str
+
+
+def _entries() -> dict[str, ModelEntry]:
+    entries = {}
+    for family, cfg in BACKBONES.items():
+        name = f"efficientvit_{family}"
+        spec = ModelSpec(name, "classification", family, "imagenet", 1000, (1, 3, 224, 224))
+        entries[name] = ModelEntry(spec, f"EfficientViT-{family.upper()} ImageNet classifier")
+    for (family, dataset), head in SEG_HEADS.items():
+        name = f"efficientvit_seg_{family}_{dataset}"
+        h, w = _SEG_RESOLUTION[dataset]
+        spec = ModelSpec(
+            name, "segmentation", family, dataset, head.num_classes, (1, 3, h, w), output_stride=8
+        )
+        entries[name] = ModelEntry(spec, f"EfficientViT-{family.upper()} {dataset} segmentation")
+    return entries
+
+
+MODELS: dict[str, ModelEntry] = _entries()
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The registered spec, or a UserError that names the closest registered models."""
+    if name in MODELS:
+        return MODELS[name].spec
+    close = difflib.get_close_matches(name, MODELS, n=3, cutoff=0.5)
+    hint = f"did you mean {', '.join(close)}?" if close else "run `evitdeploy models` to list them"
+    raise UserError(f"unknown model {name!r}", hint)
+
+
+def create_model(spec: ModelSpec, seed: int = 0):
+    """A freshly initialised model in eval mode; deterministic for a given seed and torch version."""
+    import torch
+
+    from evitdeploy.models.efficientvit import EfficientViTClassifier, EfficientViTSegmenter
+
+    cfg = BACKBONES[spec.family]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if spec.task == "classification":
+            model = EfficientViTClassifier(cfg, spec.num_classes, eps=spec.attention_eps)
+        else:
+            model = EfficientViTSegmenter(cfg, SEG_HEADS[(spec.family, spec.dataset)], eps=spec.attention_eps)
+    return model.eval()
+
+
+def build_model(
+    spec: ModelSpec, checkpoint: Optional[Path] = None, seed: int = 0, attention_eps: Optional[float] = None
+):
+    """The model for `spec`, with weights from `checkpoint` or a seeded init, and its final spec.
+
+    A checkpoint fixes the LiteMLA eps it was trained with (reference 1e-15, timm 1e-5) unless the
+    caller overrides it; the returned spec records the eps in force.
+    """
+    from evitdeploy.models.checkpoint import load_checkpoint
+
+    model = create_model(spec, seed)
+    eps = spec.attention_eps
+    if checkpoint is not None:
+        eps = load_checkpoint(model, Path(checkpoint), spec.name).attention_eps
+    if attention_eps is not None:
+        eps = attention_eps
+    model.set_attention(eps=eps)
+    return model, replace(spec, attention_eps=eps)

@@ -1,0 +1,81 @@
+"""ONNX Runtime: CPU here; CUDA and TensorRT execution providers are used when present."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from evitdeploy.errors import BackendUnavailable, UserError
+from evitdeploy.runners.base import Runner, TensorMeta
+
+PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+def import_onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise BackendUnavailable("onnxruntime", "pip install onnxruntime") from exc
+    return onnxruntime
+
+
+class OnnxRuntimeRunner(Runner):
+    backend = "onnxruntime"
+
+    def __init__(
+        self,
+        model_path: Path,
+        threads: Optional[int] = None,
+        providers: Optional[Sequence[str]] = None,
+        optimization: str = "all",
+    ):
+        self.model_path = Path(model_path)
+        self.threads = threads
+        self.requested_providers = providers
+        self.optimization = optimization
+        self.session = None
+
+    def load(self) -> None:
+        ort = import_onnxruntime()
+        options = ort.SessionOptions()
+        if self.threads:
+            options.intra_op_num_threads = self.threads
+            options.inter_op_num_threads = 1
+        levels = {
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        }
+        options.graph_optimization_level = levels[self.optimization]
+        available = ort.get_available_providers()
+        providers = [p for p in (self.requested_providers or PREFERRED_PROVIDERS) if p in available]
+        if not self.model_path.is_file():
+            raise UserError(f"ONNX model not found: {self.model_path}", "pass an artifact folder or a .onnx file")
+        try:
+            self.session = ort.InferenceSession(str(self.model_path), options, providers=providers)
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise UserError(
+                f"ONNX Runtime cannot load {self.model_path}: {first}",
+                "the file is empty, truncated or not an ONNX model; re-run `evitdeploy export`",
+            ) from exc
+
+    @property
+    def providers(self) -> list[str]:
+        return list(self.session.get_providers()) if self.session else []
+
+    def input_metadata(self) -> list[TensorMeta]:
+        return [TensorMeta(i.name, tuple(i.shape), i.type) for i in self.session.get_inputs()]
+
+    def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        names = [o.name for o in self.session.get_outputs()]
+        return dict(zip(names, self.session.run(names, feed)))
+
+    def close(self) -> None:
+        self.session = None
+
+    def versions(self) -> dict[str, str]:
+        return {"onnxruntime": import_onnxruntime().__version__}

@@ -1,0 +1,92 @@
+"""ModelSpec: everything a backend needs to know about a model, and nothing about any backend.
+
+Every artifact carries its ModelSpec in `manifest.json`, so a runner never guesses the input name,
+layout, normalization or what the outputs mean.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Optional
+
+from evitdeploy.errors import UserError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+DYNAMIC_AXES = ("batch", "height", "width")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    task: str  # "classification" | "segmentation"
+    family: str  # backbone variant: b0..b3, l1..l3
+    dataset: str  # what the head was made for: imagenet, cityscapes, ade20k
+    num_classes: int
+    input_shape: tuple[int, int, int, int]  # N, C, H, W of the export / reference input
+    input_name: str = "image"
+    output_name: str = "logits"
+    layout: str = "NCHW"
+    dtype: str = "float32"
+    mean: tuple[float, float, float] = IMAGENET_MEAN  # applied to pixels scaled to [0, 1]
+    std: tuple[float, float, float] = IMAGENET_STD
+    output_stride: int = 1  # segmentation logits come out at 1/8 of the input, as the reference's
+    size_multiple: int = 32  # H and W must be multiples of the backbone's total stride
+    attention_eps: float = 1e-5  # LiteMLA normalizer eps: part of a checkpoint's identity
+    dynamic_axes: tuple[str, ...] = field(default=())  # subset of DYNAMIC_AXES
+
+    @property
+    def height(self) -> int:
+        return self.input_shape[2]
+
+    @property
+    def width(self) -> int:
+        return self.input_shape[3]
+
+    @property
+    def output_meaning(self) -> str:
+        if self.task == "classification":
+            return f"class logits (N, {self.num_classes})"
+        return f"per-pixel class logits at stride {self.output_stride} (N, {self.num_classes}, H/8, W/8)"
+
+    def output_shape(self, batch: int, height: int, width: int) -> tuple[int, ...]:
+        if self.task == "classification":
+            return (batch, self.num_classes)
+        return (batch, self.num_classes, height // self.output_stride, width // self.output_stride)
+
+    def with_input(
+        self, batch: Optional[int] = None, height: Optional[int] = None, width: Optional[int] = None
+    ) -> "ModelSpec":
+        """A copy for another input size; refuses sizes the architecture cannot take."""
+        n, c, h, w = self.input_shape
+        n, h, w = batch or n, height or h, width or w
+        check_input_size(self, h, w)
+        if n < 1:
+            raise UserError(f"batch size {n} is not valid", "use --batch 1 or more")
+        return replace(self, input_shape=(n, c, h, w))
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["output_meaning"] = self.output_meaning
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelSpec":
+        fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        for key in ("input_shape", "mean", "std", "dynamic_axes"):
+            if key in fields:
+                fields[key] = tuple(fields[key])
+        return cls(**fields)
+
+
+def check_input_size(spec: ModelSpec, height: int, width: int) -> None:
+    m = spec.size_multiple
+    if height < 2 * m or width < 2 * m or height % m or width % m:
+        def near(v: int) -> int:
+            return max(2 * m, round(v / m) * m)
+
+        raise UserError(
+            f"input size {height}x{width} does not fit {spec.name}: height and width must be multiples "
+            f"of {m} and at least {2 * m}",
+            f"try --height {near(height)} --width {near(width)}",
+        )

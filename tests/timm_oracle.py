@@ -1,0 +1,71 @@
+"""Import timm as a test oracle beside a torch that torchvision cannot load.
+
+torchvision's compiled ops do not register with the CPU torch here, so `import torchvision`
+fails and timm (which imports a few torchvision names at module level) cannot import. We put a
+minimal stand-in package in sys.modules exposing just those names; none is used by the
+EfficientViT model code that the oracle exercises.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+import types
+
+
+class _Placeholder:
+    """Stands in for torchvision classes/functions timm names but never calls here."""
+
+    def __init__(self, *args, **kwargs):
+        raise RuntimeError("torchvision stand-in: not available in this test environment")
+
+
+def _stub_module(name: str) -> types.ModuleType:
+    module = types.ModuleType(name)
+    module.__path__ = []  # a package, so submodule imports resolve to further stubs
+
+    def __getattr__(attr: str):
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        return _Placeholder
+
+    module.__getattr__ = __getattr__
+    return module
+
+
+def _install_torchvision_stub() -> None:
+    names = [
+        "torchvision",
+        "torchvision.transforms",
+        "torchvision.transforms.functional",
+        "torchvision.transforms.v2",
+        "torchvision.transforms.v2.functional",
+        "torchvision.ops",
+        "torchvision.ops.misc",
+        "torchvision.models",
+        "torchvision.models.feature_extraction",
+        "torchvision.datasets",
+        "torchvision.io",
+        "torchvision.utils",
+    ]
+    for name in names:
+        sys.modules[name] = _stub_module(name)
+    tf = sys.modules["torchvision.transforms"]
+    tf.InterpolationMode = type("InterpolationMode", (), {k: k.lower() for k in ("NEAREST", "BILINEAR", "BICUBIC", "BOX", "HAMMING", "LANCZOS")})
+    sys.modules["torchvision.transforms.functional"].InterpolationMode = tf.InterpolationMode
+    for parent, child in [(n.rsplit(".", 1)) for n in names if "." in n]:
+        setattr(sys.modules[parent], child, sys.modules[f"{parent}.{child}"])
+
+
+def import_timm():
+    """timm's efficientvit_mit module, or None when timm is not installed."""
+    if importlib.util.find_spec("timm") is None:
+        return None
+    try:
+        import torchvision  # noqa: F401
+    except Exception:
+        for name in [n for n in sys.modules if n == "torchvision" or n.startswith("torchvision.")]:
+            del sys.modules[name]
+        _install_torchvision_stub()
+    return importlib.import_module("timm.models.efficientvit_mit")
