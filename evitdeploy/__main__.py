@@ -1,0 +1,3 @@
+from evitdeploy.cli import run
+
+run()

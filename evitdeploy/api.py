@@ -1,0 +1,238 @@
+"""The Python API behind the CLI verbs: each returns JSON-ready data and raises UserError."""
+
+from __future__ import annotations
+
+import os
+
+from pathlib import Path
+from typing import Callable, Optional
+
+from evitdeploy.artifact import Artifact, open_artifact, prepare_output, sha256_of
+from evitdeploy.errors import UserError
+from evitdeploy.parity import tolerances_for
+from evitdeploy.spec import DYNAMIC_AXES, ModelSpec
+
+Progress = Optional[Callable[[str], None]]
+
+
+def _step(progress: Progress, name: str) -> None:
+    if progress:
+        progress(name)
+
+
+def list_models() -> list[dict]:
+    from evitdeploy.models import MODELS
+
+    return [
+        {
+            "name": name,
+            "task": entry.spec.task,
+            "dataset": entry.spec.dataset,
+            "classes": entry.spec.num_classes,
+            "input": "x".join(map(str, entry.spec.input_shape[2:])),
+            "description": entry.description,
+        }
+        for name, entry in MODELS.items()
+    ]
+
+
+def parse_dynamic(value: str) -> tuple[str, ...]:
+    """'batch,height,width' / 'all' / '' -> axes tuple; rejects unknown names."""
+    if not value:
+        return ()
+    axes = DYNAMIC_AXES if value == "all" else tuple(a.strip() for a in value.split(",") if a.strip())
+    unknown = [a for a in axes if a not in DYNAMIC_AXES]
+    if unknown:
+        raise UserError(f"unknown dynamic axis {unknown[0]!r}", f"use any of {', '.join(DYNAMIC_AXES)} or 'all'")
+    return axes
+
+
+def _reference_model(spec: ModelSpec, checkpoint: Optional[Path], seed: int, attention_eps: Optional[float]):
+    from evitdeploy.models import build_model
+
+    return build_model(spec, checkpoint, seed, attention_eps)
+
+
+def export_model(
+    model_name: str,
+    target: str = "onnx",
+    precision: str = "fp32",
+    output: Optional[Path] = None,
+    checkpoint: Optional[Path] = None,
+    batch: Optional[int] = None,
+    height: Optional[int] = None,
+    width: Optional[int] = None,
+    dynamic: tuple[str, ...] = (),
+    opset: int = 17,
+    simplify: bool = True,
+    force: bool = False,
+    seed: int = 0,
+    attention_eps: Optional[float] = None,
+    data: Optional[Path] = None,
+    progress: Progress = None,
+) -> Artifact:
+    from evitdeploy.exporters import ExportOptions, export, get_target
+    from evitdeploy.models import get_spec
+
+    spec = get_spec(model_name).with_input(batch, height, width)
+    get_target(target, precision)
+    if opset < 17:
+        raise UserError(f"opset {opset} is too old", "use --opset 17 or newer (LayerNormalization needs 17)")
+    output = Path(output or f"{model_name}-{target}-{precision}")
+    prepare_output(output, force)
+    _step(progress, f"building {model_name}" + (f" from {checkpoint}" if checkpoint else f" (random init, seed {seed})"))
+    model, spec = _reference_model(spec, checkpoint, seed, attention_eps)
+    from evitdeploy.calibration.data import load_inputs
+
+    inputs, source = load_inputs(spec, spec.height, spec.width, data, count=2)
+    weights = {"model": model_name, "seed": None if checkpoint else seed, "attention_eps": spec.attention_eps}
+    if checkpoint:
+        weights.update(checkpoint=str(Path(checkpoint).resolve()), checkpoint_sha256=sha256_of(Path(checkpoint)))
+    options = ExportOptions(
+        output=output,
+        precision=precision,
+        opset=opset,
+        dynamic_axes=dynamic,
+        simplify=simplify,
+        validation_inputs=inputs,
+        validation_source=source,
+        source=weights,
+        progress=progress,
+    )
+    return export(model, spec, target, options)
+
+
+def _runner_for(artifact: Artifact, threads: Optional[int]):
+    if artifact.target != "onnx":
+        raise UserError(f"no runner for target {artifact.target!r} in this version", "use an ONNX artifact")
+    from evitdeploy.runners.onnxruntime import OnnxRuntimeRunner
+
+    return OnnxRuntimeRunner(artifact.model_file, threads=threads)
+
+
+def _resolve(path: Path, model_name: Optional[str]) -> Artifact:
+    spec = None
+    if model_name:
+        from evitdeploy.models import get_spec
+
+        spec = get_spec(model_name)
+    return open_artifact(path, spec=spec)
+
+
+def _sized_spec(artifact: Artifact, batch, height, width) -> ModelSpec:
+    """The artifact's spec at the requested size; static dims of a manifest artifact cannot change."""
+    spec = artifact.spec
+    current = {"batch": spec.input_shape[0], "height": spec.height, "width": spec.width}
+    for axis, value in (("batch", batch), ("height", height), ("width", width)):
+        if artifact.manifest and value not in (None, current[axis]) and axis not in spec.dynamic_axes:
+            raise UserError(
+                f"this artifact was exported with a static {axis} of {current[axis]}",
+                f"drop --{axis}, or re-export with --dynamic {axis}",
+            )
+    return spec.with_input(batch, height, width)
+
+
+def _reference_for(artifact: Artifact, spec: ModelSpec, checkpoint: Optional[Path]):
+    source = artifact.manifest.get("source", {})
+    if checkpoint is None and source.get("checkpoint"):
+        checkpoint = Path(source["checkpoint"])
+        if not checkpoint.is_file():
+            raise UserError(
+                f"the checkpoint this artifact was exported from is not at {checkpoint}",
+                "pass --checkpoint PATH to the same weights",
+            )
+        if sha256_of(checkpoint) != source.get("checkpoint_sha256"):
+            raise UserError(f"{checkpoint} changed since the export (sha256 differs)", "pass --checkpoint to the exported weights")
+    seed = source.get("seed") if source.get("seed") is not None else 0
+    eps = source.get("attention_eps", spec.attention_eps)
+    model, _ = _reference_model(spec, checkpoint, seed, eps)
+    return model
+
+
+def check_artifact(
+    path: Path,
+    model_name: Optional[str] = None,
+    checkpoint: Optional[Path] = None,
+    data: Optional[Path] = None,
+    samples: int = 8,
+    synthetic: bool = False,
+    batch: Optional[int] = None,
+    height: Optional[int] = None,
+    width: Optional[int] = None,
+    threads: Optional[int] = None,
+    tolerance_overrides: Optional[dict] = None,
+    progress: Progress = None,
+) -> dict:
+    """Parity of an artifact against the PyTorch reference on real photos (by default)."""
+    from evitdeploy.calibration.data import load_inputs
+    from evitdeploy.parity import run_parity
+    from evitdeploy.runners.torch import TorchRunner
+
+    if samples < 1:
+        raise UserError(f"--samples {samples} is not valid", "use 1 or more")
+    _step(progress, f"verifying {path}")
+    artifact = _resolve(Path(path), model_name)
+    spec = _sized_spec(artifact, batch, height, width)
+    _step(progress, "building the PyTorch reference")
+    reference = _reference_for(artifact, spec, checkpoint)
+    inputs, source = load_inputs(spec, spec.height, spec.width, data, samples, synthetic)
+    tolerances = tolerances_for(artifact.precision).override(**(tolerance_overrides or {}))
+    _step(progress, f"running {len(inputs)} inputs through both")
+    with _runner_for(artifact, threads) as candidate, TorchRunner(reference, spec) as ref_runner:
+        report = run_parity(ref_runner, candidate, spec, inputs, artifact.precision, tolerances, spec.input_shape[0])
+        versions = {**ref_runner.versions(), **candidate.versions()}
+    return {
+        "kind": "parity",
+        "artifact": str(artifact.folder),
+        "model": spec.name,
+        "task": spec.task,
+        "target": artifact.target,
+        "input_shape": list(spec.input_shape),
+        "data": source,
+        "versions": versions,
+        **report,
+    }
+
+
+def bench_artifact(
+    path: Path,
+    model_name: Optional[str] = None,
+    checkpoint: Optional[Path] = None,
+    threads: Optional[int] = None,
+    warmup: int = 10,
+    iterations: Optional[int] = None,
+    min_duration_s: float = 0.0,
+    batch: Optional[int] = None,
+    height: Optional[int] = None,
+    width: Optional[int] = None,
+    against_torch: bool = False,
+    progress: Progress = None,
+) -> dict:
+    """Latency of an artifact on this host (and optionally PyTorch eager on the same input)."""
+    from evitdeploy.bench import bench_runner, host_info
+    from evitdeploy.calibration.data import load_inputs
+
+    if warmup < 0 or (iterations is not None and iterations < 1) or min_duration_s < 0:
+        raise UserError("--warmup must be >= 0, --iterations >= 1, --min-duration >= 0", "fix the counts")
+    threads = threads or os.cpu_count()
+    artifact = _resolve(Path(path), model_name)
+    spec = _sized_spec(artifact, batch, height, width)
+    inputs, source = load_inputs(spec, spec.height, spec.width, None, count=1)
+    feed = {spec.input_name: inputs[[0] * spec.input_shape[0]]}
+    _step(progress, f"benchmarking {artifact.model_file.name} on {artifact.target} ({threads} threads)")
+    with _runner_for(artifact, threads) as runner:
+        results = [bench_runner(runner, feed, f"{artifact.target}/{artifact.precision}", warmup, iterations, min_duration_s)]
+        results[0]["providers"] = runner.providers
+    if against_torch:
+        from evitdeploy.runners.torch import TorchRunner
+
+        _step(progress, "benchmarking PyTorch eager (the reference)")
+        reference = _reference_for(artifact, spec, checkpoint)
+        with TorchRunner(reference, spec, threads=threads) as runner:
+            results.append(bench_runner(runner, feed, "torch/eager", warmup, iterations, min_duration_s))
+    summary = {"kind": "bench", "artifact": str(artifact.folder), "model": spec.name, "host": host_info(threads), "results": results}
+    if against_torch:
+        summary["speedup_vs_torch"] = results[1]["stats"]["median_ms"] / results[0]["stats"]["median_ms"]
+    return summary
+
+

@@ -1,0 +1,251 @@
+"""The `evitdeploy` command: a thin Typer layer over `evitdeploy.api`.
+
+This module alone prints and picks exit codes: 0 ok, 1 check failed, 2 usage or input error,
+3 backend unavailable. Heavy backends are imported inside the verbs, never at start-up.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from evitdeploy import __version__
+from evitdeploy.errors import EXIT_CHECK_FAILED, UserError
+
+app = typer.Typer(
+    help="Export EfficientViT models to deployment targets and prove they are still right and fast.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+# Piped output (CI logs, make demo) gets a wide table instead of rich's 80-column default.
+out = Console() if sys.stdout.isatty() else Console(width=160)
+err = Console(stderr=True)
+
+JSON_OPTION = typer.Option(False, "--json", help="Print machine-readable JSON on stdout instead of tables.")
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        print(f"evitdeploy {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True, help="Show the version and exit."),
+) -> None:
+    """evitdeploy: EfficientViT from PyTorch to ONNX Runtime, TensorRT, Core ML and LiteRT, with proof."""
+
+
+def handles_errors(command):
+    """Render UserError as one line on stderr with its exit code; no traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except UserError as exc:
+            text = f"error: {exc.message}" + (f" — {exc.hint}" if exc.hint else "")
+            err.print(text, markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            err.print("interrupted", markup=False)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+@contextmanager
+def progress(enabled: bool):
+    """A spinner on stderr naming the current step (quiet under --json or without a terminal)."""
+    if not enabled or not err.is_terminal:
+        yield (lambda step: err.print(f"… {step}", markup=False, highlight=False)) if enabled else None
+        return
+    with err.status("starting") as status:
+        yield lambda step: status.update(step)
+
+
+def _emit(data: dict | list, as_json: bool, table_factory) -> None:
+    if as_json:
+        print(json.dumps(data, indent=2))
+    else:
+        out.print(table_factory(data))
+
+
+def _save(data: dict, path: Optional[Path]) -> None:
+    if path is not None:
+        from evitdeploy.artifact import write_json
+
+        try:
+            write_json(path, data)
+        except OSError as exc:
+            raise UserError(f"cannot write {path} ({exc.strerror})", "choose a --save path you can write to") from exc
+
+
+@app.command()
+@handles_errors
+def models(as_json: bool = JSON_OPTION) -> None:
+    """List the registered EfficientViT models."""
+    from evitdeploy.api import list_models
+    from evitdeploy.report import models_table
+
+    _emit(list_models(), as_json, models_table)
+
+
+@app.command()
+@handles_errors
+def export(
+    model: str = typer.Option(..., "--model", "-m", help="Registered model name (see `evitdeploy models`)."),
+    target: str = typer.Option("onnx", "--target", "-t", help="Deployment target: onnx."),
+    precision: str = typer.Option("fp32", "--precision", "-p", help="Numeric precision: fp32."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Artifact folder [default: MODEL-TARGET-PRECISION]."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="Local .pt/.pth/.safetensors weights (reference or timm layout); random init if omitted."),
+    batch: Optional[int] = typer.Option(None, "--batch", help="Batch size of the exported input [default: 1]."),
+    height: Optional[int] = typer.Option(None, "--height", help="Input height, a multiple of 32 [default: the model's]."),
+    width: Optional[int] = typer.Option(None, "--width", help="Input width, a multiple of 32 [default: the model's]."),
+    dynamic: str = typer.Option("", "--dynamic", help="Dynamic axes: comma list of batch,height,width, or 'all'."),
+    opset: int = typer.Option(17, "--opset", help="ONNX opset (>= 17)."),
+    simplify: bool = typer.Option(True, "--simplify/--no-simplify", help="Simplify the graph with onnxslim."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Image folder or .npz for validation [default: scikit-image sample photos]."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random init when no checkpoint is given."),
+    attention_eps: Optional[float] = typer.Option(None, "--attention-eps", help="Override LiteMLA's normalizer eps (default: the checkpoint's)."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing output folder."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Export a model, validate it against PyTorch on real photos, and write the artifact folder."""
+    from evitdeploy.api import export_model, parse_dynamic
+
+    with progress(not as_json) as step:
+        artifact = export_model(
+            model, target, precision, output, checkpoint, batch, height, width, parse_dynamic(dynamic),
+            opset, simplify, force, seed, attention_eps, data, step,
+        )
+    manifest = artifact.manifest
+    if as_json:
+        print(json.dumps({"artifact": str(artifact.folder), "model_file": str(artifact.model_file), **manifest}, indent=2))
+        return
+    size = manifest["files"][manifest["model_file"]]["bytes"]
+    check = manifest["validation"]["checks"][0]["metrics"]
+    out.print(
+        f"[green]exported[/green] {artifact.model_file} ({size / 1e6:.2f} MB, opset {manifest['export']['opset']}, "
+        f"input {'x'.join(map(str, artifact.spec.input_shape))}"
+        + (f", dynamic {','.join(artifact.spec.dynamic_axes)}" if artifact.spec.dynamic_axes else "")
+        + f"); validation max abs err {check['max_abs_error']:.2e} vs PyTorch"
+    )
+
+
+def _tolerances(atol, min_cosine, min_top1, min_pixel_agreement) -> dict:
+    return {"max_abs": atol, "min_cosine": min_cosine, "min_top1": min_top1, "min_pixel_agreement": min_pixel_agreement}
+
+
+@app.command()
+@handles_errors
+def check(
+    artifact: Path = typer.Argument(..., help="Artifact folder (or its model file)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name, for a bare .onnx without manifest."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="Weights of the reference [default: those recorded in the manifest]."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Image folder or .npz [default: scikit-image sample photos]."),
+    samples: int = typer.Option(8, "--samples", "-n", help="How many inputs to compare."),
+    synthetic: bool = typer.Option(False, "--synthetic", help="Use random N(0,1) inputs instead of photos."),
+    batch: Optional[int] = typer.Option(None, "--batch", help="Batch (dynamic-batch artifacts)."),
+    height: Optional[int] = typer.Option(None, "--height", help="Input height (dynamic artifacts)."),
+    width: Optional[int] = typer.Option(None, "--width", help="Input width (dynamic artifacts)."),
+    atol: Optional[float] = typer.Option(None, "--atol", help="Max abs error on logits [default by precision: fp32 1e-4]."),
+    min_cosine: Optional[float] = typer.Option(None, "--min-cosine", help="Min per-sample cosine similarity."),
+    min_top1: Optional[float] = typer.Option(None, "--min-top1", help="Min top-1 agreement (classification)."),
+    min_pixel_agreement: Optional[float] = typer.Option(None, "--min-pixel-agreement", help="Min pixel agreement (segmentation)."),
+    save: Optional[Path] = typer.Option(None, "--save", help="Also write the JSON report to this file."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Accuracy parity of an artifact against the PyTorch reference; exit 1 when it fails."""
+    from evitdeploy.api import check_artifact
+    from evitdeploy.report import parity_table
+
+    with progress(not as_json) as step:
+        report = check_artifact(
+            artifact, model, checkpoint, data, samples, synthetic, batch, height, width, None,
+            _tolerances(atol, min_cosine, min_top1, min_pixel_agreement), step,
+        )
+    _save(report, save)
+    _emit(report, as_json, parity_table)
+    if not report["passed"]:
+        raise typer.Exit(EXIT_CHECK_FAILED)
+
+
+@app.command()
+@handles_errors
+def bench(
+    artifact: Path = typer.Argument(..., help="Artifact folder (or its model file)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name, for a bare .onnx without manifest."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="Weights for --against-torch [default: the manifest's]."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Intra-op threads [default: all cores]."),
+    warmup: int = typer.Option(10, "--warmup", help="Untimed runs first."),
+    iterations: Optional[int] = typer.Option(None, "--iterations", "-i", help="Timed runs [default: 50, or as many as --min-duration takes]."),
+    min_duration: float = typer.Option(0.0, "--min-duration", help="Keep timing for at least this many seconds."),
+    batch: Optional[int] = typer.Option(None, "--batch", help="Batch (dynamic-batch artifacts)."),
+    height: Optional[int] = typer.Option(None, "--height", help="Input height (dynamic artifacts)."),
+    width: Optional[int] = typer.Option(None, "--width", help="Input width (dynamic artifacts)."),
+    against_torch: bool = typer.Option(False, "--against-torch", help="Also time PyTorch eager on the same input and report the ratio."),
+    save: Optional[Path] = typer.Option(None, "--save", help="Also write the JSON result to this file."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Latency of an artifact on this host: median, p90, p99, mean, std, throughput, raw samples."""
+    from evitdeploy.api import bench_artifact
+    from evitdeploy.report import bench_table
+
+    with progress(not as_json) as step:
+        summary = bench_artifact(
+            artifact, model, checkpoint, threads, warmup, iterations, min_duration, batch, height, width, against_torch, step
+        )
+    _save(summary, save)
+    _emit(summary, as_json, bench_table)
+
+
+@app.command()
+@handles_errors
+def report(
+    results: list[Path] = typer.Argument(..., help="JSON files written by `check --save` / `bench --save`."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """One table from saved parity and latency results."""
+    from evitdeploy.report import summary_table
+
+    loaded = []
+    for path in results:
+        try:
+            loaded.append(json.loads(Path(path).read_text()))
+        except FileNotFoundError:
+            raise UserError(f"result file not found: {path}", "pass files written with --save") from None
+        except ValueError as exc:
+            raise UserError(f"{path} is not valid JSON ({exc})", "pass files written with --save") from None
+    _emit(loaded, as_json, summary_table)
+
+
+@app.command()
+@handles_errors
+def doctor(as_json: bool = JSON_OPTION) -> None:
+    """Which backends are installed, their versions, and how to install the missing ones."""
+    from evitdeploy.doctor import diagnose
+    from evitdeploy.errors import EXIT_BACKEND_UNAVAILABLE
+    from evitdeploy.report import doctor_table
+
+    diagnosis = diagnose()
+    _emit(diagnosis, as_json, doctor_table)
+    if not diagnosis["core_ok"]:
+        raise typer.Exit(EXIT_BACKEND_UNAVAILABLE)
+
+
+def run() -> None:
+    app(prog_name="evitdeploy")
+
+
+if __name__ == "__main__":
+    sys.exit(run())
