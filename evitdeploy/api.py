@@ -173,14 +173,15 @@ def check_artifact(
     _step(progress, f"verifying {path}")
     artifact = _resolve(Path(path), model_name)
     spec = _sized_spec(artifact, batch, height, width)
-    _step(progress, "building the PyTorch reference")
-    reference = _reference_for(artifact, spec, checkpoint)
     inputs, source = load_inputs(spec, spec.height, spec.width, data, samples, synthetic)
     tolerances = tolerances_for(artifact.precision).override(**(tolerance_overrides or {}))
-    _step(progress, f"running {len(inputs)} inputs through both")
-    with _runner_for(artifact, threads) as candidate, TorchRunner(reference, spec) as ref_runner:
-        report = run_parity(ref_runner, candidate, spec, inputs, artifact.precision, tolerances, spec.input_shape[0])
-        versions = {**ref_runner.versions(), **candidate.versions()}
+    with _runner_for(artifact, threads) as candidate:  # load first: a broken file fails fast
+        _step(progress, "building the PyTorch reference")
+        reference = _reference_for(artifact, spec, checkpoint)
+        _step(progress, f"running {len(inputs)} inputs through both")
+        with TorchRunner(reference, spec) as ref_runner:
+            report = run_parity(ref_runner, candidate, spec, inputs, artifact.precision, tolerances, spec.input_shape[0])
+            versions = {**ref_runner.versions(), **candidate.versions()}
     return {
         "kind": "parity",
         "artifact": str(artifact.folder),

@@ -59,7 +59,9 @@ class ModelSpec:
     ) -> "ModelSpec":
         """A copy for another input size; refuses sizes the architecture cannot take."""
         n, c, h, w = self.input_shape
-        n, h, w = batch or n, height or h, width or w
+        n = n if batch is None else batch
+        h = h if height is None else height
+        w = w if width is None else width
         check_input_size(self, h, w)
         if n < 1:
             raise UserError(f"batch size {n} is not valid", "use --batch 1 or more")

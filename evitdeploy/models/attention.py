@@ -75,9 +75,10 @@ class LiteMLA(nn.Module):
         # and eps=1e-15 rounds to 0. Compute this island in float32 whenever the surrounding
         # compute is reduced precision (autocast or a .half() model), then cast back.
         dtype = v.dtype
-        reduced = dtype in _REDUCED or torch.is_autocast_enabled(q.device.type)
+        device = q.device.type
+        reduced = dtype in _REDUCED or (device != "meta" and torch.is_autocast_enabled(device))
         if reduced:
-            with torch.autocast(device_type=q.device.type, enabled=False):
+            with torch.autocast(device_type=device, enabled=False):
                 out = self._linear_attention(q.float(), k.float(), v.float())
             return out.to(dtype)
         return self._linear_attention(q, k, v)

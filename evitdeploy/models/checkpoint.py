@@ -47,7 +47,9 @@ def read_state_dict(path: Path) -> dict:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ... here
             text = str(exc)
-            if "Weights only load failed" in text or "Unsupported global" in text:
+            # Only a pickle that names a Python global (a class, a function) is "arbitrary objects";
+            # random bytes also fail the weights-only unpickler, with "Unsupported operand".
+            if "Unsupported global" in text or "GLOBAL" in text:
                 raise UserError(
                     f"refused to load {path}: it contains arbitrary Python objects, not only tensors",
                     "re-save just the weights: torch.save(model.state_dict(), path) or use .safetensors",

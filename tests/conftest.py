@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from evitdeploy.cli import app
+
+torch.set_num_threads(2)
+
+
+class Cli:
+    """Runs `evitdeploy ...` in-process and keeps stdout, stderr and the exit code apart."""
+
+    def __init__(self):
+        self.runner = CliRunner()
+
+    def __call__(self, *args: str):
+        result = self.runner.invoke(app, [str(a) for a in args])
+        if result.exception and not isinstance(result.exception, SystemExit):
+            raise result.exception
+        return result
+
+
+@pytest.fixture
+def cli() -> Cli:
+    return Cli()
+
+
+@pytest.fixture(scope="session")
+def b0_artifact(tmp_path_factory):
+    """A B0 classifier exported once per session at 128x128 (small enough for fast tests)."""
+    folder = tmp_path_factory.mktemp("artifacts") / "b0"
+    result = Cli()("export", "--model", "efficientvit_b0", "--height", "128", "--width", "128", "--output", folder)
+    assert result.exit_code == 0, result.output
+    return folder
+
+
+def assert_clean_error(result, code: int, *fragments: str) -> None:
+    """One clear line, the right exit code, no traceback."""
+    text = result.stderr + result.stdout
+    assert result.exit_code == code, text
+    assert "Traceback" not in text
+    errors = [line for line in text.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, text  # progress lines may precede it; the error itself is one line
+    for fragment in fragments:
+        assert fragment in text, text

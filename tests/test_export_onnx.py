@@ -1,0 +1,66 @@
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from evitdeploy.api import export_model
+from evitdeploy.artifact import open_artifact, sha256_of
+from evitdeploy.errors import UserError
+from evitdeploy.models import build_model, get_spec
+from evitdeploy.runners.onnxruntime import OnnxRuntimeRunner
+
+
+def test_artifact_has_model_and_a_manifest_that_describes_it(b0_artifact):
+    manifest = json.loads((b0_artifact / "manifest.json").read_text())
+    model_file = b0_artifact / "model.onnx"
+    onnx.checker.check_model(str(model_file))
+    assert manifest["files"]["model.onnx"]["sha256"] == sha256_of(model_file)
+    assert manifest["spec"]["name"] == "efficientvit_b0" and manifest["spec"]["input_shape"] == [1, 3, 128, 128]
+    assert manifest["precision"] == "fp32" and manifest["export"]["opset"] == 17
+    assert {"torch", "onnx", "onnxruntime", "onnxslim"} <= set(manifest["toolchain"])
+    assert manifest["validation"]["data"].startswith("scikit-image sample photos")
+    assert manifest["validation"]["checks"][0]["metrics"]["max_abs_error"] <= 1e-4
+    assert onnx.load(str(model_file)).opset_import[0].version == 17
+
+
+def test_exported_graph_has_no_pad_and_no_token_sized_transpose(b0_artifact):
+    graph = onnx.load(str(b0_artifact / "model.onnx")).graph
+    ops = [n.op_type for n in graph.node]
+    assert "Pad" not in ops
+    assert ops.count("Transpose") <= 2 * ops.count("Div")  # only the tiny d x d / sum(k) ones
+
+
+def test_dynamic_export_runs_at_other_sizes_and_matches_pytorch(tmp_path):
+    artifact = export_model(
+        "efficientvit_seg_b0_cityscapes", output=tmp_path / "seg", height=128, width=256, dynamic=("batch", "height", "width")
+    )
+    assert [c["input_shape"] for c in artifact.manifest["validation"]["checks"]] == [[1, 3, 128, 256], [2, 3, 192, 288]]
+    model, spec = build_model(get_spec("efficientvit_seg_b0_cityscapes"))
+    x = np.random.default_rng(0).standard_normal((3, 3, 96, 160)).astype(np.float32)
+    with OnnxRuntimeRunner(artifact.model_file) as runner:
+        got = runner.infer({"image": x})["logits"]
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x)).numpy()
+    assert got.shape == (3, 19, 12, 20)
+    assert np.abs(got - expected).max() < 1e-4
+
+
+def test_failed_validation_leaves_nothing_behind(tmp_path, monkeypatch):
+    from evitdeploy.exporters import onnx as onnx_exporter
+    from evitdeploy.parity import Tolerances
+
+    monkeypatch.setattr(onnx_exporter, "tolerances_for", lambda precision: Tolerances(min_cosine=1.5))
+    with pytest.raises(UserError) as info:
+        export_model("efficientvit_b0", output=tmp_path / "out", height=64, width=64)
+    assert info.value.exit_code == 1 and "does not match PyTorch" in info.value.message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_force_replaces_an_existing_artifact_atomically(tmp_path):
+    first = export_model("efficientvit_b0", output=tmp_path / "a", height=64, width=64, seed=1)
+    second = export_model("efficientvit_b0", output=tmp_path / "a", height=64, width=64, seed=2, force=True)
+    assert first.manifest["files"]["model.onnx"]["sha256"] != second.manifest["files"]["model.onnx"]["sha256"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]
+    assert open_artifact(tmp_path / "a").manifest["source"]["seed"] == 2
