@@ -3,9 +3,10 @@
     .venv/bin/python benchmarks/onnx_cpu.py [--threads 2] [--cases b0,b1,l1,seg512,seg1024,seg2048]
         [--min-seconds 3] [--profile-l1] [--save results.json]
 
-"naive" = the textbook LiteMLA (tokens on axis -2, ones row padded onto v; timm's and the
-reference's formulation) with the same weights, exported with plain torch.onnx.export (opset 17)
-and no graph preparation. "ours" = `evitdeploy export` (channel-first LiteMLA + onnxslim).
+"naive" = the textbook formulation (LiteMLA with tokens on axis -2 and a ones row padded onto v;
+F.interpolate bicubic: timm's and the reference's) with the same weights, exported with plain torch.onnx.export (opset 17)
+and no graph preparation. "ours" = `evitdeploy export` (channel-first LiteMLA, conv bicubic, onnxslim).
+"eager" = PyTorch running the textbook formulation (the reference).
 All three run with `threads` intra-op threads; ORT uses ENABLE_ALL. Rounds alternate between the
 contenders so that load changes on a shared host hit all of them alike; medians over all samples.
 """
@@ -42,16 +43,14 @@ CASES = {
 
 
 def naive_export(model, spec, path: Path) -> None:
-    model.set_attention(formulation="token_first")
-    try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                model, (torch.zeros(spec.input_shape),), str(path), dynamo=False, opset_version=17,
-                input_names=[spec.input_name], output_names=[spec.output_name],
-            )
-    finally:
-        model.set_attention(formulation="channel_first")
+    """The textbook formulation, plain torch.onnx.export, no graph preparation."""
+    model.set_formulation("textbook")
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model, (torch.zeros(spec.input_shape),), str(path), dynamo=False, opset_version=17,
+            input_names=[spec.input_name], output_names=[spec.output_name],
+        )
 
 
 def op_profile(model_path: Path, feed: dict, threads: int, runs: int = 10) -> list[tuple[str, float]]:
@@ -86,7 +85,7 @@ def run_case(key: str, threads: int, min_seconds: float, rounds: int, workdir: P
     export(model, spec, "onnx", ExportOptions(output=ours_dir, validation_inputs=inputs, validation_source=source))
     export_s = time.perf_counter() - started
     naive_path = workdir / f"{key}-naive.onnx"
-    naive_export(model, spec, naive_path)
+    naive_export(model, spec, naive_path)  # leaves the model in its textbook form: eager = the reference
 
     contenders = {
         "eager": TorchRunner(model, spec, threads=threads),

@@ -146,6 +146,7 @@ def _reference_for(artifact: Artifact, spec: ModelSpec, checkpoint: Optional[Pat
     seed = source.get("seed") if source.get("seed") is not None else 0
     eps = source.get("attention_eps", spec.attention_eps)
     model, _ = _reference_model(spec, checkpoint, seed, eps)
+    model.set_formulation("textbook")  # the reference's own arithmetic, not our rewrites
     return model
 
 

@@ -58,7 +58,7 @@ def test_channel_first_attention_equals_the_textbook_formulation():
     x = torch.randn(1, 3, 128, 256)
     with torch.no_grad():
         fast = model(x)
-        model.set_attention(formulation="token_first")
+        model.set_formulation("textbook")
         textbook = model(x)
     assert torch.allclose(fast, textbook, atol=1e-5), (fast - textbook).abs().max()
 
@@ -81,3 +81,16 @@ def test_checkpoint_eps_is_part_of_the_model_identity():
     model, spec = build_model(get_spec("efficientvit_b0"), attention_eps=1e-15)
     assert spec.attention_eps == 1e-15
     assert all(m.eps == 1e-15 for m in model.modules() if isinstance(m, LiteMLA))
+
+
+@pytest.mark.parametrize("factor", [2, 4])
+def test_conv_bicubic_upsample_equals_interpolate(factor):
+    from evitdeploy.models.layers import BicubicUpsample
+
+    x = torch.randn(2, 5, 7, 9, generator=torch.Generator().manual_seed(factor))
+    up = BicubicUpsample(5, factor)
+    got = up(x)
+    up.formulation = "interpolate"
+    expected = up(x)
+    assert got.shape == (2, 5, 7 * factor, 9 * factor)
+    assert torch.allclose(got, expected, atol=1e-5), (got - expected).abs().max()

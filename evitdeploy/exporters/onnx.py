@@ -79,6 +79,7 @@ def _torch_export(model, spec: ModelSpec, path: Path, opset: int) -> None:
     if spec.task == "segmentation":
         output_axes.update({dims[a]: f"{a}_out" for a in spec.dynamic_axes if a != "batch"})
     dummy = torch.zeros(spec.input_shape, dtype=torch.float32)
+    model.set_formulation("deploy")
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
         warnings.simplefilter("ignore")  # TracerWarnings and the exporter's deprecation notice
         torch.onnx.export(
@@ -105,7 +106,8 @@ def _simplify(path: Path) -> None:
 
 
 def validate(model, spec: ModelSpec, path: Path, options: ExportOptions) -> dict:
-    """Checker, strict shape inference, a load in ONNX Runtime and outputs against PyTorch."""
+    """Checker, strict shape inference, a load in ONNX Runtime and outputs against PyTorch running
+    the textbook formulation: every export re-proves that the deployment rewrites are exact."""
     import onnx
 
     from evitdeploy.runners.onnxruntime import OnnxRuntimeRunner
@@ -131,6 +133,7 @@ def validate(model, spec: ModelSpec, path: Path, options: ExportOptions) -> dict
             )
         )
     checks = []
+    model.set_formulation("textbook")  # compare the deployment graph with the reference's arithmetic
     with OnnxRuntimeRunner(path, threads=None) as candidate, TorchRunner(model, spec) as reference:
         for shape in shapes:
             batch = _inputs_for(inputs, shape)
@@ -146,6 +149,7 @@ def validate(model, spec: ModelSpec, path: Path, options: ExportOptions) -> dict
                     EXIT_CHECK_FAILED,
                 )
         providers = candidate.providers
+    model.set_formulation("deploy")
     return {
         "checker": "passed",
         "output_dims": output_dims,

@@ -24,7 +24,6 @@ import torch.nn.functional as F
 
 from evitdeploy.models.layers import ConvNormAct, NormFactory
 
-FORMULATIONS = ("channel_first", "token_first")
 _REDUCED = (torch.float16, torch.bfloat16)
 
 

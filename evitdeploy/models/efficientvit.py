@@ -8,15 +8,13 @@ stage 4 of L models hold EfficientViT blocks (LiteMLA context + MBConv local).
 from __future__ import annotations
 
 from functools import partial
-from typing import Optional
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from evitdeploy.models.attention import FORMULATIONS, LiteMLA
+from evitdeploy.models.attention import LiteMLA
 from evitdeploy.models.configs import BackboneConfig, SegHeadConfig
-from evitdeploy.models.layers import ConvNormAct, GELUTanh, ResidualBlock, local_block
+from evitdeploy.models.layers import BicubicUpsample, ConvNormAct, GELUTanh, ResidualBlock, local_block
 
 
 def _act(cfg: BackboneConfig):
@@ -25,6 +23,9 @@ def _act(cfg: BackboneConfig):
 
 def _norm(cfg: BackboneConfig):
     return partial(nn.BatchNorm2d, eps=cfg.norm_eps)
+
+
+FORMULATIONS = ("deploy", "textbook")
 
 
 class EfficientViTBlock(nn.Module):
@@ -104,14 +105,22 @@ class Backbone(nn.Module):
             outputs.append(x)
         return outputs
 
-    def set_attention(self, formulation: Optional[str] = None, eps: Optional[float] = None) -> None:
-        """Switch every LiteMLA's formulation and/or normalizer eps (eps is a checkpoint's identity)."""
-        if formulation is not None and formulation not in FORMULATIONS:
+    def set_attention(self, eps: float) -> None:
+        """Set every LiteMLA's normalizer eps (eps is part of a checkpoint's identity)."""
+        for module in self.modules():
+            if isinstance(module, LiteMLA):
+                module.eps = eps
+
+    def set_formulation(self, formulation: str) -> None:
+        """"deploy": channel-first LiteMLA and conv bicubic (what we export); "textbook": the
+        reference's token-first LiteMLA and F.interpolate, same numbers (the oracle, the naive baseline)."""
+        if formulation not in FORMULATIONS:
             raise ValueError(f"formulation must be one of {FORMULATIONS}")
         for module in self.modules():
             if isinstance(module, LiteMLA):
-                module.formulation = formulation or module.formulation
-                module.eps = module.eps if eps is None else eps
+                module.formulation = "channel_first" if formulation == "deploy" else "token_first"
+            elif isinstance(module, BicubicUpsample):
+                module.formulation = "conv" if formulation == "deploy" else "interpolate"
 
 
 class ClassifierHead(nn.Module):
@@ -150,10 +159,10 @@ class SegHead(nn.Module):
         super().__init__()
         norm, act, width = _norm(backbone), _act(backbone), cfg.head_width
         # Order as the reference's fid_list: stage4 (stride 32), stage3 (16), stage2 (8).
-        self.upsample_factors = (4, 2, 1)
         self.input_ops = nn.ModuleList(
             [ConvNormAct(backbone.widths[i], width, 1, norm=norm) for i in (4, 3, 2)]
         )
+        self.upsamples = nn.ModuleList([BicubicUpsample(width, 4), BicubicUpsample(width, 2), nn.Identity()])
         self.middle = nn.Sequential(
             *[
                 ResidualBlock(local_block(cfg.middle_op, width, width, 1, cfg.expand_ratio, norm, act), True)
@@ -170,10 +179,8 @@ class SegHead(nn.Module):
 
     def forward(self, stage2: torch.Tensor, stage3: torch.Tensor, stage4: torch.Tensor) -> torch.Tensor:
         fused = None
-        for op, factor, x in zip(self.input_ops, self.upsample_factors, (stage4, stage3, stage2)):
-            x = op(x)
-            if factor > 1:
-                x = F.interpolate(x, scale_factor=factor, mode="bicubic", align_corners=False)
+        for op, upsample, x in zip(self.input_ops, self.upsamples, (stage4, stage3, stage2)):
+            x = upsample(op(x))
             fused = x if fused is None else fused + x
         return self.classifier(self.final_expand(self.middle(fused)))
 
