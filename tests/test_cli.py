@@ -150,3 +150,13 @@ def test_check_with_a_corrupt_data_file(cli, b0_artifact, tmp_path):
 
 def test_report_of_a_missing_file(cli, tmp_path):
     assert_clean_error(cli("report", tmp_path / "none.json"), 2, "not found")
+
+
+def test_b1_cityscapes_segmentation_at_full_resolution_keeps_fp32_parity(cli, tmp_path):
+    folder = tmp_path / "seg"
+    assert cli("export", "--model", "efficientvit_seg_b1_cityscapes", "--output", folder).exit_code == 0
+    result = cli("check", folder, "--samples", "2", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["input_shape"] == [1, 3, 1024, 2048]
+    assert report["metrics"]["pixel_agreement"] >= 0.999 and report["metrics"]["max_abs_error"] <= 1e-4
