@@ -63,7 +63,7 @@ def export_model(
     height: Optional[int] = None,
     width: Optional[int] = None,
     dynamic: tuple[str, ...] = (),
-    opset: int = 17,
+    opset: Optional[int] = None,
     simplify: bool = True,
     force: bool = False,
     seed: int = 0,
@@ -76,8 +76,11 @@ def export_model(
 
     spec = get_spec(model_name).with_input(batch, height, width)
     get_target(target, precision)
-    if opset < 17:
-        raise UserError(f"opset {opset} is too old", "use --opset 17 or newer (LayerNormalization needs 17)")
+    from evitdeploy.exporters.onnx import MAX_OPSET, default_opset
+
+    opset = default_opset(spec) if opset is None else opset
+    if not 17 <= opset <= MAX_OPSET:
+        raise UserError(f"opset {opset} is not supported", f"use --opset 17 to {MAX_OPSET} (LayerNormalization needs 17)")
     output = Path(output or f"{model_name}-{target}-{precision}")
     prepare_output(output, force)
     _step(progress, f"building {model_name}" + (f" from {checkpoint}" if checkpoint else f" (random init, seed {seed})"))

@@ -112,7 +112,7 @@ def export(
     height: Optional[int] = typer.Option(None, "--height", help="Input height, a multiple of 32 [default: the model's]."),
     width: Optional[int] = typer.Option(None, "--width", help="Input width, a multiple of 32 [default: the model's]."),
     dynamic: str = typer.Option("", "--dynamic", help="Dynamic axes: comma list of batch,height,width, or 'all'."),
-    opset: int = typer.Option(17, "--opset", help="ONNX opset (>= 17)."),
+    opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset, 17-20 [default: 17 for B models; 20 for L models, whose GELU is one op there]."),
     simplify: bool = typer.Option(True, "--simplify/--no-simplify", help="Simplify the graph with onnxslim."),
     data: Optional[Path] = typer.Option(None, "--data", help="Image folder or .npz for validation [default: scikit-image sample photos]."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random init when no checkpoint is given."),

@@ -64,3 +64,18 @@ def test_force_replaces_an_existing_artifact_atomically(tmp_path):
     assert first.manifest["files"]["model.onnx"]["sha256"] != second.manifest["files"]["model.onnx"]["sha256"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]
     assert open_artifact(tmp_path / "a").manifest["source"]["seed"] == 2
+
+
+def test_l_models_export_at_opset_20_with_gelu_as_one_op(tmp_path):
+    artifact = export_model("efficientvit_l1", output=tmp_path / "l1", height=64, width=64)
+    graph = onnx.load(str(artifact.model_file))
+    ops = {n.op_type for n in graph.graph.node}
+    assert artifact.manifest["export"]["opset"] == 20 and "Gelu" in ops and "Tanh" not in ops
+    assert artifact.manifest["validation"]["checks"][0]["metrics"]["max_abs_error"] <= 1e-4
+
+
+def test_opset_can_be_chosen_within_the_supported_range(tmp_path):
+    artifact = export_model("efficientvit_b0", output=tmp_path / "b0", height=64, width=64, opset=18)
+    assert onnx.load(str(artifact.model_file)).opset_import[0].version == 18
+    with pytest.raises(UserError, match="opset 16 is not supported"):
+        export_model("efficientvit_b0", output=tmp_path / "x", opset=16)

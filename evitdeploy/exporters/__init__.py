@@ -17,7 +17,7 @@ from evitdeploy.errors import UserError
 class ExportOptions:
     output: Path
     precision: str = "fp32"
-    opset: int = 17
+    opset: Optional[int] = None  # None: the exporter's default for the model
     dynamic_axes: tuple[str, ...] = ()  # any of "batch", "height", "width"
     simplify: bool = True
     validation_inputs: Optional[object] = None  # (N, 3, H, W) float32 array of real, preprocessed photos

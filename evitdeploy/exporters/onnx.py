@@ -1,10 +1,12 @@
 """PyTorch -> ONNX, the hub every other target builds on.
 
-Opset 17: the lowest opset with LayerNormalization as a single op (the classifier head's LN stays
-one node that ONNX Runtime and TensorRT fuse), accepted by TensorRT >= 8.6 (JetPack 5/6),
-ONNX Runtime >= 1.14 and the mobile converters. The TorchScript-based exporter (dynamo=False) is
-used: it is fast (seconds for B1), folds BatchNorm into convolutions in eval mode and handles
-dynamic batch/height/width through `dynamic_axes`.
+Opset: 17 by default, the lowest opset with LayerNormalization as a single op (the classifier
+head's LN stays one node that ONNX Runtime and TensorRT fuse), accepted by TensorRT >= 8.6
+(JetPack 5/6), ONNX Runtime >= 1.14 and the mobile converters. L models default to 20, where
+GELU (tanh) is one `Gelu` op instead of eight elementwise nodes: 1.5x faster for L1 on ONNX Runtime
+CPU; it needs TensorRT >= 10 / ONNX Runtime >= 1.17, so `--opset 17` remains for older targets.
+The TorchScript-based exporter (dynamo=False) is used: it is fast (seconds for B1), folds
+BatchNorm into convolutions in eval mode and handles dynamic batch/height/width.
 """
 
 from __future__ import annotations
@@ -22,16 +24,22 @@ from evitdeploy.parity import compare, tolerances_for
 from evitdeploy.spec import ModelSpec
 
 MODEL_FILE = "model.onnx"
+MAX_OPSET = 20
+
+
+def default_opset(spec: ModelSpec) -> int:
+    return 20 if spec.family.startswith("l") else 17
 
 
 def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
     timings = {}
     spec = _with_dynamic_axes(spec, options.dynamic_axes)
+    opset = options.opset or default_opset(spec)
     with staged_folder(options.output) as staging:
         path = staging / MODEL_FILE
         started = time.perf_counter()
-        options.step(f"exporting to ONNX (opset {options.opset})")
-        _torch_export(model, spec, path, options.opset)
+        options.step(f"exporting to ONNX (opset {opset})")
+        _torch_export(model, spec, path, opset)
         timings["export_s"] = time.perf_counter() - started
         if options.simplify:
             started = time.perf_counter()
@@ -50,7 +58,7 @@ def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
             MODEL_FILE,
             source=options.source,
             export={
-                "opset": options.opset,
+                "opset": opset,
                 "dynamic_axes": list(spec.dynamic_axes),
                 "simplified": options.simplify,
                 "exporter": "torch.onnx.export (TorchScript)",
