@@ -100,9 +100,11 @@ def run_case(key: str, threads: int, min_seconds: float, rounds: int, workdir: P
     per_round = min_seconds / rounds
     for _ in range(rounds):
         for label, runner in contenders.items():
-            runner.load() if label == "eager" else None  # re-apply eager's thread count each round
+            if label == "eager":  # TorchRunner sets torch's thread count on load and restores it on close
+                runner.load()
             samples[label] += measure(lambda: runner.infer(feed), warmup=2, iterations=3, min_duration_s=per_round)
-            runner.close() if label == "eager" else None
+            if label == "eager":
+                runner.close()
     for runner in contenders.values():
         runner.close()
     stats = {k: summarize(v) for k, v in samples.items()}

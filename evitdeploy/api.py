@@ -46,12 +46,6 @@ def parse_dynamic(value: str) -> tuple[str, ...]:
     return axes
 
 
-def _reference_model(spec: ModelSpec, checkpoint: Optional[Path], seed: int, attention_eps: Optional[float]):
-    from evitdeploy.models import build_model
-
-    return build_model(spec, checkpoint, seed, attention_eps)
-
-
 def export_model(
     model_name: str,
     target: str = "onnx",
@@ -83,7 +77,9 @@ def export_model(
     output = Path(output or f"{model_name}-{target}-{precision}")
     prepare_output(output, force)
     _step(progress, f"building {model_name}" + (f" from {checkpoint}" if checkpoint else f" (random init, seed {seed})"))
-    model, spec = _reference_model(spec, checkpoint, seed, attention_eps)
+    from evitdeploy.models import build_model
+
+    model, spec = build_model(spec, checkpoint, seed, attention_eps)
     from evitdeploy.calibration.data import load_inputs
 
     inputs, source = load_inputs(spec, spec.height, spec.width, data, count=2)
@@ -147,7 +143,9 @@ def _reference_for(artifact: Artifact, spec: ModelSpec, checkpoint: Optional[Pat
             raise UserError(f"{checkpoint} changed since the export (sha256 differs)", "pass --checkpoint to the exported weights")
     seed = source.get("seed") if source.get("seed") is not None else 0
     eps = source.get("attention_eps", spec.attention_eps)
-    model, _ = _reference_model(spec, checkpoint, seed, eps)
+    from evitdeploy.models import build_model
+
+    model, _ = build_model(spec, checkpoint, seed, eps)
     model.set_formulation("textbook")  # the reference's own arithmetic, not our rewrites
     return model
 

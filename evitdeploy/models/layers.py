@@ -56,8 +56,8 @@ class ConvNormAct(nn.Module):
 class DSConv(nn.Module):
     """Depthwise 3x3 then pointwise 1x1 (the B-series stem block)."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int, bias, norm, act):
-        super().__init__()
+    def __init__(self, in_channels: int, out_channels: int, stride: int, expand_ratio: float, bias, norm, act):
+        super().__init__()  # expand_ratio is always 1 here; kept for the two-conv blocks' shared signature
         bias, norm, act = _triple(bias, 2), _triple(norm, 2), _triple(act, 2)
         self.depth_conv = ConvNormAct(in_channels, in_channels, 3, stride, in_channels, bias[0], norm[0], act[0])
         self.point_conv = ConvNormAct(in_channels, out_channels, 1, 1, 1, bias[1], norm[1], act[1])
@@ -69,11 +69,12 @@ class DSConv(nn.Module):
 class ConvBlock(nn.Module):
     """Two full 3x3 convolutions (the L-series stem block; 'ResBlock' in the reference)."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int, bias, norm, act):
+    def __init__(self, in_channels: int, out_channels: int, stride: int, expand_ratio: float, bias, norm, act):
         super().__init__()
         bias, norm, act = _triple(bias, 2), _triple(norm, 2), _triple(act, 2)
-        self.conv1 = ConvNormAct(in_channels, in_channels, 3, stride, 1, bias[0], norm[0], act[0])
-        self.conv2 = ConvNormAct(in_channels, out_channels, 3, 1, 1, bias[1], norm[1], act[1])
+        mid = round(in_channels * expand_ratio)
+        self.conv1 = ConvNormAct(in_channels, mid, 3, stride, 1, bias[0], norm[0], act[0])
+        self.conv2 = ConvNormAct(mid, out_channels, 3, 1, 1, bias[1], norm[1], act[1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv2(self.conv1(x))
@@ -132,16 +133,6 @@ def local_block(
     fewer_norm: bool = False,
 ) -> nn.Module:
     """The reference's `build_local_block`: `fewer_norm` trades the inner norms for biases."""
-    if kind in ("ds", "conv"):
-        block = DSConv if kind == "ds" else ConvBlock
-        return block(
-            in_channels,
-            out_channels,
-            stride,
-            bias=(True, False) if fewer_norm else False,
-            norm=(None, norm) if fewer_norm else norm,
-            act=(act, None),
-        )
     if kind == "mb":
         return MBConv(
             in_channels,
@@ -152,8 +143,9 @@ def local_block(
             norm=(None, None, norm) if fewer_norm else norm,
             act=(act, act, None),
         )
-    if kind == "fmb":
-        return FusedMBConv(
+    two_conv = {"ds": DSConv, "conv": ConvBlock, "fmb": FusedMBConv}
+    if kind in two_conv:
+        return two_conv[kind](
             in_channels,
             out_channels,
             stride,
