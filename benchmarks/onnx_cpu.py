@@ -102,7 +102,7 @@ def run_case(key: str, threads: int, min_seconds: float, rounds: int, workdir: P
         for label, runner in contenders.items():
             if label == "eager":  # TorchRunner sets torch's thread count on load and restores it on close
                 runner.load()
-            samples[label] += measure(lambda: runner.infer(feed), warmup=2, iterations=3, min_duration_s=per_round)
+            samples[label] += measure(lambda: runner.infer(feed), warmup=2, count=3, min_time_s=per_round)
             if label == "eager":
                 runner.close()
     for runner in contenders.values():

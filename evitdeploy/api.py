@@ -100,12 +100,12 @@ def export_model(
     return export(model, spec, target, options)
 
 
-def _runner_for(artifact: Artifact, threads: Optional[int]):
+def _runner_for(artifact: Artifact, threads: Optional[int], spinning: bool = True):
     if artifact.target != "onnx":
         raise UserError(f"no runner for target {artifact.target!r} in this version", "use an ONNX artifact")
     from evitdeploy.runners.onnxruntime import OnnxRuntimeRunner
 
-    return OnnxRuntimeRunner(artifact.model_file, threads=threads)
+    return OnnxRuntimeRunner(artifact.model_file, threads=threads, spinning=spinning)
 
 
 def _resolve(path: Path, model_name: Optional[str]) -> Artifact:
@@ -190,9 +190,46 @@ def check_artifact(
         "task": spec.task,
         "target": artifact.target,
         "input_shape": list(spec.input_shape),
+        "artifact_bytes": artifact.model_file.stat().st_size,
         "data": source,
         "versions": versions,
         **report,
+    }
+
+
+def _check_counts(warmup: int, count: Optional[int], min_time_s: float) -> None:
+    if warmup < 0 or (count is not None and count < 1) or min_time_s < 0:
+        raise UserError("--warmup must be >= 0, --count >= 1 and --min-time >= 0", "fix the counts")
+
+
+def _bench_feed(spec: ModelSpec) -> dict:
+    from evitdeploy.calibration.data import load_inputs
+
+    inputs, _ = load_inputs(spec, spec.height, spec.width, None, count=1)
+    return {spec.input_name: inputs[[0] * spec.input_shape[0]]}
+
+
+def _bench_summary(artifact: Artifact, spec: ModelSpec, threads: int, results: list[dict], mode: str) -> dict:
+    """The bench JSON (schema BENCH_SCHEMA): artifact identity, host fingerprint, raw samples."""
+    from evitdeploy.bench import BENCH_SCHEMA, host_info
+
+    model_file = artifact.model_file
+    recorded = artifact.manifest.get("files", {}).get(model_file.name, {})
+    return {
+        "kind": "bench",
+        "schema": BENCH_SCHEMA,
+        "mode": mode,
+        "artifact": str(artifact.folder),
+        "model_file": model_file.name,
+        "artifact_sha256": recorded.get("sha256") or sha256_of(model_file),
+        "artifact_bytes": model_file.stat().st_size,
+        "model": spec.name,
+        "task": spec.task,
+        "target": artifact.target,
+        "precision": artifact.precision,
+        "input_shape": list(spec.input_shape),
+        "host": host_info(threads),
+        "results": results,
     }
 
 
@@ -202,8 +239,8 @@ def bench_artifact(
     checkpoint: Optional[Path] = None,
     threads: Optional[int] = None,
     warmup: int = 10,
-    iterations: Optional[int] = None,
-    min_duration_s: float = 0.0,
+    count: Optional[int] = None,
+    min_time_s: float = 0.0,
     batch: Optional[int] = None,
     height: Optional[int] = None,
     width: Optional[int] = None,
@@ -211,19 +248,16 @@ def bench_artifact(
     progress: Progress = None,
 ) -> dict:
     """Latency of an artifact on this host (and optionally PyTorch eager on the same input)."""
-    from evitdeploy.bench import bench_runner, host_info
-    from evitdeploy.calibration.data import load_inputs
+    from evitdeploy.bench import bench_runner
 
-    if warmup < 0 or (iterations is not None and iterations < 1) or min_duration_s < 0:
-        raise UserError("--warmup must be >= 0, --iterations >= 1, --min-duration >= 0", "fix the counts")
+    _check_counts(warmup, count, min_time_s)
     threads = threads or os.cpu_count()
     artifact = _resolve(Path(path), model_name)
     spec = _sized_spec(artifact, batch, height, width)
-    inputs, source = load_inputs(spec, spec.height, spec.width, None, count=1)
-    feed = {spec.input_name: inputs[[0] * spec.input_shape[0]]}
+    feed = _bench_feed(spec)
     _step(progress, f"benchmarking {artifact.model_file.name} on {artifact.target} ({threads} threads)")
     with _runner_for(artifact, threads) as runner:
-        results = [bench_runner(runner, feed, f"{artifact.target}/{artifact.precision}", warmup, iterations, min_duration_s)]
+        results = [bench_runner(runner, feed, f"{artifact.target}/{artifact.precision}", warmup, count, min_time_s)]
         results[0]["providers"] = runner.providers
     if against_torch:
         from evitdeploy.runners.torch import TorchRunner
@@ -231,10 +265,46 @@ def bench_artifact(
         _step(progress, "benchmarking PyTorch eager (the reference)")
         reference = _reference_for(artifact, spec, checkpoint)
         with TorchRunner(reference, spec, threads=threads) as runner:
-            results.append(bench_runner(runner, feed, "torch/eager", warmup, iterations, min_duration_s))
-    summary = {"kind": "bench", "artifact": str(artifact.folder), "model": spec.name, "host": host_info(threads), "results": results}
+            results.append(bench_runner(runner, feed, "torch/eager", warmup, count, min_time_s))
+    summary = _bench_summary(artifact, spec, threads, results, "single")
     if against_torch:
         summary["speedup_vs_torch"] = results[1]["stats"]["median_ms"] / results[0]["stats"]["median_ms"]
     return summary
 
 
+def bench_interleaved(
+    baseline_path: Path,
+    new_path: Path,
+    threads: Optional[int] = None,
+    warmup: int = 10,
+    count: Optional[int] = None,
+    min_time_s: float = 0.0,
+    block: int = 1,
+    progress: Progress = None,
+) -> tuple[dict, dict]:
+    """Both artifacts timed in one process, alternating turns: two bench results, one drift."""
+    from evitdeploy.bench import latency_result, measure_interleaved
+
+    _check_counts(warmup, count, min_time_s)
+    if block < 1:
+        raise UserError(f"--block {block} is not valid", "use 1 or more runs per turn")
+    threads = threads or os.cpu_count()
+    base_artifact, new_artifact = _resolve(Path(baseline_path), None), _resolve(Path(new_path), None)
+    base_spec, new_spec = base_artifact.spec, new_artifact.spec
+    base_feed, new_feed = _bench_feed(base_spec), _bench_feed(new_spec)
+    _step(progress, f"timing {base_artifact.folder.name} and {new_artifact.folder.name} in alternating turns ({threads} threads)")
+    # Thread-pool spinning off for both: otherwise the idle session's spinning threads slow the busy one.
+    with _runner_for(base_artifact, threads, False) as base_runner, _runner_for(new_artifact, threads, False) as new_runner:
+        base_samples, new_samples = measure_interleaved(
+            lambda: base_runner.infer(base_feed), lambda: new_runner.infer(new_feed), warmup, count, min_time_s, block
+        )
+        summaries = []
+        for artifact, spec, runner, feed, samples in (
+            (base_artifact, base_spec, base_runner, base_feed, base_samples),
+            (new_artifact, new_spec, new_runner, new_feed, new_samples),
+        ):
+            result = latency_result(runner, feed, f"{artifact.target}/{artifact.precision}", samples, warmup)
+            result["providers"] = runner.providers
+            result["thread_pool_spinning"] = False
+            summaries.append(_bench_summary(artifact, spec, threads, [result], "interleaved"))
+    return summaries[0], summaries[1]

@@ -78,12 +78,20 @@ def build_manifest(folder: Path, target: str, precision: str, spec: ModelSpec, m
 
 def write_json(path: Path, data: dict) -> None:
     """Write JSON atomically: a reader never sees half a file."""
+    write_bytes(path, (json.dumps(data, indent=2) + "\n").encode())
+
+
+def write_text(path: Path, text: str) -> None:
+    write_bytes(path, text.encode())
+
+
+def write_bytes(path: Path, payload: bytes) -> None:
+    """Write to a temporary sibling, then rename: no half-written file is ever left behind."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2)
-            handle.write("\n")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -1,7 +1,8 @@
-"""Latency: warm-up, then a fixed count or a minimum duration; raw samples kept.
+"""Latency: warm-up, then a fixed count or a minimum duration; every raw sample kept.
 
-Results are JSON first (every sample in ms, host, threads, runtime versions); tables and gates
-render from the JSON. On a shared, noisy host quote medians and ratios measured in one run.
+Results are JSON first (every timed iteration in ms, the host fingerprint, runtime versions, the
+artifact's sha256, a schema version); tables, plots and the CI gate all render from that JSON.
+On a shared, noisy host quote medians and ratios measured in one run.
 """
 
 from __future__ import annotations
@@ -13,27 +14,70 @@ from typing import Callable, Optional
 
 import numpy as np
 
+BENCH_SCHEMA = 2  # 2: host fingerprint, artifact identity and raw samples on every result
+
+
+def _timed(infer: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    infer()
+    return (time.perf_counter() - t0) * 1e3
+
+
+def _enough(count: int, wanted: int, started: float, min_time_s: float) -> bool:
+    return count >= wanted and time.perf_counter() - started >= min_time_s
+
 
 def measure(
     infer: Callable[[], object],
     warmup: int = 10,
-    iterations: Optional[int] = None,
-    min_duration_s: float = 0.0,
-    max_iterations: int = 100_000,
+    count: Optional[int] = None,
+    min_time_s: float = 0.0,
+    max_count: int = 100_000,
 ) -> list[float]:
-    """Latency samples in ms: at least `iterations` runs (default 50) and at least `min_duration_s`."""
+    """Latency samples in ms: at least `count` runs (default 50, or 1 with a min time) and at least `min_time_s`."""
     for _ in range(warmup):
         infer()
-    wanted = 50 if iterations is None and not min_duration_s else (iterations or 1)
+    wanted = count if count is not None else (1 if min_time_s else 50)
     samples: list[float] = []
     started = time.perf_counter()
-    while len(samples) < max_iterations:
-        t0 = time.perf_counter()
-        infer()
-        samples.append((time.perf_counter() - t0) * 1e3)
-        if len(samples) >= wanted and time.perf_counter() - started >= min_duration_s:
+    while len(samples) < max_count:
+        samples.append(_timed(infer))
+        if _enough(len(samples), wanted, started, min_time_s):
             break
     return samples
+
+
+def measure_interleaved(
+    infer_a: Callable[[], object],
+    infer_b: Callable[[], object],
+    warmup: int = 10,
+    count: Optional[int] = None,
+    min_time_s: float = 0.0,
+    block: int = 1,
+    max_count: int = 100_000,
+) -> tuple[list[float], list[float]]:
+    """Samples of A and B taken in alternating turns (A B, then B A, ...), `block` runs per turn.
+
+    Drift of a shared machine (another job starting, thermal throttling, frequency changes) then
+    lands on both sides alike instead of on whichever ran second, and the A B / B A order cancels
+    any cache advantage of going first.
+    """
+    for _ in range(warmup):
+        infer_a()
+        infer_b()
+    wanted = count if count is not None else (1 if min_time_s else 50)
+    a: list[float] = []
+    b: list[float] = []
+    started = time.perf_counter()
+    turn = 0
+    while len(a) < max_count:
+        order = ((infer_a, a), (infer_b, b)) if turn % 2 == 0 else ((infer_b, b), (infer_a, a))
+        for infer, samples in order:
+            samples.extend(_timed(infer) for _ in range(block))
+        turn += 1
+        if _enough(min(len(a), len(b)), wanted, started, min_time_s):
+            break
+    return a, b
 
 
 def summarize(latency_samples_ms: list[float], batch: int = 1) -> dict:
@@ -53,12 +97,15 @@ def summarize(latency_samples_ms: list[float], batch: int = 1) -> dict:
 
 
 def host_info(threads: Optional[int]) -> dict:
+    """The host fingerprint: what must match before two latencies may be compared."""
     return {
-        "platform": platform.platform(),
-        "machine": platform.machine(),
         "cpu": _cpu_model(),
         "logical_cpus": os.cpu_count(),
         "threads": threads,
+        "os": platform.system(),
+        "machine": platform.machine(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
         "load_average_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
 
@@ -74,20 +121,12 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def bench_runner(
-    runner,
-    feed: dict,
-    label: str,
-    warmup: int = 10,
-    iterations: Optional[int] = None,
-    min_duration_s: float = 0.0,
-) -> dict:
-    """Benchmark one loaded runner on one feed; a JSON-ready result with its raw samples."""
-    batch = int(next(iter(feed.values())).shape[0])
-    samples = measure(lambda: runner.infer(feed), warmup, iterations, min_duration_s)
+def latency_result(runner, feed: dict, label: str, samples: list[float], warmup: int) -> dict:
+    """One JSON-ready result: summary statistics plus every raw sample."""
     shape = list(next(iter(feed.values())).shape)
-    megapixels = batch * shape[2] * shape[3] / 1e6
+    batch = shape[0]
     stats = summarize(samples, batch)
+    megapixels = batch * shape[2] * shape[3] / 1e6
     return {
         "label": label,
         "backend": runner.backend,
@@ -98,3 +137,16 @@ def bench_runner(
         "latency_samples_ms": [round(s, 4) for s in samples],
         "versions": runner.versions(),
     }
+
+
+def bench_runner(
+    runner,
+    feed: dict,
+    label: str,
+    warmup: int = 10,
+    count: Optional[int] = None,
+    min_time_s: float = 0.0,
+) -> dict:
+    """Benchmark one loaded runner on one feed; a JSON-ready result with its raw samples."""
+    samples = measure(lambda: runner.infer(feed), warmup, count, min_time_s)
+    return latency_result(runner, feed, label, samples, warmup)

@@ -180,33 +180,101 @@ def check(
         raise typer.Exit(EXIT_CHECK_FAILED)
 
 
+THREADS_OPTION = typer.Option(None, "--threads", help="Intra-op threads [default: all cores]. Keep it fixed between runs you compare.")
+WARMUP_OPTION = typer.Option(10, "--warmup", help="Untimed runs first.")
+COUNT_OPTION = typer.Option(None, "--count", "-n", "--iterations", help="Timed runs [default: 50, or as many as --min-time takes].")
+MIN_TIME_OPTION = typer.Option(0.0, "--min-time", "--min-duration", help="Keep timing for at least this many seconds.")
+
+
 @app.command()
 @handles_errors
 def bench(
     artifact: Path = typer.Argument(..., help="Artifact folder (or its model file)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name, for a bare .onnx without manifest."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="Weights for --against-torch [default: the manifest's]."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="Intra-op threads [default: all cores]."),
-    warmup: int = typer.Option(10, "--warmup", help="Untimed runs first."),
-    iterations: Optional[int] = typer.Option(None, "--iterations", "-i", help="Timed runs [default: 50, or as many as --min-duration takes]."),
-    min_duration: float = typer.Option(0.0, "--min-duration", help="Keep timing for at least this many seconds."),
+    threads: Optional[int] = THREADS_OPTION,
+    warmup: int = WARMUP_OPTION,
+    count: Optional[int] = COUNT_OPTION,
+    min_time: float = MIN_TIME_OPTION,
     batch: Optional[int] = typer.Option(None, "--batch", help="Batch (dynamic-batch artifacts)."),
     height: Optional[int] = typer.Option(None, "--height", help="Input height (dynamic artifacts)."),
     width: Optional[int] = typer.Option(None, "--width", help="Input width (dynamic artifacts)."),
     against_torch: bool = typer.Option(False, "--against-torch", help="Also time PyTorch eager on the same input and report the ratio."),
-    save: Optional[Path] = typer.Option(None, "--save", help="Also write the JSON result to this file."),
+    save: Optional[Path] = typer.Option(None, "--save", help="Also write the JSON result (the input of `gate` and `report`) to this file."),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Latency of an artifact on this host: median, p90, p99, mean, std, throughput, raw samples."""
+    """Latency of an artifact on this host: median, p90, p99, mean, std, throughput, every raw sample.
+
+    The saved JSON keeps each timed iteration plus the host fingerprint (CPU, cores, threads, OS),
+    runtime versions and the artifact's sha256, so `evitdeploy gate` can compare two runs.
+    """
     from evitdeploy.api import bench_artifact
     from evitdeploy.report import bench_table
 
     with progress(not as_json) as step:
         summary = bench_artifact(
-            artifact, model, checkpoint, threads, warmup, iterations, min_duration, batch, height, width, against_torch, step
+            artifact, model, checkpoint, threads, warmup, count, min_time, batch, height, width, against_torch, step
         )
     _save(summary, save)
     _emit(summary, as_json, bench_table)
+
+
+@app.command()
+@handles_errors
+def gate(
+    paths: list[Path] = typer.Argument(..., help="NEW.json (with --baseline OLD.json), or BASE_ARTIFACT NEW_ARTIFACT (with --interleave)."),
+    baseline: Optional[Path] = typer.Option(None, "--baseline", "-b", help="Bench JSON of the baseline (e.g. main's artifact)."),
+    interleave: bool = typer.Option(False, "--interleave", help="Time two artifacts here, alternating A B B A ..., then gate (recommended on shared CI runners)."),
+    threshold: str = typer.Option("5%", "--threshold", help="Median slowdown that counts as a regression, e.g. 5% or 0.05."),
+    alpha: float = typer.Option(0.01, "--alpha", help="Significance of the one-sided Mann-Whitney U test on the raw samples."),
+    allow_mismatch: bool = typer.Option(False, "--allow-mismatch", help="Compare results from different hosts, backends, precisions or shapes anyway."),
+    threads: Optional[int] = THREADS_OPTION,
+    warmup: int = WARMUP_OPTION,
+    count: Optional[int] = typer.Option(None, "--count", "-n", help="Timed runs per artifact with --interleave [default: 50]."),
+    min_time: float = typer.Option(0.0, "--min-time", help="With --interleave: keep alternating for at least this many seconds."),
+    block: int = typer.Option(1, "--block", help="With --interleave: timed runs per turn."),
+    markdown_file: Optional[Path] = typer.Option(None, "--markdown", help="Also write a Markdown summary (a CI job can post it as a PR comment)."),
+    save: Optional[Path] = typer.Option(None, "--save", help="Also write the gate JSON (with both sides' raw samples for --interleave)."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Fail (exit 1) only on a latency regression that is both larger than --threshold and beyond noise.
+
+    Regression = median slowdown > threshold AND a one-sided Mann-Whitney U test on the raw samples
+    gives p < alpha. Faster beyond noise is reported as an improvement (exit 0). Results from
+    different hosts, backends, precisions or input shapes are refused (exit 2).
+    """
+    from evitdeploy import gate as gating
+    from evitdeploy.report import gate_table
+
+    settings = gating.GateSettings(threshold=gating.parse_threshold(threshold), alpha=gating.check_alpha(alpha))
+    if interleave:
+        if len(paths) != 2 or baseline is not None:
+            raise UserError("--interleave takes two artifacts: BASE_ARTIFACT NEW_ARTIFACT", "drop --baseline; e.g. `gate --interleave main-art/ pr-art/`")
+        from evitdeploy.api import bench_interleaved
+
+        gating.check_samples_count(count)
+        with progress(not as_json) as step:
+            base_summary, new_summary = bench_interleaved(paths[0], paths[1], threads, warmup, count, min_time, block, step)
+        report = gating.evaluate(base_summary, new_summary, settings, allow_mismatch, mode="interleaved")
+        report["results"] = {"baseline": base_summary, "new": new_summary}
+    else:
+        if len(paths) != 1 or baseline is None:
+            raise UserError("gate compares one NEW.json with --baseline OLD.json", "e.g. `gate pr.json --baseline main.json`, or use --interleave A B")
+        report = gating.evaluate(gating.load_bench(baseline, "baseline"), gating.load_bench(paths[0], "new"), settings, allow_mismatch)
+    _save(report, save)
+    if markdown_file is not None:
+        _write_text(markdown_file, gating.markdown(report))
+    _emit(report, as_json, gate_table)
+    raise typer.Exit(gating.exit_code(report))
+
+
+def _write_text(path: Path, text: str) -> None:
+    from evitdeploy.artifact import write_text
+
+    try:
+        write_text(path, text)
+    except OSError as exc:
+        raise UserError(f"cannot write {path} ({exc.strerror})", "choose a path you can write to") from exc
 
 
 @app.command()

@@ -101,3 +101,24 @@ def summary_table(results: list[dict]) -> Table:
     for row in rows.values():
         table.add_row(*(row.get(c, "-") for c in columns))
     return table
+
+
+def gate_table(report: dict) -> Table:
+    styles = {"regression": "[red]REGRESSION[/red]", "improvement": "[green]FASTER[/green]", "no change": "[green]PASS[/green]"}
+    new = report["new"]
+    table = Table(title=f"Latency gate {new.get('model') or ''} {new.get('label') or ''}: {styles[report['verdict']]} ({report['mode']})")
+    for column in ("side", "artifact", "median ms", "p90 ms", "p99 ms", "std ms", "n"):
+        table.add_column(column, justify="left" if column in ("side", "artifact") else "right")
+    for name in ("baseline", "new"):
+        side, s = report[name], report[name]["stats"]
+        table.add_row(name, str(side.get("artifact")), *(_fmt(s[k], 4) for k in ("median_ms", "p90_ms", "p99_ms", "std_ms")), str(s["count"]))
+    low, high = report["ratio_interval"] or (float("nan"), float("nan"))
+    notes = [
+        report["reason"],
+        f"median ratio {report['ratio']:.3f} ({report['change_pct']:+.1f}%), {100 * report['confidence']:g}% CI [{low:.3f}, {high:.3f}]; "
+        f"Mann-Whitney p(slower)={report['p_slower']:.3g}, p(faster)={report['p_faster']:.3g}",
+    ]
+    notes += [f"[yellow]mismatch allowed: {m}[/yellow]" for m in report.get("mismatches", [])]
+    notes += [f"[yellow]note: {w}[/yellow]" for w in report.get("warnings", [])]
+    table.caption = "\n".join(notes)
+    return table

@@ -14,13 +14,13 @@ def test_summary_statistics_of_known_samples():
 
 def test_measure_runs_warmup_then_the_requested_count():
     calls = []
-    samples = measure(lambda: calls.append(1), warmup=3, iterations=7)
+    samples = measure(lambda: calls.append(1), warmup=3, count=7)
     assert len(samples) == 7 and len(calls) == 10
 
 
 def test_measure_keeps_going_until_the_minimum_duration():
     started = time.perf_counter()
-    samples = measure(lambda: time.sleep(0.01), warmup=0, iterations=1, min_duration_s=0.2)
+    samples = measure(lambda: time.sleep(0.01), warmup=0, count=1, min_time_s=0.2)
     assert time.perf_counter() - started >= 0.2
     assert len(samples) >= 10
 

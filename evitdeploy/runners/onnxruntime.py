@@ -30,11 +30,13 @@ class OnnxRuntimeRunner(Runner):
         threads: Optional[int] = None,
         providers: Optional[Sequence[str]] = None,
         optimization: str = "all",
+        spinning: bool = True,
     ):
         self.model_path = Path(model_path)
         self.threads = threads
         self.requested_providers = providers
         self.optimization = optimization
+        self.spinning = spinning  # off when two sessions take turns: an idle pool's spinning threads steal the cores
         self.session = None
 
     def load(self) -> None:
@@ -43,6 +45,8 @@ class OnnxRuntimeRunner(Runner):
         if self.threads:
             options.intra_op_num_threads = self.threads
             options.inter_op_num_threads = 1
+        if not self.spinning:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         levels = {
             "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
             "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
