@@ -280,21 +280,77 @@ def _write_text(path: Path, text: str) -> None:
 @app.command()
 @handles_errors
 def report(
-    results: list[Path] = typer.Argument(..., help="JSON files written by `check --save` / `bench --save`."),
+    results: list[Path] = typer.Argument(..., help="Result files: JSON from `check --save` / `bench --save`, or a `sweep` .jsonl."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write report.md (PNG plots beside it) or report.html (one self-contained file)."),
+    columns: Optional[str] = typer.Option(None, "--columns", help="Comma list of table columns [default: all but eager_ms,speedup_vs_torch]."),
+    title: str = typer.Option("evitdeploy report", "--title", help="Heading of the written report."),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """One table from saved parity and latency results."""
-    from evitdeploy.report import summary_table
+    """One row per model x target x precision x resolution: size, parity, latency, throughput.
 
-    loaded = []
-    for path in results:
-        try:
-            loaded.append(json.loads(Path(path).read_text()))
-        except FileNotFoundError:
-            raise UserError(f"result file not found: {path}", "pass files written with --save") from None
-        except ValueError as exc:
-            raise UserError(f"{path} is not valid JSON ({exc})", "pass files written with --save") from None
-    _emit(loaded, as_json, summary_table)
+    With -o it also draws latency vs megapixels (log-log: linear attention should give slope ~1)
+    and accuracy drift vs latency (the Pareto front across precisions and targets).
+    """
+    from evitdeploy.report import load_results, parse_columns, report_rows, rows_table, write_report
+
+    chosen = parse_columns(columns)
+    rows = report_rows(load_results(results))
+    written = write_report(rows, output, chosen, title) if output is not None else []
+    if as_json:
+        print(json.dumps({"rows": rows, "written": [str(p) for p in written]}, indent=2))
+        return
+    out.print(rows_table(rows, chosen))
+    for path in written:
+        out.print(f"wrote {path}")
+
+
+@app.command()
+@handles_errors
+def sweep(
+    model: str = typer.Option(..., "--model", "-m", help="Model name(s), comma-separated."),
+    output: Path = typer.Option(..., "--output", "-o", help="Results .jsonl: one line per cell, appended; cells already there are skipped."),
+    target: str = typer.Option("onnx", "--target", "-t", help="Target(s), comma-separated."),
+    precision: str = typer.Option("fp32", "--precision", "-p", help="Precision(s), comma-separated."),
+    resolution: Optional[str] = typer.Option(None, "--resolution", "-r", help="Sizes, comma-separated: 224 or HEIGHTxWIDTH (1024x2048) [default: each model's own]."),
+    artifacts: Optional[Path] = typer.Option(None, "--artifacts", help="Where cell artifacts go [default: OUTPUT's name + '-artifacts']."),
+    samples: int = typer.Option(8, "--samples", help="Parity inputs per cell."),
+    threads: Optional[int] = THREADS_OPTION,
+    warmup: int = WARMUP_OPTION,
+    count: Optional[int] = typer.Option(None, "--count", "-n", help="Timed runs per cell [default: 50]."),
+    min_time: float = typer.Option(0.0, "--min-time", help="Keep timing each cell for at least this many seconds."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Image folder or .npz for parity [default: scikit-image sample photos]."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Run again the cells recorded as failed."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Run export -> check -> bench for every cell of a grid; exit 1 if any cell failed.
+
+    Each cell is independent: a CI matrix can run one cell per job (same flags, one value each)
+    and `evitdeploy report` reads all the .jsonl files together.
+    """
+    from evitdeploy.report import report_rows, rows_table
+    from evitdeploy.sweep import OK, CellSettings, plan_cells, run_sweep, split_list
+
+    models = split_list(model, "models")
+    if resolution is None:
+        from evitdeploy.models import get_spec
+
+        resolutions = [f"{get_spec(m).height}x{get_spec(m).width}" for m in models]
+    else:
+        resolutions = split_list(resolution, "resolutions")
+    if samples < 1:
+        raise UserError(f"--samples {samples} is not valid", "use 1 or more")
+    cells = plan_cells(models, split_list(target, "targets"), split_list(precision, "precisions"), list(dict.fromkeys(resolutions)))
+    settings = CellSettings(samples, warmup, count, min_time, threads, str(data) if data else None)
+    folder = artifacts or output.with_name(output.stem + "-artifacts")
+    with progress(True) as step:
+        summary = run_sweep(cells, output, folder, settings, retry_failed, step)
+    if as_json:
+        print(json.dumps(summary, indent=2))
+    else:
+        out.print(rows_table(report_rows(summary["cells"])))
+        out.print(f"{len(summary['ran'])} cell(s) run, {len(summary['skipped'])} skipped (already in {output}); artifacts in {folder}")
+    if any(record["status"] != OK for record in summary["cells"]):
+        raise typer.Exit(EXIT_CHECK_FAILED)
 
 
 @app.command()

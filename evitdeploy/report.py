@@ -1,8 +1,22 @@
-"""Terminal tables rendered from the JSON results (the JSON is the source of truth)."""
+"""Tables and reports rendered from the JSON results (the JSON is the source of truth).
+
+`report` merges parity, bench and sweep results into one row per model x target x precision x
+resolution, and renders them as a terminal table, Markdown (+ PNG plots beside it) or one
+self-contained HTML file (plots embedded).
+"""
 
 from __future__ import annotations
 
+import base64
+import html
+import json
+from pathlib import Path
+from typing import Optional
+
+from rich.markup import escape
 from rich.table import Table
+
+from evitdeploy.errors import UserError
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -75,34 +89,6 @@ def doctor_table(diagnosis: dict) -> Table:
     return table
 
 
-def summary_table(results: list[dict]) -> Table:
-    """One row per artifact from any mix of parity and bench JSON results."""
-    rows: dict[str, dict] = {}
-    for result in results:
-        row = rows.setdefault(result.get("artifact", "?"), {"model": result.get("model", "")})
-        if result.get("kind") == "parity":
-            m = result["metrics"]
-            row.update(
-                target=f"{result['target']}/{result['precision']}",
-                parity="PASS" if result["passed"] else "FAIL",
-                max_abs=_fmt(m.get("max_abs_error")),
-                agreement=_fmt(m.get("top1_agreement", m.get("pixel_agreement"))),
-            )
-        elif result.get("kind") == "bench":
-            first = result["results"][0]
-            row.update(median=_fmt(first["stats"]["median_ms"], 4), input="x".join(map(str, first["input_shape"])))
-            if len(result["results"]) > 1:
-                row.update(eager=_fmt(result["results"][1]["stats"]["median_ms"], 4), speedup=f"{result['speedup_vs_torch']:.2f}x")
-    table = Table(title="evitdeploy results")
-    columns = ("model", "target", "input", "parity", "max_abs", "agreement", "median", "eager", "speedup")
-    headers = ("model", "target", "input", "parity", "max abs err", "top-1/pixel agree", "median ms", "eager ms", "vs eager")
-    for header in headers:
-        table.add_column(header)
-    for row in rows.values():
-        table.add_row(*(row.get(c, "-") for c in columns))
-    return table
-
-
 def gate_table(report: dict) -> Table:
     styles = {"regression": "[red]REGRESSION[/red]", "improvement": "[green]FASTER[/green]", "no change": "[green]PASS[/green]"}
     new = report["new"]
@@ -122,3 +108,228 @@ def gate_table(report: dict) -> Table:
     notes += [f"[yellow]note: {w}[/yellow]" for w in report.get("warnings", [])]
     table.caption = "\n".join(notes)
     return table
+
+
+# --- merged rows -------------------------------------------------------------------------------
+
+COLUMNS = {  # name -> (header, digits)
+    "model": ("model", None),
+    "target": ("target", None),
+    "precision": ("precision", None),
+    "resolution": ("resolution", None),
+    "megapixels": ("MP", 3),
+    "size_mb": ("size MB", 3),
+    "parity": ("parity", None),
+    "max_abs_error": ("max abs err", 3),
+    "cosine_min": ("min cosine", 6),
+    "agreement": ("top-1/pixel agree", 4),
+    "median_ms": ("median ms", 4),
+    "p90_ms": ("p90 ms", 4),
+    "p99_ms": ("p99 ms", 4),
+    "throughput_per_s": ("per s", 1),
+    "eager_ms": ("eager ms", 4),
+    "speedup_vs_torch": ("vs eager", 3),
+    "status": ("status", None),
+}
+DEFAULT_COLUMNS = tuple(c for c in COLUMNS if c not in ("eager_ms", "speedup_vs_torch"))
+TERMINAL_COLUMNS = tuple(c for c in DEFAULT_COLUMNS if c not in ("megapixels", "cosine_min"))  # fits 160 columns
+_RESULT_HINT = "pass JSON written by `check --save` / `bench --save`, or a `sweep` .jsonl"
+
+
+def load_results(paths: list[Path]) -> list[dict]:
+    """Every result object in the files (.json: one object or a list; .jsonl: one per line)."""
+    from evitdeploy.sweep import read_records
+
+    results = []
+    for path in map(Path, paths):
+        if not path.is_file():
+            raise UserError(f"result file not found: {path}", _RESULT_HINT)
+        if path.suffix == ".jsonl":
+            found = read_records(path)
+        else:
+            try:
+                data = json.loads(path.read_text())
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise UserError(f"{path} is not valid JSON ({exc})", _RESULT_HINT) from None
+            found = data if isinstance(data, list) else [data]
+        for item in found:
+            if not isinstance(item, dict) or item.get("kind") not in ("parity", "bench", "sweep-cell"):
+                kind = item.get("kind") if isinstance(item, dict) else type(item).__name__
+                raise UserError(f"{path} holds a result of kind {kind!r}, not parity, bench or sweep-cell", _RESULT_HINT)
+        results += found
+    if not results:
+        raise UserError("the result files hold no results", _RESULT_HINT)
+    return results
+
+
+def _shape_fields(shape: list) -> dict:
+    batch, _, height, width = shape
+    return {"resolution": f"{height}x{width}", "megapixels": batch * height * width / 1e6, "batch": batch}
+
+
+def _parity_fields(parity: dict) -> dict:
+    metrics = parity.get("metrics", {})
+    return {
+        "parity": "PASS" if parity.get("passed") else "FAIL",
+        "max_abs_error": metrics.get("max_abs_error"),
+        "cosine_min": metrics.get("cosine_min"),
+        "agreement": metrics.get("top1_agreement", metrics.get("pixel_agreement")),
+    }
+
+
+def _bench_fields(bench: dict) -> dict:
+    first = bench["results"][0]
+    fields = {k: first["stats"][k] for k in ("median_ms", "p90_ms", "p99_ms", "throughput_per_s")}
+    if len(bench["results"]) > 1 and "speedup_vs_torch" in bench:
+        fields.update(eager_ms=bench["results"][1]["stats"]["median_ms"], speedup_vs_torch=bench["speedup_vs_torch"])
+    return fields
+
+
+def _identity(result: dict) -> dict:
+    """model/target/precision/resolution of any result kind (older bench files lack some keys)."""
+    if result["kind"] == "sweep-cell":
+        cell = result["cell"]
+        shape = [1, 3, cell["height"], cell["width"]]
+        return {"model": cell["model"], "target": cell["target"], "precision": cell["precision"], **_shape_fields(shape)}
+    label = result["results"][0].get("label", "/") if result["kind"] == "bench" else "/"
+    target, _, precision = label.partition("/")
+    shape = result.get("input_shape") or result["results"][0]["input_shape"]
+    return {
+        "model": result.get("model", "?"),
+        "target": result.get("target") or target,
+        "precision": result.get("precision") or precision,
+        **_shape_fields(shape),
+    }
+
+
+def report_rows(results: list[dict]) -> list[dict]:
+    """One row per model x target x precision x resolution; later results fill or replace fields."""
+    rows: dict[tuple, dict] = {}
+    for result in results:
+        try:
+            ident = _identity(result)
+            key = (ident["model"], ident["target"], ident["precision"], ident["resolution"], ident["batch"])
+            row = rows.setdefault(key, {**ident, "status": "ok"})
+            if result.get("artifact_bytes"):
+                row["size_mb"] = result["artifact_bytes"] / 1e6
+            if result["kind"] == "parity":
+                row.update(_parity_fields(result))
+            elif result["kind"] == "bench":
+                row.update(_bench_fields(result))
+            else:
+                row["status"] = result["status"] if result["status"] != "failed" else f"failed at {result.get('stage')}"
+                if result.get("error"):
+                    row["error"] = result["error"]
+                if result.get("parity"):
+                    row.update(_parity_fields(result["parity"]))
+                if result.get("bench"):
+                    row.update(_bench_fields(result["bench"]))
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            raise UserError(f"a {result.get('kind')} result is incomplete ({type(exc).__name__}: {exc})", _RESULT_HINT) from None
+    return sorted(rows.values(), key=lambda r: (r["model"], r["target"], r["precision"], r["megapixels"]))
+
+
+def parse_columns(text: Optional[str]) -> tuple[str, ...]:
+    if not text:
+        return DEFAULT_COLUMNS
+    columns = tuple(c.strip() for c in text.split(",") if c.strip())
+    unknown = [c for c in columns if c not in COLUMNS]
+    if unknown or not columns:
+        raise UserError(f"unknown column {unknown[0] if unknown else text!r}", f"choose from: {', '.join(COLUMNS)}")
+    return columns
+
+
+def _cell(row: dict, column: str) -> str:
+    value = row.get(column)
+    digits = COLUMNS[column][1]
+    return _fmt(float(value), digits) if digits and value is not None else ("-" if value is None else str(value))
+
+
+def _errors(rows: list[dict]) -> list[str]:
+    return [f"{r['model']} {r['target']}/{r['precision']} {r['resolution']}: {r['error']}" for r in rows if r.get("error")]
+
+
+def rows_table(rows: list[dict], columns: tuple[str, ...] = TERMINAL_COLUMNS) -> Table:
+    table = Table(title="evitdeploy results")
+    for column in columns:
+        table.add_column(COLUMNS[column][0], justify="right" if COLUMNS[column][1] else "left", no_wrap=column == "model")
+    for row in rows:
+        table.add_row(*(_cell(row, c) for c in columns))
+    table.caption = "\n".join(f"[red]{escape(e)}[/red]" for e in _errors(rows)) or None
+    return table
+
+
+def _markdown_table(rows: list[dict], columns: tuple[str, ...]) -> str:
+    header = "| " + " | ".join(COLUMNS[c][0] for c in columns) + " |"
+    rule = "|" + "|".join("---:" if COLUMNS[c][1] else "---" for c in columns) + "|"
+    body = ["| " + " | ".join(_cell(r, c).replace("|", "\\|") for c in columns) + " |" for r in rows]
+    return "\n".join([header, rule, *body])
+
+
+def _figures(rows: list[dict]) -> dict[str, Optional[bytes]]:
+    from evitdeploy import plots
+
+    return {
+        "latency-vs-megapixels": plots.latency_vs_megapixels(rows),
+        "drift-vs-latency": plots.drift_vs_latency(rows),
+    }
+
+
+_FIGURE_TITLES = {
+    "latency-vs-megapixels": "Latency vs megapixels (log-log; slope 1 = linear in pixels)",
+    "drift-vs-latency": "Accuracy drift vs latency (Pareto front per model and resolution)",
+}
+
+
+def write_report(rows: list[dict], output: Path, columns: tuple[str, ...] = DEFAULT_COLUMNS, title: str = "evitdeploy report") -> list[Path]:
+    """report.md (+ PNGs beside it) or one self-contained report.html; returns the files written."""
+    from evitdeploy.artifact import write_bytes
+
+    output = Path(output)
+    if output.suffix not in (".md", ".html"):
+        raise UserError(f"cannot tell the format of {output}", "name the output report.md or report.html")
+    if not output.parent.is_dir():
+        raise UserError(f"folder {output.parent} does not exist", "create it first or choose another -o")
+    figures = _figures(rows)
+    written = []
+    try:
+        if output.suffix == ".md":
+            parts = [f"# {title}", "", _markdown_table(rows, columns), ""]
+            parts += [f"- {error}" for error in _errors(rows)] + ([""] if _errors(rows) else [])
+            for name, png in figures.items():
+                if png is None:
+                    parts += [f"_{_FIGURE_TITLES[name]}: no rows with the data it needs._", ""]
+                    continue
+                image = output.with_name(f"{output.stem}-{name}.png")
+                write_bytes(image, png)
+                written.append(image)
+                parts += [f"## {_FIGURE_TITLES[name]}", "", f"![{name}]({image.name})", ""]
+            write_bytes(output, "\n".join(parts).encode())
+        else:
+            write_bytes(output, _html(rows, columns, figures, title).encode())
+    except OSError as exc:
+        raise UserError(f"cannot write {output} ({exc.strerror})", "choose an -o path you can write to") from exc
+    return [output, *written]
+
+
+def _html(rows: list[dict], columns: tuple[str, ...], figures: dict, title: str) -> str:
+    head = "".join(f"<th>{html.escape(COLUMNS[c][0])}</th>" for c in columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td class='{'num' if COLUMNS[c][1] else ''}'>{html.escape(_cell(r, c))}</td>" for c in columns) + "</tr>"
+        for r in rows
+    )
+    errors = "".join(f"<li>{html.escape(e)}</li>" for e in _errors(rows))
+    images = (f"<ul class='errors'>{errors}</ul>" if errors else "") + "".join(
+        f"<h2>{html.escape(_FIGURE_TITLES[name])}</h2>"
+        + (f"<img alt='{name}' src='data:image/png;base64,{base64.b64encode(png).decode()}'>" if png else "<p><em>no rows with the data it needs</em></p>")
+        for name, png in figures.items()
+    )
+    style = (
+        "body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;font-size:13px}"
+        "th,td{border:1px solid #ccc;padding:4px 8px}th{background:#f3f3f3}td.num{text-align:right;font-variant-numeric:tabular-nums}"
+        "img{max-width:100%;margin:1em 0}ul.errors{color:#a00}"
+    )
+    return (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style></head>"
+        f"<body><h1>{html.escape(title)}</h1><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{images}</body></html>\n"
+    )

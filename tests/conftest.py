@@ -45,3 +45,16 @@ def assert_clean_error(result, code: int, *fragments: str) -> None:
     assert len(errors) == 1, text  # progress lines may precede it; the error itself is one line
     for fragment in fragments:
         assert fragment in text, text
+
+
+@pytest.fixture(scope="session")
+def sweep_results(tmp_path_factory):
+    """A real 1-model x 2-precision x 2-resolution sweep (fp16 cells fail until that precision exists)."""
+    folder = tmp_path_factory.mktemp("sweep")
+    results = folder / "results.jsonl"
+    result = Cli()(
+        "sweep", "--model", "efficientvit_b0", "--precision", "fp32,fp16", "--resolution", "64,64x96",
+        "--samples", "1", "--warmup", "1", "--count", "5", "--threads", "1", "--output", results, "--json",
+    )
+    assert result.exit_code == 1, result.output  # the fp16 cells fail, the sweep goes on
+    return results, result

@@ -1,0 +1,124 @@
+"""The report's figures (matplotlib, headless), drawn from report rows and returned as PNG bytes.
+
+- latency vs megapixels on log-log axes, one line per model and target/precision: linear
+  attention promises slope ~1 (cost proportional to pixels); softmax attention would bend to 2.
+- accuracy drift vs latency: each artifact's max abs error against PyTorch over its median
+  latency, with the Pareto front per model and resolution (nothing both faster and closer).
+"""
+
+from __future__ import annotations
+
+import io
+from collections import defaultdict
+
+import numpy as np
+
+_MARKERS = {"fp32": "o", "fp16": "s", "int8": "^"}
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on CI machines; must precede pyplot's import
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _plain_numbers(*axes_list) -> None:
+    """Log axes labelled 0.5, 2, 20 rather than 5x10^-1 (minor ticks too: a range may span < a decade)."""
+    from matplotlib.ticker import FuncFormatter
+
+    plain = FuncFormatter(lambda value, _: f"{value:g}")
+    for axis in axes_list:
+        axis.set_major_formatter(plain)
+        axis.set_minor_formatter(plain)
+        axis.set_tick_params(which="minor", labelsize=7)
+
+
+def _png(figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    _pyplot().close(figure)
+    return buffer.getvalue()
+
+
+def loglog_slope(megapixels: list[float], latency_ms: list[float]) -> float:
+    """Least-squares slope of log latency on log megapixels (1 = linear in pixels)."""
+    return float(np.polyfit(np.log(megapixels), np.log(latency_ms), 1)[0])
+
+
+def latency_vs_megapixels(rows: list[dict]) -> bytes | None:
+    """None when no row has both a latency and a resolution."""
+    series: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for row in rows:
+        if row.get("median_ms") is not None and row.get("megapixels"):
+            series[f"{row['model']} {row['target']}/{row['precision']}"].append((row["megapixels"], row["median_ms"]))
+    if not series:
+        return None
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(7.5, 5))
+    for label, points in sorted(series.items()):
+        points.sort()
+        mp, ms = zip(*points)
+        if len(set(mp)) > 1:
+            label += f" (slope {loglog_slope(list(mp), list(ms)):.2f})"
+        precision = label.split("/")[-1].split()[0]
+        axes.plot(mp, ms, marker=_MARKERS.get(precision, "D"), label=label)
+    all_mp = [p for points in series.values() for p, _ in points]
+    anchor = min((points[0] for points in series.values()), key=lambda p: p[0])
+    span = np.array([min(all_mp), max(all_mp)])
+    if span[1] > span[0]:
+        axes.plot(span, anchor[1] * span / anchor[0], "k--", linewidth=0.8, alpha=0.5, label="slope 1 (linear in pixels)")
+    axes.set_xscale("log")
+    axes.set_yscale("log")
+    _plain_numbers(axes.xaxis, axes.yaxis)
+    axes.set_xlabel("input megapixels (batch x height x width / 1e6)")
+    axes.set_ylabel("median latency (ms)")
+    axes.set_title("Latency vs input size (log-log)")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(fontsize=8)
+    return _png(figure)
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Points not beaten on both latency and error, sorted by latency (lower is better on both)."""
+    front, best_error = [], float("inf")
+    for latency, error in sorted(points):
+        if error < best_error:
+            front.append((latency, error))
+            best_error = error
+    return front
+
+
+def drift_vs_latency(rows: list[dict]) -> bytes | None:
+    """None when no row has both a parity error and a latency."""
+    usable = [r for r in rows if r.get("median_ms") is not None and r.get("max_abs_error") is not None]
+    if not usable:
+        return None
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(7.5, 5))
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for row in usable:
+        groups[(row["model"], row["resolution"])].append(row)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for index, ((model, resolution), members) in enumerate(sorted(groups.items())):
+        color = colors[index % len(colors)]
+        for row in members:
+            error = max(row["max_abs_error"], 1e-9)  # log axis: an exact match sits at the floor
+            axes.scatter(row["median_ms"], error, color=color, marker=_MARKERS.get(row["precision"], "D"), s=40)
+            axes.annotate(f"{row['target']}/{row['precision']}", (row["median_ms"], error), fontsize=7, xytext=(4, 3), textcoords="offset points")
+        front = pareto_front([(r["median_ms"], max(r["max_abs_error"], 1e-9)) for r in members])
+        latency, error = zip(*front)
+        axes.plot(latency, error, color=color, linewidth=1, drawstyle="steps-post", label=f"{model} {resolution}")
+    axes.set_xscale("log")
+    axes.set_yscale("log")
+    errors = [max(r["max_abs_error"], 1e-9) for r in usable]
+    axes.set_ylim(min(errors) / 3, max(errors) * 3)  # at least a decade, so the log axis has labels
+    _plain_numbers(axes.xaxis)
+    axes.set_xlabel("median latency (ms)")
+    axes.set_ylabel("max abs error vs PyTorch (logits)")
+    axes.set_title("Accuracy drift vs latency (lines: Pareto front per model and resolution)")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(fontsize=8)
+    return _png(figure)

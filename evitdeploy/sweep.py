@@ -1,0 +1,221 @@
+"""Sweeps: export -> check -> bench over a grid of models x targets x precisions x resolutions.
+
+One JSON line per cell, appended (and flushed) as soon as the cell ends, so a killed sweep loses at
+most the cell it was in and a re-run resumes by skipping cells already present. A failing cell is
+recorded with its stage and error and the sweep goes on. Every cell is independent, so a CI matrix
+can run one cell per job and concatenate the .jsonl files for `evitdeploy report`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+from evitdeploy.errors import UserError
+
+SWEEP_SCHEMA = 1
+OK, PARITY_FAILED, FAILED = "ok", "parity-failed", "failed"
+
+
+@dataclass(frozen=True)
+class Cell:
+    model: str
+    target: str
+    precision: str
+    height: int
+    width: int
+
+    @property
+    def key(self) -> tuple:
+        return (self.model, self.target, self.precision, self.height, self.width)
+
+    @property
+    def name(self) -> str:
+        return f"{self.model}-{self.target}-{self.precision}-{self.height}x{self.width}"
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Cell":
+        return cls(data["model"], data["target"], data["precision"], int(data["height"]), int(data["width"]))
+
+
+@dataclass(frozen=True)
+class CellSettings:
+    """What every cell runs with (recorded in each line, so cells stay comparable)."""
+
+    samples: int = 8  # parity inputs
+    warmup: int = 10
+    count: Optional[int] = None
+    min_time_s: float = 0.0
+    threads: Optional[int] = None
+    data: Optional[str] = None
+    seed: int = 0
+
+
+def split_list(text: str, what: str) -> list[str]:
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise UserError(f"no {what} given", f"pass a comma-separated list of {what}")
+    return list(dict.fromkeys(items))
+
+
+def parse_resolution(text: str) -> tuple[int, int]:
+    """'224' -> (224, 224); '1024x2048' -> (1024, 2048) as height x width."""
+    parts = text.lower().split("x")
+    try:
+        sizes = [int(p) for p in parts]
+    except ValueError:
+        raise UserError(f"resolution {text!r} is not SIZE or HEIGHTxWIDTH", "e.g. --resolution 224,512x512,1024x2048") from None
+    if len(sizes) not in (1, 2) or min(sizes) <= 0:
+        raise UserError(f"resolution {text!r} is not SIZE or HEIGHTxWIDTH", "e.g. --resolution 224,512x512,1024x2048")
+    return (sizes[0], sizes[-1])
+
+
+def plan_cells(models: list[str], targets: list[str], precisions: list[str], resolutions: list[str]) -> list[Cell]:
+    """The grid, with names and sizes checked up front (a typo should not cost a whole sweep).
+
+    Precisions a target does not have yet are not refused here: those cells record the reason.
+    """
+    from evitdeploy.exporters import PLANNED, TARGETS
+    from evitdeploy.models import get_spec
+
+    sizes = [parse_resolution(r) for r in resolutions]
+    for model in models:
+        spec = get_spec(model)
+        for height, width in sizes:
+            spec.with_input(None, height, width)
+    for target in targets:
+        if target not in TARGETS and target not in PLANNED:
+            raise UserError(f"unknown target {target!r}", f"choose from: {', '.join(TARGETS)}")
+    return [Cell(m, t, p, h, w) for m, t, p, (h, w) in itertools.product(models, targets, precisions, sizes)]
+
+
+def read_records(path: Path, repair: bool = False) -> list[dict]:
+    """Every JSON line of a results file. A trailing half-written line (a killed sweep) is dropped,
+    and with `repair` cut from the file; a corrupt line elsewhere is an error naming its number."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    raw = path.read_bytes()
+    lines = raw.split(b"\n")
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise ValueError("not a JSON object")
+        except (ValueError, UnicodeDecodeError) as exc:
+            if number == len(lines) and not raw.endswith(b"\n"):  # the unfinished last line
+                if repair:
+                    os.truncate(path, len(raw) - len(line))
+                break
+            raise UserError(f"{path} line {number} is not valid JSON ({exc})", "fix or delete that line, or start a new results file") from None
+        records.append(record)
+    return records
+
+
+def latest_cells(records: list[dict]) -> dict[tuple, dict]:
+    """The last record per cell (a retried cell supersedes its earlier line)."""
+    cells = {}
+    for record in records:
+        if record.get("kind") == "sweep-cell":
+            cells[Cell.from_dict(record["cell"]).key] = record
+    return cells
+
+
+def _append(path: Path, record: dict) -> None:
+    with open(path, "a") as handle:
+        handle.write(json.dumps(record) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def run_cell(cell: Cell, artifacts: Path, settings: CellSettings, progress: Optional[Callable[[str], None]] = None) -> dict:
+    """export -> check -> bench for one cell; never raises for a cell's own failure."""
+    from evitdeploy import api
+
+    record = {
+        "kind": "sweep-cell",
+        "schema": SWEEP_SCHEMA,
+        "cell": {**asdict(cell), "resolution": f"{cell.height}x{cell.width}"},
+        "settings": asdict(settings),
+        "status": OK,
+        "seconds": {},
+    }
+    folder = artifacts / cell.name
+    data = Path(settings.data) if settings.data else None
+    stage = "export"
+    try:
+        started = time.perf_counter()
+        artifact = api.export_model(
+            cell.model, cell.target, cell.precision, folder, height=cell.height, width=cell.width,
+            force=True, seed=settings.seed, data=data, progress=progress,
+        )
+        record["seconds"]["export"] = round(time.perf_counter() - started, 3)
+        record["artifact"] = str(artifact.folder)
+        record["artifact_bytes"] = artifact.model_file.stat().st_size
+        stage, started = "check", time.perf_counter()
+        parity = api.check_artifact(artifact.folder, data=data, samples=settings.samples, threads=settings.threads, progress=progress)
+        record["seconds"]["check"] = round(time.perf_counter() - started, 3)
+        record["parity"] = parity
+        stage, started = "bench", time.perf_counter()
+        record["bench"] = api.bench_artifact(
+            artifact.folder, threads=settings.threads, warmup=settings.warmup, count=settings.count,
+            min_time_s=settings.min_time_s, progress=progress,
+        )
+        record["seconds"]["bench"] = round(time.perf_counter() - started, 3)
+        if not parity["passed"]:
+            record["status"] = PARITY_FAILED
+            record["error"] = "; ".join(parity["failures"])
+    except UserError as exc:
+        record.update(status=FAILED, stage=stage, error=str(exc))
+    except Exception as exc:  # a bug or a backend crash in one cell must not end the sweep
+        record.update(status=FAILED, stage=stage, error=f"{type(exc).__name__}: {exc}")
+    return record
+
+
+def run_sweep(
+    cells: list[Cell],
+    output: Path,
+    artifacts: Path,
+    settings: CellSettings,
+    retry_failed: bool = False,
+    progress: Optional[Callable[[str], None]] = None,
+) -> dict:
+    """Run the cells not yet in `output`; returns the grid's records and what was skipped."""
+    output = Path(output)
+    if output.exists() and not output.is_file():
+        raise UserError(f"{output} is not a file", "pass a .jsonl path for -o")
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.touch()
+        artifacts.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot write {output} or {artifacts} ({exc.strerror})", "choose paths you can write to") from exc
+    done = latest_cells(read_records(output, repair=True))
+    skipped, ran = [], []
+    for index, cell in enumerate(cells, 1):
+        previous = done.get(cell.key)
+        if previous is not None and not (retry_failed and previous["status"] != OK):
+            skipped.append(cell.name)
+            if progress:
+                progress(f"[{index}/{len(cells)}] {cell.name}: already in {output.name} ({previous['status']}), skipped")
+            continue
+
+        def step(message: str, index=index, cell=cell) -> None:
+            if progress:
+                progress(f"[{index}/{len(cells)}] {cell.name}: {message}")
+
+        record = run_cell(cell, artifacts, settings, step)
+        _append(output, record)
+        done[cell.key] = record
+        ran.append(cell.name)
+        step(record["status"] + (f" ({record.get('stage')}: {record['error']})" if record["status"] == FAILED else ""))
+    records = [done[cell.key] for cell in cells]
+    return {"output": str(output), "artifacts": str(artifacts), "ran": ran, "skipped": skipped, "cells": records}
