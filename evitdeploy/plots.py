@@ -25,15 +25,14 @@ def _pyplot():
     return plt
 
 
-def _plain_numbers(*axes_list) -> None:
-    """Log axes labelled 0.5, 2, 20 rather than 5x10^-1 (minor ticks too: a range may span < a decade)."""
-    from matplotlib.ticker import FuncFormatter
+def _plain_numbers(*axis_list) -> None:
+    """Log axes ticked at 1, 2, 5 x 10^k and labelled 0.5, 2, 20 (a range may span less than a decade)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    plain = FuncFormatter(lambda value, _: f"{value:g}")
-    for axis in axes_list:
-        axis.set_major_formatter(plain)
-        axis.set_minor_formatter(plain)
-        axis.set_tick_params(which="minor", labelsize=7)
+    for axis in axis_list:
+        axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        axis.set_minor_formatter(NullFormatter())
 
 
 def _png(figure) -> bytes:

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Optional
 
+from rich import box
 from rich.markup import escape
 from rich.table import Table
 
@@ -118,17 +119,17 @@ COLUMNS = {  # name -> (header, digits)
     "precision": ("precision", None),
     "resolution": ("resolution", None),
     "megapixels": ("MP", 3),
-    "size_mb": ("size MB", 3),
+    "size_mb": ("size MB", 2),
     "parity": ("parity", None),
     "max_abs_error": ("max abs err", 3),
-    "cosine_min": ("min cosine", 6),
-    "agreement": ("top-1/pixel agree", 4),
-    "median_ms": ("median ms", 4),
-    "p90_ms": ("p90 ms", 4),
-    "p99_ms": ("p99 ms", 4),
+    "cosine_min": ("min cosine", 5),
+    "agreement": ("agree", 4),
+    "median_ms": ("median ms", 2),
+    "p90_ms": ("p90 ms", 2),
+    "p99_ms": ("p99 ms", 2),
     "throughput_per_s": ("per s", 1),
-    "eager_ms": ("eager ms", 4),
-    "speedup_vs_torch": ("vs eager", 3),
+    "eager_ms": ("eager ms", 2),
+    "speedup_vs_torch": ("vs eager", 2),
     "status": ("status", None),
 }
 DEFAULT_COLUMNS = tuple(c for c in COLUMNS if c not in ("eager_ms", "speedup_vs_torch"))
@@ -217,9 +218,9 @@ def report_rows(results: list[dict]) -> list[dict]:
             elif result["kind"] == "bench":
                 row.update(_bench_fields(result))
             else:
-                row["status"] = result["status"] if result["status"] != "failed" else f"failed at {result.get('stage')}"
+                row["status"] = result["status"]
                 if result.get("error"):
-                    row["error"] = result["error"]
+                    row["error"] = (f"at {result['stage']}: " if result.get("stage") else "") + result["error"]
                 if result.get("parity"):
                     row.update(_parity_fields(result["parity"]))
                 if result.get("bench"):
@@ -229,9 +230,10 @@ def report_rows(results: list[dict]) -> list[dict]:
     return sorted(rows.values(), key=lambda r: (r["model"], r["target"], r["precision"], r["megapixels"]))
 
 
-def parse_columns(text: Optional[str]) -> tuple[str, ...]:
+def parse_columns(text: Optional[str]) -> Optional[tuple[str, ...]]:
+    """The chosen columns, or None for each output's default."""
     if not text:
-        return DEFAULT_COLUMNS
+        return None
     columns = tuple(c.strip() for c in text.split(",") if c.strip())
     unknown = [c for c in columns if c not in COLUMNS]
     if unknown or not columns:
@@ -249,10 +251,11 @@ def _errors(rows: list[dict]) -> list[str]:
     return [f"{r['model']} {r['target']}/{r['precision']} {r['resolution']}: {r['error']}" for r in rows if r.get("error")]
 
 
-def rows_table(rows: list[dict], columns: tuple[str, ...] = TERMINAL_COLUMNS) -> Table:
-    table = Table(title="evitdeploy results")
+def rows_table(rows: list[dict], columns: Optional[tuple[str, ...]] = None) -> Table:
+    columns = columns or TERMINAL_COLUMNS
+    table = Table(title="evitdeploy results", box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
     for column in columns:
-        table.add_column(COLUMNS[column][0], justify="right" if COLUMNS[column][1] else "left", no_wrap=column == "model")
+        table.add_column(COLUMNS[column][0], justify="right" if COLUMNS[column][1] else "left", no_wrap=True)
     for row in rows:
         table.add_row(*(_cell(row, c) for c in columns))
     table.caption = "\n".join(f"[red]{escape(e)}[/red]" for e in _errors(rows)) or None
@@ -281,10 +284,11 @@ _FIGURE_TITLES = {
 }
 
 
-def write_report(rows: list[dict], output: Path, columns: tuple[str, ...] = DEFAULT_COLUMNS, title: str = "evitdeploy report") -> list[Path]:
+def write_report(rows: list[dict], output: Path, columns: Optional[tuple[str, ...]] = None, title: str = "evitdeploy report") -> list[Path]:
     """report.md (+ PNGs beside it) or one self-contained report.html; returns the files written."""
     from evitdeploy.artifact import write_bytes
 
+    columns = columns or DEFAULT_COLUMNS
     output = Path(output)
     if output.suffix not in (".md", ".html"):
         raise UserError(f"cannot tell the format of {output}", "name the output report.md or report.html")
