@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 EVIT := $(VENV)/bin/evitdeploy
 DEMO := demo-out
 
-.PHONY: install demo test test-slow bench clean
+.PHONY: install demo test test-slow bench bench-gate clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,7 +19,8 @@ demo: install
 	$(EVIT) export --model efficientvit_b0 --output $(DEMO)/efficientvit_b0-onnx-fp32 --force
 	$(EVIT) check $(DEMO)/efficientvit_b0-onnx-fp32 --save $(DEMO)/check.json
 	$(EVIT) bench $(DEMO)/efficientvit_b0-onnx-fp32 --threads 2 --against-torch --save $(DEMO)/bench.json
-	$(EVIT) report $(DEMO)/check.json $(DEMO)/bench.json
+	$(EVIT) report $(DEMO)/check.json $(DEMO)/bench.json -o $(DEMO)/report.html
+	$(EVIT) gate --interleave $(DEMO)/efficientvit_b0-onnx-fp32 $(DEMO)/efficientvit_b0-onnx-fp32 --threads 2 --count 100 --markdown $(DEMO)/gate.md
 
 test: install
 	$(PY) -m pytest
@@ -29,6 +30,9 @@ test-slow: install
 
 bench: install
 	$(PY) benchmarks/onnx_cpu.py
+
+bench-gate: install
+	$(PY) benchmarks/gate_noise.py
 
 clean:
 	rm -rf $(DEMO) .pytest_cache

@@ -9,6 +9,9 @@
    - A/A: the same model against itself, `--host-repeats` times, timed one after the other
      (as two `bench --save` runs would be) and interleaved (as `gate --interleave` does): every
      "regression" verdict here is a false alarm.
+   - A/A with a neighbour: a busy-loop process (another job on the runner) starts after the
+     baseline was timed and runs until the end: sequential timing blames the model for it,
+     interleaved timing sees it on both sides.
    - A/B: our export vs the naive export of the same weights (textbook LiteMLA, no graph
      preparation): a real slowdown the gate should flag every time; its size is measured here.
 """
@@ -16,7 +19,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -58,6 +63,18 @@ def simulation(trials: int) -> None:
     print(f"(+0% column = false-alarm rate; the others = detection rate; {time.perf_counter() - started:.1f} s)\n")
 
 
+@contextlib.contextmanager
+def neighbour():
+    """Another job on the machine: one process spinning on a core."""
+    process = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.2)
+        yield
+    finally:
+        process.kill()
+        process.wait()
+
+
 def host(repeats: int, count: int, threads: int) -> None:
     from evitdeploy.bench import measure, measure_interleaved
     from evitdeploy.calibration.data import load_inputs
@@ -76,22 +93,33 @@ def host(repeats: int, count: int, threads: int) -> None:
         naive_export(model, spec, naive)
         feed = {spec.input_name: inputs[:1]}
 
-        def verdicts(path_a: Path, path_b: Path, interleaved: bool) -> list[dict]:
+        def verdicts(path_a: Path, path_b: Path, interleaved: bool, load: bool) -> list[dict]:
             reports = []
-            with OnnxRuntimeRunner(path_a, threads, spinning=not interleaved) as a, OnnxRuntimeRunner(path_b, threads, spinning=not interleaved) as b:
+            with (
+                OnnxRuntimeRunner(path_a, threads, spinning=not interleaved, pin_threads=interleaved) as a,
+                OnnxRuntimeRunner(path_b, threads, spinning=not interleaved, pin_threads=interleaved) as b,
+            ):
                 for _ in range(repeats):
                     if interleaved:
-                        base, new = measure_interleaved(lambda: a.infer(feed), lambda: b.infer(feed), 10, count)
+                        with neighbour() if load else contextlib.nullcontext():
+                            base, new = measure_interleaved(lambda: a.infer(feed), lambda: b.infer(feed), 10, count)
                     else:
-                        base, new = measure(lambda: a.infer(feed), 10, count), measure(lambda: b.infer(feed), 10, count)
+                        base = measure(lambda: a.infer(feed), 10, count)
+                        with neighbour() if load else contextlib.nullcontext():
+                            new = measure(lambda: b.infer(feed), 10, count)
                     reports.append(compare_samples(np.array(base), np.array(new), SETTINGS, interval=False))
             return reports
 
         print(f"## This host: efficientvit_b0 224x224, {threads} threads, {count} samples per side, {repeats} repeats")
         print(f"{'comparison':<34} {'mode':<12} {'flagged':>8} {'median ratio (min..max)':>26}")
-        for name, (path_a, path_b) in (("A/A (same model)", (ours, ours)), ("A/B (ours -> naive export)", (ours, naive))):
+        comparisons = (
+            ("A/A (same model)", ours, ours, False),
+            ("A/A, neighbour starts after base", ours, ours, True),
+            ("A/B (ours -> naive export)", ours, naive, False),
+        )
+        for name, path_a, path_b, load in comparisons:
             for interleaved in (False, True):
-                reports = verdicts(path_a, path_b, interleaved)
+                reports = verdicts(path_a, path_b, interleaved, load)
                 ratios = [r["ratio"] for r in reports]
                 flagged = sum(r["verdict"] == "regression" for r in reports)
                 mode = "interleaved" if interleaved else "sequential"

@@ -100,12 +100,14 @@ def export_model(
     return export(model, spec, target, options)
 
 
-def _runner_for(artifact: Artifact, threads: Optional[int], spinning: bool = True):
+def _runner_for(artifact: Artifact, threads: Optional[int], taking_turns: bool = False):
     if artifact.target != "onnx":
         raise UserError(f"no runner for target {artifact.target!r} in this version", "use an ONNX artifact")
     from evitdeploy.runners.onnxruntime import OnnxRuntimeRunner
 
-    return OnnxRuntimeRunner(artifact.model_file, threads=threads, spinning=spinning)
+    # Two sessions taking turns: no thread-pool spinning (an idle pool's spinning threads steal the
+    # busy one's cores) and workers pinned to the same cores (both see the same neighbours).
+    return OnnxRuntimeRunner(artifact.model_file, threads=threads, spinning=not taking_turns, pin_threads=taking_turns)
 
 
 def _resolve(path: Path, model_name: Optional[str]) -> Artifact:
@@ -293,8 +295,7 @@ def bench_interleaved(
     base_spec, new_spec = base_artifact.spec, new_artifact.spec
     base_feed, new_feed = _bench_feed(base_spec), _bench_feed(new_spec)
     _step(progress, f"timing {base_artifact.folder.name} and {new_artifact.folder.name} in alternating turns ({threads} threads)")
-    # Thread-pool spinning off for both: otherwise the idle session's spinning threads slow the busy one.
-    with _runner_for(base_artifact, threads, False) as base_runner, _runner_for(new_artifact, threads, False) as new_runner:
+    with _runner_for(base_artifact, threads, True) as base_runner, _runner_for(new_artifact, threads, True) as new_runner:
         base_samples, new_samples = measure_interleaved(
             lambda: base_runner.infer(base_feed), lambda: new_runner.infer(new_feed), warmup, count, min_time_s, block
         )
@@ -305,6 +306,6 @@ def bench_interleaved(
         ):
             result = latency_result(runner, feed, f"{artifact.target}/{artifact.precision}", samples, warmup)
             result["providers"] = runner.providers
-            result["thread_pool_spinning"] = False
+            result["thread_pool"] = {"spinning": False, "worker_affinities": getattr(runner, "applied_affinities", "")}
             summaries.append(_bench_summary(artifact, spec, threads, [result], "interleaved"))
     return summaries[0], summaries[1]

@@ -85,6 +85,17 @@ def write_text(path: Path, text: str) -> None:
     write_bytes(path, text.encode())
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _usual_mode(path, directory: bool) -> None:
+    """mkstemp/mkdtemp create private (0600/0700) entries; published files get the umask's mode."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+
+
 def write_bytes(path: Path, payload: bytes) -> None:
     """Write to a temporary sibling, then rename: no half-written file is ever left behind."""
     path = Path(path)
@@ -92,6 +103,7 @@ def write_bytes(path: Path, payload: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
+        _usual_mode(tmp, directory=False)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -118,6 +130,7 @@ def staged_folder(output: Path) -> Iterator[Path]:
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
+        _usual_mode(staging, directory=True)
     except OSError as exc:
         raise UserError(f"cannot create {output} ({exc.strerror})", "choose an --output you can write to") from exc
     try:

@@ -1,6 +1,8 @@
 import base64
 import json
+import os
 import re
+import stat
 
 import pytest
 
@@ -45,6 +47,9 @@ def test_html_report_is_one_self_contained_file(cli, sweep_results, tmp_path):
     assert len(sources) == 2 and all(s.startswith("data:image/png;base64,") for s in sources)
     assert base64.b64decode(sources[0].split(",", 1)[1]).startswith(PNG_MAGIC)
     assert [p.name for p in tmp_path.iterdir()] == ["report.html"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "report.html").stat().st_mode) == 0o666 & ~umask  # not mkstemp's private 0600
 
 
 def test_report_columns_can_be_chosen(cli, sweep_results):
@@ -92,3 +97,8 @@ def test_loglog_slope_and_pareto_front():
     assert loglog_slope([1.0, 4.0], [1.0, 16.0]) == pytest.approx(2.0)
     points = [(10.0, 1e-6), (5.0, 1e-3), (7.0, 1e-2), (3.0, 1e-1)]
     assert pareto_front(points) == [(3.0, 1e-1), (5.0, 1e-3), (10.0, 1e-6)]
+
+
+def test_report_help_names_the_outputs(cli):
+    result = cli("report", "--help")
+    assert result.exit_code == 0 and "report.html" in result.stdout and "log-log" in result.stdout
