@@ -29,18 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
-from evitdeploy.gate import GateSettings, compare_samples
+from evitdeploy.gate import GateSettings, compare_samples, simulated_latencies
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 SETTINGS = GateSettings(threshold=0.05, alpha=0.01)
-
-
-def simulated(rng, n: int, median: float, noise: float) -> np.ndarray:
-    samples = median * np.exp(rng.normal(0.0, noise, n))
-    stragglers = rng.random(n) < 0.05
-    samples[stragglers] *= 1 + rng.uniform(0.3, 1.0, stragglers.sum())
-    return samples
 
 
 def simulation(trials: int) -> None:
@@ -54,7 +47,7 @@ def simulation(trials: int) -> None:
             for slowdown in slowdowns:
                 rng = np.random.default_rng(0)
                 flagged = sum(
-                    compare_samples(simulated(rng, n, 10.0, noise), simulated(rng, n, 10.0 * slowdown, noise), SETTINGS, interval=False)["verdict"]
+                    compare_samples(simulated_latencies(rng, n, 10.0, noise), simulated_latencies(rng, n, 10.0 * slowdown, noise), SETTINGS, interval=False)["verdict"]
                     == "regression"
                     for _ in range(trials)
                 )

@@ -272,6 +272,15 @@ def exit_code(report: dict) -> int:
     return 1 if report["verdict"] == REGRESSION else 0
 
 
+def simulated_latencies(rng: np.random.Generator, n: int, median_ms: float, noise: float) -> np.ndarray:
+    """The noise model the gate is validated against (tests, benchmarks/gate_noise.py): log-normal
+    jitter of relative size `noise`, plus 5% stragglers 30-100% slower, as real runs have."""
+    samples = median_ms * np.exp(rng.normal(0.0, noise, n))
+    stragglers = rng.random(n) < 0.05
+    samples[stragglers] *= 1 + rng.uniform(0.3, 1.0, stragglers.sum())
+    return samples
+
+
 def check_samples_count(count: Optional[int]) -> None:
     if count is not None and count < MIN_SAMPLES:
         raise UserError(f"--count {count} is too few for the gate", f"use --count {MIN_SAMPLES} or more (30+ recommended)")

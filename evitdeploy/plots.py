@@ -35,6 +35,24 @@ def _plain_numbers(*axis_list) -> None:
         axis.set_minor_formatter(NullFormatter())
 
 
+def _log_log_axes(plt):
+    """A figure with log-log axes (set first: setting a scale later resets tick formatting)."""
+    figure, axes = plt.subplots(figsize=(7.5, 5))
+    axes.set_xscale("log")
+    axes.set_yscale("log")
+    return figure, axes
+
+
+def _finish(figure, axes, xlabel: str, ylabel: str, title: str) -> bytes:
+    """Labels, grid and legend, then the PNG."""
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(fontsize=8)
+    return _png(figure)
+
+
 def _png(figure) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
@@ -56,7 +74,7 @@ def latency_vs_megapixels(rows: list[dict]) -> bytes | None:
     if not series:
         return None
     plt = _pyplot()
-    figure, axes = plt.subplots(figsize=(7.5, 5))
+    figure, axes = _log_log_axes(plt)
     for label, points in sorted(series.items()):
         points.sort()
         mp, ms = zip(*points)
@@ -69,15 +87,8 @@ def latency_vs_megapixels(rows: list[dict]) -> bytes | None:
     span = np.array([min(all_mp), max(all_mp)])
     if span[1] > span[0]:
         axes.plot(span, anchor[1] * span / anchor[0], "k--", linewidth=0.8, alpha=0.5, label="slope 1 (linear in pixels)")
-    axes.set_xscale("log")
-    axes.set_yscale("log")
     _plain_numbers(axes.xaxis, axes.yaxis)
-    axes.set_xlabel("input megapixels (batch x height x width / 1e6)")
-    axes.set_ylabel("median latency (ms)")
-    axes.set_title("Latency vs input size (log-log)")
-    axes.grid(True, which="both", alpha=0.3)
-    axes.legend(fontsize=8)
-    return _png(figure)
+    return _finish(figure, axes, "input megapixels (batch x height x width / 1e6)", "median latency (ms)", "Latency vs input size (log-log)")
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -96,7 +107,7 @@ def drift_vs_latency(rows: list[dict]) -> bytes | None:
     if not usable:
         return None
     plt = _pyplot()
-    figure, axes = plt.subplots(figsize=(7.5, 5))
+    figure, axes = _log_log_axes(plt)
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for row in usable:
         groups[(row["model"], row["resolution"])].append(row)
@@ -110,14 +121,10 @@ def drift_vs_latency(rows: list[dict]) -> bytes | None:
         front = pareto_front([(r["median_ms"], max(r["max_abs_error"], 1e-9)) for r in members])
         latency, error = zip(*front)
         axes.plot(latency, error, color=color, linewidth=1, drawstyle="steps-post", label=f"{model} {resolution}")
-    axes.set_xscale("log")
-    axes.set_yscale("log")
     errors = [max(r["max_abs_error"], 1e-9) for r in usable]
     axes.set_ylim(min(errors) / 3, max(errors) * 3)  # at least a decade, so the log axis has labels
     _plain_numbers(axes.xaxis)
-    axes.set_xlabel("median latency (ms)")
-    axes.set_ylabel("max abs error vs PyTorch (logits)")
-    axes.set_title("Accuracy drift vs latency (lines: Pareto front per model and resolution)")
-    axes.grid(True, which="both", alpha=0.3)
-    axes.legend(fontsize=8)
-    return _png(figure)
+    return _finish(
+        figure, axes, "median latency (ms)", "max abs error vs PyTorch (logits)",
+        "Accuracy drift vs latency (lines: Pareto front per model and resolution)",
+    )

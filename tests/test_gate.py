@@ -6,26 +6,18 @@ import numpy as np
 import pytest
 
 from conftest import assert_clean_error
-from evitdeploy.gate import GateSettings, compare_samples, parse_threshold
+from evitdeploy.gate import GateSettings, compare_samples, parse_threshold, simulated_latencies
 from evitdeploy.errors import UserError
 
 TRIALS = 200
 SETTINGS = GateSettings(threshold=0.05, alpha=0.01)
 
 
-def latencies(rng, n: int, median_ms: float, noise: float) -> np.ndarray:
-    """Log-normal jitter of relative size `noise`, plus 5% stragglers 30-100% slower (as real runs have)."""
-    samples = median_ms * np.exp(rng.normal(0.0, noise, n))
-    stragglers = rng.random(n) < 0.05
-    samples[stragglers] *= 1 + rng.uniform(0.3, 1.0, stragglers.sum())
-    return samples
-
-
 def flagged_rate(slowdown: float, noise: float, n: int = 50, seed: int = 0) -> float:
     rng = np.random.default_rng(seed)
     flagged = 0
     for _ in range(TRIALS):
-        baseline, new = latencies(rng, n, 10.0, noise), latencies(rng, n, 10.0 * slowdown, noise)
+        baseline, new = simulated_latencies(rng, n, 10.0, noise), simulated_latencies(rng, n, 10.0 * slowdown, noise)
         flagged += compare_samples(baseline, new, SETTINGS, interval=False)["verdict"] == "regression"
     return flagged / TRIALS
 
@@ -44,21 +36,21 @@ def test_a_3_percent_slowdown_under_a_5_percent_threshold_passes():
 
 def test_the_same_slowdown_is_flagged_when_the_threshold_is_lower():
     rng = np.random.default_rng(1)
-    baseline, new = latencies(rng, 200, 10.0, 0.02), latencies(rng, 200, 10.3, 0.02)
+    baseline, new = simulated_latencies(rng, 200, 10.0, 0.02), simulated_latencies(rng, 200, 10.3, 0.02)
     assert compare_samples(baseline, new, GateSettings(threshold=0.05))["verdict"] == "no change"
     assert compare_samples(baseline, new, GateSettings(threshold=0.02))["verdict"] == "regression"
 
 
 def test_a_large_but_noisy_difference_with_few_samples_is_not_called():
     rng = np.random.default_rng(2)
-    baseline, new = latencies(rng, 5, 10.0, 0.5), latencies(rng, 5, 11.0, 0.5)
+    baseline, new = simulated_latencies(rng, 5, 10.0, 0.5), simulated_latencies(rng, 5, 11.0, 0.5)
     report = compare_samples(baseline, new, SETTINGS)
     assert report["verdict"] == "no change" and report["p_slower"] >= SETTINGS.alpha
 
 
 def test_faster_beyond_noise_is_reported_as_an_improvement_with_an_interval():
     rng = np.random.default_rng(3)
-    report = compare_samples(latencies(rng, 60, 10.0, 0.03), latencies(rng, 60, 8.0, 0.03), SETTINGS)
+    report = compare_samples(simulated_latencies(rng, 60, 10.0, 0.03), simulated_latencies(rng, 60, 8.0, 0.03), SETTINGS)
     assert report["verdict"] == "improvement" and "faster" in report["reason"]
     low, high = report["ratio_interval"]
     assert low <= report["ratio"] <= high and high < 1
