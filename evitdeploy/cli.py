@@ -82,12 +82,17 @@ def _emit(data: dict | list, as_json: bool, table_factory) -> None:
 
 def _save(data: dict, path: Optional[Path]) -> None:
     if path is not None:
-        from evitdeploy.artifact import write_json
+        _write_text(path, json.dumps(data, indent=2) + "\n")
 
-        try:
-            write_json(path, data)
-        except OSError as exc:
-            raise UserError(f"cannot write {path} ({exc.strerror})", "choose a --save path you can write to") from exc
+
+def _write_text(path: Path, text: str) -> None:
+    """An output file the user named, written atomically; an unwritable path is one clear error."""
+    from evitdeploy.artifact import write_text
+
+    try:
+        write_text(path, text)
+    except OSError as exc:
+        raise UserError(f"cannot write {path} ({exc.strerror})", "choose a path you can write to") from exc
 
 
 @app.command()
@@ -266,15 +271,6 @@ def gate(
         _write_text(markdown_file, gating.markdown(report))
     _emit(report, as_json, gate_table)
     raise typer.Exit(gating.exit_code(report))
-
-
-def _write_text(path: Path, text: str) -> None:
-    from evitdeploy.artifact import write_text
-
-    try:
-        write_text(path, text)
-    except OSError as exc:
-        raise UserError(f"cannot write {path} ({exc.strerror})", "choose a path you can write to") from exc
 
 
 @app.command()
