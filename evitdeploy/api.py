@@ -63,12 +63,16 @@ def export_model(
     attention_eps: Optional[float] = None,
     data: Optional[Path] = None,
     progress: Progress = None,
+    reduced=None,
 ) -> Artifact:
-    from evitdeploy.exporters import ExportOptions, export, get_target
+    """`reduced` (exporters.PrecisionOptions) sets calibration and planning for fp16/int8."""
+    from evitdeploy.exporters import ExportOptions, PrecisionOptions, export, get_target
     from evitdeploy.models import get_spec
 
     spec = get_spec(model_name).with_input(batch, height, width)
     get_target(target, precision)
+    reduced = reduced or PrecisionOptions()
+    reduced.check()
     from evitdeploy.exporters.onnx import MAX_OPSET, default_opset
 
     opset = default_opset(spec) if opset is None else opset
@@ -96,8 +100,43 @@ def export_model(
         validation_source=source,
         source=weights,
         progress=progress,
+        reduced=reduced,
     )
     return export(model, spec, target, options)
+
+
+def plan_model(
+    model_name: str,
+    precision: str,
+    checkpoint: Optional[Path] = None,
+    height: Optional[int] = None,
+    width: Optional[int] = None,
+    seed: int = 0,
+    attention_eps: Optional[float] = None,
+    opset: Optional[int] = None,
+    reduced=None,
+    progress: Progress = None,
+) -> dict:
+    """The precision plan an fp16/int8 export would follow, with its ranges and (INT8) sensitivity."""
+    import tempfile
+
+    from evitdeploy.exporters import PrecisionOptions
+    from evitdeploy.exporters.onnx import default_opset, write_graph
+    from evitdeploy.exporters.onnx_precision import make_plan
+    from evitdeploy.models import build_model, get_spec
+
+    if precision not in ("fp16", "int8"):
+        raise UserError(f"precision {precision!r} has no plan", "plans are made for --precision fp16 or int8")
+    reduced = reduced or PrecisionOptions()
+    reduced.check()
+    spec = get_spec(model_name).with_input(None, height, width)
+    _step(progress, f"building {model_name}" + (f" from {checkpoint}" if checkpoint else f" (random init, seed {seed})"))
+    model, spec = build_model(spec, checkpoint, seed, attention_eps)
+    with tempfile.TemporaryDirectory(prefix="evitdeploy-plan-") as scratch:
+        fp32_path = Path(scratch) / "fp32.onnx"
+        write_graph(model, spec, fp32_path, opset or default_opset(spec), True, progress)
+        result = make_plan(fp32_path, spec, precision, reduced, progress)
+    return {"kind": "plan", "seconds": result.seconds, **result.plan.to_dict(), "ranges": result.ranges.to_dict()}
 
 
 def _runner_for(artifact: Artifact, threads: Optional[int], taking_turns: bool = False):

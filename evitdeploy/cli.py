@@ -32,6 +32,24 @@ err = Console(stderr=True)
 JSON_OPTION = typer.Option(False, "--json", help="Print machine-readable JSON on stdout instead of tables.")
 
 
+CALIB_OPTION = typer.Option(None, "--calib", help="Calibration data for fp16/int8: image folder, .npz, 'samples' (scikit-image photos + crops) [default], or 'synthetic' (noise, only if you must).")
+CALIB_COUNT_OPTION = typer.Option(64, "--calib-count", help="Calibration images (crops and flips extend a small set).")
+CALIB_METHOD_OPTION = typer.Option("minmax", "--calib-method", help="Activation range for Q/DQ scales: minmax, percentile (99.99% of |x|) or entropy (KL).")
+FP16_IO_OPTION = typer.Option(False, "--fp16-io", help="FP16 model inputs/outputs [default: float32 I/O around an FP16 body].")
+FP16_MARGIN_OPTION = typer.Option(4.0, "--fp16-margin", help="Safety factor on measured |max|: tensors above 65504/margin stay FP32.")
+MIN_COSINE_OPTION = typer.Option(0.99, "--min-cosine-target", help="INT8 plan target: per-image cosine to FP32 on held-out images; the search moves blocks to FP32 until met.")
+SEARCH_BUDGET_OPTION = typer.Option(6, "--search-budget", help="At most this many blocks the INT8 search may move to FP32 (0: rules only).")
+
+
+def _precision_options(calib, calib_count, calib_method, fp16_io, fp16_margin, min_cosine, search_budget, explain=False):
+    from evitdeploy.exporters import PrecisionOptions
+
+    return PrecisionOptions(
+        calib=str(calib) if calib is not None else None, calib_count=calib_count, method=calib_method, fp16_io=fp16_io,
+        fp16_margin=fp16_margin, min_cosine=min_cosine, search_budget=search_budget, explain=explain,
+    )
+
+
 def _version_callback(value: bool) -> None:
     if value:
         print(f"evitdeploy {__version__}")
@@ -110,7 +128,7 @@ def models(as_json: bool = JSON_OPTION) -> None:
 def export(
     model: str = typer.Option(..., "--model", "-m", help="Registered model name (see `evitdeploy models`)."),
     target: str = typer.Option("onnx", "--target", "-t", help="Deployment target: onnx."),
-    precision: str = typer.Option("fp32", "--precision", "-p", help="Numeric precision: fp32."),
+    precision: str = typer.Option("fp32", "--precision", "-p", help="Numeric precision: fp32, fp16 (FP32 islands from measured ranges) or int8 (QDQ following the precision plan)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Artifact folder [default: MODEL-TARGET-PRECISION]."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="Local .pt/.pth/.safetensors weights (reference or timm layout); random init if omitted."),
     batch: Optional[int] = typer.Option(None, "--batch", help="Batch size of the exported input [default: 1]."),
@@ -123,15 +141,28 @@ def export(
     seed: int = typer.Option(0, "--seed", help="Seed of the random init when no checkpoint is given."),
     attention_eps: Optional[float] = typer.Option(None, "--attention-eps", help="Override LiteMLA's normalizer eps (default: the checkpoint's)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing output folder."),
+    calib: Optional[str] = CALIB_OPTION,
+    calib_count: int = CALIB_COUNT_OPTION,
+    calib_method: str = CALIB_METHOD_OPTION,
+    fp16_io: bool = FP16_IO_OPTION,
+    fp16_margin: float = FP16_MARGIN_OPTION,
+    min_cosine_target: float = MIN_COSINE_OPTION,
+    search_budget: int = SEARCH_BUDGET_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Export a model, validate it against PyTorch on real photos, and write the artifact folder."""
+    """Export a model, validate it against PyTorch on real photos, and write the artifact folder.
+
+    fp16/int8 first calibrate (ranges of every tensor), make a precision plan (which nodes stay
+    FP32 and why) and, for int8, search for the blocks to keep in FP32; the plan (precision_plan.json)
+    and ranges (ranges.json) travel with the artifact.
+    """
     from evitdeploy.api import export_model, parse_dynamic
 
+    reduced = _precision_options(calib, calib_count, calib_method, fp16_io, fp16_margin, min_cosine_target, search_budget)
     with progress(not as_json) as step:
         artifact = export_model(
             model, target, precision, output, checkpoint, batch, height, width, parse_dynamic(dynamic),
-            opset, simplify, force, seed, attention_eps, data, step,
+            opset, simplify, force, seed, attention_eps, data, step, reduced,
         )
     manifest = artifact.manifest
     if as_json:
@@ -143,8 +174,57 @@ def export(
         f"[green]exported[/green] {artifact.model_file} ({size / 1e6:.2f} MB, opset {manifest['export']['opset']}, "
         f"input {'x'.join(map(str, artifact.spec.input_shape))}"
         + (f", dynamic {','.join(artifact.spec.dynamic_axes)}" if artifact.spec.dynamic_axes else "")
-        + f"); validation max abs err {check['max_abs_error']:.2e} vs PyTorch"
+        + f"); validation max abs err {check['max_abs_error']:.2e}, min cosine {check['cosine_min']:.6f} vs PyTorch"
     )
+    plan = manifest.get("precision_plan")
+    if plan:
+        counts = ", ".join(f"{n} {p}" for p, n in sorted(plan["summary"]["nodes"].items()))
+        search = plan.get("search") or {}
+        out.print(
+            f"plan: {counts} nodes; calibration {manifest['calibration']['count']} images ({plan['method']})"
+            + (f"; search {search['stopped']}, held-out min cosine {search['final']['cosine_min']:.5f}" if search else "")
+            + (f"; blocks kept FP32: {', '.join(plan['summary']['float_groups'])}" if plan["summary"]["float_groups"] else "")
+        )
+
+
+@app.command()
+@handles_errors
+def plan(
+    model: str = typer.Argument(..., help="Registered model name (see `evitdeploy models`)."),
+    precision: str = typer.Option("int8", "--precision", "-p", help="fp16 or int8."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="Local weights (trained weights give meaningful ranges; random init does not)."),
+    height: Optional[int] = typer.Option(None, "--height", help="Input height the plan is made for [default: the model's]."),
+    width: Optional[int] = typer.Option(None, "--width", help="Input width [default: the model's]."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random init when no checkpoint is given."),
+    attention_eps: Optional[float] = typer.Option(None, "--attention-eps", help="Override LiteMLA's normalizer eps."),
+    calib: Optional[str] = CALIB_OPTION,
+    calib_count: int = CALIB_COUNT_OPTION,
+    calib_method: str = CALIB_METHOD_OPTION,
+    fp16_margin: float = FP16_MARGIN_OPTION,
+    min_cosine_target: float = MIN_COSINE_OPTION,
+    search_budget: int = SEARCH_BUDGET_OPTION,
+    explain: bool = typer.Option(False, "--explain", help="Rank every block by the error it causes alone (INT8), even when the rules already meet the target."),
+    save: Optional[Path] = typer.Option(None, "--save", help="Also write the plan JSON (with the ranges) to this file."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Make the precision plan an fp16/int8 export would follow and say why for every block.
+
+    Shows per block how many nodes run in each precision and the reasons for FP32 (measured range,
+    rule, sensitivity); with --explain the INT8 sensitivity ranking (each block quantized alone,
+    cosine to FP32 on held-out images) and the greedy search's steps.
+    """
+    from evitdeploy.api import plan_model
+    from evitdeploy.report import plan_table
+
+    reduced = _precision_options(calib, calib_count, calib_method, False, fp16_margin, min_cosine_target, search_budget, explain)
+    with progress(not as_json) as step:
+        result = plan_model(model, precision, checkpoint, height, width, seed, attention_eps, None, reduced, step)
+    _save(result, save)
+    if as_json:
+        print(json.dumps({k: v for k, v in result.items() if k != "ranges"}, indent=2))
+        return
+    for table in plan_table(result):
+        out.print(table)
 
 
 def _tolerances(atol, min_cosine, min_top1, min_pixel_agreement) -> dict:

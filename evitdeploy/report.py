@@ -57,6 +57,52 @@ def parity_table(report: dict) -> Table:
     return table
 
 
+def _agreement(scores: dict) -> str:
+    value = scores.get("top1_agreement", scores.get("pixel_agreement"))
+    return _fmt(value, 4)
+
+
+def plan_table(plan: dict) -> list[Table]:
+    """The plan per block, then (INT8) the sensitivity ranking and the search's steps."""
+    precisions = [p for p in ("fp32", "fp16", "int8") if p in plan["summary"]["nodes"]]
+    calibration = plan.get("calibration", {})
+    groups = Table(
+        title=f"Precision plan {plan['model']} {plan['precision']} at {'x'.join(map(str, plan['input_shape'][2:]))} "
+        f"({calibration.get('count', '?')} calibration images, {plan['method']})",
+        box=box.SIMPLE_HEAD,
+    )
+    groups.add_column("block")
+    for precision in precisions:
+        groups.add_column(precision, justify="right")
+    groups.add_column("why FP32")
+    for group in plan["groups"]:
+        groups.add_row(group["group"], *(str(group["counts"].get(p, "")) for p in precisions), "; ".join(group["reasons"]))
+    tables = [groups]
+    if plan.get("sensitivity"):
+        ranking = Table(title="Sensitivity: each block reduced alone, held-out images vs FP32 (most harmful first)", box=box.SIMPLE_HEAD)
+        for column in ("rank", "block", "1 - cosine", "min cosine", "agreement"):
+            ranking.add_column(column, justify="right" if column != "block" else "left")
+        for rank, entry in enumerate(plan["sensitivity"], 1):
+            ranking.add_row(str(rank), entry["group"], _fmt(entry["error"]), _fmt(entry["cosine_min"], 6), _agreement(entry))
+        tables.append(ranking)
+    search = plan.get("search")
+    if search:
+        steps = Table(
+            title=f"Search: target min cosine {search['target_min_cosine']}, budget {search['budget_blocks']} blocks: "
+            f"{search['stopped']} ({search['seconds']} s)",
+            box=box.SIMPLE_HEAD,
+        )
+        for column in ("step", "blocks in FP32", "min cosine", "mean cosine", "agreement", "NaN/Inf"):
+            steps.add_column(column, justify="right" if column != "blocks in FP32" else "left")
+        for index, step in enumerate(search["steps"]):
+            steps.add_row(
+                str(index), ", ".join(step["float_groups"]) or "(rules only)", _fmt(step["cosine_min"], 6),
+                _fmt(step["cosine_mean"], 6), _agreement(step), str(step["nonfinite"]),
+            )
+        tables.append(steps)
+    return tables
+
+
 def bench_table(summary: dict) -> Table:
     host = summary.get("host", {})
     table = Table(title=f"Latency {summary.get('model', '')} ({host.get('threads')} threads, {host.get('cpu', '')})")

@@ -96,19 +96,28 @@ def load_inputs(
     if source.is_dir():
         return preprocess(folder_photos(source, count), spec, height, width), f"images from {source}"
     if source.suffix == ".npz" and source.is_file():
-        return _npz_inputs(source, spec, height, width, count), f"arrays from {source}"
+        return npz_inputs(source, spec, height, width, count), f"arrays from {source}"
     raise UserError(f"input data {source} is neither an image folder nor an .npz file", "pass --data FOLDER or --data FILE.npz")
 
 
-def _npz_inputs(path: Path, spec: ModelSpec, height: int, width: int, count: int) -> np.ndarray:
-    """An .npz holds either photos (N, H, W, 3) uint8 or preprocessed inputs (N, 3, H, W) float32."""
+def read_npz(path: Path, spec: ModelSpec) -> tuple[str, np.ndarray]:
+    """The array an .npz holds for this model: the one named like the input, else the first."""
     try:
         with np.load(path, allow_pickle=False) as archive:
             key = spec.input_name if spec.input_name in archive.files else archive.files[0]
-            array = archive[key]
+            return key, archive[key]
     except Exception as exc:
         raise UserError(f"cannot read {path} ({type(exc).__name__})", "pass a valid .npz made with numpy.savez") from exc
-    if array.ndim == 4 and array.shape[-1] == 3 and array.dtype == np.uint8:
+
+
+def is_photo_array(array: np.ndarray) -> bool:
+    return array.ndim == 4 and array.shape[-1] == 3 and array.dtype == np.uint8
+
+
+def npz_inputs(path: Path, spec: ModelSpec, height: int, width: int, count: int) -> np.ndarray:
+    """An .npz holds either photos (N, H, W, 3) uint8 or preprocessed inputs (N, 3, H, W) float32."""
+    key, array = read_npz(path, spec)
+    if is_photo_array(array):
         return preprocess(list(array[:count]), spec, height, width)
     if array.ndim == 4 and array.shape[1:] == (3, height, width):
         return array[:count].astype(np.float32)

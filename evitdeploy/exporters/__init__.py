@@ -14,6 +14,37 @@ from evitdeploy.errors import UserError
 
 
 @dataclass(frozen=True)
+class PrecisionOptions:
+    calib: Optional[str] = None  # image folder, .npz, "samples" (default) or "synthetic"
+    calib_count: int = 64
+    method: str = "minmax"  # range method for Q/DQ scales: minmax | percentile | entropy
+    fp16_io: bool = False
+    fp16_margin: float = 4.0
+    min_cosine: float = 0.99  # INT8 search target: per-image cosine to FP32 on held-out images
+    search_budget: int = 6  # at most this many blocks moved to FP32 by the search
+    explain: bool = False  # rank every block even when the plan already meets the target
+    scheme: str = "onnxruntime"
+    seed: int = 0
+
+    def check(self) -> None:
+        from evitdeploy.calibration.ranges import METHODS
+
+        if self.method not in METHODS:
+            raise UserError(f"unknown calibration method {self.method!r}", f"choose one of: {', '.join(METHODS)}")
+        if not 0.0 < self.min_cosine <= 1.0:
+            raise UserError(f"--min-cosine {self.min_cosine} is not valid", "use a value in (0, 1], e.g. 0.99")
+        if self.calib not in (None, "samples", "synthetic") and not Path(self.calib).exists():
+            raise UserError(
+                f"calibration data not found: {self.calib}",
+                "pass --calib FOLDER, --calib FILE.npz, --calib samples (bundled photos) or --calib synthetic",
+            )
+        if self.calib_count < 1:
+            raise UserError(f"--calib-count {self.calib_count} is not valid", "use 1 or more images (64 is a good default)")
+        if self.search_budget < 0 or self.fp16_margin < 1.0:
+            raise UserError("--search-budget must be >= 0 and --fp16-margin >= 1", "fix the value")
+
+
+@dataclass(frozen=True)
 class ExportOptions:
     output: Path
     precision: str = "fp32"
@@ -24,6 +55,7 @@ class ExportOptions:
     validation_source: str = ""
     source: dict = field(default_factory=dict)  # where the weights came from, for the manifest
     progress: Optional[Callable[[str], None]] = None  # called with a step name as each step starts
+    reduced: PrecisionOptions = field(default_factory=PrecisionOptions)  # calibration and plan for fp16/int8
 
     def step(self, name: str) -> None:
         if self.progress:
@@ -39,7 +71,7 @@ class Target:
 
 
 TARGETS = {
-    "onnx": Target("onnx", "onnx", ("fp32",)),
+    "onnx": Target("onnx", "onnx", ("fp32", "fp16", "int8")),
 }
 PLANNED = {"trt": "tensorrt", "tensorrt": "tensorrt", "coreml": "coreml", "tflite": "tflite", "litert": "tflite"}
 

@@ -11,6 +11,7 @@ BatchNorm into convolutions in eval mode and handles dynamic batch/height/width.
 
 from __future__ import annotations
 
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -24,6 +25,8 @@ from evitdeploy.parity import compare, tolerances_for
 from evitdeploy.spec import ModelSpec
 
 MODEL_FILE = "model.onnx"
+PLAN_FILE = "precision_plan.json"
+RANGES_FILE = "ranges.json"
 MAX_OPSET = 20
 
 
@@ -35,17 +38,16 @@ def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
     timings = {}
     spec = _with_dynamic_axes(spec, options.dynamic_axes)
     opset = options.opset or default_opset(spec)
-    with staged_folder(options.output) as staging:
+    reduced = options.precision != "fp32"
+    with staged_folder(options.output) as staging, tempfile.TemporaryDirectory(prefix="evitdeploy-fp32-") as scratch:
         path = staging / MODEL_FILE
-        started = time.perf_counter()
-        options.step(f"exporting to ONNX (opset {opset})")
-        _torch_export(model, spec, path, opset)
-        timings["export_s"] = time.perf_counter() - started
-        if options.simplify:
+        fp32_path = Path(scratch) / "fp32.onnx" if reduced else path
+        timings.update(write_graph(model, spec, fp32_path, opset, options.simplify, options.step))
+        precision_sections = {}
+        if reduced:
             started = time.perf_counter()
-            options.step("simplifying with onnxslim")
-            _simplify(path)
-            timings["simplify_s"] = time.perf_counter() - started
+            precision_sections = _reduce(fp32_path, path, staging, spec, options)
+            timings["precision_s"] = time.perf_counter() - started
         started = time.perf_counter()
         options.step("validating (checker, shape inference, ONNX Runtime vs PyTorch on real images)")
         validation = validate(model, spec, path, options)
@@ -65,11 +67,51 @@ def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
                 "seconds": {k: round(v, 3) for k, v in timings.items()},
             },
             validation=validation,
+            **precision_sections,
             toolchain=package_versions("torch", "onnx", "onnxruntime", "onnxslim", "numpy"),
         )
         write_json(staging / "manifest.json", manifest)
     folder = Path(options.output)
     return Artifact(folder, folder / MODEL_FILE, "onnx", options.precision, spec, manifest)
+
+
+def _reduce(fp32_path: Path, path: Path, staging: Path, spec: ModelSpec, options: ExportOptions) -> dict:
+    """Calibrate, plan and write the FP16/INT8 model; the plan and ranges travel with the artifact."""
+    from evitdeploy.exporters.onnx_precision import make_plan, write_reduced
+
+    result = make_plan(fp32_path, spec, options.precision, options.reduced, options.progress)
+    options.step(f"writing the {options.precision.upper()} model following the plan")
+    conversion = write_reduced(fp32_path, result.plan, result.ranges, path, options.reduced)
+    write_json(staging / PLAN_FILE, result.plan.to_dict())
+    write_json(staging / RANGES_FILE, result.ranges.to_dict())
+    return {
+        "calibration": result.plan.calibration,
+        "precision_plan": {
+            "file": PLAN_FILE,
+            "ranges_file": RANGES_FILE,
+            "method": result.plan.method,
+            "summary": result.plan.summary(),
+            "search": {k: v for k, v in result.plan.search.items() if k != "steps"},
+            "conversion": conversion,
+            "seconds": result.seconds,
+        },
+    }
+
+
+def write_graph(model, spec: ModelSpec, path: Path, opset: int, simplify: bool, step=None) -> dict:
+    """The FP32 ONNX graph (deployment formulation), simplified; returns the seconds each step took."""
+    step = step or (lambda name: None)
+    timings = {}
+    started = time.perf_counter()
+    step(f"exporting to ONNX (opset {opset})")
+    _torch_export(model, spec, path, opset)
+    timings["export_s"] = time.perf_counter() - started
+    if simplify:
+        started = time.perf_counter()
+        step("simplifying with onnxslim")
+        _simplify(path)
+        timings["simplify_s"] = time.perf_counter() - started
+    return timings
 
 
 def _with_dynamic_axes(spec: ModelSpec, axes: tuple[str, ...]) -> ModelSpec:
@@ -153,7 +195,10 @@ def validate(model, spec: ModelSpec, path: Path, options: ExportOptions) -> dict
             if not report["passed"]:
                 raise UserError(
                     f"exported ONNX does not match PyTorch at input {shape}: {'; '.join(report['failures'])}",
-                    "nothing was written; report this model/size, or retry with --no-simplify",
+                    "nothing was written; " + (
+                        "report this model/size, or retry with --no-simplify" if options.precision == "fp32"
+                        else "calibrate on images like your deployment's (--calib DIR), raise --search-budget, or check with looser tolerances"
+                    ),
                     EXIT_CHECK_FAILED,
                 )
         providers = candidate.providers

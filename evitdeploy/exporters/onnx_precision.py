@@ -1,0 +1,134 @@
+"""FP16 and INT8 ONNX from the FP32 export: calibrate, collect ranges, plan, search, write.
+
+Used by `export --precision fp16|int8` (which then validates the result against PyTorch) and by
+`evitdeploy plan` (which stops at the plan). The FP32 ONNX model is the reference for the search:
+held-out images (another deterministic draw than the calibration set) through both.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from evitdeploy.calibration.calibset import CalibrationSet, build_calibration_set
+from evitdeploy.calibration.plan import PrecisionPlan, fp16_plan, int8_plan
+from evitdeploy.calibration.ranges import Ranges, collect_ranges
+from evitdeploy.exporters import PrecisionOptions
+from evitdeploy.parity import classification_metrics, segmentation_metrics
+from evitdeploy.spec import ModelSpec
+
+HELD_OUT_COUNT = 16
+HELD_OUT_SEED_OFFSET = 1000
+
+
+@dataclass
+class PlanResult:
+    plan: PrecisionPlan
+    ranges: Ranges
+    seconds: dict
+
+
+def _session(path: Path):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _outputs(path: Path, inputs: np.ndarray, input_name: str) -> np.ndarray:
+    session = _session(path)
+    return np.concatenate([session.run(None, {input_name: inputs[i : i + 1]})[0] for i in range(len(inputs))])
+
+
+def score_outputs(spec: ModelSpec, reference: np.ndarray, candidate: np.ndarray) -> dict:
+    """Agreement of a candidate with the FP32 outputs: what the search and `plan` report."""
+    a = reference.reshape(len(reference), -1).astype(np.float64)
+    b = candidate.reshape(len(candidate), -1).astype(np.float64)
+    finite = np.isfinite(b).all(axis=1)
+    b = np.where(np.isfinite(b), b, 0.0)
+    cosine = (a * b).sum(axis=1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-300)
+    cosine = np.where(finite, cosine, -1.0)
+    scores = {
+        "cosine_min": float(cosine.min()),
+        "cosine_mean": float(cosine.mean()),
+        "max_abs_error": float(np.abs(a - b).max()),
+        "nonfinite": int((~np.isfinite(candidate)).sum()),
+    }
+    metrics = classification_metrics if spec.task == "classification" else segmentation_metrics
+    scores.update(metrics(reference, np.where(np.isfinite(candidate), candidate, 0.0)))
+    return scores
+
+
+def write_reduced(fp32_path: Path, plan: PrecisionPlan, ranges: Ranges, output: Path, options: PrecisionOptions) -> dict:
+    """The FP16 or INT8 model for `plan`."""
+    if plan.precision == "fp16":
+        from evitdeploy.exporters.onnx_fp16 import convert
+
+        return convert(fp32_path, plan, output, options.fp16_io)
+    from evitdeploy.exporters.onnx_int8 import quantize
+
+    return quantize(fp32_path, plan, ranges, output, options.scheme)
+
+
+def make_plan(
+    fp32_path: Path,
+    spec: ModelSpec,
+    precision: str,
+    options: PrecisionOptions,
+    progress: Optional[Callable[[str], None]] = None,
+) -> PlanResult:
+    """Calibration set -> ranges -> rules -> (INT8) sensitivity search, timed per step."""
+    import onnx
+
+    options.check()
+    seconds = {}
+    started = time.perf_counter()
+    _step(progress, f"building the calibration set ({options.calib_count} images)")
+    calibration = build_calibration_set(spec, options.calib, options.calib_count, options.seed)
+    ranges = collect_ranges(
+        fp32_path, calibration.inputs, spec.input_name, calibration.report, with_entropy=options.method == "entropy",
+        progress=progress,
+    )
+    seconds["calibration_s"] = time.perf_counter() - started
+    model = onnx.load(str(fp32_path))
+    if precision == "fp16":
+        plan = fp16_plan(model, ranges, spec, options.fp16_margin, options.method)
+    else:
+        plan = int8_plan(model, spec, options.method)
+        plan.calibration = calibration.report
+        started = time.perf_counter()
+        plan = _search_int8(fp32_path, spec, plan, ranges, calibration, options, progress)
+        seconds["search_s"] = time.perf_counter() - started
+    plan.settings.update({"calib_method": options.method, "calib_count": options.calib_count})
+    return PlanResult(plan, ranges, {k: round(v, 2) for k, v in seconds.items()})
+
+
+def _search_int8(fp32_path, spec, plan, ranges, calibration: CalibrationSet, options, progress) -> PrecisionPlan:
+    from evitdeploy.calibration.sensitivity import rank_groups, search
+
+    held_out = build_calibration_set(
+        spec, options.calib, min(HELD_OUT_COUNT, options.calib_count), options.seed + HELD_OUT_SEED_OFFSET
+    ).inputs
+    reference = _outputs(fp32_path, held_out, spec.input_name)
+    with tempfile.TemporaryDirectory(prefix="evitdeploy-search-") as scratch:
+        candidate_path = Path(scratch) / "candidate.onnx"
+
+        def evaluate(candidate: PrecisionPlan) -> dict:
+            write_reduced(fp32_path, candidate, ranges, candidate_path, options)
+            return score_outputs(spec, reference, _outputs(candidate_path, held_out, spec.input_name))
+
+        ranking = rank_groups(plan, evaluate, progress) if options.explain else None
+        plan = search(plan, evaluate, options.min_cosine, options.search_budget, ranking, progress)
+    plan.settings.update({"min_cosine": options.min_cosine, "search_budget": options.search_budget, "held_out_images": len(held_out)})
+    return plan
+
+
+def _step(progress, name: str) -> None:
+    if progress:
+        progress(name)
