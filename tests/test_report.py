@@ -21,7 +21,7 @@ def test_report_merges_sweep_cells_into_rows(cli, sweep_results):
     ok = rows[("fp32", "64x96")]
     assert ok["parity"] == "PASS" and ok["median_ms"] > 0 and ok["p99_ms"] >= ok["median_ms"] and ok["size_mb"] > 1
     assert ok["megapixels"] == pytest.approx(64 * 96 / 1e6) and ok["agreement"] == 1.0
-    assert rows[("fp16", "64x64")]["status"] == "failed" and "at export" in rows[("fp16", "64x64")]["error"] and "fp16" in rows[("fp16", "64x64")]["error"]
+    assert rows[("bf16", "64x64")]["status"] == "failed" and "at export" in rows[("bf16", "64x64")]["error"] and "bf16" in rows[("bf16", "64x64")]["error"]
 
 
 def test_markdown_report_with_plots_beside_it(cli, sweep_results, tmp_path):
@@ -34,7 +34,7 @@ def test_markdown_report_with_plots_beside_it(cli, sweep_results, tmp_path):
     assert sorted(images) == ["report-drift-vs-latency.png", "report-latency-vs-megapixels.png"]
     for name in images:
         assert (tmp_path / name).read_bytes().startswith(PNG_MAGIC)
-    assert "fp16" in text and "not supported" in text  # the failed cells' reasons are listed
+    assert "bf16" in text and "not supported" in text  # the failed cells' reasons are listed
 
 
 def test_html_report_is_one_self_contained_file(cli, sweep_results, tmp_path):

@@ -6,7 +6,7 @@ from conftest import assert_clean_error
 from evitdeploy.sweep import parse_resolution, read_records
 from evitdeploy.errors import UserError
 
-SWEEP_ARGS = ("--model", "efficientvit_b0", "--precision", "fp32,fp16", "--resolution", "64,64x96",
+SWEEP_ARGS = ("--model", "efficientvit_b0", "--precision", "fp32,bf16", "--resolution", "64,64x96",
               "--samples", "1", "--warmup", "1", "--count", "5", "--threads", "1")
 
 
@@ -20,8 +20,8 @@ def test_sweep_runs_every_cell_and_records_failures_in_their_cell(sweep_results)
         assert ok["status"] == "ok" and ok["parity"]["passed"] and ok["artifact_bytes"] > 0
         assert ok["bench"]["input_shape"] == [1, 3, *map(int, resolution.split("x"))]
         assert len(ok["bench"]["results"][0]["latency_samples_ms"]) == 5
-        failed = by_cell[("fp16", resolution)]
-        assert failed["status"] == "failed" and failed["stage"] == "export" and "fp16" in failed["error"]
+        failed = by_cell[("bf16", resolution)]
+        assert failed["status"] == "failed" and failed["stage"] == "export" and "bf16" in failed["error"]
     assert sorted(json.loads(run.stdout)["ran"]) == sorted(r["cell"]["model"] + "-onnx-" + p + "-" + s for (p, s), r in by_cell.items())
 
 
@@ -53,7 +53,7 @@ def test_retry_failed_runs_failed_cells_again(cli, sweep_results, tmp_path):
     copy = tmp_path / "results.jsonl"
     copy.write_bytes(results.read_bytes())
     run = cli("sweep", *SWEEP_ARGS, "--output", copy, "--artifacts", tmp_path / "art", "--retry-failed", "--json")
-    assert sorted(json.loads(run.stdout)["ran"]) == ["efficientvit_b0-onnx-fp16-64x64", "efficientvit_b0-onnx-fp16-64x96"]
+    assert sorted(json.loads(run.stdout)["ran"]) == ["efficientvit_b0-onnx-bf16-64x64", "efficientvit_b0-onnx-bf16-64x96"]
     assert len(read_records(copy)) == 6  # appended; the report reads the latest line per cell
 
 

@@ -1,0 +1,247 @@
+"""Precision plans on ONNX Runtime CPU: accuracy and speed of INT8/FP16 against FP32, in one run.
+
+    .venv/bin/python benchmarks/precision_cpu.py [--sections digits,b1,seg,fp16] [--threads 2]
+        [--rounds 8] [--save results.json]
+
+Trained references (evitdeploy.models.trained; cached after the first run): an EfficientViT-B0
+digits classifier (held-out accuracy is the number users care about) and a B0 segmenter trained on
+digit mosaics (mIoU on its labels). "naive" = onnxruntime.quantization.quantize_static on the same
+FP32 ONNX with the same calibration images (QDQ, per-channel, every op type it quantizes, MinMax or
+Percentile); "conv-only" = the same restricted to Conv. "plan" = `evitdeploy export --precision int8`
+(or fp16). Latencies: contenders alternate in rounds (each round: a few warm-up runs, then timed
+runs, every contender), medians over all samples; ratios are FP32 median / contender median.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from evitdeploy import api
+from evitdeploy.calibration.data import preprocess
+from evitdeploy.exporters import PrecisionOptions
+from evitdeploy.models import trained
+
+SECTIONS = ("digits", "b1", "seg", "fp16")
+
+
+def session(path: Path, threads: int):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def outputs(path: Path, inputs: np.ndarray, threads: int) -> np.ndarray:
+    s = session(path, threads)
+    name = s.get_inputs()[0].name
+    return np.concatenate([s.run(None, {name: inputs[i : i + 1]})[0] for i in range(len(inputs))])
+
+
+def cosine_min(reference: np.ndarray, candidate: np.ndarray) -> float:
+    a, b = reference.reshape(len(reference), -1), candidate.reshape(len(candidate), -1)
+    return float(((a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-30)).min())
+
+
+def latencies(paths: dict[str, Path], feed: np.ndarray, threads: int, rounds: int, per_round: int = 15) -> dict:
+    """Median ms per contender, contenders alternating in rounds."""
+    sessions = {label: session(path, threads) for label, path in paths.items()}
+    samples = {label: [] for label in paths}
+    for _ in range(rounds):
+        for label, s in sessions.items():
+            name = s.get_inputs()[0].name
+            for _ in range(3):
+                s.run(None, {name: feed})
+            for _ in range(per_round):
+                started = time.perf_counter()
+                s.run(None, {name: feed})
+                samples[label].append((time.perf_counter() - started) * 1e3)
+    return {label: float(np.median(values)) for label, values in samples.items()}
+
+
+def naive_int8(fp32: Path, output: Path, calibration: np.ndarray, method: str, conv_only: bool) -> Path:
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.items = iter([{"image": calibration[i : i + 1]} for i in range(len(calibration))])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    quantize_static(
+        str(fp32), str(output), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+        calibrate_method=CalibrationMethod.MinMax if method == "minmax" else CalibrationMethod.Percentile,
+        op_types_to_quantize=["Conv"] if conv_only else None,
+    )
+    return output
+
+
+def export(folder: Path, name: str, precision: str, checkpoint: Path, height: int, width: int, **reduced) -> Path:
+    artifact = api.export_model(
+        name, "onnx", precision, folder / f"{name}-{precision}-{height}x{width}", checkpoint, None, height, width,
+        force=True, reduced=PrecisionOptions(**reduced),
+    )
+    return artifact.folder
+
+
+def digits_section(work: Path, args) -> dict:
+    """Trained digits classifier at 64x64: accuracy of every INT8 flavour, and their speed."""
+    checkpoint = trained.digits_checkpoint()
+    train_images, _ = trained.digits_images("train")
+    test_images, test_labels = trained.digits_images("test")
+    spec = trained.digits_spec()
+    calib_npz = work / "digits_train.npz"
+    np.savez(calib_npz, image=train_images[:128])
+    started = time.perf_counter()
+    fp32 = export(work, "efficientvit_b0", "fp32", checkpoint, 64, 64) / "model.onnx"
+    plan_dir = export(work, "efficientvit_b0", "int8", checkpoint, 64, 64, calib=str(calib_npz), calib_count=128)
+    plan_seconds = time.perf_counter() - started
+    fp16_dir = export(work, "efficientvit_b0", "fp16", checkpoint, 64, 64, calib=str(calib_npz), calib_count=64)
+    calibration = preprocess(list(train_images[:128]), spec, 64, 64)
+    contenders = {
+        "fp32": fp32,
+        "naive int8 (minmax)": naive_int8(fp32, work / "naive_minmax.onnx", calibration, "minmax", False),
+        "naive int8 (percentile)": naive_int8(fp32, work / "naive_pct.onnx", calibration, "percentile", False),
+        "conv-only int8": naive_int8(fp32, work / "conv_only.onnx", calibration, "minmax", True),
+        "plan int8": plan_dir / "model.onnx",
+        "plan fp16": fp16_dir / "model.onnx",
+    }
+    inputs = preprocess(list(test_images), spec, 64, 64)
+    reference = outputs(fp32, inputs, args.threads)
+    rows = {}
+    for label, path in contenders.items():
+        logits = reference if label == "fp32" else outputs(path, inputs, args.threads)
+        rows[label] = {
+            "accuracy": trained.classification_accuracy(logits, test_labels),
+            "cosine_min": cosine_min(reference, logits),
+            "nonfinite": int((~np.isfinite(logits)).sum()),
+        }
+    medians = latencies(contenders, inputs[:1], args.threads, args.rounds)
+    for label, row in rows.items():
+        row["median_ms"] = medians[label]
+        row["speed_vs_fp32"] = medians["fp32"] / medians[label]
+    plan = json.loads((plan_dir / "manifest.json").read_text())["precision_plan"]
+    return {"test_images": len(test_labels), "rows": rows, "plan_search": plan["search"], "export_int8_s": plan_seconds}
+
+
+def b1_section(work: Path, args) -> dict:
+    """B1 at 224 on real photos: the same plan's cosine and speed, and calibration + quantization time."""
+    fp32 = export(work, "efficientvit_b1", "fp32", None, 224, 224) / "model.onnx"
+    started = time.perf_counter()
+    int8_dir = export(work, "efficientvit_b1", "int8", None, 224, 224, calib_count=64)
+    seconds = time.perf_counter() - started
+    manifest = json.loads((int8_dir / "manifest.json").read_text())
+    from evitdeploy.calibration.calibset import build_calibration_set
+    from evitdeploy.models import get_spec
+
+    photos = build_calibration_set(get_spec("efficientvit_b1"), None, 16, seed=7).inputs
+    reference = outputs(fp32, photos, args.threads)
+    candidate = outputs(int8_dir / "model.onnx", photos, args.threads)
+    naive = naive_int8(fp32, work / "b1_naive.onnx", build_calibration_set(get_spec("efficientvit_b1"), None, 64).inputs, "minmax", False)
+    medians = latencies({"fp32": fp32, "plan int8": int8_dir / "model.onnx", "naive int8": naive}, photos[:1], args.threads, args.rounds)
+    return {
+        "cosine_min_plan": cosine_min(reference, candidate),
+        "top1_agreement_plan": float((reference.argmax(1) == candidate.argmax(1)).mean()),
+        "cosine_min_naive": cosine_min(reference, outputs(naive, photos, args.threads)),
+        "median_ms": medians,
+        "speed_vs_fp32": {k: medians["fp32"] / v for k, v in medians.items()},
+        "export_int8_s": seconds,
+        "precision_s": manifest["export"]["seconds"].get("precision_s"),
+        "note": "random-init weights: speed and plumbing only; cosine is against its own FP32",
+    }
+
+
+def seg_section(work: Path, args) -> dict:
+    """Trained mosaic segmenter at 512x1024: INT8 pixel agreement with FP32 and mIoU on its labels."""
+    checkpoint = trained.mosaic_checkpoint()
+    height, width = 512, 1024
+    calib_photos, _ = trained.digit_mosaics(32, height, width, seed=1, split="train")
+    calib_npz = work / "mosaics_train.npz"
+    np.savez(calib_npz, image=calib_photos)
+    model = "efficientvit_seg_b0_cityscapes"
+    fp32 = export(work, model, "fp32", checkpoint, height, width) / "model.onnx"
+    int8_dir = export(work, model, "int8", checkpoint, height, width, calib=str(calib_npz), calib_count=32)
+    test_photos, test_labels = trained.digit_mosaics(8, height, width, seed=2, split="test")
+    spec = trained.mosaic_spec(height, width)
+    inputs = preprocess(list(test_photos), spec, height, width)
+    reference = outputs(fp32, inputs, args.threads)
+    candidate = outputs(int8_dir / "model.onnx", inputs, args.threads)
+    medians = latencies({"fp32": fp32, "plan int8": int8_dir / "model.onnx"}, inputs[:1], args.threads, max(2, args.rounds // 4), 5)
+    return {
+        "pixel_agreement_with_fp32": float((reference.argmax(1) == candidate.argmax(1)).mean()),
+        "fp32": trained.segmentation_scores(reference, test_labels),
+        "int8": trained.segmentation_scores(candidate, test_labels),
+        "cosine_min": cosine_min(reference, candidate),
+        "median_ms": medians,
+        "speed_vs_fp32": medians["fp32"] / medians["plan int8"],
+    }
+
+
+def fp16_section(work: Path, args) -> dict:
+    """Trained mosaic segmenter at 1024x2048: plain FP16 vs the plan, and the measured headroom."""
+    from evitdeploy.exporters.onnx_fp16 import convert
+
+    checkpoint = trained.mosaic_checkpoint()
+    height, width = 1024, 2048
+    model = "efficientvit_seg_b0_cityscapes"
+    calib_photos, _ = trained.digit_mosaics(4, height, width, seed=3, split="train")
+    calib_npz = work / "mosaics_2048.npz"
+    np.savez(calib_npz, image=calib_photos)
+    fp32_dir = export(work, model, "fp32", checkpoint, height, width)
+    plan_dir = export(work, model, "fp16", checkpoint, height, width, calib=str(calib_npz), calib_count=4)
+    naive = convert(fp32_dir / "model.onnx", None, work / "naive_fp16.onnx")
+    test_photos, test_labels = trained.digit_mosaics(2, height, width, seed=4, split="test")
+    inputs = preprocess(list(test_photos), trained.mosaic_spec(height, width), height, width)
+    reference = outputs(fp32_dir / "model.onnx", inputs, args.threads)
+    ranges = json.loads((plan_dir / "ranges.json").read_text())["tensors"]
+    attention = {n: r["absmax"] for n, r in ranges.items() if r["module"].endswith("context_module.main") and r["op"] == "MatMul"}
+    result = {"logit_range": float(reference.max() - reference.min()), "largest_attention_matmul_absmax": max(attention.values())}
+    for label, path in (("plain fp16", naive), ("plan fp16", plan_dir / "model.onnx")):
+        logits = outputs(path, inputs, args.threads)
+        finite = np.isfinite(logits)
+        result[label] = {
+            "nonfinite": int((~finite).sum()),
+            "max_abs_error": float(np.abs(np.where(finite, logits, 0) - reference).max()),
+            "max_abs_error_over_range": float(np.abs(np.where(finite, logits, 0) - reference).max() / result["logit_range"]),
+            "miou": trained.segmentation_scores(np.where(finite, logits, 0), test_labels)["miou"],
+        }
+    result["fp32_miou"] = trained.segmentation_scores(reference, test_labels)["miou"]
+    result["fp16_headroom_of_largest_tensor"] = 65504.0 / max(r["absmax"] for r in ranges.values())
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sections", default=",".join(SECTIONS))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--save", type=Path)
+    args = parser.parse_args()
+    chosen = [s.strip() for s in args.sections.split(",") if s.strip()]
+    unknown = [s for s in chosen if s not in SECTIONS]
+    if unknown:
+        sys.exit(f"unknown section {unknown[0]!r}; choose from {', '.join(SECTIONS)}")
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="evitdeploy-precision-") as scratch:
+        for name in chosen:
+            started = time.perf_counter()
+            results[name] = globals()[f"{name}_section"](Path(scratch), args)
+            results[name]["section_s"] = time.perf_counter() - started
+            print(json.dumps({name: results[name]}, indent=2, default=float), flush=True)
+    if args.save:
+        args.save.write_text(json.dumps(results, indent=2, default=float) + "\n")
+
+
+if __name__ == "__main__":
+    main()
