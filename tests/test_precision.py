@@ -281,3 +281,32 @@ def test_bad_precision_options_fail_cleanly_and_write_nothing(cli, tmp_path, arg
 
 def test_plan_refuses_fp32(cli):
     assert_clean_error(cli("plan", "efficientvit_b0", "--precision", "fp32"), 2, "has no plan")
+
+
+def test_plain_fp16_overflows_in_linear_attention_where_the_plan_does_not(tmp_path):
+    """A constructed case: one LiteMLA's q/k/v scaled x300 puts k^T v past 65504 (as trained models
+    at Cityscapes resolution can: the sums grow with the token count). Plain FP16 storage gives
+    inf/NaN; the plan, from measured ranges, keeps the attention core in FP32 and stays accurate."""
+    import torch
+
+    from evitdeploy.calibration.data import load_inputs
+    from evitdeploy.exporters import ExportOptions, PrecisionOptions, export
+    from evitdeploy.models import build_model
+
+    model, spec = build_model(get_spec("efficientvit_b0").with_input(1, 128, 128))
+    with torch.no_grad():
+        model.stages[2].blocks[1].context_module.main.qkv.conv.weight.mul_(300.0)
+    inputs, source = load_inputs(spec, 128, 128, None, 4)
+    options = ExportOptions(
+        output=tmp_path / "planned", precision="fp16", validation_inputs=inputs, validation_source=source,
+        reduced=PrecisionOptions(calib_count=4),
+    )
+    artifact = export(model, spec, "onnx", options)  # validates against PyTorch FP32 too
+    ranges = json.loads((artifact.folder / "ranges.json").read_text())["tensors"]
+    attention = [r["absmax"] for r in ranges.values() if r["module"] == "stages.2.blocks.1.context_module.main" and r["op"] == "MatMul"]
+    assert max(attention) > 65504
+    storage = artifact.manifest["precision_plan"]["search"]["fp16_storage_check"]
+    assert storage["plain"]["nonfinite"] > 0
+    assert storage["planned"]["nonfinite"] == 0 and storage["planned"]["cosine_min"] > 0.999
+    check = artifact.manifest["validation"]["checks"][0]["metrics"]
+    assert check["nonfinite_outputs"] == 0 and check["cosine_min"] > 0.999

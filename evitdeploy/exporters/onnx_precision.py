@@ -33,16 +33,16 @@ class PlanResult:
     seconds: dict
 
 
-def _session(path: Path):
+def outputs_of(path: Path, inputs: np.ndarray, input_name: str, optimize: bool = True) -> np.ndarray:
+    """The model's first output for each input, one at a time (the artifacts have batch 1).
+    `optimize=False` keeps every node as written (the FP16 storage emulation's casts must stay)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def _outputs(path: Path, inputs: np.ndarray, input_name: str) -> np.ndarray:
-    session = _session(path)
+    if not optimize:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     return np.concatenate([session.run(None, {input_name: inputs[i : i + 1]})[0] for i in range(len(inputs))])
 
 
@@ -115,13 +115,13 @@ def _search_int8(fp32_path, spec, plan, ranges, calibration: CalibrationSet, opt
     held_out = build_calibration_set(
         spec, options.calib, min(HELD_OUT_COUNT, options.calib_count), options.seed + HELD_OUT_SEED_OFFSET
     ).inputs
-    reference = _outputs(fp32_path, held_out, spec.input_name)
+    reference = outputs_of(fp32_path, held_out, spec.input_name)
     with tempfile.TemporaryDirectory(prefix="evitdeploy-search-") as scratch:
         candidate_path = Path(scratch) / "candidate.onnx"
 
         def evaluate(candidate: PrecisionPlan) -> dict:
             write_reduced(fp32_path, candidate, ranges, candidate_path, options)
-            return score_outputs(spec, reference, _outputs(candidate_path, held_out, spec.input_name))
+            return score_outputs(spec, reference, outputs_of(candidate_path, held_out, spec.input_name))
 
         ranking = rank_groups(plan, evaluate, progress) if options.explain else None
         plan = search(plan, evaluate, options.min_cosine, options.search_budget, ranking, progress)
