@@ -49,12 +49,29 @@ def assert_clean_error(result, code: int, *fragments: str) -> None:
 
 @pytest.fixture(scope="session")
 def sweep_results(tmp_path_factory):
-    """A real 1-model x 2-precision x 2-resolution sweep (fp16 cells fail until that precision exists)."""
+    """A real 1-model x 2-precision x 2-resolution sweep; bf16 is no ONNX precision, so those cells fail."""
     folder = tmp_path_factory.mktemp("sweep")
     results = folder / "results.jsonl"
     result = Cli()(
-        "sweep", "--model", "efficientvit_b0", "--precision", "fp32,fp16", "--resolution", "64,64x96",
+        "sweep", "--model", "efficientvit_b0", "--precision", "fp32,bf16", "--resolution", "64,64x96",
         "--samples", "1", "--warmup", "1", "--count", "5", "--threads", "1", "--output", results, "--json",
     )
-    assert result.exit_code == 1, result.output  # the fp16 cells fail, the sweep goes on
+    assert result.exit_code == 1, result.output  # the bf16 cells fail, the sweep goes on
     return results, result
+
+
+@pytest.fixture(scope="session")
+def digits_checkpoint_path():
+    """The trained digits classifier (B0, 10 classes, 64x64): ~30 s on first use, then cached
+    under $EVITDEPLOY_CACHE or ~/.cache/evitdeploy."""
+    from evitdeploy.models.trained import digits_checkpoint
+
+    return digits_checkpoint()
+
+
+@pytest.fixture(scope="session")
+def mosaic_checkpoint_path():
+    """The trained digit-mosaic segmenter (Seg-B0, 11 classes): ~1.5 min on first use, then cached."""
+    from evitdeploy.models.trained import mosaic_checkpoint
+
+    return mosaic_checkpoint()

@@ -1,5 +1,6 @@
 import os
 import re
+from dataclasses import replace
 
 import pytest
 import torch
@@ -143,11 +144,28 @@ def test_a_checkpoint_of_another_model_is_named(tmp_path):
     assert "look like efficientvit_b1" in info.value.message
 
 
-def test_a_checkpoint_with_another_class_count_says_so(tmp_path):
-    from evitdeploy.models.efficientvit import EfficientViTClassifier
-    from evitdeploy.models.configs import BACKBONES
+def test_a_fine_tuned_checkpoint_loads_with_its_own_class_count(tmp_path):
+    source = create_model(replace(get_spec("efficientvit_b0"), num_classes=10), seed=3)
+    torch.save(source.state_dict(), tmp_path / "b0_10.pt")
+    model, spec = build_model(get_spec("efficientvit_b0"), checkpoint=tmp_path / "b0_10.pt")
+    assert spec.num_classes == 10
+    with torch.no_grad():
+        assert model(torch.zeros(1, 3, 64, 64)).shape == (1, 10)
+    assert _outputs_equal(model, source)
 
-    torch.save(EfficientViTClassifier(BACKBONES["b0"], num_classes=10).state_dict(), tmp_path / "b0_10.pt")
+
+def test_a_fine_tuned_segmenter_loads_with_its_own_class_count(tmp_path):
+    seg = get_spec("efficientvit_seg_b0_cityscapes")
+    source = create_model(replace(seg, num_classes=11), seed=3)
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(tmp_path / "seg11.safetensors"))
+    model, spec = build_model(seg, checkpoint=tmp_path / "seg11.safetensors")
+    assert spec.num_classes == 11 and spec.output_shape(1, 128, 128) == (1, 11, 16, 16)
+    assert _outputs_equal(model, source)
+
+
+def test_another_architecture_with_another_class_count_still_fails_clearly(tmp_path):
+    torch.save(create_model(replace(get_spec("efficientvit_b1"), num_classes=10)).state_dict(), tmp_path / "b1_10.pt")
     with pytest.raises(UserError) as info:
-        build_model(get_spec("efficientvit_b0"), checkpoint=tmp_path / "b0_10.pt")
-    assert "another class count (checkpoint has 10, model has 1000)" in info.value.message
+        build_model(get_spec("efficientvit_b0"), checkpoint=tmp_path / "b1_10.pt")
+    assert "does not fit efficientvit_b0" in info.value.message
+    assert "another model" in info.value.message

@@ -11,9 +11,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 from evitdeploy.errors import UserError
 
+# The final layer, whose width is the class count: a fine-tuned checkpoint differs from its
+# architecture's registered spec only here.
+FINAL_LAYER_KEYS = ("head.classifier.4.weight", "head.classifier.4.bias", "head.classifier.conv.weight", "head.classifier.conv.bias")
 REFERENCE_EPS = 1e-15  # the reference repository's LiteMLA eps
 TIMM_EPS = 1e-5  # timm's
 
@@ -122,12 +126,33 @@ def _rename(key: str, b_series: bool, seg_has_expand: bool) -> str:
     return key
 
 
-def load_checkpoint(model, path: Path, model_name: str) -> LoadedCheckpoint:
-    """Load weights into `model` strictly; a mismatch names the keys and the likely cause."""
+def read_our_state(path: Path) -> tuple[dict, str]:
+    """A checkpoint's tensors under our key names, and the layout ("reference" | "timm") they came in."""
     state = read_state_dict(path)
     layout = detect_layout(state)
-    if layout == "reference":
-        state = reference_to_ours(state)
+    return (reference_to_ours(state) if layout == "reference" else state), layout
+
+
+def fine_tuned_class_count(state: dict, expected: dict) -> Optional[int]:
+    """The checkpoint's class count when its final layer's width is all that differs from `expected`
+    (a fine-tuned checkpoint of this architecture); None when nothing or more than that differs."""
+    if set(state) != set(expected):
+        return None
+    mismatched = [k for k in expected if tuple(state[k].shape) != tuple(expected[k].shape)]
+    if not mismatched or not all(k in FINAL_LAYER_KEYS for k in mismatched):
+        return None
+    if any(tuple(state[k].shape[1:]) != tuple(expected[k].shape[1:]) for k in mismatched):
+        return None
+    counts = {state[k].shape[0] for k in FINAL_LAYER_KEYS if k in state}
+    return counts.pop() if len(counts) == 1 else None
+
+
+def load_checkpoint(model, path: Path, model_name: str, ours: Optional[tuple[dict, str]] = None) -> LoadedCheckpoint:
+    """Load weights into `model` strictly; a mismatch names the keys and the likely cause.
+
+    `ours` is the file already read by `read_our_state`, so a caller that looked at it reads it once.
+    """
+    state, layout = ours if ours is not None else read_our_state(path)
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -153,13 +178,8 @@ def _mismatch_message(path, model_name, state, expected, missing, unexpected, mi
 
 
 def _likely_cause(state, expected, mismatched, missing, unexpected) -> str:
-    head_only = all(k.startswith("head.") for k in mismatched + missing + unexpected)
-    if head_only and mismatched and all(k.endswith(("classifier.4.weight", "classifier.4.bias", "classifier.conv.weight", "classifier.conv.bias")) for k in mismatched):
-        return (
-            f"another class count (checkpoint has {state[mismatched[0]].shape[0]}, model has "
-            f"{expected[mismatched[0]].shape[0]})"
-        )
-    if head_only:
+    # (a checkpoint whose only difference is the class count never gets here: build_model adopts it)
+    if all(k.startswith("head.") for k in mismatched + missing + unexpected):
         return "another head (classification vs segmentation, or another dataset's head)"
     guess = guess_model(state)
     return f"another model (the weights look like {guess})" if guess else "another model or architecture"

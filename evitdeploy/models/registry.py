@@ -60,7 +60,8 @@ def create_model(spec: ModelSpec, seed: int = 0):
         if spec.task == "classification":
             model = EfficientViTClassifier(cfg, spec.num_classes, eps=spec.attention_eps)
         else:
-            model = EfficientViTSegmenter(cfg, SEG_HEADS[(spec.family, spec.dataset)], eps=spec.attention_eps)
+            head = replace(SEG_HEADS[(spec.family, spec.dataset)], num_classes=spec.num_classes)
+            model = EfficientViTSegmenter(cfg, head, eps=spec.attention_eps)
     return model.eval()
 
 
@@ -70,15 +71,31 @@ def build_model(
     """The model for `spec`, with weights from `checkpoint` or a seeded init, and its final spec.
 
     A checkpoint fixes the LiteMLA eps it was trained with (reference 1e-15, timm 1e-5) unless the
-    caller overrides it; the returned spec records the eps in force.
+    caller overrides it, and the class count when it was fine-tuned to another one (only the final
+    layer differs); the returned spec records both, so whoever reads a manifest rebuilds this model.
     """
-    from evitdeploy.models.checkpoint import load_checkpoint
+    from evitdeploy.models.checkpoint import load_checkpoint, read_our_state
 
+    ours = read_our_state(Path(checkpoint)) if checkpoint is not None else None
+    if ours is not None:
+        spec = _with_class_count_of(spec, ours[0])
     model = create_model(spec, seed)
     eps = spec.attention_eps
-    if checkpoint is not None:
-        eps = load_checkpoint(model, Path(checkpoint), spec.name).attention_eps
+    if ours is not None:
+        eps = load_checkpoint(model, Path(checkpoint), spec.name, ours).attention_eps
     if attention_eps is not None:
         eps = attention_eps
     model.set_attention(eps=eps)
     return model, replace(spec, attention_eps=eps)
+
+
+def _with_class_count_of(spec: ModelSpec, state: dict) -> ModelSpec:
+    """`spec` with the checkpoint's class count when that is the checkpoint's only difference."""
+    import torch
+
+    from evitdeploy.models.checkpoint import fine_tuned_class_count
+
+    with torch.device("meta"):  # shapes only: no memory, no init cost
+        expected = create_model(spec).state_dict()
+    count = fine_tuned_class_count(state, expected)
+    return spec if count is None else replace(spec, num_classes=count)
