@@ -86,7 +86,14 @@ def export_model(
     model, spec = build_model(spec, checkpoint, seed, attention_eps)
     from evitdeploy.calibration.data import load_inputs
 
-    inputs, source = load_inputs(spec, spec.height, spec.width, data, count=2)
+    if data is None and precision != "fp32" and reduced.calib not in (None, "samples", "synthetic"):
+        # Validate a calibrated model on data like its calibration (another draw), not on photos.
+        from evitdeploy.calibration.calibset import build_calibration_set
+
+        inputs = build_calibration_set(spec, reduced.calib, 2, seed=reduced.seed + 2000).inputs
+        source = f"calibration source {reduced.calib} (another draw)"
+    else:
+        inputs, source = load_inputs(spec, spec.height, spec.width, data, count=2)
     weights = {"model": model_name, "seed": None if checkpoint else seed, "attention_eps": spec.attention_eps}
     if checkpoint:
         weights.update(checkpoint=str(Path(checkpoint).resolve()), checkpoint_sha256=sha256_of(Path(checkpoint)))
