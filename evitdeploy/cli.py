@@ -185,6 +185,12 @@ def export(
             + (f"; search {search['stopped']}, held-out min cosine {search['final']['cosine_min']:.5f}" if search else "")
             + (f"; blocks kept FP32: {', '.join(plan['summary']['float_groups'])}" if plan["summary"]["float_groups"] else "")
         )
+        storage = plan.get("fp16_storage_check")
+        if storage:
+            out.print(
+                f"FP16 storage check: planned {storage['planned']['nonfinite']} NaN/Inf (min cosine "
+                f"{storage['planned']['cosine_min']:.6f}); plain FP16 would give {storage['plain']['nonfinite']} NaN/Inf"
+            )
 
 
 @app.command()

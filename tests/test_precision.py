@@ -305,7 +305,7 @@ def test_plain_fp16_overflows_in_linear_attention_where_the_plan_does_not(tmp_pa
     ranges = json.loads((artifact.folder / "ranges.json").read_text())["tensors"]
     attention = [r["absmax"] for r in ranges.values() if r["module"] == "stages.2.blocks.1.context_module.main" and r["op"] == "MatMul"]
     assert max(attention) > 65504
-    storage = artifact.manifest["precision_plan"]["search"]["fp16_storage_check"]
+    storage = artifact.manifest["precision_plan"]["fp16_storage_check"]
     assert storage["plain"]["nonfinite"] > 0
     assert storage["planned"]["nonfinite"] == 0 and storage["planned"]["cosine_min"] > 0.999
     check = artifact.manifest["validation"]["checks"][0]["metrics"]

@@ -105,3 +105,21 @@ def test_int8_plan_keeps_the_mosaic_segmenter_accurate(tmp_path, mosaic_checkpoi
     fp32_miou = trained.segmentation_scores(fp32, test_labels)["miou"]
     assert fp32_miou > 0.7
     assert trained.segmentation_scores(int8, test_labels)["miou"] >= fp32_miou - 0.01
+
+
+def test_plain_fp16_breaks_the_trained_segmenter_at_cityscapes_resolution_and_the_plan_does_not(tmp_path, mosaic_checkpoint_path):
+    """Trained weights at 1024x2048: LiteMLA's token sums pass 65504, so plain FP16 storage gives
+    inf/NaN; the plan (measured ranges) keeps them in FP32. Checked by the export itself."""
+    photos, _ = trained.digit_mosaics(2, 1024, 2048, seed=3, split="train")
+    np.savez(tmp_path / "calib.npz", image=photos)
+    artifact = api.export_model(
+        "efficientvit_seg_b0_cityscapes", "onnx", "fp16", tmp_path / "fp16", mosaic_checkpoint_path,
+        reduced=PrecisionOptions(calib=str(tmp_path / "calib.npz"), calib_count=2),
+    )
+    import json
+
+    ranges = json.loads((artifact.folder / "ranges.json").read_text())["tensors"]
+    assert max(r["absmax"] for r in ranges.values() if r["module"].endswith("context_module.main")) > 65504
+    storage = artifact.manifest["precision_plan"]["fp16_storage_check"]
+    assert storage["plain"]["nonfinite"] > 0
+    assert storage["planned"]["nonfinite"] == 0 and storage["planned"]["cosine_min"] > 0.999

@@ -82,6 +82,7 @@ def _reduce(fp32_path: Path, path: Path, staging: Path, spec: ModelSpec, options
     result = make_plan(fp32_path, spec, options.precision, options.reduced, options.progress)
     options.step(f"writing the {options.precision.upper()} model following the plan")
     conversion = write_reduced(fp32_path, result.plan, result.ranges, path, options.reduced)
+    storage = None
     if options.precision == "fp16":
         storage = fp16_storage_check(fp32_path, result.plan, _inputs_for(options.validation_inputs, (1, *spec.input_shape[1:])), spec)
         if storage["planned"]["nonfinite"]:
@@ -90,7 +91,6 @@ def _reduce(fp32_path: Path, path: Path, staging: Path, spec: ModelSpec, options
                 "nothing was written; raise --fp16-margin or calibrate on images like your deployment's (--calib DIR)",
                 EXIT_CHECK_FAILED,
             )
-        result.plan.search = {"fp16_storage_check": storage}
     write_json(staging / PLAN_FILE, result.plan.to_dict())
     write_json(staging / RANGES_FILE, result.ranges.to_dict())
     return {
@@ -101,6 +101,7 @@ def _reduce(fp32_path: Path, path: Path, staging: Path, spec: ModelSpec, options
             "method": result.plan.method,
             "summary": result.plan.summary(),
             "search": {k: v for k, v in result.plan.search.items() if k != "steps"},
+            **({"fp16_storage_check": storage} if storage else {}),
             "conversion": conversion,
             "seconds": result.seconds,
         },
