@@ -30,8 +30,12 @@ SCHEMES = ("onnxruntime", "tensorrt")
 HARDSWISH_KNEE = 3.0  # hardswish(x) = x * clip(x + 3, 0, 6) / 6
 
 
-def quantize(fp32_path: Path, plan: PrecisionPlan, ranges: Ranges, output: Path, scheme: str = "onnxruntime") -> dict:
-    """Write the QDQ model for `plan` to `output`; returns what was done, for the manifest."""
+def quantize(
+    fp32_path: Path, plan: PrecisionPlan, ranges: Ranges, output: Path, scheme: str = "onnxruntime",
+    integer_hardswish_ops: bool = True,
+) -> dict:
+    """Write the QDQ model for `plan` to `output`; returns what was done, for the manifest.
+    `integer_hardswish_ops=False` leaves Q/DQ around HardSwish (the benchmark's comparison point)."""
     import onnx
     from onnxruntime.quantization import QuantType
     from onnxruntime.quantization.calibrate import CalibrationMethod, TensorData, TensorsData
@@ -42,7 +46,8 @@ def quantize(fp32_path: Path, plan: PrecisionPlan, ranges: Ranges, output: Path,
         raise ValueError(f"scheme must be one of {SCHEMES}")
     model = load_model_with_shape_infer(Path(fp32_path))
     int8_nodes = plan.nodes_in("int8")
-    widened = _hardswish_inputs(model, set(int8_nodes)) if scheme == "onnxruntime" else set()
+    rewrite = scheme == "onnxruntime" and integer_hardswish_ops
+    widened = _hardswish_inputs(model, set(int8_nodes)) if rewrite else set()
     intervals = {}
     for name in ranges.tensors:
         low, high = ranges.interval(name, plan.method)
@@ -64,7 +69,7 @@ def quantize(fp32_path: Path, plan: PrecisionPlan, ranges: Ranges, output: Path,
     )
     quantizer.quantize_model()
     quantized = quantizer.model.model
-    rewritten = integer_hardswish(quantized) if scheme == "onnxruntime" else 0
+    rewritten = integer_hardswish(quantized) if rewrite else 0
     quantizer.model.topological_sort()  # the quantizer and the rewrite append nodes out of order
     onnx.save(quantized, str(output))
     return {
