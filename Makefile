@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 EVIT := $(VENV)/bin/evitdeploy
 DEMO := demo-out
 
-.PHONY: install demo test test-slow bench bench-gate clean
+.PHONY: install demo test test-slow bench bench-gate bench-precision clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,9 @@ bench: install
 
 bench-gate: install
 	$(PY) benchmarks/gate_noise.py
+
+bench-precision: install
+	$(PY) benchmarks/precision_cpu.py
 
 clean:
 	rm -rf $(DEMO) .pytest_cache
