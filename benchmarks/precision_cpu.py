@@ -26,6 +26,7 @@ import numpy as np
 from evitdeploy import api
 from evitdeploy.calibration.data import preprocess
 from evitdeploy.exporters import PrecisionOptions
+from evitdeploy.exporters.onnx_int8 import naive_quantize
 from evitdeploy.models import trained
 
 SECTIONS = ("digits", "b1", "seg", "fp16")
@@ -68,25 +69,6 @@ def latencies(paths: dict[str, Path], feed: np.ndarray, threads: int, rounds: in
     return {label: float(np.median(values)) for label, values in samples.items()}
 
 
-def naive_int8(fp32: Path, output: Path, calibration: np.ndarray, method: str, conv_only: bool) -> Path:
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.items = iter([{"image": calibration[i : i + 1]} for i in range(len(calibration))])
-
-        def get_next(self):
-            return next(self.items, None)
-
-    quantize_static(
-        str(fp32), str(output), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-        calibrate_method=CalibrationMethod.MinMax if method == "minmax" else CalibrationMethod.Percentile,
-        op_types_to_quantize=["Conv"] if conv_only else None,
-    )
-    return output
-
-
 def export(folder: Path, name: str, precision: str, checkpoint: Path, height: int, width: int, **reduced) -> Path:
     artifact = api.export_model(
         name, "onnx", precision, folder / f"{name}-{precision}-{height}x{width}", checkpoint, None, height, width,
@@ -111,9 +93,9 @@ def digits_section(work: Path, args) -> dict:
     calibration = preprocess(list(train_images[:128]), spec, 64, 64)
     contenders = {
         "fp32": fp32,
-        "naive int8 (minmax)": naive_int8(fp32, work / "naive_minmax.onnx", calibration, "minmax", False),
-        "naive int8 (percentile)": naive_int8(fp32, work / "naive_pct.onnx", calibration, "percentile", False),
-        "conv-only int8": naive_int8(fp32, work / "conv_only.onnx", calibration, "minmax", True),
+        "naive int8 (minmax)": naive_quantize(fp32, work / "naive_minmax.onnx", calibration, "minmax", False),
+        "naive int8 (percentile)": naive_quantize(fp32, work / "naive_pct.onnx", calibration, "percentile", False),
+        "conv-only int8": naive_quantize(fp32, work / "conv_only.onnx", calibration, "minmax", True),
         "plan int8": plan_dir / "model.onnx",
         "plan fp16": fp16_dir / "model.onnx",
     }
@@ -181,8 +163,8 @@ def b1_section(work: Path, args) -> dict:
     calibration = build_calibration_set(spec, None, 64).inputs
     contenders = {
         "fp32": fp32,
-        "naive int8": naive_int8(fp32, work / "b1_naive.onnx", calibration, "minmax", False),
-        "conv-only int8": naive_int8(fp32, work / "b1_conv_only.onnx", calibration, "minmax", True),
+        "naive int8": naive_quantize(fp32, work / "b1_naive.onnx", calibration, "minmax", False),
+        "conv-only int8": naive_quantize(fp32, work / "b1_conv_only.onnx", calibration, "minmax", True),
         "plan int8, float HardSwish": work / "b1_float_hardswish.onnx",
         "plan int8": int8_dir / "model.onnx",
     }

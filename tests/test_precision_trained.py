@@ -49,23 +49,12 @@ def test_int8_plan_keeps_digits_accuracy_within_a_point(digits_exports):
 
 
 def test_the_plan_beats_naive_full_quantization_by_a_wide_margin(digits_exports):
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from evitdeploy.exporters.onnx_int8 import naive_quantize
 
     artifacts, inputs, labels, folder = digits_exports
     train_images, _ = trained.digits_images("train")
     calibration = preprocess(list(train_images[:64]), trained.digits_spec(), 64, 64)
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.items = iter([{"image": calibration[i : i + 1]} for i in range(len(calibration))])
-
-        def get_next(self):
-            return next(self.items, None)
-
-    quantize_static(
-        str(artifacts["fp32"].model_file), str(folder / "naive.onnx"), Reader(), quant_format=QuantFormat.QDQ,
-        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-    )
+    naive_quantize(artifacts["fp32"].model_file, folder / "naive.onnx", calibration)
     naive = trained.classification_accuracy(_logits(folder / "naive.onnx", inputs), labels)
     planned = trained.classification_accuracy(_logits(artifacts["int8"].model_file, inputs), labels)
     assert planned - naive >= 0.10, (planned, naive)

@@ -141,3 +141,24 @@ def integer_hardswish(model) -> int:
             graph.node.insert(position + offset, new_node)
         rewritten += 1
     return rewritten
+
+
+def naive_quantize(fp32_path: Path, output: Path, calibration: np.ndarray, method: str = "minmax", conv_only: bool = False) -> Path:
+    """The baseline plans are measured against: onnxruntime's `quantize_static` as most people
+    call it (QDQ, per-channel, every op type it knows or only Conv), its own calibration."""
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.items = iter([{"image": calibration[i : i + 1]} for i in range(len(calibration))])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    quantize_static(
+        str(fp32_path), str(output), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+        calibrate_method=CalibrationMethod.MinMax if method == "minmax" else CalibrationMethod.Percentile,
+        op_types_to_quantize=["Conv"] if conv_only else None,
+    )
+    return Path(output)
