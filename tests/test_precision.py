@@ -310,3 +310,28 @@ def test_plain_fp16_overflows_in_linear_attention_where_the_plan_does_not(tmp_pa
     assert storage["planned"]["nonfinite"] == 0 and storage["planned"]["cosine_min"] > 0.999
     check = artifact.manifest["validation"]["checks"][0]["metrics"]
     assert check["nonfinite_outputs"] == 0 and check["cosine_min"] > 0.999
+
+
+def test_fp16_io_makes_the_model_take_and_give_float16(cli, tmp_path, digits_checkpoint_path):
+    from evitdeploy.models import trained
+
+    np.savez(tmp_path / "digits.npz", image=trained.digits_images("train")[0][:8])
+    result = cli("export", "--model", "efficientvit_b0", "--checkpoint", digits_checkpoint_path, "--height", "64",
+                 "--width", "64", "--precision", "fp16", "--fp16-io", "--calib", tmp_path / "digits.npz",
+                 "--calib-count", "8", "--output", tmp_path / "io16")
+    assert result.exit_code == 0, result.output
+    session = ort.InferenceSession(str(tmp_path / "io16" / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].type == session.get_outputs()[0].type == "tensor(float16)"
+
+
+@pytest.mark.parametrize("method", ["percentile", "entropy"])
+def test_percentile_and_entropy_ranges_clip_inside_the_observed_range(b0_graph, method):
+    path, spec, _ = b0_graph
+    calibration = build_calibration_set(spec, None, 8)
+    ranges = collect_ranges(path, calibration.inputs, spec.input_name, calibration.report, with_entropy=True)
+    clipped = 0
+    for name, stats in ranges.tensors.items():
+        low, high = ranges.interval(name, method)
+        assert stats["min"] <= low <= high <= stats["max"] or stats["min"] == stats["max"]
+        clipped += (low, high) != (stats["min"], stats["max"])
+    assert clipped > len(ranges.tensors) // 4  # most activations have tails worth clipping

@@ -11,6 +11,7 @@ import numpy as np
 from evitdeploy.errors import BackendUnavailable, UserError
 from evitdeploy.runners.base import Runner, TensorMeta
 
+_NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
 
@@ -98,6 +99,9 @@ class OnnxRuntimeRunner(Runner):
         return [TensorMeta(i.name, tuple(i.shape), i.type) for i in self.session.get_inputs()]
 
     def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Inputs are cast to the types the model declares (an --fp16-io model takes float16)."""
+        wanted = {i.name: _NUMPY_TYPES.get(i.type) for i in self.session.get_inputs()}
+        feed = {k: v.astype(wanted[k], copy=False) if wanted.get(k) else v for k, v in feed.items()}
         names = [o.name for o in self.session.get_outputs()]
         return dict(zip(names, self.session.run(names, feed)))
 
