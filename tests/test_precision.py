@@ -335,3 +335,15 @@ def test_percentile_and_entropy_ranges_clip_inside_the_observed_range(b0_graph, 
         assert stats["min"] <= low <= high <= stats["max"] or stats["min"] == stats["max"]
         clipped += (low, high) != (stats["min"], stats["max"])
     assert clipped > len(ranges.tensors) // 4  # most activations have tails worth clipping
+
+
+def test_the_tensorrt_scheme_uses_symmetric_int8_activations(b0_graph, tmp_path):
+    from evitdeploy.exporters.onnx_int8 import quantize
+
+    path, spec, ranges = b0_graph
+    info = quantize(path, int8_plan(onnx.load(str(path)), spec), ranges, tmp_path / "trt.onnx", scheme="tensorrt")
+    model = onnx.load(str(tmp_path / "trt.onnx"))
+    initializers = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    zero_points = [initializers[n.input[2]] for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    assert info["integer_hardswish"] == 0 and zero_points
+    assert all(z.dtype == np.int8 and not z.any() for z in zero_points)
