@@ -38,12 +38,14 @@ def search(
     evaluate: Evaluate,
     min_cosine: float,
     budget: int,
-    ranking: Optional[list[dict]] = None,
+    rank_all: bool = False,
     progress: Optional[Callable[[str], None]] = None,
 ) -> PrecisionPlan:
     """The plan with the fewest sensitive blocks moved to FP32 that meets `min_cosine`, or the
-    best reached within `budget` moves; the steps and the reason it stopped go into plan.search."""
+    best reached within `budget` moves; the steps and the reason it stopped go into plan.search.
+    Blocks are ranked only when a move is needed, or always with `rank_all` (`plan --explain`)."""
     started = time.perf_counter()
+    ranking = rank_groups(plan, evaluate, progress) if rank_all else None
     scores = evaluate(plan)
     steps = [{"float_groups": [], **scores}]
     best, best_scores = plan, scores

@@ -110,7 +110,7 @@ def make_plan(
 
 
 def _search_int8(fp32_path, spec, plan, ranges, calibration: CalibrationSet, options, progress) -> PrecisionPlan:
-    from evitdeploy.calibration.sensitivity import rank_groups, search
+    from evitdeploy.calibration.sensitivity import search
 
     held_out = build_calibration_set(
         spec, options.calib, min(HELD_OUT_COUNT, options.calib_count), options.seed + HELD_OUT_SEED_OFFSET
@@ -123,8 +123,7 @@ def _search_int8(fp32_path, spec, plan, ranges, calibration: CalibrationSet, opt
             write_reduced(fp32_path, candidate, ranges, candidate_path, options)
             return score_outputs(spec, reference, outputs_of(candidate_path, held_out, spec.input_name))
 
-        ranking = rank_groups(plan, evaluate, progress) if options.explain else None
-        plan = search(plan, evaluate, options.min_cosine, options.search_budget, ranking, progress)
+        plan = search(plan, evaluate, options.min_cosine, options.search_budget, options.explain, progress)
     plan.settings.update({"min_cosine": options.min_cosine, "search_budget": options.search_budget, "held_out_images": len(held_out)})
     return plan
 
