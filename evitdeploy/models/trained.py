@@ -351,3 +351,27 @@ def _cached(name: str, recipe, train: Callable, cache_dir: Optional[Path]) -> Pa
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     write_bytes(path, save(state))  # temp + rename: a concurrent or killed run never leaves half a file
     return path
+
+
+def main() -> None:
+    """`python -m evitdeploy.models.trained [FOLDER]`: train (or find) both references and write
+    the data that goes with them, so the README's commands can be run by hand."""
+    import sys
+
+    folder = Path(sys.argv[1] if len(sys.argv) > 1 else "trained-references")
+    folder.mkdir(parents=True, exist_ok=True)
+    say = lambda step: print(f"… {step}", flush=True)  # noqa: E731
+    print(f"digits classifier: {digits_checkpoint(progress=say)}")
+    print(f"mosaic segmenter:  {mosaic_checkpoint(progress=say)}")
+    for split in ("train", "test"):
+        images, labels = digits_images(split)
+        np.savez(folder / f"digits_{split}.npz", image=images, label=labels)
+    photos, label_maps = digit_mosaics(16, 512, 1024, seed=1, split="train")
+    np.savez(folder / "mosaics_train_512x1024.npz", image=photos)
+    photos, label_maps = digit_mosaics(8, 512, 1024, seed=2, split="test")
+    np.savez(folder / "mosaics_test_512x1024.npz", image=photos, label=label_maps)
+    print(f"calibration and test data (.npz, uint8 photos under 'image'): {folder}")
+
+
+if __name__ == "__main__":
+    main()
