@@ -33,7 +33,7 @@ JSON_OPTION = typer.Option(False, "--json", help="Print machine-readable JSON on
 
 
 CALIB_OPTION = typer.Option(None, "--calib", help="Calibration data for fp16/int8: image folder, .npz, 'samples' (scikit-image photos + crops) [default], or 'synthetic' (noise, only if you must).")
-CALIB_COUNT_OPTION = typer.Option(64, "--calib-count", help="Calibration images (crops and flips extend a small set).")
+CALIB_COUNT_OPTION = typer.Option(None, "--calib-count", help="Calibration images; crops and flips extend a small set [default: 64, or 16 above a megapixel].")
 CALIB_METHOD_OPTION = typer.Option("minmax", "--calib-method", help="Activation range for Q/DQ scales: minmax, percentile (99.99% of |x|) or entropy (KL).")
 FP16_IO_OPTION = typer.Option(False, "--fp16-io", help="FP16 model inputs/outputs [default: float32 I/O around an FP16 body].")
 FP16_MARGIN_OPTION = typer.Option(4.0, "--fp16-margin", help="Safety factor on measured |max|: tensors above 65504/margin stay FP32.")
@@ -142,7 +142,7 @@ def export(
     attention_eps: Optional[float] = typer.Option(None, "--attention-eps", help="Override LiteMLA's normalizer eps (default: the checkpoint's)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing output folder."),
     calib: Optional[str] = CALIB_OPTION,
-    calib_count: int = CALIB_COUNT_OPTION,
+    calib_count: Optional[int] = CALIB_COUNT_OPTION,
     calib_method: str = CALIB_METHOD_OPTION,
     fp16_io: bool = FP16_IO_OPTION,
     fp16_margin: float = FP16_MARGIN_OPTION,
@@ -204,7 +204,7 @@ def plan(
     seed: int = typer.Option(0, "--seed", help="Seed of the random init when no checkpoint is given."),
     attention_eps: Optional[float] = typer.Option(None, "--attention-eps", help="Override LiteMLA's normalizer eps."),
     calib: Optional[str] = CALIB_OPTION,
-    calib_count: int = CALIB_COUNT_OPTION,
+    calib_count: Optional[int] = CALIB_COUNT_OPTION,
     calib_method: str = CALIB_METHOD_OPTION,
     fp16_margin: float = FP16_MARGIN_OPTION,
     min_cosine_target: float = MIN_COSINE_OPTION,

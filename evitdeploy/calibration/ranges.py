@@ -23,6 +23,7 @@ HIST_BINS = 2048
 PERCENTILES = (99.9, 99.99, 99.999)
 DEFAULT_PERCENTILE = 99.99
 QUANTIZED_BINS = 128  # int8: 128 levels per sign
+HISTOGRAM_SAMPLE = 1 << 18  # values per tensor and image the histogram sees (every k-th: high-res inputs)
 RANGES_FORMAT = 1
 
 
@@ -101,11 +102,15 @@ class TensorRange:
     histogram: AbsHistogram = field(default_factory=AbsHistogram)
 
     def add(self, values: np.ndarray) -> None:
-        finite = values[np.isfinite(values)] if not np.isfinite(values).all() else values
-        if finite.size:
-            self.minimum = min(self.minimum, float(finite.min()))
-            self.maximum = max(self.maximum, float(finite.max()))
-        self.histogram.add(np.abs(values.astype(np.float32, copy=False)))
+        low, high = float(values.min()), float(values.max())
+        if not (np.isfinite(low) and np.isfinite(high)):
+            finite = values[np.isfinite(values)]
+            low, high = (float(finite.min()), float(finite.max())) if finite.size else (np.inf, -np.inf)
+        self.minimum, self.maximum = min(self.minimum, low), max(self.maximum, high)
+        flat = values.reshape(-1)
+        if flat.size > HISTOGRAM_SAMPLE:  # min/max stay exact; the histogram needs no more than this
+            flat = flat[:: flat.size // HISTOGRAM_SAMPLE]
+        self.histogram.add(np.abs(flat.astype(np.float32, copy=False)))
 
     def summary(self, module: str, with_entropy: bool) -> dict:
         absmax = max(abs(self.minimum), abs(self.maximum))

@@ -89,8 +89,9 @@ def make_plan(
     options.check()
     seconds = {}
     started = time.perf_counter()
-    _step(progress, f"building the calibration set ({options.calib_count} images)")
-    calibration = build_calibration_set(spec, options.calib, options.calib_count, options.seed)
+    count = options.count_for(spec.height, spec.width)
+    _step(progress, f"building the calibration set ({count} images)")
+    calibration = build_calibration_set(spec, options.calib, count, options.seed)
     ranges = collect_ranges(
         fp32_path, calibration.inputs, spec.input_name, calibration.report, with_entropy=options.method == "entropy",
         progress=progress,
@@ -105,7 +106,7 @@ def make_plan(
         started = time.perf_counter()
         plan = _search_int8(fp32_path, spec, plan, ranges, calibration, options, progress)
         seconds["search_s"] = time.perf_counter() - started
-    plan.settings.update({"calib_method": options.method, "calib_count": options.calib_count})
+    plan.settings.update({"calib_method": options.method, "calib_count": count})
     return PlanResult(plan, ranges, {k: round(v, 2) for k, v in seconds.items()})
 
 
@@ -113,7 +114,7 @@ def _search_int8(fp32_path, spec, plan, ranges, calibration: CalibrationSet, opt
     from evitdeploy.calibration.sensitivity import search
 
     held_out = build_calibration_set(
-        spec, options.calib, min(HELD_OUT_COUNT, options.calib_count), options.seed + HELD_OUT_SEED_OFFSET
+        spec, options.calib, min(HELD_OUT_COUNT, len(calibration.inputs)), options.seed + HELD_OUT_SEED_OFFSET
     ).inputs
     reference = outputs_of(fp32_path, held_out, spec.input_name)
     with tempfile.TemporaryDirectory(prefix="evitdeploy-search-") as scratch:
