@@ -347,3 +347,23 @@ def test_the_tensorrt_scheme_uses_symmetric_int8_activations(b0_graph, tmp_path)
     zero_points = [initializers[n.input[2]] for n in model.graph.node if n.op_type == "QuantizeLinear"]
     assert info["integer_hardswish"] == 0 and zero_points
     assert all(z.dtype == np.int8 and not z.any() for z in zero_points)
+
+
+def test_default_calibration_count_shrinks_above_a_megapixel():
+    from evitdeploy.exporters import PrecisionOptions
+
+    assert PrecisionOptions().count_for(224, 224) == 64
+    assert PrecisionOptions().count_for(1024, 2048) == 16
+    assert PrecisionOptions(calib_count=8).count_for(1024, 2048) == 8
+
+
+def test_large_tensors_keep_exact_extremes_while_the_histogram_samples():
+    from evitdeploy.calibration.ranges import HISTOGRAM_SAMPLE, TensorRange
+
+    values = np.random.default_rng(0).standard_normal(4 * HISTOGRAM_SAMPLE).astype(np.float32)
+    values[12345] = 50.0
+    stats = TensorRange("node", "Conv")
+    stats.add(values)
+    assert stats.maximum == 50.0 and stats.minimum == values.min()
+    assert stats.histogram.counts.sum() <= HISTOGRAM_SAMPLE + 1
+    assert stats.histogram.percentile(99.0) == pytest.approx(np.percentile(np.abs(values), 99.0), rel=0.05)
