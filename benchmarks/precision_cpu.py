@@ -1,6 +1,6 @@
 """Precision plans on ONNX Runtime CPU: accuracy and speed of INT8/FP16 against FP32, in one run.
 
-    .venv/bin/python benchmarks/precision_cpu.py [--sections digits,b1,seg,fp16] [--threads 2]
+    .venv/bin/python benchmarks/precision_cpu.py [--sections digits,b1,zoo,seg,fp16] [--threads 2]
         [--rounds 8] [--save results.json]
 
 Trained references (evitdeploy.models.trained; cached after the first run): an EfficientViT-B0
@@ -29,7 +29,7 @@ from evitdeploy.exporters import PrecisionOptions
 from evitdeploy.exporters.onnx_int8 import naive_quantize
 from evitdeploy.models import trained
 
-SECTIONS = ("digits", "b1", "seg", "fp16")
+SECTIONS = ("digits", "b1", "zoo", "seg", "fp16")
 
 
 def session(path: Path, threads: int):
@@ -187,6 +187,30 @@ def b1_section(work: Path, args) -> dict:
         "precision_s": manifest["export"]["seconds"].get("precision_s"),
         "note": "random-init weights: speed and plumbing; cosine/top-1 are against its own FP32 on photos",
     }
+
+
+def zoo_section(work: Path, args) -> dict:
+    """INT8 plan vs FP32 at 224 across B0-B3: the wider the model, the more of its time is dense
+    convolution (where INT8 wins) rather than per-element work (HardSwish, where it cannot)."""
+    from evitdeploy.calibration.calibset import build_calibration_set
+    from evitdeploy.models import get_spec
+
+    rows = {}
+    for family in ("b0", "b1", "b2", "b3"):
+        name = f"efficientvit_{family}"
+        fp32 = export(work, name, "fp32", None, 224, 224) / "model.onnx"
+        int8 = export(work, name, "int8", None, 224, 224, calib_count=32) / "model.onnx"
+        photos = build_calibration_set(get_spec(name), None, 8, seed=7).inputs
+        medians = latencies({"fp32": fp32, "plan int8": int8}, photos[:1], args.threads, args.rounds, 10)
+        rows[family] = {
+            "fp32_ms": medians["fp32"],
+            "int8_ms": medians["plan int8"],
+            "speed_vs_fp32": medians["fp32"] / medians["plan int8"],
+            "cosine_min": cosine_min(outputs(fp32, photos, args.threads), outputs(int8, photos, args.threads)),
+            "int8_mb": int8.stat().st_size / 1e6,
+            "fp32_mb": fp32.stat().st_size / 1e6,
+        }
+    return {"rows": rows, "note": "random-init weights: speed; cosine against its own FP32 on photos"}
 
 
 def seg_section(work: Path, args) -> dict:
