@@ -84,7 +84,9 @@ def _reduce(fp32_path: Path, path: Path, staging: Path, spec: ModelSpec, options
     conversion = write_reduced(fp32_path, result.plan, result.ranges, path, options.reduced)
     storage = None
     if options.precision == "fp16":
-        storage = fp16_storage_check(fp32_path, result.plan, _inputs_for(options.validation_inputs, (1, *spec.input_shape[1:])), spec)
+        from evitdeploy.exporters.onnx_fp16 import storage_check
+
+        storage = storage_check(fp32_path, result.plan, _inputs_for(options.validation_inputs, (1, *spec.input_shape[1:])), spec)
         if storage["planned"]["nonfinite"]:
             raise UserError(
                 f"the FP16 plan still gives {storage['planned']['nonfinite']} NaN/Inf values (FP16 storage emulation)",
@@ -106,23 +108,6 @@ def _reduce(fp32_path: Path, path: Path, staging: Path, spec: ModelSpec, options
             "seconds": result.seconds,
         },
     }
-
-
-def fp16_storage_check(fp32_path: Path, plan, inputs: np.ndarray, spec: ModelSpec) -> dict:
-    """FP16 numerics of the plan and of plain FP16 on this CPU (see onnx_fp16.storage_emulation):
-    non-finite outputs and agreement with the FP32 graph on the validation images."""
-    from evitdeploy.exporters.onnx_fp16 import storage_emulation
-    from evitdeploy.exporters.onnx_precision import outputs_of, score_outputs
-
-    reference = outputs_of(fp32_path, inputs, spec.input_name)
-    report = {}
-    with tempfile.TemporaryDirectory(prefix="evitdeploy-fp16-") as scratch:
-        for label, candidate_plan in (("planned", plan), ("plain", None)):
-            emulated = Path(scratch) / f"{label}.onnx"
-            storage_emulation(fp32_path, candidate_plan, emulated)
-            scores = score_outputs(spec, reference, outputs_of(emulated, inputs, spec.input_name, optimize=False))
-            report[label] = {k: scores[k] for k in ("nonfinite", "cosine_min", "max_abs_error")}
-    return report
 
 
 def write_graph(model, spec: ModelSpec, path: Path, opset: int, simplify: bool, step=None) -> dict:

@@ -118,3 +118,21 @@ def storage_emulation(fp32_path: Path, plan: Optional[PrecisionPlan], output: Pa
     graph.node.extend(nodes)
     onnx.save(model, str(output))
     return {"rounded_weights": rounded, "fp16_tensors": stored}
+
+
+def storage_check(fp32_path: Path, plan: PrecisionPlan, inputs, spec) -> dict:
+    """FP16 numerics of the plan and of plain FP16 on this CPU (see onnx_fp16.storage_emulation):
+    non-finite outputs and agreement with the FP32 graph on the validation images."""
+    import tempfile
+
+    from evitdeploy.exporters.onnx_precision import outputs_of, score_outputs
+
+    reference = outputs_of(fp32_path, inputs, spec.input_name)
+    report = {}
+    with tempfile.TemporaryDirectory(prefix="evitdeploy-fp16-") as scratch:
+        for label, candidate_plan in (("planned", plan), ("plain", None)):
+            emulated = Path(scratch) / f"{label}.onnx"
+            storage_emulation(fp32_path, candidate_plan, emulated)
+            scores = score_outputs(spec, reference, outputs_of(emulated, inputs, spec.input_name, optimize=False))
+            report[label] = {k: scores[k] for k in ("nonfinite", "cosine_min", "max_abs_error")}
+    return report
