@@ -38,7 +38,7 @@ def tolerances_for(precision: str) -> Tolerances:
     return DEFAULT_TOLERANCES.get(precision, DEFAULT_TOLERANCES["fp32"])
 
 
-def _cosine_per_sample(ref: np.ndarray, cand: np.ndarray) -> np.ndarray:
+def cosine_per_sample(ref: np.ndarray, cand: np.ndarray) -> np.ndarray:
     a = ref.reshape(len(ref), -1).astype(np.float64)
     b = cand.reshape(len(cand), -1).astype(np.float64)
     denom = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
@@ -75,7 +75,7 @@ def compare(
             "tolerances": asdict(tolerances),
         }
     error = np.abs(reference.astype(np.float64) - candidate.astype(np.float64))
-    cosine = _cosine_per_sample(reference, candidate)
+    cosine = cosine_per_sample(reference, candidate)
     metrics = {
         "samples": int(len(reference)),
         "max_abs_error": float(error.max()),

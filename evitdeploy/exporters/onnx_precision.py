@@ -19,7 +19,7 @@ from evitdeploy.calibration.calibset import CalibrationSet, build_calibration_se
 from evitdeploy.calibration.plan import PrecisionPlan, fp16_plan, int8_plan
 from evitdeploy.calibration.ranges import Ranges, collect_ranges
 from evitdeploy.exporters import PrecisionOptions
-from evitdeploy.parity import classification_metrics, segmentation_metrics
+from evitdeploy.parity import classification_metrics, cosine_per_sample, segmentation_metrics
 from evitdeploy.spec import ModelSpec
 
 HELD_OUT_COUNT = 16
@@ -47,21 +47,20 @@ def outputs_of(path: Path, inputs: np.ndarray, input_name: str, optimize: bool =
 
 
 def score_outputs(spec: ModelSpec, reference: np.ndarray, candidate: np.ndarray) -> dict:
-    """Agreement of a candidate with the FP32 outputs: what the search and `plan` report."""
-    a = reference.reshape(len(reference), -1).astype(np.float64)
-    b = candidate.reshape(len(candidate), -1).astype(np.float64)
-    finite = np.isfinite(b).all(axis=1)
-    b = np.where(np.isfinite(b), b, 0.0)
-    cosine = (a * b).sum(axis=1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-300)
-    cosine = np.where(finite, cosine, -1.0)
+    """Agreement of a candidate with the FP32 outputs: what the search and `plan` report.
+    An image with any NaN/Inf output scores cosine -1, whatever its other values."""
+    finite_values = np.isfinite(candidate)
+    cleaned = np.where(finite_values, candidate, 0.0)
+    finite_images = finite_values.reshape(len(candidate), -1).all(axis=1)
+    cosine = np.where(finite_images, cosine_per_sample(reference, cleaned), -1.0)
     scores = {
         "cosine_min": float(cosine.min()),
         "cosine_mean": float(cosine.mean()),
-        "max_abs_error": float(np.abs(a - b).max()),
-        "nonfinite": int((~np.isfinite(candidate)).sum()),
+        "max_abs_error": float(np.abs(reference.astype(np.float64) - cleaned).max()),
+        "nonfinite": int((~finite_values).sum()),
     }
     metrics = classification_metrics if spec.task == "classification" else segmentation_metrics
-    scores.update(metrics(reference, np.where(np.isfinite(candidate), candidate, 0.0)))
+    scores.update(metrics(reference, cleaned))
     return scores
 
 
