@@ -29,7 +29,7 @@ from evitdeploy.exporters import PrecisionOptions
 from evitdeploy.exporters.onnx_int8 import naive_quantize
 from evitdeploy.models import trained
 
-SECTIONS = ("digits", "b1", "zoo", "seg", "fp16")
+SECTIONS = ("digits", "digits_b1", "b1", "zoo", "seg", "fp16")
 
 
 def session(path: Path, threads: int):
@@ -77,19 +77,22 @@ def export(folder: Path, name: str, precision: str, checkpoint: Path, height: in
     return artifact.folder
 
 
-def digits_section(work: Path, args) -> dict:
+def digits_section(work: Path, args, family: str = "b0") -> dict:
     """Trained digits classifier at 64x64: accuracy of every INT8 flavour, and their speed."""
-    checkpoint = trained.digits_checkpoint()
+    checkpoint = trained.digits_checkpoint(family=family)
     train_images, _ = trained.digits_images("train")
     test_images, test_labels = trained.digits_images("test")
-    spec = trained.digits_spec()
+    spec = trained.digits_spec(64, family)
+    name = f"efficientvit_{family}"
+    work = work / f"digits_{family}"
+    work.mkdir()
     calib_npz = work / "digits_train.npz"
     np.savez(calib_npz, image=train_images[:128])
+    fp32 = export(work, name, "fp32", checkpoint, 64, 64) / "model.onnx"
     started = time.perf_counter()
-    fp32 = export(work, "efficientvit_b0", "fp32", checkpoint, 64, 64) / "model.onnx"
-    plan_dir = export(work, "efficientvit_b0", "int8", checkpoint, 64, 64, calib=str(calib_npz), calib_count=128)
+    plan_dir = export(work, name, "int8", checkpoint, 64, 64, calib=str(calib_npz), calib_count=128)
     plan_seconds = time.perf_counter() - started
-    fp16_dir = export(work, "efficientvit_b0", "fp16", checkpoint, 64, 64, calib=str(calib_npz), calib_count=64)
+    fp16_dir = export(work, name, "fp16", checkpoint, 64, 64, calib=str(calib_npz), calib_count=64)
     calibration = preprocess(list(train_images[:128]), spec, 64, 64)
     contenders = {
         "fp32": fp32,
@@ -140,6 +143,11 @@ def op_profile(path: Path, feed: np.ndarray, threads: int, runs: int = 30) -> di
     os.unlink(profile)
     total = sum(per_op.values())
     return {op: round(100 * us / total, 1) for op, us in per_op.most_common(10)}
+
+
+def digits_b1_section(work: Path, args) -> dict:
+    """The same on an EfficientViT-B1 trained on the digits: the plan on a wider trained model."""
+    return digits_section(work, args, "b1")
 
 
 def b1_section(work: Path, args) -> dict:

@@ -45,6 +45,7 @@ class ClassifierRecipe:
     """Everything that decides the digits classifier's weights (hashed into the cache name)."""
 
     seed: int = 0
+    family: str = "b0"  # the backbone: b0 by default, b1 to check plans on a wider trained model
     size: int = 64
     epochs: int = 12
     batch_size: int = 64
@@ -159,11 +160,11 @@ def _one_mosaic(rng, images8, labels, height: int, width: int) -> tuple[np.ndarr
 # Specs and scores
 
 
-def digits_spec(size: int = 64) -> ModelSpec:
-    """The spec of the digits classifier: efficientvit_b0 with 10 classes at size x size."""
+def digits_spec(size: int = 64, family: str = "b0") -> ModelSpec:
+    """The spec of the digits classifier: efficientvit_<family> with 10 classes at size x size."""
     from evitdeploy.models.registry import get_spec
 
-    return replace(get_spec("efficientvit_b0"), num_classes=10).with_input(1, size, size)
+    return replace(get_spec(f"efficientvit_{family}"), num_classes=10).with_input(1, size, size)
 
 
 def mosaic_spec(height: int = 128, width: int = 256) -> ModelSpec:
@@ -261,7 +262,7 @@ def train_digits_classifier(recipe: ClassifierRecipe = ClassifierRecipe(), progr
     from evitdeploy.calibration.data import preprocess
     from evitdeploy.models.registry import create_model
 
-    spec = digits_spec(recipe.size)
+    spec = digits_spec(recipe.size, recipe.family)
     images, labels = digits_images("train", recipe.size)
     inputs = torch.from_numpy(preprocess(list(images), spec, recipe.size, recipe.size))
     targets = torch.from_numpy(labels)
@@ -313,10 +314,10 @@ def train_mosaic_segmenter(recipe: SegmenterRecipe = SegmenterRecipe(), progress
 # Cached checkpoints
 
 
-def digits_checkpoint(cache_dir: Optional[Path] = None, progress: Progress = None) -> Path:
+def digits_checkpoint(cache_dir: Optional[Path] = None, progress: Progress = None, family: str = "b0") -> Path:
     """The digits classifier's .safetensors (our key layout), trained on first use, then cached."""
-    recipe = ClassifierRecipe()
-    return _cached("digits_b0", recipe, lambda: train_digits_classifier(recipe, progress), cache_dir)
+    recipe = ClassifierRecipe(family=family)
+    return _cached(f"digits_{family}", recipe, lambda: train_digits_classifier(recipe, progress), cache_dir)
 
 
 def mosaic_checkpoint(cache_dir: Optional[Path] = None, progress: Progress = None) -> Path:
