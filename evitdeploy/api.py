@@ -90,8 +90,9 @@ def export_model(
         # Validate a calibrated model on data like its calibration (another draw), not on photos.
         from evitdeploy.calibration.calibset import build_calibration_set
 
-        inputs = build_calibration_set(spec, reduced.calib, 2, seed=reduced.seed + 2000).inputs
-        source = f"calibration source {reduced.calib} (another draw)"
+        count = reduced.count_for(spec.height, spec.width)
+        inputs = build_calibration_set(spec, reduced.calib, 2, reduced.seed + 2000, held_out_after=count).inputs
+        source = f"calibration source {reduced.calib}, images not used for calibration"
     else:
         inputs, source = load_inputs(spec, spec.height, spec.width, data, count=2)
     weights = {"model": model_name, "seed": None if checkpoint else seed, "attention_eps": spec.attention_eps}

@@ -367,3 +367,17 @@ def test_large_tensors_keep_exact_extremes_while_the_histogram_samples():
     assert stats.maximum == 50.0 and stats.minimum == values.min()
     assert stats.histogram.counts.sum() <= HISTOGRAM_SAMPLE + 1
     assert stats.histogram.percentile(99.0) == pytest.approx(np.percentile(np.abs(values), 99.0), rel=0.05)
+
+
+def test_held_out_images_are_not_calibration_images(tmp_path):
+    photos = np.random.default_rng(0).integers(0, 255, (20, 72, 72, 3), dtype=np.uint8)
+    np.savez(tmp_path / "calib.npz", image=photos)
+    calibration = build_calibration_set(SPEC, tmp_path / "calib.npz", 12)
+    held_out = build_calibration_set(SPEC, tmp_path / "calib.npz", 8, seed=1, held_out_after=12)
+    expected = build_calibration_set(SPEC, tmp_path / "calib.npz", 8)  # same preprocessing, first 8
+    assert not any(np.array_equal(h, c) for h in held_out.inputs for c in calibration.inputs)
+    assert held_out.report["crops_and_flips"] == 0 and expected.inputs.shape == held_out.inputs.shape
+    samples = build_calibration_set(SPEC, None, 8, seed=5, held_out_after=64)  # 8 photos only: crops, no originals
+    originals = build_calibration_set(SPEC, None, 8)
+    assert samples.report["crops_and_flips"] == 8
+    assert not any(np.array_equal(h, c) for h in samples.inputs for c in originals.inputs)

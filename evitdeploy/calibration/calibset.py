@@ -30,8 +30,11 @@ class CalibrationSet:
     report: dict  # JSON-ready: count, sha256, sources, variants, seed
 
 
-def varied_images(images: list[np.ndarray], count: int, seed: int) -> tuple[list[np.ndarray], int]:
-    """`count` images: the originals first, then deterministic crops (50-90%) and flips of them.
+def varied_images(
+    images: list[np.ndarray], count: int, seed: int, originals: bool = True
+) -> tuple[list[np.ndarray], int]:
+    """`count` images: the originals first (unless `originals` is False), then deterministic crops
+    (50-90%) and flips of them.
 
     A handful of photos is not a calibration set; crops change object scale and statistics the
     way real deployments do, and the seed makes the set (and so the plan) reproducible.
@@ -40,7 +43,7 @@ def varied_images(images: list[np.ndarray], count: int, seed: int) -> tuple[list
     result, variants = [], 0
     for index in range(count):
         image = images[index % len(images)]
-        if index >= len(images):
+        if index >= len(images) or not originals:
             height, width = image.shape[:2]
             scale = rng.uniform(0.5, 0.9)
             crop_h, crop_w = max(8, int(height * scale)), max(8, int(width * scale))
@@ -60,8 +63,13 @@ def build_calibration_set(
     seed: int = 0,
     height: Optional[int] = None,
     width: Optional[int] = None,
+    held_out_after: int = 0,
 ) -> CalibrationSet:
-    """Calibration inputs from an image folder, an .npz, the bundled photos or (by name) noise."""
+    """Calibration inputs from an image folder, an .npz, the bundled photos or (by name) noise.
+
+    `held_out_after=N` draws a set disjoint from a calibration set of N: the source's images after
+    the first N when it has more, otherwise crops and flips only (no original photo repeated).
+    """
     if count < 1:
         raise UserError(f"--calib-count {count} is not valid", "use 1 or more images (64 is a good default)")
     height, width = height or spec.height, width or spec.width
@@ -71,11 +79,11 @@ def build_calibration_set(
         inputs = np.random.default_rng(seed).standard_normal((count, 3, height, width), dtype=np.float32)
         sources = {"synthetic N(0,1)": count}
     elif str(source) == SAMPLES:
-        images, variants = varied_images(sample_photos(len(SAMPLE_PHOTOS)), count, seed)
+        images, variants = varied_images(sample_photos(len(SAMPLE_PHOTOS)), count, seed, originals=not held_out_after)
         inputs = preprocess(images, spec, height, width)
         sources = {"scikit-image sample photos": min(count, len(SAMPLE_PHOTOS))}
     else:
-        inputs, sources, variants = _from_path(Path(source), spec, count, seed, height, width)
+        inputs, sources, variants = _from_path(Path(source), spec, count, seed, height, width, held_out_after)
     inputs = np.ascontiguousarray(inputs, dtype=np.float32)
     report = {
         "count": int(len(inputs)),
@@ -88,17 +96,28 @@ def build_calibration_set(
     return CalibrationSet(inputs, report)
 
 
-def _from_path(path: Path, spec: ModelSpec, count: int, seed: int, height: int, width: int):
+def _unseen(items: list, held_out_after: int) -> tuple[list, bool]:
+    """The items after the first `held_out_after`, or all of them (then only as crops)."""
+    if held_out_after and len(items) > held_out_after:
+        return items[held_out_after:], True
+    return items, not held_out_after
+
+
+def _from_path(path: Path, spec: ModelSpec, count: int, seed: int, height: int, width: int, held_out_after: int = 0):
     if path.is_dir():
-        originals = folder_photos(path)
-        images, variants = varied_images(originals, count, seed)
+        originals, keep = _unseen(folder_photos(path), held_out_after)
+        images, variants = varied_images(originals, count, seed, keep)
         return preprocess(images, spec, height, width), {f"images from {path}": min(count, len(originals))}, variants
     if path.suffix == ".npz" and path.is_file():
         key, array = read_npz(path, spec)
         if is_photo_array(array):
-            images, variants = varied_images(list(array[:count]), count, seed)
-            return preprocess(images, spec, height, width), {f"{path}:{key}": min(count, len(array))}, variants
-        return npz_inputs(path, spec, height, width, count), {f"{path}:{key} (preprocessed)": min(count, len(array))}, 0
+            originals, keep = _unseen(list(array), held_out_after)
+            images, variants = varied_images(originals, count, seed, keep)
+            return preprocess(images, spec, height, width), {f"{path}:{key}": min(count, len(originals))}, variants
+        inputs = npz_inputs(path, spec, height, width, held_out_after + count)
+        if held_out_after and len(inputs) > held_out_after:
+            inputs = inputs[held_out_after:]
+        return inputs[:count], {f"{path}:{key} (preprocessed)": min(count, len(inputs))}, 0
     raise UserError(
         f"calibration data {path} is neither an image folder nor an .npz file",
         f"pass --calib FOLDER, --calib FILE.npz, --calib {SAMPLES} (bundled photos) or --calib {SYNTHETIC}",

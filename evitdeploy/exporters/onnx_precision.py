@@ -113,7 +113,8 @@ def _search_int8(fp32_path, spec, plan, ranges, calibration: CalibrationSet, opt
     from evitdeploy.calibration.sensitivity import search
 
     held_out = build_calibration_set(
-        spec, options.calib, min(HELD_OUT_COUNT, len(calibration.inputs)), options.seed + HELD_OUT_SEED_OFFSET
+        spec, options.calib, min(HELD_OUT_COUNT, len(calibration.inputs)), options.seed + HELD_OUT_SEED_OFFSET,
+        held_out_after=len(calibration.inputs),
     ).inputs
     reference = outputs_of(fp32_path, held_out, spec.input_name)
     with tempfile.TemporaryDirectory(prefix="evitdeploy-search-") as scratch:
