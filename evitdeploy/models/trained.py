@@ -355,15 +355,22 @@ def _cached(name: str, recipe, train: Callable, cache_dir: Optional[Path]) -> Pa
 
 
 def main() -> None:
-    """`python -m evitdeploy.models.trained [FOLDER]`: train (or find) both references and write
-    the data that goes with them, so the README's commands can be run by hand."""
+    """`python -m evitdeploy.models.trained [FOLDER]`: train (or find) the references, copy them
+    into FOLDER and write the data that goes with them, so the README's commands run by hand."""
     import sys
 
     folder = Path(sys.argv[1] if len(sys.argv) > 1 else "trained-references")
     folder.mkdir(parents=True, exist_ok=True)
     say = lambda step: print(f"… {step}", flush=True)  # noqa: E731
-    print(f"digits classifier: {digits_checkpoint(progress=say)}")
-    print(f"mosaic segmenter:  {mosaic_checkpoint(progress=say)}")
+    import shutil
+
+    for name, checkpoint in (
+        ("digits_b0", digits_checkpoint(progress=say)),
+        ("digits_b1", digits_checkpoint(progress=say, family="b1")),
+        ("mosaic_seg_b0", mosaic_checkpoint(progress=say)),
+    ):
+        shutil.copyfile(checkpoint, folder / f"{name}.safetensors")
+        print(f"{folder / f'{name}.safetensors'} (from {checkpoint})")
     for split in ("train", "test"):
         images, labels = digits_images(split)
         np.savez(folder / f"digits_{split}.npz", image=images, label=labels)
