@@ -215,8 +215,6 @@ def check_artifact(
 ) -> dict:
     """Parity of an artifact against the PyTorch reference on real photos (by default)."""
     from evitdeploy.calibration.data import load_inputs
-    from evitdeploy.parity import run_parity
-    from evitdeploy.runners.torch import TorchRunner
 
     if samples < 1:
         raise UserError(f"--samples {samples} is not valid", "use 1 or more")
@@ -225,13 +223,22 @@ def check_artifact(
     spec = _sized_spec(artifact, batch, height, width)
     inputs, source = load_inputs(spec, spec.height, spec.width, data, samples, synthetic)
     tolerances = tolerances_for(artifact.precision).override(**(tolerance_overrides or {}))
+    return parity_report(artifact, spec, inputs, source, tolerances, threads, checkpoint, progress)[0]
+
+
+def parity_report(artifact: Artifact, spec: ModelSpec, inputs, source: str, tolerances, threads, checkpoint, progress):
+    """(the parity report, PyTorch outputs, artifact outputs) for these inputs."""
+    from evitdeploy.parity import compare, parity_outputs
+    from evitdeploy.runners.torch import TorchRunner
+
     with _runner_for(artifact, threads) as candidate:  # load first: a broken file fails fast
         _step(progress, "building the PyTorch reference")
         reference = _reference_for(artifact, spec, checkpoint)
         _step(progress, f"running {len(inputs)} inputs through both")
         with TorchRunner(reference, spec) as ref_runner:
-            report = run_parity(ref_runner, candidate, spec, inputs, artifact.precision, tolerances, spec.input_shape[0])
+            expected, outputs = parity_outputs(ref_runner, candidate, spec, inputs, spec.input_shape[0])
             versions = {**ref_runner.versions(), **candidate.versions()}
+    report = compare(spec, expected, outputs, artifact.precision, tolerances)
     return {
         "kind": "parity",
         "artifact": str(artifact.folder),
@@ -243,7 +250,7 @@ def check_artifact(
         "data": source,
         "versions": versions,
         **report,
-    }
+    }, expected, outputs
 
 
 def _check_counts(warmup: int, count: Optional[int], min_time_s: float) -> None:

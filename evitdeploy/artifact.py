@@ -8,7 +8,6 @@ without guessing. Folders are written under a temporary name and renamed into pl
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import platform
@@ -22,11 +21,12 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from evitdeploy import __version__
+from evitdeploy.device_verify import FORMAT, BundleError, check_integrity, sha256_of
 from evitdeploy.errors import UserError
 from evitdeploy.spec import ModelSpec
 
 MANIFEST = "manifest.json"
-MANIFEST_FORMAT = 1
+MANIFEST_FORMAT = FORMAT  # one format for artifacts and bundles; verify.py reads the same
 MODEL_SUFFIXES = {".onnx": "onnx"}
 
 
@@ -38,14 +38,6 @@ class Artifact:
     precision: str
     spec: ModelSpec
     manifest: dict
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def package_versions(*names: str) -> dict[str, str]:
@@ -169,19 +161,19 @@ def open_artifact(path: Path, verify: bool = True, spec: Optional[ModelSpec] = N
         artifact_spec = ModelSpec.from_dict(manifest["spec"])
     except (ValueError, KeyError, TypeError) as exc:
         raise UserError(f"{manifest_path} is corrupt ({type(exc).__name__}: {exc})", "re-run `evitdeploy export`") from exc
+    if not isinstance(manifest.get("format"), int) or manifest["format"] > MANIFEST_FORMAT:
+        raise UserError(
+            f"{manifest_path} has manifest format {manifest.get('format')!r}; this evitdeploy reads format {MANIFEST_FORMAT} and older",
+            "upgrade evitdeploy, or use the version that wrote it",
+        )
     if verify:
         verify_files(folder, manifest)
     return Artifact(folder, model_file, manifest["target"], manifest["precision"], spec or artifact_spec, manifest)
 
 
 def verify_files(folder: Path, manifest: dict) -> None:
-    """Every file the manifest lists exists with its recorded sha256."""
-    for name, entry in manifest.get("files", {}).items():
-        file = folder / name
-        if not file.is_file():
-            raise UserError(f"{file} is listed in the manifest but missing", "copy the whole artifact folder")
-        if sha256_of(file) != entry["sha256"]:
-            raise UserError(
-                f"{file} does not match the sha256 in its manifest (modified, truncated or corrupt)",
-                "re-copy or re-export the artifact",
-            )
+    """Every file the manifest lists exists with its recorded sha256 (the device's check, here)."""
+    try:
+        check_integrity(folder, manifest)
+    except BundleError as exc:
+        raise UserError(exc.message, "re-copy the folder, or re-export it") from exc

@@ -12,7 +12,8 @@ import platform
 import time
 from typing import Callable, Optional
 
-import numpy as np
+
+from evitdeploy.device_verify import latency_stats as summarize  # noqa: F401  (one implementation, also on the device)
 
 BENCH_SCHEMA = 2  # 2: host fingerprint, artifact identity and raw samples on every result
 
@@ -78,22 +79,6 @@ def measure_interleaved(
         if _enough(min(len(a), len(b)), wanted, started, min_time_s):
             break
     return a, b
-
-
-def summarize(latency_samples_ms: list[float], batch: int = 1) -> dict:
-    samples = np.asarray(latency_samples_ms, dtype=np.float64)
-    median = float(np.median(samples))
-    return {
-        "count": int(samples.size),
-        "median_ms": median,
-        "p90_ms": float(np.percentile(samples, 90)),
-        "p99_ms": float(np.percentile(samples, 99)),
-        "mean_ms": float(samples.mean()),
-        "std_ms": float(samples.std(ddof=1)) if samples.size > 1 else 0.0,
-        "min_ms": float(samples.min()),
-        "max_ms": float(samples.max()),
-        "throughput_per_s": batch * 1e3 / median if median > 0 else float("inf"),
-    }
 
 
 def host_info(threads: Optional[int]) -> dict:

@@ -437,6 +437,74 @@ def sweep(
 
 @app.command()
 @handles_errors
+def profiles(as_json: bool = JSON_OPTION) -> None:
+    """The shipped deployment profiles: backend, precision, latency budget, and whether each runs here."""
+    from evitdeploy.profiles import list_profiles
+    from evitdeploy.report import profiles_table
+
+    _emit(list_profiles(), as_json, profiles_table)
+
+
+@app.command()
+@handles_errors
+def deploy(
+    profile: str = typer.Option(..., "--profile", "-P", help="Shipped profile name (see `evitdeploy profiles`) or your own .toml."),
+    model: str = typer.Option(..., "--model", "-m", help="Registered model name (see `evitdeploy models`)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Bundle folder [default: MODEL-PROFILE-PRECISION]."),
+    precision: Optional[str] = typer.Option(None, "--precision", "-p", help="One of the profile's precisions [default: the profile's]."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="Local .pt/.pth/.safetensors weights; random init if omitted."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Image folder or .npz for parity and the reference data [default: scikit-image sample photos]."),
+    samples: int = typer.Option(8, "--samples", "-n", help="Photos compared with PyTorch (the bundle keeps up to 4 as reference)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random init when no checkpoint is given."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing bundle folder."),
+    calib: Optional[str] = CALIB_OPTION,
+    calib_count: Optional[int] = CALIB_COUNT_OPTION,
+    calib_method: str = CALIB_METHOD_OPTION,
+    min_cosine_target: float = MIN_COSINE_OPTION,
+    search_budget: int = SEARCH_BUDGET_OPTION,
+    save: Optional[Path] = typer.Option(None, "--save", help="Also write the deploy summary JSON to this file."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Export -> check -> bench -> bundle for a device profile, then one summary.
+
+    Exit 1 when parity fails the profile's tolerances, or when the latency budget is exceeded on a
+    host of the profile's kind (on any other host latency is reported, not judged). The bundle is
+    written either way; copy it to the device and run `python3 verify.py` there.
+    """
+    from evitdeploy.deploy import deploy as run_deploy
+    from evitdeploy.report import deploy_table
+
+    reduced = _precision_options(calib, calib_count, calib_method, False, FP16_MARGIN_OPTION.default, min_cosine_target, search_budget)
+    with progress(not as_json) as step:
+        summary = run_deploy(profile, model, output, precision, checkpoint, reduced, data, samples, seed, force, step)
+    _save(summary, save)
+    _emit(summary, as_json, deploy_table)
+    if not summary["passed"]:
+        raise typer.Exit(EXIT_CHECK_FAILED)
+
+
+@app.command()
+@handles_errors
+def verify(
+    bundle: Path = typer.Argument(..., help="Bundle folder written by `evitdeploy deploy`."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Intra-op threads [default: the profile's]."),
+    warmup: Optional[int] = typer.Option(None, "--warmup", help="Untimed runs [default: the profile's]."),
+    count: Optional[int] = typer.Option(None, "--count", "-n", help="Timed runs; 0 skips latency [default: the profile's]."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Run a bundle's own verification here: sha256 of every file, parity with its reference
+    outputs, latency; exactly what `python3 verify.py` does on the device. Exit 1 on failure."""
+    from evitdeploy.bundle import verify_bundle
+    from evitdeploy.report import verification_table
+
+    report = verify_bundle(bundle, threads, warmup, count)
+    _emit(report, as_json, verification_table)
+    if not report["passed"]:
+        raise typer.Exit(EXIT_CHECK_FAILED)
+
+
+@app.command()
+@handles_errors
 def doctor(as_json: bool = JSON_OPTION) -> None:
     """Which backends are installed, their versions, and how to install the missing ones."""
     from evitdeploy.doctor import diagnose

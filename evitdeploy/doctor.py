@@ -39,6 +39,10 @@ def _version(package: str):
     return None
 
 
+def installed(package: str) -> bool:
+    return _version(package) is not None
+
+
 def diagnose() -> dict:
     """JSON-ready: one entry per backend, and whether the core is complete."""
     entries = []

@@ -136,6 +136,77 @@ def doctor_table(diagnosis: dict) -> Table:
     return table
 
 
+def profiles_table(profiles: list[dict]) -> Table:
+    table = Table(title="Deployment profiles (`--profile NAME`, or your own .toml)")
+    for column in ("profile", "backend", "precision", "budget", "ready here", "for"):
+        table.add_column(column)
+    for p in profiles:
+        if not p["built"]:
+            ready = "[yellow]not built yet[/yellow]"
+        elif not p["installed"]:
+            ready = f"[yellow]missing {', '.join(p['missing_packages'])}[/yellow]"
+        else:
+            ready = "[green]yes[/green]"
+        precisions = f"{p['precision']} ({', '.join(p['precisions'])})"
+        budget = f"{p['statistic']} {p['latency_ms']} ms" if p["latency_ms"] else "-"
+        table.add_row(p["name"], p["backend"], precisions, budget, ready, p["description"])
+    return table
+
+
+def _verdict(passed: Optional[bool]) -> str:
+    return "-" if passed is None else ("[green]pass[/green]" if passed else "[red]FAIL[/red]")
+
+
+def deploy_table(summary: dict) -> Table:
+    verdict = "[green]PASSED[/green]" if summary["passed"] else "[red]FAILED[/red]"
+    table = Table(title=f"deploy {summary['model']} -> {summary['profile']} ({summary['target']}/{summary['precision']}): {verdict}")
+    for column in ("step", "result", "verdict", "s"):
+        table.add_column(column, justify="right" if column == "s" else "left")
+    seconds, check, budget, latency = summary["seconds"], summary["check"], summary["budget"], summary["latency"]
+    metrics, sizes = check["metrics"], summary["sizes"]
+    plan = summary.get("precision_plan")
+    exported = f"{sizes['model_bytes'] / 1e6:.2f} MB model" + (
+        f"; plan {', '.join(f'{n} {p}' for p, n in sorted(plan['nodes'].items()))} nodes" if plan else ""
+    )
+    table.add_row("export", exported, "-", _fmt(seconds["export"], 3))
+    agreement = f"top-1 {metrics['top1_agreement']:.3f}" if "top1_agreement" in metrics else f"pixels {metrics.get('pixel_agreement', 0):.4f}"
+    parity = f"{metrics.get('samples')} photos vs PyTorch: min cosine {metrics.get('cosine_min', 0):.6f}, max abs {metrics.get('max_abs_error', 0):.3g}, {agreement}"
+    table.add_row("check", parity, _verdict(check["passed"]), _fmt(seconds["check"], 3))
+    timing = f"median {latency['median_ms']:.3f} ms, p90 {latency['p90_ms']:.3f}, p99 {latency['p99_ms']:.3f} ({latency['count']} runs, {latency['threads']} threads)"
+    if budget["latency_ms"] is not None:
+        timing += f"; budget {budget['statistic']} {budget['latency_ms']} ms " + ("" if budget["judged"] else f"not judged: {budget['host']}")
+    table.add_row("bench", timing, _verdict(budget["passed"]), _fmt(seconds["bench"], 3))
+    table.add_row("bundle", f"{summary['bundle']}: {sizes['files']} files, {sizes['extra_bytes'] / 1e6:.2f} MB beyond the model", "-", _fmt(seconds["bundle"], 3))
+    table.caption = "; ".join(summary["failures"]) if summary["failures"] else f"on the device: {summary['commands']['verify_on_device']}"
+    return table
+
+
+def verification_table(report: dict) -> Table:
+    verdict = "[green]PASSED[/green]" if report["passed"] else "[red]FAILED[/red]"
+    table = Table(title=f"verify {report['model']} {report['target']}/{report['precision']} ({report['profile']}): {verdict}")
+    table.add_column("what")
+    table.add_column("result")
+    metrics = report["parity"]["metrics"]
+    keys = ("samples", "max_abs_error", "cosine_min", "top1_agreement", "pixel_agreement", "nonfinite_outputs")
+    table.add_row("integrity", "every file matches its sha256")
+    table.add_row("parity vs PyTorch", ", ".join(f"{k} {_fmt(metrics[k], 6)}" for k in keys if k in metrics))
+    drift = report["drift_from_making_host"]
+    table.add_row("vs making host", f"max abs {_fmt(drift.get('max_abs_error'), 3)}, min cosine {_fmt(drift.get('cosine_min'), 6)}")
+    if report["latency"]:
+        latency = report["latency"]
+        table.add_row("latency", f"median {latency['median_ms']:.3f} ms, p90 {latency['p90_ms']:.3f}, p99 {latency['p99_ms']:.3f} ({latency['count']} runs)")
+    budget = report["budget"]
+    if budget.get("latency_ms"):
+        table.add_row("budget", f"{budget['statistic']} <= {budget['latency_ms']} ms: {'judged' if budget['judged'] else 'not judged'} ({budget['host']})")
+    runtime = report["runtime"]
+    table.add_row("runtime", ", ".join(f"{k} {v}" for k, v in runtime.items() if k != "providers") + f"; {', '.join(runtime['providers'])}")
+    for line in report["warnings"]:
+        table.add_row("[yellow]warning[/yellow]", line)
+    for line in report["failures"]:
+        table.add_row("[red]failure[/red]", line)
+    return table
+
+
 def gate_table(report: dict) -> Table:
     styles = {"regression": "[red]REGRESSION[/red]", "improvement": "[green]FASTER[/green]", "no change": "[green]PASS[/green]"}
     new = report["new"]

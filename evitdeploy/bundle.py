@@ -1,0 +1,133 @@
+"""Bundles: the folder a device takes, and verifies itself with.
+
+A bundle is an artifact folder (the model file(s), the precision plan) plus what the device needs
+to trust and check it without evitdeploy or torch: `reference.npz` (real photos, preprocessed,
+with the PyTorch FP32 outputs), `verify.py` (numpy + the runtime only), `README.txt`, the
+check and bench reports made here, and a `manifest.json` that lists the sha256 of every file.
+The bundle manifest is a superset of the artifact manifest, so `evitdeploy check/bench` take a
+bundle too.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from evitdeploy import device_verify
+from evitdeploy.artifact import MANIFEST, Artifact, build_manifest, staged_folder, write_json, write_text
+from evitdeploy.errors import EXIT_BACKEND_UNAVAILABLE, UserError
+
+REFERENCE_IMAGES = 4
+REFERENCE_BYTES = 4 << 20  # inputs kept under 4 MiB (at least one image): bundles stay small
+VERIFY_SCRIPT = "verify.py"
+README = "README.txt"
+CARRIED = ("precision_plan.json", "ranges.json")  # artifact files a device or a rebuild may want
+
+
+def reference_count(input_shape, wanted: int = REFERENCE_IMAGES) -> int:
+    """How many reference images fit the size limit (whole batches where the batch is static)."""
+    batch, channels, height, width = input_shape
+    per_image = channels * height * width * 4
+    fitting = max(1, min(wanted, REFERENCE_BYTES // per_image))
+    return max(batch, fitting - fitting % batch)
+
+
+def _readme(manifest: dict) -> str:
+    bundle, spec = manifest["bundle"], manifest["spec"]
+    profile = bundle["profile"]
+    runtime = device_verify.RUNTIMES.get(manifest["target"], manifest["target"])
+    made_with = manifest.get("toolchain", {}).get(runtime, "?")
+    check, latency = bundle["check"], bundle["latency"]
+    lines = [
+        f"{spec['name']} for {profile['name']}: {manifest['target']} {manifest['precision']}, made by evitdeploy {manifest['toolchain'].get('evitdeploy')}",
+        f"{profile['description']}",
+        "",
+        f"Model file   {manifest['model_file']}",
+        f"Input        {spec['input_name']}: {'x'.join(map(str, spec['input_shape']))} {spec['dtype']} {spec['layout']}, "
+        f"RGB scaled to [0, 1] then (x - mean) / std with mean {spec['mean']}, std {spec['std']}",
+        f"Output       {spec['output_name']}: {'per-pixel class logits' if spec['task'] == 'segmentation' else 'class logits'} "
+        f"({spec['num_classes']} classes, {spec['dataset']})",
+        "",
+        "Verify on the device (needs only Python 3.8+, numpy and the runtime):",
+        f"    pip install numpy {runtime}=={made_with}",
+        f"    python3 {VERIFY_SCRIPT}              # integrity, parity vs PyTorch, latency; exit 0 = passed",
+        f"    python3 {VERIFY_SCRIPT} --json       # the same as JSON",
+        "It first checks every file against the sha256 in manifest.json and refuses a modified bundle.",
+        "",
+        f"Where it was made ({bundle['made_on']['cpu']}, {bundle['bench']['threads']} threads):",
+        f"    parity vs PyTorch on {check['samples']} photos: min cosine {check['cosine_min']:.6f}, max abs error {check['max_abs_error']:.3g}"
+        + (", PASSED" if check["passed"] else ", FAILED"),
+        f"    latency {bundle['budget']['statistic']} {latency[bundle['budget']['statistic'] + '_ms']:.2f} ms "
+        + f"(budget {bundle['budget'].get('latency_ms')} ms, {'judged' if bundle['budget']['judged'] else 'not judged: ' + bundle['budget']['host']})",
+        "",
+        "Commands that made it:",
+        *(f"    {command}" for command in bundle["commands"].values() if command),
+    ]
+    if profile["notes"]:
+        lines += ["", "Notes for this device:", *(f"  - {note}" for note in profile["notes"])]
+    return "\n".join(lines) + "\n"
+
+
+def write_bundle(
+    output: Path,
+    artifact: Artifact,
+    profile,
+    inputs: np.ndarray,
+    expected: np.ndarray,
+    host_outputs: np.ndarray,
+    sections: dict,
+    reports: dict,
+) -> dict:
+    """Write the bundle atomically; `sections` lands under manifest["bundle"], `reports` as JSON files."""
+    with staged_folder(output) as folder:
+        shutil.copy2(artifact.model_file, folder / artifact.model_file.name)
+        for name in CARRIED:
+            if (artifact.folder / name).is_file():
+                shutil.copy2(artifact.folder / name, folder / name)
+        spec = artifact.spec
+        np.savez(folder / device_verify.REFERENCE, inputs=inputs, expected=expected, host_outputs=host_outputs)
+        shutil.copyfile(Path(device_verify.__file__), folder / VERIFY_SCRIPT)
+        for name, report in reports.items():
+            write_json(folder / name, report)
+        inherited = {k: v for k, v in artifact.manifest.items() if k not in ("format", "created", "target", "precision", "model_file", "spec", "files")}
+        bundle = {
+            "profile": profile.to_dict(),
+            "reference": {
+                "file": device_verify.REFERENCE,
+                "images": int(len(inputs)),
+                "inputs": list(inputs.shape),
+                "expected": list(expected.shape),
+                "expected_from": "the PyTorch FP32 reference",
+                "host_outputs_from": f"this {artifact.target} artifact on the making host",
+            },
+            **sections,
+        }
+        draft = {"bundle": bundle, "spec": spec.to_dict(), "target": artifact.target, "precision": artifact.precision,
+                 "model_file": artifact.model_file.name, "toolchain": artifact.manifest.get("toolchain", {})}
+        write_text(folder / README, _readme(draft))
+        manifest = build_manifest(folder, artifact.target, artifact.precision, spec, artifact.model_file.name, **inherited, bundle=bundle)
+        write_json(folder / MANIFEST, manifest)
+    return manifest
+
+
+def verify_bundle(folder: Path, threads: Optional[int] = None, warmup: Optional[int] = None, count: Optional[int] = None) -> dict:
+    """`verify.py`'s verification run here: integrity first, then parity and latency."""
+    if threads is not None and threads < 1 or any(v is not None and v < 0 for v in (warmup, count)):
+        raise UserError("--threads must be >= 1, --warmup and --count >= 0", "fix the value")
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"bundle not found: {folder}", "pass the folder `evitdeploy deploy` wrote")
+    try:
+        return device_verify.verify(folder, threads, warmup, count)
+    except device_verify.BundleError as exc:
+        code = EXIT_BACKEND_UNAVAILABLE if exc.exit_code == 3 else 2
+        raise UserError(exc.message, exc.hint, code) from exc
+
+
+def extra_bytes(manifest: dict) -> int:
+    """Bytes the bundle adds beyond its model file."""
+    return sum(entry["bytes"] for name, entry in manifest["files"].items() if name != manifest["model_file"])
+

@@ -1,0 +1,142 @@
+"""`deploy`: export -> check -> bench -> bundle for one profile, and one verdict.
+
+Parity is judged with the profile's tolerances; latency against the profile's budget only on a
+host of the profile's kind (elsewhere it is measured and reported, not judged).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable, Optional
+
+from evitdeploy.artifact import prepare_output
+from evitdeploy.errors import UserError
+
+STAGES = ("export", "check", "bench", "bundle")
+
+
+def _staged(progress: Optional[Callable[[str], None]], index: int) -> Optional[Callable[[str], None]]:
+    if progress is None:
+        return None
+    return lambda step: progress(f"[{index + 1}/{len(STAGES)} {STAGES[index]}] {step}")
+
+
+def _commands(model: str, profile, precision: str, checkpoint: Optional[Path], calib: Optional[str], output: Path) -> dict:
+    """The exact commands: this deploy, the export it ran, and the verification on the device."""
+    source = f" --checkpoint {checkpoint}" if checkpoint else ""
+    calibration = f" --calib {calib}" if calib and precision != "fp32" else ""
+    shape = f" --batch {profile.batch}" + (f" --height {profile.height}" if profile.height else "") + (f" --width {profile.width}" if profile.width else "")
+    dynamic = f" --dynamic {','.join(profile.dynamic)}" if profile.dynamic else ""
+    return {
+        "deploy": f"evitdeploy deploy --profile {profile.source if profile.source.endswith('.toml') else profile.name} "
+        f"--model {model} --precision {precision}{source}{calibration} -o {output}",
+        "export": f"evitdeploy export --model {model} --target {profile.target} --precision {precision}{shape}{dynamic}{source}{calibration}",
+        "verify_on_device": "python3 verify.py",
+        "verify_with_evitdeploy": f"evitdeploy verify {output}",
+    }
+
+
+def deploy(
+    profile_name: str,
+    model_name: str,
+    output: Optional[Path] = None,
+    precision: Optional[str] = None,
+    checkpoint: Optional[Path] = None,
+    reduced=None,
+    data: Optional[Path] = None,
+    samples: int = 8,
+    seed: int = 0,
+    force: bool = False,
+    progress: Optional[Callable[[str], None]] = None,
+) -> dict:
+    """Run the whole flow for a profile; the bundle is written even when a verdict fails, so the
+    evidence can be read, and the summary says so."""
+    from evitdeploy import api, bundle
+    from evitdeploy.bench import host_info
+    from evitdeploy.calibration.data import load_inputs
+    from evitdeploy.models import get_spec
+    from evitdeploy.profiles import host_kind, load_profile, require_backend
+
+    profile = load_profile(profile_name)
+    require_backend(profile)
+    get_spec(model_name)  # an unknown model fails before anything runs
+    precision = precision or profile.precision
+    if precision not in profile.precisions:
+        raise UserError(f"profile {profile.name} does not offer precision {precision!r}", f"choose one of: {', '.join(profile.precisions)}")
+    if samples < 1:
+        raise UserError(f"--samples {samples} is not valid", "use 1 or more")
+    output = Path(output or f"{model_name}-{profile.name}-{precision}")
+    prepare_output(output, force)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    seconds = {}
+    with tempfile.TemporaryDirectory(prefix=f".{output.name}.work-", dir=output.parent) as scratch:
+        started = time.perf_counter()
+        artifact = api.export_model(
+            model_name, profile.target, precision, Path(scratch) / "artifact", checkpoint, profile.batch, profile.height,
+            profile.width, profile.dynamic, None, True, False, seed, None, data, _staged(progress, 0), reduced,
+        )
+        seconds["export"] = time.perf_counter() - started
+
+        started = time.perf_counter()
+        spec = artifact.spec
+        inputs, source = load_inputs(spec, spec.height, spec.width, data, samples)
+        tolerances = profile.tolerances_for(precision)
+        check, expected, outputs = api.parity_report(artifact, spec, inputs, source, tolerances, profile.threads, checkpoint, _staged(progress, 1))
+        seconds["check"] = time.perf_counter() - started
+
+        started = time.perf_counter()
+        bench = api.bench_artifact(artifact.folder, threads=profile.threads, warmup=profile.warmup, count=profile.count, progress=_staged(progress, 2))
+        seconds["bench"] = time.perf_counter() - started
+        stats = bench["results"][0]["stats"]
+        on_kind, why = host_kind(profile)
+        budget_ms = profile.budget_for(model_name)
+        measured = stats[f"{profile.statistic}_ms"]
+        judged = on_kind and budget_ms is not None
+        budget = {
+            "statistic": profile.statistic, "latency_ms": budget_ms, "measured_ms": measured, "judged": judged, "host": why,
+            "passed": (measured <= budget_ms) if judged else None,
+        }
+
+        started = time.perf_counter()
+        step = _staged(progress, 3)
+        if step:
+            step(f"writing {output}")
+        count = bundle.reference_count(spec.input_shape)
+        sections = {
+            "tolerances": asdict(tolerances),
+            "budget": budget,
+            "bench": {"threads": profile.threads, "warmup": profile.warmup, "count": profile.count},
+            "check": {**check["metrics"], "passed": check["passed"], "failures": check["failures"], "data": source},
+            "latency": stats,
+            "made_on": host_info(profile.threads),
+            "commands": _commands(model_name, profile, precision, checkpoint, getattr(reduced, "calib", None), output),
+        }
+        manifest = bundle.write_bundle(
+            output, artifact, profile, inputs[:count], expected[:count], outputs[:count], sections,
+            {"check.json": check, "bench.json": bench},
+        )
+        seconds["bundle"] = time.perf_counter() - started
+    failures = list(check["failures"])
+    if judged and not budget["passed"]:
+        failures.append(f"{profile.statistic} latency {measured:.2f} ms exceeds the {profile.name} budget of {budget_ms} ms")
+    model_bytes = manifest["files"][manifest["model_file"]]["bytes"]
+    return {
+        "kind": "deploy",
+        "profile": profile.name,
+        "model": model_name,
+        "target": profile.target,
+        "precision": precision,
+        "bundle": str(output),
+        "passed": not failures,
+        "failures": failures,
+        "check": {"passed": check["passed"], "metrics": check["metrics"], "tolerances": check["tolerances"], "data": source},
+        "latency": {**stats, "threads": profile.threads},
+        "budget": budget,
+        "sizes": {"model_bytes": model_bytes, "extra_bytes": bundle.extra_bytes(manifest), "files": len(manifest["files"]) + 1},
+        "precision_plan": (manifest.get("precision_plan") or {}).get("summary"),
+        "seconds": {k: round(v, 2) for k, v in seconds.items()},
+        "commands": manifest["bundle"]["commands"],
+    }
