@@ -1,0 +1,233 @@
+"""deploy end to end, bundles, and verify.py run where neither evitdeploy nor torch can be imported."""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import Cli, assert_clean_error
+from evitdeploy.device_verify import sha256_of, version_findings
+
+# A fresh interpreter in which torch, evitdeploy and the rest of our toolchain cannot be imported:
+# what a device has (numpy + the runtime), proven by refusing the imports, then verify.py run as __main__.
+BLOCKED = ("torch", "evitdeploy", "onnx", "onnxslim", "skimage", "scipy", "typer", "rich", "matplotlib")
+DEVICE = f"""
+import runpy, sys
+class DeviceOnly:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {BLOCKED!r}:
+            raise ImportError(name + " is not on the device")
+sys.meta_path.insert(0, DeviceOnly())
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def on_device(script: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-I", "-c", DEVICE, str(script), *args], capture_output=True, text=True, timeout=120)
+
+
+def deploy_cli(*args) -> object:
+    return Cli()("deploy", *map(str, args))
+
+
+@pytest.fixture(scope="module")
+def fp32_bundle(tmp_path_factory):
+    """x86-cpu, B0, FP32, at the model's own 224x224: the demo's bundle."""
+    folder = tmp_path_factory.mktemp("deploy") / "b0-fp32"
+    result = deploy_cli("--profile", "x86-cpu", "--model", "efficientvit_b0", "-o", folder, "--json")
+    assert result.exit_code == 0, result.output
+    return folder, json.loads(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def int8_bundle(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("deploy") / "b0-int8"
+    result = deploy_cli("--profile", "x86-cpu", "--model", "efficientvit_b0", "-p", "int8", "--calib-count", "16", "-o", folder, "--json")
+    assert result.exit_code == 0, result.output
+    return folder, json.loads(result.stdout)
+
+
+def copy_bundle(folder: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(folder, tmp_path / folder.name))
+
+
+def rewrite_manifest(folder: Path, change) -> None:
+    manifest = json.loads((folder / "manifest.json").read_text())
+    change(manifest)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_deploy_fp32_writes_a_complete_bundle(fp32_bundle):
+    folder, summary = fp32_bundle
+    assert summary["passed"] and summary["check"]["passed"] and summary["check"]["metrics"]["max_abs_error"] < 1e-4
+    assert summary["latency"]["median_ms"] > 0 and summary["latency"]["threads"] == 2
+    assert summary["budget"]["judged"] == (platform.machine().lower() in ("x86_64", "amd64"))
+    names = {p.name for p in folder.iterdir()}
+    assert {"model.onnx", "manifest.json", "reference.npz", "verify.py", "README.txt", "check.json", "bench.json"} <= names
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert set(manifest["files"]) == names - {"manifest.json"}
+    assert all(sha256_of(folder / n) == e["sha256"] for n, e in manifest["files"].items())
+    bundle = manifest["bundle"]
+    assert bundle["profile"]["name"] == "x86-cpu" and bundle["tolerances"]["max_abs"] == 1e-4
+    assert manifest["toolchain"]["onnxruntime"] and manifest["spec"]["name"] == "efficientvit_b0"
+    assert bundle["commands"]["export"].startswith("evitdeploy export --model efficientvit_b0 --target onnx --precision fp32")
+    with np.load(folder / "reference.npz") as reference:
+        assert reference["inputs"].shape == (4, 3, 224, 224) and reference["inputs"].dtype == np.float32
+        assert reference["expected"].shape == (4, 1000)
+        assert np.abs(reference["expected"] - reference["host_outputs"]).max() < 1e-4
+    readme = (folder / "README.txt").read_text()
+    assert "python3 verify.py" in readme and f"onnxruntime=={manifest['toolchain']['onnxruntime']}" in readme
+
+
+def test_the_device_interpreter_really_lacks_torch_and_evitdeploy(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text("import numpy, onnxruntime\ntry:\n    import torch\nexcept ImportError:\n    print('no torch')\ntry:\n    import evitdeploy\nexcept ImportError:\n    print('no evitdeploy')\n")
+    result = on_device(probe)
+    assert result.stdout.split("\n")[:2] == ["no torch", "no evitdeploy"], result.stderr
+
+
+@pytest.mark.parametrize("which", ["fp32", "int8"])
+def test_verify_py_passes_on_the_device_without_evitdeploy_or_torch(which, fp32_bundle, int8_bundle):
+    folder, _ = fp32_bundle if which == "fp32" else int8_bundle
+    result = on_device(folder / "verify.py", "--json", "--count", "5")
+    assert result.returncode == 0, result.stderr + result.stdout
+    report = json.loads(result.stdout)
+    assert report["passed"] and report["precision"] == which and report["latency"]["count"] == 5
+    assert report["drift_from_making_host"]["max_abs_error"] < 1e-5  # same runtime, same host
+
+
+def test_int8_bundle_carries_the_plan_and_stays_small(int8_bundle):
+    folder, summary = int8_bundle
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert "precision_plan.json" in manifest["files"] and manifest["precision_plan"]["summary"]["nodes"]["int8"] > 0
+    assert manifest["calibration"]["count"] == 16
+    assert summary["sizes"]["extra_bytes"] < 5e6
+    assert summary["check"]["metrics"]["cosine_min"] >= 0.98
+
+
+def test_verify_py_fails_on_an_altered_reference_output(fp32_bundle, tmp_path):
+    folder = copy_bundle(fp32_bundle[0], tmp_path)
+    with np.load(folder / "reference.npz") as reference:
+        arrays = dict(reference)
+    arrays["expected"] = arrays["expected"] + 0.5  # a reference the model no longer matches
+    np.savez(folder / "reference.npz", **arrays)
+    rewrite_manifest(folder, lambda m: m["files"]["reference.npz"].update(sha256=sha256_of(folder / "reference.npz")))
+    result = on_device(folder / "verify.py", "--count", "0")
+    assert result.returncode == 1, result.stderr + result.stdout
+    assert "FAILED: max abs error 0.5" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "damage, fragment",
+    [
+        (lambda f: f.joinpath("model.onnx").write_bytes(f.joinpath("model.onnx").read_bytes()[:-10] + b"0123456789"), "model.onnx does not match the sha256"),
+        (lambda f: f.joinpath("reference.npz").unlink(), "reference.npz is listed in the manifest but missing"),
+        (lambda f: rewrite_manifest(f, lambda m: m.update(format=99)), "manifest format 99, newer than this verifier reads (1)"),
+        (lambda f: f.joinpath("manifest.json").write_text("{not json"), "is not valid JSON"),
+    ],
+    ids=["tampered model", "missing file", "newer format", "corrupt manifest"],
+)
+def test_untrusted_bundle_is_refused_on_the_device_and_here(damage, fragment, fp32_bundle, tmp_path, cli):
+    folder = copy_bundle(fp32_bundle[0], tmp_path)
+    damage(folder)
+    device = on_device(folder / "verify.py")
+    assert device.returncode == 2 and fragment in device.stderr and "Traceback" not in device.stderr, device.stderr
+    assert_clean_error(cli("verify", folder), 2, fragment)
+
+
+def test_newer_manifest_is_refused_by_check_and_bench_too(fp32_bundle, tmp_path, cli):
+    folder = copy_bundle(fp32_bundle[0], tmp_path)
+    rewrite_manifest(folder, lambda m: m.update(format=2))
+    assert_clean_error(cli("bench", folder, "--count", "1"), 2, "manifest format 2")
+
+
+def test_evitdeploy_verify_and_check_take_a_bundle(fp32_bundle, cli):
+    folder, _ = fp32_bundle
+    result = cli("verify", folder, "--count", "3", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["passed"] and report["parity"]["metrics"]["samples"] == 4 and not report["warnings"]
+    assert cli("check", folder, "--samples", "2").exit_code == 0  # the bundle manifest is an artifact manifest
+
+
+def test_runtime_version_mismatch_warns_and_is_an_error_for_engines(fp32_bundle, tmp_path, cli):
+    folder = copy_bundle(fp32_bundle[0], tmp_path)
+    rewrite_manifest(folder, lambda m: m["toolchain"].update(onnxruntime="1.0.0"))
+    report = json.loads(cli("verify", folder, "--count", "1", "--json").stdout)
+    assert report["passed"] and report["warnings"] == [f"onnxruntime here is {report['runtime']['onnxruntime']}, the bundle was made and checked with 1.0.0"]
+    warnings, errors = version_findings({"target": "trt", "toolchain": {"onnxruntime": "1.0.0"}}, {"onnxruntime": "2.0.0"})
+    assert errors and not warnings
+
+
+def _profile(tmp_path: Path, extra: str, machine: str) -> Path:
+    path = tmp_path / "tiny.toml"
+    path.write_text(
+        'description = "test"\nbackend = "onnxruntime"\nprecision = "fp32"\nprecisions = ["fp32"]\n'
+        f"[input]\nheight = 64\nwidth = 64\n[bench]\nthreads = 1\nwarmup = 1\ncount = 5\n[host]\nmachine = [{machine!r}]\n{extra}"
+    )
+    return path
+
+
+def test_budget_exceeded_on_a_host_of_that_kind_exits_1_and_keeps_the_evidence(tmp_path):
+    profile = _profile(tmp_path, "[budget]\nlatency_ms = 0.0001\n", platform.machine())
+    result = deploy_cli("--profile", profile, "--model", "efficientvit_b0", "-o", tmp_path / "out", "--json")
+    assert result.exit_code == 1, result.output
+    summary = json.loads(result.stdout)
+    assert summary["budget"]["judged"] and summary["budget"]["passed"] is False and summary["check"]["passed"]
+    assert "exceeds the tiny budget of 0.0001 ms" in summary["failures"][0]
+    assert (tmp_path / "out" / "verify.py").is_file()
+    assert on_device(tmp_path / "out" / "verify.py", "--count", "3").returncode == 1  # judged there too
+
+
+def test_budget_on_another_kind_of_host_is_reported_not_judged(tmp_path):
+    profile = _profile(tmp_path, "[budget]\nlatency_ms = 0.0001\n", "riscv64")
+    result = deploy_cli("--profile", profile, "--model", "efficientvit_b0", "-o", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert "not judged" in result.stdout and "riscv64" in result.stdout
+
+
+def test_parity_failure_exits_1(tmp_path):
+    profile = _profile(tmp_path, "[tolerances.fp32]\nmax_abs = 1e-12\n", "riscv64")
+    result = deploy_cli("--profile", profile, "--model", "efficientvit_b0", "-o", tmp_path / "out", "--json")
+    assert result.exit_code == 1
+    assert json.loads(result.stdout)["failures"][0].startswith("max abs error")
+
+
+def test_segmentation_bundle_verifies_on_the_device(tmp_path):
+    profile = _profile(tmp_path, "", "riscv64").read_text().replace("height = 64\nwidth = 64", "height = 128\nwidth = 256")
+    (tmp_path / "seg.toml").write_text(profile)
+    folder = tmp_path / "seg"
+    result = deploy_cli("--profile", tmp_path / "seg.toml", "--model", "efficientvit_seg_b0_cityscapes", "-o", folder)
+    assert result.exit_code == 0, result.output
+    device = on_device(folder / "verify.py", "--json", "--count", "2")
+    assert device.returncode == 0, device.stderr
+    assert json.loads(device.stdout)["parity"]["metrics"]["pixel_agreement"] >= 0.999
+
+
+@pytest.mark.parametrize(
+    "args, code, fragment",
+    [
+        (("--profile", "x86-cpu", "--model", "efficientvit_b0", "-p", "fp8"), 2, "profile x86-cpu does not offer precision 'fp8'"),
+        (("--profile", "raspberry-pi-5", "--model", "efficientvit_b0", "-p", "fp16"), 2, "does not offer precision 'fp16'"),
+        (("--profile", "x86-cpu", "--model", "efficientvit_b9"), 2, "unknown model"),
+        (("--profile", "x86-cpu", "--model", "efficientvit_b0", "--samples", "0"), 2, "--samples 0"),
+        (("--profile", "x86-cpu", "--model", "efficientvit_b0", "-p", "int8", "--calib", "/no/such/dir"), 2, "calibration data not found"),
+    ],
+)
+def test_bad_deploy_input_is_one_line_and_writes_nothing(args, code, fragment, tmp_path, cli):
+    result = cli("deploy", *args, "-o", tmp_path / "out")
+    assert_clean_error(result, code, fragment)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_output_needs_force(fp32_bundle, cli):
+    assert_clean_error(cli("deploy", "--profile", "x86-cpu", "--model", "efficientvit_b0", "-o", fp32_bundle[0]), 2, "already exists")
