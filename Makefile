@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 EVIT := $(VENV)/bin/evitdeploy
 DEMO := demo-out
 
-.PHONY: install demo test test-slow bench bench-gate bench-precision clean
+.PHONY: install demo test test-slow bench bench-gate bench-precision bench-deploy clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,11 +16,11 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 install: $(VENV)/.installed
 
 demo: install
-	$(EVIT) export --model efficientvit_b0 --output $(DEMO)/efficientvit_b0-onnx-fp32 --force
-	$(EVIT) check $(DEMO)/efficientvit_b0-onnx-fp32 --save $(DEMO)/check.json
-	$(EVIT) bench $(DEMO)/efficientvit_b0-onnx-fp32 --threads 2 --against-torch --save $(DEMO)/bench.json
-	$(EVIT) report $(DEMO)/check.json $(DEMO)/bench.json -o $(DEMO)/report.html
-	$(EVIT) gate --interleave $(DEMO)/efficientvit_b0-onnx-fp32 $(DEMO)/efficientvit_b0-onnx-fp32 --threads 2 --count 100 --markdown $(DEMO)/gate.md
+	$(EVIT) deploy --profile x86-cpu --model efficientvit_b0 -o $(DEMO)/b0-x86-cpu-fp32 --force --save $(DEMO)/deploy-fp32.json
+	$(EVIT) deploy --profile x86-cpu --model efficientvit_b0 --precision int8 -o $(DEMO)/b0-x86-cpu-int8 --force --save $(DEMO)/deploy-int8.json
+	cd $(DEMO)/b0-x86-cpu-int8 && ../../$(PY) -I verify.py   # what the device runs: numpy + onnxruntime only
+	$(EVIT) report $(DEMO)/b0-x86-cpu-fp32/check.json $(DEMO)/b0-x86-cpu-fp32/bench.json $(DEMO)/b0-x86-cpu-int8/check.json $(DEMO)/b0-x86-cpu-int8/bench.json -o $(DEMO)/report.html
+	$(EVIT) gate --interleave $(DEMO)/b0-x86-cpu-fp32 $(DEMO)/b0-x86-cpu-fp32 --threads 2 --count 100 --markdown $(DEMO)/gate.md
 
 test: install
 	$(PY) -m pytest
@@ -36,6 +36,9 @@ bench-gate: install
 
 bench-precision: install
 	$(PY) benchmarks/precision_cpu.py
+
+bench-deploy: install
+	$(PY) benchmarks/deploy_cpu.py
 
 clean:
 	rm -rf $(DEMO) .pytest_cache

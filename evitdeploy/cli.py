@@ -453,6 +453,8 @@ def deploy(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Bundle folder [default: MODEL-PROFILE-PRECISION]."),
     precision: Optional[str] = typer.Option(None, "--precision", "-p", help="One of the profile's precisions [default: the profile's]."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="Local .pt/.pth/.safetensors weights; random init if omitted."),
+    height: Optional[int] = typer.Option(None, "--height", help="Input height, overriding the profile's [default: the profile's, else the model's]."),
+    width: Optional[int] = typer.Option(None, "--width", help="Input width, overriding the profile's [default: the profile's, else the model's]."),
     data: Optional[Path] = typer.Option(None, "--data", help="Image folder or .npz for parity and the reference data [default: scikit-image sample photos]."),
     samples: int = typer.Option(8, "--samples", "-n", help="Photos compared with PyTorch (the bundle keeps up to 4 as reference)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random init when no checkpoint is given."),
@@ -460,6 +462,8 @@ def deploy(
     calib: Optional[str] = CALIB_OPTION,
     calib_count: Optional[int] = CALIB_COUNT_OPTION,
     calib_method: str = CALIB_METHOD_OPTION,
+    fp16_io: bool = FP16_IO_OPTION,
+    fp16_margin: float = FP16_MARGIN_OPTION,
     min_cosine_target: float = MIN_COSINE_OPTION,
     search_budget: int = SEARCH_BUDGET_OPTION,
     save: Optional[Path] = typer.Option(None, "--save", help="Also write the deploy summary JSON to this file."),
@@ -474,9 +478,9 @@ def deploy(
     from evitdeploy.deploy import deploy as run_deploy
     from evitdeploy.report import deploy_table
 
-    reduced = _precision_options(calib, calib_count, calib_method, False, FP16_MARGIN_OPTION.default, min_cosine_target, search_budget)
+    reduced = _precision_options(calib, calib_count, calib_method, fp16_io, fp16_margin, min_cosine_target, search_budget)
     with progress(not as_json) as step:
-        summary = run_deploy(profile, model, output, precision, checkpoint, reduced, data, samples, seed, force, step)
+        summary = run_deploy(profile, model, output, precision, checkpoint, reduced, data, samples, seed, force, step, height, width)
     _save(summary, save)
     _emit(summary, as_json, deploy_table)
     if not summary["passed"]:
@@ -490,6 +494,7 @@ def verify(
     threads: Optional[int] = typer.Option(None, "--threads", help="Intra-op threads [default: the profile's]."),
     warmup: Optional[int] = typer.Option(None, "--warmup", help="Untimed runs [default: the profile's]."),
     count: Optional[int] = typer.Option(None, "--count", "-n", help="Timed runs; 0 skips latency [default: the profile's]."),
+    save: Optional[Path] = typer.Option(None, "--save", help="Also write the verification JSON to this file."),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Run a bundle's own verification here: sha256 of every file, parity with its reference
@@ -498,6 +503,7 @@ def verify(
     from evitdeploy.report import verification_table
 
     report = verify_bundle(bundle, threads, warmup, count)
+    _save(report, save)
     _emit(report, as_json, verification_table)
     if not report["passed"]:
         raise typer.Exit(EXIT_CHECK_FAILED)

@@ -24,16 +24,28 @@ def _staged(progress: Optional[Callable[[str], None]], index: int) -> Optional[C
     return lambda step: progress(f"[{index + 1}/{len(STAGES)} {STAGES[index]}] {step}")
 
 
-def _commands(model: str, profile, precision: str, checkpoint: Optional[Path], calib: Optional[str], output: Path) -> dict:
+def _precision_flags(reduced, precision: str) -> str:
+    """The calibration/plan flags that differ from the defaults, as export would take them."""
+    from evitdeploy.exporters import PrecisionOptions
+
+    if precision == "fp32" or reduced is None:
+        return ""
+    flags = {"calib": "--calib", "calib_count": "--calib-count", "method": "--calib-method", "fp16_margin": "--fp16-margin",
+             "min_cosine": "--min-cosine-target", "search_budget": "--search-budget"}
+    default = PrecisionOptions()
+    text = "".join(f" {flag} {getattr(reduced, field)}" for field, flag in flags.items() if getattr(reduced, field) != getattr(default, field))
+    return text + (" --fp16-io" if reduced.fp16_io else "")
+
+
+def _commands(model: str, profile, precision: str, checkpoint, reduced, output: Path, spec) -> dict:
     """The exact commands: this deploy, the export it ran, and the verification on the device."""
-    source = f" --checkpoint {checkpoint}" if checkpoint else ""
-    calibration = f" --calib {calib}" if calib and precision != "fp32" else ""
-    shape = f" --batch {profile.batch}" + (f" --height {profile.height}" if profile.height else "") + (f" --width {profile.width}" if profile.width else "")
+    options = (f" --checkpoint {checkpoint}" if checkpoint else "") + _precision_flags(reduced, precision)
+    shape = f" --height {spec.height} --width {spec.width}"
     dynamic = f" --dynamic {','.join(profile.dynamic)}" if profile.dynamic else ""
+    where = profile.source if profile.source.endswith(".toml") else profile.name
     return {
-        "deploy": f"evitdeploy deploy --profile {profile.source if profile.source.endswith('.toml') else profile.name} "
-        f"--model {model} --precision {precision}{source}{calibration} -o {output}",
-        "export": f"evitdeploy export --model {model} --target {profile.target} --precision {precision}{shape}{dynamic}{source}{calibration}",
+        "deploy": f"evitdeploy deploy --profile {where} --model {model} --precision {precision}{shape}{options} -o {output}",
+        "export": f"evitdeploy export --model {model} --target {profile.target} --precision {precision} --batch {spec.input_shape[0]}{shape}{dynamic}{options}",
         "verify_on_device": "python3 verify.py",
         "verify_with_evitdeploy": f"evitdeploy verify {output}",
     }
@@ -51,6 +63,8 @@ def deploy(
     seed: int = 0,
     force: bool = False,
     progress: Optional[Callable[[str], None]] = None,
+    height: Optional[int] = None,
+    width: Optional[int] = None,
 ) -> dict:
     """Run the whole flow for a profile; the bundle is written even when a verdict fails, so the
     evidence can be read, and the summary says so."""
@@ -70,13 +84,14 @@ def deploy(
         raise UserError(f"--samples {samples} is not valid", "use 1 or more")
     output = Path(output or f"{model_name}-{profile.name}-{precision}")
     prepare_output(output, force)
+    height, width = height or profile.height, width or profile.width
     output.parent.mkdir(parents=True, exist_ok=True)
     seconds = {}
     with tempfile.TemporaryDirectory(prefix=f".{output.name}.work-", dir=output.parent) as scratch:
         started = time.perf_counter()
         artifact = api.export_model(
-            model_name, profile.target, precision, Path(scratch) / "artifact", checkpoint, profile.batch, profile.height,
-            profile.width, profile.dynamic, None, True, False, seed, None, data, _staged(progress, 0), reduced,
+            model_name, profile.target, precision, Path(scratch) / "artifact", checkpoint, profile.batch, height,
+            width, profile.dynamic, None, True, False, seed, None, data, _staged(progress, 0), reduced,
         )
         seconds["export"] = time.perf_counter() - started
 
@@ -112,7 +127,7 @@ def deploy(
             "check": {**check["metrics"], "passed": check["passed"], "failures": check["failures"], "data": source},
             "latency": stats,
             "made_on": host_info(profile.threads),
-            "commands": _commands(model_name, profile, precision, checkpoint, getattr(reduced, "calib", None), output),
+            "commands": _commands(model_name, profile, precision, checkpoint, reduced, output, spec),
         }
         manifest = bundle.write_bundle(
             output, artifact, profile, inputs[:count], expected[:count], outputs[:count], sections,

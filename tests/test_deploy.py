@@ -231,3 +231,29 @@ def test_bad_deploy_input_is_one_line_and_writes_nothing(args, code, fragment, t
 
 def test_existing_output_needs_force(fp32_bundle, cli):
     assert_clean_error(cli("deploy", "--profile", "x86-cpu", "--model", "efficientvit_b0", "-o", fp32_bundle[0]), 2, "already exists")
+
+
+def test_deploy_trained_checkpoint_with_own_data_verifies_on_the_device(tmp_path, digits_checkpoint_path):
+    """Real weights (the digits classifier), calibration and reference data from the user's .npz."""
+    from evitdeploy.models import trained
+
+    train, _ = trained.digits_images("train")
+    test, _ = trained.digits_images("test")
+    np.savez(tmp_path / "calib.npz", image=train[:32])
+    np.savez(tmp_path / "test.npz", image=test[:8])
+    folder = tmp_path / "digits"
+    result = deploy_cli(
+        "--profile", "x86-cpu", "--model", "efficientvit_b0", "-c", digits_checkpoint_path, "--height", "64", "--width", "64",
+        "-p", "int8", "--calib", tmp_path / "calib.npz", "--data", tmp_path / "test.npz", "-o", folder, "--json",
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["check"]["data"].startswith("arrays from") and summary["check"]["metrics"]["samples"] == 8
+    assert f"--calib {tmp_path / 'calib.npz'}" in summary["commands"]["export"] and "-c" not in summary["commands"]["export"].split()
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["spec"]["num_classes"] == 10 and manifest["source"]["checkpoint_sha256"] == sha256_of(digits_checkpoint_path)
+    with np.load(folder / "reference.npz") as reference:
+        assert reference["expected"].shape == (4, 10)
+    device = on_device(folder / "verify.py", "--json", "--count", "3")
+    assert device.returncode == 0, device.stderr
+    assert json.loads(device.stdout)["parity"]["metrics"]["top1_agreement"] == 1.0
