@@ -180,7 +180,14 @@ def load_manifest(folder: Path) -> dict:
 
 def check_integrity(folder: Path, manifest: dict) -> None:
     """Every file the manifest lists is present with its sha256; nothing is trusted before this."""
-    for name, entry in sorted(manifest.get("files", {}).items()):
+    files = manifest.get("files", {})
+    for name in files:
+        if Path(name).name != name or name in ("", ".", ".."):
+            raise BundleError(f"the manifest lists {name!r}, which is not a file inside the folder", "re-copy the bundle from where it was made")
+    unlisted = [name for name in (manifest.get("model_file"), REFERENCE if "bundle" in manifest else None) if name and name not in files]
+    if unlisted:
+        raise BundleError(f"{unlisted[0]} is not covered by a sha256 in the manifest", "re-copy the bundle from where it was made")
+    for name, entry in sorted(files.items()):
         file = folder / name
         if not file.is_file():
             raise BundleError(f"{file} is listed in the manifest but missing", "copy the whole bundle folder")

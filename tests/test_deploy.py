@@ -257,3 +257,23 @@ def test_deploy_trained_checkpoint_with_own_data_verifies_on_the_device(tmp_path
     device = on_device(folder / "verify.py", "--json", "--count", "3")
     assert device.returncode == 0, device.stderr
     assert json.loads(device.stdout)["parity"]["metrics"]["top1_agreement"] == 1.0
+
+
+@pytest.mark.parametrize(
+    "change, fragment",
+    [
+        (lambda m: m["files"].update({"../outside.onnx": {"sha256": "0", "bytes": 1}}), "'../outside.onnx', which is not a file inside the folder"),
+        (lambda m: m.update(model_file="other.onnx"), "other.onnx is not covered by a sha256"),
+        (lambda m: m["files"].pop("reference.npz"), "reference.npz is not covered by a sha256"),
+    ],
+    ids=["path outside", "unlisted model file", "unlisted reference"],
+)
+def test_a_manifest_cannot_point_outside_its_hashes(change, fragment, fp32_bundle, tmp_path, cli):
+    folder = copy_bundle(fp32_bundle[0], tmp_path)
+    rewrite_manifest(folder, change)
+    assert on_device(folder / "verify.py").returncode == 2
+    assert_clean_error(cli("verify", folder), 2, fragment)
+
+
+def test_verify_refuses_an_export_folder_that_is_no_bundle(b0_artifact, cli):
+    assert_clean_error(cli("verify", b0_artifact), 2, "is not a bundle manifest")
