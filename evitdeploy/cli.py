@@ -32,6 +32,8 @@ err = Console(stderr=True)
 JSON_OPTION = typer.Option(False, "--json", help="Print machine-readable JSON on stdout instead of tables.")
 
 
+MODEL_OPTION = typer.Option(..., "--model", "-m", help="Registered model name (see `evitdeploy models`).")
+SEED_OPTION = typer.Option(0, "--seed", help="Seed of the random init when no checkpoint is given.")
 CALIB_OPTION = typer.Option(None, "--calib", help="Calibration data for fp16/int8: image folder, .npz, 'samples' (scikit-image photos + crops) [default], or 'synthetic' (noise, only if you must).")
 CALIB_COUNT_OPTION = typer.Option(None, "--calib-count", help="Calibration images; crops and flips extend a small set [default: 64, or 16 above a megapixel].")
 CALIB_METHOD_OPTION = typer.Option("minmax", "--calib-method", help="Activation range for Q/DQ scales: minmax, percentile (99.99% of |x|) or entropy (KL).")
@@ -126,7 +128,7 @@ def models(as_json: bool = JSON_OPTION) -> None:
 @app.command()
 @handles_errors
 def export(
-    model: str = typer.Option(..., "--model", "-m", help="Registered model name (see `evitdeploy models`)."),
+    model: str = MODEL_OPTION,
     target: str = typer.Option("onnx", "--target", "-t", help="Deployment target: onnx."),
     precision: str = typer.Option("fp32", "--precision", "-p", help="Numeric precision: fp32, fp16 (FP32 islands from measured ranges) or int8 (QDQ following the precision plan)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Artifact folder [default: MODEL-TARGET-PRECISION]."),
@@ -138,7 +140,7 @@ def export(
     opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset, 17-20 [default: 17 for B models; 20 for L models, whose GELU is one op there]."),
     simplify: bool = typer.Option(True, "--simplify/--no-simplify", help="Simplify the graph with onnxslim."),
     data: Optional[Path] = typer.Option(None, "--data", help="Image folder or .npz for validation [default: scikit-image sample photos]."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the random init when no checkpoint is given."),
+    seed: int = SEED_OPTION,
     attention_eps: Optional[float] = typer.Option(None, "--attention-eps", help="Override LiteMLA's normalizer eps (default: the checkpoint's)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing output folder."),
     calib: Optional[str] = CALIB_OPTION,
@@ -201,7 +203,7 @@ def plan(
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="Local weights (trained weights give meaningful ranges; random init does not)."),
     height: Optional[int] = typer.Option(None, "--height", help="Input height the plan is made for [default: the model's]."),
     width: Optional[int] = typer.Option(None, "--width", help="Input width [default: the model's]."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the random init when no checkpoint is given."),
+    seed: int = SEED_OPTION,
     attention_eps: Optional[float] = typer.Option(None, "--attention-eps", help="Override LiteMLA's normalizer eps."),
     calib: Optional[str] = CALIB_OPTION,
     calib_count: Optional[int] = CALIB_COUNT_OPTION,
@@ -449,7 +451,7 @@ def profiles(as_json: bool = JSON_OPTION) -> None:
 @handles_errors
 def deploy(
     profile: str = typer.Option(..., "--profile", "-P", help="Shipped profile name (see `evitdeploy profiles`) or your own .toml."),
-    model: str = typer.Option(..., "--model", "-m", help="Registered model name (see `evitdeploy models`)."),
+    model: str = MODEL_OPTION,
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Bundle folder [default: MODEL-PROFILE-PRECISION]."),
     precision: Optional[str] = typer.Option(None, "--precision", "-p", help="One of the profile's precisions [default: the profile's]."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="Local .pt/.pth/.safetensors weights; random init if omitted."),
@@ -457,7 +459,7 @@ def deploy(
     width: Optional[int] = typer.Option(None, "--width", help="Input width, overriding the profile's [default: the profile's, else the model's]."),
     data: Optional[Path] = typer.Option(None, "--data", help="Image folder or .npz for parity and the reference data [default: scikit-image sample photos]."),
     samples: int = typer.Option(8, "--samples", "-n", help="Photos compared with PyTorch (the bundle keeps up to 4 as reference)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the random init when no checkpoint is given."),
+    seed: int = SEED_OPTION,
     force: bool = typer.Option(False, "--force", help="Replace an existing bundle folder."),
     calib: Optional[str] = CALIB_OPTION,
     calib_count: Optional[int] = CALIB_COUNT_OPTION,
