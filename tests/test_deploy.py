@@ -277,3 +277,12 @@ def test_a_manifest_cannot_point_outside_its_hashes(change, fragment, fp32_bundl
 
 def test_verify_refuses_an_export_folder_that_is_no_bundle(b0_artifact, cli):
     assert_clean_error(cli("verify", b0_artifact), 2, "is not a bundle manifest")
+
+
+def test_verify_py_stays_python_3_8_syntax():
+    """Jetson JetPack 5 ships Python 3.8: the device script must parse there."""
+    import ast
+
+    import evitdeploy.device_verify as script
+
+    ast.parse(Path(script.__file__).read_text(), feature_version=(3, 8))
