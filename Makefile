@@ -6,11 +6,11 @@ PY := $(VENV)/bin/python
 EVIT := $(VENV)/bin/evitdeploy
 DEMO := demo-out
 
-.PHONY: install demo test test-slow bench bench-gate bench-precision bench-deploy clean
+.PHONY: install demo test test-slow bench bench-gate bench-precision bench-deploy bench-tflite clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,tflite]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -39,6 +39,9 @@ bench-precision: install
 
 bench-deploy: install
 	$(PY) benchmarks/deploy_cpu.py
+
+bench-tflite: install
+	$(PY) benchmarks/tflite_cpu.py
 
 clean:
 	rm -rf $(DEMO) .pytest_cache

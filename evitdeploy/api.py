@@ -148,8 +148,12 @@ def plan_model(
 
 
 def _runner_for(artifact: Artifact, threads: Optional[int], taking_turns: bool = False):
+    if artifact.target == "tflite":
+        from evitdeploy.runners.tflite import TFLiteRunner
+
+        return TFLiteRunner(artifact.model_file, artifact.spec, threads=threads)
     if artifact.target != "onnx":
-        raise UserError(f"no runner for target {artifact.target!r} in this version", "use an ONNX artifact")
+        raise UserError(f"no runner for target {artifact.target!r} in this version", "use an ONNX or TFLite artifact")
     from evitdeploy.runners.onnxruntime import OnnxRuntimeRunner
 
     # Two sessions taking turns: no thread-pool spinning (an idle pool's spinning threads steal the

@@ -27,7 +27,7 @@ from evitdeploy.spec import ModelSpec
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = FORMAT  # one format for artifacts and bundles; verify.py reads the same
-MODEL_SUFFIXES = {".onnx": "onnx"}
+MODEL_SUFFIXES = {".onnx": "onnx", ".tflite": "tflite"}
 
 
 @dataclass(frozen=True)

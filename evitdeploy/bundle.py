@@ -38,7 +38,7 @@ def reference_count(input_shape, wanted: int = REFERENCE_IMAGES) -> int:
 def _readme(manifest: dict) -> str:
     bundle, spec = manifest["bundle"], manifest["spec"]
     profile = bundle["profile"]
-    runtime = device_verify.RUNTIMES.get(manifest["target"], manifest["target"])
+    runtime = device_verify.RUNTIMES.get(manifest["target"], (None, manifest["target"]))[1]
     made_with = manifest.get("toolchain", {}).get(runtime, "?")
     check, latency = bundle["check"], bundle["latency"]
     lines = [

@@ -129,7 +129,7 @@ def models(as_json: bool = JSON_OPTION) -> None:
 @handles_errors
 def export(
     model: str = MODEL_OPTION,
-    target: str = typer.Option("onnx", "--target", "-t", help="Deployment target: onnx."),
+    target: str = typer.Option("onnx", "--target", "-t", help="Deployment target: onnx, or tflite (LiteRT; needs the tflite extra)."),
     precision: str = typer.Option("fp32", "--precision", "-p", help="Numeric precision: fp32, fp16 (FP32 islands from measured ranges) or int8 (QDQ following the precision plan)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Artifact folder [default: MODEL-TARGET-PRECISION]."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="Local .pt/.pth/.safetensors weights (reference or timm layout); random init if omitted."),
@@ -173,8 +173,9 @@ def export(
     size = manifest["files"][manifest["model_file"]]["bytes"]
     check = manifest["validation"]["checks"][0]["metrics"]
     out.print(
-        f"[green]exported[/green] {artifact.model_file} ({size / 1e6:.2f} MB, opset {manifest['export']['opset']}, "
-        f"input {'x'.join(map(str, artifact.spec.input_shape))}"
+        f"[green]exported[/green] {artifact.model_file} ({size / 1e6:.2f} MB, "
+        + (f"opset {manifest['export']['opset']}, " if "opset" in manifest["export"] else f"{manifest['export']['exporter']}, ")
+        + f"input {'x'.join(map(str, artifact.spec.input_shape))}"
         + (f", dynamic {','.join(artifact.spec.dynamic_axes)}" if artifact.spec.dynamic_axes else "")
         + f"); validation max abs err {check['max_abs_error']:.2e}, min cosine {check['cosine_min']:.6f} vs PyTorch"
     )

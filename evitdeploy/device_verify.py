@@ -28,7 +28,7 @@ import numpy as np
 FORMAT = 1  # the newest manifest format this script understands
 MANIFEST = "manifest.json"
 REFERENCE = "reference.npz"
-RUNTIMES = {"onnx": "onnxruntime"}  # target -> the Python package that runs its model file
+RUNTIMES = {"onnx": ("onnxruntime", "onnxruntime"), "tflite": ("ai_edge_litert", "ai-edge-litert")}  # target -> (module, pip package)
 ENGINE_TARGETS = ("trt",)  # serialized engines only load on the runtime version that built them
 
 
@@ -196,11 +196,11 @@ def check_integrity(folder: Path, manifest: dict) -> None:
 
 
 def runtime_versions(target: str) -> dict:
-    package = RUNTIMES.get(target)
-    if package is None:
+    if target not in RUNTIMES:
         raise BundleError(f"this verifier cannot run {target!r} bundles", "verify it with the evitdeploy that made it", 3)
+    module_name, package = RUNTIMES[target]
     try:
-        module = __import__(package)
+        module = __import__(module_name)
     except ImportError as exc:
         raise BundleError(f"{package} is not installed", f"install it with: pip install numpy {package}", 3) from exc
     return {package: getattr(module, "__version__", "unknown"), "numpy": np.__version__, "python": platform.python_version()}
@@ -210,7 +210,7 @@ def version_findings(manifest: dict, versions: dict) -> tuple:
     """(warnings, errors) for runtimes whose version differs from the one that made the bundle."""
     warnings, errors = [], []
     made_with = manifest.get("toolchain", {})
-    for package in RUNTIMES.values():
+    for _, package in RUNTIMES.values():
         if package in versions and package in made_with and versions[package] != made_with[package]:
             line = f"{package} here is {versions[package]}, the bundle was made and checked with {made_with[package]}"
             (errors if manifest["target"] in ENGINE_TARGETS else warnings).append(line)
@@ -236,7 +236,43 @@ def open_model(folder: Path, manifest: dict, threads):
             return session.run([output], {declared.name: batch.astype(dtype)})[0]
 
         return infer, session.get_providers()
+    if manifest["target"] == "tflite":
+        interpreter = tflite_interpreter(folder / manifest["model_file"], threads)
+        return (lambda batch: tflite_run(interpreter, batch)), ["LiteRT (XNNPACK)"]
     raise BundleError(f"this verifier cannot run {manifest['target']!r} bundles", "verify it with the evitdeploy that made it", 3)
+
+
+def tflite_interpreter(path, threads=None):
+    """A LiteRT interpreter on XNNPACK (its default CPU delegate), tensors allocated."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path), num_threads=threads)
+    interpreter.allocate_tensors()
+    return interpreter
+
+
+def _quantized(details) -> tuple:
+    scale, zero_point = details["quantization"]
+    return (scale, zero_point) if scale else None
+
+
+def tflite_run(interpreter, batch: np.ndarray) -> np.ndarray:
+    """One batch through the interpreter. Integer inputs and outputs (full-integer INT8 models) are
+    quantized and dequantized with the tensor's own scale and zero point, so callers see float32."""
+    source, target = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    quantized = _quantized(source)
+    if quantized and np.issubdtype(source["dtype"], np.integer):
+        scale, zero_point = quantized
+        limits = np.iinfo(source["dtype"])
+        batch = np.clip(np.round(batch / scale) + zero_point, limits.min, limits.max)
+    interpreter.set_tensor(source["index"], np.ascontiguousarray(batch, dtype=source["dtype"]))
+    interpreter.invoke()
+    output = interpreter.get_tensor(target["index"])
+    quantized = _quantized(target)
+    if quantized and np.issubdtype(target["dtype"], np.integer):
+        scale, zero_point = quantized
+        return (output.astype(np.float32) - zero_point) * np.float32(scale)
+    return output.astype(np.float32)
 
 
 def run_batches(infer, inputs: np.ndarray, batch: int) -> np.ndarray:

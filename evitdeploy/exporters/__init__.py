@@ -79,11 +79,13 @@ class Target:
 
 TARGETS = {
     "onnx": Target("onnx", "onnx", ("fp32", "fp16", "int8")),
+    "tflite": Target("tflite", "tflite", ("fp32", "fp16", "int8"), aliases=("litert",)),
 }
-PLANNED = {"trt": "tensorrt", "tensorrt": "tensorrt", "coreml": "coreml", "tflite": "tflite", "litert": "tflite"}
+PLANNED = {"trt": "tensorrt", "tensorrt": "tensorrt", "coreml": "coreml"}
 
 
 def get_target(name: str, precision: str) -> Target:
+    name = next((t.name for t in TARGETS.values() if name in t.aliases), name)
     if name not in TARGETS:
         if name in PLANNED:
             raise UserError(
@@ -98,6 +100,32 @@ def get_target(name: str, precision: str) -> Target:
             f"choose one of: {', '.join(target.precisions)}",
         )
     return target
+
+
+def against_reference(model, spec, candidate, batches, precision: str, what: str, hint: str) -> list[dict]:
+    """Each batch through the candidate runner and PyTorch running the textbook formulation (the
+    reference's own arithmetic): every export re-proves its rewrites. Raises (exit 1) on a miss."""
+    from evitdeploy.errors import EXIT_CHECK_FAILED
+    from evitdeploy.parity import compare, tolerances_for
+    from evitdeploy.runners.torch import TorchRunner
+
+    checks = []
+    model.set_formulation("textbook")
+    try:
+        with TorchRunner(model, spec) as reference:
+            for batch in batches:
+                feed = {spec.input_name: batch}
+                report = compare(spec, reference.infer(feed)[spec.output_name], candidate.infer(feed)[spec.output_name], precision, tolerances_for(precision))
+                checks.append({"input_shape": list(batch.shape), **report})
+                if not report["passed"]:
+                    raise UserError(
+                        f"{what} does not match PyTorch at input {tuple(batch.shape)}: {'; '.join(report['failures'])}",
+                        f"nothing was written; {hint}",
+                        EXIT_CHECK_FAILED,
+                    )
+    finally:
+        model.set_formulation("deploy")
+    return checks
 
 
 def export(model, spec, target_name: str, options: ExportOptions):

@@ -21,7 +21,6 @@ import numpy as np
 from evitdeploy.artifact import Artifact, build_manifest, package_versions, staged_folder, write_json
 from evitdeploy.errors import EXIT_CHECK_FAILED, UserError
 from evitdeploy.exporters import ExportOptions
-from evitdeploy.parity import compare, tolerances_for
 from evitdeploy.spec import ModelSpec
 
 MODEL_FILE = "model.onnx"
@@ -173,7 +172,6 @@ def validate(model, spec: ModelSpec, path: Path, options: ExportOptions) -> dict
     import onnx
 
     from evitdeploy.runners.onnxruntime import OnnxRuntimeRunner
-    from evitdeploy.runners.torch import TorchRunner
 
     onnx.checker.check_model(str(path), full_check=True)
     inferred = onnx.shape_inference.infer_shapes(onnx.load(str(path)), strict_mode=True)
@@ -194,27 +192,15 @@ def validate(model, spec: ModelSpec, path: Path, options: ExportOptions) -> dict
                 w + spec.size_multiple if "width" in spec.dynamic_axes else w,
             )
         )
-    checks = []
-    model.set_formulation("textbook")  # compare the deployment graph with the reference's arithmetic
-    with OnnxRuntimeRunner(path, threads=None) as candidate, TorchRunner(model, spec) as reference:
-        for shape in shapes:
-            batch = _inputs_for(inputs, shape)
-            feed = {spec.input_name: batch}
-            ref = reference.infer(feed)[spec.output_name]
-            got = candidate.infer(feed)[spec.output_name]
-            report = compare(spec, ref, got, options.precision, tolerances_for(options.precision))
-            checks.append({"input_shape": list(shape), **report})
-            if not report["passed"]:
-                raise UserError(
-                    f"exported ONNX does not match PyTorch at input {shape}: {'; '.join(report['failures'])}",
-                    "nothing was written; " + (
-                        "report this model/size, or retry with --no-simplify" if options.precision == "fp32"
-                        else "calibrate on images like your deployment's (--calib DIR), raise --search-budget, or check with looser tolerances"
-                    ),
-                    EXIT_CHECK_FAILED,
-                )
+    from evitdeploy.exporters import against_reference
+
+    hint = (
+        "report this model/size, or retry with --no-simplify" if options.precision == "fp32"
+        else "calibrate on images like your deployment's (--calib DIR), raise --search-budget, or check with looser tolerances"
+    )
+    with OnnxRuntimeRunner(path, threads=None) as candidate:
+        checks = against_reference(model, spec, candidate, [_inputs_for(inputs, shape) for shape in shapes], options.precision, "exported ONNX", hint)
         providers = candidate.providers
-    model.set_formulation("deploy")
     return {
         "checker": "passed",
         "output_dims": output_dims,

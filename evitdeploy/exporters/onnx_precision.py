@@ -31,6 +31,7 @@ class PlanResult:
     plan: PrecisionPlan
     ranges: Ranges
     seconds: dict
+    calibration: CalibrationSet  # the images the ranges came from: other backends calibrate on the same
 
 
 def outputs_of(path: Path, inputs: np.ndarray, input_name: str, optimize: bool = True) -> np.ndarray:
@@ -106,7 +107,7 @@ def make_plan(
         plan = _search_int8(fp32_path, spec, plan, ranges, calibration, options, progress)
         seconds["search_s"] = time.perf_counter() - started
     plan.settings.update({"calib_method": options.method, "calib_count": count})
-    return PlanResult(plan, ranges, {k: round(v, 2) for k, v in seconds.items()})
+    return PlanResult(plan, ranges, {k: round(v, 2) for k, v in seconds.items()}, calibration)
 
 
 def _search_int8(fp32_path, spec, plan, ranges, calibration: CalibrationSet, options, progress) -> PrecisionPlan:

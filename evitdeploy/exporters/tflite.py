@@ -1,0 +1,192 @@
+"""PyTorch -> .tflite for LiteRT (phones, Raspberry Pi): FP32, FP16 weights, full-integer INT8.
+
+- Conversion: litert-torch (torch.export -> StableHLO -> TFLite), no TensorFlow. The deployment
+  formulation converts as is: LiteMLA's matmuls become BATCH_MATMUL, and the segmentation head's
+  bicubic upsampling is already a fixed convolution + pixel shuffle (DEPTH_TO_SPACE) with
+  F.interpolate's own taps, so nothing is swapped for bilinear and there is no parity cost.
+- Layout: the model takes NCHW float32 like every other target (the ModelSpec's layout); the
+  converter puts one TRANSPOSE in front, and the ops inside run NHWC on XNNPACK.
+- FP16 and INT8 follow the shared precision plan (made on the ONNX FP32 graph with the same
+  calibration set; see tflite_plan), applied through ai-edge-quantizer: float16 weights
+  (FLOAT_CASTING; compute stays float32 unless the runtime opts into FP16), or static int8 weights
+  and activations calibrated on the plan's own calibration images (int8 input and output,
+  (de)quantized by the runner from the tensors' scales).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+from evitdeploy.artifact import Artifact, build_manifest, package_versions, staged_folder, write_bytes, write_json
+from evitdeploy.errors import BackendUnavailable, UserError
+from evitdeploy.exporters import ExportOptions, against_reference
+from evitdeploy.spec import ModelSpec
+
+MODEL_FILE = "model.tflite"
+OPS_FILE = "tflite_plan.json"
+EXTRA = "pip install 'evitdeploy[tflite]'"
+SIGNATURE = "serving_default"
+
+
+def import_converter():
+    try:
+        import litert_torch
+    except ImportError as exc:
+        raise BackendUnavailable("litert-torch (PyTorch -> .tflite)", EXTRA) from exc
+    litert_torch.config.show_progress = False  # it prints to stdout, which --json owns; we report steps ourselves
+    return litert_torch
+
+
+def import_quantizer():
+    try:
+        from ai_edge_quantizer import quantizer
+    except ImportError as exc:
+        raise BackendUnavailable("ai-edge-quantizer (FP16/INT8 .tflite)", EXTRA) from exc
+    return quantizer
+
+
+def convert(model, spec: ModelSpec, path: Path) -> None:
+    """The float .tflite of `model` (deployment formulation) at the spec's static input shape."""
+    import torch
+
+    litert_torch = import_converter()
+    model.set_formulation("deploy")
+    sample = torch.zeros(spec.input_shape, dtype=torch.float32)
+    try:
+        with contextlib.redirect_stdout(sys.stderr), torch.no_grad():
+            converted = litert_torch.convert(model.eval(), (sample,))
+            payload = bytes(converted.model_content())
+    except Exception as exc:  # the converter raises many types; each means "this model does not convert"
+        first = str(exc).strip().splitlines()[0][:240] if str(exc).strip() else type(exc).__name__
+        raise UserError(
+            f"litert-torch cannot convert {spec.name}: {type(exc).__name__}: {first}",
+            "an op without a TFLite lowering; --target onnx takes this model",
+        ) from exc
+    write_bytes(path, payload)
+
+
+def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
+    import_converter()
+    if options.precision != "fp32":
+        import_quantizer()
+    if options.dynamic_axes:
+        raise UserError("the TFLite target exports static shapes", "drop --dynamic; export one artifact per input size")
+    timings = {}
+    with staged_folder(options.output) as staging, tempfile.TemporaryDirectory(prefix="evitdeploy-tflite-") as scratch:
+        path = staging / MODEL_FILE
+        float_path = Path(scratch) / "fp32.tflite" if options.precision != "fp32" else path
+        started = time.perf_counter()
+        options.step("converting with litert-torch (PyTorch -> .tflite)")
+        convert(model, spec, float_path)
+        timings["convert_s"] = time.perf_counter() - started
+        sections = {}
+        if options.precision != "fp32":
+            started = time.perf_counter()
+            sections = _reduce(model, spec, float_path, path, staging, Path(scratch), options)
+            timings["precision_s"] = time.perf_counter() - started
+        started = time.perf_counter()
+        options.step("validating (LiteRT on XNNPACK vs PyTorch on real images)")
+        validation = validate(model, spec, path, options)
+        timings["validate_s"] = time.perf_counter() - started
+        manifest = build_manifest(
+            staging,
+            "tflite",
+            options.precision,
+            spec,
+            MODEL_FILE,
+            source=options.source,
+            export={
+                "exporter": "litert-torch (torch.export)",
+                "layout": f"{spec.layout} float32 input (one TRANSPOSE to NHWC inside the model)",
+                "io": validation.pop("io"),
+                "ops": validation.pop("ops"),
+                "bicubic_upsampling": "exact: fixed depthwise convolution + DEPTH_TO_SPACE with F.interpolate's taps",
+                "seconds": {k: round(v, 3) for k, v in timings.items()},
+            },
+            validation=validation,
+            **sections,
+            toolchain=package_versions("torch", "litert-torch", "ai-edge-litert", "ai-edge-quantizer", "numpy"),
+        )
+        write_json(staging / "manifest.json", manifest)
+    folder = Path(options.output)
+    return Artifact(folder, folder / MODEL_FILE, "tflite", options.precision, spec, manifest)
+
+
+def _reduce(model, spec: ModelSpec, float_path: Path, path: Path, staging: Path, scratch: Path, options: ExportOptions) -> dict:
+    """The shared plan (ONNX FP32 graph, same calibration set), applied through ai-edge-quantizer."""
+    from evitdeploy.exporters import tflite_plan
+    from evitdeploy.exporters.onnx import PLAN_FILE, RANGES_FILE, default_opset, write_graph
+    from evitdeploy.exporters.onnx_precision import make_plan
+
+    onnx_path = scratch / "fp32.onnx"
+    write_graph(model, spec, onnx_path, default_opset(spec), True, options.step)
+    result = make_plan(onnx_path, spec, options.precision, options.reduced, options.progress)
+    float_model = float_path.read_bytes()
+    decisions = tflite_plan.decide(result.plan, tflite_plan.read_ops(float_model))
+    options.step(f"writing the {options.precision.upper()} .tflite following the plan (ai-edge-quantizer)")
+    quantizer = import_quantizer().Quantizer(float_model, tflite_plan.recipe(options.precision, decisions))
+    with contextlib.redirect_stdout(sys.stderr):
+        calibration = None
+        if options.precision == "int8":
+            name = _signature_input(float_path)
+            images = result.calibration.inputs
+            calibration = quantizer.calibrate({SIGNATURE: [{name: images[i : i + 1]} for i in range(len(images))]})
+        quantized = quantizer.quantize(calibration)
+    write_bytes(path, bytes(quantized.quantized_model))
+    write_json(staging / PLAN_FILE, result.plan.to_dict())
+    write_json(staging / RANGES_FILE, result.ranges.to_dict())
+    write_json(staging / OPS_FILE, {"precision": options.precision, "ops": [d.__dict__ for d in decisions]})
+    return {
+        "calibration": result.calibration.report,
+        "precision_plan": {
+            "file": PLAN_FILE,
+            "ranges_file": RANGES_FILE,
+            "tflite_ops_file": OPS_FILE,
+            "method": result.plan.method,
+            "summary": result.plan.summary(),
+            "search": {k: v for k, v in result.plan.search.items() if k != "steps"},
+            "search_runtime": "ONNX Runtime on the plan's QDQ ONNX (a proxy: the same plan, blocks and calibration images)",
+            "tflite": tflite_plan.summary(decisions),
+            "seconds": result.seconds,
+        },
+    }
+
+
+def _signature_input(path: Path) -> str:
+    from evitdeploy.runners.tflite import import_litert
+
+    signatures = import_litert().Interpreter(model_path=str(path)).get_signature_list()
+    return signatures[SIGNATURE]["inputs"][0]
+
+
+def validate(model, spec: ModelSpec, path: Path, options: ExportOptions) -> dict:
+    """A load in LiteRT, its tensors' types, and outputs against PyTorch (textbook formulation)."""
+    from evitdeploy.exporters.onnx import _inputs_for
+    from evitdeploy.exporters.tflite_plan import read_ops
+    from evitdeploy.runners.tflite import TFLiteRunner
+
+    if options.validation_inputs is None:
+        raise ValueError("validation_inputs are required")
+    hint = (
+        "report this model/size" if options.precision == "fp32"
+        else "calibrate on images like your deployment's (--calib DIR), raise --search-budget, or check with looser tolerances"
+    )
+    with TFLiteRunner(path, spec) as candidate:
+        batches = [_inputs_for(options.validation_inputs, spec.input_shape)]
+        checks = against_reference(model, spec, candidate, batches, options.precision, "the .tflite", hint)
+        interpreter = candidate.interpreter
+        io = {
+            kind: [{"name": d["name"], "shape": [int(n) for n in d["shape"]], "dtype": d["dtype"].__name__,
+                    "scale": float(d["quantization"][0]), "zero_point": int(d["quantization"][1])} for d in details]
+            for kind, details in (("inputs", interpreter.get_input_details()), ("outputs", interpreter.get_output_details()))
+        }
+    try:
+        ops = dict(Counter(op for _, op, _, _ in read_ops(path.read_bytes())))
+    except ImportError:  # the flatbuffer reader comes with ai-edge-quantizer; FP32 exports work without it
+        ops = {}
+    return {"runtime": "ai-edge-litert Interpreter (XNNPACK)", "data": options.validation_source, "checks": checks, "io": io, "ops": ops}

@@ -1,0 +1,150 @@
+"""The shared precision plan, applied to a .tflite through ai-edge-quantizer's recipe.
+
+The plan is made on the ONNX FP32 graph (ranges, rules, the INT8 sensitivity search) and names
+every decision by its PyTorch module path. litert-torch writes the same module path into each
+TFLite tensor name ("...EfficientViTClassifier/...Sequential_stages/...Stage_2/..." ->
+"stages.2"), so each TFLite op finds its module, then its block, then the plan's decision:
+
+- an op whose module the plan keeps in FP32 by rule or range (the LiteMLA core, the classifier's
+  LayerNorm/GEMM for INT8, overflowing tensors for FP16), or whose block the sensitivity search
+  moved to FP32, stays float: a NO_QUANTIZE entry for its exact scope in the recipe;
+- every other op gets the precision's recipe: static int8 weights and activations (INT8, full
+  integer where the runtime has a kernel) or float16 weights (FP16, FLOAT_CASTING).
+
+A plan FP32 module that matches no TFLite op means the names drifted: the export stops rather
+than silently quantizing what the plan kept in float.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+
+from evitdeploy.calibration.plan import PrecisionPlan, group_of
+from evitdeploy.errors import EXIT_CHECK_FAILED, UserError
+
+
+# Ops XNNPACK (LiteRT's CPU delegate) has no int8 kernel for: quantized, each one falls back to
+# TFLite's reference kernel and splits the delegated graph (measured on B0 at 224, 2 threads: 36
+# XNNPACK partitions and 8.3 ms with int8 HARD_SWISH, 12 partitions and 1.15 ms with it float).
+FLOAT_ON_XNNPACK = {"int8": ("HARD_SWISH",)}
+
+
+WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV")
+
+
+def _is_conv_child(module: str, parent: str) -> bool:
+    """'...main.qkv.conv' under '...main': a child module with weights of its own (not kernel_func)."""
+    child = module[len(parent) + 1 :].split(".")[0]
+    return child != "kernel_func"
+
+
+@dataclass(frozen=True)
+class TfliteOp:
+    index: int
+    op: str  # TFLite builtin name, e.g. CONV_2D
+    scope: str  # what ai-edge-quantizer's recipe regex is matched against
+    module: str  # PyTorch module path, "" where the tensor names carry none
+    precision: str  # "fp32" | the plan's reduced precision
+    reason: str
+
+
+def module_path_of(tensor_name: str) -> str:
+    """'pkg.EfficientViTClassifier/torch...Sequential_stages/pkg.Stage_2/pkg.LiteMLA_main;3' -> 'stages.2.main'."""
+    first = tensor_name.split(";")[0]
+    if "/" not in first:
+        return ""
+    parts = []
+    for segment in first.split("/")[1:]:  # the root module has no attribute name
+        leaf = segment.rsplit(".", 1)[-1]
+        if "_" in leaf:
+            parts.append(leaf.split("_", 1)[1])
+    return ".".join(parts)
+
+
+def read_ops(model_bytes: bytes) -> list[tuple[int, str, str, str]]:
+    """(index, op name, scope, module path) for every op of the first subgraph."""
+    from ai_edge_quantizer.utils import tfl_flatbuffer_utils as flatbuffers
+
+    from ai_edge_quantizer.qtyping import BuiltinOperator
+
+    builtin_names = {code: name for name, code in vars(BuiltinOperator).items() if not name.startswith("_")}
+    model = flatbuffers.read_model(model_bytes)
+    subgraph = model.subgraphs[0]
+    ops = []
+    for index, op in enumerate(subgraph.operators):
+        scope = flatbuffers.get_op_scope(op, subgraph.tensors)
+        # The output names the op's module; the model's final op has its output renamed to the
+        # signature's, so then its weights (inputs 1..) name it, and its data input last.
+        inputs = list(op.inputs)
+        tensor_names = [flatbuffers.get_tensor_name(subgraph.tensors[i]) for i in list(op.outputs) + inputs[1:] + inputs[:1] if i >= 0]
+        module = next((module_path_of(n) for n in tensor_names if module_path_of(n)), "")
+        code = model.operatorCodes[op.opcodeIndex]
+        ops.append((index, builtin_names.get(max(code.builtinCode, code.deprecatedBuiltinCode), str(code.builtinCode)), scope, module))
+    return ops
+
+
+def float_scopes(plan: PrecisionPlan) -> tuple[set[str], set[str]]:
+    """(modules the plan keeps FP32 by rule or range, blocks the search moved to FP32)."""
+    modules = {d.module for d in plan.decisions if d.precision == "fp32" and d.reason.startswith(("rule", "range"))}
+    return modules, set(plan.summary()["float_groups"])
+
+
+def decide(plan: PrecisionPlan, ops: list[tuple[int, str, str, str]]) -> list[TfliteOp]:
+    modules, groups = float_scopes(plan)
+    reasons = {}
+    for d in plan.decisions:
+        if d.precision == "fp32" and (d.module in modules or d.group in groups):
+            reasons.setdefault(d.module, d.reason)
+    def kept_float(op: str, module: str) -> bool:
+        if module in modules or (module and group_of(module) in groups):
+            return True
+        # Weightless ops the converter scoped under a float module's child (LiteMLA's kernel_func
+        # ReLU) belong to it; the child convolutions (qkv, aggregation, proj) keep their own decision.
+        return op not in WEIGHTED_OPS and any(module.startswith(m + ".") and not _is_conv_child(module, m) for m in modules)
+
+    decisions = []
+    for index, op, scope, module in ops:
+        if kept_float(op, module):
+            reason = reasons.get(module) or next((r for m, r in reasons.items() if module.startswith(m) or group_of(m) == group_of(module)), "plan: fp32")
+            decisions.append(TfliteOp(index, op, scope, module, "fp32", reason))
+        elif op in FLOAT_ON_XNNPACK.get(plan.precision, ()):
+            decisions.append(TfliteOp(index, op, scope, module, "fp32", f"backend: XNNPACK has no {plan.precision} {op} kernel"))
+        else:
+            decisions.append(TfliteOp(index, op, scope, module, plan.precision, f"plan: {plan.precision}"))
+    matched = {d.module for d in decisions if d.precision == "fp32"}
+    missing = sorted(m for m in modules if m and m not in matched)
+    if missing:
+        raise UserError(
+            f"the precision plan keeps {missing[0]} in FP32 but no TFLite op carries that module path",
+            "nothing was written; litert-torch's tensor naming changed: report it with `evitdeploy doctor` output",
+            EXIT_CHECK_FAILED,
+        )
+    return decisions
+
+
+def recipe(precision: str, decisions: list[TfliteOp]):
+    """ai-edge-quantizer's recipe: the precision's rule for every op, then NO_QUANTIZE per float op
+    (later entries win in the recipe manager)."""
+    from ai_edge_quantizer import qtyping, recipe_manager
+    from ai_edge_quantizer.algorithm_manager import AlgorithmName
+
+    every = qtyping.TFLOperationName.ALL_SUPPORTED
+    manager = recipe_manager.RecipeManager()
+    if precision == "int8":
+        manager.add_static_config(regex=".*", operation_name=every, activation_num_bits=8, weight_num_bits=8)
+    else:
+        manager.add_weight_only_config(regex=".*", operation_name=every, num_bits=16, algorithm_key=AlgorithmName.FLOAT_CASTING)
+    for scope in dict.fromkeys(d.scope for d in decisions if d.precision == "fp32"):
+        manager.add_quantization_config(regex=f"^{re.escape(scope)}$", operation_name=every, algorithm_key=AlgorithmName.NO_QUANTIZE)
+    return manager.get_quantization_recipe()
+
+
+def summary(decisions: list[TfliteOp]) -> dict:
+    return {
+        "ops": dict(Counter(d.precision for d in decisions)),
+        "float_ops_by_type": dict(Counter(d.op for d in decisions if d.precision == "fp32")),
+        "float_modules": sorted({d.module for d in decisions if d.precision == "fp32"}),
+        "mapping": "TFLite tensor names carry the PyTorch module path; ops in modules/blocks the plan keeps FP32 get NO_QUANTIZE",
+    }
