@@ -24,7 +24,7 @@ REFERENCE_IMAGES = 4
 REFERENCE_BYTES = 4 << 20  # inputs kept under 4 MiB (at least one image): bundles stay small
 VERIFY_SCRIPT = "verify.py"
 README = "README.txt"
-CARRIED = ("precision_plan.json", "ranges.json")  # artifact files a device or a rebuild may want
+CARRIED = ("precision_plan.json", "ranges.json", "tflite_plan.json")  # artifact files a device or a rebuild may want
 
 
 def reference_count(input_shape, wanted: int = REFERENCE_IMAGES) -> int:

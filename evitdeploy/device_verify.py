@@ -16,8 +16,10 @@ is not installed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
+import os
 import platform
 import sys
 import time
@@ -242,12 +244,33 @@ def open_model(folder: Path, manifest: dict, threads):
     raise BundleError(f"this verifier cannot run {manifest['target']!r} bundles", "verify it with the evitdeploy that made it", 3)
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """LiteRT's C++ side prints an "INFO: Created ... delegate" and a deprecation line tagged
+    "ERROR:" on every load; neither is an error. Load failures still raise in Python."""
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, ValueError, OSError):
+        yield
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(fd), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    try:
+        yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
+        os.close(devnull)
+
+
 def tflite_interpreter(path, threads=None):
     """A LiteRT interpreter on XNNPACK (its default CPU delegate), tensors allocated."""
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_path=str(path), num_threads=threads)
-    interpreter.allocate_tensors()
+    with _native_stderr_silenced():
+        interpreter = Interpreter(model_path=str(path), num_threads=threads)
+        interpreter.allocate_tensors()
     return interpreter
 
 

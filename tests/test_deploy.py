@@ -16,7 +16,7 @@ from evitdeploy.device_verify import sha256_of, version_findings
 
 # A fresh interpreter in which torch, evitdeploy and the rest of our toolchain cannot be imported:
 # what a device has (numpy + the runtime), proven by refusing the imports, then verify.py run as __main__.
-BLOCKED = ("torch", "evitdeploy", "onnx", "onnxslim", "skimage", "scipy", "typer", "rich", "matplotlib")
+BLOCKED = ("torch", "evitdeploy", "onnx", "onnxslim", "skimage", "scipy", "typer", "rich", "matplotlib", "litert_torch", "ai_edge_quantizer", "jax")
 DEVICE = f"""
 import runpy, sys
 class DeviceOnly:
@@ -217,7 +217,7 @@ def test_segmentation_bundle_verifies_on_the_device(tmp_path):
     "args, code, fragment",
     [
         (("--profile", "x86-cpu", "--model", "efficientvit_b0", "-p", "fp8"), 2, "profile x86-cpu does not offer precision 'fp8'"),
-        (("--profile", "raspberry-pi-5", "--model", "efficientvit_b0", "-p", "fp16"), 2, "does not offer precision 'fp16'"),
+        (("--profile", "arm64-cpu", "--model", "efficientvit_b0", "-p", "fp16"), 2, "does not offer precision 'fp16'"),
         (("--profile", "x86-cpu", "--model", "efficientvit_b9"), 2, "unknown model"),
         (("--profile", "x86-cpu", "--model", "efficientvit_b0", "--samples", "0"), 2, "--samples 0"),
         (("--profile", "x86-cpu", "--model", "efficientvit_b0", "-p", "int8", "--calib", "/no/such/dir"), 2, "calibration data not found"),

@@ -127,7 +127,7 @@ def _reduce(model, spec: ModelSpec, float_path: Path, path: Path, staging: Path,
     write_graph(model, spec, onnx_path, default_opset(spec), True, options.step)
     result = make_plan(onnx_path, spec, options.precision, options.reduced, options.progress)
     float_model = float_path.read_bytes()
-    decisions = tflite_plan.decide(result.plan, tflite_plan.read_ops(float_model))
+    decisions = tflite_plan.decide(result.plan, tflite_plan.read_ops(float_model, tflite_plan.module_classes(model)))
     options.step(f"writing the {options.precision.upper()} .tflite following the plan (ai-edge-quantizer)")
     quantizer = import_quantizer().Quantizer(float_model, tflite_plan.recipe(options.precision, decisions))
     with contextlib.redirect_stdout(sys.stderr):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass
+from typing import Optional
 
 from evitdeploy.calibration.plan import PrecisionPlan, group_of
 from evitdeploy.errors import EXIT_CHECK_FAILED, UserError
@@ -50,20 +51,39 @@ class TfliteOp:
     reason: str
 
 
-def module_path_of(tensor_name: str) -> str:
-    """'pkg.EfficientViTClassifier/torch...Sequential_stages/pkg.Stage_2/pkg.LiteMLA_main;3' -> 'stages.2.main'."""
+def module_path_of(tensor_name: str, modules: Optional[dict] = None) -> str:
+    """'pkg.EfficientViTClassifier/torch...Sequential_stages/pkg.Stage_2/pkg.LiteMLA_main;3' -> 'stages.2.main'.
+
+    Each segment is `Class_leaf`: the module's class and the last part of its name. A container
+    whose forward is not called (a model that loops over `self.stages` itself) has no segment, so
+    with `modules` (qualified name -> class name, from the PyTorch model) each segment is resolved
+    to the nearest descendant of the previous one with that class and leaf name."""
     first = tensor_name.split(";")[0]
     if "/" not in first:
         return ""
-    parts = []
+    path = ""
     for segment in first.split("/")[1:]:  # the root module has no attribute name
-        leaf = segment.rsplit(".", 1)[-1]
-        if "_" in leaf:
-            parts.append(leaf.split("_", 1)[1])
-    return ".".join(parts)
+        leaf_class = segment.rsplit(".", 1)[-1]
+        if "_" not in leaf_class:
+            continue
+        cls, leaf = leaf_class.split("_", 1)
+        if modules is None:
+            path = f"{path}.{leaf}" if path else leaf
+            continue
+        prefix = path + "." if path else ""
+        found = [q for q, c in modules.items() if c == cls and q.startswith(prefix) and (q == prefix + leaf or q.endswith("." + leaf))]
+        if not found:
+            return ""
+        path = min(found, key=lambda q: q.count("."))
+    return path
 
 
-def read_ops(model_bytes: bytes) -> list[tuple[int, str, str, str]]:
+def module_classes(model) -> dict:
+    """Qualified module name -> class name, for resolving TFLite tensor names."""
+    return {name: type(module).__name__ for name, module in model.named_modules() if name}
+
+
+def read_ops(model_bytes: bytes, modules: Optional[dict] = None) -> list[tuple[int, str, str, str]]:
     """(index, op name, scope, module path) for every op of the first subgraph."""
     from ai_edge_quantizer.utils import tfl_flatbuffer_utils as flatbuffers
 
@@ -79,7 +99,7 @@ def read_ops(model_bytes: bytes) -> list[tuple[int, str, str, str]]:
         # signature's, so then its weights (inputs 1..) name it, and its data input last.
         inputs = list(op.inputs)
         tensor_names = [flatbuffers.get_tensor_name(subgraph.tensors[i]) for i in list(op.outputs) + inputs[1:] + inputs[:1] if i >= 0]
-        module = next((module_path_of(n) for n in tensor_names if module_path_of(n)), "")
+        module = next((path for path in (module_path_of(n, modules) for n in tensor_names) if path), "")
         code = model.operatorCodes[op.opcodeIndex]
         ops.append((index, builtin_names.get(max(code.builtinCode, code.deprecatedBuiltinCode), str(code.builtinCode)), scope, module))
     return ops
