@@ -129,14 +129,13 @@ def _reduce(model, spec: ModelSpec, float_path: Path, path: Path, staging: Path,
     float_model = float_path.read_bytes()
     decisions = tflite_plan.decide(result.plan, tflite_plan.read_ops(float_model, tflite_plan.module_classes(model)))
     options.step(f"writing the {options.precision.upper()} .tflite following the plan (ai-edge-quantizer)")
-    quantizer = import_quantizer().Quantizer(float_model, tflite_plan.recipe(options.precision, decisions))
+    manager = tflite_plan.recipe(options.precision, decisions)
+    quantizer = import_quantizer().Quantizer(float_model, manager.get_quantization_recipe())
     with contextlib.redirect_stdout(sys.stderr):
-        calibration = None
+        ranges = None
         if options.precision == "int8":
-            name = _signature_input(float_path)
-            images = result.calibration.inputs
-            calibration = quantizer.calibrate({SIGNATURE: [{name: images[i : i + 1]} for i in range(len(images))]})
-        quantized = quantizer.quantize(calibration)
+            ranges = calibrate(float_model, float_path, result.calibration.inputs, manager)
+        quantized = quantizer.quantize(ranges)
     write_bytes(path, bytes(quantized.quantized_model))
     write_json(staging / PLAN_FILE, result.plan.to_dict())
     write_json(staging / RANGES_FILE, result.ranges.to_dict())
@@ -151,10 +150,34 @@ def _reduce(model, spec: ModelSpec, float_path: Path, path: Path, staging: Path,
             "summary": result.plan.summary(),
             "search": {k: v for k, v in result.plan.search.items() if k != "steps"},
             "search_runtime": "ONNX Runtime on the plan's QDQ ONNX (a proxy: the same plan, blocks and calibration images)",
+            "tflite_ranges": "exact min/max of every quantized tensor over the calibration images" if options.precision == "int8" else None,
             "tflite": tflite_plan.summary(decisions),
             "seconds": result.seconds,
         },
     }
+
+
+def _union(seen: dict, new: dict) -> dict:
+    """Exact min/max over every calibration image (what the plan's `minmax` ranges are)."""
+    import numpy as np
+
+    return {"min": np.minimum(seen["min"], new["min"]), "max": np.maximum(seen["max"], new["max"])} if seen else new
+
+
+def calibrate(float_model: bytes, float_path: Path, images, manager) -> dict:
+    """Activation ranges for the recipe's quantized tensors, over the plan's calibration images.
+
+    ai-edge-quantizer's default merges images with an exponential moving average (factor 0.95):
+    later images dominate and outliers are clipped. On the trained digits classifier that left the
+    worst held-out image at cosine 0.954 to FP32 (median 0.999); exact min/max matches the ranges
+    the ONNX plan quantizes with.
+    """
+    from ai_edge_quantizer import calibrator
+
+    name = _signature_input(float_path)
+    tool = calibrator.Calibrator(float_model, qsv_update_func=_union)
+    tool.calibrate({SIGNATURE: [{name: images[i : i + 1]} for i in range(len(images))]}, manager)
+    return tool.get_model_qsvs()
 
 
 def _signature_input(path: Path) -> str:

@@ -145,8 +145,8 @@ def decide(plan: PrecisionPlan, ops: list[tuple[int, str, str, str]]) -> list[Tf
 
 
 def recipe(precision: str, decisions: list[TfliteOp]):
-    """ai-edge-quantizer's recipe: the precision's rule for every op, then NO_QUANTIZE per float op
-    (later entries win in the recipe manager)."""
+    """ai-edge-quantizer's recipe manager: the precision's rule for every op, then NO_QUANTIZE per
+    float op (later entries win)."""
     from ai_edge_quantizer import qtyping, recipe_manager
     from ai_edge_quantizer.algorithm_manager import AlgorithmName
 
@@ -158,7 +158,7 @@ def recipe(precision: str, decisions: list[TfliteOp]):
         manager.add_weight_only_config(regex=".*", operation_name=every, num_bits=16, algorithm_key=AlgorithmName.FLOAT_CASTING)
     for scope in dict.fromkeys(d.scope for d in decisions if d.precision == "fp32"):
         manager.add_quantization_config(regex=f"^{re.escape(scope)}$", operation_name=every, algorithm_key=AlgorithmName.NO_QUANTIZE)
-    return manager.get_quantization_recipe()
+    return manager
 
 
 def summary(decisions: list[TfliteOp]) -> dict:
