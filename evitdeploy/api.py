@@ -64,12 +64,16 @@ def export_model(
     data: Optional[Path] = None,
     progress: Progress = None,
     reduced=None,
+    channels_last: bool = False,
 ) -> Artifact:
-    """`reduced` (exporters.PrecisionOptions) sets calibration and planning for fp16/int8."""
+    """`reduced` (exporters.PrecisionOptions) sets calibration and planning for fp16/int8;
+    `channels_last` gives a TFLite model an NHWC input."""
     from evitdeploy.exporters import ExportOptions, PrecisionOptions, export, get_target
     from evitdeploy.models import get_spec
 
     spec = get_spec(model_name).with_input(batch, height, width)
+    if channels_last and get_target(target, precision).name != "tflite":
+        raise UserError("--nhwc is for --target tflite", "drop --nhwc; ONNX models take NCHW")
     get_target(target, precision)
     reduced = reduced or PrecisionOptions()
     reduced.check()
@@ -109,6 +113,7 @@ def export_model(
         source=weights,
         progress=progress,
         reduced=reduced,
+        channels_last=channels_last,
     )
     return export(model, spec, target, options)
 

@@ -35,6 +35,17 @@ def reference_count(input_shape, wanted: int = REFERENCE_IMAGES) -> int:
     return max(batch, fitting - fitting % batch)
 
 
+def _input_tensor(manifest: dict) -> str:
+    """The input tensor as the model file declares it (NHWC and int8 inputs say so)."""
+    spec = manifest["spec"]
+    declared = (manifest.get("export", {}).get("io") or {}).get("inputs")
+    if declared:
+        tensor = declared[0]
+        quantized = f" (scale {tensor['scale']:.6g}, zero point {tensor['zero_point']}: verify.py quantizes)" if tensor["scale"] else ""
+        return f"{'x'.join(map(str, tensor['shape']))} {tensor['dtype']} {spec['layout']}{quantized}"
+    return f"{'x'.join(map(str, spec['input_shape']))} {spec['dtype']} {spec['layout']}"
+
+
 def _readme(manifest: dict) -> str:
     bundle, spec = manifest["bundle"], manifest["spec"]
     profile = bundle["profile"]
@@ -46,7 +57,7 @@ def _readme(manifest: dict) -> str:
         f"{profile['description']}",
         "",
         f"Model file   {manifest['model_file']}",
-        f"Input        {spec['input_name']}: {'x'.join(map(str, spec['input_shape']))} {spec['dtype']} {spec['layout']}, "
+        f"Input        {spec['input_name']}: {_input_tensor(manifest)}, "
         f"RGB scaled to [0, 1] then (x - mean) / std with mean {spec['mean']}, std {spec['std']}",
         f"Output       {spec['output_name']}: {'per-pixel class logits' if spec['task'] == 'segmentation' else 'class logits'} "
         f"({spec['num_classes']} classes, {spec['dataset']})",
@@ -106,7 +117,8 @@ def write_bundle(
             **sections,
         }
         draft = {"bundle": bundle, "spec": spec.to_dict(), "target": artifact.target, "precision": artifact.precision,
-                 "model_file": artifact.model_file.name, "toolchain": artifact.manifest.get("toolchain", {})}
+                 "model_file": artifact.model_file.name, "toolchain": artifact.manifest.get("toolchain", {}),
+                 "export": artifact.manifest.get("export", {})}
         write_text(folder / README, _readme(draft))
         manifest = build_manifest(folder, artifact.target, artifact.precision, spec, artifact.model_file.name, **inherited, bundle=bundle)
         write_json(folder / MANIFEST, manifest)

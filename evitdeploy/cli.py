@@ -139,6 +139,7 @@ def export(
     dynamic: str = typer.Option("", "--dynamic", help="Dynamic axes: comma list of batch,height,width, or 'all'."),
     opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset, 17-20 [default: 17 for B models; 20 for L models, whose GELU is one op there]."),
     simplify: bool = typer.Option(True, "--simplify/--no-simplify", help="Simplify the graph with onnxslim."),
+    nhwc: bool = typer.Option(False, "--nhwc", help="TFLite: NHWC (channels-last) input, as camera frames come; no transpose in front of the model."),
     data: Optional[Path] = typer.Option(None, "--data", help="Image folder or .npz for validation [default: scikit-image sample photos]."),
     seed: int = SEED_OPTION,
     attention_eps: Optional[float] = typer.Option(None, "--attention-eps", help="Override LiteMLA's normalizer eps (default: the checkpoint's)."),
@@ -164,7 +165,7 @@ def export(
     with progress(not as_json) as step:
         artifact = export_model(
             model, target, precision, output, checkpoint, batch, height, width, parse_dynamic(dynamic),
-            opset, simplify, force, seed, attention_eps, data, step, reduced,
+            opset, simplify, force, seed, attention_eps, data, step, reduced, nhwc,
         )
     manifest = artifact.manifest
     if as_json:

@@ -41,7 +41,7 @@ def _commands(model: str, profile, precision: str, checkpoint, reduced, output: 
     """The exact commands: this deploy, the export it ran, and the verification on the device."""
     options = (f" --checkpoint {checkpoint}" if checkpoint else "") + _precision_flags(reduced, precision)
     shape = f" --height {spec.height} --width {spec.width}"
-    dynamic = f" --dynamic {','.join(profile.dynamic)}" if profile.dynamic else ""
+    dynamic = (f" --dynamic {','.join(profile.dynamic)}" if profile.dynamic else "") + (" --nhwc" if profile.nhwc else "")
     where = profile.source if profile.source.endswith(".toml") else profile.name
     return {
         "deploy": f"evitdeploy deploy --profile {where} --model {model} --precision {precision}{shape}{options} -o {output}",
@@ -91,7 +91,7 @@ def deploy(
         started = time.perf_counter()
         artifact = api.export_model(
             model_name, profile.target, precision, Path(scratch) / "artifact", checkpoint, profile.batch, height,
-            width, profile.dynamic, None, True, False, seed, None, data, _staged(progress, 0), reduced,
+            width, profile.dynamic, None, True, False, seed, None, data, _staged(progress, 0), reduced, profile.nhwc,
         )
         seconds["export"] = time.perf_counter() - started
 

@@ -280,9 +280,12 @@ def _quantized(details) -> tuple:
 
 
 def tflite_run(interpreter, batch: np.ndarray) -> np.ndarray:
-    """One batch through the interpreter. Integer inputs and outputs (full-integer INT8 models) are
-    quantized and dequantized with the tensor's own scale and zero point, so callers see float32."""
+    """One NCHW float32 batch through the interpreter. An NHWC model input gets it transposed;
+    integer inputs and outputs (full-integer INT8 models) are quantized and dequantized with the
+    tensor's own scale and zero point, so callers see float32."""
     source, target = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    if batch.ndim == 4 and tuple(source["shape"]) == (batch.shape[0], *batch.shape[2:], batch.shape[1]) != batch.shape:
+        batch = batch.transpose(0, 2, 3, 1)  # an --nhwc model: references and parity inputs are NCHW
     quantized = _quantized(source)
     if quantized and np.issubdtype(source["dtype"], np.integer):
         scale, zero_point = quantized

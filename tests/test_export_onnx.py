@@ -48,10 +48,10 @@ def test_dynamic_export_runs_at_other_sizes_and_matches_pytorch(tmp_path):
 
 
 def test_failed_validation_leaves_nothing_behind(tmp_path, monkeypatch):
-    from evitdeploy.exporters import onnx as onnx_exporter
+    from evitdeploy import parity
     from evitdeploy.parity import Tolerances
 
-    monkeypatch.setattr(onnx_exporter, "tolerances_for", lambda precision: Tolerances(min_cosine=1.5))
+    monkeypatch.setattr(parity, "tolerances_for", lambda precision: Tolerances(min_cosine=1.5))
     with pytest.raises(UserError) as info:
         export_model("efficientvit_b0", output=tmp_path / "out", height=64, width=64)
     assert info.value.exit_code == 1 and "does not match PyTorch" in info.value.message

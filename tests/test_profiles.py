@@ -87,6 +87,7 @@ BAD = {
     "tolerance for an unknown precision": (GOOD + "[tolerances.bf16]\nmin_cosine = 0.9\n", "unknown key 'bf16' in [tolerances]"),
     "unknown tolerance": (GOOD + "[tolerances.fp32]\nmin_cos = 0.9\n", "unknown key 'min_cos' in [tolerances.fp32]"),
     "tolerance out of range": (GOOD + "[tolerances.int8]\nmin_cosine = 1.5\n", "[tolerances.int8] min_cosine must be a number in [0, 1]"),
+    "nhwc for onnxruntime": (GOOD + "[input]\nnhwc = true\n", "[input] nhwc is for the tflite backend"),
     "host machine not a list": (GOOD + '[host]\nmachine = "x86_64"\n', "[host] machine must be a list"),
 }
 

@@ -203,3 +203,14 @@ def test_trained_digits_int8_keeps_accuracy_within_a_point(tmp_path, digits_chec
         fp32 = trained.classification_accuracy(reference.eval()(torch.from_numpy(inputs)).numpy(), labels)
     int8 = trained.classification_accuracy(logits, labels)
     assert int8 >= fp32 - 0.01, (int8, fp32)
+
+
+def test_nhwc_input_takes_camera_order_and_still_passes_parity(tmp_path, cli):
+    artifact = api.export_model("efficientvit_b0", "tflite", "fp32", tmp_path / "nhwc", None, None, 64, 64, channels_last=True)
+    assert artifact.manifest["export"]["io"]["inputs"][0]["shape"] == [1, 64, 64, 3] and artifact.spec.layout == "NHWC"
+    ops = artifact.manifest["export"]["ops"]
+    plain = api.export_model("efficientvit_b0", "tflite", "fp32", tmp_path / "nchw", None, None, 64, 64)
+    assert ops.get("TRANSPOSE", 0) == plain.manifest["export"]["ops"]["TRANSPOSE"] - 1  # the one in front is gone
+    report = api.check_artifact(artifact.folder, samples=4)  # NCHW photos, transposed by the runner
+    assert report["passed"] and report["metrics"]["max_abs_error"] <= 1e-4
+    assert_clean_error(cli("export", "-m", "efficientvit_b0", "--nhwc", "-o", tmp_path / "onnx"), 2, "--nhwc is for --target tflite")

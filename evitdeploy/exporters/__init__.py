@@ -63,6 +63,7 @@ class ExportOptions:
     source: dict = field(default_factory=dict)  # where the weights came from, for the manifest
     progress: Optional[Callable[[str], None]] = None  # called with a step name as each step starts
     reduced: PrecisionOptions = field(default_factory=PrecisionOptions)  # calibration and plan for fp16/int8
+    channels_last: bool = False  # NHWC model input (TFLite: a phone camera's frame order)
 
     def step(self, name: str) -> None:
         if self.progress:

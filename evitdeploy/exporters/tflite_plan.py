@@ -72,9 +72,8 @@ def module_path_of(tensor_name: str, modules: Optional[dict] = None) -> str:
             continue
         prefix = path + "." if path else ""
         found = [q for q, c in modules.items() if c == cls and q.startswith(prefix) and (q == prefix + leaf or q.endswith("." + leaf))]
-        if not found:
-            return ""
-        path = min(found, key=lambda q: q.count("."))
+        if found:  # else a wrapper's segment (--nhwc's channels-last wrapper holds the model)
+            path = min(found, key=lambda q: q.count("."))
     return path
 
 

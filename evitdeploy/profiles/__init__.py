@@ -53,6 +53,7 @@ class Profile:
     height: Optional[int] = None  # None: the model's own size
     width: Optional[int] = None
     dynamic: tuple[str, ...] = ()
+    nhwc: bool = False  # channels-last model input (TFLite only)
     shape_min: tuple[int, ...] = ()  # per dynamic axis, for engines with optimization profiles
     shape_max: tuple[int, ...] = ()
     threads: Optional[int] = None
@@ -129,6 +130,7 @@ SCHEMA: dict[str, dict[str, tuple[Callable[[Any], bool], str]]] = {
         "height": (_size, "a multiple of 32"),
         "width": (_size, "a multiple of 32"),
         "dynamic": (_strings(DYNAMIC_AXES), f"a list of {', '.join(DYNAMIC_AXES)}"),
+        "nhwc": (lambda v: isinstance(v, bool), "true or false (TFLite: channels-last input)"),
         "min": (_ints, "a list of positive integers, one per dynamic axis"),
         "max": (_ints, "a list of positive integers, one per dynamic axis"),
     },
@@ -194,6 +196,8 @@ def parse_profile(text: str, name: str, source: str) -> Profile:
     for label, values in (("min", shape_min), ("max", shape_max)):
         if values and len(values) != len(dynamic):
             raise _bad(source, f"[input] {label} has {len(values)} values for {len(dynamic)} dynamic axes", "give one value per axis in dynamic")
+    if shape.get("nhwc") and data["backend"] != "tflite":
+        raise _bad(source, "[input] nhwc is for the tflite backend", "drop nhwc, or use backend = \"tflite\"")
     if shape_min and shape_max and any(lo > hi for lo, hi in zip(shape_min, shape_max)):
         raise _bad(source, f"[input] min {list(shape_min)} exceeds max {list(shape_max)}", "min <= max on every axis")
     bench, budget, host = data.get("bench", {}), data.get("budget", {}), data.get("host", {})
@@ -209,6 +213,7 @@ def parse_profile(text: str, name: str, source: str) -> Profile:
         height=shape.get("height"),
         width=shape.get("width"),
         dynamic=dynamic,
+        nhwc=shape.get("nhwc", False),
         shape_min=shape_min,
         shape_max=shape_max,
         threads=bench.get("threads"),
