@@ -27,3 +27,9 @@ class BackendUnavailable(UserError):
     def __init__(self, backend: str, install: str):
         super().__init__(f"{backend} is not installed", f"install it with: {install}", EXIT_BACKEND_UNAVAILABLE)
         self.backend = backend
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an exception from a backend, for a one-line error."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__

@@ -26,7 +26,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from evitdeploy.artifact import Artifact, build_manifest, package_versions, staged_folder, write_bytes, write_json
-from evitdeploy.errors import BackendUnavailable, UserError
+from evitdeploy.errors import BackendUnavailable, UserError, first_line
 from evitdeploy.exporters import ExportOptions, against_reference
 from evitdeploy.spec import ModelSpec
 
@@ -69,7 +69,7 @@ def convert(model, spec: ModelSpec, path: Path, channels_last: bool = False) -> 
             converted = litert_torch.convert(module, (sample,))
             payload = bytes(converted.model_content())
     except Exception as exc:  # the converter raises many types; each means "this model does not convert"
-        first = str(exc).strip().splitlines()[0][:240] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc, 240)
         raise UserError(
             f"litert-torch cannot convert {spec.name}: {type(exc).__name__}: {first}",
             "an op without a TFLite lowering; --target onnx takes this model",

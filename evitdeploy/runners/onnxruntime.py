@@ -8,7 +8,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from evitdeploy.errors import BackendUnavailable, UserError
+from evitdeploy.errors import BackendUnavailable, UserError, first_line
 from evitdeploy.runners.base import Runner, TensorMeta
 
 _NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
@@ -85,7 +85,7 @@ class OnnxRuntimeRunner(Runner):
         try:
             self.session = ort.InferenceSession(str(self.model_path), options, providers=providers)
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise UserError(
                 f"ONNX Runtime cannot load {self.model_path}: {first}",
                 "the file is empty, truncated or not an ONNX model; re-run `evitdeploy export`",

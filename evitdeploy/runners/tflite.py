@@ -12,7 +12,7 @@ from typing import Optional
 import numpy as np
 
 from evitdeploy.device_verify import tflite_interpreter, tflite_run
-from evitdeploy.errors import BackendUnavailable, UserError
+from evitdeploy.errors import BackendUnavailable, UserError, first_line
 from evitdeploy.runners.base import Runner, TensorMeta
 from evitdeploy.spec import ModelSpec
 
@@ -43,7 +43,7 @@ class TFLiteRunner(Runner):
         try:
             self.interpreter = tflite_interpreter(self.model_path, self.threads)
         except (ValueError, RuntimeError) as exc:
-            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise UserError(
                 f"LiteRT cannot load {self.model_path}: {first}",
                 "the file is empty, truncated or not a .tflite model; re-run `evitdeploy export --target tflite`",
