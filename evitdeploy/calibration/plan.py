@@ -197,6 +197,40 @@ def int8_plan(model, spec, method: str = "minmax") -> PrecisionPlan:
     return PrecisionPlan("int8", spec.name, list(spec.input_shape), method, decisions, {}, {})
 
 
+class FloatScopes:
+    """What a plan keeps in FP32, by PyTorch module: for converters that start from PyTorch and name
+    each op by its module (LiteRT, Core ML) rather than by ONNX node.
+
+    A module is float when the plan keeps it FP32 by rule or range, or its block was moved to FP32
+    by the sensitivity search. Weightless ops a converter scopes under a float module's child
+    (LiteMLA's kernel_func ReLU) belong to it; the child convolutions (qkv, aggregation, proj) keep
+    their own decision.
+    """
+
+    def __init__(self, plan: PrecisionPlan):
+        self.modules = {d.module for d in plan.decisions if d.precision == "fp32" and d.reason.startswith(("rule", "range"))}
+        self.groups = set(plan.summary()["float_groups"])
+        self.reasons: dict[str, str] = {}
+        for d in plan.decisions:
+            if d.precision == "fp32" and (d.module in self.modules or d.group in self.groups):
+                self.reasons.setdefault(d.module, d.reason)
+
+    def keeps(self, module: str, weighted: bool) -> bool:
+        if module in self.modules or (module and group_of(module) in self.groups):
+            return True
+        return not weighted and any(module.startswith(m + ".") and module[len(m) + 1 :].split(".")[0] == "kernel_func" for m in self.modules)
+
+    def reason(self, module: str) -> str:
+        return self.reasons.get(module) or next(
+            (r for m, r in self.reasons.items() if module.startswith(m) or group_of(m) == group_of(module)), "plan: fp32"
+        )
+
+    def unmatched(self, modules_seen: Iterable[str]) -> list[str]:
+        """Plan FP32 modules no converted op carries: the converter's naming drifted."""
+        seen = set(modules_seen)
+        return sorted(m for m in self.modules if m and m not in seen)
+
+
 def find_plan_groups(plan: PrecisionPlan, precision: Optional[str] = None) -> list[str]:
     """Blocks holding reduced-precision nodes, in graph order."""
     precision = precision or plan.precision

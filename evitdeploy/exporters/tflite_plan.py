@@ -22,7 +22,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Optional
 
-from evitdeploy.calibration.plan import PrecisionPlan, group_of
+from evitdeploy.calibration.plan import FloatScopes, PrecisionPlan
 from evitdeploy.errors import EXIT_CHECK_FAILED, UserError
 
 
@@ -33,12 +33,6 @@ FLOAT_ON_XNNPACK = {"int8": ("HARD_SWISH",)}
 
 
 WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV")
-
-
-def _is_conv_child(module: str, parent: str) -> bool:
-    """'...main.qkv.conv' under '...main': a child module with weights of its own (not kernel_func)."""
-    child = module[len(parent) + 1 :].split(".")[0]
-    return child != "kernel_func"
 
 
 @dataclass(frozen=True)
@@ -104,36 +98,17 @@ def read_ops(model_bytes: bytes, modules: Optional[dict] = None) -> list[tuple[i
     return ops
 
 
-def float_scopes(plan: PrecisionPlan) -> tuple[set[str], set[str]]:
-    """(modules the plan keeps FP32 by rule or range, blocks the search moved to FP32)."""
-    modules = {d.module for d in plan.decisions if d.precision == "fp32" and d.reason.startswith(("rule", "range"))}
-    return modules, set(plan.summary()["float_groups"])
-
-
 def decide(plan: PrecisionPlan, ops: list[tuple[int, str, str, str]]) -> list[TfliteOp]:
-    modules, groups = float_scopes(plan)
-    reasons = {}
-    for d in plan.decisions:
-        if d.precision == "fp32" and (d.module in modules or d.group in groups):
-            reasons.setdefault(d.module, d.reason)
-    def kept_float(op: str, module: str) -> bool:
-        if module in modules or (module and group_of(module) in groups):
-            return True
-        # Weightless ops the converter scoped under a float module's child (LiteMLA's kernel_func
-        # ReLU) belong to it; the child convolutions (qkv, aggregation, proj) keep their own decision.
-        return op not in WEIGHTED_OPS and any(module.startswith(m + ".") and not _is_conv_child(module, m) for m in modules)
-
+    scopes = FloatScopes(plan)
     decisions = []
     for index, op, scope, module in ops:
-        if kept_float(op, module):
-            reason = reasons.get(module) or next((r for m, r in reasons.items() if module.startswith(m) or group_of(m) == group_of(module)), "plan: fp32")
-            decisions.append(TfliteOp(index, op, scope, module, "fp32", reason))
+        if scopes.keeps(module, op in WEIGHTED_OPS):
+            decisions.append(TfliteOp(index, op, scope, module, "fp32", scopes.reason(module)))
         elif op in FLOAT_ON_XNNPACK.get(plan.precision, ()):
             decisions.append(TfliteOp(index, op, scope, module, "fp32", f"backend: XNNPACK has no {plan.precision} {op} kernel"))
         else:
             decisions.append(TfliteOp(index, op, scope, module, plan.precision, f"plan: {plan.precision}"))
-    matched = {d.module for d in decisions if d.precision == "fp32"}
-    missing = sorted(m for m in modules if m and m not in matched)
+    missing = scopes.unmatched(d.module for d in decisions if d.precision == "fp32")
     if missing:
         raise UserError(
             f"the precision plan keeps {missing[0]} in FP32 but no TFLite op carries that module path",
