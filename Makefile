@@ -10,7 +10,7 @@ DEMO := demo-out
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,tflite]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,tflite,coreml]'
 	touch $@
 
 install: $(VENV)/.installed

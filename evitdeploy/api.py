@@ -157,13 +157,22 @@ def _runner_for(artifact: Artifact, threads: Optional[int], taking_turns: bool =
         from evitdeploy.runners.tflite import TFLiteRunner
 
         return TFLiteRunner(artifact.model_file, artifact.spec, threads=threads)
+    if artifact.target == "coreml":
+        from evitdeploy.runners.coreml import CoreMLRunner
+
+        return CoreMLRunner(artifact.model_file, artifact.spec)
     if artifact.target != "onnx":
-        raise UserError(f"no runner for target {artifact.target!r} in this version", "use an ONNX or TFLite artifact")
+        raise UserError(f"no runner for target {artifact.target!r} in this version", "use an ONNX, TFLite or Core ML artifact")
     from evitdeploy.runners.onnxruntime import OnnxRuntimeRunner
 
     # Two sessions taking turns: no thread-pool spinning (an idle pool's spinning threads steal the
     # busy one's cores) and workers pinned to the same cores (both see the same neighbours).
     return OnnxRuntimeRunner(artifact.model_file, threads=threads, spinning=not taking_turns, pin_threads=taking_turns)
+
+
+def _model_size(path: Path) -> int:
+    """A model file's size, or a package folder's (.mlpackage) total."""
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
 
 
 def _resolve(path: Path, model_name: Optional[str]) -> Artifact:
@@ -235,6 +244,25 @@ def check_artifact(
     return parity_report(artifact, spec, inputs, source, tolerances, threads, checkpoint, progress)[0]
 
 
+def predicts_here(artifact: Artifact) -> Optional[str]:
+    """None when this host can run the artifact, else why not (Core ML predicts only on macOS)."""
+    import platform
+
+    if artifact.target == "coreml" and platform.system() != "Darwin":
+        return "Core ML predicts only on macOS: parity and latency are measured by verify.py on a Mac or the device"
+    return None
+
+
+def reference_outputs(artifact: Artifact, spec: ModelSpec, inputs, checkpoint=None):
+    """The PyTorch reference's outputs for the inputs (what a bundle's verify.py compares with)."""
+    from evitdeploy.device_verify import run_batches
+    from evitdeploy.runners.torch import TorchRunner
+
+    reference = _reference_for(artifact, spec, checkpoint)
+    with TorchRunner(reference, spec) as runner:
+        return run_batches(lambda batch: runner.infer({spec.input_name: batch})[spec.output_name], inputs, spec.input_shape[0])
+
+
 def parity_report(artifact: Artifact, spec: ModelSpec, inputs, source: str, tolerances, threads, checkpoint, progress):
     """(the parity report, PyTorch outputs, artifact outputs) for these inputs."""
     from evitdeploy.parity import compare, parity_outputs
@@ -255,7 +283,7 @@ def parity_report(artifact: Artifact, spec: ModelSpec, inputs, source: str, tole
         "task": spec.task,
         "target": artifact.target,
         "input_shape": list(spec.input_shape),
-        "artifact_bytes": artifact.model_file.stat().st_size,
+        "artifact_bytes": _model_size(artifact.model_file),
         "data": source,
         "versions": versions,
         **report,
@@ -287,7 +315,7 @@ def _bench_summary(artifact: Artifact, spec: ModelSpec, threads: int, results: l
         "artifact": str(artifact.folder),
         "model_file": model_file.name,
         "artifact_sha256": recorded.get("sha256") or sha256_of(model_file),
-        "artifact_bytes": model_file.stat().st_size,
+        "artifact_bytes": _model_size(model_file),
         "model": spec.name,
         "task": spec.task,
         "target": artifact.target,

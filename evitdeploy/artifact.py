@@ -27,7 +27,7 @@ from evitdeploy.spec import ModelSpec
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = FORMAT  # one format for artifacts and bundles; verify.py reads the same
-MODEL_SUFFIXES = {".onnx": "onnx", ".tflite": "tflite"}
+MODEL_SUFFIXES = {".onnx": "onnx", ".tflite": "tflite", ".mlpackage": "coreml"}
 
 
 @dataclass(frozen=True)
@@ -50,10 +50,10 @@ def package_versions(*names: str) -> dict[str, str]:
 
 
 def build_manifest(folder: Path, target: str, precision: str, spec: ModelSpec, model_file: str, **sections) -> dict:
-    files = {
-        p.name: {"sha256": sha256_of(p), "bytes": p.stat().st_size}
-        for p in sorted(folder.iterdir())
-        if p.is_file() and p.name != MANIFEST
+    files = {  # every file, those inside a package folder (.mlpackage) by their relative path
+        p.relative_to(folder).as_posix(): {"sha256": sha256_of(p), "bytes": p.stat().st_size}
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.relative_to(folder).as_posix() != MANIFEST
     }
     return {
         "format": MANIFEST_FORMAT,
@@ -144,10 +144,10 @@ def open_artifact(path: Path, verify: bool = True, spec: Optional[ModelSpec] = N
     path = Path(path)
     if not path.exists():
         raise UserError(f"artifact not found: {path}", "pass the folder `evitdeploy export` wrote, or its model file")
-    folder = path if path.is_dir() else path.parent
+    folder = path if path.is_dir() and path.suffix not in MODEL_SUFFIXES else path.parent
     manifest_path = folder / MANIFEST
     if not manifest_path.is_file():
-        if path.is_file() and path.suffix in MODEL_SUFFIXES:
+        if path.exists() and path.suffix in MODEL_SUFFIXES:
             if spec is None:
                 raise UserError(
                     f"{path} has no {MANIFEST} beside it, so its model is unknown",

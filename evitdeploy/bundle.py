@@ -68,11 +68,15 @@ def _readme(manifest: dict) -> str:
         f"    python3 {VERIFY_SCRIPT} --json       # the same as JSON",
         "It first checks every file against the sha256 in manifest.json and refuses a modified bundle.",
         "",
-        f"Where it was made ({bundle['made_on']['cpu']}, {bundle['bench']['threads']} threads):",
-        f"    parity vs PyTorch on {check['samples']} photos: min cosine {check['cosine_min']:.6f}, max abs error {check['max_abs_error']:.3g}"
-        + (", PASSED" if check["passed"] else ", FAILED"),
-        f"    latency {bundle['budget']['statistic']} {latency[bundle['budget']['statistic'] + '_ms']:.2f} ms "
-        + f"(budget {bundle['budget'].get('latency_ms')} ms, {'judged' if bundle['budget']['judged'] else 'not judged: ' + bundle['budget']['host']})",
+        f"Where it was made ({bundle['made_on']['cpu']}, {bundle['bench']['threads'] or 'default'} threads):",
+        *(
+            [f"    not measured there: {check['skipped']}"] if check.get("skipped") else [
+                f"    parity vs PyTorch on {check['samples']} photos: min cosine {check['cosine_min']:.6f}, max abs error {check['max_abs_error']:.3g}"
+                + (", PASSED" if check["passed"] else ", FAILED"),
+                f"    latency {bundle['budget']['statistic']} {latency[bundle['budget']['statistic'] + '_ms']:.2f} ms "
+                + f"(budget {bundle['budget'].get('latency_ms')} ms, {'judged' if bundle['budget']['judged'] else 'not judged: ' + bundle['budget']['host']})",
+            ]
+        ),
         "",
         "Commands that made it:",
         *(f"    {command}" for command in bundle["commands"].values() if command),
@@ -94,12 +98,18 @@ def write_bundle(
 ) -> dict:
     """Write the bundle atomically; `sections` lands under manifest["bundle"], `reports` as JSON files."""
     with staged_folder(output) as folder:
-        shutil.copy2(artifact.model_file, folder / artifact.model_file.name)
+        if artifact.model_file.is_dir():  # a Core ML .mlpackage is a folder
+            shutil.copytree(artifact.model_file, folder / artifact.model_file.name)
+        else:
+            shutil.copy2(artifact.model_file, folder / artifact.model_file.name)
         for name in CARRIED:
             if (artifact.folder / name).is_file():
                 shutil.copy2(artifact.folder / name, folder / name)
         spec = artifact.spec
-        np.savez(folder / device_verify.REFERENCE, inputs=inputs, expected=expected, host_outputs=host_outputs)
+        arrays = {"inputs": inputs, "expected": expected}
+        if host_outputs is not None:  # absent where the making host cannot run the target (Core ML off macOS)
+            arrays["host_outputs"] = host_outputs
+        np.savez(folder / device_verify.REFERENCE, **arrays)
         shutil.copyfile(Path(device_verify.__file__), folder / VERIFY_SCRIPT)
         for name, report in reports.items():
             write_json(folder / name, report)
@@ -112,7 +122,7 @@ def write_bundle(
                 "inputs": list(inputs.shape),
                 "expected": list(expected.shape),
                 "expected_from": "the PyTorch FP32 reference",
-                "host_outputs_from": f"this {artifact.target} artifact on the making host",
+                "host_outputs_from": f"this {artifact.target} artifact on the making host" if host_outputs is not None else None,
             },
             **sections,
         }
@@ -139,7 +149,13 @@ def verify_bundle(folder: Path, threads: Optional[int] = None, warmup: Optional[
         raise UserError(exc.message, exc.hint, code) from exc
 
 
+def model_bytes(manifest: dict) -> int:
+    """Bytes of the model file, or of every file in a model folder (.mlpackage)."""
+    model = manifest["model_file"]
+    return sum(e["bytes"] for name, e in manifest["files"].items() if name == model or name.startswith(model + "/"))
+
+
 def extra_bytes(manifest: dict) -> int:
-    """Bytes the bundle adds beyond its model file."""
-    return sum(entry["bytes"] for name, entry in manifest["files"].items() if name != manifest["model_file"])
+    """Bytes the bundle adds beyond its model file(s)."""
+    return sum(e["bytes"] for e in manifest["files"].values()) - model_bytes(manifest)
 

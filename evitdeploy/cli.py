@@ -171,15 +171,21 @@ def export(
     if as_json:
         print(json.dumps({"artifact": str(artifact.folder), "model_file": str(artifact.model_file), **manifest}, indent=2))
         return
-    size = manifest["files"][manifest["model_file"]]["bytes"]
-    check = manifest["validation"]["checks"][0]["metrics"]
+    from evitdeploy.bundle import model_bytes
+
+    size = model_bytes(manifest)
+    check = manifest["validation"]["checks"][0].get("metrics")
     out.print(
         f"[green]exported[/green] {artifact.model_file} ({size / 1e6:.2f} MB, "
         + (f"opset {manifest['export']['opset']}, " if "opset" in manifest["export"] else f"{manifest['export']['exporter']}, ")
         + f"input {'x'.join(map(str, artifact.spec.input_shape))}"
         + (f", dynamic {','.join(artifact.spec.dynamic_axes)}" if artifact.spec.dynamic_axes else "")
-        + f"); validation max abs err {check['max_abs_error']:.2e}, min cosine {check['cosine_min']:.6f} vs PyTorch"
+        + (f"); validation max abs err {check['max_abs_error']:.2e}, min cosine {check['cosine_min']:.6f} vs PyTorch" if check
+           else f"); {manifest['validation']['checks'][0].get('skipped', 'not run against PyTorch here')}")
     )
+    package = manifest["validation"].get("package")
+    if package:
+        out.print(f"package: ops by precision {package['ops_by_precision']}; {package['plan_fp32_ops']} ops kept FP32 by the plan; {package['compressed_weight_ops']} compressed weight ops")
     plan = manifest.get("precision_plan")
     if plan:
         counts = ", ".join(f"{n} {p}" for p, n in sorted(plan["summary"]["nodes"].items()))

@@ -86,7 +86,7 @@ def deploy(
     prepare_output(output, force)
     height, width = height or profile.height, width or profile.width
     output.parent.mkdir(parents=True, exist_ok=True)
-    seconds = {}
+    seconds = {"bench": 0.0}
     with tempfile.TemporaryDirectory(prefix=f".{output.name}.work-", dir=output.parent) as scratch:
         started = time.perf_counter()
         artifact = api.export_model(
@@ -99,17 +99,23 @@ def deploy(
         spec = artifact.spec
         inputs, source = load_inputs(spec, spec.height, spec.width, data, samples)
         tolerances = profile.tolerances_for(precision)
-        check, expected, outputs = api.parity_report(artifact, spec, inputs, source, tolerances, profile.threads, checkpoint, _staged(progress, 1))
-        seconds["check"] = time.perf_counter() - started
-
-        started = time.perf_counter()
-        bench = api.bench_artifact(artifact.folder, threads=profile.threads, warmup=profile.warmup, count=profile.count, progress=_staged(progress, 2))
-        seconds["bench"] = time.perf_counter() - started
-        stats = bench["results"][0]["stats"]
         on_kind, why = host_kind(profile)
         budget_ms = profile.budget_for(model_name)
-        measured = stats[f"{profile.statistic}_ms"]
-        judged = on_kind and budget_ms is not None
+        cannot_run = api.predicts_here(artifact)
+        if cannot_run:  # the bundle still carries the PyTorch outputs for verify.py where it can run
+            expected, outputs, bench, stats, measured = api.reference_outputs(artifact, spec, inputs, checkpoint), None, None, None, None
+            check = {"kind": "parity", "passed": None, "failures": [], "metrics": {}, "tolerances": asdict(tolerances), "skipped": cannot_run}
+            judged, why = False, cannot_run
+            seconds["check"] = time.perf_counter() - started
+        else:
+            check, expected, outputs = api.parity_report(artifact, spec, inputs, source, tolerances, profile.threads, checkpoint, _staged(progress, 1))
+            seconds["check"] = time.perf_counter() - started
+            started = time.perf_counter()
+            bench = api.bench_artifact(artifact.folder, threads=profile.threads, warmup=profile.warmup, count=profile.count, progress=_staged(progress, 2))
+            seconds["bench"] = time.perf_counter() - started
+            stats = bench["results"][0]["stats"]
+            measured = stats[f"{profile.statistic}_ms"]
+            judged = on_kind and budget_ms is not None
         budget = {
             "statistic": profile.statistic, "latency_ms": budget_ms, "measured_ms": measured, "judged": judged, "host": why,
             "passed": (measured <= budget_ms) if judged else None,
@@ -124,20 +130,20 @@ def deploy(
             "tolerances": asdict(tolerances),
             "budget": budget,
             "bench": {"threads": profile.threads, "warmup": profile.warmup, "count": profile.count},
-            "check": {**check["metrics"], "passed": check["passed"], "failures": check["failures"], "data": source},
+            "check": {**check["metrics"], "passed": check["passed"], "failures": check["failures"], "data": source, "skipped": check.get("skipped")},
             "latency": stats,
             "made_on": host_info(profile.threads),
             "commands": _commands(model_name, profile, precision, checkpoint, reduced, output, spec),
         }
+        reports = {"check.json": check, **({"bench.json": bench} if bench else {})}
         manifest = bundle.write_bundle(
-            output, artifact, profile, inputs[:count], expected[:count], outputs[:count], sections,
-            {"check.json": check, "bench.json": bench},
+            output, artifact, profile, inputs[:count], expected[:count], None if outputs is None else outputs[:count], sections, reports,
         )
         seconds["bundle"] = time.perf_counter() - started
     failures = list(check["failures"])
     if judged and not budget["passed"]:
         failures.append(f"{profile.statistic} latency {measured:.2f} ms exceeds the {profile.name} budget of {budget_ms} ms")
-    model_bytes = manifest["files"][manifest["model_file"]]["bytes"]
+    model_bytes = bundle.model_bytes(manifest)
     return {
         "kind": "deploy",
         "profile": profile.name,
@@ -147,8 +153,8 @@ def deploy(
         "bundle": str(output),
         "passed": not failures,
         "failures": failures,
-        "check": {"passed": check["passed"], "metrics": check["metrics"], "tolerances": check["tolerances"], "data": source},
-        "latency": {**stats, "threads": profile.threads},
+        "check": {"passed": check["passed"], "metrics": check["metrics"], "tolerances": check["tolerances"], "data": source, "skipped": check.get("skipped")},
+        "latency": {**stats, "threads": profile.threads} if stats else None,
         "budget": budget,
         "sizes": {"model_bytes": model_bytes, "extra_bytes": bundle.extra_bytes(manifest), "files": len(manifest["files"]) + 1},
         "precision_plan": (manifest.get("precision_plan") or {}).get("summary"),

@@ -30,7 +30,11 @@ import numpy as np
 FORMAT = 1  # the newest manifest format this script understands
 MANIFEST = "manifest.json"
 REFERENCE = "reference.npz"
-RUNTIMES = {"onnx": ("onnxruntime", "onnxruntime"), "tflite": ("ai_edge_litert", "ai-edge-litert")}  # target -> (module, pip package)
+RUNTIMES = {  # target -> (module, pip package)
+    "onnx": ("onnxruntime", "onnxruntime"),
+    "tflite": ("ai_edge_litert", "ai-edge-litert"),
+    "coreml": ("coremltools", "coremltools"),
+}
 ENGINE_TARGETS = ("trt",)  # serialized engines only load on the runtime version that built them
 
 
@@ -184,9 +188,11 @@ def check_integrity(folder: Path, manifest: dict) -> None:
     """Every file the manifest lists is present with its sha256; nothing is trusted before this."""
     files = manifest.get("files", {})
     for name in files:
-        if Path(name).name != name or name in ("", ".", ".."):
+        parts = name.split("/")
+        if not name or name.startswith("/") or "\\" in name or any(part in ("", ".", "..") for part in parts):
             raise BundleError(f"the manifest lists {name!r}, which is not a file inside the folder", "re-copy the bundle from where it was made")
-    unlisted = [name for name in (manifest.get("model_file"), REFERENCE if "bundle" in manifest else None) if name and name not in files]
+    covered = lambda name: name in files or any(f.startswith(name + "/") for f in files)  # noqa: E731 (a package folder's files)
+    unlisted = [name for name in (manifest.get("model_file"), REFERENCE if "bundle" in manifest else None) if name and not covered(name)]
     if unlisted:
         raise BundleError(f"{unlisted[0]} is not covered by a sha256 in the manifest", "re-copy the bundle from where it was made")
     for name, entry in sorted(files.items()):
@@ -201,6 +207,8 @@ def runtime_versions(target: str) -> dict:
     if target not in RUNTIMES:
         raise BundleError(f"this verifier cannot run {target!r} bundles", "verify it with the evitdeploy that made it", 3)
     module_name, package = RUNTIMES[target]
+    if target == "coreml" and platform.system() != "Darwin":
+        raise BundleError("Core ML predicts only on macOS", "run this verify.py on a Mac: pip install numpy coremltools", 3)
     try:
         module = __import__(module_name)
     except ImportError as exc:
@@ -241,6 +249,12 @@ def open_model(folder: Path, manifest: dict, threads):
     if manifest["target"] == "tflite":
         interpreter = tflite_interpreter(folder / manifest["model_file"], threads)
         return (lambda batch: tflite_run(interpreter, batch)), ["LiteRT (XNNPACK)"]
+    if manifest["target"] == "coreml":
+        import coremltools
+
+        model = coremltools.models.MLModel(str(folder / manifest["model_file"]))
+        spec = manifest["spec"]
+        return (lambda batch: model.predict({spec["input_name"]: batch.astype(np.float32)})[spec["output_name"]]), ["Core ML (ALL)"]
     raise BundleError(f"this verifier cannot run {manifest['target']!r} bundles", "verify it with the evitdeploy that made it", 3)
 
 
@@ -335,13 +349,14 @@ def verify(folder, threads=None, warmup=None, count=None, judge_budget: bool = T
     bundle = manifest["bundle"]
     spec = manifest["spec"]
     with np.load(folder / REFERENCE, allow_pickle=False) as reference:
-        inputs, expected, host_outputs = reference["inputs"], reference["expected"], reference["host_outputs"]
+        inputs, expected = reference["inputs"], reference["expected"]
+        host_outputs = reference["host_outputs"] if "host_outputs" in reference.files else None
     threads = threads or bundle["bench"].get("threads")
     infer, providers = open_model(folder, manifest, threads)
     batch = spec["input_shape"][0]
     outputs = run_batches(infer, inputs, batch)
     parity = compare_outputs(spec["task"], expected, outputs, bundle["tolerances"])
-    drift = compare_outputs(spec["task"], host_outputs, outputs, {})["metrics"]
+    drift = compare_outputs(spec["task"], host_outputs, outputs, {})["metrics"] if host_outputs is not None else {}
     warmup = bundle["bench"]["warmup"] if warmup is None else warmup
     count = bundle["bench"]["count"] if count is None else count
     feed = latency_input(inputs, batch)
@@ -387,7 +402,8 @@ def _print(report: dict) -> None:
     keys = ("samples", "max_abs_error", "cosine_min", "top1_agreement", "pixel_agreement", "nonfinite_outputs")
     print("parity    " + ", ".join(f"{k} {metrics[k]:.6g}" for k in keys if k in metrics) + " (vs PyTorch FP32)")
     drift = report["drift_from_making_host"]
-    print(f"drift     vs the making host's own outputs: max abs {drift.get('max_abs_error', 0):.3g}, min cosine {drift.get('cosine_min', 1):.6f}")
+    if drift:
+        print(f"drift     vs the making host's own outputs: max abs {drift['max_abs_error']:.3g}, min cosine {drift['cosine_min']:.6f}")
     latency = report["latency"]
     if latency:
         print(f"latency   median {latency['median_ms']:.3f} ms, p90 {latency['p90_ms']:.3f}, p99 {latency['p99_ms']:.3f} ({latency['count']} runs)")

@@ -81,8 +81,9 @@ class Target:
 TARGETS = {
     "onnx": Target("onnx", "onnx", ("fp32", "fp16", "int8")),
     "tflite": Target("tflite", "tflite", ("fp32", "fp16", "int8"), aliases=("litert",)),
+    "coreml": Target("coreml", "coreml", ("fp32", "fp16", "int8")),
 }
-PLANNED = {"trt": "tensorrt", "tensorrt": "tensorrt", "coreml": "coreml"}
+PLANNED = {"trt": "tensorrt", "tensorrt": "tensorrt"}
 
 
 def get_target(name: str, precision: str) -> Target:
