@@ -83,8 +83,9 @@ def module_of(op, modules: dict) -> str:
     pending, seen = [op], set()
     while pending:
         current = pending.pop(0)
-        if current.name in modules:
-            return modules[current.name]
+        for name in (current.name, *(o.name for o in current.outputs)):  # the op or its output var carries the node's name
+            if name in modules:
+                return modules[name]
         seen.add(current.name)
         for var in current.inputs.values():
             for v in var if isinstance(var, (list, tuple)) else [var]:
@@ -199,8 +200,9 @@ def check_package(package: Path, spec: ModelSpec, precision: str, kept_fp32: lis
     if precision == "fp32" and counts.get("FLOAT16"):
         failures.append(f"asked for fp32 but {counts['FLOAT16']} ops compute in FP16")
     written = {n: d for _, n, d in ops}
-    present = [name for name in kept_fp32 if name in written]  # others were folded away (a transpose into its matmul)
-    not_fp32 = [name for name in present if written[name] != FLOAT32]
+    # An op cast to FP16 is saved as NAME_cast_fp16; one in neither form was folded away (a transpose into its matmul).
+    present = [name for name in kept_fp32 if name in written or f"{name}_cast_fp16" in written]
+    not_fp32 = [name for name in present if written.get(name) != FLOAT32]
     if not_fp32:
         failures.append(f"{len(not_fp32)} ops the plan keeps FP32 are not FP32 in the package (first: {not_fp32[0]})")
     compressed = sum(1 for t, _, _ in ops if t.startswith("constexpr_"))
