@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 EVIT := $(VENV)/bin/evitdeploy
 DEMO := demo-out
 
-.PHONY: install demo test test-slow bench bench-gate bench-precision bench-deploy bench-tflite clean
+.PHONY: install demo test test-slow bench bench-gate bench-precision bench-deploy bench-tflite bench-coreml clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,9 @@ bench-deploy: install
 
 bench-tflite: install
 	$(PY) benchmarks/tflite_cpu.py
+
+bench-coreml: install
+	$(PY) benchmarks/coreml_cpu.py
 
 clean:
 	rm -rf $(DEMO) .pytest_cache
