@@ -129,7 +129,7 @@ def models(as_json: bool = JSON_OPTION) -> None:
 @handles_errors
 def export(
     model: str = MODEL_OPTION,
-    target: str = typer.Option("onnx", "--target", "-t", help="Deployment target: onnx, or tflite (LiteRT; needs the tflite extra)."),
+    target: str = typer.Option("onnx", "--target", "-t", help="Deployment target: onnx, tflite (LiteRT; the tflite extra) or coreml (Core ML mlprogram; the coreml extra)."),
     precision: str = typer.Option("fp32", "--precision", "-p", help="Numeric precision: fp32, fp16 (FP32 islands from measured ranges) or int8 (QDQ following the precision plan)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Artifact folder [default: MODEL-TARGET-PRECISION]."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="Local .pt/.pth/.safetensors weights (reference or timm layout); random init if omitted."),
