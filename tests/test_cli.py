@@ -72,7 +72,7 @@ def test_report_renders_one_table_from_saved_results(cli, b0_artifact, tmp_path)
     [
         (["--model", "efficientvit_b9"], "unknown model"),
         (["--model", "efficientvit_b0", "--target", "onxx"], "unknown target"),
-        (["--model", "efficientvit_b0", "--target", "trt"], "not available in this version"),
+        (["--model", "efficientvit_b0", "--target", "trt", "--precision", "bf16"], "precision 'bf16' is not supported for target 'trt'"),
         (["--model", "efficientvit_b0", "--precision", "fp8"], "precision 'fp8' is not supported"),
         (["--model", "efficientvit_b0", "--height", "100"], "multiples of 32"),
         (["--model", "efficientvit_b0", "--dynamic", "depth"], "unknown dynamic axis"),

@@ -25,7 +25,7 @@ def test_every_shipped_profile_loads_and_reports_readiness(cli):
     listed = {p["name"]: p for p in list_profiles()}
     assert set(SHIPPED) <= set(listed)
     assert listed["x86-cpu"]["built"] and listed["x86-cpu"]["installed"]
-    assert not listed["jetson-orin-nano"]["built"]  # TensorRT: the TensorRT issue plugs it in
+    assert listed["jetson-orin-nano"]["built"] and not listed["jetson-orin-nano"]["installed"]  # no TensorRT here
     assert listed["pixel-8"]["target"] == "tflite" and listed["iphone-15"]["target"] == "coreml"
     result = cli("profiles", "--json")
     assert result.exit_code == 0
@@ -52,9 +52,9 @@ def test_host_kind_judges_only_matching_hosts(monkeypatch):
     assert not matched and "Raspberry Pi 5" in why
 
 
-def test_unbuilt_backend_exits_3(cli, tmp_path):
+def test_backend_not_installed_exits_3(cli, tmp_path):
     result = cli("deploy", "--profile", "jetson-orin-nano", "--model", "efficientvit_b0", "-o", tmp_path / "out")
-    assert_clean_error(result, 3, "tensorrt backend", "does not build yet")
+    assert_clean_error(result, 3, "profile jetson-orin-nano needs tensorrt, which is not installed", "JetPack")
     assert not (tmp_path / "out").exists()
 
 

@@ -1,0 +1,159 @@
+"""ONNX + precision plan -> TensorRT engine, on the real TensorRT 10 Python API (imported lazily).
+
+FP16: the FP32 ONNX graph, FP16 flag, the plan's FP32 nodes pinned as layer precision + output type
+FP32 under OBEY_PRECISION_CONSTRAINTS. INT8: the plan's QDQ ONNX in the TensorRT scheme (symmetric
+int8, zero point 0) with the FP16 flag for the float remainder. One optimization profile from
+the spec/profile shapes; workspace limit; timing cache read and written. Engine + build recipe +
+manifest (TensorRT version, GPU name and compute capability) are written atomically.
+
+Not run on this project's CI host: TensorRT cannot be installed there. `TRT_NAMES` lists every
+TensorRT name used here; a test checks each against the tensorrt-stubs API listing.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Optional
+
+from evitdeploy.artifact import Artifact, build_manifest, package_versions, staged_folder, write_bytes, write_json, write_text
+from evitdeploy.errors import EXIT_CHECK_FAILED, BackendUnavailable, UserError
+from evitdeploy.exporters import ExportOptions
+from evitdeploy.exporters.trt_plan import DEFAULT_WORKSPACE_MIB, ENGINE_FILE, TIMING_CACHE_FILE, build_script, layer_precisions, shapes, trtexec_command
+from evitdeploy.spec import ModelSpec
+
+INSTALL = "on Jetson use JetPack's TensorRT; on a server pip install 'evitdeploy[tensorrt]' from NVIDIA's index (pypi.nvidia.com)"
+ONNX_FILE = "model.onnx"
+RECIPE_FILE = "build_engine.sh"
+
+# Every TensorRT class, enum member and method this module uses ("Class.member").
+TRT_NAMES = (
+    "Logger", "Logger.WARNING", "Builder", "Builder.create_network", "Builder.create_builder_config",
+    "Builder.create_optimization_profile", "Builder.build_serialized_network", "OnnxParser", "OnnxParser.parse_from_file", "OnnxParser.num_errors",
+    "OnnxParser.get_error", "INetworkDefinition.num_layers", "INetworkDefinition.get_layer", "ILayer.name", "ILayer.precision",
+    "ILayer.num_outputs", "ILayer.set_output_type", "DataType", "DataType.FLOAT", "BuilderFlag", "BuilderFlag.FP16", "BuilderFlag.INT8",
+    "BuilderFlag.OBEY_PRECISION_CONSTRAINTS", "IBuilderConfig.set_flag", "IBuilderConfig.set_memory_pool_limit",
+    "MemoryPoolType", "MemoryPoolType.WORKSPACE", "IBuilderConfig.add_optimization_profile", "IOptimizationProfile.set_shape",
+    "IBuilderConfig.create_timing_cache", "IBuilderConfig.set_timing_cache", "IBuilderConfig.get_timing_cache",
+    "ITimingCache.serialize", "__version__",
+)
+
+
+def import_tensorrt():
+    """TensorRT, or exit 3. (tensorrt-stubs alone installs a `tensorrt` folder of .pyi files that
+    imports as an empty namespace package: that is not TensorRT.)"""
+    try:
+        import tensorrt as trt
+    except ImportError as exc:
+        raise BackendUnavailable("TensorRT", INSTALL) from exc
+    if not hasattr(trt, "Builder"):
+        raise BackendUnavailable("TensorRT (only its type stubs, tensorrt-stubs, are present)", INSTALL)
+    return trt
+
+
+def hasattr_builder() -> bool:
+    """Whether real TensorRT (not just its stubs) is importable here."""
+    try:
+        import tensorrt
+    except ImportError:
+        return False
+    return hasattr(tensorrt, "Builder")
+
+
+def gpu_identity() -> dict:
+    """The GPU an engine is built for: engines load only on the same model and TensorRT version."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise UserError("TensorRT needs a CUDA GPU and none is visible", "run on the device the engine is for", 3)
+    major, minor = torch.cuda.get_device_capability()
+    return {"gpu": torch.cuda.get_device_name(), "compute_capability": f"{major}.{minor}"}
+
+
+def build_engine(trt, onnx_path: Path, spec: ModelSpec, precision: str, plan, shape_range: dict,
+                 workspace_mib: int = DEFAULT_WORKSPACE_MIB, timing_cache: Optional[Path] = None) -> tuple[bytes, dict]:
+    """The serialized engine and what the build did (pinned layers, seconds)."""
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise UserError(f"TensorRT cannot parse {onnx_path.name}: {errors[:300]}", "report the model and TensorRT version", EXIT_CHECK_FAILED)
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mib << 20)
+    if precision in ("fp16", "int8"):
+        config.set_flag(trt.BuilderFlag.FP16)
+    if precision == "int8":
+        config.set_flag(trt.BuilderFlag.INT8)
+    pinned = {}
+    if plan is not None and precision != "fp32":
+        layers = [network.get_layer(i) for i in range(network.num_layers)]
+        pinned = layer_precisions(plan, [layer.name for layer in layers])
+        for layer in layers:
+            if layer.name in pinned:
+                layer.precision = trt.DataType.FLOAT
+                for k in range(layer.num_outputs):
+                    layer.set_output_type(k, trt.DataType.FLOAT)
+        if pinned:
+            config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+    profile = builder.create_optimization_profile()
+    profile.set_shape(spec.input_name, shape_range["min"], shape_range["opt"], shape_range["max"])
+    config.add_optimization_profile(profile)
+    cache = config.create_timing_cache(timing_cache.read_bytes() if timing_cache and timing_cache.is_file() else b"")
+    config.set_timing_cache(cache, False)
+    started = time.perf_counter()
+    engine = builder.build_serialized_network(network, config)
+    if engine is None:
+        raise UserError("TensorRT could not build the engine (see its log above)", "check the workspace limit and the plan's constraints", EXIT_CHECK_FAILED)
+    info = {"pinned_fp32_layers": len(pinned), "build_s": round(time.perf_counter() - started, 2)}
+    return bytes(engine), {**info, "timing_cache": bytes(config.get_timing_cache().serialize())}
+
+
+def prepare_onnx(model, spec: ModelSpec, precision: str, folder: Path, scratch: Path, options: ExportOptions):
+    """model.onnx for TensorRT (FP32 graph, or the QDQ graph in the TensorRT scheme) and the plan."""
+    from dataclasses import replace
+
+    from evitdeploy.exporters.onnx import PLAN_FILE, RANGES_FILE, default_opset, write_graph
+    from evitdeploy.exporters.onnx_int8 import quantize
+    from evitdeploy.exporters.onnx_precision import make_plan
+
+    fp32_path = folder / ONNX_FILE if precision != "int8" else scratch / "fp32.onnx"
+    write_graph(model, spec, fp32_path, default_opset(spec), True, options.step)
+    if precision == "fp32":
+        return None, {}
+    reduced = replace(options.reduced, scheme="tensorrt")
+    result = make_plan(fp32_path, spec, precision, reduced, options.progress)
+    conversion = quantize(fp32_path, result.plan, result.ranges, folder / ONNX_FILE, "tensorrt") if precision == "int8" else {}
+    write_json(folder / PLAN_FILE, result.plan.to_dict())
+    write_json(folder / RANGES_FILE, result.ranges.to_dict())
+    return result.plan, {
+        "calibration": result.calibration.report,
+        "precision_plan": {"file": PLAN_FILE, "ranges_file": RANGES_FILE, "method": result.plan.method, "summary": result.plan.summary(),
+                           "scheme": "tensorrt (symmetric int8, zero point 0)" if precision == "int8" else None, "conversion": conversion},
+    }
+
+
+def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
+    trt = import_tensorrt()
+    identity = gpu_identity()
+    shape_range = shapes(spec)
+    with staged_folder(options.output) as staging, tempfile.TemporaryDirectory(prefix="evitdeploy-trt-") as scratch:
+        plan, sections = prepare_onnx(model, spec, options.precision, staging, Path(scratch), options)
+        options.step(f"building the TensorRT {options.precision.upper()} engine on {identity['gpu']}")
+        engine, info = build_engine(trt, staging / ONNX_FILE, spec, options.precision, plan, shape_range)
+        write_bytes(staging / ENGINE_FILE, engine)
+        write_bytes(staging / TIMING_CACHE_FILE, info.pop("timing_cache"))
+        command = trtexec_command(spec, options.precision, plan, shape_range)
+        write_text(staging / RECIPE_FILE, build_script(command, "evitdeploy build ."))
+        manifest = build_manifest(
+            staging, "trt", options.precision, spec, ENGINE_FILE, source=options.source,
+            export={"engine": info, "shapes": {k: list(v) for k, v in shape_range.items()}, "trtexec": command, **identity},
+            validation={"checks": [{"skipped": "the TensorRT runner is not built yet (issue 9): run trtexec or the engine yourself"}]},
+            **sections,
+            toolchain={**package_versions("torch", "onnx", "numpy"), "tensorrt": trt.__version__},
+        )
+        write_json(staging / "manifest.json", manifest)
+    folder = Path(options.output)
+    return Artifact(folder, folder / ENGINE_FILE, "trt", options.precision, spec, manifest)

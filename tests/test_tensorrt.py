@@ -1,0 +1,207 @@
+"""TensorRT without TensorRT: the plan -> layer precisions, layer names, recipes, shapes, the QDQ
+scheme, and every TensorRT name the code uses checked against the tensorrt-stubs API listing.
+Tests that need TensorRT and a GPU carry the `tensorrt`/`gpu` markers and skip here."""
+
+from __future__ import annotations
+
+import ast
+import re
+import shlex
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+
+from conftest import assert_clean_error
+from evitdeploy.exporters import tensorrt as trt_exporter
+from evitdeploy.exporters.trt_plan import build_script, fp32_nodes, layer_precisions, node_of_layer, shapes, trtexec_command
+from evitdeploy.models import get_spec
+from evitdeploy.profiles import load_profile
+
+
+def test_layers_find_their_onnx_node():
+    nodes = ["/stages/stages.2/Conv", "/stages/stages.2/Conv_1", "/head/MatMul"]
+    assert node_of_layer("/head/MatMul", nodes) == "/head/MatMul"
+    assert node_of_layer("/head/MatMul_output_0", nodes) == "/head/MatMul"  # a node split into several layers
+    assert node_of_layer("/stages/stages.2/Conv_1", nodes) == "/stages/stages.2/Conv_1"  # exact beats prefix
+    assert node_of_layer("/stages/stages.2/Conv_10", nodes) == "/stages/stages.2/Conv"  # "Conv_1" + "0" is no boundary
+    assert node_of_layer("(Unnamed Layer* 12) [Constant]", nodes) is None
+
+
+@pytest.fixture(scope="module")
+def fp16_plan(tmp_path_factory):
+    """The real FP16 plan of B0 at 64x64 (ranges on photos)."""
+    from evitdeploy.exporters import PrecisionOptions
+    from evitdeploy.exporters.onnx import write_graph
+    from evitdeploy.exporters.onnx_precision import make_plan
+    from evitdeploy.models import build_model
+
+    folder = tmp_path_factory.mktemp("trt")
+    model, spec = build_model(get_spec("efficientvit_b0").with_input(1, 64, 64), None, 0, None)
+    write_graph(model, spec, folder / "fp32.onnx", 17, True)
+    return make_plan(folder / "fp32.onnx", spec, "fp16", PrecisionOptions(calib_count=8)).plan, spec
+
+
+def test_the_plan_pins_its_fp32_nodes_as_layers(fp16_plan):
+    plan, _ = fp16_plan
+    pinned = fp32_nodes(plan)
+    attention = [d.node for d in plan.decisions if d.precision == "fp32" and d.module.endswith("context_module.main") and d.op == "MatMul"]
+    assert attention and set(attention) <= set(pinned)
+    layers = [d.node for d in plan.decisions] + [f"{pinned[0]}_output_0", "(Unnamed Layer* 3) [Constant]"]
+    precisions = layer_precisions(plan, layers)
+    assert set(precisions) == set(pinned) | {f"{pinned[0]}_output_0"} and set(precisions.values()) == {"fp32"}
+
+
+def test_trtexec_recipe_is_exact(fp16_plan):
+    plan, spec = fp16_plan
+    command = trtexec_command(spec, "fp16", plan, shapes(spec))
+    assert command[:2] == ["trtexec", "--onnx=model.onnx"]
+    assert "--fp16" in command and "--int8" not in command and "--precisionConstraints=obey" in command
+    assert "--minShapes=image:1x3x64x64" in command and "--maxShapes=image:1x3x64x64" in command
+    assert command[-3:] == ["--separateProfileRun", "--iterations=100", "--duration=0"]  # how the published figures were timed
+    layer_flag = next(c for c in command if c.startswith("--layerPrecisions="))
+    assert layer_flag.split("=", 1)[1].split(",") == [f"{n}:fp32" for n in fp32_nodes(plan)]
+    assert f"--layerOutputTypes={layer_flag.split('=', 1)[1]}" in command
+    assert "--int8" in trtexec_command(spec, "int8", plan, shapes(spec))
+    plain = trtexec_command(spec, "fp32", None, shapes(spec))
+    assert not any(c.startswith(("--fp16", "--precisionConstraints", "--layerPrecisions")) for c in plain)
+
+
+def test_build_script_is_valid_shell_quoting_the_names(fp16_plan, tmp_path):
+    plan, spec = fp16_plan
+    command = trtexec_command(spec, "fp16", plan, shapes(spec))
+    script = tmp_path / "build_engine.sh"
+    script.write_text(build_script(command, "evitdeploy build ."))
+    assert subprocess.run(["sh", "-n", str(script)]).returncode == 0
+    body = script.read_text()
+    assert "#   evitdeploy build ." in body
+    assert shlex.split(body.split('cd "$(dirname "$0")"\n', 1)[1].replace("\\\n", " ")) == command
+
+
+def test_profile_shapes_come_from_the_profile():
+    spec = get_spec("efficientvit_b0")
+    a100 = load_profile("a100")
+    assert shapes(spec, a100) == {"min": (1, 3, 224, 224), "opt": (1, 3, 224, 224), "max": (64, 3, 224, 224)}
+    assert shapes(spec, load_profile("jetson-orin-nano")) == {k: (1, 3, 224, 224) for k in ("min", "opt", "max")}
+    from evitdeploy.errors import UserError
+
+    with pytest.raises(UserError, match="outside the profile's range"):
+        shapes(spec.with_input(128, None, None), a100)
+
+
+def test_int8_onnx_for_tensorrt_is_symmetric_with_zero_points_0(fp16_plan, tmp_path):
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    from evitdeploy.exporters import ExportOptions, PrecisionOptions
+    from evitdeploy.models import build_model
+
+    _, spec = fp16_plan
+    model, spec = build_model(spec, None, 0, None)
+    options = ExportOptions(output=tmp_path / "out", precision="int8", reduced=PrecisionOptions(calib_count=8, search_budget=0))
+    plan, sections = trt_exporter.prepare_onnx(model, spec, "int8", tmp_path, tmp_path, options)
+    graph = onnx.load(str(tmp_path / "model.onnx")).graph
+    initializers = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    zero_points = [initializers[n.input[2]] for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2]
+    assert zero_points and not any(z.any() for z in zero_points)  # symmetric: every zero point is 0
+    activations = [initializers[n.input[2]] for n in graph.node if n.op_type == "QuantizeLinear"]
+    assert activations and all(z.dtype == np.int8 for z in activations)  # signed int8, not ORT's uint8
+    assert sections["precision_plan"]["scheme"].startswith("tensorrt")
+
+
+# --- the TensorRT API names, checked against tensorrt-stubs -------------------------------------
+
+
+def stubs_listing() -> dict[str, set[str]]:
+    """A tolerant scan of tensorrt-stubs' .pyi files (mypy cannot parse them as shipped):
+    class -> member names, and "" -> module-level names."""
+    try:
+        files = [Path(str(f.locate())) for f in metadata.files("tensorrt-stubs") if str(f).endswith(".pyi")]
+    except metadata.PackageNotFoundError:
+        pytest.skip("tensorrt-stubs is not installed: pip install --no-deps tensorrt-stubs")
+    listing: dict[str, set[str]] = {"": set()}
+    for file in files:
+        current = ""
+        for line in file.read_text().splitlines():
+            top = re.match(r"^class (\w+)", line)
+            if top:
+                current = top.group(1)
+                listing[""].add(current)
+                listing.setdefault(current, set())
+                continue
+            if re.match(r"^(def |\w+\s*[:=])", line):
+                current = ""
+                name = re.match(r"^(?:def )?(\w+)", line)
+                listing[""].add(name.group(1))
+                continue
+            member = re.match(r"^    (?:def )?(\w+)\s*[:(=]", line) or re.search(r":ivar (\w+):", line)
+            if member and current:
+                listing[current].add(member.group(1))
+    return listing
+
+
+def missing_names(names, listing) -> list[str]:
+    missing = []
+    for name in names:
+        owner, _, member = name.rpartition(".")
+        if not owner:
+            if name not in listing[""]:
+                missing.append(name)
+        elif member not in listing.get(owner, set()):
+            missing.append(name)
+    return missing
+
+
+def test_every_tensorrt_name_the_code_uses_exists_in_the_stubs():
+    assert missing_names(trt_exporter.TRT_NAMES, stubs_listing()) == []
+
+
+def test_the_stub_check_catches_a_misspelled_name():
+    assert missing_names(["BuilderFlag.FP61", "Builder.create_netwrok", "Builderr"], stubs_listing()) == [
+        "BuilderFlag.FP61", "Builder.create_netwrok", "Builderr",
+    ]
+
+
+OBJECTS = {  # the variables tensorrt.py holds TensorRT objects in, and their classes
+    "builder": "Builder", "network": "INetworkDefinition", "parser": "OnnxParser", "config": "IBuilderConfig",
+    "profile": "IOptimizationProfile", "layer": "ILayer",
+}
+
+
+def test_trt_names_lists_every_name_the_module_touches():
+    """Every `trt.X.Y` chain and every attribute used on a TensorRT object is in TRT_NAMES (which
+    the stub test checks): nothing reaches the API unchecked."""
+    tree = ast.parse(Path(trt_exporter.__file__).read_text())
+    used = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute):
+            chain, base = [node.attr], node.value
+            while isinstance(base, ast.Attribute):
+                chain.insert(0, base.attr)
+                base = base.value
+            if isinstance(base, ast.Name) and base.id == "trt":
+                used.add(".".join(chain[-2:]) if len(chain) > 1 else chain[0])
+            elif isinstance(base, ast.Name) and base.id in OBJECTS and len(chain) == 1:
+                used.add(f"{OBJECTS[base.id]}.{chain[0]}")
+    assert used and used <= set(trt_exporter.TRT_NAMES), sorted(used - set(trt_exporter.TRT_NAMES))
+
+
+def test_absent_tensorrt_is_exit_3_with_install_guidance(cli, tmp_path):
+    if trt_exporter.hasattr_builder():
+        pytest.skip("TensorRT is installed here")
+    result = cli("export", "-m", "efficientvit_b0", "-t", "trt", "-p", "fp16", "--height", "64", "--width", "64", "-o", tmp_path / "out")
+    assert_clean_error(result, 3, "TensorRT", "JetPack", "pypi.nvidia.com")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.tensorrt
+@pytest.mark.gpu
+def test_fp16_engine_builds_with_the_plan_pinned(tmp_path):
+    if not trt_exporter.hasattr_builder():
+        pytest.skip("needs TensorRT and an NVIDIA GPU")
+    from evitdeploy import api
+
+    artifact = api.export_model("efficientvit_b0", "trt", "fp16", tmp_path / "engine", None, None, 64, 64)
+    assert artifact.manifest["export"]["engine"]["pinned_fp32_layers"] > 0
