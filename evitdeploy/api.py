@@ -65,6 +65,8 @@ def export_model(
     progress: Progress = None,
     reduced=None,
     channels_last: bool = False,
+    profile=None,
+    engine: bool = True,
 ) -> Artifact:
     """`reduced` (exporters.PrecisionOptions) sets calibration and planning for fp16/int8;
     `channels_last` gives a TFLite model an NHWC input."""
@@ -114,6 +116,8 @@ def export_model(
         progress=progress,
         reduced=reduced,
         channels_last=channels_last,
+        profile=profile,
+        engine=engine,
     )
     return export(model, spec, target, options)
 
@@ -157,6 +161,14 @@ def _runner_for(artifact: Artifact, threads: Optional[int], taking_turns: bool =
         from evitdeploy.runners.tflite import TFLiteRunner
 
         return TFLiteRunner(artifact.model_file, artifact.spec, threads=threads)
+    if artifact.target == "trt" and artifact.model_file.suffix == ".onnx":
+        from evitdeploy.runners.onnxruntime import OnnxRuntimeRunner  # a recipe artifact: the ONNX the engine is built from
+
+        return OnnxRuntimeRunner(artifact.model_file, threads=threads)
+    if artifact.target == "trt":
+        from evitdeploy.runners.tensorrt import TensorRTRunner
+
+        return TensorRTRunner(artifact.model_file, artifact.spec, artifact.manifest)
     if artifact.target == "coreml":
         from evitdeploy.runners.coreml import CoreMLRunner
 
@@ -251,6 +263,13 @@ def predicts_here(artifact: Artifact) -> Optional[str]:
     if artifact.target == "coreml" and platform.system() != "Darwin":
         return "Core ML predicts only on macOS: parity and latency are measured by verify.py on a Mac or the device"
     return None
+
+
+def times_here(artifact: Artifact) -> Optional[str]:
+    """None when latency measured here means something for the artifact, else why not."""
+    if artifact.target == "trt" and artifact.model_file.suffix == ".onnx":
+        return "TensorRT engines are built and timed on the device (`evitdeploy build BUNDLE` there); parity here is the ONNX on ONNX Runtime"
+    return predicts_here(artifact)
 
 
 def reference_outputs(artifact: Artifact, spec: ModelSpec, inputs, checkpoint=None):

@@ -24,7 +24,7 @@ REFERENCE_IMAGES = 4
 REFERENCE_BYTES = 4 << 20  # inputs kept under 4 MiB (at least one image): bundles stay small
 VERIFY_SCRIPT = "verify.py"
 README = "README.txt"
-CARRIED = ("precision_plan.json", "ranges.json", "tflite_plan.json")  # artifact files a device or a rebuild may want
+CARRIED = ("precision_plan.json", "ranges.json", "tflite_plan.json", "build_engine.sh", "model.onnx")  # artifact files a device or a rebuild may want
 
 
 def reference_count(input_shape, wanted: int = REFERENCE_IMAGES) -> int:
@@ -49,7 +49,7 @@ def _input_tensor(manifest: dict) -> str:
 def _readme(manifest: dict) -> str:
     bundle, spec = manifest["bundle"], manifest["spec"]
     profile = bundle["profile"]
-    runtime = device_verify.RUNTIMES.get(manifest["target"], (None, manifest["target"]))[1]
+    runtime = device_verify.RUNTIMES.get(manifest["target"], (None, "tensorrt"))[1]
     made_with = manifest.get("toolchain", {}).get(runtime, "?")
     check, latency = bundle["check"], bundle["latency"]
     lines = [
@@ -74,7 +74,8 @@ def _readme(manifest: dict) -> str:
                 f"    parity vs PyTorch on {check['samples']} photos: min cosine {check['cosine_min']:.6f}, max abs error {check['max_abs_error']:.3g}"
                 + (", PASSED" if check["passed"] else ", FAILED"),
                 f"    latency {bundle['budget']['statistic']} {latency[bundle['budget']['statistic'] + '_ms']:.2f} ms "
-                + f"(budget {bundle['budget'].get('latency_ms')} ms, {'judged' if bundle['budget']['judged'] else 'not judged: ' + bundle['budget']['host']})",
+                + f"(budget {bundle['budget'].get('latency_ms')} ms, {'judged' if bundle['budget']['judged'] else 'not judged: ' + bundle['budget']['host']})"
+                if latency else f"    latency not measured there: {bundle['budget']['host']}",
             ]
         ),
         "",

@@ -521,6 +521,31 @@ def verify(
 
 @app.command()
 @handles_errors
+def build(
+    bundle: Path = typer.Argument(..., help="A TensorRT bundle (from `deploy --profile jetson-orin-nano` etc.)."),
+    workspace_mib: int = typer.Option(4096, "--workspace", help="Builder workspace limit in MiB."),
+    count: int = typer.Option(100, "--count", "-n", help="Timed runs for GPU compute time (after 20 warm-up runs)."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """On the device: build the bundle's TensorRT engine (its ONNX + precision plan + shapes), then
+    check it against reference.npz and report GPU compute time median/p90/p99. Exit 1 on a parity miss."""
+    from evitdeploy.engine_build import build_in_bundle
+
+    with progress(not as_json) as step:
+        report = build_in_bundle(bundle, workspace_mib, count, step)
+    if as_json:
+        print(json.dumps(report, indent=2))
+    else:
+        gpu = report["gpu_compute"]
+        out.print(f"engine built ({report['engine'].get('gpu')}, TensorRT {report['tensorrt']}, {report['engine'].get('pinned_fp32_layers')} layers pinned FP32); "
+                  f"parity {'PASSED' if report['passed'] else 'FAILED: ' + '; '.join(report['failures'])}; "
+                  f"GPU compute median {gpu['median_ms']:.3f} ms, p90 {gpu['p90_ms']:.3f}, p99 {gpu['p99_ms']:.3f}")
+    if not report["passed"]:
+        raise typer.Exit(EXIT_CHECK_FAILED)
+
+
+@app.command()
+@handles_errors
 def doctor(as_json: bool = JSON_OPTION) -> None:
     """Which backends are installed, their versions, and how to install the missing ones."""
     from evitdeploy.doctor import diagnose

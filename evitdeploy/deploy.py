@@ -72,10 +72,13 @@ def deploy(
     from evitdeploy.bench import host_info
     from evitdeploy.calibration.data import load_inputs
     from evitdeploy.models import get_spec
-    from evitdeploy.profiles import host_kind, load_profile, require_backend
+    from evitdeploy.profiles import backend_status, host_kind, load_profile, require_backend
 
     profile = load_profile(profile_name)
-    require_backend(profile)
+    status = backend_status(profile)
+    recipe_only = profile.backend == "tensorrt" and status["built"] and not status["installed"]
+    if not recipe_only:  # TensorRT absent: the bundle carries the ONNX + plan + build recipe for the device
+        require_backend(profile)
     get_spec(model_name)  # an unknown model fails before anything runs
     precision = precision or profile.precision
     if precision not in profile.precisions:
@@ -92,6 +95,7 @@ def deploy(
         artifact = api.export_model(
             model_name, profile.target, precision, Path(scratch) / "artifact", checkpoint, profile.batch, height,
             width, profile.dynamic, None, True, False, seed, None, data, _staged(progress, 0), reduced, profile.nhwc,
+            profile, not recipe_only,
         )
         seconds["export"] = time.perf_counter() - started
 
@@ -110,12 +114,17 @@ def deploy(
         else:
             check, expected, outputs = api.parity_report(artifact, spec, inputs, source, tolerances, profile.threads, checkpoint, _staged(progress, 1))
             seconds["check"] = time.perf_counter() - started
-            started = time.perf_counter()
-            bench = api.bench_artifact(artifact.folder, threads=profile.threads, warmup=profile.warmup, count=profile.count, progress=_staged(progress, 2))
-            seconds["bench"] = time.perf_counter() - started
-            stats = bench["results"][0]["stats"]
-            measured = stats[f"{profile.statistic}_ms"]
-            judged = on_kind and budget_ms is not None
+            cannot_time = api.times_here(artifact)
+            if cannot_time:
+                bench, stats, measured, judged, why = None, None, None, False, cannot_time
+                check["of"] = cannot_time
+            else:
+                started = time.perf_counter()
+                bench = api.bench_artifact(artifact.folder, threads=profile.threads, warmup=profile.warmup, count=profile.count, progress=_staged(progress, 2))
+                seconds["bench"] = time.perf_counter() - started
+                stats = bench["results"][0]["stats"]
+                measured = stats[f"{profile.statistic}_ms"]
+                judged = on_kind and budget_ms is not None
         budget = {
             "statistic": profile.statistic, "latency_ms": budget_ms, "measured_ms": measured, "judged": judged, "host": why,
             "passed": (measured <= budget_ms) if judged else None,

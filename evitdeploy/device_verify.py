@@ -204,6 +204,12 @@ def check_integrity(folder: Path, manifest: dict) -> None:
 
 
 def runtime_versions(target: str) -> dict:
+    if target == "trt":
+        raise BundleError(
+            "a TensorRT bundle is checked where its engine is built",
+            "on the device: `evitdeploy build .` (builds model.engine and compares it with reference.npz), or sh build_engine.sh for the engine alone",
+            3,
+        )
     if target not in RUNTIMES:
         raise BundleError(f"this verifier cannot run {target!r} bundles", "verify it with the evitdeploy that made it", 3)
     module_name, package = RUNTIMES[target]

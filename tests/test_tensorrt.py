@@ -155,7 +155,11 @@ def missing_names(names, listing) -> list[str]:
 
 
 def test_every_tensorrt_name_the_code_uses_exists_in_the_stubs():
-    assert missing_names(trt_exporter.TRT_NAMES, stubs_listing()) == []
+    from evitdeploy.runners import tensorrt as trt_runner
+
+    listing = stubs_listing()
+    assert missing_names(trt_exporter.TRT_NAMES, listing) == []
+    assert missing_names(trt_runner.TRT_NAMES, listing) == []
 
 
 def test_the_stub_check_catches_a_misspelled_name():
@@ -164,28 +168,88 @@ def test_the_stub_check_catches_a_misspelled_name():
     ]
 
 
-OBJECTS = {  # the variables tensorrt.py holds TensorRT objects in, and their classes
+OBJECTS = {  # the variables the TensorRT modules hold TensorRT objects in, and their classes
     "builder": "Builder", "network": "INetworkDefinition", "parser": "OnnxParser", "config": "IBuilderConfig",
-    "profile": "IOptimizationProfile", "layer": "ILayer",
+    "profile": "IOptimizationProfile", "layer": "ILayer", "runtime": "Runtime", "engine": "ICudaEngine", "context": "IExecutionContext",
 }
 
 
-def test_trt_names_lists_every_name_the_module_touches():
-    """Every `trt.X.Y` chain and every attribute used on a TensorRT object is in TRT_NAMES (which
-    the stub test checks): nothing reaches the API unchecked."""
-    tree = ast.parse(Path(trt_exporter.__file__).read_text())
+def used_names(module) -> set[str]:
+    """`trt.X.Y` chains, and attributes used on the variables (or self.attributes) in OBJECTS."""
+    tree = ast.parse(Path(module.__file__).read_text())
     used = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.Attribute):
-            chain, base = [node.attr], node.value
-            while isinstance(base, ast.Attribute):
-                chain.insert(0, base.attr)
-                base = base.value
-            if isinstance(base, ast.Name) and base.id == "trt":
-                used.add(".".join(chain[-2:]) if len(chain) > 1 else chain[0])
-            elif isinstance(base, ast.Name) and base.id in OBJECTS and len(chain) == 1:
-                used.add(f"{OBJECTS[base.id]}.{chain[0]}")
-    assert used and used <= set(trt_exporter.TRT_NAMES), sorted(used - set(trt_exporter.TRT_NAMES))
+        if not isinstance(node, ast.Attribute):
+            continue
+        chain, base = [node.attr], node.value
+        while isinstance(base, ast.Attribute):
+            chain.insert(0, base.attr)
+            base = base.value
+        if isinstance(base, ast.Name) and base.id == "trt":
+            used.add(".".join(chain[-2:]) if len(chain) > 1 else chain[0])
+        elif isinstance(base, ast.Name) and base.id in OBJECTS and len(chain) == 1:
+            used.add(f"{OBJECTS[base.id]}.{chain[0]}")
+        elif isinstance(base, ast.Name) and base.id == "self" and len(chain) == 2 and chain[0] in ("engine", "context"):
+            used.add(f"{OBJECTS[chain[0]]}.{chain[1]}")
+    return used
+
+
+@pytest.mark.parametrize("which", ["exporter", "runner"])
+def test_trt_names_lists_every_name_the_module_touches(which):
+    """Nothing reaches the TensorRT API unchecked: every name used is in the module's TRT_NAMES."""
+    from evitdeploy.runners import tensorrt as trt_runner
+
+    module = trt_exporter if which == "exporter" else trt_runner
+    used = used_names(module)
+    assert used and used <= set(module.TRT_NAMES), sorted(used - set(module.TRT_NAMES))
+
+
+def test_an_engine_from_another_tensorrt_or_gpu_is_refused():
+    from evitdeploy.errors import UserError
+    from evitdeploy.runners.tensorrt import check_engine_host
+
+    manifest = {"toolchain": {"tensorrt": "10.3.0"}, "export": {"gpu": "Orin"}}
+    check_engine_host(manifest, "10.3.0", "Orin")
+    with pytest.raises(UserError, match="built with TensorRT 10.3.0; this host has 10.13.0"):
+        check_engine_host(manifest, "10.13.0", "Orin")
+    with pytest.raises(UserError, match="built on Orin; this host has NVIDIA H100"):
+        check_engine_host(manifest, "10.3.0", "NVIDIA H100")
+
+
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_jetson_deploy_without_tensorrt_writes_the_onnx_plan_and_recipe(precision, tmp_path, cli, digits_checkpoint_path):
+    """The trained digits classifier (INT8 parity of the TensorRT-scheme QDQ ONNX on ONNX Runtime)."""
+    import numpy as np
+
+    from evitdeploy.models import trained
+    from test_deploy import on_device
+
+    np.savez(tmp_path / "calib.npz", image=trained.digits_images("train")[0][:32])
+    np.savez(tmp_path / "check.npz", image=trained.digits_images("test")[0][:8])
+    folder = tmp_path / "jetson"
+    result = cli("deploy", "--profile", "jetson-orin-nano", "-m", "efficientvit_b0", "-c", digits_checkpoint_path, "-p", precision,
+                 "--height", "64", "--width", "64", "--calib", tmp_path / "calib.npz", "--data", tmp_path / "check.npz",
+                 "--search-budget", "1", "-o", folder, "--json")
+    assert result.exit_code == 0, result.stdout
+    import json
+
+    summary = json.loads(result.stdout)
+    assert summary["target"] == "trt" and summary["check"]["passed"] and summary["latency"] is None
+    assert "TensorRT engines are built and timed on the device" in summary["budget"]["host"]
+    assert {"model.onnx", "precision_plan.json", "build_engine.sh", "reference.npz", "verify.py"} <= {p.name for p in folder.iterdir()}
+    script = (folder / "build_engine.sh").read_text()
+    assert ("--int8" in script) == (precision == "int8") and "--precisionConstraints=obey" in script and "--fp16" in script
+    assert subprocess.run(["sh", "-n", str(folder / "build_engine.sh")]).returncode == 0
+    device = on_device(folder / "verify.py")
+    assert device.returncode == 3 and "evitdeploy build ." in device.stderr
+    if not trt_exporter.hasattr_builder():
+        assert_clean_error(cli("build", folder), 3, "TensorRT", "JetPack")
+
+
+def test_build_refuses_a_bundle_of_another_target(cli, tmp_path):
+    folder = tmp_path / "x86"
+    assert cli("deploy", "--profile", "x86-cpu", "-m", "efficientvit_b0", "--height", "64", "--width", "64", "-o", folder).exit_code == 0
+    assert_clean_error(cli("build", folder), 2, "is a onnx bundle, not a TensorRT one")
 
 
 def test_absent_tensorrt_is_exit_3_with_install_guidance(cli, tmp_path):

@@ -64,6 +64,8 @@ class ExportOptions:
     progress: Optional[Callable[[str], None]] = None  # called with a step name as each step starts
     reduced: PrecisionOptions = field(default_factory=PrecisionOptions)  # calibration and plan for fp16/int8
     channels_last: bool = False  # NHWC model input (TFLite: a phone camera's frame order)
+    profile: Optional[object] = None  # the deploy profile (TensorRT: optimization-profile shape range)
+    engine: bool = True  # TensorRT: build the engine here; False writes the ONNX + build recipe for the device
 
     def step(self, name: str) -> None:
         if self.progress:

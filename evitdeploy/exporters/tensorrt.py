@@ -136,24 +136,29 @@ def prepare_onnx(model, spec: ModelSpec, precision: str, folder: Path, scratch: 
 
 
 def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
-    trt = import_tensorrt()
-    identity = gpu_identity()
-    shape_range = shapes(spec)
+    """With TensorRT and a GPU: the engine. With options.engine False (deploy for a device, where
+    engines must be built): the ONNX, the plan and the recipe, without TensorRT."""
+    trt = import_tensorrt() if options.engine else None
+    identity = gpu_identity() if options.engine else {}
+    shape_range = shapes(spec, options.profile)
     with staged_folder(options.output) as staging, tempfile.TemporaryDirectory(prefix="evitdeploy-trt-") as scratch:
         plan, sections = prepare_onnx(model, spec, options.precision, staging, Path(scratch), options)
-        options.step(f"building the TensorRT {options.precision.upper()} engine on {identity['gpu']}")
-        engine, info = build_engine(trt, staging / ONNX_FILE, spec, options.precision, plan, shape_range)
-        write_bytes(staging / ENGINE_FILE, engine)
-        write_bytes(staging / TIMING_CACHE_FILE, info.pop("timing_cache"))
         command = trtexec_command(spec, options.precision, plan, shape_range)
         write_text(staging / RECIPE_FILE, build_script(command, "evitdeploy build ."))
+        engine_info = {"file": ENGINE_FILE, "built": False, "recipe": RECIPE_FILE}
+        if trt is not None:
+            options.step(f"building the TensorRT {options.precision.upper()} engine on {identity['gpu']}")
+            serialized, info = build_engine(trt, staging / ONNX_FILE, spec, options.precision, plan, shape_range)
+            write_bytes(staging / ENGINE_FILE, serialized)
+            write_bytes(staging / TIMING_CACHE_FILE, info.pop("timing_cache"))
+            engine_info.update(built=True, **info, **identity)
         manifest = build_manifest(
-            staging, "trt", options.precision, spec, ENGINE_FILE, source=options.source,
-            export={"engine": info, "shapes": {k: list(v) for k, v in shape_range.items()}, "trtexec": command, **identity},
-            validation={"checks": [{"skipped": "the TensorRT runner is not built yet (issue 9): run trtexec or the engine yourself"}]},
+            staging, "trt", options.precision, spec, ENGINE_FILE if trt is not None else ONNX_FILE, source=options.source,
+            export={"engine": engine_info, "onnx": ONNX_FILE, "shapes": {k: list(v) for k, v in shape_range.items()}, "trtexec": command, **identity},
+            validation={"checks": [{"skipped": "the engine is checked where it is built: `evitdeploy build` on the device"}]},
             **sections,
-            toolchain={**package_versions("torch", "onnx", "numpy"), "tensorrt": trt.__version__},
+            toolchain={**package_versions("torch", "onnx", "onnxruntime", "numpy"), **({"tensorrt": trt.__version__} if trt else {})},
         )
         write_json(staging / "manifest.json", manifest)
     folder = Path(options.output)
-    return Artifact(folder, folder / ENGINE_FILE, "trt", options.precision, spec, manifest)
+    return Artifact(folder, folder / manifest["model_file"], "trt", options.precision, spec, manifest)
