@@ -52,9 +52,11 @@ def test_host_kind_judges_only_matching_hosts(monkeypatch):
     assert not matched and "Raspberry Pi 5" in why
 
 
-def test_backend_not_installed_exits_3(cli, tmp_path):
-    result = cli("deploy", "--profile", "jetson-orin-nano", "--model", "efficientvit_b0", "-o", tmp_path / "out")
-    assert_clean_error(result, 3, "profile jetson-orin-nano needs tensorrt, which is not installed", "JetPack")
+def test_backend_not_installed_exits_3(cli, tmp_path, monkeypatch):
+    monkeypatch.setattr("evitdeploy.doctor.installed", lambda package: package not in ("litert-torch", "ai-edge-litert"))
+    result = cli("deploy", "--profile", "pixel-8", "--model", "efficientvit_b0", "-o", tmp_path / "out")
+    assert_clean_error(result, 3, "profile pixel-8 needs litert-torch, ai-edge-litert, which is not installed", "evitdeploy[tflite]")
+    assert not (tmp_path / "out").exists()
     assert not (tmp_path / "out").exists()
 
 
