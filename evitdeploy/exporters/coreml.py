@@ -39,7 +39,6 @@ MODEL_DIR = "model.mlpackage"
 EXTRA = "pip install 'evitdeploy[coreml]'"
 DEPLOYMENT_TARGET = "iOS17"
 WEIGHTED_OPS = ("conv", "linear", "conv_transpose")
-FLOAT16, FLOAT32 = 10, 11  # MIL_pb2.DataType
 
 
 def import_coremltools():
@@ -175,8 +174,9 @@ def program_ops(package: Path) -> list[tuple[str, str, int]]:
 def check_package(package: Path, spec: ModelSpec, precision: str, kept_fp32: list[str]) -> dict:
     """What the package must be, read back from disk: names, shapes, types, op precisions, the plan."""
     ct = import_coremltools()
-    from coremltools.proto import MIL_pb2
+    from coremltools.proto import FeatureTypes_pb2, MIL_pb2
 
+    float32 = MIL_pb2.DataType.Value("FLOAT32")
     try:
         model_spec = ct.models.MLModel(str(package), skip_model_load=True).get_spec()
     except Exception as exc:
@@ -188,9 +188,8 @@ def check_package(package: Path, spec: ModelSpec, precision: str, kept_fp32: lis
         failures.append(f"inputs {list(inputs)} / outputs {list(outputs)}, expected [{spec.input_name}] / [{spec.output_name}]")
     elif list(inputs[spec.input_name].shape) != list(spec.input_shape):
         failures.append(f"input shape {list(inputs[spec.input_name].shape)}, expected {list(spec.input_shape)}")
-    float32_array = 65568  # ArrayFeatureType.FLOAT32
     for name, array in {**inputs, **outputs}.items():
-        if array.dataType != float32_array:
+        if array.dataType != FeatureTypes_pb2.ArrayFeatureType.FLOAT32:
             failures.append(f"{name} is not float32 at the boundary")
     ops = program_ops(package)
     compute = [(t, n, d) for t, n, d in ops if t not in ("const", "constexpr_affine_dequantize", "constexpr_blockwise_shift_scale", "cast")]
@@ -202,7 +201,7 @@ def check_package(package: Path, spec: ModelSpec, precision: str, kept_fp32: lis
     written = {n: d for _, n, d in ops}
     # An op cast to FP16 is saved as NAME_cast_fp16; one in neither form was folded away (a transpose into its matmul).
     present = [name for name in kept_fp32 if name in written or f"{name}_cast_fp16" in written]
-    not_fp32 = [name for name in present if written.get(name) != FLOAT32]
+    not_fp32 = [name for name in present if written.get(name) != float32]
     if not_fp32:
         failures.append(f"{len(not_fp32)} ops the plan keeps FP32 are not FP32 in the package (first: {not_fp32[0]})")
     compressed = sum(1 for t, _, _ in ops if t.startswith("constexpr_"))
