@@ -269,3 +269,15 @@ def test_fp16_engine_builds_with_the_plan_pinned(tmp_path):
 
     artifact = api.export_model("efficientvit_b0", "trt", "fp16", tmp_path / "engine", None, None, 64, 64)
     assert artifact.manifest["export"]["engine"]["pinned_fp32_layers"] > 0
+
+
+def test_a100_recipe_has_a_dynamic_batch_onnx_and_range(tmp_path, cli):
+    import onnx
+
+    folder = tmp_path / "a100"
+    result = cli("deploy", "--profile", "a100", "-m", "efficientvit_b0", "-p", "fp32", "--height", "64", "--width", "64", "-o", folder)
+    assert result.exit_code == 0, result.stdout
+    dims = onnx.load(str(folder / "model.onnx")).graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_param and not dims[0].dim_value  # the batch the engine's profile ranges over
+    script = (folder / "build_engine.sh").read_text()
+    assert "--minShapes=image:1x3x64x64" in script and "--maxShapes=image:64x3x64x64" in script

@@ -35,7 +35,7 @@ def default_opset(spec: ModelSpec) -> int:
 
 def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
     timings = {}
-    spec = _with_dynamic_axes(spec, options.dynamic_axes)
+    spec = with_dynamic_axes(spec, options.dynamic_axes)
     opset = options.opset or default_opset(spec)
     reduced = options.precision != "fp32"
     with staged_folder(options.output) as staging, tempfile.TemporaryDirectory(prefix="evitdeploy-fp32-") as scratch:
@@ -125,7 +125,7 @@ def write_graph(model, spec: ModelSpec, path: Path, opset: int, simplify: bool, 
     return timings
 
 
-def _with_dynamic_axes(spec: ModelSpec, axes: tuple[str, ...]) -> ModelSpec:
+def with_dynamic_axes(spec: ModelSpec, axes: tuple[str, ...]) -> ModelSpec:
     from dataclasses import replace
 
     return replace(spec, dynamic_axes=tuple(a for a in ("batch", "height", "width") if a in axes))
