@@ -252,7 +252,8 @@ def load_profile(name_or_path: str) -> Profile:
 
 def list_profiles() -> list[dict]:
     """Every shipped profile with whether its backend is built and installed here."""
-    return [{**load_profile(name).to_dict(), **backend_status(load_profile(name))} for name in shipped_names()]
+    profiles = [load_profile(name) for name in shipped_names()]
+    return [{**profile.to_dict(), **backend_status(profile)} for profile in profiles]
 
 
 # ---------------------------------------------------------------------------------------------
