@@ -43,6 +43,9 @@ class LiteMLA(nn.Module):
         self.eps = eps
         self.dim = head_dim
         self.formulation = "channel_first"
+        # The float32 island below. Off only to reproduce what an exported graph does under a bare
+        # FP16 build (`trtexec --fp16`): calibration.torch_plan's "plain" FP16.
+        self.fp32_island = True
         heads = in_channels // head_dim
         total_dim = heads * head_dim
         self.qkv = ConvNormAct(in_channels, 3 * total_dim, 1)
@@ -76,7 +79,7 @@ class LiteMLA(nn.Module):
         dtype = v.dtype
         device = q.device.type
         reduced = dtype in _REDUCED or (device != "meta" and torch.is_autocast_enabled(device))
-        if reduced:
+        if reduced and self.fp32_island:
             with torch.autocast(device_type=device, enabled=False):
                 out = self._linear_attention(q.float(), k.float(), v.float())
             return out.to(dtype)

@@ -60,6 +60,7 @@ class SegmenterRecipe:
     """Everything that decides the mosaic segmenter's weights (hashed into the cache name)."""
 
     seed: int = 0
+    family: str = "b0"  # the backbone: b0 by default, b1 for the TensorRT/GPU FP16 checks' target model
     height: int = 128
     width: int = 256
     steps: int = 800
@@ -167,11 +168,11 @@ def digits_spec(size: int = 64, family: str = "b0") -> ModelSpec:
     return replace(get_spec(f"efficientvit_{family}"), num_classes=10).with_input(1, size, size)
 
 
-def mosaic_spec(height: int = 128, width: int = 256) -> ModelSpec:
-    """The spec of the mosaic segmenter: efficientvit_seg_b0_cityscapes with 11 classes."""
+def mosaic_spec(height: int = 128, width: int = 256, family: str = "b0") -> ModelSpec:
+    """The spec of the mosaic segmenter: efficientvit_seg_<family>_cityscapes with 11 classes."""
     from evitdeploy.models.registry import get_spec
 
-    return replace(get_spec("efficientvit_seg_b0_cityscapes"), num_classes=MOSAIC_CLASSES).with_input(1, height, width)
+    return replace(get_spec(f"efficientvit_seg_{family}_cityscapes"), num_classes=MOSAIC_CLASSES).with_input(1, height, width)
 
 
 def classification_accuracy(logits, labels) -> float:
@@ -283,7 +284,8 @@ def train_digits_classifier(recipe: ClassifierRecipe = ClassifierRecipe(), progr
 
 
 def train_mosaic_segmenter(recipe: SegmenterRecipe = SegmenterRecipe(), progress: Progress = None):
-    """EfficientViT-Seg-B0 trained on fresh "train" mosaics each step; eval mode, trained BN statistics.
+    """EfficientViT-Seg-B0 (or the recipe's family) trained on fresh "train" mosaics each step; eval
+    mode, trained BN statistics.
 
     The loss is cross-entropy on the stride-8 logits upsampled bilinearly to full resolution, the
     same comparison `segmentation_scores` makes (strokes are thinner than a stride-8 cell).
@@ -294,7 +296,7 @@ def train_mosaic_segmenter(recipe: SegmenterRecipe = SegmenterRecipe(), progress
     from evitdeploy.calibration.data import preprocess
     from evitdeploy.models.registry import create_model
 
-    spec = mosaic_spec(recipe.height, recipe.width)
+    spec = mosaic_spec(recipe.height, recipe.width, recipe.family)
     with _deterministic(recipe.seed):
         model = create_model(spec, seed=recipe.seed).train()
         optimizer, schedule = _optimizer(model, recipe.learning_rate, recipe.weight_decay, recipe.steps)
@@ -320,10 +322,10 @@ def digits_checkpoint(cache_dir: Optional[Path] = None, progress: Progress = Non
     return _cached(f"digits_{family}", recipe, lambda: train_digits_classifier(recipe, progress), cache_dir)
 
 
-def mosaic_checkpoint(cache_dir: Optional[Path] = None, progress: Progress = None) -> Path:
+def mosaic_checkpoint(cache_dir: Optional[Path] = None, progress: Progress = None, family: str = "b0") -> Path:
     """The mosaic segmenter's .safetensors (our key layout), trained on first use, then cached."""
-    recipe = SegmenterRecipe()
-    return _cached("mosaic_seg_b0", recipe, lambda: train_mosaic_segmenter(recipe, progress), cache_dir)
+    recipe = SegmenterRecipe(family=family)
+    return _cached(f"mosaic_seg_{family}", recipe, lambda: train_mosaic_segmenter(recipe, progress), cache_dir)
 
 
 def default_cache_dir() -> Path:
@@ -368,6 +370,7 @@ def main() -> None:
         ("digits_b0", digits_checkpoint(progress=say)),
         ("digits_b1", digits_checkpoint(progress=say, family="b1")),
         ("mosaic_seg_b0", mosaic_checkpoint(progress=say)),
+        ("mosaic_seg_b1", mosaic_checkpoint(progress=say, family="b1")),
     ):
         shutil.copyfile(checkpoint, folder / f"{name}.safetensors")
         print(f"{folder / f'{name}.safetensors'} (from {checkpoint})")
