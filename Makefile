@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 EVIT := $(VENV)/bin/evitdeploy
 DEMO := demo-out
 
-.PHONY: install demo test test-slow bench bench-gate bench-precision bench-deploy bench-tflite bench-coreml clean
+.PHONY: install demo test test-slow bench bench-gate bench-precision bench-deploy bench-tflite bench-coreml bench-gpu gpu-carry clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,18 @@ bench-tflite: install
 
 bench-coreml: install
 	$(PY) benchmarks/coreml_cpu.py
+
+# Issue 9's GPU checks (FP16 numerics of the plan on CUDA, PyTorch latency, TensorRT engines where
+# TensorRT imports) on a host with an NVIDIA GPU and this venv; `gpu-carry` packs what a GPU machine
+# without a package index needs (then `sh benchmarks/gpu_device.sh` there; see README).
+bench-gpu: install
+	$(PY) benchmarks/gpu_trt.py
+
+gpu-carry: install
+	rm -rf .gpu-carry && mkdir -p .gpu-carry/wheels .gpu-carry/trained
+	$(PY) -m pip download --quiet --no-deps -d .gpu-carry/wheels onnxslim==$$($(PY) -c 'import onnxslim; print(onnxslim.__version__)')
+	$(PY) -c 'import shutil; from evitdeploy.models import trained; [shutil.copy(trained.mosaic_checkpoint(family=f), ".gpu-carry/trained/") for f in ("b0", "b1")]'
+	du -sh .gpu-carry
 
 clean:
 	rm -rf $(DEMO) .pytest_cache

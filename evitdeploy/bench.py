@@ -24,6 +24,25 @@ def _timed(infer: Callable[[], object]) -> float:
     return (time.perf_counter() - t0) * 1e3
 
 
+def cuda_times_ms(run: Callable[[], object], warmup: int, count: int, stream=None) -> list[float]:
+    """GPU time per call of `run`, from CUDA events recorded around it on `stream` (the current
+    stream if None), after `warmup` calls: the figure trtexec reports as "GPU Compute Time"."""
+    import torch
+
+    for _ in range(warmup):
+        run()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(count):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record(stream)
+        run()
+        end.record(stream)
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return times
+
+
 def _enough(count: int, wanted: int, started: float, min_time_s: float) -> bool:
     return count >= wanted and time.perf_counter() - started >= min_time_s
 

@@ -281,3 +281,141 @@ def test_a100_recipe_has_a_dynamic_batch_onnx_and_range(tmp_path, cli):
     assert dims[0].dim_param and not dims[0].dim_value  # the batch the engine's profile ranges over
     script = (folder / "build_engine.sh").read_text()
     assert "--minShapes=image:1x3x64x64" in script and "--maxShapes=image:64x3x64x64" in script
+
+
+class RecordingTensorRT:
+    """Stands in for TensorRT (it cannot be installed here) only to run `build_engine` and record
+    what it asks for. Every attribute it offers is a name from the real API (the stub checks above
+    hold the exporter to those). The "parser" makes one layer per ONNX node, named after it as
+    TensorRT's parser does, plus a second layer "NODE_output_0" for each MatMul (a node split into
+    two layers) and an unnamed constant."""
+
+    class DataType:
+        FLOAT = "FLOAT"
+
+    class BuilderFlag:
+        FP16, INT8, OBEY_PRECISION_CONSTRAINTS = "FP16", "INT8", "OBEY_PRECISION_CONSTRAINTS"
+
+    class MemoryPoolType:
+        WORKSPACE = "WORKSPACE"
+
+    class Logger:
+        WARNING = "WARNING"
+
+        def __init__(self, severity):
+            self.severity = severity
+
+    class Layer:
+        def __init__(self, name):
+            self.name, self.precision, self.num_outputs, self.output_types = name, None, 1, {}
+
+        def set_output_type(self, index, dtype):
+            self.output_types[index] = dtype
+
+    def __init__(self):
+        self.record = {"flags": set(), "shapes": None, "workspace": None, "cache_in": None}
+        self.layers = []
+        outer = self
+
+        class Network:
+            @property
+            def num_layers(self):
+                return len(outer.layers)
+
+            def get_layer(self, i):
+                return outer.layers[i]
+
+        class Parser:
+            num_errors = 0
+
+            def __init__(self, network, logger):
+                pass
+
+            def parse_from_file(self, path):
+                import onnx
+
+                for node in onnx.load(path).graph.node:
+                    outer.layers.append(outer.Layer(node.name))
+                    if node.op_type == "MatMul":
+                        outer.layers.append(outer.Layer(node.name + "_output_0"))
+                outer.layers.append(outer.Layer("(Unnamed Layer* 3) [Constant]"))
+                return True
+
+        class Cache:
+            def serialize(self):
+                return b"cache-out"
+
+        class Config:
+            def set_flag(self, flag):
+                outer.record["flags"].add(flag)
+
+            def set_memory_pool_limit(self, pool, size):
+                outer.record["workspace"] = (pool, size)
+
+            def add_optimization_profile(self, profile):
+                outer.record["profile_added"] = True
+
+            def create_timing_cache(self, data):
+                outer.record["cache_in"] = data
+                return Cache()
+
+            def set_timing_cache(self, cache, ignore_mismatch):
+                pass
+
+            def get_timing_cache(self):
+                return Cache()
+
+        class Profile:
+            def set_shape(self, name, low, opt, high):
+                outer.record["shapes"] = (name, low, opt, high)
+
+        class Builder:
+            def __init__(self, logger):
+                pass
+
+            def create_network(self, flags):
+                return Network()
+
+            def create_builder_config(self):
+                return Config()
+
+            def create_optimization_profile(self):
+                return Profile()
+
+            def build_serialized_network(self, network, config):
+                return b"engine"
+
+        self.Network, self.OnnxParser, self.Builder = Network, Parser, Builder
+
+
+def test_build_engine_pins_every_layer_of_the_plans_fp32_nodes(fp16_plan, tmp_path):
+    """build_engine's own logic, run against the recording stand-in: the FP16 flag, "obey", every
+    layer (split ones too) of a plan FP32 node pinned FP32 in precision and output type, nothing
+    else touched, the profile's shapes, the workspace and the timing cache read and written."""
+    from evitdeploy.exporters.onnx import write_graph
+    from evitdeploy.models import build_model
+
+    plan, spec = fp16_plan
+    model, _ = build_model(spec, None, 0, None)
+    write_graph(model, spec, tmp_path / "model.onnx", 17, True)
+    (tmp_path / "timing.cache").write_bytes(b"cache-in")
+    trt = RecordingTensorRT()
+    shape_range = shapes(spec)
+    engine, info = trt_exporter.build_engine(trt, tmp_path / "model.onnx", spec, "fp16", plan, shape_range, 512, tmp_path / "timing.cache")
+    assert engine == b"engine" and info["timing_cache"] == b"cache-out" and trt.record["cache_in"] == b"cache-in"
+    assert trt.record["flags"] == {"FP16", "OBEY_PRECISION_CONSTRAINTS"}
+    assert trt.record["workspace"] == ("WORKSPACE", 512 << 20)
+    assert trt.record["shapes"] == (spec.input_name, shape_range["min"], shape_range["opt"], shape_range["max"])
+    pinned_nodes = set(fp32_nodes(plan))
+    pinned = [layer for layer in trt.layers if layer.precision == "FLOAT"]
+    assert {layer.name for layer in pinned} == {
+        layer.name for layer in trt.layers if node_of_layer(layer.name, [d.node for d in plan.decisions]) in pinned_nodes
+    }
+    assert any(layer.name.endswith("MatMul_output_0") for layer in pinned)  # split layers follow their node
+    assert len(pinned) == info["pinned_fp32_layers"] > 0
+    assert all(layer.output_types == {0: "FLOAT"} for layer in pinned)
+    assert all(layer.precision is None and not layer.output_types for layer in trt.layers if layer not in pinned)
+
+    trt = RecordingTensorRT()
+    trt_exporter.build_engine(trt, tmp_path / "model.onnx", spec, "fp32", plan, shape_range)
+    assert trt.record["flags"] == set() and not any(layer.precision for layer in trt.layers)

@@ -2,9 +2,9 @@
 
 The engine must match this host: its manifest's TensorRT version and GPU are compared before
 loading, and a mismatch is refused with one line (engines do not move between GPUs or versions).
-Latency for bench/gate is the host-side wall time around enqueue + synchronize, like every
-runner's; `gpu_times_ms` gives GPU compute time per run from CUDA events, the figure trtexec
-reports ("GPU Compute Time"), measured in its own loop after the warm-up.
+Latency for bench/gate is the host-side wall time around copy-in + enqueue + synchronize + copy-out,
+like every runner's; `gpu_times_ms` gives GPU compute time per run from CUDA events with the
+buffers bound once, the figure trtexec reports ("GPU Compute Time"), in its own loop after a warm-up.
 """
 
 from __future__ import annotations
@@ -76,39 +76,37 @@ class TensorRTRunner(Runner):
     def input_metadata(self) -> list[TensorMeta]:
         return [TensorMeta(self.spec.input_name, tuple(self.spec.input_shape), "float32")]
 
-    def _enqueue(self, batch: np.ndarray) -> dict:
+    def _bind(self, batch: np.ndarray) -> dict:
+        """Device buffers for this batch (input copied in on the engine's stream), addresses set."""
         import torch
 
-        device_input = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).cuda()
-        self.context.set_input_shape(self.inputs[0], tuple(device_input.shape))
-        self.context.set_tensor_address(self.inputs[0], device_input.data_ptr())
-        outputs = {}
-        for name in self.outputs:
-            outputs[name] = torch.empty(tuple(self.context.get_tensor_shape(name)), dtype=torch.float32, device="cuda")
-            self.context.set_tensor_address(name, outputs[name].data_ptr())
-        self.context.execute_async_v3(self.stream.cuda_stream)
+        with torch.cuda.stream(self.stream):
+            device_input = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).cuda(non_blocking=False)
+            self.context.set_input_shape(self.inputs[0], tuple(device_input.shape))
+            self.context.set_tensor_address(self.inputs[0], device_input.data_ptr())
+            outputs = {}
+            for name in self.outputs:
+                outputs[name] = torch.empty(tuple(self.context.get_tensor_shape(name)), dtype=torch.float32, device="cuda")
+                self.context.set_tensor_address(name, outputs[name].data_ptr())
         return {"input": device_input, **outputs}
 
+    def _execute(self) -> None:
+        self.context.execute_async_v3(self.stream.cuda_stream)
+
     def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        buffers = self._enqueue(feed[self.spec.input_name])
+        buffers = self._bind(feed[self.spec.input_name])
+        self._execute()
         self.stream.synchronize()
         return {self.spec.output_name: buffers[self.outputs[0]].cpu().numpy()}
 
     def gpu_times_ms(self, batch: np.ndarray, warmup: int = 20, count: int = 100) -> list[float]:
-        """GPU compute time per run (CUDA events around each enqueue), after `warmup` runs."""
-        import torch
+        """GPU compute time per run: CUDA events around each enqueue on the engine's stream, the
+        buffers bound once (trtexec's "GPU Compute Time"; host<->device copies excluded)."""
+        from evitdeploy.bench import cuda_times_ms
 
-        for _ in range(warmup):
-            self._enqueue(batch)
-        self.stream.synchronize()
-        times = []
-        for _ in range(count):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record(self.stream)
-            self._enqueue(batch)
-            end.record(self.stream)
-            end.synchronize()
-            times.append(start.elapsed_time(end))
+        buffers = self._bind(batch)
+        times = cuda_times_ms(self._execute, warmup, count, self.stream)
+        del buffers
         return times
 
     def close(self) -> None:

@@ -1,0 +1,238 @@
+"""Issue 9's GPU checks in one command, for a host with an NVIDIA GPU (TensorRT optional).
+
+    python benchmarks/gpu_trt.py [--families b0,b1] [--height 1024 --width 2048] [--device cuda]
+        [--sections numerics,torch_latency,tensorrt] [--orin-scale X] [--save results.json]
+
+1. numerics: the trained digit-mosaic segmenters (Seg-B0 and Seg-B1, 11 classes, see
+   evitdeploy.models.trained) at Cityscapes resolution, FP16 in PyTorch on the device: plain FP16
+   (every op FP16, as a bare `trtexec --fp16` runs the exported graph) against the precision plan
+   (the plan's FP32 modules kept FP32, what the TensorRT build pins under "obey"), both compared
+   with FP32 on the same device: NaN/Inf, pixel agreement, cosine, mIoU on the mosaics' labels.
+2. torch_latency: PyTorch eager FP32 vs plan-FP16 on the device, CUDA events around each forward
+   after a warm-up (median/p90/p99). Not TensorRT: a floor for what an engine should beat.
+3. tensorrt (only where TensorRT imports): `evitdeploy export -t trt` FP16 and INT8 engines of the
+   trained Seg-B1 (plan pinned, TensorRT-scheme QDQ), parity against FP32 PyTorch and GPU compute
+   time from CUDA events like trtexec's, next to the published Jetson AGX Orin figure (TensorRT
+   FP16, batch 1). `--orin-scale` is how many times faster than an AGX Orin this GPU is taken to be
+   (no default: choose it from your own trtexec runs of a reference model); without it the raw
+   ratio is printed.
+
+Runs on a CPU too (`--device cpu --height 256 --width 512`) to check the script itself; the
+plans are made on the CPU with ONNX Runtime either way (ranges at the measured resolution).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+# TensorRT FP16, batch 1, data transfer included: mit-han-lab/efficientvit,
+# applications/efficientvit_seg/README.md ("Jetson Orin" column, 1024x2048 Cityscapes).
+PUBLISHED_AGX_ORIN_MS = {"b0": 9.9, "b1": 24.3, "b2": 46.5, "b3": 81.8}
+SECTIONS = ("numerics", "torch_latency", "tensorrt")
+
+
+def mosaic_data(height: int, width: int, count: int, split: str, seed: int):
+    from evitdeploy.calibration.data import preprocess
+    from evitdeploy.models import trained
+
+    photos, labels = trained.digit_mosaics(count, height, width, seed=seed, split=split)
+    return photos, preprocess(list(photos), trained.mosaic_spec(height, width), height, width), labels
+
+
+PLANS: dict = {}
+
+
+def make_plan(family: str, height: int, width: int, work: Path):
+    """The trained segmenter's checkpoint, its FP16 plan at this resolution (ranges measured on two
+    training mosaics) and the largest |tensor| FP32 reaches; made once per family."""
+    from evitdeploy import api
+    from evitdeploy.calibration.plan import PrecisionPlan
+    from evitdeploy.exporters import PrecisionOptions
+    from evitdeploy.models import trained
+
+    if family not in PLANS:
+        checkpoint = trained.mosaic_checkpoint(family=family, progress=lambda s: print(f"… {s}", flush=True))
+        photos, _, _ = mosaic_data(height, width, 2, "train", 3)
+        np.savez(work / f"calib_{family}.npz", image=photos)
+        started = time.perf_counter()
+        made = api.plan_model(
+            f"efficientvit_seg_{family}_cityscapes", "fp16", checkpoint=checkpoint, height=height, width=width,
+            reduced=PrecisionOptions(calib=str(work / f"calib_{family}.npz"), calib_count=2),
+        )
+        largest = max(r["absmax"] for r in made.pop("ranges")["tensors"].values())
+        PLANS[family] = (checkpoint, PrecisionPlan.from_dict(made), largest, round(time.perf_counter() - started, 1))
+    return PLANS[family]
+
+
+def numerics(family: str, args, work: Path) -> dict:
+    from evitdeploy.calibration.torch_plan import fp16_numerics
+    from evitdeploy.models import build_model, trained
+
+    checkpoint, plan, largest, plan_s = make_plan(family, args.height, args.width, work)
+    model, spec = build_model(trained.mosaic_spec(args.height, args.width, family), checkpoint, 0, None)
+    _, inputs, labels = mosaic_data(args.height, args.width, args.images, "test", 4)
+    result = fp16_numerics(model, spec, plan, inputs, args.device)
+    summary = {"largest_tensor_absmax_fp32": largest, "plan_s": round(plan_s, 1)}
+    for label, out in result["outputs"].items():
+        entry = dict(result["reports"][label]["metrics"]) if label in result["reports"] else {}
+        entry["labels_miou"] = trained.segmentation_scores(np.nan_to_num(out), labels)["miou"]
+        if label in result["reports"]:
+            entry["fp32_modules"] = result["reports"][label]["fp32_modules"]
+            entry["passed_fp16_tolerances"] = result["reports"][label]["passed"]
+        summary[label] = entry
+    return summary
+
+
+def timed(forward, x, device: str, warmup: int, count: int) -> list[float]:
+    """ms per forward: CUDA events on a GPU (GPU time, as trtexec reports), else the wall clock."""
+    import torch
+
+    from evitdeploy.bench import cuda_times_ms
+    from evitdeploy.device_verify import time_model
+
+    with torch.inference_mode():
+        if device.startswith("cuda"):
+            return cuda_times_ms(lambda: forward(x), warmup, count)
+        return time_model(forward, x, warmup, count)
+
+
+def torch_latency(family: str, args, work: Path) -> dict:
+    """FP32 and plan-FP16 PyTorch eager, alternating in rounds so drift hits both alike."""
+    import copy
+
+    import torch
+
+    from evitdeploy.calibration.torch_plan import half_following
+    from evitdeploy.device_verify import latency_stats
+    from evitdeploy.models import build_model, trained
+
+    checkpoint, plan, _, _ = make_plan(family, args.height, args.width, work)
+    model, _ = build_model(trained.mosaic_spec(args.height, args.width, family), checkpoint, 0, None)
+    model = model.eval().to(args.device)
+    half = copy.deepcopy(model)
+    half_following(half, plan)
+    x = torch.randn(1, 3, args.height, args.width, device=args.device)
+    variants = {"fp32": (model, x), "plan fp16": (half, x.half())}
+    samples = {label: [] for label in variants}
+    for _ in range(args.rounds):
+        for label, (net, feed) in variants.items():
+            samples[label] += timed(net, feed, args.device, args.warmup, args.count // args.rounds)
+    stats = {label: latency_stats(times) for label, times in samples.items()}
+    return {
+        "model": f"trained mosaic Seg-{family.upper()} (11 classes)",
+        "timer": "CUDA events" if args.device.startswith("cuda") else "wall clock",
+        **stats,
+        "fp16_speedup": stats["fp32"]["median_ms"] / stats["plan fp16"]["median_ms"],
+    }
+
+
+def tensorrt(family: str, args, work: Path) -> dict:
+    """FP16 and INT8 engines of the trained segmenter through evitdeploy's own exporter and runner."""
+    from evitdeploy import api
+    from evitdeploy.device_verify import compare_outputs, latency_stats
+    from evitdeploy.exporters import PrecisionOptions
+    from evitdeploy.exporters.tensorrt import hasattr_builder
+    from evitdeploy.exporters.trt_plan import ENGINE_FILE
+    from evitdeploy.models import build_model, trained
+    from evitdeploy.runners.tensorrt import TensorRTRunner
+
+    if not hasattr_builder():
+        return {"skipped": "TensorRT is not importable here"}
+    import torch
+
+    checkpoint = trained.mosaic_checkpoint(family=family)
+    photos, _, _ = mosaic_data(args.height, args.width, 4, "train", 3)
+    np.savez(work / "calib_trt.npz", image=photos)
+    model, spec = build_model(trained.mosaic_spec(args.height, args.width, family), checkpoint, 0, None)
+    _, inputs, labels = mosaic_data(args.height, args.width, args.images, "test", 4)
+    with torch.inference_mode():
+        model = model.eval().to("cuda")
+        reference = np.concatenate([model(torch.from_numpy(inputs[i : i + 1]).cuda()).cpu().numpy() for i in range(len(inputs))])
+    result = {"published_agx_orin_fp16_ms": PUBLISHED_AGX_ORIN_MS.get(family)}
+    for precision in ("fp16", "int8"):
+        started = time.perf_counter()
+        artifact = api.export_model(
+            f"efficientvit_seg_{family}_cityscapes", "trt", precision, work / f"trt_{precision}", checkpoint,
+            height=args.height, width=args.width,
+            reduced=PrecisionOptions(calib=str(work / "calib_trt.npz"), calib_count=4),
+        )
+        with TensorRTRunner(artifact.folder / ENGINE_FILE, artifact.spec, artifact.manifest) as runner:
+            outputs = np.concatenate([runner.infer({spec.input_name: inputs[i : i + 1]})[spec.output_name] for i in range(len(inputs))])
+            gpu = latency_stats(runner.gpu_times_ms(inputs[:1], warmup=args.warmup, count=args.count))
+        parity = compare_outputs("segmentation", reference, outputs, {"min_cosine": 0.99, "min_pixel_agreement": 0.99})
+        entry = {
+            "export_s": round(time.perf_counter() - started, 1), "gpu_compute": gpu, "parity": parity,
+            "labels_miou": trained.segmentation_scores(np.nan_to_num(outputs), labels)["miou"],
+            "engine": artifact.manifest["export"]["engine"],
+        }
+        published = PUBLISHED_AGX_ORIN_MS.get(family)
+        if published and precision == "fp16":
+            entry["agx_orin_ms_over_measured"] = published / gpu["median_ms"]
+            if args.orin_scale:
+                entry["measured_over_scaled_published"] = gpu["median_ms"] / (published / args.orin_scale)
+        result[precision] = entry
+    if "fp16" in result and "int8" in result:
+        result["int8_speedup_over_fp16"] = result["fp16"]["gpu_compute"]["median_ms"] / result["int8"]["gpu_compute"]["median_ms"]
+    return result
+
+
+def environment(device: str) -> dict:
+    import torch
+
+    from evitdeploy.exporters.tensorrt import hasattr_builder
+
+    info = {"torch": torch.__version__, "device": device, "tensorrt": None}
+    if device.startswith("cuda"):
+        info["gpu"] = torch.cuda.get_device_name()
+        info["compute_capability"] = ".".join(map(str, torch.cuda.get_device_capability()))
+    if hasattr_builder():
+        import tensorrt
+
+        info["tensorrt"] = tensorrt.__version__
+    return info
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--families", default="b0,b1")
+    parser.add_argument("--height", type=int, default=1024)
+    parser.add_argument("--width", type=int, default=2048)
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--sections", default=",".join(SECTIONS))
+    parser.add_argument("--images", type=int, default=2, help="test mosaics for the numerics (default 2)")
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--count", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--orin-scale", type=float, help="how many times faster than a Jetson AGX Orin this GPU is taken to be")
+    parser.add_argument("--save", type=Path)
+    args = parser.parse_args()
+    chosen = [s.strip() for s in args.sections.split(",") if s.strip()]
+    if any(s not in SECTIONS for s in chosen):
+        sys.exit(f"unknown section in {args.sections!r}; choose from {', '.join(SECTIONS)}")
+    import torch
+
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        sys.exit("no CUDA GPU is visible; pass --device cpu (with a smaller --height/--width) to check the script")
+    results = {"environment": environment(args.device), "resolution": [args.height, args.width]}
+    print(json.dumps(results, indent=2), flush=True)
+    with tempfile.TemporaryDirectory(prefix="evitdeploy-gpu-") as scratch:
+        for family in [f.strip() for f in args.families.split(",") if f.strip()]:
+            for section in chosen:
+                started = time.perf_counter()
+                entry = globals()[section](family, args, Path(scratch))
+                entry["section_s"] = round(time.perf_counter() - started, 1)
+                results[f"{section} {family}"] = entry
+                print(json.dumps({f"{section} {family}": entry}, indent=2, default=float), flush=True)
+    if args.save:
+        args.save.write_text(json.dumps(results, indent=2, default=float) + "\n")
+
+
+if __name__ == "__main__":
+    main()
