@@ -239,11 +239,36 @@ def test_jetson_deploy_without_tensorrt_writes_the_onnx_plan_and_recipe(precisio
     assert {"model.onnx", "precision_plan.json", "build_engine.sh", "reference.npz", "verify.py"} <= {p.name for p in folder.iterdir()}
     script = (folder / "build_engine.sh").read_text()
     assert ("--int8" in script) == (precision == "int8") and "--precisionConstraints=obey" in script and "--fp16" in script
+    storage = json.loads((folder / "manifest.json").read_text())["precision_plan"].get("fp16_storage_check")
+    assert (storage is not None) == (precision == "fp16")
+    if storage:
+        assert storage["planned"]["nonfinite"] == 0 and storage["planned"]["cosine_min"] > 0.999
     assert subprocess.run(["sh", "-n", str(folder / "build_engine.sh")]).returncode == 0
     device = on_device(folder / "verify.py")
     assert device.returncode == 3 and "evitdeploy build ." in device.stderr
     if not trt_exporter.hasattr_builder():
         assert_clean_error(cli("build", folder), 3, "TensorRT", "JetPack")
+
+
+def test_tensorrt_fp16_recipe_of_the_trained_segmenter_is_checked_for_fp16_overflow(tmp_path, mosaic_checkpoint_path):
+    """At 512x1024 LiteMLA's sums already pass 65504: the recipe's FP16 storage check shows plain
+    FP16 overflowing and the plan (pinned as layer precisions on the device) finite."""
+    import numpy as np
+
+    from evitdeploy import api
+    from evitdeploy.exporters import PrecisionOptions
+    from evitdeploy.models import trained
+
+    photos, _ = trained.digit_mosaics(2, 512, 1024, seed=3, split="train")
+    np.savez(tmp_path / "calib.npz", image=photos)
+    artifact = api.export_model(
+        "efficientvit_seg_b0_cityscapes", "trt", "fp16", tmp_path / "trt", mosaic_checkpoint_path, height=512, width=1024,
+        reduced=PrecisionOptions(calib=str(tmp_path / "calib.npz"), calib_count=2), engine=False,
+    )
+    storage = artifact.manifest["precision_plan"]["fp16_storage_check"]
+    assert storage["plain"]["nonfinite"] > 0, storage
+    assert storage["planned"]["nonfinite"] == 0 and storage["planned"]["cosine_min"] > 0.999, storage
+    assert "--layerPrecisions=" in (artifact.folder / "build_engine.sh").read_text()
 
 
 def test_build_refuses_a_bundle_of_another_target(cli, tmp_path):

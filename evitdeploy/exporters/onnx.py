@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from evitdeploy.artifact import Artifact, build_manifest, package_versions, staged_folder, write_json
-from evitdeploy.errors import EXIT_CHECK_FAILED, UserError
+from evitdeploy.errors import UserError
 from evitdeploy.exporters import ExportOptions
 from evitdeploy.spec import ModelSpec
 
@@ -83,15 +83,9 @@ def _reduce(fp32_path: Path, path: Path, staging: Path, spec: ModelSpec, options
     conversion = write_reduced(fp32_path, result.plan, result.ranges, path, options.reduced)
     storage = None
     if options.precision == "fp16":
-        from evitdeploy.exporters.onnx_fp16 import storage_check
+        from evitdeploy.exporters.onnx_fp16 import require_finite_storage
 
-        storage = storage_check(fp32_path, result.plan, _inputs_for(options.validation_inputs, (1, *spec.input_shape[1:])), spec)
-        if storage["planned"]["nonfinite"]:
-            raise UserError(
-                f"the FP16 plan still gives {storage['planned']['nonfinite']} NaN/Inf values (FP16 storage emulation)",
-                "nothing was written; raise --fp16-margin or calibrate on images like your deployment's (--calib DIR)",
-                EXIT_CHECK_FAILED,
-            )
+        storage = require_finite_storage(fp32_path, result.plan, validation_batch(options, spec), spec)
     write_json(staging / PLAN_FILE, result.plan.to_dict())
     write_json(staging / RANGES_FILE, result.ranges.to_dict())
     return {
@@ -208,6 +202,11 @@ def validate(model, spec: ModelSpec, path: Path, options: ExportOptions) -> dict
         "data": options.validation_source,
         "checks": checks,
     }
+
+
+def validation_batch(options: ExportOptions, spec: ModelSpec) -> np.ndarray:
+    """The validation photos, one per batch, at the spec's input size."""
+    return _inputs_for(options.validation_inputs, (1, *spec.input_shape[1:]))
 
 
 def _inputs_for(inputs: np.ndarray, shape: tuple) -> np.ndarray:

@@ -136,3 +136,18 @@ def storage_check(fp32_path: Path, plan: PrecisionPlan, inputs, spec) -> dict:
             scores = score_outputs(spec, reference, outputs_of(emulated, inputs, spec.input_name, optimize=False))
             report[label] = {k: scores[k] for k in ("nonfinite", "cosine_min", "max_abs_error")}
     return report
+
+
+def require_finite_storage(fp32_path: Path, plan: PrecisionPlan, inputs, spec) -> dict:
+    """storage_check, refusing the export (exit 1, nothing written) if the plan still overflows:
+    every FP16 target (ONNX, TensorRT) ships only a plan whose FP16 storage stays finite."""
+    from evitdeploy.errors import EXIT_CHECK_FAILED, UserError
+
+    storage = storage_check(fp32_path, plan, inputs, spec)
+    if storage["planned"]["nonfinite"]:
+        raise UserError(
+            f"the FP16 plan still gives {storage['planned']['nonfinite']} NaN/Inf values (FP16 storage emulation)",
+            "nothing was written; raise --fp16-margin or calibrate on images like your deployment's (--calib DIR)",
+            EXIT_CHECK_FAILED,
+        )
+    return storage

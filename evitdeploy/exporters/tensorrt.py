@@ -115,7 +115,8 @@ def prepare_onnx(model, spec: ModelSpec, precision: str, folder: Path, scratch: 
     """model.onnx for TensorRT (FP32 graph, or the QDQ graph in the TensorRT scheme) and the plan."""
     from dataclasses import replace
 
-    from evitdeploy.exporters.onnx import PLAN_FILE, RANGES_FILE, default_opset, write_graph
+    from evitdeploy.exporters.onnx import PLAN_FILE, RANGES_FILE, default_opset, validation_batch, write_graph
+    from evitdeploy.exporters.onnx_fp16 import require_finite_storage
     from evitdeploy.exporters.onnx_int8 import quantize
     from evitdeploy.exporters.onnx_precision import make_plan
 
@@ -126,12 +127,16 @@ def prepare_onnx(model, spec: ModelSpec, precision: str, folder: Path, scratch: 
     reduced = replace(options.reduced, scheme="tensorrt")
     result = make_plan(fp32_path, spec, precision, reduced, options.progress)
     conversion = quantize(fp32_path, result.plan, result.ranges, folder / ONNX_FILE, "tensorrt") if precision == "int8" else {}
+    # FP16: the engine stores what the FP16 layers write in FP16; the same storage emulation as the
+    # ONNX FP16 export estimates it here (plan and plain), and a plan that overflows is refused.
+    storage = require_finite_storage(fp32_path, result.plan, validation_batch(options, spec), spec) if precision == "fp16" else None
     write_json(folder / PLAN_FILE, result.plan.to_dict())
     write_json(folder / RANGES_FILE, result.ranges.to_dict())
     return result.plan, {
         "calibration": result.calibration.report,
         "precision_plan": {"file": PLAN_FILE, "ranges_file": RANGES_FILE, "method": result.plan.method, "summary": result.plan.summary(),
-                           "scheme": "tensorrt (symmetric int8, zero point 0)" if precision == "int8" else None, "conversion": conversion},
+                           "scheme": "tensorrt (symmetric int8, zero point 0)" if precision == "int8" else None, "conversion": conversion,
+                           **({"fp16_storage_check": storage} if storage else {})},
     }
 
 
