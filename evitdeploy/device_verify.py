@@ -61,7 +61,8 @@ def cosine_per_sample(ref: np.ndarray, cand: np.ndarray) -> np.ndarray:
     a = ref.reshape(len(ref), -1).astype(np.float64)
     b = cand.reshape(len(cand), -1).astype(np.float64)
     denom = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    return np.where(denom > 0, (a * b).sum(axis=1) / np.maximum(denom, 1e-300), 1.0)
+    # NaN/Inf in a sample make its cosine NaN (not the 1.0 given to two all-zero outputs)
+    return np.where(denom == 0, 1.0, (a * b).sum(axis=1) / np.maximum(denom, 1e-300))
 
 
 def classification_metrics(ref: np.ndarray, cand: np.ndarray) -> dict:

@@ -34,6 +34,7 @@ def test_nan_in_candidate_always_fails():
     cand[0, 0] = np.nan
     report = compare(CLS, ref, cand, "int8", Tolerances())
     assert not report["passed"] and report["metrics"]["nonfinite_outputs"] == 1
+    assert np.isnan(report["metrics"]["cosine_min"])  # not reported as a perfect 1.0
 
 
 def test_segmentation_pixel_agreement_and_miou_of_argmax_maps():
