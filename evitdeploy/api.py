@@ -371,6 +371,12 @@ def bench_artifact(
     with _runner_for(artifact, threads) as runner:
         results = [bench_runner(runner, feed, f"{artifact.target}/{artifact.precision}", warmup, count, min_time_s)]
         results[0]["providers"] = runner.providers
+        if hasattr(runner, "gpu_times_ms"):  # a TensorRT engine: trtexec's separate profile run, GPU compute time
+            _step(progress, "timing GPU compute (CUDA events, buffers bound once)")
+            from evitdeploy.device_verify import latency_stats
+
+            samples = runner.gpu_times_ms(feed[spec.input_name], warmup, len(results[0]["latency_samples_ms"]))
+            results[0]["gpu_compute"] = {**latency_stats(samples, spec.input_shape[0]), "latency_samples_ms": [round(t, 4) for t in samples]}
     if against_torch:
         from evitdeploy.runners.torch import TorchRunner
 

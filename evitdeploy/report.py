@@ -118,6 +118,12 @@ def bench_table(summary: dict) -> Table:
             _fmt(s["throughput_per_s"], 4),
             str(s["count"]),
         )
+        if "gpu_compute" in result:  # TensorRT: GPU compute time from CUDA events, as trtexec reports it
+            g = result["gpu_compute"]
+            table.add_row(
+                f"{result['label']} GPU compute", "", *(_fmt(g[k], 4) for k in ("median_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms")),
+                _fmt(result["ms_per_megapixel"] * g["median_ms"] / s["median_ms"], 4), _fmt(g["throughput_per_s"], 4), str(g["count"]),
+            )
     if "speedup_vs_torch" in summary:
         table.caption = f"speedup vs PyTorch eager (median): {summary['speedup_vs_torch']:.2f}x"
     return table

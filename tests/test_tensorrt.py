@@ -444,3 +444,26 @@ def test_build_engine_pins_every_layer_of_the_plans_fp32_nodes(fp16_plan, tmp_pa
     trt = RecordingTensorRT()
     trt_exporter.build_engine(trt, tmp_path / "model.onnx", spec, "fp32", plan, shape_range)
     assert trt.record["flags"] == set() and not any(layer.precision for layer in trt.layers)
+
+
+def test_bench_of_an_engine_adds_gpu_compute_time_from_a_separate_run(b0_artifact, monkeypatch):
+    """`bench` on a TensorRT engine adds trtexec's GPU compute figure from the runner's own timed
+    loop. The engine runner needs a GPU; an ONNX Runtime runner with that method stands in."""
+    from evitdeploy import api
+    from evitdeploy.device_verify import time_model
+    from evitdeploy.report import bench_table
+    from evitdeploy.runners.onnxruntime import OnnxRuntimeRunner
+
+    calls = []
+
+    class TimedOnGpu(OnnxRuntimeRunner):
+        def gpu_times_ms(self, batch, warmup, count):
+            calls.append((batch.shape, warmup, count))
+            return time_model(lambda b: self.infer({"image": b}), batch, warmup, count)
+
+    monkeypatch.setattr(api, "_runner_for", lambda artifact, threads, taking_turns=False: TimedOnGpu(artifact.model_file, threads=1))
+    summary = api.bench_artifact(b0_artifact, warmup=2, count=7)
+    gpu = summary["results"][0]["gpu_compute"]
+    assert calls == [((1, 3, 128, 128), 2, 7)] and gpu["count"] == 7 and len(gpu["latency_samples_ms"]) == 7
+    rows = bench_table(summary).columns[0]._cells
+    assert any(row.endswith("GPU compute") for row in rows)
