@@ -10,12 +10,13 @@
    with FP32 on the same device: NaN/Inf, pixel agreement, cosine, mIoU on the mosaics' labels.
 2. torch_latency: PyTorch eager FP32 vs plan-FP16 on the device, CUDA events around each forward
    after a warm-up (median/p90/p99). Not TensorRT: a floor for what an engine should beat.
-3. tensorrt (only where TensorRT imports): `evitdeploy export -t trt` FP16 and INT8 engines of the
-   trained Seg-B1 (plan pinned, TensorRT-scheme QDQ), parity against FP32 PyTorch and GPU compute
-   time from CUDA events like trtexec's, next to the published Jetson AGX Orin figure (TensorRT
-   FP16, batch 1). `--orin-scale` is how many times faster than an AGX Orin this GPU is taken to be
-   (no default: choose it from your own trtexec runs of a reference model); without it the raw
-   ratio is printed.
+3. tensorrt: `evitdeploy export -t trt` FP16 and INT8 of the trained segmenter. Where TensorRT
+   imports (and on CUDA): engines (plan pinned, TensorRT-scheme QDQ), parity against FP32 PyTorch
+   and GPU compute time from CUDA events like trtexec's, next to the published Jetson AGX Orin
+   figure (TensorRT FP16, batch 1); `--orin-scale` is how many times faster than an AGX Orin this
+   GPU is taken to be (no default: choose it from your own trtexec runs of a reference model);
+   without it the raw ratio is printed. Without TensorRT: the device recipes and their estimates
+   here (the FP16 storage check; the INT8 QDQ ONNX in the TensorRT scheme on ONNX Runtime CPU).
 
 Runs on a CPU too (`--device cpu --height 256 --width 512`) to check the script itself; the
 plans are made on the CPU with ONNX Runtime either way (ranges at the measured resolution).
@@ -134,17 +135,19 @@ def torch_latency(family: str, args, work: Path) -> dict:
 
 
 def tensorrt(family: str, args, work: Path) -> dict:
-    """FP16 and INT8 engines of the trained segmenter through evitdeploy's own exporter and runner."""
+    """FP16 and INT8 of the trained segmenter through evitdeploy's own TensorRT exporter: with
+    TensorRT, engines (parity against FP32 PyTorch, GPU compute time); without it, the device
+    recipes and their numerics estimates on this CPU (the FP16 storage check; the INT8 QDQ ONNX in
+    the TensorRT scheme run by ONNX Runtime)."""
     from evitdeploy import api
     from evitdeploy.device_verify import compare_outputs, latency_stats
     from evitdeploy.exporters import PrecisionOptions
+    from evitdeploy.exporters.onnx_precision import outputs_of
     from evitdeploy.exporters.tensorrt import hasattr_builder
     from evitdeploy.exporters.trt_plan import ENGINE_FILE
     from evitdeploy.models import build_model, trained
-    from evitdeploy.runners.tensorrt import TensorRTRunner
 
-    if not hasattr_builder():
-        return {"skipped": "TensorRT is not importable here"}
+    engines = hasattr_builder() and args.device.startswith("cuda")
     import torch
 
     checkpoint = trained.mosaic_checkpoint(family=family)
@@ -153,32 +156,42 @@ def tensorrt(family: str, args, work: Path) -> dict:
     model, spec = build_model(trained.mosaic_spec(args.height, args.width, family), checkpoint, 0, None)
     _, inputs, labels = mosaic_data(args.height, args.width, args.images, "test", 4)
     with torch.inference_mode():
-        model = model.eval().to("cuda")
-        reference = np.concatenate([model(torch.from_numpy(inputs[i : i + 1]).cuda()).cpu().numpy() for i in range(len(inputs))])
-    result = {"published_agx_orin_fp16_ms": PUBLISHED_AGX_ORIN_MS.get(family)}
+        model = model.eval().to(args.device)
+        reference = np.concatenate([model(torch.from_numpy(inputs[i : i + 1]).to(args.device)).cpu().numpy() for i in range(len(inputs))])
+    result = {"engines": engines, "published_agx_orin_fp16_ms": PUBLISHED_AGX_ORIN_MS.get(family)}
     for precision in ("fp16", "int8"):
         started = time.perf_counter()
         artifact = api.export_model(
-            f"efficientvit_seg_{family}_cityscapes", "trt", precision, work / f"trt_{precision}", checkpoint,
-            height=args.height, width=args.width,
+            f"efficientvit_seg_{family}_cityscapes", "trt", precision, work / f"trt_{family}_{precision}", checkpoint,
+            height=args.height, width=args.width, engine=engines,
             reduced=PrecisionOptions(calib=str(work / "calib_trt.npz"), calib_count=4),
         )
-        with TensorRTRunner(artifact.folder / ENGINE_FILE, artifact.spec, artifact.manifest) as runner:
-            outputs = np.concatenate([runner.infer({spec.input_name: inputs[i : i + 1]})[spec.output_name] for i in range(len(inputs))])
-            gpu = latency_stats(runner.gpu_times_ms(inputs[:1], warmup=args.warmup, count=args.count))
-        parity = compare_outputs("segmentation", reference, outputs, {"min_cosine": 0.99, "min_pixel_agreement": 0.99})
-        entry = {
-            "export_s": round(time.perf_counter() - started, 1), "gpu_compute": gpu, "parity": parity,
-            "labels_miou": trained.segmentation_scores(np.nan_to_num(outputs), labels)["miou"],
-            "engine": artifact.manifest["export"]["engine"],
-        }
-        published = PUBLISHED_AGX_ORIN_MS.get(family)
-        if published and precision == "fp16":
-            entry["agx_orin_ms_over_measured"] = published / gpu["median_ms"]
-            if args.orin_scale:
-                entry["measured_over_scaled_published"] = gpu["median_ms"] / (published / args.orin_scale)
+        entry = {"export_s": round(time.perf_counter() - started, 1)}
+        if engines:
+            from evitdeploy.runners.tensorrt import TensorRTRunner
+
+            with TensorRTRunner(artifact.folder / ENGINE_FILE, artifact.spec, artifact.manifest) as runner:
+                outputs = np.concatenate([runner.infer({spec.input_name: inputs[i : i + 1]})[spec.output_name] for i in range(len(inputs))])
+                entry["gpu_compute"] = latency_stats(runner.gpu_times_ms(inputs[:1], warmup=args.warmup, count=args.count))
+            entry["engine"] = artifact.manifest["export"]["engine"]
+            published = PUBLISHED_AGX_ORIN_MS.get(family)
+            if published and precision == "fp16":
+                entry["agx_orin_ms_over_measured"] = published / entry["gpu_compute"]["median_ms"]
+                if args.orin_scale:
+                    entry["measured_over_scaled_published"] = entry["gpu_compute"]["median_ms"] / (published / args.orin_scale)
+        elif precision == "int8":
+            entry["estimate"] = "the TensorRT-scheme QDQ ONNX (what the device builds from) on ONNX Runtime CPU"
+            outputs = outputs_of(artifact.model_file, inputs, spec.input_name)
+        else:
+            entry["estimate"] = "the recipe's FP16 storage check (every tensor an FP16 layer writes rounded to FP16)"
+            entry["fp16_storage_check"] = artifact.manifest["precision_plan"]["fp16_storage_check"]
+            outputs = None
+        if outputs is not None:
+            parity = compare_outputs("segmentation", reference, outputs, {"min_cosine": 0.99, "min_pixel_agreement": 0.99})
+            entry.update(parity=parity, labels_miou=trained.segmentation_scores(np.nan_to_num(outputs), labels)["miou"])
+        entry["fp32_labels_miou"] = trained.segmentation_scores(reference, labels)["miou"]
         result[precision] = entry
-    if "fp16" in result and "int8" in result:
+    if engines:
         result["int8_speedup_over_fp16"] = result["fp16"]["gpu_compute"]["median_ms"] / result["int8"]["gpu_compute"]["median_ms"]
     return result
 
