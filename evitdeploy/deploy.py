@@ -167,6 +167,7 @@ def deploy(
         "budget": budget,
         "sizes": {"model_bytes": model_bytes, "extra_bytes": bundle.extra_bytes(manifest), "files": len(manifest["files"]) + 1},
         "precision_plan": (manifest.get("precision_plan") or {}).get("summary"),
+        "fp16_storage_check": (manifest.get("precision_plan") or {}).get("fp16_storage_check"),
         "seconds": {k: round(v, 2) for k, v in seconds.items()},
         "commands": manifest["bundle"]["commands"],
     }

@@ -181,6 +181,15 @@ def deploy_table(summary: dict) -> Table:
         agreement = f"top-1 {metrics['top1_agreement']:.3f}" if "top1_agreement" in metrics else f"pixels {metrics.get('pixel_agreement', 0):.4f}"
         parity = f"{metrics.get('samples')} photos vs PyTorch: min cosine {metrics.get('cosine_min', 0):.6f}, max abs {metrics.get('max_abs_error', 0):.3g}, {agreement}"
     table.add_row("check", parity, _verdict(check["passed"]), _fmt(seconds["check"], 3))
+    storage = summary.get("fp16_storage_check")
+    if storage:  # FP16 numerics where the FP16 kernels are not here (a TensorRT recipe) or hide overflow (ORT CPU)
+        planned, plain = storage["planned"], storage["plain"]
+        table.add_row(
+            "fp16 storage",
+            f"every FP16 write rounded: plan {planned['nonfinite']} NaN/Inf, min cosine {planned['cosine_min']:.6f}; "
+            f"plain FP16 {plain['nonfinite']} NaN/Inf, min cosine {plain['cosine_min']:.6f}",
+            _verdict(planned["nonfinite"] == 0), "-",
+        )
     if latency:
         timing = f"median {latency['median_ms']:.3f} ms, p90 {latency['p90_ms']:.3f}, p99 {latency['p99_ms']:.3f} ({latency['count']} runs, {latency['threads']} threads)"
     else:

@@ -240,7 +240,10 @@ def test_jetson_deploy_without_tensorrt_writes_the_onnx_plan_and_recipe(precisio
     script = (folder / "build_engine.sh").read_text()
     assert ("--int8" in script) == (precision == "int8") and "--precisionConstraints=obey" in script and "--fp16" in script
     storage = json.loads((folder / "manifest.json").read_text())["precision_plan"].get("fp16_storage_check")
-    assert (storage is not None) == (precision == "fp16")
+    assert (storage is not None) == (precision == "fp16") and summary["fp16_storage_check"] == storage
+    from evitdeploy.report import deploy_table
+
+    assert ("fp16 storage" in deploy_table(summary).columns[0]._cells) == (precision == "fp16")
     if storage:
         assert storage["planned"]["nonfinite"] == 0 and storage["planned"]["cosine_min"] > 0.999
     assert subprocess.run(["sh", "-n", str(folder / "build_engine.sh")]).returncode == 0
