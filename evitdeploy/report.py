@@ -138,7 +138,8 @@ def doctor_table(diagnosis: dict) -> Table:
         versions = ", ".join(f"{k} {v}" for k, v in entry["versions"].items() if v) or "-"
         if entry.get("providers"):
             versions += "\n" + ", ".join(entry["providers"])
-        table.add_row(entry["name"], status, versions, entry["purpose"], "" if entry["installed"] else entry["install"])
+        # escape: Rich would read "evitdeploy[tensorrt]" as a style tag and print "evitdeploy"
+        table.add_row(entry["name"], status, escape(versions), escape(entry["purpose"]), "" if entry["installed"] else escape(entry["install"]))
     return table
 
 

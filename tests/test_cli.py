@@ -28,6 +28,8 @@ def test_doctor_reports_core_backends_and_how_to_install_the_rest(cli):
     assert diagnosis["core_ok"] and by_name["onnxruntime"]["installed"]
     assert "CPUExecutionProvider" in by_name["onnxruntime"]["providers"]
     assert not by_name["tensorrt"]["installed"] and "evitdeploy[tensorrt]" in by_name["tensorrt"]["install"]
+    table = cli("doctor")  # the table prints the extra too (Rich would take "[tensorrt]" for markup)
+    assert table.exit_code == 0 and "evitdeploy[tensorrt]" in " ".join(table.stdout.split())
 
 
 def test_check_passes_on_real_photos_with_fp32_parity(cli, b0_artifact):
