@@ -90,17 +90,7 @@ def export_model(
     from evitdeploy.models import build_model
 
     model, spec = build_model(spec, checkpoint, seed, attention_eps)
-    from evitdeploy.calibration.data import load_inputs
-
-    if data is None and precision != "fp32" and reduced.calib not in (None, "samples", "synthetic"):
-        # Validate a calibrated model on data like its calibration (another draw), not on photos.
-        from evitdeploy.calibration.calibset import build_calibration_set
-
-        count = reduced.count_for(spec.height, spec.width)
-        inputs = build_calibration_set(spec, reduced.calib, 2, reduced.seed + 2000, held_out_after=count).inputs
-        source = f"calibration source {reduced.calib}, images not used for calibration"
-    else:
-        inputs, source = load_inputs(spec, spec.height, spec.width, data, count=2)
+    inputs, source = _validation_inputs(spec, precision, reduced, data)
     weights = {"model": model_name, "seed": None if checkpoint else seed, "attention_eps": spec.attention_eps}
     if checkpoint:
         weights.update(checkpoint=str(Path(checkpoint).resolve()), checkpoint_sha256=sha256_of(Path(checkpoint)))
@@ -122,6 +112,20 @@ def export_model(
     return export(model, spec, target, options)
 
 
+def _validation_inputs(spec, precision: str, reduced, data: Optional[Path], count: int = 2):
+    """Images to validate a reduced-precision model on: with a calibration source of the user's,
+    another draw of it (images not used for calibration); else --data or the sample photos."""
+    from evitdeploy.calibration.data import load_inputs
+
+    if data is None and precision != "fp32" and reduced.calib not in (None, "samples", "synthetic"):
+        from evitdeploy.calibration.calibset import build_calibration_set
+
+        used = reduced.count_for(spec.height, spec.width)
+        inputs = build_calibration_set(spec, reduced.calib, count, reduced.seed + 2000, held_out_after=used).inputs
+        return inputs, f"calibration source {reduced.calib}, images not used for calibration"
+    return load_inputs(spec, spec.height, spec.width, data, count=count)
+
+
 def plan_model(
     model_name: str,
     precision: str,
@@ -133,8 +137,12 @@ def plan_model(
     opset: Optional[int] = None,
     reduced=None,
     progress: Progress = None,
+    torch_fp16: Optional[str] = None,
 ) -> dict:
-    """The precision plan an fp16/int8 export would follow, with its ranges and (INT8) sensitivity."""
+    """The precision plan an fp16/int8 export would follow, with its ranges and (INT8) sensitivity.
+    `torch_fp16` (a PyTorch device, "cpu" or "cuda"): also run FP16 in PyTorch there, plain and
+    following the plan, against FP32 (calibration.torch_plan): the plan's FP16 numerics on that
+    device's own FP16 kernels, with no TensorRT needed."""
     import tempfile
 
     from evitdeploy.exporters import PrecisionOptions
@@ -144,6 +152,8 @@ def plan_model(
 
     if precision not in ("fp16", "int8"):
         raise UserError(f"precision {precision!r} has no plan", "plans are made for --precision fp16 or int8")
+    if torch_fp16 is not None:
+        _require_torch_device(torch_fp16, precision)
     reduced = reduced or PrecisionOptions()
     reduced.check()
     spec = get_spec(model_name).with_input(None, height, width)
@@ -153,7 +163,26 @@ def plan_model(
         fp32_path = Path(scratch) / "fp32.onnx"
         write_graph(model, spec, fp32_path, opset or default_opset(spec), True, progress)
         result = make_plan(fp32_path, spec, precision, reduced, progress)
-    return {"kind": "plan", "seconds": result.seconds, **result.plan.to_dict(), "ranges": result.ranges.to_dict()}
+    made = {"kind": "plan", "seconds": result.seconds, **result.plan.to_dict(), "ranges": result.ranges.to_dict()}
+    if torch_fp16 is not None:
+        from evitdeploy.calibration.torch_plan import fp16_numerics
+
+        inputs, source = _validation_inputs(spec, precision, reduced, None)
+        _step(progress, f"running FP32, plain FP16 and the plan's FP16 in PyTorch on {torch_fp16} ({len(inputs)} images)")
+        numerics = fp16_numerics(model, spec, result.plan, inputs, torch_fp16)
+        made["torch_fp16"] = {"device": torch_fp16, "data": source, **{k: v["metrics"] | {"passed": v["passed"]} for k, v in numerics["reports"].items()}}
+    return made
+
+
+def _require_torch_device(device: str, precision: str) -> None:
+    import torch
+
+    if precision != "fp16":
+        raise UserError("--torch-fp16 checks an FP16 plan", "use it with --precision fp16")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"PyTorch sees no CUDA GPU for --torch-fp16 {device}", "run on a host with an NVIDIA GPU and a CUDA build of PyTorch, or use --torch-fp16 cpu", 3)
+    if not device.startswith(("cuda", "cpu")):
+        raise UserError(f"--torch-fp16 {device!r} is not a device evitdeploy checks on", "use cpu or cuda (cuda:N)")
 
 
 def _runner_for(artifact: Artifact, threads: Optional[int], taking_turns: bool = False):

@@ -220,6 +220,11 @@ def plan(
     min_cosine_target: float = MIN_COSINE_OPTION,
     search_budget: int = SEARCH_BUDGET_OPTION,
     explain: bool = typer.Option(False, "--explain", help="Rank every block by the error it causes alone (INT8), even when the rules already meet the target."),
+    torch_fp16: Optional[str] = typer.Option(
+        None, "--torch-fp16", metavar="DEVICE",
+        help="FP16 plans: also run plain FP16 and the plan's FP16 in PyTorch on DEVICE (cuda, cuda:N or cpu) against FP32: "
+        "the plan's numerics on that GPU's FP16 kernels, no TensorRT needed.",
+    ),
     save: Optional[Path] = typer.Option(None, "--save", help="Also write the plan JSON (with the ranges) to this file."),
     as_json: bool = JSON_OPTION,
 ) -> None:
@@ -227,14 +232,16 @@ def plan(
 
     Shows per block how many nodes run in each precision and the reasons for FP32 (measured range,
     rule, sensitivity); with --explain the INT8 sensitivity ranking (each block quantized alone,
-    cosine to FP32 on held-out images) and the greedy search's steps.
+    cosine to FP32 on held-out images) and the greedy search's steps. With --torch-fp16 cuda,
+    plain FP16 against the plan on the GPU, e.g. at Cityscapes size:
+    `evitdeploy plan efficientvit_seg_b1_cityscapes -p fp16 -c seg_b1.pt --calib city/ --torch-fp16 cuda`.
     """
     from evitdeploy.api import plan_model
     from evitdeploy.report import plan_table
 
     reduced = _precision_options(calib, calib_count, calib_method, False, fp16_margin, min_cosine_target, search_budget, explain)
     with progress(not as_json) as step:
-        result = plan_model(model, precision, checkpoint, height, width, seed, attention_eps, None, reduced, step)
+        result = plan_model(model, precision, checkpoint, height, width, seed, attention_eps, None, reduced, step, torch_fp16)
     _save(result, save)
     if as_json:
         print(json.dumps({k: v for k, v in result.items() if k != "ranges"}, indent=2))

@@ -100,6 +100,15 @@ def plan_table(plan: dict) -> list[Table]:
                 _fmt(step["cosine_mean"], 6), _agreement(step), str(step["nonfinite"]),
             )
         tables.append(steps)
+    numerics = plan.get("torch_fp16")
+    if numerics:
+        fp16 = Table(title=f"FP16 in PyTorch on {numerics['device']} vs FP32 ({numerics['data']})", box=box.SIMPLE_HEAD)
+        for column in ("FP16", "NaN/Inf", "min cosine", "max abs error", "agreement", "FP16 tolerances"):
+            fp16.add_column(column, justify="right" if column != "FP16" else "left")
+        for label, title in (("plain", "plain (every op FP16)"), ("plan", "the plan")):
+            m = numerics[label]
+            fp16.add_row(title, str(m["nonfinite_outputs"]), _fmt(m["cosine_min"], 6), _fmt(m["max_abs_error"]), _agreement(m), _verdict(m["passed"]))
+        tables.append(fp16)
     return tables
 
 

@@ -92,3 +92,31 @@ def test_dtypes_follow_the_plan_and_plain_fp16_turns_the_islands_off(tmp_path):
     assert info == {"plan": False, "fp32_modules": [], "fp32_islands": 0}
     assert all(p.dtype == torch.float16 for p in plain.parameters())
     assert not any(m.fp32_island for m in plain.modules() if isinstance(m, LiteMLA))
+
+
+def test_plan_cli_runs_the_fp16_numerics_on_a_torch_device(cli, tmp_path, digits_checkpoint_path):
+    """The trained digits classifier (random weights give near-tied logits whose top-1 flips on any
+    rounding), validated on digits the calibration did not use."""
+    import json
+
+    np.savez(tmp_path / "calib.npz", image=trained.digits_images("train")[0][:40])
+    args = ("plan", "efficientvit_b0", "-c", digits_checkpoint_path, "-p", "fp16", "--height", "64", "--width", "64",
+            "--calib", tmp_path / "calib.npz", "--calib-count", "32", "--torch-fp16", "cpu")
+    result = cli(*args, "--json")
+    assert result.exit_code == 0, result.output
+    numerics = json.loads(result.stdout)["torch_fp16"]
+    assert numerics["device"] == "cpu" and "images not used for calibration" in numerics["data"]
+    assert numerics["plan"]["passed"] and numerics["plan"]["nonfinite_outputs"] == 0 and numerics["plan"]["cosine_min"] > 0.999
+    assert numerics["plan"]["top1_agreement"] == 1.0 and "plain" in numerics
+    table = cli(*args)
+    assert table.exit_code == 0 and "FP16 in PyTorch on cpu" in table.stdout
+
+
+def test_plan_cli_refuses_what_it_cannot_check(cli):
+    from conftest import assert_clean_error
+
+    base = ("plan", "efficientvit_b0", "--height", "64", "--width", "64")
+    assert_clean_error(cli(*base, "-p", "int8", "--torch-fp16", "cpu"), 2, "--precision fp16")
+    assert_clean_error(cli(*base, "-p", "fp16", "--torch-fp16", "tpu"), 2, "cpu or cuda")
+    if not torch.cuda.is_available():
+        assert_clean_error(cli(*base, "-p", "fp16", "--torch-fp16", "cuda"), 3, "no CUDA GPU")
