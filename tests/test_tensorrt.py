@@ -109,6 +109,23 @@ def test_int8_onnx_for_tensorrt_is_symmetric_with_zero_points_0(fp16_plan, tmp_p
     activations = [initializers[n.input[2]] for n in graph.node if n.op_type == "QuantizeLinear"]
     assert activations and all(z.dtype == np.int8 for z in activations)  # signed int8, not ORT's uint8
     assert sections["precision_plan"]["scheme"].startswith("tensorrt")
+    # placement (NVIDIA's recommendation): every Conv reads a quantized input and quantized weights;
+    # no Q/DQ sits between a Conv and its HardSwish or residual Add, which TensorRT fuses into it
+    producer = {o: n for n in graph.node for o in n.output}
+    readers: dict = {}
+    for n in graph.node:
+        for name in n.input:
+            readers.setdefault(name, []).append(n)
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    assert all(producer[n.input[0]].op_type == "DequantizeLinear" and producer[n.input[1]].op_type == "DequantizeLinear" for n in convs)
+    after = [[r.op_type for r in readers.get(n.output[0], [])] for n in convs]
+    assert ["HardSwish"] in after and ["Add"] in after
+    for n in convs:
+        for q in (r for r in readers.get(n.output[0], []) if r.op_type == "QuantizeLinear"):
+            dq_readers = [r.op_type for d in readers[q.output[0]] for r in readers.get(d.output[0], [])]
+            assert "Conv" in dq_readers, dq_readers  # (an Add beside it reads that tensor as its skip input)
+    conversion = sections["precision_plan"]["conversion"]
+    assert conversion["fusable_conv_epilogues"] > 0 and conversion["integer_hardswish"] == 0
 
 
 # --- the TensorRT API names, checked against tensorrt-stubs -------------------------------------

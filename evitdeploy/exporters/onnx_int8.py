@@ -4,7 +4,11 @@ The plan says *where* (backend-neutral); the scheme says *how* for a runtime:
 - "onnxruntime": uint8 asymmetric activations and int8 per-channel symmetric weights, the u8s8
   path ONNX Runtime's CPU kernels (VNNI) are fastest on;
 - "tensorrt": int8 symmetric activations (zero point 0) and per-channel symmetric weights, the
-  only form TensorRT accepts.
+  only form TensorRT accepts, with Q/DQ placed as NVIDIA's explicit-quantization guide recommends:
+  on the inputs of weighted ops (Conv) and of residual Adds, not on a Conv's output that feeds its
+  activation or a residual Add. A Q/DQ pair there would split the Conv from the HardSwish/Add that
+  TensorRT otherwise fuses into the convolution's epilogue (one kernel, int8 out); the plan's
+  HardSwish nodes therefore run fused rather than as their own int8 kernels.
 
 Why naive INT8 EfficientViT is slower than FP32 on ONNX Runtime CPU (measured, B1 at 224): the
 convolutions do get 2x faster as QLinearConv, but every HardSwish has no integer kernel, so each
@@ -55,6 +59,7 @@ def quantize(
             low = min(low, -HARDSWISH_KNEE)
         intervals[name] = TensorData(lowest=np.float32(min(low, 0.0)), highest=np.float32(max(high, 0.0)))
     symmetric = scheme == "tensorrt"
+    op_types = [op for op in INT8_OPS if not (symmetric and op == "HardSwish")]  # TensorRT fuses it into the Conv
     quantizer = QDQQuantizer(
         model,
         True,  # per-channel weights
@@ -64,12 +69,13 @@ def quantize(
         TensorsData(CalibrationMethod.MinMax, intervals),
         int8_nodes,
         [],
-        list(INT8_OPS),
-        {"ActivationSymmetric": symmetric, "WeightSymmetric": True},
+        op_types,
+        {"ActivationSymmetric": symmetric, "WeightSymmetric": True, **({"OpTypesToExcludeOutputQuantization": ["Conv"]} if symmetric else {})},
     )
     quantizer.quantize_model()
     quantized = quantizer.model.model
     rewritten = integer_hardswish(quantized) if rewrite else 0
+    epilogues = conv_epilogues(quantized) if symmetric else 0
     quantizer.model.topological_sort()  # the quantizer and the rewrite append nodes out of order
     onnx.save(quantized, str(output))
     return {
@@ -78,6 +84,7 @@ def quantize(
         "weights": "int8 per-channel symmetric",
         "quantized_nodes": len(int8_nodes),
         "integer_hardswish": rewritten,
+        **({"fusable_conv_epilogues": epilogues, "placement": "inputs of Conv and residual Add (TensorRT's recommendation)"} if symmetric else {}),
         "tool": "onnxruntime.quantization.QDQQuantizer (ranges from evitdeploy calibration)",
     }
 
@@ -141,6 +148,37 @@ def integer_hardswish(model) -> int:
             graph.node.insert(position + offset, new_node)
         rewritten += 1
     return rewritten
+
+
+def conv_epilogues(model) -> int:
+    """Drop each Q -> DQ pair between a Conv's output and the residual Add(s) reading it, so the Add
+    takes the Conv's float output (TensorRT fuses Conv + Add + the Add's output Q into one int8
+    kernel; the Add's other, skip input keeps its Q/DQ). Returns how many pairs were dropped."""
+    graph = model.graph
+    producer = {output: node for node in graph.node for output in node.output}
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    outputs = {o.name for o in graph.output}
+    removed = []
+    for quantize in [n for n in graph.node if n.op_type == "QuantizeLinear"]:
+        source = producer.get(quantize.input[0])
+        dequantizes = consumers.get(quantize.output[0], [])
+        if source is None or source.op_type != "Conv" or not dequantizes or quantize.output[0] in outputs:
+            continue
+        if not all(d.op_type == "DequantizeLinear" and d.output[0] not in outputs for d in dequantizes):
+            continue
+        readers = [r for d in dequantizes for r in consumers.get(d.output[0], [])]
+        if not readers or not all(r.op_type == "Add" for r in readers):
+            continue
+        for d in dequantizes:
+            for reader in consumers.get(d.output[0], []):
+                reader.input[:] = [quantize.input[0] if name == d.output[0] else name for name in reader.input]
+        removed += [quantize, *dequantizes]
+    for node in removed:
+        graph.node.remove(node)
+    return sum(1 for node in removed if node.op_type == "QuantizeLinear")
 
 
 def naive_quantize(fp32_path: Path, output: Path, calibration: np.ndarray, method: str = "minmax", conv_only: bool = False) -> Path:
