@@ -129,6 +129,8 @@ def torch_latency(family: str, args, work: Path) -> dict:
     return {
         "model": f"trained mosaic Seg-{family.upper()} (11 classes)",
         "timer": "CUDA events" if args.device.startswith("cuda") else "wall clock",
+        # PyTorch's default: "fp32" convolutions on CUDA may run as TF32 (cuDNN), as TensorRT's FP32 may
+        "tf32_convolutions": bool(torch.backends.cudnn.allow_tf32) if args.device.startswith("cuda") else None,
         **stats,
         "fp16_speedup": stats["fp32"]["median_ms"] / stats["plan fp16"]["median_ms"],
     }
