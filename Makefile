@@ -10,7 +10,7 @@ DEMO := demo-out
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,tflite,coreml]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,tflite,coreml,signing]'
 	# TensorRT's API listing for the name-check test; --no-deps: it would pull TensorRT itself
 	$(PY) -m pip install --quiet --no-deps tensorrt-stubs==10.13.0.35.1
 	touch $@

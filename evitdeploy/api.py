@@ -6,10 +6,11 @@ import os
 from pathlib import Path
 from typing import Callable, Optional
 
-from evitdeploy.artifact import Artifact, open_artifact, prepare_output, sha256_of
+from evitdeploy import limits, memory
+from evitdeploy.artifact import Artifact, model_sha256, model_size, open_artifact, prepare_output, sha256_of
 from evitdeploy.errors import UserError
 from evitdeploy.parity import tolerances_for
-from evitdeploy.spec import DYNAMIC_AXES, ModelSpec
+from evitdeploy.spec import ModelSpec, parse_dynamic_axes
 
 Progress = Optional[Callable[[str], None]]
 
@@ -35,15 +36,10 @@ def list_models() -> list[dict]:
     ]
 
 
-def parse_dynamic(value: str) -> tuple[str, ...]:
-    """'batch,height,width' / 'all' / '' -> axes tuple; rejects unknown names."""
-    if not value:
-        return ()
-    axes = DYNAMIC_AXES if value == "all" else tuple(a.strip() for a in value.split(",") if a.strip())
-    unknown = [a for a in axes if a not in DYNAMIC_AXES]
-    if unknown:
-        raise UserError(f"unknown dynamic axis {unknown[0]!r}", f"use any of {', '.join(DYNAMIC_AXES)} or 'all'")
-    return axes
+def parse_dynamic(value) -> tuple[str, ...]:
+    """'batch,height,width' / 'all' / '' (or a sequence of names) -> axes tuple; rejects unknown
+    names. The CLI and export_model use it both, so the API takes what the CLI takes."""
+    return parse_dynamic_axes(value)
 
 
 def export_model(
@@ -55,7 +51,7 @@ def export_model(
     batch: Optional[int] = None,
     height: Optional[int] = None,
     width: Optional[int] = None,
-    dynamic: tuple[str, ...] = (),
+    dynamic=(),  # names of DYNAMIC_AXES, or 'batch,height' / 'all' as on the command line
     opset: Optional[int] = None,
     simplify: bool = True,
     force: bool = False,
@@ -73,12 +69,15 @@ def export_model(
     from evitdeploy.exporters import ExportOptions, PrecisionOptions, export, get_target
     from evitdeploy.models import get_spec
 
+    limits.check_seed(seed)
     spec = get_spec(model_name).with_input(batch, height, width)
+    dynamic = parse_dynamic(dynamic)  # exact names, unknown ones refused (a Python caller skips the CLI's parsing)
     if channels_last and get_target(target, precision).name != "tflite":
         raise UserError("--nhwc is for --target tflite", "drop --nhwc; ONNX models take NCHW")
     get_target(target, precision)
     reduced = reduced or PrecisionOptions()
     reduced.check()
+    _require_memory_for_export(spec, dynamic, precision, reduced)
     from evitdeploy.exporters.onnx import MAX_OPSET, default_opset
 
     opset = default_opset(spec) if opset is None else opset
@@ -110,6 +109,18 @@ def export_model(
         engine=engine,
     )
     return export(model, spec, target, options)
+
+
+def _require_memory_for_export(spec: ModelSpec, dynamic, precision: str, reduced) -> None:
+    """Refuse an export this host cannot hold, before any folder exists or the model is built. A
+    dynamic export is validated at one more, larger shape too (exporters/onnx.py validate)."""
+    from dataclasses import replace
+
+    n, c, h, w = spec.input_shape
+    m = spec.size_multiple
+    largest = replace(spec, input_shape=(n + ("batch" in dynamic), c, h + 2 * m * ("height" in dynamic), w + m * ("width" in dynamic)))
+    calib = reduced.count_for(h, w) if precision != "fp32" else None
+    memory.require_fits(largest, "export", f"exporting {spec.name} at {h}x{w}" + (f", batch {n}" if n > 1 else ""), precision=precision, calib_count=calib)
 
 
 def _validation_inputs(spec, precision: str, reduced, data: Optional[Path], count: int = 2):
@@ -154,9 +165,11 @@ def plan_model(
         raise UserError(f"precision {precision!r} has no plan", "plans are made for --precision fp16 or int8")
     if torch_fp16 is not None:
         _require_torch_device(torch_fp16, precision)
+    limits.check_seed(seed)
     reduced = reduced or PrecisionOptions()
     reduced.check()
     spec = get_spec(model_name).with_input(None, height, width)
+    memory.require_fits(spec, "plan", f"a {precision} plan for {spec.name} at {spec.height}x{spec.width}", calib_count=reduced.count_for(spec.height, spec.width))
     _step(progress, f"building {model_name}" + (f" from {checkpoint}" if checkpoint else f" (random init, seed {seed})"))
     model, spec = build_model(spec, checkpoint, seed, attention_eps)
     with tempfile.TemporaryDirectory(prefix="evitdeploy-plan-") as scratch:
@@ -211,18 +224,21 @@ def _runner_for(artifact: Artifact, threads: Optional[int], taking_turns: bool =
     return OnnxRuntimeRunner(artifact.model_file, threads=threads, spinning=not taking_turns, pin_threads=taking_turns)
 
 
-def _model_size(path: Path) -> int:
-    """A model file's size, or a package folder's (.mlpackage) total."""
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
-
-
 def _resolve(path: Path, model_name: Optional[str]) -> Artifact:
     spec = None
     if model_name:
         from evitdeploy.models import get_spec
 
         spec = get_spec(model_name)
-    return open_artifact(path, spec=spec)
+    artifact = open_artifact(path, spec=spec)
+    # A manifest says what the artifact is (size included): its spec wins. --model naming the same
+    # model adds nothing; naming another one is a contradiction, refused rather than guessed.
+    if artifact.manifest and model_name and model_name != artifact.spec.name:
+        raise UserError(
+            f"--model {model_name} contradicts the artifact: the artifact's manifest says it is {artifact.spec.name}",
+            "drop --model; it is only for a bare model file without a manifest",
+        )
+    return artifact
 
 
 def _sized_spec(artifact: Artifact, batch, height, width) -> ModelSpec:
@@ -272,14 +288,16 @@ def check_artifact(
     tolerance_overrides: Optional[dict] = None,
     progress: Progress = None,
 ) -> dict:
-    """Parity of an artifact against the PyTorch reference on real photos (by default)."""
+    """Parity of an artifact against the PyTorch reference on real photos (by default).
+    `tolerance_overrides`: gates to replace ({"max_abs": 1e-3}); a gate given as None is turned off."""
     from evitdeploy.calibration.data import load_inputs
 
-    if samples < 1:
-        raise UserError(f"--samples {samples} is not valid", "use 1 or more")
+    limits.check_range("--samples", samples, 1, limits.SAMPLES_MAX)
+    limits.check_range("--threads", threads, 1, limits.THREADS_MAX)
     _step(progress, f"verifying {path}")
     artifact = _resolve(Path(path), model_name)
     spec = _sized_spec(artifact, batch, height, width)
+    memory.require_fits(spec, "check", f"checking {spec.name} at {spec.height}x{spec.width}" + (f", batch {spec.input_shape[0]}" if spec.input_shape[0] > 1 else "") + f" on {samples} inputs", images=samples)
     inputs, source = load_inputs(spec, spec.height, spec.width, data, samples, synthetic)
     tolerances = tolerances_for(artifact.precision).override(**(tolerance_overrides or {}))
     return parity_report(artifact, spec, inputs, source, tolerances, threads, checkpoint, progress)[0]
@@ -317,6 +335,7 @@ def parity_report(artifact: Artifact, spec: ModelSpec, inputs, source: str, tole
     from evitdeploy.runners.torch import TorchRunner
 
     with _runner_for(artifact, threads) as candidate:  # load first: a broken file fails fast
+        candidate.check_spec(spec)
         _step(progress, "building the PyTorch reference")
         reference = _reference_for(artifact, spec, checkpoint)
         _step(progress, f"running {len(inputs)} inputs through both")
@@ -331,16 +350,15 @@ def parity_report(artifact: Artifact, spec: ModelSpec, inputs, source: str, tole
         "task": spec.task,
         "target": artifact.target,
         "input_shape": list(spec.input_shape),
-        "artifact_bytes": _model_size(artifact.model_file),
+        "artifact_bytes": model_size(artifact.model_file),
         "data": source,
         "versions": versions,
         **report,
     }, expected, outputs
 
 
-def _check_counts(warmup: int, count: Optional[int], min_time_s: float) -> None:
-    if warmup < 0 or (count is not None and count < 1) or min_time_s < 0:
-        raise UserError("--warmup must be >= 0, --count >= 1 and --min-time >= 0", "fix the counts")
+def _check_counts(warmup: int, count: Optional[int], min_time_s: float, threads: Optional[int] = None) -> None:
+    limits.check_timing(warmup, count, min_time_s, threads)
 
 
 def _bench_feed(spec: ModelSpec) -> dict:
@@ -355,15 +373,15 @@ def _bench_summary(artifact: Artifact, spec: ModelSpec, threads: int, results: l
     from evitdeploy.bench import BENCH_SCHEMA, host_info
 
     model_file = artifact.model_file
-    recorded = artifact.manifest.get("files", {}).get(model_file.name, {})
+    recorded = artifact.manifest.get("files")
     return {
         "kind": "bench",
         "schema": BENCH_SCHEMA,
         "mode": mode,
         "artifact": str(artifact.folder),
         "model_file": model_file.name,
-        "artifact_sha256": recorded.get("sha256") or sha256_of(model_file),
-        "artifact_bytes": _model_size(model_file),
+        "artifact_sha256": model_sha256(model_file, recorded if isinstance(recorded, dict) else None),
+        "artifact_bytes": model_size(model_file),
         "model": spec.name,
         "task": spec.task,
         "target": artifact.target,
@@ -391,13 +409,15 @@ def bench_artifact(
     """Latency of an artifact on this host (and optionally PyTorch eager on the same input)."""
     from evitdeploy.bench import bench_runner
 
-    _check_counts(warmup, count, min_time_s)
+    _check_counts(warmup, count, min_time_s, threads)
     threads = threads or os.cpu_count()
     artifact = _resolve(Path(path), model_name)
     spec = _sized_spec(artifact, batch, height, width)
+    memory.require_fits(spec, "bench", f"benchmarking {spec.name} at {spec.height}x{spec.width}" + (f", batch {spec.input_shape[0]}" if spec.input_shape[0] > 1 else ""))
     feed = _bench_feed(spec)
     _step(progress, f"benchmarking {artifact.model_file.name} on {artifact.target} ({threads} threads)")
     with _runner_for(artifact, threads) as runner:
+        runner.check_spec(spec)
         results = [bench_runner(runner, feed, f"{artifact.target}/{artifact.precision}", warmup, count, min_time_s)]
         results[0]["providers"] = runner.providers
         if hasattr(runner, "gpu_times_ms"):  # a TensorRT engine: trtexec's separate profile run, GPU compute time
@@ -432,15 +452,18 @@ def bench_interleaved(
     """Both artifacts timed in one process, alternating turns: two bench results, one drift."""
     from evitdeploy.bench import latency_result, measure_interleaved
 
-    _check_counts(warmup, count, min_time_s)
-    if block < 1:
-        raise UserError(f"--block {block} is not valid", "use 1 or more runs per turn")
+    _check_counts(warmup, count, min_time_s, threads)
+    limits.check_range("--block", block, 1, limits.BLOCK_MAX)
     threads = threads or os.cpu_count()
     base_artifact, new_artifact = _resolve(Path(baseline_path), None), _resolve(Path(new_path), None)
     base_spec, new_spec = base_artifact.spec, new_artifact.spec
+    for spec in (base_spec, new_spec):
+        memory.require_fits(spec, "bench", f"benchmarking {spec.name} at {spec.height}x{spec.width}")
     base_feed, new_feed = _bench_feed(base_spec), _bench_feed(new_spec)
     _step(progress, f"timing {base_artifact.folder.name} and {new_artifact.folder.name} in alternating turns ({threads} threads)")
     with _runner_for(base_artifact, threads, True) as base_runner, _runner_for(new_artifact, threads, True) as new_runner:
+        base_runner.check_spec(base_spec)
+        new_runner.check_spec(new_spec)
         base_samples, new_samples = measure_interleaved(
             lambda: base_runner.infer(base_feed), lambda: new_runner.infer(new_feed), warmup, count, min_time_s, block
         )

@@ -8,6 +8,7 @@ without guessing. Folders are written under a temporary name and renamed into pl
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import platform
@@ -47,6 +48,38 @@ def package_versions(*names: str) -> dict[str, str]:
         with contextlib.suppress(metadata.PackageNotFoundError):
             versions[name] = metadata.version(name)
     return versions
+
+
+def _package_files(package: Path) -> list[Path]:
+    return sorted((p for p in package.rglob("*") if p.is_file()), key=lambda p: p.relative_to(package).as_posix())
+
+
+def model_size(path: Path) -> int:
+    """Bytes of a model, whatever its kind: a file's size, or the total of every file in a package
+    folder (a Core ML .mlpackage). The one size every verb and report states."""
+    path = Path(path)
+    return sum(p.stat().st_size for p in _package_files(path)) if path.is_dir() else path.stat().st_size
+
+
+def model_sha256(path: Path, recorded: Optional[dict] = None) -> str:
+    """A model's identity, whatever its kind: a file's sha256, or for a package folder the sha256
+    over its files' relative paths and sha256 in sorted order (content and names decide, not where
+    the folder lies). `recorded`: a manifest's "files" (names relative to the model's folder),
+    whose sha256 values are used instead of reading the files again (verified when opened)."""
+    path = Path(path)
+    recorded = recorded or {}
+
+    def file_sha256(file: Path, name: str) -> str:
+        entry = recorded.get(name)
+        return entry["sha256"] if isinstance(entry, dict) and isinstance(entry.get("sha256"), str) else sha256_of(file)
+
+    if not path.is_dir():
+        return file_sha256(path, path.name)
+    digest = hashlib.sha256()
+    for file in _package_files(path):
+        relative = file.relative_to(path).as_posix()
+        digest.update(f"{relative}\0{file_sha256(file, f'{path.name}/{relative}')}\n".encode())
+    return digest.hexdigest()
 
 
 def build_manifest(folder: Path, target: str, precision: str, spec: ModelSpec, model_file: str, **sections) -> dict:
@@ -107,20 +140,48 @@ def prepare_output(output: Path, force: bool) -> None:
     """Refuse an existing output unless forced, and an output folder we cannot write into."""
     output = Path(output)
     if output.exists() and not force:
-        raise UserError(f"output {output} already exists", "pass --force to replace it, or choose another --output")
+        raise UserError(f"output {output} already exists", "pass --force (force=True in Python) to replace it, or choose another output")
     parent = output.parent if str(output.parent) else Path(".")
     if parent.exists() and not os.access(parent, os.W_OK):
-        raise UserError(f"cannot write into {parent}", "choose an --output in a folder you can write to")
+        raise UserError(f"cannot write into {parent}", "choose an output in a folder you can write to")
     if parent.exists() and not parent.is_dir():
-        raise UserError(f"{parent} is not a folder", "choose another --output")
+        raise UserError(f"{parent} is not a folder", "choose another output")
+
+
+@contextlib.contextmanager
+def folder_kept_on_success(folder: Path) -> Iterator[Path]:
+    """Create `folder` and its missing parents; if the block fails, remove again the ones it
+    created (when still empty): a refused command leaves nothing new behind."""
+    folder = Path(folder)
+    created = []
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        created.append(probe)
+        probe = probe.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create {folder} ({exc.strerror})", "choose an output in a folder you can write to") from exc
+    try:
+        yield folder
+    except BaseException:
+        for made in created:  # deepest first
+            with contextlib.suppress(OSError):
+                made.rmdir()
+        raise
 
 
 @contextlib.contextmanager
 def staged_folder(output: Path) -> Iterator[Path]:
     """A temporary sibling folder that becomes `output` only if the block succeeds."""
     output = Path(output)
+    with folder_kept_on_success(output.parent), _staging(output) as staging:
+        yield staging
+
+
+@contextlib.contextmanager
+def _staging(output: Path) -> Iterator[Path]:
     try:
-        output.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
         _usual_mode(staging, directory=True)
     except OSError as exc:
@@ -155,20 +216,29 @@ def open_artifact(path: Path, verify: bool = True, spec: Optional[ModelSpec] = N
                 )
             return Artifact(folder, path, MODEL_SUFFIXES[path.suffix], "unknown", spec, {})
         raise UserError(f"{folder} holds no {MANIFEST}", "pass a folder written by `evitdeploy export`")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-        model_file = folder / manifest["model_file"]
-        artifact_spec = ModelSpec.from_dict(manifest["spec"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise UserError(f"{manifest_path} is corrupt ({type(exc).__name__}: {exc})", "re-run `evitdeploy export`") from exc
-    if not isinstance(manifest.get("format"), int) or manifest["format"] > MANIFEST_FORMAT:
-        raise UserError(
-            f"{manifest_path} has manifest format {manifest.get('format')!r}; this evitdeploy reads format {MANIFEST_FORMAT} and older",
-            "upgrade evitdeploy, or use the version that wrote it",
-        )
+    manifest = read_manifest(manifest_path)
     if verify:
         verify_files(folder, manifest)
-    return Artifact(folder, model_file, manifest["target"], manifest["precision"], spec or artifact_spec, manifest)
+    # With a manifest, its spec is the artifact's (its size, classes, eps): `spec` only describes a
+    # bare model file; api._resolve refuses a --model that contradicts the manifest.
+    return Artifact(folder, folder / manifest["model_file"], manifest["target"], manifest["precision"], ModelSpec.from_dict(manifest["spec"]), manifest)
+
+
+def read_manifest(path: Path, bundle: bool = False) -> dict:
+    """An artifact's (or bundle's) manifest.json, checked against its schema before anything reads it."""
+    from evitdeploy import schemas
+
+    what, hint = ("bundle manifest", "re-copy the bundle from where it was made") if bundle else ("manifest", "re-run `evitdeploy export`")
+
+    def known_format(found) -> None:
+        version = found.get("format") if isinstance(found, dict) else None
+        if not isinstance(version, int) or isinstance(version, bool) or version > MANIFEST_FORMAT:
+            raise UserError(
+                f"{path} has manifest format {version!r}; this evitdeploy reads format {MANIFEST_FORMAT} and older",
+                "upgrade evitdeploy, or use the version that wrote it",
+            )
+
+    return schemas.load_document(path, schemas.BundleManifest if bundle else schemas.ArtifactManifest, what, hint, known_format)
 
 
 def verify_files(folder: Path, manifest: dict) -> None:

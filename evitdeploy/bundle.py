@@ -16,8 +16,8 @@ from typing import Optional
 
 import numpy as np
 
-from evitdeploy import device_verify
-from evitdeploy.artifact import MANIFEST, Artifact, build_manifest, staged_folder, write_json, write_text
+from evitdeploy import device_verify, limits
+from evitdeploy.artifact import MANIFEST, Artifact, read_manifest, build_manifest, staged_folder, write_json, write_text
 from evitdeploy.errors import EXIT_BACKEND_UNAVAILABLE, UserError
 
 REFERENCE_IMAGES = 4
@@ -67,6 +67,15 @@ def _readme(manifest: dict) -> str:
         f"    python3 {VERIFY_SCRIPT}              # integrity, parity vs PyTorch, latency; exit 0 = passed",
         f"    python3 {VERIFY_SCRIPT} --json       # the same as JSON",
         "It first checks every file against the sha256 in manifest.json and refuses a modified bundle.",
+        *(
+            [
+                f"Signed ({bundle['signature']['file']}, OpenSSF model signing; key sha256 {bundle['signature']['public_key_sha256'][:16]}...): "
+                "check it with the signer's public key first (needs pip install model-signing):",
+                f"    python3 {VERIFY_SCRIPT} --public-key PUB.pem",
+                f"    model_signing verify key --signature {bundle['signature']['file']} --public_key PUB.pem .",
+            ]
+            if bundle.get("signature") else ["Not signed: the sha256 values prove the files are consistent, not who made them."]
+        ),
         "",
         f"Where it was made ({bundle['made_on']['cpu']}, {bundle['bench']['threads'] or 'default'} threads):",
         *(
@@ -96,8 +105,10 @@ def write_bundle(
     host_outputs: np.ndarray,
     sections: dict,
     reports: dict,
+    sign_key: Optional[Path] = None,
 ) -> dict:
-    """Write the bundle atomically; `sections` lands under manifest["bundle"], `reports` as JSON files."""
+    """Write the bundle atomically; `sections` lands under manifest["bundle"], `reports` as JSON files.
+    With `sign_key` the finished folder is signed (model.sig) before it is renamed into place."""
     with staged_folder(output) as folder:
         if artifact.model_file.is_dir():  # a Core ML .mlpackage is a folder
             shutil.copytree(artifact.model_file, folder / artifact.model_file.name)
@@ -133,30 +144,38 @@ def write_bundle(
         write_text(folder / README, _readme(draft))
         manifest = build_manifest(folder, artifact.target, artifact.precision, spec, artifact.model_file.name, **inherited, bundle=bundle)
         write_json(folder / MANIFEST, manifest)
+        if sign_key is not None:
+            from evitdeploy.signing import sign_bundle
+
+            sign_bundle(folder, sign_key)
     return manifest
 
 
-def verify_bundle(folder: Path, threads: Optional[int] = None, warmup: Optional[int] = None, count: Optional[int] = None) -> dict:
-    """`verify.py`'s verification run here: integrity first, then parity and latency."""
-    if threads is not None and threads < 1 or any(v is not None and v < 0 for v in (warmup, count)):
-        raise UserError("--threads must be >= 1, --warmup and --count >= 0", "fix the value")
+def verify_bundle(
+    folder: Path, threads: Optional[int] = None, warmup: Optional[int] = None, count: Optional[int] = None, public_key: Optional[Path] = None,
+) -> dict:
+    """`verify.py`'s verification run here: the signature (with `public_key`), integrity, then parity and latency."""
+    limits.check_timing(warmup, count, None, threads, count_min=0)  # --count 0 skips latency
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"bundle not found: {folder}", "pass the folder `evitdeploy deploy` wrote")
+    if public_key is not None:
+        from evitdeploy.signing import require_model_signing
+
+        require_model_signing()
     try:
-        return device_verify.verify(folder, threads, warmup, count)
+        return device_verify.verify(folder, threads, warmup, count, public_key=public_key, schema_check=_bundle_schema)
     except device_verify.BundleError as exc:
         code = EXIT_BACKEND_UNAVAILABLE if exc.exit_code == 3 else 2
         raise UserError(exc.message, exc.hint, code) from exc
 
 
-def model_bytes(manifest: dict) -> int:
-    """Bytes of the model file, or of every file in a model folder (.mlpackage)."""
-    model = manifest["model_file"]
-    return sum(e["bytes"] for name, e in manifest["files"].items() if name == model or name.startswith(model + "/"))
+def _bundle_schema(path: Path) -> None:
+    read_manifest(path, bundle=True)
 
 
 def extra_bytes(manifest: dict) -> int:
-    """Bytes the bundle adds beyond its model file(s)."""
-    return sum(e["bytes"] for e in manifest["files"].values()) - model_bytes(manifest)
+    """Bytes the bundle adds beyond its model (the model's own size: artifact.model_size)."""
+    model = manifest["model_file"]
+    return sum(e["bytes"] for name, e in manifest["files"].items() if name != model and not name.startswith(model + "/"))
 

@@ -16,11 +16,84 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from evitdeploy import __version__
+from evitdeploy import __version__, limits
 from evitdeploy.errors import EXIT_CHECK_FAILED, UserError
+
+def _click_exceptions():
+    """The click exceptions module Typer parses with (its own vendored copy since Typer 0.22, click before)."""
+    import importlib
+
+    return importlib.import_module(typer.BadParameter.__module__)
+
+
+def _one_line(text: str) -> str:
+    """Control characters (a newline in a path, an escape sequence) written as repr-style escapes."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in str(text))
+
+
+def _render_error(message: str, hint: str, exit_code: int, as_json: bool) -> None:
+    """The one way a refused command ends: one `error: message — hint` line on stderr and, under
+    --json, `{"error", "hint", "exit_code"}` on stdout."""
+    if as_json:
+        print(json.dumps({"error": message, "hint": hint, "exit_code": exit_code}, indent=2))
+    text = "error: " + _one_line(message) + (f" — {_one_line(hint)}" if hint else "")
+    err.print(text, markup=False, highlight=False, emoji=False, soft_wrap=True)
+
+
+def _usage_message(exc) -> str:
+    """Click's message ("No such option: --bogus.") in our style ("no such option: --bogus")."""
+    text = exc.format_message().strip().rstrip(".")
+    if len(text) > 1 and text[0].isupper() and text[1].islower():
+        text = text[0].lower() + text[1:]
+    return text or type(exc).__name__
+
+
+def _help_hint(ctx, argv: list[str], commands) -> str:
+    if ctx is None:  # click raises some parse errors (an option without its value) without a context
+        verb = next((a for a in argv if not a.startswith("-")), None)
+        return f"see evitdeploy {verb} --help" if verb in commands else "see evitdeploy --help"
+    names = []
+    while ctx is not None:
+        names.append(ctx.info_name or "")
+        ctx = ctx.parent
+    path = " ".join(["evitdeploy", *[n for n in reversed(names[:-1]) if n]])
+    return f"see {path} --help"
+
+
+class _Group(typer.core.TyperGroup):
+    """Typer's group, with usage errors (unknown option, bad value, missing argument, no such
+    command) rendered like every other refusal: one `error:` line, exit 2, JSON too under --json.
+
+    Overriding `main` covers both the console script (`run`) and `CliRunner().invoke(app, ...)`.
+    """
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        argv = list(sys.argv[1:] if args is None else args)
+        as_json = "--json" in (argv[: argv.index("--")] if "--" in argv else argv)  # after `--` it is an argument
+        exceptions = _click_exceptions()
+        try:
+            rv = super().main(args=argv, prog_name=prog_name, complete_var=complete_var, standalone_mode=False, **extra)
+            code = rv if isinstance(rv, int) and not isinstance(rv, bool) else 0
+        except exceptions.ClickException as exc:
+            code = 2
+            if isinstance(exc, getattr(exceptions, "NoArgsIsHelpError", ())):
+                # the help has been printed already (on stdout); say what is missing
+                _render_error("missing command", "choose one of the commands above", code, as_json)
+            else:
+                _render_error(_usage_message(exc), _help_hint(getattr(exc, "ctx", None), argv, self.commands), code, as_json)
+        except (typer.Abort, getattr(exceptions, "Abort", typer.Abort)):
+            code = 130
+            err.print("interrupted", markup=False)
+        except (typer.Exit, getattr(exceptions, "Exit", typer.Exit)) as exc:
+            code = exc.exit_code
+        if not standalone_mode:
+            return code
+        sys.exit(code)
+
 
 app = typer.Typer(
     help="Export EfficientViT models to deployment targets and prove they are still right and fast.",
+    cls=_Group,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -33,14 +106,14 @@ JSON_OPTION = typer.Option(False, "--json", help="Print machine-readable JSON on
 
 
 MODEL_OPTION = typer.Option(..., "--model", "-m", help="Registered model name (see `evitdeploy models`).")
-SEED_OPTION = typer.Option(0, "--seed", help="Seed of the random init when no checkpoint is given.")
+SEED_OPTION = typer.Option(0, "--seed", min=0, max=limits.SEED_MAX, help="Seed of the random init when no checkpoint is given.")
 CALIB_OPTION = typer.Option(None, "--calib", help="Calibration data for fp16/int8: image folder, .npz, 'samples' (scikit-image photos + crops) [default], or 'synthetic' (noise, only if you must).")
-CALIB_COUNT_OPTION = typer.Option(None, "--calib-count", help="Calibration images; crops and flips extend a small set [default: 64, or 16 above a megapixel].")
+CALIB_COUNT_OPTION = typer.Option(None, "--calib-count", max=limits.CALIB_COUNT_MAX, help="Calibration images; crops and flips extend a small set [default: 64, or 16 above a megapixel].")
 CALIB_METHOD_OPTION = typer.Option("minmax", "--calib-method", help="Activation range for Q/DQ scales: minmax, percentile (99.99% of |x|) or entropy (KL).")
 FP16_IO_OPTION = typer.Option(False, "--fp16-io", help="FP16 model inputs/outputs [default: float32 I/O around an FP16 body].")
 FP16_MARGIN_OPTION = typer.Option(4.0, "--fp16-margin", help="Safety factor on measured |max|: tensors above 65504/margin stay FP32.")
 MIN_COSINE_OPTION = typer.Option(0.99, "--min-cosine-target", help="INT8 plan target: per-image cosine to FP32 on held-out images; the search moves blocks to FP32 until met.")
-SEARCH_BUDGET_OPTION = typer.Option(6, "--search-budget", help="At most this many blocks the INT8 search may move to FP32 (0: rules only).")
+SEARCH_BUDGET_OPTION = typer.Option(6, "--search-budget", max=limits.SEARCH_BUDGET_MAX, help="At most this many blocks the INT8 search may move to FP32 (0: rules only).")
 
 
 def _precision_options(calib, calib_count, calib_method, fp16_io, fp16_margin, min_cosine, search_budget, explain=False):
@@ -73,9 +146,12 @@ def handles_errors(command):
         try:
             return command(*args, **kwargs)
         except UserError as exc:
-            text = f"error: {exc.message}" + (f" — {exc.hint}" if exc.hint else "")
-            err.print(text, markup=False, highlight=False, soft_wrap=True)
+            _render_error(exc.message, exc.hint, exc.exit_code, bool(kwargs.get("as_json")))
             raise typer.Exit(exc.exit_code) from None
+        except OSError as exc:  # a path the filesystem refuses wherever it is first touched (too long, a loop, no access, disk full)
+            what = f"{exc.filename}: " if exc.filename else ""
+            _render_error(f"{what}{exc.strerror or exc}", "check the path and that there is room to write", 2, bool(kwargs.get("as_json")))
+            raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err.print("interrupted", markup=False)
             raise typer.Exit(130) from None
@@ -87,10 +163,24 @@ def handles_errors(command):
 def progress(enabled: bool):
     """A spinner on stderr naming the current step (quiet under --json or without a terminal)."""
     if not enabled or not err.is_terminal:
-        yield (lambda step: err.print(f"… {step}", markup=False, highlight=False)) if enabled else None
+        yield (lambda step: err.print(f"… {_one_line(step)}", markup=False, highlight=False, emoji=False)) if enabled else None
         return
+    from rich.text import Text
+
     with err.status("starting") as status:
-        yield lambda step: status.update(step)
+        yield lambda step: status.update(Text(_one_line(step)))  # a plain Text: paths are no markup
+
+
+def _plain(value) -> str:
+    """User data (a path, a name) inside a line with markup: shown as written, never parsed."""
+    from rich.markup import escape
+
+    return escape(_one_line(str(value)))
+
+
+def _say(text: str) -> None:
+    """A plain line on stdout: whatever paths or names it holds are not taken for Rich markup."""
+    out.print(text, markup=False, emoji=False)
 
 
 def _emit(data: dict | list, as_json: bool, table_factory) -> None:
@@ -171,12 +261,12 @@ def export(
     if as_json:
         print(json.dumps({"artifact": str(artifact.folder), "model_file": str(artifact.model_file), **manifest}, indent=2))
         return
-    from evitdeploy.bundle import model_bytes
+    from evitdeploy.artifact import model_size
 
-    size = model_bytes(manifest)
+    size = model_size(artifact.model_file)
     check = manifest["validation"]["checks"][0].get("metrics")
     out.print(
-        f"[green]exported[/green] {artifact.model_file} ({size / 1e6:.2f} MB, "
+        f"[green]exported[/green] {_plain(artifact.model_file)} ({size / 1e6:.2f} MB, "
         + (f"opset {manifest['export']['opset']}, " if "opset" in manifest["export"] else f"{manifest['export']['exporter']}, ")
         + f"input {'x'.join(map(str, artifact.spec.input_shape))}"
         + (f", dynamic {','.join(artifact.spec.dynamic_axes)}" if artifact.spec.dynamic_axes else "")
@@ -185,19 +275,19 @@ def export(
     )
     package = manifest["validation"].get("package")
     if package:
-        out.print(f"package: ops by precision {package['ops_by_precision']}; {package['plan_fp32_ops']} ops kept FP32 by the plan; {package['compressed_weight_ops']} compressed weight ops")
+        _say(f"package: ops by precision {package['ops_by_precision']}; {package['plan_fp32_ops']} ops kept FP32 by the plan; {package['compressed_weight_ops']} compressed weight ops")
     plan = manifest.get("precision_plan")
     if plan:
         counts = ", ".join(f"{n} {p}" for p, n in sorted(plan["summary"]["nodes"].items()))
         search = plan.get("search") or {}
-        out.print(
+        _say(
             f"plan: {counts} nodes; calibration {manifest['calibration']['count']} images ({plan['method']})"
             + (f"; search {search['stopped']}, held-out min cosine {search['final']['cosine_min']:.5f}" if search else "")
             + (f"; blocks kept FP32: {', '.join(plan['summary']['float_groups'])}" if plan["summary"]["float_groups"] else "")
         )
         storage = plan.get("fp16_storage_check")
         if storage:
-            out.print(
+            _say(
                 f"FP16 storage check: planned {storage['planned']['nonfinite']} NaN/Inf (min cosine "
                 f"{storage['planned']['cosine_min']:.6f}); plain FP16 would give {storage['plain']['nonfinite']} NaN/Inf"
             )
@@ -250,8 +340,25 @@ def plan(
         out.print(table)
 
 
-def _tolerances(atol, min_cosine, min_top1, min_pixel_agreement) -> dict:
-    return {"max_abs": atol, "min_cosine": min_cosine, "min_top1": min_top1, "min_pixel_agreement": min_pixel_agreement}
+GATE_OFF = ("off", "none")
+
+
+def _tolerances(atol: Optional[str], min_cosine, min_top1, min_pixel_agreement) -> dict:
+    """The gates given on the command line (those not given keep the precision's defaults);
+    `--atol off` turns the max-abs gate off."""
+    given = {"min_cosine": min_cosine, "min_top1": min_top1, "min_pixel_agreement": min_pixel_agreement}
+    overrides = {name: value for name, value in given.items() if value is not None}
+    if atol is not None and atol.strip().lower() in GATE_OFF:
+        overrides["max_abs"] = None
+    elif atol is not None:
+        try:
+            value = float(atol)
+        except ValueError:
+            value = float("nan")
+        if not 0 <= value < float("inf"):
+            raise UserError(f"--atol {atol!r} is not valid", "use a number >= 0, or off to not gate the max abs error")
+        overrides["max_abs"] = value
+    return overrides
 
 
 @app.command()
@@ -261,12 +368,12 @@ def check(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name, for a bare .onnx without manifest."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="Weights of the reference [default: those recorded in the manifest]."),
     data: Optional[Path] = typer.Option(None, "--data", help="Image folder or .npz [default: scikit-image sample photos]."),
-    samples: int = typer.Option(8, "--samples", "-n", help="How many inputs to compare."),
+    samples: int = typer.Option(8, "--samples", "-n", max=limits.SAMPLES_MAX, help="How many inputs to compare."),
     synthetic: bool = typer.Option(False, "--synthetic", help="Use random N(0,1) inputs instead of photos."),
     batch: Optional[int] = typer.Option(None, "--batch", help="Batch (dynamic-batch artifacts)."),
     height: Optional[int] = typer.Option(None, "--height", help="Input height (dynamic artifacts)."),
     width: Optional[int] = typer.Option(None, "--width", help="Input width (dynamic artifacts)."),
-    atol: Optional[float] = typer.Option(None, "--atol", help="Max abs error on logits [default by precision: fp32 1e-4]."),
+    atol: Optional[str] = typer.Option(None, "--atol", help="Max abs error on logits, or off [default by precision: fp32 1e-4, not gated for fp16/int8]."),
     min_cosine: Optional[float] = typer.Option(None, "--min-cosine", help="Min per-sample cosine similarity."),
     min_top1: Optional[float] = typer.Option(None, "--min-top1", help="Min top-1 agreement (classification)."),
     min_pixel_agreement: Optional[float] = typer.Option(None, "--min-pixel-agreement", help="Min pixel agreement (segmentation)."),
@@ -288,10 +395,10 @@ def check(
         raise typer.Exit(EXIT_CHECK_FAILED)
 
 
-THREADS_OPTION = typer.Option(None, "--threads", help="Intra-op threads [default: all cores]. Keep it fixed between runs you compare.")
-WARMUP_OPTION = typer.Option(10, "--warmup", help="Untimed runs first.")
-COUNT_OPTION = typer.Option(None, "--count", "-n", "--iterations", help="Timed runs [default: 50, or as many as --min-time takes].")
-MIN_TIME_OPTION = typer.Option(0.0, "--min-time", "--min-duration", help="Keep timing for at least this many seconds.")
+THREADS_OPTION = typer.Option(None, "--threads", max=limits.THREADS_MAX, help="Intra-op threads [default: all cores]. Keep it fixed between runs you compare.")
+WARMUP_OPTION = typer.Option(10, "--warmup", max=limits.WARMUP_MAX, help="Untimed runs first.")
+COUNT_OPTION = typer.Option(None, "--count", "-n", "--iterations", max=limits.COUNT_MAX, help="Timed runs [default: 50, or as many as --min-time takes].")
+MIN_TIME_OPTION = typer.Option(0.0, "--min-time", "--min-duration", max=limits.MIN_TIME_MAX_S, help="Keep timing for at least this many seconds.")
 
 
 @app.command()
@@ -338,9 +445,9 @@ def gate(
     allow_mismatch: bool = typer.Option(False, "--allow-mismatch", help="Compare results from different hosts, backends, precisions or shapes anyway."),
     threads: Optional[int] = THREADS_OPTION,
     warmup: int = WARMUP_OPTION,
-    count: Optional[int] = typer.Option(None, "--count", "-n", help="Timed runs per artifact with --interleave [default: 50]."),
-    min_time: float = typer.Option(0.0, "--min-time", help="With --interleave: keep alternating for at least this many seconds."),
-    block: int = typer.Option(1, "--block", help="With --interleave: timed runs per turn."),
+    count: Optional[int] = typer.Option(None, "--count", "-n", max=limits.COUNT_MAX, help="Timed runs per artifact with --interleave [default: 50]."),
+    min_time: float = typer.Option(0.0, "--min-time", max=limits.MIN_TIME_MAX_S, help="With --interleave: keep alternating for at least this many seconds."),
+    block: int = typer.Option(1, "--block", max=limits.BLOCK_MAX, help="With --interleave: timed runs per turn."),
     markdown_file: Optional[Path] = typer.Option(None, "--markdown", help="Also write a Markdown summary (a CI job can post it as a PR comment)."),
     save: Optional[Path] = typer.Option(None, "--save", help="Also write the gate JSON (with both sides' raw samples for --interleave)."),
     as_json: bool = JSON_OPTION,
@@ -400,7 +507,7 @@ def report(
         return
     out.print(rows_table(rows, chosen))
     for path in written:
-        out.print(f"wrote {path}")
+        _say(f"wrote {path}")
 
 
 @app.command()
@@ -412,11 +519,11 @@ def sweep(
     precision: str = typer.Option("fp32", "--precision", "-p", help="Precision(s), comma-separated."),
     resolution: Optional[str] = typer.Option(None, "--resolution", "-r", help="Sizes, comma-separated: 224 or HEIGHTxWIDTH (1024x2048) [default: each model's own]."),
     artifacts: Optional[Path] = typer.Option(None, "--artifacts", help="Where cell artifacts go [default: OUTPUT's name + '-artifacts']."),
-    samples: int = typer.Option(8, "--samples", help="Parity inputs per cell."),
+    samples: int = typer.Option(8, "--samples", max=limits.SAMPLES_MAX, help="Parity inputs per cell."),
     threads: Optional[int] = THREADS_OPTION,
     warmup: int = WARMUP_OPTION,
-    count: Optional[int] = typer.Option(None, "--count", "-n", help="Timed runs per cell [default: 50]."),
-    min_time: float = typer.Option(0.0, "--min-time", help="Keep timing each cell for at least this many seconds."),
+    count: Optional[int] = typer.Option(None, "--count", "-n", max=limits.COUNT_MAX, help="Timed runs per cell [default: 50]."),
+    min_time: float = typer.Option(0.0, "--min-time", max=limits.MIN_TIME_MAX_S, help="Keep timing each cell for at least this many seconds."),
     data: Optional[Path] = typer.Option(None, "--data", help="Image folder or .npz for parity [default: scikit-image sample photos]."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Run again the cells recorded as failed."),
     as_json: bool = JSON_OPTION,
@@ -438,8 +545,10 @@ def sweep(
         resolutions = split_list(resolution, "resolutions")
     if samples < 1:
         raise UserError(f"--samples {samples} is not valid", "use 1 or more")
-    cells = plan_cells(models, split_list(target, "targets"), split_list(precision, "precisions"), list(dict.fromkeys(resolutions)))
+    cells = plan_cells(models, split_list(target, "targets"), split_list(precision, "precisions"), list(dict.fromkeys(resolutions)), samples)
     settings = CellSettings(samples, warmup, count, min_time, threads, str(data) if data else None)
+    if output.name in ("", ".", ".."):  # ".", "/": no file name to append to, nor to name the artifacts after
+        raise UserError(f"--output {output} names a folder; sweep appends its results to a file", "e.g. --output results.jsonl")
     folder = artifacts or output.with_name(output.stem + "-artifacts")
     with progress(True) as step:
         summary = run_sweep(cells, output, folder, settings, retry_failed, step)
@@ -447,7 +556,7 @@ def sweep(
         print(json.dumps(summary, indent=2))
     else:
         out.print(rows_table(report_rows(summary["cells"])))
-        out.print(f"{len(summary['ran'])} cell(s) run, {len(summary['skipped'])} skipped (already in {output}); artifacts in {folder}")
+        _say(f"{len(summary['ran'])} cell(s) run, {len(summary['skipped'])} skipped (already in {output}); artifacts in {folder}")
     if any(record["status"] != OK for record in summary["cells"]):
         raise typer.Exit(EXIT_CHECK_FAILED)
 
@@ -473,7 +582,7 @@ def deploy(
     height: Optional[int] = typer.Option(None, "--height", help="Input height, overriding the profile's [default: the profile's, else the model's]."),
     width: Optional[int] = typer.Option(None, "--width", help="Input width, overriding the profile's [default: the profile's, else the model's]."),
     data: Optional[Path] = typer.Option(None, "--data", help="Image folder or .npz for parity and the reference data [default: scikit-image sample photos]."),
-    samples: int = typer.Option(8, "--samples", "-n", help="Photos compared with PyTorch (the bundle keeps up to 4 as reference)."),
+    samples: int = typer.Option(8, "--samples", "-n", max=limits.SAMPLES_MAX, help="Photos compared with PyTorch (the bundle keeps up to 4 as reference)."),
     seed: int = SEED_OPTION,
     force: bool = typer.Option(False, "--force", help="Replace an existing bundle folder."),
     calib: Optional[str] = CALIB_OPTION,
@@ -483,6 +592,9 @@ def deploy(
     fp16_margin: float = FP16_MARGIN_OPTION,
     min_cosine_target: float = MIN_COSINE_OPTION,
     search_budget: int = SEARCH_BUDGET_OPTION,
+    sign_key: Optional[Path] = typer.Option(
+        None, "--sign-key", help="Sign the bundle (model.sig, OpenSSF model signing) with this PEM EC private key; needs evitdeploy[signing].",
+    ),
     save: Optional[Path] = typer.Option(None, "--save", help="Also write the deploy summary JSON to this file."),
     as_json: bool = JSON_OPTION,
 ) -> None:
@@ -497,7 +609,7 @@ def deploy(
 
     reduced = _precision_options(calib, calib_count, calib_method, fp16_io, fp16_margin, min_cosine_target, search_budget)
     with progress(not as_json) as step:
-        summary = run_deploy(profile, model, output, precision, checkpoint, reduced, data, samples, seed, force, step, height, width)
+        summary = run_deploy(profile, model, output, precision, checkpoint, reduced, data, samples, seed, force, step, height, width, sign_key=sign_key)
     _save(summary, save)
     _emit(summary, as_json, deploy_table)
     if not summary["passed"]:
@@ -508,9 +620,12 @@ def deploy(
 @handles_errors
 def verify(
     bundle: Path = typer.Argument(..., help="Bundle folder written by `evitdeploy deploy`."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="Intra-op threads [default: the profile's]."),
-    warmup: Optional[int] = typer.Option(None, "--warmup", help="Untimed runs [default: the profile's]."),
-    count: Optional[int] = typer.Option(None, "--count", "-n", help="Timed runs; 0 skips latency [default: the profile's]."),
+    threads: Optional[int] = typer.Option(None, "--threads", max=limits.THREADS_MAX, help="Intra-op threads [default: the profile's]."),
+    warmup: Optional[int] = typer.Option(None, "--warmup", max=limits.WARMUP_MAX, help="Untimed runs [default: the profile's]."),
+    count: Optional[int] = typer.Option(None, "--count", "-n", max=limits.COUNT_MAX, help="Timed runs; 0 skips latency [default: the profile's]."),
+    public_key: Optional[Path] = typer.Option(
+        None, "--public-key", help="Check the bundle's signature (model.sig) with this PEM public key before anything else; needs evitdeploy[signing].",
+    ),
     save: Optional[Path] = typer.Option(None, "--save", help="Also write the verification JSON to this file."),
     as_json: bool = JSON_OPTION,
 ) -> None:
@@ -519,7 +634,7 @@ def verify(
     from evitdeploy.bundle import verify_bundle
     from evitdeploy.report import verification_table
 
-    report = verify_bundle(bundle, threads, warmup, count)
+    report = verify_bundle(bundle, threads, warmup, count, public_key=public_key)
     _save(report, save)
     _emit(report, as_json, verification_table)
     if not report["passed"]:
@@ -531,7 +646,7 @@ def verify(
 def build(
     bundle: Path = typer.Argument(..., help="A TensorRT bundle (from `deploy --profile jetson-orin-nano` etc.)."),
     workspace_mib: int = typer.Option(4096, "--workspace", help="Builder workspace limit in MiB."),
-    count: int = typer.Option(100, "--count", "-n", help="Timed runs for GPU compute time (after 20 warm-up runs)."),
+    count: int = typer.Option(100, "--count", "-n", max=limits.COUNT_MAX, help="Timed runs for GPU compute time (after 20 warm-up runs)."),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """On the device: build the bundle's TensorRT engine (its ONNX + precision plan + shapes), then
@@ -544,7 +659,7 @@ def build(
         print(json.dumps(report, indent=2))
     else:
         gpu = report["gpu_compute"]
-        out.print(f"engine built ({report['engine'].get('gpu')}, TensorRT {report['tensorrt']}, {report['engine'].get('pinned_fp32_layers')} layers pinned FP32); "
+        _say(f"engine built ({report['engine'].get('gpu')}, TensorRT {report['tensorrt']}, {report['engine'].get('pinned_fp32_layers')} layers pinned FP32); "
                   f"parity {'PASSED' if report['passed'] else 'FAILED: ' + '; '.join(report['failures'])}; "
                   f"GPU compute median {gpu['median_ms']:.3f} ms, p90 {gpu['p90_ms']:.3f}, p99 {gpu['p99_ms']:.3f}")
     if not report["passed"]:

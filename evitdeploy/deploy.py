@@ -12,7 +12,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Optional
 
-from evitdeploy.artifact import prepare_output
+from evitdeploy import limits
+from evitdeploy.artifact import folder_kept_on_success, model_size, prepare_output
 from evitdeploy.errors import UserError
 
 STAGES = ("export", "check", "bench", "bundle")
@@ -37,7 +38,18 @@ def _precision_flags(reduced, precision: str) -> str:
     return text + (" --fp16-io" if reduced.fp16_io else "")
 
 
-def _commands(model: str, profile, precision: str, checkpoint, reduced, output: Path, spec) -> dict:
+def _require_memory(model_name: str, profile, precision: str, reduced, samples: int, height, width) -> None:
+    """Refuse, before anything is written, a deploy whose export or check cannot fit this host."""
+    from evitdeploy import api, memory
+    from evitdeploy.exporters import PrecisionOptions
+    from evitdeploy.models import get_spec
+
+    spec = get_spec(model_name).with_input(profile.batch, height, width)
+    api._require_memory_for_export(spec, profile.dynamic, precision, reduced or PrecisionOptions())
+    memory.require_fits(spec, "check", f"checking {spec.name} at {spec.height}x{spec.width} on {samples} inputs", images=samples)
+
+
+def _commands(model: str, profile, precision: str, checkpoint, reduced, output: Path, spec, signed: bool = False) -> dict:
     """The exact commands: this deploy, the export it ran, and the verification on the device."""
     options = (f" --checkpoint {checkpoint}" if checkpoint else "") + _precision_flags(reduced, precision)
     shape = f" --height {spec.height} --width {spec.width}"
@@ -46,8 +58,9 @@ def _commands(model: str, profile, precision: str, checkpoint, reduced, output: 
     return {
         "deploy": f"evitdeploy deploy --profile {where} --model {model} --precision {precision}{shape}{options} -o {output}",
         "export": f"evitdeploy export --model {model} --target {profile.target} --precision {precision} --batch {spec.input_shape[0]}{shape}{dynamic}{options}",
-        "verify_on_device": "python3 verify.py",
-        "verify_with_evitdeploy": f"evitdeploy verify {output}",
+        "verify_on_device": "python3 verify.py" + (" --public-key PUB.pem" if signed else ""),
+        "verify_with_evitdeploy": f"evitdeploy verify {output}" + (" --public-key PUB.pem" if signed else ""),
+        **({"verify_signature": f"model_signing verify key --signature {output}/model.sig --public_key PUB.pem {output}"} if signed else {}),
     }
 
 
@@ -65,9 +78,11 @@ def deploy(
     progress: Optional[Callable[[str], None]] = None,
     height: Optional[int] = None,
     width: Optional[int] = None,
+    sign_key: Optional[Path] = None,
 ) -> dict:
     """Run the whole flow for a profile; the bundle is written even when a verdict fails, so the
-    evidence can be read, and the summary says so."""
+    evidence can be read, and the summary says so. With `sign_key` (a PEM EC private key) the
+    bundle is signed in the OpenSSF model-signing format (model.sig)."""
     from evitdeploy import api, bundle
     from evitdeploy.bench import host_info
     from evitdeploy.calibration.data import load_inputs
@@ -83,14 +98,19 @@ def deploy(
     precision = precision or profile.precision
     if precision not in profile.precisions:
         raise UserError(f"profile {profile.name} does not offer precision {precision!r}", f"choose one of: {', '.join(profile.precisions)}")
-    if samples < 1:
-        raise UserError(f"--samples {samples} is not valid", "use 1 or more")
+    limits.check_range("--samples", samples, 1, limits.SAMPLES_MAX)
+    limits.check_seed(seed)
+    _require_memory(model_name, profile, precision, reduced, samples, height or profile.height, width or profile.width)
+    signature = None
+    if sign_key is not None:  # a key that cannot sign is refused before anything is written
+        from evitdeploy.signing import signature_section
+
+        signature = signature_section(Path(sign_key))
     output = Path(output or f"{model_name}-{profile.name}-{precision}")
     prepare_output(output, force)
     height, width = height or profile.height, width or profile.width
-    output.parent.mkdir(parents=True, exist_ok=True)
     seconds = {"bench": 0.0}
-    with tempfile.TemporaryDirectory(prefix=f".{output.name}.work-", dir=output.parent) as scratch:
+    with folder_kept_on_success(output.parent), tempfile.TemporaryDirectory(prefix=f".{output.name}.work-", dir=output.parent) as scratch:
         started = time.perf_counter()
         artifact = api.export_model(
             model_name, profile.target, precision, Path(scratch) / "artifact", checkpoint, profile.batch, height,
@@ -142,17 +162,19 @@ def deploy(
             "check": {**check["metrics"], "passed": check["passed"], "failures": check["failures"], "data": source, "skipped": check.get("skipped")},
             "latency": stats,
             "made_on": host_info(profile.threads),
-            "commands": _commands(model_name, profile, precision, checkpoint, reduced, output, spec),
+            "commands": _commands(model_name, profile, precision, checkpoint, reduced, output, spec, signature is not None),
+            **({"signature": signature} if signature else {}),
         }
         reports = {"check.json": check, **({"bench.json": bench} if bench else {})}
         manifest = bundle.write_bundle(
             output, artifact, profile, inputs[:count], expected[:count], None if outputs is None else outputs[:count], sections, reports,
+            sign_key=sign_key,
         )
         seconds["bundle"] = time.perf_counter() - started
     failures = list(check["failures"])
     if judged and not budget["passed"]:
         failures.append(f"{profile.statistic} latency {measured:.2f} ms exceeds the {profile.name} budget of {budget_ms} ms")
-    model_bytes = bundle.model_bytes(manifest)
+    model_bytes = model_size(output / manifest["model_file"])  # a file, or a Core ML package folder
     return {
         "kind": "deploy",
         "profile": profile.name,
@@ -165,7 +187,9 @@ def deploy(
         "check": {"passed": check["passed"], "metrics": check["metrics"], "tolerances": check["tolerances"], "data": source, "skipped": check.get("skipped")},
         "latency": {**stats, "threads": profile.threads} if stats else None,
         "budget": budget,
-        "sizes": {"model_bytes": model_bytes, "extra_bytes": bundle.extra_bytes(manifest), "files": len(manifest["files"]) + 1},
+        "sizes": {"model_bytes": model_bytes, "extra_bytes": bundle.extra_bytes(manifest), "files": len(manifest["files"]) + 1 + (signature is not None)},
+        "signed": signature is not None,
+        "signature": signature["file"] if signature else None,
         "precision_plan": (manifest.get("precision_plan") or {}).get("summary"),
         "fp16_storage_check": (manifest.get("precision_plan") or {}).get("fp16_storage_check"),
         "seconds": {k: round(v, 2) for k, v in seconds.items()},

@@ -10,7 +10,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from evitdeploy import device_verify
-from evitdeploy.artifact import MANIFEST, build_manifest, write_bytes, write_json
+from evitdeploy.artifact import MANIFEST, build_manifest, read_manifest, write_bytes, write_json
 from evitdeploy.errors import UserError
 from evitdeploy.exporters.trt_plan import DEFAULT_WORKSPACE_MIB, ENGINE_FILE, TIMING_CACHE_FILE
 from evitdeploy.spec import ModelSpec
@@ -22,6 +22,7 @@ def _trusted(folder: Path) -> dict:
         device_verify.check_integrity(folder, manifest)
     except device_verify.BundleError as exc:
         raise UserError(exc.message, exc.hint, 2 if exc.exit_code != 3 else 3) from exc
+    read_manifest(folder / MANIFEST, bundle=True)  # the full schema, once the device's own checks passed
     if manifest["target"] != "trt":
         raise UserError(f"{folder} is a {manifest['target']} bundle, not a TensorRT one", "run `python3 verify.py` in it instead")
     return manifest
@@ -33,6 +34,9 @@ def build_in_bundle(folder: Path, workspace_mib: int = DEFAULT_WORKSPACE_MIB, co
     from evitdeploy.exporters.tensorrt import ONNX_FILE, build_engine, gpu_identity, import_tensorrt
     from evitdeploy.runners.tensorrt import TensorRTRunner
 
+    from evitdeploy import limits
+
+    limits.check_range("--count", count, 1, limits.COUNT_MAX)
     folder = Path(folder)
     manifest = _trusted(folder)
     trt = import_tensorrt()

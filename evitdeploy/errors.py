@@ -30,6 +30,18 @@ class BackendUnavailable(UserError):
 
 
 def first_line(exc: BaseException, limit: int = 200) -> str:
-    """The first line of an exception from a backend, for a one-line error."""
+    """The first line of an exception from a backend, for a one-line error (cut at a word)."""
     text = str(exc).strip()
-    return text.splitlines()[0][:limit] if text else type(exc).__name__
+    return shorten(text.splitlines()[0].strip(), limit) if text else type(exc).__name__
+
+
+def shorten(text: str, limit: int = 200) -> str:
+    """The text, or as many whole words of it as fit in `limit` characters followed by an ellipsis
+    (a single word longer than half the limit is cut inside it)."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    space = cut.rfind(" ")
+    if space > limit // 2:
+        cut = cut[:space]
+    return cut.rstrip() + "…"

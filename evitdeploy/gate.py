@@ -16,6 +16,7 @@ from typing import Optional
 
 import numpy as np
 
+from evitdeploy import schemas
 from evitdeploy.bench import BENCH_SCHEMA
 from evitdeploy.errors import UserError
 
@@ -58,24 +59,19 @@ def load_bench(path: Path, role: str) -> dict:
     """A bench result file, or one clear error saying what is wrong with it."""
     path = Path(path)
     hint = "pass a file written by `evitdeploy bench --save` (or `gate --save` of an interleaved run)"
-    if not path.is_file():
-        raise UserError(f"{role} file not found: {path}", hint)
-    try:
-        data = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise UserError(f"{role} file {path} is not valid JSON ({exc})", hint) from None
-    if not isinstance(data, dict) or data.get("kind") != "bench":
-        kind = data.get("kind") if isinstance(data, dict) else type(data).__name__
-        raise UserError(f"{role} file {path} is not a bench result (kind {kind!r})", hint)
-    if data.get("schema") != BENCH_SCHEMA:
-        raise UserError(
-            f"{role} file {path} has bench schema {data.get('schema')!r}; this evitdeploy reads schema {BENCH_SCHEMA}",
-            "re-run `evitdeploy bench --save` with this version for both sides",
-        )
-    try:
-        samples = primary_samples(data)
-    except (KeyError, IndexError, TypeError, ValueError) as exc:
-        raise UserError(f"{role} file {path} is corrupt ({type(exc).__name__}: {exc})", hint) from None
+
+    def a_bench_result(data) -> None:
+        if not isinstance(data, dict) or data.get("kind") != "bench":
+            kind = data.get("kind") if isinstance(data, dict) else type(data).__name__
+            raise UserError(f"{role} file {path} is not a bench result (kind {kind!r})", hint)
+        if data.get("schema") != BENCH_SCHEMA:
+            raise UserError(
+                f"{role} file {path} has bench schema {data.get('schema')!r}; this evitdeploy reads schema {BENCH_SCHEMA}",
+                "re-run `evitdeploy bench --save` with this version for both sides",
+            )
+
+    data = schemas.load_document(path, schemas.BenchResult, f"{role} file", hint, a_bench_result)
+    samples = primary_samples(data)
     if samples.size < MIN_SAMPLES or not np.all(np.isfinite(samples)) or np.any(samples <= 0):
         raise UserError(
             f"{role} file {path} has {samples.size} usable latency samples; the gate needs at least {MIN_SAMPLES} positive ones",

@@ -20,6 +20,7 @@ from evitdeploy.device_verify import (  # noqa: F401  (re-exported: one implemen
     run_batches,
     segmentation_metrics,
 )
+from evitdeploy.errors import UserError
 from evitdeploy.spec import ModelSpec
 
 
@@ -31,7 +32,13 @@ class Tolerances:
     min_pixel_agreement: float = 0.0  # segmentation
 
     def override(self, **values) -> "Tolerances":
-        return replace(self, **{k: v for k, v in values.items() if v is not None})
+        """A copy with the given gates replaced; a gate not passed keeps its value, and one passed
+        as None is turned off (max_abs not gated, a minimum of 0)."""
+        unknown = sorted(set(values) - set(self.__dataclass_fields__))
+        if unknown:
+            raise UserError(f"unknown tolerance {unknown[0]!r}", f"known tolerances: {', '.join(self.__dataclass_fields__)}")
+        off = {name: None if name == "max_abs" else 0.0 for name in values if values[name] is None}
+        return replace(self, **{**values, **off})
 
 
 DEFAULT_TOLERANCES = {

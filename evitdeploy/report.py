@@ -16,8 +16,15 @@ from typing import Optional
 from rich import box
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from evitdeploy.errors import UserError
+
+
+def _e(value) -> str:
+    """User-supplied text (names, paths, messages from files) for a Rich title, caption or cell:
+    escaped, so `[/]` or `[bold]` in a model name or a path prints as written."""
+    return escape(str(value))
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -39,7 +46,7 @@ def models_table(models: list[dict]) -> Table:
 
 def parity_table(report: dict) -> Table:
     verdict = "[green]PASS[/green]" if report["passed"] else "[red]FAIL[/red]"
-    table = Table(title=f"Parity {report.get('model', '')} {report.get('target', '')}/{report.get('precision', '')}: {verdict}")
+    table = Table(title=f"Parity {_e(report.get('model', ''))} {_e(report.get('target', ''))}/{_e(report.get('precision', ''))}: {verdict}")
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_column("tolerance", justify="right")
@@ -52,8 +59,8 @@ def parity_table(report: dict) -> Table:
     }
     for key, value in report.get("metrics", {}).items():
         op, limit = gates.get(key, ("", None))
-        table.add_row(key, _fmt(value, 6), f"{op} {_fmt(limit, 6)}" if limit is not None else "")
-    table.caption = f"data: {report.get('data', '')}" + "".join(f"\n[red]{f}[/red]" for f in report.get("failures", []))
+        table.add_row(_e(key), _e(_fmt(value, 6)), f"{op} {_e(_fmt(limit, 6))}" if limit is not None else "")
+    table.caption = f"data: {_e(report.get('data', ''))}" + "".join(f"\n[red]{_e(f)}[/red]" for f in report.get("failures", []))
     return table
 
 
@@ -114,13 +121,13 @@ def plan_table(plan: dict) -> list[Table]:
 
 def bench_table(summary: dict) -> Table:
     host = summary.get("host", {})
-    table = Table(title=f"Latency {summary.get('model', '')} ({host.get('threads')} threads, {host.get('cpu', '')})")
+    table = Table(title=f"Latency {_e(summary.get('model', ''))} ({_e(host.get('threads'))} threads, {_e(host.get('cpu', ''))})")
     for column in ("run", "input", "median ms", "p90 ms", "p99 ms", "mean ms", "std ms", "ms/MP", "per s", "n"):
         table.add_column(column, justify="right" if column not in ("run", "input") else "left")
     for result in summary.get("results", []):
         s = result["stats"]
         table.add_row(
-            result["label"],
+            _e(result["label"]),
             "x".join(map(str, result["input_shape"])),
             *(_fmt(s[k], 4) for k in ("median_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms")),
             _fmt(result["ms_per_megapixel"], 4),
@@ -130,7 +137,7 @@ def bench_table(summary: dict) -> Table:
         if "gpu_compute" in result:  # TensorRT: GPU compute time from CUDA events, as trtexec reports it
             g = result["gpu_compute"]
             table.add_row(
-                f"{result['label']} GPU compute", "", *(_fmt(g[k], 4) for k in ("median_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms")),
+                f"{_e(result['label'])} GPU compute", "", *(_fmt(g[k], 4) for k in ("median_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms")),
                 _fmt(result["ms_per_megapixel"] * g["median_ms"] / s["median_ms"], 4), _fmt(g["throughput_per_s"], 4), str(g["count"]),
             )
     if "speedup_vs_torch" in summary:
@@ -165,7 +172,7 @@ def profiles_table(profiles: list[dict]) -> Table:
             ready = "[green]yes[/green]"
         precisions = f"{p['precision']} ({', '.join(p['precisions'])})"
         budget = f"{p['statistic']} {p['latency_ms']} ms" if p["latency_ms"] else "-"
-        table.add_row(p["name"], p["backend"], precisions, budget, ready, p["description"])
+        table.add_row(_e(p["name"]), _e(p["backend"]), _e(precisions), _e(budget), ready, _e(p["description"]))
     return table
 
 
@@ -175,7 +182,7 @@ def _verdict(passed: Optional[bool]) -> str:
 
 def deploy_table(summary: dict) -> Table:
     verdict = "[green]PASSED[/green]" if summary["passed"] else "[red]FAILED[/red]"
-    table = Table(title=f"deploy {summary['model']} -> {summary['profile']} ({summary['target']}/{summary['precision']}): {verdict}")
+    table = Table(title=f"deploy {_e(summary['model'])} -> {_e(summary['profile'])} ({_e(summary['target'])}/{_e(summary['precision'])}): {verdict}")
     for column in ("step", "result", "verdict", "s"):
         table.add_column(column, justify="right" if column == "s" else "left")
     seconds, check, budget, latency = summary["seconds"], summary["check"], summary["budget"], summary["latency"]
@@ -184,13 +191,13 @@ def deploy_table(summary: dict) -> Table:
     exported = f"{sizes['model_bytes'] / 1e6:.2f} MB model" + (
         f"; plan {', '.join(f'{n} {p}' for p, n in sorted(plan['nodes'].items()))} nodes" if plan else ""
     )
-    table.add_row("export", exported, "-", _fmt(seconds["export"], 3))
+    table.add_row("export", _e(exported), "-", _fmt(seconds["export"], 3))
     if check.get("skipped"):
         parity = f"not run here: {check['skipped']}; the bundle carries the PyTorch outputs for it"
     else:
         agreement = f"top-1 {metrics['top1_agreement']:.3f}" if "top1_agreement" in metrics else f"pixels {metrics.get('pixel_agreement', 0):.4f}"
         parity = f"{metrics.get('samples')} photos vs PyTorch: min cosine {metrics.get('cosine_min', 0):.6f}, max abs {metrics.get('max_abs_error', 0):.3g}, {agreement}"
-    table.add_row("check", parity, _verdict(check["passed"]), _fmt(seconds["check"], 3))
+    table.add_row("check", _e(parity), _verdict(check["passed"]), _fmt(seconds["check"], 3))
     storage = summary.get("fp16_storage_check")
     if storage:  # FP16 numerics where the FP16 kernels are not here (a TensorRT recipe) or hide overflow (ORT CPU)
         planned, plain = storage["planned"], storage["plain"]
@@ -206,20 +213,26 @@ def deploy_table(summary: dict) -> Table:
         timing = "not measured here"
     if budget["latency_ms"] is not None:
         timing += f"; budget {budget['statistic']} {budget['latency_ms']} ms " + ("" if budget["judged"] else f"not judged: {budget['host']}")
-    table.add_row("bench", timing, _verdict(budget["passed"]), _fmt(seconds["bench"], 3))
-    table.add_row("bundle", f"{summary['bundle']}: {sizes['files']} files, {sizes['extra_bytes'] / 1e6:.2f} MB beyond the model", "-", _fmt(seconds["bundle"], 3))
-    table.caption = "; ".join(summary["failures"]) if summary["failures"] else f"on the device: {summary['commands']['verify_on_device']}"
+    table.add_row("bench", _e(timing), _verdict(budget["passed"]), _fmt(seconds["bench"], 3))
+    signed = f", signed ({summary['signature']})" if summary.get("signed") else ""
+    table.add_row("bundle", f"{_e(summary['bundle'])}: {sizes['files']} files, {sizes['extra_bytes'] / 1e6:.2f} MB beyond the model{signed}", "-", _fmt(seconds["bundle"], 3))
+    table.caption = _e("; ".join(summary["failures"]) if summary["failures"] else f"on the device: {summary['commands']['verify_on_device']}")
     return table
 
 
 def verification_table(report: dict) -> Table:
     verdict = "[green]PASSED[/green]" if report["passed"] else "[red]FAILED[/red]"
-    table = Table(title=f"verify {report['model']} {report['target']}/{report['precision']} ({report['profile']}): {verdict}")
+    table = Table(title=f"verify {_e(report['model'])} {_e(report['target'])}/{_e(report['precision'])} ({_e(report['profile'])}): {verdict}")
     table.add_column("what")
     table.add_column("result")
     metrics = report["parity"]["metrics"]
     keys = ("samples", "max_abs_error", "cosine_min", "top1_agreement", "pixel_agreement", "nonfinite_outputs")
     table.add_row("integrity", "every file matches its sha256")
+    signature = report.get("signature") or {}
+    if signature.get("checked"):
+        table.add_row("signature", f"{signature['file']} verified with {escape(signature['public_key'])}: no file changed since signing")
+    elif signature.get("signed"):
+        table.add_row("signature", f"{signature['file']} present, not checked (no --public-key)")
     table.add_row("parity vs PyTorch", ", ".join(f"{k} {_fmt(metrics[k], 6)}" for k in keys if k in metrics))
     drift = report["drift_from_making_host"]
     if drift:
@@ -229,33 +242,33 @@ def verification_table(report: dict) -> Table:
         table.add_row("latency", f"median {latency['median_ms']:.3f} ms, p90 {latency['p90_ms']:.3f}, p99 {latency['p99_ms']:.3f} ({latency['count']} runs)")
     budget = report["budget"]
     if budget.get("latency_ms"):
-        table.add_row("budget", f"{budget['statistic']} <= {budget['latency_ms']} ms: {'judged' if budget['judged'] else 'not judged'} ({budget['host']})")
+        table.add_row("budget", _e(f"{budget['statistic']} <= {budget['latency_ms']} ms: {'judged' if budget['judged'] else 'not judged'} ({budget['host']})"))
     runtime = report["runtime"]
-    table.add_row("runtime", ", ".join(f"{k} {v}" for k, v in runtime.items() if k != "providers") + f"; {', '.join(runtime['providers'])}")
+    table.add_row("runtime", _e(", ".join(f"{k} {v}" for k, v in runtime.items() if k != "providers") + f"; {', '.join(runtime['providers'])}"))
     for line in report["warnings"]:
-        table.add_row("[yellow]warning[/yellow]", line)
+        table.add_row("[yellow]warning[/yellow]", _e(line))
     for line in report["failures"]:
-        table.add_row("[red]failure[/red]", line)
+        table.add_row("[red]failure[/red]", _e(line))
     return table
 
 
 def gate_table(report: dict) -> Table:
     styles = {"regression": "[red]REGRESSION[/red]", "improvement": "[green]FASTER[/green]", "no change": "[green]PASS[/green]"}
     new = report["new"]
-    table = Table(title=f"Latency gate {new.get('model') or ''} {new.get('label') or ''}: {styles[report['verdict']]} ({report['mode']})")
+    table = Table(title=f"Latency gate {_e(new.get('model') or '')} {_e(new.get('label') or '')}: {styles[report['verdict']]} ({report['mode']})")
     for column in ("side", "artifact", "median ms", "p90 ms", "p99 ms", "std ms", "n"):
         table.add_column(column, justify="left" if column in ("side", "artifact") else "right")
     for name in ("baseline", "new"):
         side, s = report[name], report[name]["stats"]
-        table.add_row(name, str(side.get("artifact")), *(_fmt(s[k], 4) for k in ("median_ms", "p90_ms", "p99_ms", "std_ms")), str(s["count"]))
+        table.add_row(name, _e(side.get("artifact")), *(_fmt(s[k], 4) for k in ("median_ms", "p90_ms", "p99_ms", "std_ms")), str(s["count"]))
     low, high = report["ratio_interval"] or (float("nan"), float("nan"))
     notes = [
-        report["reason"],
+        _e(report["reason"]),
         f"median ratio {report['ratio']:.3f} ({report['change_pct']:+.1f}%), {100 * report['confidence']:g}% CI [{low:.3f}, {high:.3f}]; "
         f"Mann-Whitney p(slower)={report['p_slower']:.3g}, p(faster)={report['p_faster']:.3g}",
     ]
-    notes += [f"[yellow]mismatch allowed: {m}[/yellow]" for m in report.get("mismatches", [])]
-    notes += [f"[yellow]note: {w}[/yellow]" for w in report.get("warnings", [])]
+    notes += [f"[yellow]mismatch allowed: {_e(m)}[/yellow]" for m in report.get("mismatches", [])]
+    notes += [f"[yellow]note: {_e(w)}[/yellow]" for w in report.get("warnings", [])]
     table.caption = "\n".join(notes)
     return table
 
@@ -283,29 +296,33 @@ COLUMNS = {  # name -> (header, digits)
 }
 DEFAULT_COLUMNS = tuple(c for c in COLUMNS if c not in ("eager_ms", "speedup_vs_torch"))
 TERMINAL_COLUMNS = tuple(c for c in DEFAULT_COLUMNS if c not in ("megapixels", "cosine_min"))  # fits 160 columns
+REPORTED_KINDS = ("parity", "bench", "sweep-cell")
 _RESULT_HINT = "pass JSON written by `check --save` / `bench --save`, or a `sweep` .jsonl"
 
 
 def load_results(paths: list[Path]) -> list[dict]:
-    """Every result object in the files (.json: one object or a list; .jsonl: one per line)."""
+    """Every result object in the files (.json: one object or a list; .jsonl: one per line),
+    each checked against its kind's schema."""
+    from evitdeploy import schemas
     from evitdeploy.sweep import read_records
 
     results = []
     for path in map(Path, paths):
-        if not path.is_file():
-            raise UserError(f"result file not found: {path}", _RESULT_HINT)
         if path.suffix == ".jsonl":
+            schemas.read_text(path, "result file", _RESULT_HINT)  # a missing or unreadable path is one clear error
             found = read_records(path)
         else:
             try:
-                data = json.loads(path.read_text())
-            except (ValueError, UnicodeDecodeError) as exc:
+                data = schemas.parse_json(schemas.read_text(path, "result file", _RESULT_HINT))
+            except ValueError as exc:
                 raise UserError(f"{path} is not valid JSON ({exc})", _RESULT_HINT) from None
             found = data if isinstance(data, list) else [data]
-        for item in found:
-            if not isinstance(item, dict) or item.get("kind") not in ("parity", "bench", "sweep-cell"):
-                kind = item.get("kind") if isinstance(item, dict) else type(item).__name__
+        for number, item in enumerate(found, 1):
+            kind = item.get("kind") if isinstance(item, dict) else type(item).__name__
+            if kind not in REPORTED_KINDS:
                 raise UserError(f"{path} holds a result of kind {kind!r}, not parity, bench or sweep-cell", _RESULT_HINT)
+            where = f"{path}" + (f" (result {number})" if len(found) > 1 else "")
+            schemas.check_document(item, schemas.RESULT_KINDS[kind], f"the {kind} result in {where}", _RESULT_HINT)
         results += found
     if not results:
         raise UserError("the result files hold no results", _RESULT_HINT)
@@ -406,7 +423,7 @@ def rows_table(rows: list[dict], columns: Optional[tuple[str, ...]] = None) -> T
     for column in columns:
         table.add_column(COLUMNS[column][0], justify="right" if COLUMNS[column][1] else "left", no_wrap=True)
     for row in rows:
-        table.add_row(*(_cell(row, c) for c in columns))
+        table.add_row(*(Text(_cell(row, c)) for c in columns))
     table.caption = "\n".join(f"[red]{escape(e)}[/red]" for e in _errors(rows)) or None
     return table
 

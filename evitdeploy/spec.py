@@ -16,6 +16,25 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 DYNAMIC_AXES = ("batch", "height", "width")
 
 
+def parse_dynamic_axes(value) -> tuple[str, ...]:
+    """Dynamic axes from 'batch,height,width' / 'all' / '' or a sequence of names, in DYNAMIC_AXES
+    order. Names match exactly (no substrings: 'batchx' is not 'batch'); unknown ones are refused."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        names = [a.strip() for a in value.split(",") if a.strip()]
+    elif isinstance(value, (list, tuple, set, frozenset)) and all(isinstance(a, str) for a in value):
+        names = list(value)
+    else:
+        raise UserError(f"dynamic axes {value!r} are not names", f"pass a list of {', '.join(DYNAMIC_AXES)} (or 'all')")
+    if "all" in names:
+        names = [a for a in names if a != "all"] + list(DYNAMIC_AXES)
+    unknown = [a for a in names if a not in DYNAMIC_AXES]
+    if unknown:
+        raise UserError(f"unknown dynamic axis {unknown[0]!r}", f"use any of {', '.join(DYNAMIC_AXES)} or 'all'")
+    return tuple(a for a in DYNAMIC_AXES if a in names)
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
@@ -90,5 +109,15 @@ def check_input_size(spec: ModelSpec, height: int, width: int) -> None:
         raise UserError(
             f"input size {height}x{width} does not fit {spec.name}: height and width must be multiples "
             f"of {m} and at least {2 * m}",
-            f"try --height {near(height)} --width {near(width)}",
+            "try --height {} --width {}".format(*_fitting(spec, near(height), near(width))),
         )
+
+
+def _fitting(spec: ModelSpec, height: int, width: int) -> tuple[int, int]:
+    """(height, width), or the largest size of that aspect ratio an export fits in this host's
+    memory when that one does not: a suggested size is never one that is then refused."""
+    from evitdeploy import memory
+
+    n, c, _, _ = spec.input_shape
+    aligned = replace(spec, input_shape=(n, c, height, width))
+    return (height, width) if memory.fits(aligned, "export") else memory.largest_fitting(aligned, "export")

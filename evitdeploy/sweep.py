@@ -11,12 +11,14 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
 from evitdeploy.errors import UserError
+from evitdeploy.schemas import SweepCellResult, check_document, parse_json
 
 SWEEP_SCHEMA = 1
 OK, PARITY_FAILED, FAILED = "ok", "parity-failed", "failed"
@@ -55,6 +57,13 @@ class CellSettings:
     data: Optional[str] = None
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        from evitdeploy import limits
+
+        limits.check_range("--samples", self.samples, 1, limits.SAMPLES_MAX)
+        limits.check_timing(self.warmup, self.count, self.min_time_s, self.threads)
+        limits.check_seed(self.seed)
+
 
 def split_list(text: str, what: str) -> list[str]:
     items = [item.strip() for item in text.split(",") if item.strip()]
@@ -75,23 +84,50 @@ def parse_resolution(text: str) -> tuple[int, int]:
     return (sizes[0], sizes[-1])
 
 
-def plan_cells(models: list[str], targets: list[str], precisions: list[str], resolutions: list[str]) -> list[Cell]:
-    """The grid, with names and sizes checked up front (a typo should not cost a whole sweep).
+def plan_cells(models: list[str], targets: list[str], precisions: list[str], resolutions: list[str], samples: int = 8) -> list[Cell]:
+    """The grid, with names and sizes checked up front (a typo should not cost a whole sweep), and
+    each size's export and check (with `samples` inputs) against this host's memory.
 
     Precisions a target does not have yet are not refused here: those cells record the reason.
     """
-    from evitdeploy.exporters import PLANNED, TARGETS
+    from evitdeploy.exporters import PLANNED, TARGETS, canonical_target, target_names
     from evitdeploy.models import get_spec
 
     sizes = [parse_resolution(r) for r in resolutions]
     for model in models:
         spec = get_spec(model)
         for height, width in sizes:
-            spec.with_input(None, height, width)
+            try:
+                spec.with_input(None, height, width)
+            except UserError as exc:
+                raise UserError(exc.message, _resolution_hint(exc.hint, spec), exc.exit_code) from None
+            _require_memory(spec.with_input(None, height, width), precisions, samples)
     for target in targets:
-        if target not in TARGETS and target not in PLANNED:
-            raise UserError(f"unknown target {target!r}", f"choose from: {', '.join(TARGETS)}")
+        if canonical_target(target) not in TARGETS and target not in PLANNED:
+            raise UserError(f"unknown target {target!r}", f"choose from: {target_names()}")
+    # aliases ("litert", "tensorrt") under the target's own name: one cell each, and resume keys match
+    targets = list(dict.fromkeys(canonical_target(t) for t in targets))
     return [Cell(m, t, p, h, w) for m, t, p, (h, w) in itertools.product(models, targets, precisions, sizes)]
+
+
+def _resolution_hint(hint: str, spec) -> str:
+    """A size hint in sweep's terms: --resolution HxW, not export's --height/--width."""
+    hint = re.sub(r"--height (\d+) --width (\d+)", r"--resolution \1x\2", hint)
+    if "--height" in hint or "--width" in hint:
+        multiple = spec.size_multiple
+        hint = f"use --resolution HEIGHTxWIDTH with multiples of {multiple}, at least {2 * multiple}"
+    return hint
+
+
+def _require_memory(spec, precisions: list[str], samples: int) -> None:
+    from evitdeploy import memory
+    from evitdeploy.exporters import PrecisionOptions
+
+    where = f"{spec.name} at {spec.height}x{spec.width}"
+    for precision in dict.fromkeys(p if p in ("fp16", "int8") else "fp32" for p in precisions):
+        calib = PrecisionOptions().count_for(spec.height, spec.width) if precision != "fp32" else None
+        memory.require_fits(spec, "export", f"the sweep cell {where} ({precision} export)", precision=precision, calib_count=calib)
+    memory.require_fits(spec, "check", f"the sweep cell {where} (check on {samples} inputs)", images=samples)
 
 
 def read_records(path: Path, repair: bool = False) -> list[dict]:
@@ -107,7 +143,7 @@ def read_records(path: Path, repair: bool = False) -> list[dict]:
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            record = parse_json(line.decode("utf-8"))
             if not isinstance(record, dict):
                 raise ValueError("not a JSON object")
         except (ValueError, UnicodeDecodeError) as exc:
@@ -116,6 +152,8 @@ def read_records(path: Path, repair: bool = False) -> list[dict]:
                     os.truncate(path, len(raw) - len(line))
                 break
             raise UserError(f"{path} line {number} is not valid JSON ({exc})", "fix or delete that line, or start a new results file") from None
+        if record.get("kind") == "sweep-cell":
+            check_document(record, SweepCellResult, f"{path} line {number}", "fix or delete that line, or start a new results file")
         records.append(record)
     return records
 
@@ -139,6 +177,7 @@ def _append(path: Path, record: dict) -> None:
 def run_cell(cell: Cell, artifacts: Path, settings: CellSettings, progress: Optional[Callable[[str], None]] = None) -> dict:
     """export -> check -> bench for one cell; never raises for a cell's own failure."""
     from evitdeploy import api
+    from evitdeploy.artifact import model_size
 
     record = {
         "kind": "sweep-cell",
@@ -159,7 +198,7 @@ def run_cell(cell: Cell, artifacts: Path, settings: CellSettings, progress: Opti
         )
         record["seconds"]["export"] = round(time.perf_counter() - started, 3)
         record["artifact"] = str(artifact.folder)
-        record["artifact_bytes"] = artifact.model_file.stat().st_size
+        record["artifact_bytes"] = model_size(artifact.model_file)  # a Core ML .mlpackage is a folder
         stage, started = "check", time.perf_counter()
         parity = api.check_artifact(artifact.folder, data=data, samples=settings.samples, threads=settings.threads, progress=progress)
         record["seconds"]["check"] = round(time.perf_counter() - started, 3)
@@ -192,13 +231,13 @@ def run_sweep(
     output = Path(output)
     if output.exists() and not output.is_file():
         raise UserError(f"{output} is not a file", "pass a .jsonl path for -o")
+    done = latest_cells(read_records(output, repair=True))  # a corrupt results file is refused before anything is made
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.touch()
         artifacts.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"cannot write {output} or {artifacts} ({exc.strerror})", "choose paths you can write to") from exc
-    done = latest_cells(read_records(output, repair=True))
     skipped, ran = [], []
     for index, cell in enumerate(cells, 1):
         previous = done.get(cell.key)

@@ -28,3 +28,54 @@ def test_measure_keeps_going_until_the_minimum_duration():
 def test_host_info_records_threads_and_cpu():
     info = host_info(2)
     assert info["threads"] == 2 and info["logical_cpus"] >= 1 and info["cpu"]
+
+
+def _fake_mlpackage(folder):
+    """A Core ML-like package: a folder of files (no coremltools needed)."""
+    package = folder / "model.mlpackage"
+    (package / "Data" / "weights").mkdir(parents=True)
+    (package / "Manifest.json").write_text('{"fileFormatVersion": "1.0.0"}')
+    (package / "Data" / "model.mlmodel").write_bytes(b"spec" * 100)
+    (package / "Data" / "weights" / "weight.bin").write_bytes(bytes(range(256)) * 40)
+    return package
+
+
+def test_a_package_folder_has_one_size_and_one_identity(tmp_path):
+    from evitdeploy.artifact import model_sha256, model_size
+
+    package = _fake_mlpackage(tmp_path)
+    assert model_size(package) == len('{"fileFormatVersion": "1.0.0"}') + 400 + 256 * 40
+    single = tmp_path / "model.onnx"
+    single.write_bytes(b"onnx" * 10)
+    assert model_size(single) == 40
+    identity = model_sha256(package)
+    assert len(identity) == 64 and identity == model_sha256(package)
+    copy = tmp_path / "copy" / "model.mlpackage"
+    copy.parent.mkdir()
+    import shutil
+
+    shutil.copytree(package, copy)
+    assert model_sha256(copy) == identity  # the content decides, not where the folder is
+    (copy / "Data" / "weights" / "weight.bin").rename(copy / "Data" / "weights" / "other.bin")
+    assert model_sha256(copy) != identity  # a renamed file is another package
+    shutil.rmtree(copy)
+    shutil.copytree(package, copy)
+    (copy / "Data" / "model.mlmodel").write_bytes(b"spec" * 99 + b"spex")
+    assert model_sha256(copy) != identity
+
+
+def test_bench_summary_of_a_core_ml_package_names_its_size_and_identity(tmp_path):
+    """The manifest lists a package's files, not the folder: the summary must not hash the folder."""
+    from evitdeploy.api import _bench_summary
+    from evitdeploy.artifact import Artifact, build_manifest
+    from evitdeploy.models import get_spec
+
+    package = _fake_mlpackage(tmp_path)
+    spec = get_spec("efficientvit_b0").with_input(1, 64, 64)
+    manifest = build_manifest(tmp_path, "coreml", "fp32", spec, package.name)
+    artifact = Artifact(tmp_path, package, "coreml", "fp32", spec, manifest)
+    summary = _bench_summary(artifact, spec, 1, [], "single")
+    from evitdeploy.artifact import model_sha256, model_size
+
+    assert summary["artifact_bytes"] == model_size(package) == sum(e["bytes"] for e in manifest["files"].values())
+    assert summary["artifact_sha256"] == model_sha256(package)

@@ -169,3 +169,49 @@ def test_another_architecture_with_another_class_count_still_fails_clearly(tmp_p
         build_model(get_spec("efficientvit_b0"), checkpoint=tmp_path / "b1_10.pt")
     assert "does not fit efficientvit_b0" in info.value.message
     assert "another model" in info.value.message
+
+
+@pytest.mark.parametrize("name", ["w.bin", "w.pt", "w.pth"])
+def test_a_safetensors_file_loads_whatever_its_suffix(tmp_path, name):
+    """The format is decided by the content (safetensors: 8-byte header length, then '{')."""
+    source = create_model(get_spec("efficientvit_b0"), seed=9)
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(tmp_path / name))
+    model, _ = build_model(get_spec("efficientvit_b0"), checkpoint=tmp_path / name)
+    assert _outputs_equal(model, source)
+
+
+def test_a_torch_file_named_safetensors_loads_too(tmp_path):
+    source = create_model(get_spec("efficientvit_b0"), seed=4)
+    torch.save(source.state_dict(), tmp_path / "w.safetensors")
+    model, _ = build_model(get_spec("efficientvit_b0"), checkpoint=tmp_path / "w.safetensors")
+    assert _outputs_equal(model, source)
+
+
+def test_a_garbage_checkpoint_says_what_is_wrong_without_a_cut_word(tmp_path):
+    bad = tmp_path / "bad.bin"
+    bad.write_bytes(b"\x80\x02" + bytes(range(256)) * 16)
+    with pytest.raises(UserError) as info:
+        read_state_dict(bad)
+    message = info.value.message
+    assert "corrupt or truncated" in message
+    assert "Re-running" not in message and "weights_only` set to `False" not in message  # not advice to run untrusted code
+    assert "Unsupported operand" in message and "`torch.)" not in message, message  # the part that matters, whole
+
+
+def test_long_backend_messages_are_cut_at_a_word_with_an_ellipsis():
+    from evitdeploy.errors import first_line
+
+    text = "Weights only load failed. In PyTorch 2.6, we changed the default value of the `weights_only` argument"
+    cut = first_line(ValueError(text), limit=60)
+    assert cut.endswith("…") and len(cut) <= 60
+    assert text.startswith(cut[:-1].rstrip()) and text[len(cut[:-1].rstrip())] == " "  # a whole word before the ellipsis
+    assert first_line(ValueError("short message")) == "short message"
+    assert first_line(ValueError("x" * 300), limit=50) == "x" * 49 + "…"  # one long word: cut anyway
+
+
+def test_a_folder_given_as_checkpoint_says_it_is_a_folder(tmp_path):
+    (tmp_path / "weights").mkdir()
+    with pytest.raises(UserError) as info:
+        read_state_dict(tmp_path / "weights")
+    assert "is a folder" in info.value.message and "not found" not in info.value.message
+    assert "weights file" in info.value.hint

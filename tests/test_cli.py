@@ -162,3 +162,54 @@ def test_b1_cityscapes_segmentation_at_full_resolution_keeps_fp32_parity(cli, tm
     report = json.loads(result.stdout)
     assert report["input_shape"] == [1, 3, 1024, 2048]
     assert report["metrics"]["pixel_agreement"] >= 0.999 and report["metrics"]["max_abs_error"] <= 1e-4
+
+
+# ---- usage errors and --json refusals: the same one-line contract as every other error (issue 16 #18, #19) ----
+
+
+@pytest.mark.parametrize(
+    "args,fragment",
+    [
+        (["export", "--bogus"], "error: no such option: --bogus — see evitdeploy export --help"),
+        (["bench", "x", "--count", "abc"], "invalid value for '--count'"),
+        (["export", "--model"], "option '--model' requires an argument — see evitdeploy export --help"),
+        (["check"], "missing argument"),
+        (["nosuch"], "no such command 'nosuch' — see evitdeploy --help"),
+        (["gate", "a.json", "--alpha", "x"], "invalid value for '--alpha'"),
+        ([], "missing command"),
+    ],
+)
+def test_usage_errors_are_one_error_line(cli, args, fragment):
+    result = cli(*args)
+    assert_clean_error(result, 2, fragment)
+    assert "╭" not in result.stderr and "Usage:" not in result.stderr
+
+
+def test_a_newline_in_a_path_does_not_split_the_error_line(cli, tmp_path):
+    result = cli("check", tmp_path / "a\nb")
+    assert_clean_error(result, 2, "artifact not found", "a\\nb")
+    result = cli("export", "--model", "efficientvit_b0", "--height", "6\n4")
+    assert_clean_error(result, 2, "invalid value for '--height'")
+
+
+@pytest.mark.parametrize(
+    "args,code",
+    [
+        (["check", "/nonexistent/art", "--json"], 2),
+        (["report", "/nonexistent/r.json", "--json"], 2),
+        (["export", "--model", "efficientvit_b9", "--json"], 2),
+        (["models", "--json", "--bogus"], 2),  # a usage error with --json on the line
+        (["bench", "x", "--json", "--count", "abc"], 2),
+    ],
+)
+def test_json_refusals_print_the_error_as_json_on_stdout(cli, args, code):
+    result = cli(*args)
+    assert_clean_error(result, code)
+    document = json.loads(result.stdout)
+    assert set(document) == {"error", "hint", "exit_code"} and document["exit_code"] == code
+    assert document["error"] and document["error"] in result.stderr.replace("\\n", "\n")
+
+
+def test_help_and_version_still_exit_0(cli):
+    assert cli("--help").exit_code == 0 and cli("export", "--help").exit_code == 0
+    assert cli("--version").exit_code == 0

@@ -62,9 +62,9 @@ def test_each_precision_converts_and_its_package_checks_out(case, precision, cor
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_fp16_is_about_half_and_int8_weights_about_a_quarter(case, coreml_exports):
-    from evitdeploy.bundle import model_bytes
+    from evitdeploy.artifact import model_size
 
-    fp32, fp16, int8 = (model_bytes(coreml_exports[case, p].manifest) for p in ("fp32", "fp16", "int8"))
+    fp32, fp16, int8 = (model_size(coreml_exports[case, p].model_file) for p in ("fp32", "fp16", "int8"))
     assert 0.45 < fp16 / fp32 < 0.6, fp16 / fp32
     assert 0.2 < int8 / fp32 < 0.35, int8 / fp32
 

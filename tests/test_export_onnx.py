@@ -79,3 +79,30 @@ def test_opset_can_be_chosen_within_the_supported_range(tmp_path):
     assert onnx.load(str(artifact.model_file)).opset_import[0].version == 18
     with pytest.raises(UserError, match="opset 16 is not supported"):
         export_model("efficientvit_b0", output=tmp_path / "x", opset=16)
+
+
+@pytest.mark.parametrize("dynamic", [("hieght",), ("batchx",), ("batch", "Height"), "hieght", "batchx"])
+def test_the_api_refuses_unknown_dynamic_axes_before_exporting(tmp_path, dynamic):
+    with pytest.raises(UserError) as info:
+        export_model("efficientvit_b0", output=tmp_path / "a", height=64, width=64, dynamic=dynamic)
+    assert "unknown dynamic axis" in info.value.message and "batch, height, width" in info.value.hint
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_api_takes_dynamic_axes_exactly_as_named(tmp_path):
+    from evitdeploy.exporters.onnx import with_dynamic_axes
+
+    spec = get_spec("efficientvit_b0")
+    assert with_dynamic_axes(spec, "batch,width").dynamic_axes == ("batch", "width")
+    assert with_dynamic_axes(spec, ("width", "batch")).dynamic_axes == ("batch", "width")
+    with pytest.raises(UserError):
+        with_dynamic_axes(spec, "batchx")  # no substring match: "batch" is not in it
+    artifact = export_model("efficientvit_b0", output=tmp_path / "a", height=64, width=64, dynamic="batch")
+    assert artifact.spec.dynamic_axes == ("batch",)
+
+
+def test_an_existing_output_hint_speaks_to_python_callers_too(tmp_path):
+    (tmp_path / "a").mkdir()
+    with pytest.raises(UserError) as info:
+        export_model("efficientvit_b0", output=tmp_path / "a", height=64, width=64)
+    assert "force=True" in info.value.hint

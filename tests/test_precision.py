@@ -381,3 +381,18 @@ def test_held_out_images_are_not_calibration_images(tmp_path):
     originals = build_calibration_set(SPEC, None, 8)
     assert samples.report["crops_and_flips"] == 8
     assert not any(np.array_equal(h, c) for h in samples.inputs for c in originals.inputs)
+
+
+def test_the_default_photos_are_distinct_colour_photos():
+    """scikit-image's `cat` and `chelsea` are one array, and `camera` is grayscale: neither belongs
+    in a set meant to exercise a colour model's ranges."""
+    from evitdeploy.calibration.data import SAMPLE_PHOTOS, sample_photos
+
+    photos = sample_photos(len(SAMPLE_PHOTOS))
+    assert len(photos) == len(SAMPLE_PHOTOS) >= 8
+    for name, photo in zip(SAMPLE_PHOTOS, photos):
+        assert photo.ndim == 3 and photo.shape[2] == 3 and photo.dtype == np.uint8, name
+        assert not (np.array_equal(photo[..., 0], photo[..., 1]) and np.array_equal(photo[..., 1], photo[..., 2])), f"{name} is gray"
+    for i in range(len(photos)):
+        for j in range(i + 1, len(photos)):
+            assert photos[i].shape != photos[j].shape or not np.array_equal(photos[i], photos[j]), (SAMPLE_PHOTOS[i], SAMPLE_PHOTOS[j])

@@ -75,7 +75,8 @@ def test_sweep_bad_input(cli, tmp_path, args, fragment):
 
 def test_sweep_refuses_a_results_file_with_a_corrupt_line(cli, tmp_path):
     results = tmp_path / "r.jsonl"
-    results.write_text('{"kind": "sweep-cell"}\nnot json\n{"kind": "sweep-cell"}\n')
+    cell = '{"kind": "sweep-cell", "cell": {"model": "efficientvit_b0", "target": "onnx", "precision": "fp32", "height": 64, "width": 64}, "status": "failed"}'
+    results.write_text(f"{cell}\nnot json\n{cell}\n")
     assert_clean_error(cli("sweep", *SWEEP_ARGS, "--output", results), 2, "line 2 is not valid JSON")
     assert_clean_error(cli("sweep", *SWEEP_ARGS, "--output", tmp_path), 2, "is not a file")
 
@@ -89,3 +90,38 @@ def test_resolution_parsing():
 def test_sweep_help_explains_the_matrix(cli):
     result = cli("sweep", "--help")
     assert result.exit_code == 0 and "CI matrix" in result.stdout
+
+
+def test_a_sweep_cell_records_a_package_folders_whole_size(tmp_path, monkeypatch):
+    """A Core ML artifact's model is a folder (.mlpackage): its size is its files', not the entry's."""
+    from evitdeploy import api
+    from evitdeploy.artifact import Artifact
+    from evitdeploy.models import get_spec
+    from evitdeploy.sweep import Cell, CellSettings, run_cell
+
+    package = tmp_path / "cell" / "model.mlpackage"
+    (package / "Data").mkdir(parents=True)
+    (package / "Data" / "weight.bin").write_bytes(b"w" * 123_457)
+    (package / "Manifest.json").write_text("{}")
+    spec = get_spec("efficientvit_b0").with_input(1, 64, 64)
+    artifact = Artifact(package.parent, package, "coreml", "fp32", spec, {})
+    monkeypatch.setattr(api, "export_model", lambda *a, **k: artifact)
+    monkeypatch.setattr(api, "check_artifact", lambda *a, **k: {"passed": True, "failures": []})
+    monkeypatch.setattr(api, "bench_artifact", lambda *a, **k: {})
+    record = run_cell(Cell("efficientvit_b0", "coreml", "fp32", 64, 64), tmp_path, CellSettings())
+    assert record["status"] == "ok", record
+    assert record["artifact_bytes"] == 123_457 + 2
+
+
+def test_sweep_takes_the_target_aliases_export_takes_under_their_canonical_name():
+    from evitdeploy.sweep import plan_cells
+
+    cells = plan_cells(["efficientvit_b0"], ["litert", "tensorrt", "tflite"], ["fp32"], ["64"])
+    assert [c.target for c in cells] == ["tflite", "trt"]  # one cell per target: resume keys match
+    assert cells[0].key == plan_cells(["efficientvit_b0"], ["tflite"], ["fp32"], ["64"])[0].key
+
+
+def test_a_sweep_size_error_suggests_the_resolution_flag_sweep_has(cli, tmp_path):
+    result = cli("sweep", "--model", "efficientvit_b0", "--resolution", "100x200", "--output", tmp_path / "r.jsonl")
+    assert_clean_error(result, 2, "multiples of 32", "--resolution 96x192")
+    assert "--height" not in result.output and "--width" not in result.output

@@ -14,9 +14,12 @@ import numpy as np
 from evitdeploy.errors import UserError
 from evitdeploy.spec import ModelSpec
 
+# Distinct colour photos that scikit-image ships in its wheel (no download). Not `cat` (the same
+# array as `chelsea`) nor `camera` (grayscale); `motorcycle` is the left view of stereo_motorcycle.
 SAMPLE_PHOTOS = (
-    "astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry", "cat", "camera",
+    "astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry", "retina", "motorcycle",
 )
+_PHOTO_LOADERS = {"motorcycle": lambda data: data.stereo_motorcycle()[0]}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
 
@@ -30,7 +33,7 @@ def sample_photos(count: int = 8) -> list[np.ndarray]:
             "pip install scikit-image, or pass --data FOLDER/.npz",
             3,
         ) from exc
-    return [_as_rgb(getattr(data, name)()) for name in SAMPLE_PHOTOS[:count]]
+    return [_as_rgb(_PHOTO_LOADERS.get(name, lambda data: getattr(data, name)())(data)) for name in SAMPLE_PHOTOS[:count]]
 
 
 def folder_photos(folder: Path, count: Optional[int] = None) -> list[np.ndarray]:

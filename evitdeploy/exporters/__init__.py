@@ -45,10 +45,14 @@ class PrecisionOptions:
                 f"calibration data not found: {self.calib}",
                 "pass --calib FOLDER, --calib FILE.npz, --calib samples (bundled photos) or --calib synthetic",
             )
+        from evitdeploy import limits
+
         if self.calib_count is not None and self.calib_count < 1:
             raise UserError(f"--calib-count {self.calib_count} is not valid", "use 1 or more images (64 is a good default)")
-        if self.search_budget < 0 or self.fp16_margin < 1.0:
-            raise UserError("--search-budget must be >= 0 and --fp16-margin >= 1", "fix the value")
+        limits.check_range("--calib-count", self.calib_count, 1, limits.CALIB_COUNT_MAX)
+        limits.check_range("--search-budget", self.search_budget, 0, limits.SEARCH_BUDGET_MAX)
+        if self.fp16_margin < 1.0:
+            raise UserError("--fp16-margin must be >= 1", "fix the value")
 
 
 @dataclass(frozen=True)
@@ -89,15 +93,25 @@ TARGETS = {
 PLANNED: dict[str, str] = {}  # targets named in the docs but not built in this version
 
 
+def canonical_target(name: str) -> str:
+    """A target's own name from it or an alias ("litert" -> "tflite"); an unknown name unchanged."""
+    return next((t.name for t in TARGETS.values() if name in t.aliases), name)
+
+
+def target_names() -> str:
+    """The targets as a hint lists them, aliases in brackets."""
+    return ", ".join(t.name + (f" ({', '.join(t.aliases)})" if t.aliases else "") for t in TARGETS.values())
+
+
 def get_target(name: str, precision: str) -> Target:
-    name = next((t.name for t in TARGETS.values() if name in t.aliases), name)
+    name = canonical_target(name)
     if name not in TARGETS:
         if name in PLANNED:
             raise UserError(
                 f"target {name!r} is not available in this version of evitdeploy",
                 f"available targets: {', '.join(TARGETS)}",
             )
-        raise UserError(f"unknown target {name!r}", f"choose one of: {', '.join(TARGETS)}")
+        raise UserError(f"unknown target {name!r}", f"choose one of: {target_names()}")
     target = TARGETS[name]
     if precision not in target.precisions:
         raise UserError(

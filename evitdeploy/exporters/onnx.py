@@ -119,10 +119,13 @@ def write_graph(model, spec: ModelSpec, path: Path, opset: int, simplify: bool, 
     return timings
 
 
-def with_dynamic_axes(spec: ModelSpec, axes: tuple[str, ...]) -> ModelSpec:
+def with_dynamic_axes(spec: ModelSpec, axes) -> ModelSpec:
+    """The spec with these dynamic axes (exact names; an unknown one is refused, not ignored)."""
     from dataclasses import replace
 
-    return replace(spec, dynamic_axes=tuple(a for a in ("batch", "height", "width") if a in axes))
+    from evitdeploy.spec import parse_dynamic_axes
+
+    return replace(spec, dynamic_axes=parse_dynamic_axes(axes))
 
 
 def _torch_export(model, spec: ModelSpec, path: Path, opset: int) -> None:

@@ -13,13 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from evitdeploy.errors import UserError
+from evitdeploy.errors import UserError, first_line, shorten
 
 # The final layer, whose width is the class count: a fine-tuned checkpoint differs from its
 # architecture's registered spec only here.
 FINAL_LAYER_KEYS = ("head.classifier.4.weight", "head.classifier.4.bias", "head.classifier.conv.weight", "head.classifier.conv.bias")
 REFERENCE_EPS = 1e-15  # the reference repository's LiteMLA eps
 TIMM_EPS = 1e-5  # timm's
+WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
+SAFETENSORS_MAX_HEADER = 100_000_000  # the format's own limit on the JSON header
 
 
 @dataclass(frozen=True)
@@ -34,11 +36,17 @@ def read_state_dict(path: Path) -> dict:
     import torch
 
     path = Path(path)
+    if path.is_dir():
+        inside = sorted(p.name for p in path.iterdir() if p.suffix in WEIGHT_SUFFIXES)[:3]
+        raise UserError(
+            f"checkpoint {path} is a folder",
+            "pass the weights file in it" + (f" (e.g. {path / inside[0]})" if inside else " (.pt/.pth/.bin/.safetensors)") + ", not the folder",
+        )
     if not path.is_file():
-        raise UserError(f"checkpoint not found: {path}", "pass the path of a local .pt/.pth/.safetensors file")
+        raise UserError(f"checkpoint not found: {path}", "pass the path of a local .pt/.pth/.bin/.safetensors file")
     if path.stat().st_size == 0:
         raise UserError(f"checkpoint {path} is empty", "re-download or re-save the checkpoint")
-    if path.suffix == ".safetensors":
+    if file_format(path) == "safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
@@ -48,7 +56,8 @@ def read_state_dict(path: Path) -> dict:
             raise UserError(f"checkpoint {path} is corrupt or truncated ({_first_line(exc)})", "re-download it") from exc
     else:
         try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            with open(path, "rb") as handle:  # a handle: torch.load would pick safetensors by a path's suffix
+                obj = torch.load(handle, map_location="cpu", weights_only=True)
         except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ... here
             text = str(exc)
             # Only a pickle that names a Python global (a class, a function) is "arbitrary objects";
@@ -58,13 +67,36 @@ def read_state_dict(path: Path) -> dict:
                     f"refused to load {path}: it contains arbitrary Python objects, not only tensors",
                     "re-save just the weights: torch.save(model.state_dict(), path) or use .safetensors",
                 ) from exc
-            raise UserError(f"checkpoint {path} is corrupt or truncated ({_first_line(exc)})", "re-download it") from exc
+            raise UserError(f"checkpoint {path} is corrupt or truncated ({_torch_reason(text, exc)})", "re-download it") from exc
     return _unnest(obj, path)
 
 
+def file_format(path: Path) -> str:
+    """"safetensors" or "torch", by the file's first bytes (not its suffix: a `.bin` may be either).
+    safetensors starts with an 8-byte little-endian header length, then the JSON header's '{';
+    torch.save writes a zip ('PK') or, in the legacy format, a pickle. A file that is neither is
+    read by the loader its suffix names, which then says what is wrong with it."""
+    with open(path, "rb") as handle:
+        head = handle.read(9)
+    if head[:2] == b"PK":
+        return "torch"
+    if len(head) == 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") <= SAFETENSORS_MAX_HEADER:
+        return "safetensors"
+    return "safetensors" if path.suffix == ".safetensors" else "torch"
+
+
 def _first_line(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:160]
+    return first_line(exc, 160)
+
+
+def _torch_reason(text: str, exc: Exception) -> str:
+    """What torch.load found wrong, without its boilerplate (nor its advice to load with
+    weights_only=False: arbitrary code execution is not a fix for a damaged file)."""
+    if text.startswith("Weights only load failed"):
+        detail = text.split("WeightsUnpickler error:", 1)[1] if "WeightsUnpickler error:" in text else ""
+        detail = " ".join(detail.split("Check the documentation", 1)[0].split())
+        return shorten(f"not a checkpoint torch can read: {detail}" if detail else "not a checkpoint torch can read", 160)
+    return _first_line(exc)
 
 
 def _unnest(obj, path: Path) -> dict:

@@ -16,6 +16,7 @@ if sys.version_info >= (3, 11):
 else:  # Python 3.10 (JetPack 6)
     import tomli as tomllib
 
+from evitdeploy import limits
 from evitdeploy.errors import EXIT_BACKEND_UNAVAILABLE, UserError
 from evitdeploy.parity import Tolerances, tolerances_for
 from evitdeploy.spec import DYNAMIC_AXES
@@ -87,8 +88,8 @@ class Profile:
 # Validation: a schema of (check, what it must be) per key, per section.
 
 
-def _is_int(minimum: int) -> Callable[[Any], bool]:
-    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= minimum
+def _is_int(minimum: int, maximum: Optional[int] = None) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= minimum and (maximum is None or v <= maximum)
 
 
 def _positive_number(v: Any) -> bool:
@@ -126,7 +127,7 @@ SCHEMA: dict[str, dict[str, tuple[Callable[[Any], bool], str]]] = {
         "notes": (_strings(), "a list of strings"),
     },
     "input": {
-        "batch": (_is_int(1), "an integer >= 1"),
+        "batch": (_is_int(1, 1024), "an integer from 1 to 1024"),
         "height": (_size, "a multiple of 32"),
         "width": (_size, "a multiple of 32"),
         "dynamic": (_strings(DYNAMIC_AXES), f"a list of {', '.join(DYNAMIC_AXES)}"),
@@ -135,9 +136,9 @@ SCHEMA: dict[str, dict[str, tuple[Callable[[Any], bool], str]]] = {
         "max": (_ints, "a list of positive integers, one per dynamic axis"),
     },
     "bench": {
-        "threads": (_is_int(1), "an integer >= 1"),
-        "warmup": (_is_int(0), "an integer >= 0"),
-        "count": (_is_int(1), "an integer >= 1"),
+        "threads": (_is_int(1, limits.THREADS_MAX), f"an integer >= 1 (at most {limits.THREADS_MAX})"),
+        "warmup": (_is_int(0, limits.WARMUP_MAX), f"an integer >= 0 (at most {limits.WARMUP_MAX})"),
+        "count": (_is_int(1, limits.COUNT_MAX), f"an integer >= 1 (at most {limits.COUNT_MAX})"),
     },
     "budget": {
         "statistic": (lambda v: v in STATISTICS, f"one of {', '.join(STATISTICS)}"),

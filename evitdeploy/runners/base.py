@@ -29,6 +29,9 @@ class Runner(ABC):
     @abstractmethod
     def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
+    def check_spec(self, spec) -> None:
+        """Refuse a model file whose inputs/outputs differ from its spec, where the runtime tells."""
+
     def close(self) -> None:
         """Release the session / model; a closed runner can be loaded again."""
 

@@ -1,4 +1,4 @@
-"""ONNX Runtime: CPU here; CUDA and TensorRT execution providers are used when present."""
+"""ONNX Runtime: CPU here; the CUDA execution provider when present (device_verify.ONNX_PROVIDERS)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from evitdeploy.device_verify import ONNX_PROVIDERS, onnx_providers
 from evitdeploy.errors import BackendUnavailable, UserError, first_line
 from evitdeploy.runners.base import Runner, TensorMeta
 
 _NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
-PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+PREFERRED_PROVIDERS = ONNX_PROVIDERS  # one order for check, bench and a bundle's verify.py (why: device_verify)
 
 
 def import_onnxruntime():
@@ -79,7 +80,7 @@ class OnnxRuntimeRunner(Runner):
         }
         options.graph_optimization_level = levels[self.optimization]
         available = ort.get_available_providers()
-        providers = [p for p in (self.requested_providers or PREFERRED_PROVIDERS) if p in available]
+        providers = [p for p in self.requested_providers if p in available] if self.requested_providers else onnx_providers(available)
         if not self.model_path.is_file():
             raise UserError(f"ONNX model not found: {self.model_path}", "pass an artifact folder or a .onnx file")
         try:
@@ -103,7 +104,28 @@ class OnnxRuntimeRunner(Runner):
         wanted = {i.name: _NUMPY_TYPES.get(i.type) for i in self.session.get_inputs()}
         feed = {k: v.astype(wanted[k], copy=False) if wanted.get(k) else v for k, v in feed.items()}
         names = [o.name for o in self.session.get_outputs()]
-        return dict(zip(names, self.session.run(names, feed)))
+        try:
+            return dict(zip(names, self.session.run(names, feed)))
+        except Exception as exc:  # onnxruntime's own error types (InvalidArgument, Fail, ...)
+            shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in feed.items())
+            raise UserError(
+                f"ONNX Runtime refused the input ({shapes}) of {self.model_path.name}: {first_line(exc)}",
+                "the model file and its manifest disagree; re-run `evitdeploy export`",
+            ) from exc
+
+    def check_spec(self, spec) -> None:
+        """The model file takes and gives what its manifest's spec says (names, static dims)."""
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        wanted = tuple(spec.input_shape) if spec.layout == "NCHW" else None
+        problems = []
+        if [i.name for i in inputs] != [spec.input_name]:
+            problems.append(f"inputs {[i.name for i in inputs]} (the spec says {spec.input_name!r})")
+        elif wanted and len(inputs[0].shape) == 4 and any(isinstance(d, int) and d != w for d, w in zip(inputs[0].shape, wanted)):
+            problems.append(f"input shape {list(inputs[0].shape)} (the spec says {list(wanted)})")
+        if spec.output_name not in [o.name for o in outputs]:
+            problems.append(f"outputs {[o.name for o in outputs]} (the spec says {spec.output_name!r})")
+        if problems:
+            raise UserError(f"{self.model_path.name} does not match its manifest: it has {'; '.join(problems)}", "re-run `evitdeploy export`")
 
     def close(self) -> None:
         self.session = None

@@ -1,0 +1,313 @@
+"""One schema per JSON kind evitdeploy reads, validated once where it is read (pydantic v2, strict).
+
+Artifact and bundle manifests, check/bench/deploy results and sweep lines all come from outside:
+another host, another version, a hand edit. Each is checked here, before any code indexes into
+it, so a malformed file is one line naming the file, the field and what was expected, never a
+KeyError deep inside a verb. Only the fields evitdeploy reads are declared; other keys are kept
+(a newer writer may add some). The device's verify.py cannot import this (numpy only) and keeps
+its own checks of the few fields it reads.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional, Union
+
+import pydantic_core
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from evitdeploy import limits
+from evitdeploy.errors import UserError
+
+MAX_JSON_BYTES = 256 << 20  # a results file larger than this is not one evitdeploy wrote
+
+
+class _Schema(BaseModel):
+    model_config = ConfigDict(strict=True, extra="allow", frozen=True)
+
+
+def _relative_name(name: str) -> str:
+    parts = name.split("/")
+    if name.startswith("/") or "\\" in name or any(part in ("", ".", "..") for part in parts):
+        raise ValueError("must be a path inside the folder (no '/', '..' or '\\' at its start)")
+    return name
+
+
+PositiveInt = Annotated[int, Field(ge=1)]
+Count = Annotated[int, Field(ge=0)]
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+Fraction = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+Cosine = Annotated[float, Field(ge=-1, le=1, allow_inf_nan=False)]
+Name = Annotated[str, Field(min_length=1, max_length=256)]
+FileName = Annotated[str, Field(min_length=1, max_length=4096), AfterValidator(_relative_name)]
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+Shape4 = tuple[PositiveInt, PositiveInt, PositiveInt, PositiveInt]
+Precision = Literal["fp32", "fp16", "int8"]
+Target = Literal["onnx", "tflite", "coreml", "trt"]
+
+
+# --- manifests -------------------------------------------------------------------------------
+
+
+class SpecSchema(_Schema):
+    """evitdeploy.spec.ModelSpec as a manifest carries it."""
+
+    name: Name
+    task: Literal["classification", "segmentation"]
+    family: str
+    dataset: str
+    num_classes: Annotated[int, Field(ge=1, le=1_000_000)]
+    input_shape: tuple[PositiveInt, Literal[3], PositiveInt, PositiveInt]  # N, RGB, H, W
+    input_name: Name = "image"
+    output_name: Name = "logits"
+    layout: Literal["NCHW", "NHWC"] = "NCHW"
+    dtype: Literal["float32", "float16"] = "float32"
+    mean: tuple[Finite, Finite, Finite]
+    std: tuple[Positive, Positive, Positive]
+    output_stride: PositiveInt = 1
+    size_multiple: PositiveInt = 32
+    attention_eps: NonNegative = 1e-5
+    dynamic_axes: tuple[Literal["batch", "height", "width"], ...] = ()
+
+    @model_validator(mode="after")
+    def _size_fits_the_backbone(self) -> "SpecSchema":
+        height, width, multiple = self.input_shape[2], self.input_shape[3], self.size_multiple
+        if height % multiple or width % multiple or min(height, width) < 2 * multiple:
+            raise ValueError(f"input_shape {height}x{width} is not a multiple of size_multiple {multiple} (at least {2 * multiple})")
+        return self
+
+
+class FileEntry(_Schema):
+    sha256: Sha256
+    bytes: Count
+
+
+class SourceSchema(_Schema):
+    """Where the weights came from; check/bench rebuild the PyTorch reference from it."""
+
+    model: Optional[Name] = None
+    seed: Optional[Annotated[int, Field(ge=0, le=limits.SEED_MAX)]] = None
+    attention_eps: Optional[NonNegative] = None
+    checkpoint: Optional[Annotated[str, Field(min_length=1, max_length=4096)]] = None
+    checkpoint_sha256: Optional[Sha256] = None
+
+
+class ArtifactManifest(_Schema):
+    format: PositiveInt
+    target: Target
+    precision: Precision
+    model_file: FileName
+    spec: SpecSchema
+    files: dict[FileName, FileEntry]
+    toolchain: dict[str, str] = {}
+    export: dict[str, Any] = {}
+    source: SourceSchema = SourceSchema()
+
+
+class TolerancesSchema(_Schema):
+    max_abs: Optional[NonNegative] = None
+    min_cosine: Cosine = 0.0
+    min_top1: Fraction = 0.0
+    min_pixel_agreement: Fraction = 0.0
+
+
+class ProfileSummary(_Schema):
+    name: Name
+    description: str = ""
+    host_machines: tuple[Name, ...] = ()
+    host_device_model: Optional[str] = None
+    host_gpu: Optional[str] = None
+    notes: tuple[str, ...] = ()
+
+
+class BundleBench(_Schema):
+    threads: Optional[Annotated[int, Field(ge=1, le=1024)]] = None
+    warmup: Annotated[int, Field(ge=0, le=100_000)]
+    count: Annotated[int, Field(ge=0, le=100_000)]
+
+
+class BudgetSchema(_Schema):
+    statistic: Literal["median", "p90", "p99"]
+    latency_ms: Optional[Positive] = None
+
+
+class BundleSection(_Schema):
+    profile: ProfileSummary
+    tolerances: TolerancesSchema
+    bench: BundleBench
+    budget: BudgetSchema
+    commands: dict[str, Optional[str]] = {}
+
+
+class BundleManifest(ArtifactManifest):
+    bundle: BundleSection
+
+
+# --- results -------------------------------------------------------------------------------
+
+
+class StatsSchema(_Schema):
+    median_ms: Positive
+    p90_ms: Positive
+    p99_ms: Positive
+    throughput_per_s: NonNegative
+
+
+class LatencyRun(_Schema):
+    label: str = "/"
+    input_shape: Optional[Shape4] = None
+    backend: Optional[str] = None
+    providers: Optional[list[str]] = None
+    stats: StatsSchema
+    latency_samples_ms: Annotated[list[Finite], Field(min_length=1)]
+
+
+class HostSchema(_Schema):
+    cpu: Optional[str] = None
+    logical_cpus: Optional[int] = None
+    threads: Optional[int] = None
+    os: Optional[str] = None
+    machine: Optional[str] = None
+
+
+class BenchResult(_Schema):
+    kind: Literal["bench"]
+    schema_: int = Field(alias="schema")
+    model: Name = "?"
+    target: Optional[str] = None
+    precision: Optional[str] = None
+    input_shape: Optional[Shape4] = None
+    artifact_bytes: Optional[Count] = None
+    host: HostSchema = HostSchema()
+    results: Annotated[list[LatencyRun], Field(min_length=1)]
+    speedup_vs_torch: Optional[Positive] = None
+
+
+class ParityResult(_Schema):
+    kind: Literal["parity"]
+    model: Name = "?"
+    target: Optional[str] = None
+    precision: Optional[str] = None
+    input_shape: Shape4
+    artifact_bytes: Optional[Count] = None
+    passed: Optional[bool]
+    failures: list[str] = []
+    metrics: dict[str, Optional[Union[int, float]]] = {}
+
+
+class CellSchema(_Schema):
+    model: Name
+    target: Name
+    precision: Name
+    height: PositiveInt
+    width: PositiveInt
+
+
+class SweepCellResult(_Schema):
+    kind: Literal["sweep-cell"]
+    cell: CellSchema
+    status: Literal["ok", "parity-failed", "failed"]
+    stage: Optional[str] = None
+    error: Optional[str] = None
+    artifact_bytes: Optional[Count] = None
+    parity: Optional[ParityResult] = None
+    bench: Optional[BenchResult] = None
+
+
+class DeployResult(_Schema):
+    kind: Literal["deploy"]
+    profile: Name
+    model: Name
+    target: str
+    precision: str
+    passed: bool
+    failures: list[str] = []
+
+
+RESULT_KINDS = {"parity": ParityResult, "bench": BenchResult, "sweep-cell": SweepCellResult, "deploy": DeployResult}
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+
+def _field(location: tuple) -> str:
+    return ".".join(str(part) for part in location) or "the top level"
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def describe(exc: ValidationError) -> str:
+    """The first problem of a validation error as 'field `a.b`: expected ..., got ...'."""
+    error = exc.errors(include_url=False)[0]
+    if error["type"] == "json_invalid":
+        return f"not valid JSON ({error['msg'].removeprefix('Invalid JSON: ')})"
+    if error["type"] == "missing":
+        return f"field `{_field(error['loc'])}` is missing"
+    more = f" (and {exc.error_count() - 1} more problem{'s' if exc.error_count() > 2 else ''})" if exc.error_count() > 1 else ""
+    return f"field `{_field(error['loc'])}`: {error['msg'][0].lower() + error['msg'][1:]}, got {_shown(error.get('input'))}{more}"
+
+
+def read_text(path: Path, what: str, hint: str) -> str:
+    """A small UTF-8 text file from the user, or one UserError saying why it cannot be read."""
+    path = Path(path)
+    try:
+        if not path.exists():
+            raise UserError(f"{what} not found: {path}", hint)
+        if path.is_dir():
+            raise UserError(f"{what} {path} is a folder, not a file", hint)
+        if path.stat().st_size > MAX_JSON_BYTES:
+            raise UserError(f"{what} {path} is {path.stat().st_size / 2**20:.0f} MiB; evitdeploy writes far smaller files", hint)
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{what} {path} is not UTF-8 text", hint) from None
+    except OSError as exc:
+        raise UserError(f"cannot read {what} {path} ({exc.strerror or exc})", hint) from None
+
+
+def parse_json(text: str) -> Any:
+    """JSON to Python with a nesting limit (json.loads recurses until RecursionError)."""
+    value = pydantic_core.from_json(text, allow_inf_nan=True)
+    return value
+
+
+def validated(text: str, schema: type[_Schema]) -> dict:
+    """The document as a dict, once it matches `schema` (raises ValueError / ValidationError)."""
+    schema.model_validate_json(text)
+    return parse_json(text)
+
+
+def load_document(path: Path, schema: type[_Schema], what: str, hint: str, first=None) -> dict:
+    """Read and validate one JSON file; any problem is one UserError naming the file and field.
+    `first(parsed)` may refuse the document before the schema does (a newer format, another kind)."""
+    text = read_text(path, what, hint)
+    try:
+        if first is not None:
+            first(parse_json(text))
+        return validated(text, schema)
+    except ValidationError as exc:
+        raise UserError(f"{what} {path} is not valid: {describe(exc)}", hint) from None
+    except ValueError as exc:  # from_json: not JSON, or nesting/number limits
+        raise UserError(f"{what} {path} is not valid JSON ({exc})", hint) from None
+
+
+def check_document(data: Any, schema: type[_Schema], what: str, hint: str) -> None:
+    """Validate an already-parsed document (a line of a .jsonl, a result inside a list)."""
+    try:
+        schema.model_validate_json(pydantic_core.to_json(data))
+    except ValidationError as exc:
+        raise UserError(f"{what} is not valid: {describe(exc)}", hint) from None
+    except (ValueError, pydantic_core.PydanticSerializationError) as exc:
+        raise UserError(f"{what} cannot be read ({exc})", hint) from None
+
+
+def finite_or_none(value: Any) -> Optional[float]:
+    """A number for a table cell, or None when it is missing or not a finite number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
