@@ -10,7 +10,11 @@ DEMO := demo-out
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,tflite,coreml,signing]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,tflite,coreml]'
+	# model-signing (through sigstore-models) needs typing-extensions>=4.14.1, which litert-converter's xdsl
+	# declares it cannot take (<4.13); one resolve refuses the pair. A second step installs the signing extra
+	# and its newer typing-extensions (pip warns about xdsl; the TFLite conversion tests pass with it).
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[signing]'
 	# TensorRT's API listing for the name-check test; --no-deps: it would pull TensorRT itself
 	$(PY) -m pip install --quiet --no-deps tensorrt-stubs==10.13.0.35.1
 	touch $@

@@ -150,9 +150,12 @@ class BundleManifest(ArtifactManifest):
 
 
 class StatsSchema(_Schema):
+    count: PositiveInt
     median_ms: Positive
     p90_ms: Positive
     p99_ms: Positive
+    mean_ms: Positive
+    std_ms: NonNegative
     throughput_per_s: NonNegative
 
 
@@ -161,21 +164,26 @@ class LatencyRun(_Schema):
     input_shape: Optional[Shape4] = None
     backend: Optional[str] = None
     providers: Optional[list[str]] = None
+    versions: dict[str, str] = {}
     stats: StatsSchema
-    latency_samples_ms: Annotated[list[Finite], Field(min_length=1)]
+    ms_per_megapixel: Optional[NonNegative] = None
+    latency_samples_ms: Annotated[list[Finite], Field(min_length=1, max_length=10 * limits.COUNT_MAX)]
 
 
 class HostSchema(_Schema):
     cpu: Optional[str] = None
-    logical_cpus: Optional[int] = None
-    threads: Optional[int] = None
+    logical_cpus: Optional[PositiveInt] = None
+    threads: Optional[PositiveInt] = None
     os: Optional[str] = None
     machine: Optional[str] = None
+    load_average_1m: Optional[NonNegative] = None
 
 
 class BenchResult(_Schema):
     kind: Literal["bench"]
     schema_: int = Field(alias="schema")
+    artifact: Optional[str] = None
+    artifact_sha256: Optional[str] = None
     model: Name = "?"
     target: Optional[str] = None
     precision: Optional[str] = None

@@ -148,9 +148,11 @@ def test_gate_refuses_incomparable_results_unless_allowed(cli, bench_file, tmp_p
         ('[1, 2]', "not a bench result"),
         ('{"kind": "bench", "schema": 1, "results": []}', "schema 1"),
         ('{"kind": "bench", "schema": 99, "results": []}', "schema 99"),
-        ('{"kind": "bench", "schema": 2, "results": []}', "corrupt"),
-        ('{"kind": "bench", "schema": 2, "results": [{"latency_samples_ms": [1.0, 2.0]}]}', "at least 5"),
-        ('{"kind": "bench", "schema": 2, "results": [{"latency_samples_ms": [1, 2, "x", 3, 4]}]}', "corrupt"),
+        ('{"kind": "bench", "schema": 2, "results": []}', "field `results`"),
+        ('{"kind": "bench", "schema": 2, "results": [{"latency_samples_ms": [1.0, 2.0]}]}', "field `results.0.stats` is missing"),
+        ('{"kind": "bench", "schema": 2, "results": [{"stats": {"count": 2, "median_ms": 1.5, "p90_ms": 2, "p99_ms": 2, "mean_ms": 1.5, '
+         '"std_ms": 0.7, "throughput_per_s": 666}, "latency_samples_ms": [1.0, 2.0]}]}', "at least 5"),
+        ('{"kind": "bench", "schema": 2, "results": [{"latency_samples_ms": [1, 2, "x", 3, 4]}]}', "field `results.0"),
     ],
 )
 def test_gate_refuses_a_corrupt_or_foreign_baseline(cli, bench_file, tmp_path, content, fragment):

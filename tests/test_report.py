@@ -73,8 +73,10 @@ def test_report_merges_check_and_bench_files_of_one_artifact(cli, b0_artifact, t
         ("[]", ".json", "hold no results"),
         ("{oops", ".json", "not valid JSON"),
         ('{"kind": "gate"}', ".json", "kind 'gate'"),
-        ('{"kind": "sweep-cell"}\n{broken\n{"kind": "sweep-cell"}\n', ".jsonl", "line 2 is not valid JSON"),
-        ('{"kind": "bench", "results": []}', ".json", "incomplete"),
+        ('{"kind": "other"}\n{broken\n{"kind": "other"}\n', ".jsonl", "line 2 is not valid JSON"),
+        ('{"kind": "sweep-cell", "status": "ok"}\n', ".jsonl", "line 1 is not valid: field `cell` is missing"),
+        ('{"kind": "bench", "results": []}', ".json", "field `schema` is missing"),
+        ('{"kind": "bench", "schema": 2, "results": "fast"}', ".json", "field `results`: input should be a valid array"),
     ],
 )
 def test_report_bad_result_files(cli, tmp_path, content, suffix, fragment):

@@ -168,7 +168,7 @@ def _bench_result() -> dict:
         "kind": "bench", "schema": 2, "model": "efficientvit_b0", "target": "onnx", "precision": "fp32", "input_shape": [1, 3, 64, 64],
         "host": {"cpu": "x", "logical_cpus": 2, "threads": 2, "os": "Linux", "machine": "x86_64"},
         "results": [{"label": "onnx/fp32", "input_shape": [1, 3, 64, 64], "backend": "onnxruntime", "providers": ["CPUExecutionProvider"],
-                     "stats": {"median_ms": 1.0, "p90_ms": 1.1, "p99_ms": 1.2, "throughput_per_s": 1000.0},
+                     "stats": {"count": 6, "median_ms": 1.0, "p90_ms": 1.1, "p99_ms": 1.2, "mean_ms": 1.03, "std_ms": 0.1, "throughput_per_s": 1000.0},
                      "latency_samples_ms": [1.0, 1.1, 0.9, 1.0, 1.2, 1.0]}],
     }
 
