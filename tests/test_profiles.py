@@ -71,7 +71,7 @@ BAD = {
     "unknown top-level key": (GOOD + 'backnd = "x"\n', "unknown key 'backnd' in the top level"),
     "unknown key in a section": (GOOD + "[bench]\nthread = 2\n", "unknown key 'thread' in [bench]"),
     "unknown section": (GOOD + "[benchmark]\ncount = 2\n", "unknown key 'benchmark'"),
-    "negative threads": (GOOD + "[bench]\nthreads = -1\n", "[bench] threads must be an integer >= 1, got -1"),
+    "negative threads": (GOOD + "[bench]\nthreads = -1\n", "[bench] threads must be an integer >= 1 (at most 1024), got -1"),
     "boolean count": (GOOD + "[bench]\ncount = true\n", "[bench] count must be an integer >= 1"),
     "unknown backend": (GOOD.replace('"onnxruntime"', '"openvino"'), "backend must be one of"),
     "precision not offered": (GOOD.replace('precision = "fp32"', 'precision = "fp16"'), "precision 'fp16' is not in its precisions"),
