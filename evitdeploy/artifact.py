@@ -136,9 +136,36 @@ def write_bytes(path: Path, payload: bytes) -> None:
         raise
 
 
+def check_output_path(path: Path, what: str = "output") -> None:
+    """Refuse, before any work starts, an output path the filesystem would refuse at the end: a
+    name longer than it allows, a parent that is a file, a folder we cannot write into."""
+    path = Path(path)
+    existing = next((p for p in (path.parent, *path.parent.parents) if _exists(p)), Path("."))
+    if not existing.is_dir():
+        raise UserError(f"{what} {path}: {existing} is a file, not a folder", f"choose another {what}")
+    try:
+        name_max = os.pathconf(existing, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        name_max = 255
+    too_long = next((part for part in path.parts if len(os.fsencode(part)) > name_max), None)
+    if too_long is not None:
+        raise UserError(f"{what} {path}: the name {too_long[:24]}… is {len(os.fsencode(too_long))} bytes; this filesystem allows {name_max}",
+                        f"choose a shorter {what} name")
+    if not os.access(existing, os.W_OK):
+        raise UserError(f"cannot write into {existing}", f"choose an {what} in a folder you can write to")
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # a component too long or a loop: not a folder we can use
+        return False
+
+
 def prepare_output(output: Path, force: bool) -> None:
     """Refuse an existing output unless forced, and an output folder we cannot write into."""
     output = Path(output)
+    check_output_path(output)
     if output.exists() and not force:
         raise UserError(f"output {output} already exists", "pass --force (force=True in Python) to replace it, or choose another output")
     parent = output.parent if str(output.parent) else Path(".")

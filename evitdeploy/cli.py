@@ -144,6 +144,11 @@ def handles_errors(command):
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
+            for name, flag in (("save", "--save"), ("markdown_file", "--markdown")):
+                if kwargs.get(name) is not None:  # refused before the work, not after it
+                    from evitdeploy.artifact import check_output_path
+
+                    check_output_path(kwargs[name], f"{flag} file")
             return command(*args, **kwargs)
         except UserError as exc:
             _render_error(exc.message, exc.hint, exc.exit_code, bool(kwargs.get("as_json")))

@@ -331,12 +331,12 @@ def _signature_failure(exc: Exception, key) -> str:
                 kind, names = (listed.group(1), listed.group(2)) if listed.group(1) else (listed.group(3), listed.group(4))
                 found["added" if kind == "Extra" else "missing"] += [n.strip() for n in names.split(",")]
         named = "; ".join(f"{what}: {', '.join(sorted(names))}" for what, names in found.items() if names)
-        return "the bundle changed after it was signed (" + (named or text[:200]) + ")"
+        return "the bundle changed after it was signed (" + (named or shorten(text)) + ")"
     if text.startswith("Key mismatch"):
         return f"{SIGNATURE} was not made with the private key paired with {key}"
     if type(exc).__name__ == "InvalidSignature":
         return f"{SIGNATURE} does not verify with {key}: the signature or its signed file list was altered"
-    return f"{SIGNATURE} could not be verified with {key} ({type(exc).__name__}: {text[:200] or 'no detail'})"
+    return f"{SIGNATURE} could not be verified with {key} ({type(exc).__name__}: {shorten(text) or 'no detail'})"
 
 
 def check_signature(folder, public_key=None) -> dict:
@@ -546,12 +546,12 @@ def verify(folder, threads=None, warmup=None, count=None, judge_budget: bool = T
     except BundleError:
         raise
     except Exception as exc:  # the runtime's own error types: a truncated or foreign model file
-        raise BundleError(f"{manifest['model_file']} cannot be loaded by this runtime ({_first_line(exc)})", "re-copy the bundle from where it was made") from None
+        raise BundleError(f"{manifest['model_file']} cannot be loaded by this runtime ({first_line(exc)})", "re-copy the bundle from where it was made") from None
     batch = spec["input_shape"][0]
     try:
         outputs = run_batches(infer, inputs, batch)
     except Exception as exc:
-        raise BundleError(f"the model refused the reference inputs ({_first_line(exc)})",
+        raise BundleError(f"the model refused the reference inputs ({first_line(exc)})",
                           "the model file and the manifest disagree: re-copy the bundle from where it was made") from None
     parity = compare_outputs(spec["task"], expected, outputs, bundle["tolerances"])
     drift = compare_outputs(spec["task"], host_outputs, outputs, {})["metrics"] if host_outputs is not None else {}
@@ -587,9 +587,22 @@ def verify(folder, threads=None, warmup=None, count=None, judge_budget: bool = T
     }
 
 
-def _first_line(exc: BaseException) -> str:
+def shorten(text: str, limit: int = 200) -> str:
+    """The text, or as many whole words of it as fit in `limit` characters followed by an ellipsis
+    (a single word longer than half the limit is cut inside it)."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    space = cut.rfind(" ")
+    if space > limit // 2:
+        cut = cut[:space]
+    return cut.rstrip() + "…"
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an exception from a runtime, for a one-line error (cut at a word)."""
     text = str(exc).strip()
-    return (text.splitlines()[0][:200] if text else type(exc).__name__)
+    return shorten(text.splitlines()[0].strip(), limit) if text else type(exc).__name__
 
 
 def load_reference(folder: Path, spec: dict) -> tuple:
@@ -606,7 +619,7 @@ def load_reference(folder: Path, spec: dict) -> tuple:
     except BundleError:
         raise
     except Exception as exc:  # not a zip, a pickled object array, a truncated member
-        raise BundleError(f"{path} cannot be read as numeric arrays ({_first_line(exc)})", hint) from None
+        raise BundleError(f"{path} cannot be read as numeric arrays ({first_line(exc)})", hint) from None
     inputs, expected = arrays["inputs"], arrays["expected"]
     host_outputs = arrays.get("host_outputs")
     wanted = tuple(spec["input_shape"][1:])

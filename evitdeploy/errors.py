@@ -31,17 +31,13 @@ class BackendUnavailable(UserError):
 
 def first_line(exc: BaseException, limit: int = 200) -> str:
     """The first line of an exception from a backend, for a one-line error (cut at a word)."""
-    text = str(exc).strip()
-    return shorten(text.splitlines()[0].strip(), limit) if text else type(exc).__name__
+    from evitdeploy.device_verify import first_line as device_first_line  # one implementation: verify.py cannot import this module
+
+    return device_first_line(exc, limit)
 
 
 def shorten(text: str, limit: int = 200) -> str:
-    """The text, or as many whole words of it as fit in `limit` characters followed by an ellipsis
-    (a single word longer than half the limit is cut inside it)."""
-    if len(text) <= limit:
-        return text
-    cut = text[: limit - 1]
-    space = cut.rfind(" ")
-    if space > limit // 2:
-        cut = cut[:space]
-    return cut.rstrip() + "…"
+    """As many whole words of `text` as fit in `limit` characters, then an ellipsis."""
+    from evitdeploy.device_verify import shorten as device_shorten
+
+    return device_shorten(text, limit)

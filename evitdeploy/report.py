@@ -452,7 +452,7 @@ _FIGURE_TITLES = {
 
 def write_report(rows: list[dict], output: Path, columns: Optional[tuple[str, ...]] = None, title: str = "evitdeploy report") -> list[Path]:
     """report.md (+ PNGs beside it) or one self-contained report.html; returns the files written."""
-    from evitdeploy.artifact import write_bytes
+    from evitdeploy.artifact import check_output_path, write_bytes
 
     columns = columns or DEFAULT_COLUMNS
     output = Path(output)
@@ -460,6 +460,7 @@ def write_report(rows: list[dict], output: Path, columns: Optional[tuple[str, ..
         raise UserError(f"cannot tell the format of {output}", "name the output report.md or report.html")
     if not output.parent.is_dir():
         raise UserError(f"folder {output.parent} does not exist", "create it first or choose another -o")
+    check_output_path(output, "report")
     figures = _figures(rows)
     written = []
     try:

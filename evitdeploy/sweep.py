@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
+from evitdeploy.artifact import check_output_path
 from evitdeploy.errors import UserError
 from evitdeploy.schemas import SweepCellResult, check_document, parse_json
 
@@ -232,6 +233,8 @@ def run_sweep(
     if output.exists() and not output.is_file():
         raise UserError(f"{output} is not a file", "pass a .jsonl path for -o")
     done = latest_cells(read_records(output, repair=True))  # a corrupt results file is refused before anything is made
+    check_output_path(output, "results file")
+    check_output_path(artifacts, "--artifacts folder")
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.touch()

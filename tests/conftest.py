@@ -28,6 +28,24 @@ def cli() -> Cli:
 
 
 @pytest.fixture(scope="session")
+def b0_64_artifact(tmp_path_factory):
+    """A B0 classifier exported at 64x64 (its manifest says 64x64; the model's default is 224)."""
+    folder = tmp_path_factory.mktemp("artifacts") / "b0-64"
+    result = Cli()("export", "--model", "efficientvit_b0", "--height", "64", "--width", "64", "--output", folder)
+    assert result.exit_code == 0, result.output
+    return folder
+
+
+@pytest.fixture(scope="session")
+def b0_64_bundle(tmp_path_factory):
+    """An x86-cpu bundle of B0 at 64x64 (random weights; a parity verdict either way is fine here)."""
+    folder = tmp_path_factory.mktemp("bundles") / "b0-64-x86"
+    result = Cli()("deploy", "--profile", "x86-cpu", "--model", "efficientvit_b0", "--height", "64", "--width", "64", "--samples", "2", "-o", folder)
+    assert result.exit_code in (0, 1), result.output
+    return folder
+
+
+@pytest.fixture(scope="session")
 def b0_artifact(tmp_path_factory):
     """A B0 classifier exported once per session at 128x128 (small enough for fast tests)."""
     folder = tmp_path_factory.mktemp("artifacts") / "b0"

@@ -17,14 +17,9 @@ HUGE = "99968"
 
 
 @pytest.fixture(scope="module")
-def b0_64(tmp_path_factory):
+def b0_64(b0_64_artifact):
     """A B0 exported at 64x64: its manifest says 64x64, --model's default spec says 224x224."""
-    from conftest import Cli
-
-    folder = tmp_path_factory.mktemp("b0-64") / "art"
-    result = Cli()("export", "--model", "efficientvit_b0", "--height", "64", "--width", "64", "-o", folder)
-    assert result.exit_code == 0, result.output
-    return folder
+    return b0_64_artifact
 
 
 @pytest.fixture(scope="module")

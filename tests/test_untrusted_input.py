@@ -15,24 +15,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import Cli, assert_clean_error
+from conftest import assert_clean_error
 from fuzz.mutators import rehash
 
 
 @pytest.fixture(scope="module")
-def small_artifact(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("untrusted") / "b0-64"
-    result = Cli()("export", "--model", "efficientvit_b0", "--height", "64", "--width", "64", "-o", folder)
-    assert result.exit_code == 0, result.output
-    return folder
+def small_artifact(b0_64_artifact) -> Path:
+    return b0_64_artifact
 
 
 @pytest.fixture(scope="module")
-def small_bundle(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("untrusted") / "bundle"
-    result = Cli()("deploy", "--profile", "x86-cpu", "--model", "efficientvit_b0", "--height", "64", "--width", "64", "--samples", "2", "-o", folder)
-    assert result.exit_code in (0, 1), result.output
-    return folder
+def small_bundle(b0_64_bundle) -> Path:
+    return b0_64_bundle
 
 
 def _edited(source: Path, destination: Path, edit) -> Path:
@@ -218,11 +212,15 @@ def test_a_refused_deploy_leaves_no_new_parent_folders(cli, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_refused_export_leaves_no_new_parent_folders(cli, tmp_path):
-    result = cli("export", "--model", "efficientvit_b0", "--height", "64", "--width", "64", "--calib-method", "nope", "--precision", "int8",
-                 "-o", tmp_path / "sub" / "dir" / "a")
-    assert_clean_error(result, 2)
-    assert list(tmp_path.iterdir()) == []
+def test_an_output_that_fails_midway_removes_the_parent_folders_it_created(tmp_path):
+    from evitdeploy.artifact import staged_folder
+
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(RuntimeError):
+        with staged_folder(tmp_path / "kept" / "sub" / "dir" / "artifact") as staging:
+            (staging / "model.onnx").write_bytes(b"half")
+            raise RuntimeError("the exporter failed after writing")
+    assert [p.name for p in tmp_path.rglob("*")] == ["kept"]
 
 
 def test_sweep_with_a_corrupt_results_file_creates_nothing(cli, tmp_path):
@@ -237,3 +235,25 @@ def test_a_sweep_line_of_the_wrong_shape_is_refused_naming_its_line(cli, tmp_pat
     results = tmp_path / "results.jsonl"
     results.write_text(json.dumps({"kind": "sweep-cell", "cell": "b0", "status": "ok"}) + "\n")
     assert_clean_error(cli("report", results), 2, "line 1", "`cell`")
+
+
+def test_photos_for_a_far_other_aspect_ratio_are_cropped_before_resizing():
+    from evitdeploy.calibration.data import load_inputs
+    from evitdeploy.models import get_spec
+
+    # resizing a whole photo to cover 99968 rows first asked for a 120 GB intermediate
+    inputs, _ = load_inputs(get_spec("efficientvit_b0"), 99968, 64, count=1)
+    assert inputs.shape == (1, 3, 99968, 64) and np.isfinite(inputs).all()
+
+
+def test_an_unwritable_save_path_is_refused_before_the_work(cli, tmp_path):
+    result = cli("deploy", "--profile", "x86-cpu", "--model", "efficientvit_b0", "--height", "64", "--width", "64", "--samples", "1",
+                 "-o", tmp_path / "bundle", "--save", tmp_path / ("n" * 300))
+    assert_clean_error(result, 2, "--save file", "this filesystem allows")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sweep_with_an_unusable_artifacts_folder_creates_nothing(cli, tmp_path):
+    result = cli("sweep", "--model", "efficientvit_b0", "--resolution", "64", "-o", tmp_path / "results.jsonl", "--artifacts", tmp_path / ("n" * 300))
+    assert_clean_error(result, 2, "--artifacts folder")
+    assert list(tmp_path.iterdir()) == []

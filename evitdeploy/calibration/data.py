@@ -71,6 +71,12 @@ def preprocess(images: list[np.ndarray], spec: ModelSpec, height: int, width: in
         h, w = x.shape[-2:]
         scale = max(height / h, width / w)
         size = (max(height, round(h * scale)), max(width, round(w * scale)))
+        if size[0] * size[1] > 4 * height * width:
+            # a far other aspect ratio (e.g. 99968x64): resizing the whole photo first would make an
+            # intermediate thousands of times the input; crop the photo to the aspect ratio instead
+            keep_h, keep_w = min(h, max(1, round(height / scale))), min(w, max(1, round(width / scale)))
+            top, left = (h - keep_h) // 2, (w - keep_w) // 2
+            x, size = x[..., top : top + keep_h, left : left + keep_w], (height, width)
         x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=scale < 1)
         top, left = (size[0] - height) // 2, (size[1] - width) // 2
         batch.append(x[..., top : top + height, left : left + width])
