@@ -426,11 +426,11 @@ def test_verbs_on_damaged_result_files(verb, examples, made, sandboxes):
         if verb == "report":
             layout = data.draw(st.sampled_from(["check", "bench", "both", "list", "jsonl"]))
             if layout == "list":
-                (sandbox / "r.json").write_text(dumps(data.draw(json_mutation([check, bench]))))
+                (sandbox / "r.json").write_bytes(dumps(data.draw(json_mutation([check, bench]))).encode("utf-8", "surrogatepass"))
                 files = ["r.json"]
             elif layout == "jsonl":
                 lines = [dumps(data.draw(json_mutation(d))).replace("\n", " ") for d in (check, bench)]
-                (sandbox / "r.jsonl").write_text("\n".join(lines) + "\n")
+                (sandbox / "r.jsonl").write_bytes(("\n".join(lines) + "\n").encode("utf-8", "surrogatepass"))
                 files = ["r.jsonl"]
             else:
                 files = []
@@ -479,7 +479,7 @@ def test_deploy_on_damaged_profiles(made, sandboxes):
     @given(data=st.data(), as_json=st.booleans())
     def property(data, as_json):
         sandbox = sandboxes()
-        (sandbox / "mine.toml").write_text(data.draw(toml_mutation(text)))
+        (sandbox / "mine.toml").write_bytes(data.draw(toml_mutation(text)).encode("utf-8", "surrogatepass"))
         args = ["deploy", "--profile", "mine.toml", "--model", B0, "--height", "64", "--width", "64", "--samples", "1", "-o", "bundle"]
         run_cli("deploy (profile)", args + (["--json"] if as_json else []), sandbox, {"profile": (sandbox / "mine.toml").read_text()[:2000]}, limit=60)
 

@@ -9,17 +9,18 @@ from __future__ import annotations
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Annotated, Literal, Optional
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # Python 3.10 (JetPack 6)
     import tomli as tomllib
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
 from evitdeploy import limits
 from evitdeploy.errors import EXIT_BACKEND_UNAVAILABLE, UserError
 from evitdeploy.parity import Tolerances, tolerances_for
-from evitdeploy.spec import DYNAMIC_AXES
 
 PROFILES_DIR = Path(__file__).parent
 
@@ -37,8 +38,6 @@ BACKENDS = {
     "coreml": Backend("coreml", ("coremltools",), "pip install 'evitdeploy[coreml]'"),
     "tflite": Backend("tflite", ("litert-torch", "ai-edge-litert", "ai-edge-quantizer"), "pip install 'evitdeploy[tflite]'"),
 }
-PRECISIONS = ("fp32", "fp16", "int8")
-STATISTICS = {"median": "median_ms", "p90": "p90_ms", "p99": "p99_ms"}
 
 
 @dataclass(frozen=True)
@@ -85,90 +84,111 @@ class Profile:
 
 
 # ---------------------------------------------------------------------------------------------
-# Validation: a schema of (check, what it must be) per key, per section.
+# Validation: one typed schema of the TOML (pydantic, strict, unknown keys refused: a typo is an
+# error, not a silently ignored setting); every problem is one line naming the key.
+
+_Strict = ConfigDict(strict=True, extra="forbid")
+_Size = Annotated[int, Field(ge=64, multiple_of=32)]
+_Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+_Unit = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+_Text = Annotated[str, Field(min_length=1)]
 
 
-def _is_int(minimum: int, maximum: Optional[int] = None) -> Callable[[Any], bool]:
-    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= minimum and (maximum is None or v <= maximum)
+class _InputTable(BaseModel):
+    model_config = _Strict
+    batch: Annotated[int, Field(ge=1, le=1024)] = 1
+    height: Optional[_Size] = None
+    width: Optional[_Size] = None
+    dynamic: list[Literal["batch", "height", "width"]] = []
+    nhwc: bool = False  # channels-last model input (TFLite only)
+    min: list[Annotated[int, Field(ge=1)]] = []  # per dynamic axis, for engines with optimization profiles
+    max: list[Annotated[int, Field(ge=1)]] = []
 
 
-def _positive_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+class _BenchTable(BaseModel):
+    model_config = _Strict
+    threads: Optional[Annotated[int, Field(ge=1, le=limits.THREADS_MAX)]] = None
+    warmup: Annotated[int, Field(ge=0, le=limits.WARMUP_MAX)] = 10
+    count: Annotated[int, Field(ge=1, le=limits.COUNT_MAX)] = 50
 
 
-def _unit_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1
+class _BudgetTable(BaseModel):
+    model_config = _Strict
+    statistic: Literal["median", "p90", "p99"] = "median"
+    latency_ms: Optional[_Positive] = None
+    models: dict[str, _Positive] = {}  # model name -> milliseconds
 
 
-def _strings(choices: Optional[tuple] = None) -> Callable[[Any], bool]:
-    return lambda v: isinstance(v, list) and all(isinstance(s, str) and (choices is None or s in choices) for s in v)
+class _TolerancesTable(BaseModel):
+    model_config = _Strict
+    max_abs: Optional[_Positive] = None
+    min_cosine: Optional[_Unit] = None
+    min_top1: Optional[_Unit] = None
+    min_pixel_agreement: Optional[_Unit] = None
 
 
-def _ints(v: Any) -> bool:
-    return isinstance(v, list) and all(_is_int(1)(n) for n in v)
+class _HostTable(BaseModel):
+    model_config = _Strict
+    machine: list[str] = []  # platform.machine() names, e.g. ["x86_64"]
+    device_model: Optional[_Text] = None
+    gpu: Optional[_Text] = None
 
 
-def _size(v: Any) -> bool:
-    return _is_int(32)(v) and v % 32 == 0
+class ProfileFile(BaseModel):
+    """A profile's TOML, as the schema every shipped and user profile must match."""
 
+    model_config = _Strict
+    description: str
+    backend: Literal["onnxruntime", "tensorrt", "coreml", "tflite"]  # the keys of BACKENDS
+    precision: Literal["fp32", "fp16", "int8"]
+    precisions: list[Literal["fp32", "fp16", "int8"]]
+    notes: list[str] = []
+    input: _InputTable = _InputTable()
+    bench: _BenchTable = _BenchTable()
+    budget: _BudgetTable = _BudgetTable()
+    tolerances: dict[Literal["fp32", "fp16", "int8"], _TolerancesTable] = {}
+    host: _HostTable = _HostTable()
 
-_TOLERANCE_KEYS = {
-    "max_abs": (_positive_number, "a positive number"),
-    "min_cosine": (_unit_number, "a number in [0, 1]"),
-    "min_top1": (_unit_number, "a number in [0, 1]"),
-    "min_pixel_agreement": (_unit_number, "a number in [0, 1]"),
-}
-SCHEMA: dict[str, dict[str, tuple[Callable[[Any], bool], str]]] = {
-    "": {
-        "description": (lambda v: isinstance(v, str), "a string"),
-        "backend": (lambda v: v in BACKENDS, f"one of {', '.join(BACKENDS)}"),
-        "precision": (lambda v: v in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
-        "precisions": (_strings(PRECISIONS), f"a list of {', '.join(PRECISIONS)}"),
-        "notes": (_strings(), "a list of strings"),
-    },
-    "input": {
-        "batch": (_is_int(1, 1024), "an integer from 1 to 1024"),
-        "height": (_size, "a multiple of 32"),
-        "width": (_size, "a multiple of 32"),
-        "dynamic": (_strings(DYNAMIC_AXES), f"a list of {', '.join(DYNAMIC_AXES)}"),
-        "nhwc": (lambda v: isinstance(v, bool), "true or false (TFLite: channels-last input)"),
-        "min": (_ints, "a list of positive integers, one per dynamic axis"),
-        "max": (_ints, "a list of positive integers, one per dynamic axis"),
-    },
-    "bench": {
-        "threads": (_is_int(1, limits.THREADS_MAX), f"an integer >= 1 (at most {limits.THREADS_MAX})"),
-        "warmup": (_is_int(0, limits.WARMUP_MAX), f"an integer >= 0 (at most {limits.WARMUP_MAX})"),
-        "count": (_is_int(1, limits.COUNT_MAX), f"an integer >= 1 (at most {limits.COUNT_MAX})"),
-    },
-    "budget": {
-        "statistic": (lambda v: v in STATISTICS, f"one of {', '.join(STATISTICS)}"),
-        "latency_ms": (_positive_number, "a positive number of milliseconds"),
-        "models": (lambda v: isinstance(v, dict) and all(_positive_number(x) for x in v.values()), "a table of model = milliseconds"),
-    },
-    "tolerances": {p: (lambda v: isinstance(v, dict), "a table") for p in PRECISIONS},
-    "host": {
-        "machine": (_strings(), "a list of platform.machine() names, e.g. [\"x86_64\"]"),
-        "device_model": (lambda v: isinstance(v, str) and v, "a non-empty string"),
-        "gpu": (lambda v: isinstance(v, str) and v, "a non-empty string"),
-    },
-}
-REQUIRED = ("description", "backend", "precision", "precisions")
+    @model_validator(mode="after")
+    def _consistent(self) -> "ProfileFile":
+        shape = self.input
+        if self.precision not in self.precisions:
+            raise ValueError(f"precision {self.precision!r} is not in its precisions {self.precisions}; add it to precisions")
+        for label, values in (("min", shape.min), ("max", shape.max)):
+            if values and len(values) != len(shape.dynamic):
+                raise ValueError(f"[input] {label} has {len(values)} values for {len(shape.dynamic)} dynamic axes; give one value per axis in dynamic")
+        if shape.nhwc and self.backend != "tflite":
+            raise ValueError('[input] nhwc is for the tflite backend; drop nhwc, or use backend = "tflite"')
+        if shape.min and shape.max and any(lo > hi for lo, hi in zip(shape.min, shape.max)):
+            raise ValueError(f"[input] min {shape.min} exceeds max {shape.max}; min <= max on every axis")
+        return self
 
 
 def _bad(source: str, message: str, hint: str = "see `evitdeploy profiles` and the shipped TOML files for the format") -> UserError:
     return UserError(f"profile {source}: {message}", hint)
 
 
-def _check_section(source: str, section: str, table: dict, keys: dict) -> None:
-    where = f"[{section}]" if section else "the top level"
-    for key, value in table.items():
-        if section == "" and key in SCHEMA and key:
-            continue  # a sub-table
-        if key not in keys:
-            raise _bad(source, f"unknown key {key!r} in {where}", f"known keys there: {', '.join(keys)}")
-        check, expected = keys[key]
-        if not check(value):
-            raise _bad(source, f"{where} {key} must be {expected}, got {value!r}", "fix the value")
+def _problem(error: dict) -> str:
+    """One pydantic error in the profile's own terms: `[bench] threads: input should be ...`."""
+    names: list[str] = []
+    for part in error["loc"]:
+        if isinstance(part, int) and names:
+            names[-1] += f"[{part}]"
+        elif part != "[key]":
+            names.append(str(part))
+    where = f"[{'.'.join(names[:-1])}] {names[-1]}" if len(names) > 1 else (names[0] if names else "the top level")
+    section = f"[{'.'.join(names[:-1])}]" if len(names) > 1 else "the top level"
+    if error["type"] == "extra_forbidden":
+        return f"unknown key {names[-1]!r} in {section}"
+    if error["type"] == "missing":
+        return f"missing required key {names[-1]!r}" + (f" in {section}" if len(names) > 1 else "")
+    if error["type"] == "value_error":
+        return error["msg"].removeprefix("Value error, ")
+    if error["loc"][-1] == "[key]":
+        return f"unknown key {error['input']!r} in [{'.'.join(names[:-1])}]"
+    if error["type"] == "model_type":
+        return f"{'.'.join(names)} must be a table ([{'.'.join(names)}])"
+    return f"{where}: {error['msg'][0].lower() + error['msg'][1:]}, got {error['input']!r}"
 
 
 def parse_profile(text: str, name: str, source: str) -> Profile:
@@ -177,56 +197,36 @@ def parse_profile(text: str, name: str, source: str) -> Profile:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise _bad(source, f"is not valid TOML ({exc})", "fix the syntax") from exc
-    _check_section(source, "", data, SCHEMA[""])
-    for section in data:
-        if section in SCHEMA and section and not isinstance(data[section], dict):
-            raise _bad(source, f"{section} must be a table ([{section}])", "fix the section")
-    for section, keys in SCHEMA.items():
-        if section:
-            _check_section(source, section, data.get(section, {}), keys)
-    for precision, table in data.get("tolerances", {}).items():
-        _check_section(source, f"tolerances.{precision}", table, _TOLERANCE_KEYS)
-    missing = [key for key in REQUIRED if key not in data]
-    if missing:
-        raise _bad(source, f"missing required key {missing[0]!r}", f"a profile needs {', '.join(REQUIRED)}")
-    if data["precision"] not in data["precisions"]:
-        raise _bad(source, f"precision {data['precision']!r} is not in its precisions {data['precisions']}", "add it to precisions")
-    shape = data.get("input", {})
-    dynamic = tuple(shape.get("dynamic", ()))
-    shape_min, shape_max = tuple(shape.get("min", ())), tuple(shape.get("max", ()))
-    for label, values in (("min", shape_min), ("max", shape_max)):
-        if values and len(values) != len(dynamic):
-            raise _bad(source, f"[input] {label} has {len(values)} values for {len(dynamic)} dynamic axes", "give one value per axis in dynamic")
-    if shape.get("nhwc") and data["backend"] != "tflite":
-        raise _bad(source, "[input] nhwc is for the tflite backend", "drop nhwc, or use backend = \"tflite\"")
-    if shape_min and shape_max and any(lo > hi for lo, hi in zip(shape_min, shape_max)):
-        raise _bad(source, f"[input] min {list(shape_min)} exceeds max {list(shape_max)}", "min <= max on every axis")
-    bench, budget, host = data.get("bench", {}), data.get("budget", {}), data.get("host", {})
+    try:
+        checked = ProfileFile.model_validate(data)
+    except ValidationError as exc:
+        raise _bad(source, _problem(exc.errors(include_url=False)[0]), "fix the value; the shipped TOML files show the format") from None
+    shape, bench, budget, host = checked.input, checked.bench, checked.budget, checked.host
     return Profile(
         name=name,
-        description=data["description"],
-        backend=data["backend"],
-        precision=data["precision"],
-        precisions=tuple(data["precisions"]),
+        description=checked.description,
+        backend=checked.backend,
+        precision=checked.precision,
+        precisions=tuple(checked.precisions),
         source=source,
-        notes=tuple(data.get("notes", ())),
-        batch=shape.get("batch", 1),
-        height=shape.get("height"),
-        width=shape.get("width"),
-        dynamic=dynamic,
-        nhwc=shape.get("nhwc", False),
-        shape_min=shape_min,
-        shape_max=shape_max,
-        threads=bench.get("threads"),
-        warmup=bench.get("warmup", 10),
-        count=bench.get("count", 50),
-        statistic=budget.get("statistic", "median"),
-        latency_ms=budget.get("latency_ms"),
-        model_budgets=dict(budget.get("models", {})),
-        tolerances={p: dict(t) for p, t in data.get("tolerances", {}).items()},
-        host_machines=tuple(m.lower() for m in host.get("machine", ())),
-        host_device_model=host.get("device_model"),
-        host_gpu=host.get("gpu"),
+        notes=tuple(checked.notes),
+        batch=shape.batch,
+        height=shape.height,
+        width=shape.width,
+        dynamic=tuple(shape.dynamic),
+        nhwc=shape.nhwc,
+        shape_min=tuple(shape.min),
+        shape_max=tuple(shape.max),
+        threads=bench.threads,
+        warmup=bench.warmup,
+        count=bench.count,
+        statistic=budget.statistic,
+        latency_ms=budget.latency_ms,
+        model_budgets=dict(budget.models),
+        tolerances={p: table.model_dump(exclude_none=True) for p, table in checked.tolerances.items()},
+        host_machines=tuple(m.lower() for m in host.machine),
+        host_device_model=host.device_model,
+        host_gpu=host.gpu,
     )
 
 

@@ -173,10 +173,10 @@ def json_text_mutation(draw, doc: Any) -> bytes:
     kind = draw(st.sampled_from(["document", "document", "document", "raw", "truncated"]))
     if kind == "raw":
         return draw(st.sampled_from(RAW_JSON_DAMAGE))
-    text = dumps(doc).encode()
+    text = dumps(doc).encode("utf-8", "surrogatepass")
     if kind == "truncated":
         return text[: draw(st.integers(0, max(0, len(text) - 1)))]
-    return dumps(draw(json_mutation(doc))).encode()
+    return dumps(draw(json_mutation(doc))).encode("utf-8", "surrogatepass")
 
 
 # ---- binary files ----
@@ -254,7 +254,7 @@ def rehash(folder: Path, manifest: str = "manifest.json") -> bool:
         if isinstance(entry, dict) and file.is_file():
             entry["sha256"] = sha256_file(file)
             entry["bytes"] = file.stat().st_size
-    _replace(path, dumps(doc).encode())
+    _replace(path, dumps(doc).encode("utf-8", "surrogatepass"))
     return True
 
 
