@@ -142,7 +142,7 @@ def check_output_path(path: Path, what: str = "output") -> None:
     path = Path(path)
     existing = next((p for p in (path.parent, *path.parent.parents) if _exists(p)), Path("."))
     if not existing.is_dir():
-        raise UserError(f"{what} {path}: {existing} is a file, not a folder", f"choose another {what}")
+        raise UserError(f"{existing} is not a folder, so the {what} {path} cannot be made there", f"choose another {what}")
     try:
         name_max = os.pathconf(existing, "PC_NAME_MAX")
     except (OSError, ValueError):

@@ -1,6 +1,6 @@
 """One schema per JSON kind evitdeploy reads, validated once where it is read (pydantic v2, strict).
 
-Artifact and bundle manifests, check/bench/deploy results and sweep lines all come from outside:
+Artifact and bundle manifests, check/bench results and sweep lines all come from outside:
 another host, another version, a hand edit. Each is checked here, before any code indexes into
 it, so a malformed file is one line naming the file, the field and what was expected, never a
 KeyError deep inside a verb. Only the fields evitdeploy reads are declared; other keys are kept
@@ -10,7 +10,6 @@ its own checks of the few fields it reads.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
@@ -225,17 +224,7 @@ class SweepCellResult(_Schema):
     bench: Optional[BenchResult] = None
 
 
-class DeployResult(_Schema):
-    kind: Literal["deploy"]
-    profile: Name
-    model: Name
-    target: str
-    precision: str
-    passed: bool
-    failures: list[str] = []
-
-
-RESULT_KINDS = {"parity": ParityResult, "bench": BenchResult, "sweep-cell": SweepCellResult, "deploy": DeployResult}
+RESULT_KINDS = {"parity": ParityResult, "bench": BenchResult, "sweep-cell": SweepCellResult}  # what `report` reads
 
 
 # --- reading ---------------------------------------------------------------------------------
@@ -312,10 +301,3 @@ def check_document(data: Any, schema: type[_Schema], what: str, hint: str) -> No
         raise UserError(f"{what} is not valid: {describe(exc)}", hint) from None
     except (ValueError, pydantic_core.PydanticSerializationError) as exc:
         raise UserError(f"{what} cannot be read ({exc})", hint) from None
-
-
-def finite_or_none(value: Any) -> Optional[float]:
-    """A number for a table cell, or None when it is missing or not a finite number."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return float(value)
