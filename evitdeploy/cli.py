@@ -201,10 +201,12 @@ def _save(data: dict, path: Optional[Path]) -> None:
 
 
 def _write_text(path: Path, text: str) -> None:
-    """An output file the user named, written atomically; an unwritable path is one clear error."""
+    """An output file the user named (its folders made as needed), written atomically; an
+    unwritable path is one clear error."""
     from evitdeploy.artifact import write_text
 
     try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
         write_text(path, text)
     except OSError as exc:
         raise UserError(f"cannot write {path} ({exc.strerror})", "choose a path you can write to") from exc

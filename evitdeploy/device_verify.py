@@ -56,6 +56,13 @@ def onnx_providers(available) -> list:
     return [provider for provider in ONNX_PROVIDERS if provider in available]
 
 
+def onnx_session(ort, model, options, providers):
+    """An onnxruntime InferenceSession. onnxruntime prints its provider-fallback notice
+    ("EP Error ... Falling back ...") on stdout, which would break --json output: send it to stderr."""
+    with contextlib.redirect_stdout(sys.stderr):
+        return ort.InferenceSession(model, options, providers=providers)
+
+
 class BundleError(Exception):
     """A bundle that cannot be trusted or run here, with the fix."""
 
@@ -418,7 +425,7 @@ def open_model(folder: Path, manifest: dict, threads):
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
         preferred = onnx_providers(ort.get_available_providers())
-        session = ort.InferenceSession(str(folder / manifest["model_file"]), options, providers=preferred)
+        session = onnx_session(ort, str(folder / manifest["model_file"]), options, preferred)
         declared = session.get_inputs()[0]
         dtype = np.float16 if declared.type == "tensor(float16)" else np.float32
         output = manifest["spec"]["output_name"]

@@ -235,6 +235,8 @@ def run_sweep(
     done = latest_cells(read_records(output, repair=True))  # a corrupt results file is refused before anything is made
     check_output_path(output, "results file")
     check_output_path(artifacts, "--artifacts folder")
+    if artifacts.exists() and not artifacts.is_dir():
+        raise UserError(f"--artifacts {artifacts} is a file, not a folder", "pass a folder for the cell artifacts")
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.touch()

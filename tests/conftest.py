@@ -27,13 +27,23 @@ def cli() -> Cli:
     return Cli()
 
 
+def _b0_export(tmp_path_factory, size: int):
+    folder = tmp_path_factory.mktemp("artifacts") / f"b0-{size}"
+    result = Cli()("export", "--model", "efficientvit_b0", "--height", str(size), "--width", str(size), "--output", folder)
+    assert result.exit_code == 0, result.output
+    return folder
+
+
 @pytest.fixture(scope="session")
 def b0_64_artifact(tmp_path_factory):
     """A B0 classifier exported at 64x64 (its manifest says 64x64; the model's default is 224)."""
-    folder = tmp_path_factory.mktemp("artifacts") / "b0-64"
-    result = Cli()("export", "--model", "efficientvit_b0", "--height", "64", "--width", "64", "--output", folder)
-    assert result.exit_code == 0, result.output
-    return folder
+    return _b0_export(tmp_path_factory, 64)
+
+
+@pytest.fixture(scope="session")
+def b0_artifact(tmp_path_factory):
+    """A B0 classifier exported once per session at 128x128 (small enough for fast tests)."""
+    return _b0_export(tmp_path_factory, 128)
 
 
 @pytest.fixture(scope="session")
@@ -42,15 +52,6 @@ def b0_64_bundle(tmp_path_factory):
     folder = tmp_path_factory.mktemp("bundles") / "b0-64-x86"
     result = Cli()("deploy", "--profile", "x86-cpu", "--model", "efficientvit_b0", "--height", "64", "--width", "64", "--samples", "2", "-o", folder)
     assert result.exit_code in (0, 1), result.output
-    return folder
-
-
-@pytest.fixture(scope="session")
-def b0_artifact(tmp_path_factory):
-    """A B0 classifier exported once per session at 128x128 (small enough for fast tests)."""
-    folder = tmp_path_factory.mktemp("artifacts") / "b0"
-    result = Cli()("export", "--model", "efficientvit_b0", "--height", "128", "--width", "128", "--output", folder)
-    assert result.exit_code == 0, result.output
     return folder
 
 

@@ -257,3 +257,28 @@ def test_sweep_with_an_unusable_artifacts_folder_creates_nothing(cli, tmp_path):
     result = cli("sweep", "--model", "efficientvit_b0", "--resolution", "64", "-o", tmp_path / "results.jsonl", "--artifacts", tmp_path / ("n" * 300))
     assert_clean_error(result, 2, "--artifacts folder")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_json_stays_json_when_onnx_runtime_prints_its_fallback_notice(cli, small_artifact, tmp_path):
+    def bad_utf8_in_the_graph(_manifest, folder):
+        model = bytearray((folder / "model.onnx").read_bytes())
+        model[model.find(b"image") + 1] = 0x9E  # onnxruntime prints "EP Error ... Falling back" on stdout
+        (folder / "model.onnx").write_bytes(bytes(model))
+
+    folder = _edited(small_artifact, tmp_path / "art", bad_utf8_in_the_graph)
+    result = cli("check", folder, "--samples", "1", "--json")
+    assert_clean_error(result, 2, "ONNX Runtime cannot load")
+    assert json.loads(result.stdout)["exit_code"] == 2
+
+
+def test_save_into_a_new_folder_makes_it(cli, small_artifact, tmp_path):
+    result = cli("bench", small_artifact, "--count", "2", "--warmup", "0", "--save", tmp_path / "sub" / "dir" / "bench.json")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "sub" / "dir" / "bench.json").read_text())["kind"] == "bench"
+
+
+def test_sweep_refuses_an_artifacts_path_that_is_a_file(cli, tmp_path):
+    (tmp_path / "junk.npz").write_bytes(b"x")
+    result = cli("sweep", "--model", "efficientvit_b0", "--resolution", "64", "-o", tmp_path / "results.jsonl", "--artifacts", tmp_path / "junk.npz")
+    assert_clean_error(result, 2, "is a file, not a folder")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["junk.npz"]

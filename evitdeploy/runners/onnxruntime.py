@@ -8,7 +8,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from evitdeploy.device_verify import ONNX_PROVIDERS, onnx_providers
+from evitdeploy.device_verify import ONNX_PROVIDERS, onnx_providers, onnx_session
 from evitdeploy.errors import BackendUnavailable, UserError, first_line
 from evitdeploy.runners.base import Runner, TensorMeta
 
@@ -84,7 +84,7 @@ class OnnxRuntimeRunner(Runner):
         if not self.model_path.is_file():
             raise UserError(f"ONNX model not found: {self.model_path}", "pass an artifact folder or a .onnx file")
         try:
-            self.session = ort.InferenceSession(str(self.model_path), options, providers=providers)
+            self.session = onnx_session(ort, str(self.model_path), options, providers)
         except Exception as exc:
             first = first_line(exc)
             raise UserError(

@@ -190,8 +190,11 @@ def _npz(arrays: dict, allow_pickle: bool = False) -> bytes:
 
 def npz_variants(original: Path) -> list[bytes]:
     """Reference data with the wrong keys, shapes, dtypes, values or an object (pickled) array."""
-    with np.load(original) as data:
-        arrays = {k: data[k] for k in data.files}
+    try:
+        with np.load(original) as data:
+            arrays = {k: data[k] for k in data.files}
+    except Exception:  # an earlier step of the same example damaged it already
+        arrays = {"inputs": np.zeros((1, 3, 64, 64), np.float32), "expected": np.zeros((1, 1000), np.float32)}
     variants = [
         _npz({"wrong": np.zeros(3, np.float32)}),
         _npz({k: v for k, v in list(arrays.items())[:-1]}),
