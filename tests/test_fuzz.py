@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import collections
 import json
+from typing import Optional
 import os
 import shutil
 import signal
@@ -94,17 +95,19 @@ def _where(exc_info) -> str:
     return f"{frame.filename.split('/evitdeploy/')[-1]}:{frame.lineno} {frame.name}"
 
 
-def violation(verb: str, kind: str, detail: str, args, context) -> None:
+def violation(verb: str, kind: str, detail: str, args, context) -> Optional[str]:
+    """The broken invariant as text for the test's assert (None in survey mode: recorded instead)."""
     record = {"verb": verb, "kind": kind, "detail": detail[:500], "args": [str(a) for a in args], "context": context}
     if SURVEY:
         with open(SURVEY, "a") as handle:
             handle.write(json.dumps(record) + "\n")
-        return
-    raise AssertionError(json.dumps(record, indent=1))
+        return None
+    return json.dumps(record, indent=1)
 
 
-def run_cli(verb: str, args: list[str], sandbox: Path, context=None, limit: float = 30.0):
-    """Run `evitdeploy ARGS` in the sandbox folder and check every invariant."""
+def run_cli(verb: str, args: list[str], sandbox: Path, context=None, limit: float = 30.0) -> Optional[str]:
+    """Run `evitdeploy ARGS` in the sandbox folder and check every invariant: the first one
+    broken, as text, or None."""
     args = [str(a) for a in args]
     before = tree(sandbox)
     cwd = os.getcwd()
@@ -151,7 +154,7 @@ def run_cli(verb: str, args: list[str], sandbox: Path, context=None, limit: floa
                 assert isinstance(document, dict) and document.get("exit_code") == code and "error" in document
             except (ValueError, AssertionError):
                 return violation(verb, "no JSON error under --json", result.stdout[-200:], args, context)
-    return result
+    return None
 
 
 def json_flag(args: list[str]) -> bool:
@@ -334,7 +337,8 @@ def test_heavy_verbs_refuse_bad_arguments_cleanly(verb, examples, sandboxes):
         args = HEAVY_BASE[verb]
         for mutation in [*more, first]:  # the bad one last: an option missing its value stays last
             args = apply(args, mutation)
-        run_cli(verb, args, sandbox, {"mutations": [first, *more]}, limit=60)
+        problem = run_cli(verb, args, sandbox, {"mutations": [first, *more]}, limit=60)
+        assert problem is None, problem
 
     property()
 
@@ -380,7 +384,8 @@ def test_light_verbs_on_generated_arguments(verb, examples, made, sandboxes):
         args = LIGHT_BASE[verb](made)
         for mutation in mutations:
             args = apply(args, mutation)
-        run_cli(verb, args, sandbox, {"mutations": mutations}, limit=30)
+        problem = run_cli(verb, args, sandbox, {"mutations": mutations}, limit=30)
+        assert problem is None, problem
 
     property()
 
@@ -408,7 +413,8 @@ def test_verbs_on_damaged_artifacts_and_bundles(verb, examples, made, sandboxes)
         if target == "art2":
             copy_folder(made["artifact"], sandbox / "art2")
         done = data.draw(folder_mutation(sandbox / target, outside=sandbox))
-        run_cli(verb, args + (["--json"] if as_json else []), sandbox, {"damage": done}, limit=30)
+        problem = run_cli(verb, args + (["--json"] if as_json else []), sandbox, {"damage": done}, limit=30)
+        assert problem is None, problem
 
     property()
 
@@ -447,7 +453,8 @@ def test_verbs_on_damaged_result_files(verb, examples, made, sandboxes):
             side = data.draw(st.sampled_from(["new.json", "base.json"]))
             (sandbox / side).write_bytes(data.draw(json_text_mutation(bench)))
             args = ["gate", "new.json", "--baseline", "base.json"]
-        run_cli(verb, args + (["--json"] if as_json else []), sandbox, {"files": args}, limit=30)
+        problem = run_cli(verb, args + (["--json"] if as_json else []), sandbox, {"files": args}, limit=30)
+        assert problem is None, problem
 
     property()
 
@@ -481,7 +488,8 @@ def test_deploy_on_damaged_profiles(made, sandboxes):
         sandbox = sandboxes()
         (sandbox / "mine.toml").write_bytes(data.draw(toml_mutation(text)).encode("utf-8", "surrogatepass"))
         args = ["deploy", "--profile", "mine.toml", "--model", B0, "--height", "64", "--width", "64", "--samples", "1", "-o", "bundle"]
-        run_cli("deploy (profile)", args + (["--json"] if as_json else []), sandbox, {"profile": (sandbox / "mine.toml").read_text()[:2000]}, limit=60)
+        problem = run_cli("deploy (profile)", args + (["--json"] if as_json else []), sandbox, {"profile": (sandbox / "mine.toml").read_text()[:2000]}, limit=60)
+        assert problem is None, problem
 
     property()
 
@@ -502,18 +510,21 @@ def test_verify_py_on_the_device_side_of_damaged_bundles(made, sandboxes):
         script.unlink(missing_ok=True)
         shutil.copyfile(made["bundle"] / "verify.py", script)
         started = time.perf_counter()
+        problem = None
         try:
             proc = subprocess.run([sys.executable, "-I", "verify.py"], cwd=bundle, capture_output=True, text=True, timeout=60, errors="replace")
         except subprocess.TimeoutExpired:
-            return violation("verify.py", "timeout", "still running after 60 s", [], {"damage": done})
+            proc = None
+            problem = violation("verify.py", "timeout", "still running after 60 s", [], {"damage": done})
         finally:
             COUNTS["verify.py"] += 1
             SECONDS["verify.py"] += time.perf_counter() - started
-        if proc.returncode not in (0, 1, 2, 3):
-            violation("verify.py", f"exit {proc.returncode}", proc.stderr[-300:], [], {"damage": done})
-        elif "Traceback" in proc.stderr:
+        if proc is not None and proc.returncode not in (0, 1, 2, 3):
+            problem = violation("verify.py", f"exit {proc.returncode}", proc.stderr[-300:], [], {"damage": done})
+        elif proc is not None and "Traceback" in proc.stderr:
             last = proc.stderr.strip().splitlines()[-1]
-            violation("verify.py", f"traceback: {last[:120]}", proc.stderr[-500:], [], {"damage": done})
+            problem = violation("verify.py", f"traceback: {last[:120]}", proc.stderr[-500:], [], {"damage": done})
+        assert problem is None, problem
 
     property()
 
@@ -521,6 +532,8 @@ def test_verify_py_on_the_device_side_of_damaged_bundles(made, sandboxes):
 def test_fuzz_example_counts(tmp_path_factory, capsys):
     """The number of generated examples per verb (for the closing note), printed and saved."""
     summary = {verb: {"examples": COUNTS[verb], "seconds": round(SECONDS[verb], 1)} for verb in sorted(COUNTS)}
-    (tmp_path_factory.getbasetemp() / "fuzz-counts.json").write_text(json.dumps(summary, indent=1))
+    path = tmp_path_factory.getbasetemp() / "fuzz-counts.json"
+    path.write_text(json.dumps(summary, indent=1))
+    assert json.loads(path.read_text()) == summary
     with capsys.disabled():
         print("\nfuzz examples per verb: " + ", ".join(f"{v} {s['examples']} ({s['seconds']} s)" for v, s in summary.items()))

@@ -4,10 +4,10 @@ profiles), binary files (models, reference data) and folders (artifacts, bundles
 Kept apart from the tests so every verb, present and future, can be fuzzed with them:
 
     @given(st.data())
-    def test_something(data):
-        folder = copy_of(bundle)
+    def damaged_bundle_property(data):   # called from a test function
+        folder = copy_folder(bundle, sandbox / "bundle")
         data.draw(folder_mutation(folder, manifest="manifest.json"))   # damages one or more files, re-hashes
-        ...
+        ...   # run the verb, assert its exit code, its one error line, nothing left behind
 
 After a file is damaged the folder's manifest is re-hashed (`rehash`), so the damage passes the
 sha256 check and reaches the parser: exactly what someone who edits a bundle by hand produces.
