@@ -165,14 +165,9 @@ def _exists(path: Path) -> bool:
 def prepare_output(output: Path, force: bool) -> None:
     """Refuse an existing output unless forced, and an output folder we cannot write into."""
     output = Path(output)
-    check_output_path(output)
+    check_output_path(output)  # name length, a parent that is a file, write access
     if output.exists() and not force:
         raise UserError(f"output {output} already exists", "pass --force (force=True in Python) to replace it, or choose another output")
-    parent = output.parent if str(output.parent) else Path(".")
-    if parent.exists() and not os.access(parent, os.W_OK):
-        raise UserError(f"cannot write into {parent}", "choose an output in a folder you can write to")
-    if parent.exists() and not parent.is_dir():
-        raise UserError(f"{parent} is not a folder", "choose another output")
 
 
 @contextlib.contextmanager

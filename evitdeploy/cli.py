@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 
 from evitdeploy import __version__, limits
-from evitdeploy.errors import EXIT_CHECK_FAILED, UserError
+from evitdeploy.errors import EXIT_CHECK_FAILED, UserError, one_line
 
 def _click_exceptions():
     """The click exceptions module Typer parses with (its own vendored copy since Typer 0.22, click before)."""
@@ -26,17 +26,12 @@ def _click_exceptions():
     return importlib.import_module(typer.BadParameter.__module__)
 
 
-def _one_line(text: str) -> str:
-    """Control characters (a newline in a path, an escape sequence) written as repr-style escapes."""
-    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in str(text))
-
-
 def _render_error(message: str, hint: str, exit_code: int, as_json: bool) -> None:
     """The one way a refused command ends: one `error: message — hint` line on stderr and, under
     --json, `{"error", "hint", "exit_code"}` on stdout."""
     if as_json:
         print(json.dumps({"error": message, "hint": hint, "exit_code": exit_code}, indent=2))
-    text = "error: " + _one_line(message) + (f" — {_one_line(hint)}" if hint else "")
+    text = "error: " + one_line(message) + (f" — {one_line(hint)}" if hint else "")
     err.print(text, markup=False, highlight=False, emoji=False, soft_wrap=True)
 
 
@@ -168,19 +163,12 @@ def handles_errors(command):
 def progress(enabled: bool):
     """A spinner on stderr naming the current step (quiet under --json or without a terminal)."""
     if not enabled or not err.is_terminal:
-        yield (lambda step: err.print(f"… {_one_line(step)}", markup=False, highlight=False, emoji=False)) if enabled else None
+        yield (lambda step: err.print(f"… {one_line(step)}", markup=False, highlight=False, emoji=False)) if enabled else None
         return
     from rich.text import Text
 
     with err.status("starting") as status:
-        yield lambda step: status.update(Text(_one_line(step)))  # a plain Text: paths are no markup
-
-
-def _plain(value) -> str:
-    """User data (a path, a name) inside a line with markup: shown as written, never parsed."""
-    from rich.markup import escape
-
-    return escape(_one_line(str(value)))
+        yield lambda step: status.update(Text(one_line(step)))  # a plain Text: paths are no markup
 
 
 def _say(text: str) -> None:
@@ -269,11 +257,12 @@ def export(
         print(json.dumps({"artifact": str(artifact.folder), "model_file": str(artifact.model_file), **manifest}, indent=2))
         return
     from evitdeploy.artifact import model_size
+    from evitdeploy.report import as_written
 
     size = model_size(artifact.model_file)
     check = manifest["validation"]["checks"][0].get("metrics")
     out.print(
-        f"[green]exported[/green] {_plain(artifact.model_file)} ({size / 1e6:.2f} MB, "
+        f"[green]exported[/green] {as_written(artifact.model_file)} ({size / 1e6:.2f} MB, "
         + (f"opset {manifest['export']['opset']}, " if "opset" in manifest["export"] else f"{manifest['export']['exporter']}, ")
         + f"input {'x'.join(map(str, artifact.spec.input_shape))}"
         + (f", dynamic {','.join(artifact.spec.dynamic_axes)}" if artifact.spec.dynamic_axes else "")

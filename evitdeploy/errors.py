@@ -41,3 +41,8 @@ def shorten(text: str, limit: int = 200) -> str:
     from evitdeploy.device_verify import shorten as device_shorten
 
     return device_shorten(text, limit)
+
+
+def one_line(text) -> str:
+    """Control characters (a newline in a path, an escape sequence) written as repr-style escapes."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in str(text))

@@ -18,13 +18,13 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from evitdeploy.errors import UserError
+from evitdeploy.errors import UserError, one_line
 
 
-def _e(value) -> str:
+def as_written(value) -> str:
     """User-supplied text (names, paths, messages from files) for a Rich title, caption or cell:
-    escaped, so `[/]` or `[bold]` in a model name or a path prints as written."""
-    return escape(str(value))
+    escaped, so `[/]` or `[bold]` in a model name or a path prints as written, on one line."""
+    return escape(one_line(value))
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -46,7 +46,7 @@ def models_table(models: list[dict]) -> Table:
 
 def parity_table(report: dict) -> Table:
     verdict = "[green]PASS[/green]" if report["passed"] else "[red]FAIL[/red]"
-    table = Table(title=f"Parity {_e(report.get('model', ''))} {_e(report.get('target', ''))}/{_e(report.get('precision', ''))}: {verdict}")
+    table = Table(title=f"Parity {as_written(report.get('model', ''))} {as_written(report.get('target', ''))}/{as_written(report.get('precision', ''))}: {verdict}")
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_column("tolerance", justify="right")
@@ -59,8 +59,8 @@ def parity_table(report: dict) -> Table:
     }
     for key, value in report.get("metrics", {}).items():
         op, limit = gates.get(key, ("", None))
-        table.add_row(_e(key), _e(_fmt(value, 6)), f"{op} {_e(_fmt(limit, 6))}" if limit is not None else "")
-    table.caption = f"data: {_e(report.get('data', ''))}" + "".join(f"\n[red]{_e(f)}[/red]" for f in report.get("failures", []))
+        table.add_row(as_written(key), as_written(_fmt(value, 6)), f"{op} {as_written(_fmt(limit, 6))}" if limit is not None else "")
+    table.caption = f"data: {as_written(report.get('data', ''))}" + "".join(f"\n[red]{as_written(f)}[/red]" for f in report.get("failures", []))
     return table
 
 
@@ -121,13 +121,13 @@ def plan_table(plan: dict) -> list[Table]:
 
 def bench_table(summary: dict) -> Table:
     host = summary.get("host", {})
-    table = Table(title=f"Latency {_e(summary.get('model', ''))} ({_e(host.get('threads'))} threads, {_e(host.get('cpu', ''))})")
+    table = Table(title=f"Latency {as_written(summary.get('model', ''))} ({as_written(host.get('threads'))} threads, {as_written(host.get('cpu', ''))})")
     for column in ("run", "input", "median ms", "p90 ms", "p99 ms", "mean ms", "std ms", "ms/MP", "per s", "n"):
         table.add_column(column, justify="right" if column not in ("run", "input") else "left")
     for result in summary.get("results", []):
         s = result["stats"]
         table.add_row(
-            _e(result["label"]),
+            as_written(result["label"]),
             "x".join(map(str, result["input_shape"])),
             *(_fmt(s[k], 4) for k in ("median_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms")),
             _fmt(result["ms_per_megapixel"], 4),
@@ -137,7 +137,7 @@ def bench_table(summary: dict) -> Table:
         if "gpu_compute" in result:  # TensorRT: GPU compute time from CUDA events, as trtexec reports it
             g = result["gpu_compute"]
             table.add_row(
-                f"{_e(result['label'])} GPU compute", "", *(_fmt(g[k], 4) for k in ("median_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms")),
+                f"{as_written(result['label'])} GPU compute", "", *(_fmt(g[k], 4) for k in ("median_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms")),
                 _fmt(result["ms_per_megapixel"] * g["median_ms"] / s["median_ms"], 4), _fmt(g["throughput_per_s"], 4), str(g["count"]),
             )
     if "speedup_vs_torch" in summary:
@@ -172,7 +172,7 @@ def profiles_table(profiles: list[dict]) -> Table:
             ready = "[green]yes[/green]"
         precisions = f"{p['precision']} ({', '.join(p['precisions'])})"
         budget = f"{p['statistic']} {p['latency_ms']} ms" if p["latency_ms"] else "-"
-        table.add_row(_e(p["name"]), _e(p["backend"]), _e(precisions), _e(budget), ready, _e(p["description"]))
+        table.add_row(as_written(p["name"]), as_written(p["backend"]), as_written(precisions), as_written(budget), ready, as_written(p["description"]))
     return table
 
 
@@ -182,7 +182,7 @@ def _verdict(passed: Optional[bool]) -> str:
 
 def deploy_table(summary: dict) -> Table:
     verdict = "[green]PASSED[/green]" if summary["passed"] else "[red]FAILED[/red]"
-    table = Table(title=f"deploy {_e(summary['model'])} -> {_e(summary['profile'])} ({_e(summary['target'])}/{_e(summary['precision'])}): {verdict}")
+    table = Table(title=f"deploy {as_written(summary['model'])} -> {as_written(summary['profile'])} ({as_written(summary['target'])}/{as_written(summary['precision'])}): {verdict}")
     for column in ("step", "result", "verdict", "s"):
         table.add_column(column, justify="right" if column == "s" else "left")
     seconds, check, budget, latency = summary["seconds"], summary["check"], summary["budget"], summary["latency"]
@@ -191,13 +191,13 @@ def deploy_table(summary: dict) -> Table:
     exported = f"{sizes['model_bytes'] / 1e6:.2f} MB model" + (
         f"; plan {', '.join(f'{n} {p}' for p, n in sorted(plan['nodes'].items()))} nodes" if plan else ""
     )
-    table.add_row("export", _e(exported), "-", _fmt(seconds["export"], 3))
+    table.add_row("export", as_written(exported), "-", _fmt(seconds["export"], 3))
     if check.get("skipped"):
         parity = f"not run here: {check['skipped']}; the bundle carries the PyTorch outputs for it"
     else:
         agreement = f"top-1 {metrics['top1_agreement']:.3f}" if "top1_agreement" in metrics else f"pixels {metrics.get('pixel_agreement', 0):.4f}"
         parity = f"{metrics.get('samples')} photos vs PyTorch: min cosine {metrics.get('cosine_min', 0):.6f}, max abs {metrics.get('max_abs_error', 0):.3g}, {agreement}"
-    table.add_row("check", _e(parity), _verdict(check["passed"]), _fmt(seconds["check"], 3))
+    table.add_row("check", as_written(parity), _verdict(check["passed"]), _fmt(seconds["check"], 3))
     storage = summary.get("fp16_storage_check")
     if storage:  # FP16 numerics where the FP16 kernels are not here (a TensorRT recipe) or hide overflow (ORT CPU)
         planned, plain = storage["planned"], storage["plain"]
@@ -213,16 +213,16 @@ def deploy_table(summary: dict) -> Table:
         timing = "not measured here"
     if budget["latency_ms"] is not None:
         timing += f"; budget {budget['statistic']} {budget['latency_ms']} ms " + ("" if budget["judged"] else f"not judged: {budget['host']}")
-    table.add_row("bench", _e(timing), _verdict(budget["passed"]), _fmt(seconds["bench"], 3))
+    table.add_row("bench", as_written(timing), _verdict(budget["passed"]), _fmt(seconds["bench"], 3))
     signed = f", signed ({summary['signature']})" if summary.get("signed") else ""
-    table.add_row("bundle", f"{_e(summary['bundle'])}: {sizes['files']} files, {sizes['extra_bytes'] / 1e6:.2f} MB beyond the model{signed}", "-", _fmt(seconds["bundle"], 3))
-    table.caption = _e("; ".join(summary["failures"]) if summary["failures"] else f"on the device: {summary['commands']['verify_on_device']}")
+    table.add_row("bundle", f"{as_written(summary['bundle'])}: {sizes['files']} files, {sizes['extra_bytes'] / 1e6:.2f} MB beyond the model{signed}", "-", _fmt(seconds["bundle"], 3))
+    table.caption = as_written("; ".join(summary["failures"]) if summary["failures"] else f"on the device: {summary['commands']['verify_on_device']}")
     return table
 
 
 def verification_table(report: dict) -> Table:
     verdict = "[green]PASSED[/green]" if report["passed"] else "[red]FAILED[/red]"
-    table = Table(title=f"verify {_e(report['model'])} {_e(report['target'])}/{_e(report['precision'])} ({_e(report['profile'])}): {verdict}")
+    table = Table(title=f"verify {as_written(report['model'])} {as_written(report['target'])}/{as_written(report['precision'])} ({as_written(report['profile'])}): {verdict}")
     table.add_column("what")
     table.add_column("result")
     metrics = report["parity"]["metrics"]
@@ -242,33 +242,33 @@ def verification_table(report: dict) -> Table:
         table.add_row("latency", f"median {latency['median_ms']:.3f} ms, p90 {latency['p90_ms']:.3f}, p99 {latency['p99_ms']:.3f} ({latency['count']} runs)")
     budget = report["budget"]
     if budget.get("latency_ms"):
-        table.add_row("budget", _e(f"{budget['statistic']} <= {budget['latency_ms']} ms: {'judged' if budget['judged'] else 'not judged'} ({budget['host']})"))
+        table.add_row("budget", as_written(f"{budget['statistic']} <= {budget['latency_ms']} ms: {'judged' if budget['judged'] else 'not judged'} ({budget['host']})"))
     runtime = report["runtime"]
-    table.add_row("runtime", _e(", ".join(f"{k} {v}" for k, v in runtime.items() if k != "providers") + f"; {', '.join(runtime['providers'])}"))
+    table.add_row("runtime", as_written(", ".join(f"{k} {v}" for k, v in runtime.items() if k != "providers") + f"; {', '.join(runtime['providers'])}"))
     for line in report["warnings"]:
-        table.add_row("[yellow]warning[/yellow]", _e(line))
+        table.add_row("[yellow]warning[/yellow]", as_written(line))
     for line in report["failures"]:
-        table.add_row("[red]failure[/red]", _e(line))
+        table.add_row("[red]failure[/red]", as_written(line))
     return table
 
 
 def gate_table(report: dict) -> Table:
     styles = {"regression": "[red]REGRESSION[/red]", "improvement": "[green]FASTER[/green]", "no change": "[green]PASS[/green]"}
     new = report["new"]
-    table = Table(title=f"Latency gate {_e(new.get('model') or '')} {_e(new.get('label') or '')}: {styles[report['verdict']]} ({report['mode']})")
+    table = Table(title=f"Latency gate {as_written(new.get('model') or '')} {as_written(new.get('label') or '')}: {styles[report['verdict']]} ({report['mode']})")
     for column in ("side", "artifact", "median ms", "p90 ms", "p99 ms", "std ms", "n"):
         table.add_column(column, justify="left" if column in ("side", "artifact") else "right")
     for name in ("baseline", "new"):
         side, s = report[name], report[name]["stats"]
-        table.add_row(name, _e(side.get("artifact")), *(_fmt(s[k], 4) for k in ("median_ms", "p90_ms", "p99_ms", "std_ms")), str(s["count"]))
+        table.add_row(name, as_written(side.get("artifact")), *(_fmt(s[k], 4) for k in ("median_ms", "p90_ms", "p99_ms", "std_ms")), str(s["count"]))
     low, high = report["ratio_interval"] or (float("nan"), float("nan"))
     notes = [
-        _e(report["reason"]),
+        as_written(report["reason"]),
         f"median ratio {report['ratio']:.3f} ({report['change_pct']:+.1f}%), {100 * report['confidence']:g}% CI [{low:.3f}, {high:.3f}]; "
         f"Mann-Whitney p(slower)={report['p_slower']:.3g}, p(faster)={report['p_faster']:.3g}",
     ]
-    notes += [f"[yellow]mismatch allowed: {_e(m)}[/yellow]" for m in report.get("mismatches", [])]
-    notes += [f"[yellow]note: {_e(w)}[/yellow]" for w in report.get("warnings", [])]
+    notes += [f"[yellow]mismatch allowed: {as_written(m)}[/yellow]" for m in report.get("mismatches", [])]
+    notes += [f"[yellow]note: {as_written(w)}[/yellow]" for w in report.get("warnings", [])]
     table.caption = "\n".join(notes)
     return table
 
@@ -309,7 +309,7 @@ def load_results(paths: list[Path]) -> list[dict]:
     results = []
     for path in map(Path, paths):
         if path.suffix == ".jsonl":
-            schemas.read_text(path, "result file", _RESULT_HINT)  # a missing or unreadable path is one clear error
+            schemas.require_file(path, "result file", _RESULT_HINT)  # a missing or unreadable path is one clear error
             found = read_records(path)
         else:
             try:

@@ -250,8 +250,8 @@ def describe(exc: ValidationError) -> str:
     return f"field `{_field(error['loc'])}`: {error['msg'][0].lower() + error['msg'][1:]}, got {_shown(error.get('input'))}{more}"
 
 
-def read_text(path: Path, what: str, hint: str) -> str:
-    """A small UTF-8 text file from the user, or one UserError saying why it cannot be read."""
+def require_file(path: Path, what: str, hint: str) -> None:
+    """A readable regular file of a sane size, or one UserError saying what it is instead."""
     path = Path(path)
     try:
         if not path.exists():
@@ -260,7 +260,15 @@ def read_text(path: Path, what: str, hint: str) -> str:
             raise UserError(f"{what} {path} is a folder, not a file", hint)
         if path.stat().st_size > MAX_JSON_BYTES:
             raise UserError(f"{what} {path} is {path.stat().st_size / 2**20:.0f} MiB; evitdeploy writes far smaller files", hint)
-        return path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise UserError(f"cannot read {what} {path} ({exc.strerror or exc})", hint) from None
+
+
+def read_text(path: Path, what: str, hint: str) -> str:
+    """A small UTF-8 text file from the user, or one UserError saying why it cannot be read."""
+    require_file(path, what, hint)
+    try:
+        return Path(path).read_bytes().decode("utf-8")
     except UnicodeDecodeError:
         raise UserError(f"{what} {path} is not UTF-8 text", hint) from None
     except OSError as exc:
