@@ -20,7 +20,7 @@ import numpy as np
 
 from evitdeploy import api
 from evitdeploy.bundle import model_bytes
-from evitdeploy.exporters import PrecisionOptions
+from evitdeploy.precision.options import PrecisionOptions
 from evitdeploy.models import trained
 
 

@@ -70,10 +70,11 @@ def neighbour():
 
 def host(repeats: int, count: int, threads: int) -> None:
     from evitdeploy.bench import measure, measure_interleaved
-    from evitdeploy.calibration.data import load_inputs
-    from evitdeploy.exporters import ExportOptions, export
+    from evitdeploy.data import load_inputs
+    from evitdeploy.backends.options import ExportOptions
+    from evitdeploy.backends import export
     from evitdeploy.models import build_model, get_spec
-    from evitdeploy.runners.onnxruntime import OnnxRuntimeRunner
+    from evitdeploy.backends.onnxruntime.runner import OnnxRuntimeRunner
     from onnx_cpu import naive_export
 
     spec = get_spec("efficientvit_b0")

@@ -40,7 +40,7 @@ SECTIONS = ("numerics", "torch_latency", "tensorrt")
 
 
 def mosaic_data(height: int, width: int, count: int, split: str, seed: int):
-    from evitdeploy.calibration.data import preprocess
+    from evitdeploy.data import preprocess
     from evitdeploy.models import trained
 
     photos, labels = trained.digit_mosaics(count, height, width, seed=seed, split=split)
@@ -54,8 +54,8 @@ def make_plan(family: str, height: int, width: int, work: Path):
     """The trained segmenter's checkpoint, its FP16 plan at this resolution (ranges measured on two
     training mosaics) and the largest |tensor| FP32 reaches; made once per family."""
     from evitdeploy import api
-    from evitdeploy.calibration.plan import PrecisionPlan
-    from evitdeploy.exporters import PrecisionOptions
+    from evitdeploy.precision.plan import PrecisionPlan
+    from evitdeploy.precision.options import PrecisionOptions
     from evitdeploy.models import trained
 
     if family not in PLANS:
@@ -73,7 +73,7 @@ def make_plan(family: str, height: int, width: int, work: Path):
 
 
 def numerics(family: str, args, work: Path) -> dict:
-    from evitdeploy.calibration.torch_plan import fp16_numerics
+    from evitdeploy.precision.torch_plan import fp16_numerics
     from evitdeploy.models import build_model, trained
 
     checkpoint, plan, largest, plan_s = make_plan(family, args.height, args.width, work)
@@ -95,8 +95,8 @@ def timed(forward, x, device: str, warmup: int, count: int) -> list[float]:
     """ms per forward: CUDA events on a GPU (GPU time, as trtexec reports), else the wall clock."""
     import torch
 
-    from evitdeploy.bench import cuda_times_ms
-    from evitdeploy.device_verify import time_model
+    from evitdeploy.backends.tensorrt.runtime import cuda_times_ms
+    from evitdeploy.device.metrics import time_model
 
     with torch.inference_mode():
         if device.startswith("cuda"):
@@ -110,8 +110,8 @@ def torch_latency(family: str, args, work: Path) -> dict:
 
     import torch
 
-    from evitdeploy.calibration.torch_plan import half_following
-    from evitdeploy.device_verify import latency_stats
+    from evitdeploy.precision.torch_plan import half_following
+    from evitdeploy.device.metrics import latency_stats
     from evitdeploy.models import build_model, trained
 
     checkpoint, plan, _, _ = make_plan(family, args.height, args.width, work)
@@ -142,11 +142,11 @@ def tensorrt(family: str, args, work: Path) -> dict:
     recipes and their numerics estimates on this CPU (the FP16 storage check; the INT8 QDQ ONNX in
     the TensorRT scheme run by ONNX Runtime)."""
     from evitdeploy import api
-    from evitdeploy.device_verify import compare_outputs, latency_stats
-    from evitdeploy.exporters import PrecisionOptions
-    from evitdeploy.exporters.onnx_precision import outputs_of
-    from evitdeploy.exporters.tensorrt import hasattr_builder
-    from evitdeploy.exporters.trt_plan import ENGINE_FILE
+    from evitdeploy.device.metrics import compare_outputs, latency_stats
+    from evitdeploy.precision.options import PrecisionOptions
+    from evitdeploy.precision.evaluate import outputs_of
+    from evitdeploy.backends.tensorrt.runtime import hasattr_builder
+    from evitdeploy.backends.tensorrt.plan import ENGINE_FILE
     from evitdeploy.models import build_model, trained
 
     engines = hasattr_builder() and args.device.startswith("cuda")
@@ -170,7 +170,7 @@ def tensorrt(family: str, args, work: Path) -> dict:
         )
         entry = {"export_s": round(time.perf_counter() - started, 1)}
         if engines:
-            from evitdeploy.runners.tensorrt import TensorRTRunner
+            from evitdeploy.backends.tensorrt.runner import TensorRTRunner
 
             with TensorRTRunner(artifact.folder / ENGINE_FILE, artifact.spec, artifact.manifest) as runner:
                 outputs = np.concatenate([runner.infer({spec.input_name: inputs[i : i + 1]})[spec.output_name] for i in range(len(inputs))])
@@ -201,7 +201,7 @@ def tensorrt(family: str, args, work: Path) -> dict:
 def environment(device: str) -> dict:
     import torch
 
-    from evitdeploy.exporters.tensorrt import hasattr_builder
+    from evitdeploy.backends.tensorrt.runtime import hasattr_builder
 
     info = {"torch": torch.__version__, "device": device, "tensorrt": None}
     if device.startswith("cuda"):

@@ -26,11 +26,12 @@ import numpy as np
 import torch
 
 from evitdeploy.bench import measure, summarize
-from evitdeploy.calibration.data import load_inputs
-from evitdeploy.exporters import ExportOptions, export
+from evitdeploy.data import load_inputs
+from evitdeploy.backends.options import ExportOptions
+from evitdeploy.backends import export
 from evitdeploy.models import build_model, get_spec
-from evitdeploy.runners.onnxruntime import OnnxRuntimeRunner
-from evitdeploy.runners.torch import TorchRunner
+from evitdeploy.backends.onnxruntime.runner import OnnxRuntimeRunner
+from evitdeploy.backends.torch.runner import TorchRunner
 
 CASES = {
     "b0": ("efficientvit_b0", 224, 224),

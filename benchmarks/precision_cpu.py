@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from evitdeploy import api
-from evitdeploy.calibration.data import preprocess
-from evitdeploy.exporters import PrecisionOptions
-from evitdeploy.exporters.onnx_int8 import naive_quantize
+from evitdeploy.data import preprocess
+from evitdeploy.precision.options import PrecisionOptions
+from evitdeploy.precision.qdq import naive_quantize
 from evitdeploy.models import trained
 
 SECTIONS = ("digits", "digits_b1", "b1", "zoo", "seg", "fp16")
@@ -153,10 +153,10 @@ def digits_b1_section(work: Path, args) -> dict:
 def b1_section(work: Path, args) -> dict:
     """B1 at 224 on real photos: speed vs accuracy of every INT8 flavour, the profile, and the time
     calibration + quantization take."""
-    from evitdeploy.calibration.calibset import build_calibration_set
-    from evitdeploy.calibration.plan import PrecisionPlan
-    from evitdeploy.calibration.ranges import Ranges
-    from evitdeploy.exporters.onnx_int8 import quantize
+    from evitdeploy.precision.calibset import build_calibration_set
+    from evitdeploy.precision.plan import PrecisionPlan
+    from evitdeploy.precision.ranges import Ranges
+    from evitdeploy.precision.qdq import quantize
     from evitdeploy.models import get_spec
 
     fp32 = export(work, "efficientvit_b1", "fp32", None, 224, 224) / "model.onnx"
@@ -200,7 +200,7 @@ def b1_section(work: Path, args) -> dict:
 def zoo_section(work: Path, args) -> dict:
     """INT8 plan vs FP32 at 224 across B0-B3: the wider the model, the more of its time is dense
     convolution (where INT8 wins) rather than per-element work (HardSwish, where it cannot)."""
-    from evitdeploy.calibration.calibset import build_calibration_set
+    from evitdeploy.precision.calibset import build_calibration_set
     from evitdeploy.models import get_spec
 
     rows = {}
@@ -253,9 +253,9 @@ def fp16_section(work: Path, args) -> dict:
     Two FP16 views: the FP16 ONNX on ONNX Runtime CPU (which computes chains of ops it has no FP16
     kernel for in FP32, hiding overflow inside them) and the FP16 storage emulation (every tensor
     an FP16 node writes rounded to FP16: what a GPU's FP16 kernels store)."""
-    from evitdeploy.calibration.plan import PrecisionPlan
-    from evitdeploy.exporters.onnx_fp16 import convert, storage_emulation
-    from evitdeploy.exporters.onnx_precision import outputs_of
+    from evitdeploy.precision.plan import PrecisionPlan
+    from evitdeploy.precision.fp16 import convert, storage_emulation
+    from evitdeploy.precision.evaluate import outputs_of
 
     checkpoint = trained.mosaic_checkpoint()
     height, width = 1024, 2048

@@ -25,8 +25,8 @@ import numpy as np
 
 from evitdeploy import api
 from evitdeploy.bench import measure, summarize
-from evitdeploy.calibration.data import preprocess
-from evitdeploy.exporters import PrecisionOptions
+from evitdeploy.data import preprocess
+from evitdeploy.precision.options import PrecisionOptions
 from evitdeploy.models import trained
 from evitdeploy.parity import cosine_per_sample
 

@@ -22,13 +22,12 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from evitdeploy import __version__
-from evitdeploy.device_verify import FORMAT, BundleError, check_integrity, sha256_of
+from evitdeploy.device.integrity import FORMAT, BundleError, check_integrity, sha256_of
 from evitdeploy.errors import UserError
 from evitdeploy.spec import ModelSpec
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = FORMAT  # one format for artifacts and bundles; verify.py reads the same
-MODEL_SUFFIXES = {".onnx": "onnx", ".tflite": "tflite", ".mlpackage": "coreml"}
 
 
 @dataclass(frozen=True)
@@ -220,30 +219,6 @@ def _staging(output: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-
-
-def open_artifact(path: Path, verify: bool = True, spec: Optional[ModelSpec] = None) -> Artifact:
-    """An artifact from its folder, its model file, or a bare model file plus a spec."""
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"artifact not found: {path}", "pass the folder `evitdeploy export` wrote, or its model file")
-    folder = path if path.is_dir() and path.suffix not in MODEL_SUFFIXES else path.parent
-    manifest_path = folder / MANIFEST
-    if not manifest_path.is_file():
-        if path.exists() and path.suffix in MODEL_SUFFIXES:
-            if spec is None:
-                raise UserError(
-                    f"{path} has no {MANIFEST} beside it, so its model is unknown",
-                    "pass --model NAME (and --checkpoint) to say what it is",
-                )
-            return Artifact(folder, path, MODEL_SUFFIXES[path.suffix], "unknown", spec, {})
-        raise UserError(f"{folder} holds no {MANIFEST}", "pass a folder written by `evitdeploy export`")
-    manifest = read_manifest(manifest_path)
-    if verify:
-        verify_files(folder, manifest)
-    # With a manifest, its spec is the artifact's (its size, classes, eps): `spec` only describes a
-    # bare model file; api._resolve refuses a --model that contradicts the manifest.
-    return Artifact(folder, folder / manifest["model_file"], manifest["target"], manifest["precision"], ModelSpec.from_dict(manifest["spec"]), manifest)
 
 
 def read_manifest(path: Path, bundle: bool = False) -> dict:

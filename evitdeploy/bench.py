@@ -9,42 +9,12 @@ from __future__ import annotations
 
 import os
 import platform
-import time
 from typing import Callable, Optional
 
-
-from evitdeploy.device_verify import latency_stats as summarize  # noqa: F401  (one implementation, also on the device)
+from evitdeploy.device.metrics import latency_stats as summarize  # noqa: F401  (one implementation, also on the device)
+from evitdeploy.device.metrics import time_turns
 
 BENCH_SCHEMA = 2  # 2: host fingerprint, artifact identity and raw samples on every result
-
-
-def _timed(infer: Callable[[], object]) -> float:
-    t0 = time.perf_counter()
-    infer()
-    return (time.perf_counter() - t0) * 1e3
-
-
-def cuda_times_ms(run: Callable[[], object], warmup: int, count: int, stream=None) -> list[float]:
-    """GPU time per call of `run`, from CUDA events recorded around it on `stream` (the current
-    stream if None), after `warmup` calls: the figure trtexec reports as "GPU Compute Time"."""
-    import torch
-
-    for _ in range(warmup):
-        run()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(count):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record(stream)
-        run()
-        end.record(stream)
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return times
-
-
-def _enough(count: int, wanted: int, started: float, min_time_s: float) -> bool:
-    return count >= wanted and time.perf_counter() - started >= min_time_s
 
 
 def measure(
@@ -54,17 +24,9 @@ def measure(
     min_time_s: float = 0.0,
     max_count: int = 100_000,
 ) -> list[float]:
-    """Latency samples in ms: at least `count` runs (default 50, or 1 with a min time) and at least `min_time_s`."""
-    for _ in range(warmup):
-        infer()
-    wanted = count if count is not None else (1 if min_time_s else 50)
-    samples: list[float] = []
-    started = time.perf_counter()
-    while len(samples) < max_count:
-        samples.append(_timed(infer))
-        if _enough(len(samples), wanted, started, min_time_s):
-            break
-    return samples
+    """Latency samples in ms: at least `count` runs (default 50, or 1 with a min time) and at least
+    `min_time_s`; the device's timing loop (device.metrics.time_turns), so both time alike."""
+    return time_turns([infer], warmup, count, min_time_s, max_count=max_count)[0]
 
 
 def measure_interleaved(
@@ -82,21 +44,7 @@ def measure_interleaved(
     lands on both sides alike instead of on whichever ran second, and the A B / B A order cancels
     any cache advantage of going first.
     """
-    for _ in range(warmup):
-        infer_a()
-        infer_b()
-    wanted = count if count is not None else (1 if min_time_s else 50)
-    a: list[float] = []
-    b: list[float] = []
-    started = time.perf_counter()
-    turn = 0
-    while len(a) < max_count:
-        order = ((infer_a, a), (infer_b, b)) if turn % 2 == 0 else ((infer_b, b), (infer_a, a))
-        for infer, samples in order:
-            samples.extend(_timed(infer) for _ in range(block))
-        turn += 1
-        if _enough(min(len(a), len(b)), wanted, started, min_time_s):
-            break
+    a, b = time_turns([infer_a, infer_b], warmup, count, min_time_s, block, max_count)
     return a, b
 
 

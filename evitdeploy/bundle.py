@@ -2,8 +2,9 @@
 
 A bundle is an artifact folder (the model file(s), the precision plan) plus what the device needs
 to trust and check it without evitdeploy or torch: `reference.npz` (real photos, preprocessed,
-with the PyTorch FP32 outputs), `verify.py` (numpy + the runtime only), `README.txt`, the
-check and bench reports made here, and a `manifest.json` that lists the sha256 of every file.
+with the PyTorch FP32 outputs), `verify.py` and the `evitdeploy_device/` package it runs (numpy +
+the runtime only), `README.txt`, the check and bench reports made here, and a `manifest.json`
+that lists the sha256 of every file.
 The bundle manifest is a superset of the artifact manifest, so `evitdeploy check/bench` take a
 bundle too.
 """
@@ -16,7 +17,9 @@ from typing import Optional
 
 import numpy as np
 
-from evitdeploy import device_verify, limits
+from evitdeploy import device, limits
+from evitdeploy.device import integrity
+from evitdeploy.device.verify import verify
 from evitdeploy.artifact import MANIFEST, Artifact, read_manifest, build_manifest, staged_folder, write_json, write_text
 from evitdeploy.errors import EXIT_BACKEND_UNAVAILABLE, UserError
 
@@ -24,7 +27,31 @@ REFERENCE_IMAGES = 4
 REFERENCE_BYTES = 4 << 20  # inputs kept under 4 MiB (at least one image): bundles stay small
 VERIFY_SCRIPT = "verify.py"
 README = "README.txt"
-CARRIED = ("precision_plan.json", "ranges.json", "tflite_plan.json", "build_engine.sh", "model.onnx")  # artifact files a device or a rebuild may want
+# The device code a bundle carries: evitdeploy/device/ as a package of this name (its modules
+# import each other relatively), plus the target's backends/<folder>/device.py as its runtime.py.
+DEVICE_PACKAGE = "evitdeploy_device"
+DEVICE_FILES = ("__init__.py", "metrics.py", "integrity.py", "runtimes.py", "verify.py")
+DEVICE_RUNTIME = "runtime.py"
+# verify.py itself only finds the package: `python3 -I verify.py` leaves the script's folder off
+# sys.path, and no __pycache__ may appear in the bundle (a signed bundle must stay as signed).
+VERIFY_MAIN = """\
+#!/usr/bin/env python3
+\"\"\"Verify this bundle here: integrity, parity with the reference outputs, latency (--help).
+
+Needs Python 3.8+, numpy and the runtime only; the code is evitdeploy_device/, hashed in
+manifest.json like every file. Exit 0 passed, 1 failed, 2 refused, 3 runtime missing.
+\"\"\"
+import sys
+from pathlib import Path
+
+if __name__ == "__main__":
+    here = Path(__file__).resolve().parent
+    sys.dont_write_bytecode = True
+    sys.path.insert(0, str(here))
+    from evitdeploy_device import runtime, verify
+
+    sys.exit(verify.main(sys.argv[1:], runtime, here))
+"""
 
 
 def reference_count(input_shape, wanted: int = REFERENCE_IMAGES) -> int:
@@ -49,7 +76,9 @@ def _input_tensor(manifest: dict) -> str:
 def _readme(manifest: dict) -> str:
     bundle, spec = manifest["bundle"], manifest["spec"]
     profile = bundle["profile"]
-    runtime = device_verify.RUNTIMES.get(manifest["target"], (None, "tensorrt"))[1]
+    from evitdeploy.backends import get_backend
+
+    runtime = get_backend(manifest["target"]).device_runtime[1]
     made_with = manifest.get("toolchain", {}).get(runtime, "?")
     check, latency = bundle["check"], bundle["latency"]
     lines = [
@@ -100,6 +129,7 @@ def write_bundle(
     output: Path,
     artifact: Artifact,
     profile,
+    *,
     inputs: np.ndarray,
     expected: np.ndarray,
     host_outputs: np.ndarray,
@@ -114,22 +144,24 @@ def write_bundle(
             shutil.copytree(artifact.model_file, folder / artifact.model_file.name)
         else:
             shutil.copy2(artifact.model_file, folder / artifact.model_file.name)
-        for name in CARRIED:
+        from evitdeploy.backends import get_backend
+
+        for name in get_backend(artifact.target).carried:  # artifact files a device or a rebuild may want
             if (artifact.folder / name).is_file():
                 shutil.copy2(artifact.folder / name, folder / name)
         spec = artifact.spec
         arrays = {"inputs": inputs, "expected": expected}
         if host_outputs is not None:  # absent where the making host cannot run the target (Core ML off macOS)
             arrays["host_outputs"] = host_outputs
-        np.savez(folder / device_verify.REFERENCE, **arrays)
-        shutil.copyfile(Path(device_verify.__file__), folder / VERIFY_SCRIPT)
+        np.savez(folder / integrity.REFERENCE, **arrays)
+        write_device_code(folder, artifact.target)
         for name, report in reports.items():
             write_json(folder / name, report)
         inherited = {k: v for k, v in artifact.manifest.items() if k not in ("format", "created", "target", "precision", "model_file", "spec", "files")}
         bundle = {
             "profile": profile.to_dict(),
             "reference": {
-                "file": device_verify.REFERENCE,
+                "file": integrity.REFERENCE,
                 "images": int(len(inputs)),
                 "inputs": list(inputs.shape),
                 "expected": list(expected.shape),
@@ -142,7 +174,7 @@ def write_bundle(
                  "model_file": artifact.model_file.name, "toolchain": artifact.manifest.get("toolchain", {}),
                  "export": artifact.manifest.get("export", {})}
         write_text(folder / README, _readme(draft))
-        manifest = build_manifest(folder, artifact.target, artifact.precision, spec, artifact.model_file.name, **inherited, bundle=bundle)
+        manifest = build_manifest(folder, artifact.target, artifact.precision, spec=spec, model_file=artifact.model_file.name, **inherited, bundle=bundle)
         write_json(folder / MANIFEST, manifest)
         if sign_key is not None:
             from evitdeploy.signing import sign_bundle
@@ -151,11 +183,40 @@ def write_bundle(
     return manifest
 
 
+def write_device_code(folder: Path, target: str) -> None:
+    """verify.py, evitdeploy/device/ as evitdeploy_device/, and the target's device module as its runtime.py."""
+    from evitdeploy.backends import get_backend, module
+
+    package = folder / DEVICE_PACKAGE
+    package.mkdir()
+    source = Path(device.__file__).parent
+    for name in DEVICE_FILES:
+        shutil.copyfile(source / name, package / name)
+    shutil.copyfile(Path(module(get_backend(target), "device").__file__), package / DEVICE_RUNTIME)
+    write_text(folder / VERIFY_SCRIPT, VERIFY_MAIN)
+
+
+def _device_module(target: str):
+    """The registry's device module for a manifest's target; None where there is none."""
+    from evitdeploy.backends import find, module
+
+    backend = find(target)
+    if backend is None or backend.name != target:
+        return None
+    try:
+        return module(backend, "device")
+    except ModuleNotFoundError as exc:  # a backend without a device.py; any other missing module is a bug
+        if exc.name != f"evitdeploy.backends.{backend.folder}.device":
+            raise
+        return None
+
+
 def verify_bundle(
     folder: Path, threads: Optional[int] = None, warmup: Optional[int] = None, count: Optional[int] = None, public_key: Optional[Path] = None,
 ) -> dict:
-    """`verify.py`'s verification run here: the signature (with `public_key`), integrity, then parity and latency."""
-    limits.check_timing(warmup, count, None, threads, count_min=0)  # --count 0 skips latency
+    """`verify.py`'s verification run here (the device module from the registry, so a bundle of
+    any layout verifies): the signature (with `public_key`), integrity, then parity and latency."""
+    limits.check_timing(warmup, count, min_time_s=None, threads=threads, count_min=0)  # --count 0 skips latency
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"bundle not found: {folder}", "pass the folder `evitdeploy deploy` wrote")
@@ -164,8 +225,8 @@ def verify_bundle(
 
         require_model_signing()
     try:
-        return device_verify.verify(folder, threads, warmup, count, public_key=public_key, schema_check=_bundle_schema)
-    except device_verify.BundleError as exc:
+        return verify(folder, _device_module, threads=threads, warmup=warmup, count=count, public_key=public_key, schema_check=_bundle_schema)
+    except integrity.BundleError as exc:
         code = EXIT_BACKEND_UNAVAILABLE if exc.exit_code == 3 else 2
         raise UserError(exc.message, exc.hint, code) from exc
 

@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 
 from evitdeploy import __version__, limits
+from evitdeploy.backends import BACKENDS
 from evitdeploy.errors import EXIT_CHECK_FAILED, UserError, one_line
 
 def _click_exceptions():
@@ -26,7 +27,7 @@ def _click_exceptions():
     return importlib.import_module(typer.BadParameter.__module__)
 
 
-def _render_error(message: str, hint: str, exit_code: int, as_json: bool) -> None:
+def _render_error(message: str, hint: str, *, exit_code: int, as_json: bool) -> None:
     """The one way a refused command ends: one `error: message — hint` line on stderr and, under
     --json, `{"error", "hint", "exit_code"}` on stdout."""
     if as_json:
@@ -73,9 +74,9 @@ class _Group(typer.core.TyperGroup):
             code = 2
             if isinstance(exc, getattr(exceptions, "NoArgsIsHelpError", ())):
                 # the help has been printed already (on stdout); say what is missing
-                _render_error("missing command", "choose one of the commands above", code, as_json)
+                _render_error("missing command", "choose one of the commands above", exit_code=code, as_json=as_json)
             else:
-                _render_error(_usage_message(exc), _help_hint(getattr(exc, "ctx", None), argv, self.commands), code, as_json)
+                _render_error(_usage_message(exc), _help_hint(getattr(exc, "ctx", None), argv, self.commands), exit_code=code, as_json=as_json)
         except (typer.Abort, getattr(exceptions, "Abort", typer.Abort)):
             code = 130
             err.print("interrupted", markup=False)
@@ -102,6 +103,7 @@ JSON_OPTION = typer.Option(False, "--json", help="Print machine-readable JSON on
 
 MODEL_OPTION = typer.Option(..., "--model", "-m", help="Registered model name (see `evitdeploy models`).")
 SEED_OPTION = typer.Option(0, "--seed", min=0, max=limits.SEED_MAX, help="Seed of the random init when no checkpoint is given.")
+_TARGETS_HELP = ", ".join(b.name + (f" (the {b.extra} extra)" if b.extra else "") for b in BACKENDS.values())  # from the registry
 CALIB_OPTION = typer.Option(None, "--calib", help="Calibration data for fp16/int8: image folder, .npz, 'samples' (scikit-image photos + crops) [default], or 'synthetic' (noise, only if you must).")
 CALIB_COUNT_OPTION = typer.Option(None, "--calib-count", max=limits.CALIB_COUNT_MAX, help="Calibration images; crops and flips extend a small set [default: 64, or 16 above a megapixel].")
 CALIB_METHOD_OPTION = typer.Option("minmax", "--calib-method", help="Activation range for Q/DQ scales: minmax, percentile (99.99% of |x|) or entropy (KL).")
@@ -111,8 +113,8 @@ MIN_COSINE_OPTION = typer.Option(0.99, "--min-cosine-target", help="INT8 plan ta
 SEARCH_BUDGET_OPTION = typer.Option(6, "--search-budget", max=limits.SEARCH_BUDGET_MAX, help="At most this many blocks the INT8 search may move to FP32 (0: rules only).")
 
 
-def _precision_options(calib, calib_count, calib_method, fp16_io, fp16_margin, min_cosine, search_budget, explain=False):
-    from evitdeploy.exporters import PrecisionOptions
+def _precision_options(*, calib, calib_count, calib_method, fp16_io=False, fp16_margin, min_cosine, search_budget, explain=False):
+    from evitdeploy.precision.options import PrecisionOptions
 
     return PrecisionOptions(
         calib=str(calib) if calib is not None else None, calib_count=calib_count, method=calib_method, fp16_io=fp16_io,
@@ -146,11 +148,11 @@ def handles_errors(command):
                     check_output_path(kwargs[name], f"{flag} file")
             return command(*args, **kwargs)
         except UserError as exc:
-            _render_error(exc.message, exc.hint, exc.exit_code, bool(kwargs.get("as_json")))
+            _render_error(exc.message, exc.hint, exit_code=exc.exit_code, as_json=bool(kwargs.get("as_json")))
             raise typer.Exit(exc.exit_code) from None
         except OSError as exc:  # a path the filesystem refuses wherever it is first touched (too long, a loop, no access, disk full)
             what = f"{exc.filename}: " if exc.filename else ""
-            _render_error(f"{what}{exc.strerror or exc}", "check the path and that there is room to write", 2, bool(kwargs.get("as_json")))
+            _render_error(f"{what}{exc.strerror or exc}", "check the path and that there is room to write", exit_code=2, as_json=bool(kwargs.get("as_json")))
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err.print("interrupted", markup=False)
@@ -205,7 +207,7 @@ def _write_text(path: Path, text: str) -> None:
 def models(as_json: bool = JSON_OPTION) -> None:
     """List the registered EfficientViT models."""
     from evitdeploy.api import list_models
-    from evitdeploy.report import models_table
+    from evitdeploy.report.tables import models_table
 
     _emit(list_models(), as_json, models_table)
 
@@ -214,8 +216,8 @@ def models(as_json: bool = JSON_OPTION) -> None:
 @handles_errors
 def export(
     model: str = MODEL_OPTION,
-    target: str = typer.Option("onnx", "--target", "-t", help="Deployment target: onnx, tflite (LiteRT; the tflite extra) or coreml (Core ML mlprogram; the coreml extra)."),
-    precision: str = typer.Option("fp32", "--precision", "-p", help="Numeric precision: fp32, fp16 (FP32 islands from measured ranges) or int8 (QDQ following the precision plan)."),
+    target: str = typer.Option("onnx", "--target", "-t", help=f"Deployment target: {_TARGETS_HELP}."),
+    precision: str = typer.Option("fp32", "--precision", "-p", help="Numeric precision: fp32, fp16 (FP32 islands from measured ranges), bf16 (on CPUs that have it; see each target's precisions) or int8 (following the precision plan)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Artifact folder [default: MODEL-TARGET-PRECISION]."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="Local .pt/.pth/.safetensors weights (reference or timm layout); random init if omitted."),
     batch: Optional[int] = typer.Option(None, "--batch", help="Batch size of the exported input [default: 1]."),
@@ -245,19 +247,25 @@ def export(
     and ranges (ranges.json) travel with the artifact.
     """
     from evitdeploy.api import export_model, parse_dynamic
+    from evitdeploy.requests import ExportRequest
 
-    reduced = _precision_options(calib, calib_count, calib_method, fp16_io, fp16_margin, min_cosine_target, search_budget)
+    reduced = _precision_options(
+        calib=calib, calib_count=calib_count, calib_method=calib_method, fp16_io=fp16_io, fp16_margin=fp16_margin,
+        min_cosine=min_cosine_target, search_budget=search_budget,
+    )
+    request = ExportRequest(
+        model=model, target=target, precision=precision, output=output, checkpoint=checkpoint, batch=batch, height=height, width=width,
+        dynamic=parse_dynamic(dynamic), opset=opset, simplify=simplify, force=force, seed=seed, attention_eps=attention_eps, data=data,
+        reduced=reduced, channels_last=nhwc,
+    )
     with progress(not as_json) as step:
-        artifact = export_model(
-            model, target, precision, output, checkpoint, batch, height, width, parse_dynamic(dynamic),
-            opset, simplify, force, seed, attention_eps, data, step, reduced, nhwc,
-        )
+        artifact = export_model(request, progress=step)
     manifest = artifact.manifest
     if as_json:
         print(json.dumps({"artifact": str(artifact.folder), "model_file": str(artifact.model_file), **manifest}, indent=2))
         return
     from evitdeploy.artifact import model_size
-    from evitdeploy.report import as_written
+    from evitdeploy.report.tables import as_written
 
     size = model_size(artifact.model_file)
     check = manifest["validation"]["checks"][0].get("metrics")
@@ -293,7 +301,7 @@ def export(
 @handles_errors
 def plan(
     model: str = typer.Argument(..., help="Registered model name (see `evitdeploy models`)."),
-    precision: str = typer.Option("int8", "--precision", "-p", help="fp16 or int8."),
+    precision: str = typer.Option("int8", "--precision", "-p", help="fp16, bf16 or int8."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="Local weights (trained weights give meaningful ranges; random init does not)."),
     height: Optional[int] = typer.Option(None, "--height", help="Input height the plan is made for [default: the model's]."),
     width: Optional[int] = typer.Option(None, "--width", help="Input width [default: the model's]."),
@@ -323,11 +331,19 @@ def plan(
     `evitdeploy plan efficientvit_seg_b1_cityscapes -p fp16 -c seg_b1.pt --calib city/ --torch-fp16 cuda`.
     """
     from evitdeploy.api import plan_model
-    from evitdeploy.report import plan_table
+    from evitdeploy.report.tables import plan_table
+    from evitdeploy.requests import PlanRequest
 
-    reduced = _precision_options(calib, calib_count, calib_method, False, fp16_margin, min_cosine_target, search_budget, explain)
+    reduced = _precision_options(
+        calib=calib, calib_count=calib_count, calib_method=calib_method, fp16_margin=fp16_margin, min_cosine=min_cosine_target,
+        search_budget=search_budget, explain=explain,
+    )
+    request = PlanRequest(
+        model_name=model, precision=precision, checkpoint=checkpoint, height=height, width=width, seed=seed, attention_eps=attention_eps,
+        reduced=reduced, torch_fp16=torch_fp16,
+    )
     with progress(not as_json) as step:
-        result = plan_model(model, precision, checkpoint, height, width, seed, attention_eps, None, reduced, step, torch_fp16)
+        result = plan_model(request, progress=step)
     _save(result, save)
     if as_json:
         print(json.dumps({k: v for k, v in result.items() if k != "ranges"}, indent=2))
@@ -378,13 +394,16 @@ def check(
 ) -> None:
     """Accuracy parity of an artifact against the PyTorch reference; exit 1 when it fails."""
     from evitdeploy.api import check_artifact
-    from evitdeploy.report import parity_table
+    from evitdeploy.report.tables import parity_table
+    from evitdeploy.requests import CheckRequest
 
+    request = CheckRequest(
+        path=artifact, model_name=model, checkpoint=checkpoint, data=data, samples=samples, synthetic=synthetic, batch=batch,
+        height=height, width=width,
+        tolerance_overrides=_tolerances(atol, min_cosine=min_cosine, min_top1=min_top1, min_pixel_agreement=min_pixel_agreement),
+    )
     with progress(not as_json) as step:
-        report = check_artifact(
-            artifact, model, checkpoint, data, samples, synthetic, batch, height, width, None,
-            _tolerances(atol, min_cosine, min_top1, min_pixel_agreement), step,
-        )
+        report = check_artifact(request, progress=step)
     _save(report, save)
     _emit(report, as_json, parity_table)
     if not report["passed"]:
@@ -420,12 +439,15 @@ def bench(
     runtime versions and the artifact's sha256, so `evitdeploy gate` can compare two runs.
     """
     from evitdeploy.api import bench_artifact
-    from evitdeploy.report import bench_table
+    from evitdeploy.report.tables import bench_table
+    from evitdeploy.requests import BenchRequest
 
+    request = BenchRequest(
+        path=artifact, model_name=model, checkpoint=checkpoint, threads=threads, warmup=warmup, count=count, min_time_s=min_time,
+        batch=batch, height=height, width=width, against_torch=against_torch,
+    )
     with progress(not as_json) as step:
-        summary = bench_artifact(
-            artifact, model, checkpoint, threads, warmup, count, min_time, batch, height, width, against_torch, step
-        )
+        summary = bench_artifact(request, progress=step)
     _save(summary, save)
     _emit(summary, as_json, bench_table)
 
@@ -455,23 +477,27 @@ def gate(
     different hosts, backends, precisions or input shapes are refused (exit 2).
     """
     from evitdeploy import gate as gating
-    from evitdeploy.report import gate_table
+    from evitdeploy.report.tables import gate_table
 
     settings = gating.GateSettings(threshold=gating.parse_threshold(threshold), alpha=gating.check_alpha(alpha))
     if interleave:
         if len(paths) != 2 or baseline is not None:
             raise UserError("--interleave takes two artifacts: BASE_ARTIFACT NEW_ARTIFACT", "drop --baseline; e.g. `gate --interleave main-art/ pr-art/`")
         from evitdeploy.api import bench_interleaved
+        from evitdeploy.requests import InterleaveRequest
 
         gating.check_samples_count(count)
+        request = InterleaveRequest(
+            baseline_path=paths[0], new_path=paths[1], threads=threads, warmup=warmup, count=count, min_time_s=min_time, block=block,
+        )
         with progress(not as_json) as step:
-            base_summary, new_summary = bench_interleaved(paths[0], paths[1], threads, warmup, count, min_time, block, step)
-        report = gating.evaluate(base_summary, new_summary, settings, allow_mismatch, mode="interleaved")
+            base_summary, new_summary = bench_interleaved(request, progress=step)
+        report = gating.evaluate(base_summary, new_summary, settings, allow_mismatch=allow_mismatch, mode="interleaved")
         report["results"] = {"baseline": base_summary, "new": new_summary}
     else:
         if len(paths) != 1 or baseline is None:
             raise UserError("gate compares one NEW.json with --baseline OLD.json", "e.g. `gate pr.json --baseline main.json`, or use --interleave A B")
-        report = gating.evaluate(gating.load_bench(baseline, "baseline"), gating.load_bench(paths[0], "new"), settings, allow_mismatch)
+        report = gating.evaluate(gating.load_bench(baseline, "baseline"), gating.load_bench(paths[0], "new"), settings, allow_mismatch=allow_mismatch)
     _save(report, save)
     if markdown_file is not None:
         _write_text(markdown_file, gating.markdown(report))
@@ -493,11 +519,13 @@ def report(
     With -o it also draws latency vs megapixels (log-log: linear attention should give slope ~1)
     and accuracy drift vs latency (the Pareto front across precisions and targets).
     """
-    from evitdeploy.report import load_results, parse_columns, report_rows, rows_table, write_report
+    from evitdeploy.report.rows import load_results, parse_columns, report_rows
+    from evitdeploy.report.tables import rows_table
+    from evitdeploy.report.writers import write_report
 
     chosen = parse_columns(columns)
     rows = report_rows(load_results(results))
-    written = write_report(rows, output, chosen, title) if output is not None else []
+    written = write_report(rows, output, columns=chosen, title=title) if output is not None else []
     if as_json:
         print(json.dumps({"rows": rows, "written": [str(p) for p in written]}, indent=2))
         return
@@ -529,7 +557,8 @@ def sweep(
     Each cell is independent: a CI matrix can run one cell per job (same flags, one value each)
     and `evitdeploy report` reads all the .jsonl files together.
     """
-    from evitdeploy.report import report_rows, rows_table
+    from evitdeploy.report.rows import report_rows
+    from evitdeploy.report.tables import rows_table
     from evitdeploy.sweep import OK, CellSettings, plan_cells, run_sweep, split_list
 
     models = split_list(model, "models")
@@ -541,13 +570,15 @@ def sweep(
         resolutions = split_list(resolution, "resolutions")
     if samples < 1:
         raise UserError(f"--samples {samples} is not valid", "use 1 or more")
-    cells = plan_cells(models, split_list(target, "targets"), split_list(precision, "precisions"), list(dict.fromkeys(resolutions)), samples)
-    settings = CellSettings(samples, warmup, count, min_time, threads, str(data) if data else None)
+    cells = plan_cells(
+        models, split_list(target, "targets"), split_list(precision, "precisions"), list(dict.fromkeys(resolutions)), samples=samples,
+    )
+    settings = CellSettings(samples=samples, warmup=warmup, count=count, min_time_s=min_time, threads=threads, data=str(data) if data else None)
     if output.name in ("", ".", ".."):  # ".", "/": no file name to append to, nor to name the artifacts after
         raise UserError(f"--output {output} names a folder; sweep appends its results to a file", "e.g. --output results.jsonl")
     folder = artifacts or output.with_name(output.stem + "-artifacts")
     with progress(True) as step:
-        summary = run_sweep(cells, output, folder, settings, retry_failed, step)
+        summary = run_sweep(cells, output, folder, settings, retry_failed=retry_failed, progress=step)
     if as_json:
         print(json.dumps(summary, indent=2))
     else:
@@ -562,7 +593,7 @@ def sweep(
 def profiles(as_json: bool = JSON_OPTION) -> None:
     """The shipped deployment profiles: backend, precision, latency budget, and whether each runs here."""
     from evitdeploy.profiles import list_profiles
-    from evitdeploy.report import profiles_table
+    from evitdeploy.report.tables import profiles_table
 
     _emit(list_profiles(), as_json, profiles_table)
 
@@ -601,11 +632,17 @@ def deploy(
     written either way; copy it to the device and run `python3 verify.py` there.
     """
     from evitdeploy.deploy import deploy as run_deploy
-    from evitdeploy.report import deploy_table
+    from evitdeploy.report.tables import deploy_table
 
-    reduced = _precision_options(calib, calib_count, calib_method, fp16_io, fp16_margin, min_cosine_target, search_budget)
+    reduced = _precision_options(
+        calib=calib, calib_count=calib_count, calib_method=calib_method, fp16_io=fp16_io, fp16_margin=fp16_margin,
+        min_cosine=min_cosine_target, search_budget=search_budget,
+    )
     with progress(not as_json) as step:
-        summary = run_deploy(profile, model, output, precision, checkpoint, reduced, data, samples, seed, force, step, height, width, sign_key=sign_key)
+        summary = run_deploy(
+            profile, model, output, precision=precision, checkpoint=checkpoint, reduced=reduced, data=data, samples=samples, seed=seed,
+            force=force, progress=step, height=height, width=width, sign_key=sign_key,
+        )
     _save(summary, save)
     _emit(summary, as_json, deploy_table)
     if not summary["passed"]:
@@ -628,9 +665,9 @@ def verify(
     """Run a bundle's own verification here: sha256 of every file, parity with its reference
     outputs, latency; exactly what `python3 verify.py` does on the device. Exit 1 on failure."""
     from evitdeploy.bundle import verify_bundle
-    from evitdeploy.report import verification_table
+    from evitdeploy.report.tables import verification_table
 
-    report = verify_bundle(bundle, threads, warmup, count, public_key=public_key)
+    report = verify_bundle(bundle, threads=threads, warmup=warmup, count=count, public_key=public_key)
     _save(report, save)
     _emit(report, as_json, verification_table)
     if not report["passed"]:
@@ -647,10 +684,10 @@ def build(
 ) -> None:
     """On the device: build the bundle's TensorRT engine (its ONNX + precision plan + shapes), then
     check it against reference.npz and report GPU compute time median/p90/p99. Exit 1 on a parity miss."""
-    from evitdeploy.engine_build import build_in_bundle
+    from evitdeploy.backends.tensorrt.build import build_in_bundle
 
     with progress(not as_json) as step:
-        report = build_in_bundle(bundle, workspace_mib, count, step)
+        report = build_in_bundle(bundle, workspace_mib, count, progress=step)
     if as_json:
         print(json.dumps(report, indent=2))
     else:
@@ -668,7 +705,7 @@ def doctor(as_json: bool = JSON_OPTION) -> None:
     """Which backends are installed, their versions, and how to install the missing ones."""
     from evitdeploy.doctor import diagnose
     from evitdeploy.errors import EXIT_BACKEND_UNAVAILABLE
-    from evitdeploy.report import doctor_table
+    from evitdeploy.report.tables import doctor_table
 
     diagnosis = diagnose()
     _emit(diagnosis, as_json, doctor_table)

@@ -27,7 +27,7 @@ def _staged(progress: Optional[Callable[[str], None]], index: int) -> Optional[C
 
 def _precision_flags(reduced, precision: str) -> str:
     """The calibration/plan flags that differ from the defaults, as export would take them."""
-    from evitdeploy.exporters import PrecisionOptions
+    from evitdeploy.precision.options import PrecisionOptions
 
     if precision == "fp32" or reduced is None:
         return ""
@@ -38,18 +38,18 @@ def _precision_flags(reduced, precision: str) -> str:
     return text + (" --fp16-io" if reduced.fp16_io else "")
 
 
-def _require_memory(model_name: str, profile, precision: str, reduced, samples: int, height, width) -> None:
+def _require_memory(model_name: str, profile, *, precision: str, reduced, samples: int, height, width) -> None:
     """Refuse, before anything is written, a deploy whose export or check cannot fit this host."""
     from evitdeploy import api, memory
-    from evitdeploy.exporters import PrecisionOptions
+    from evitdeploy.precision.options import PrecisionOptions
     from evitdeploy.models import get_spec
 
     spec = get_spec(model_name).with_input(profile.batch, height, width)
-    api._require_memory_for_export(spec, profile.dynamic, precision, reduced or PrecisionOptions())
+    api._require_memory_for_export(spec, profile.dynamic, precision=precision, reduced=reduced or PrecisionOptions())
     memory.require_fits(spec, "check", f"checking {spec.name} at {spec.height}x{spec.width} on {samples} inputs", images=samples)
 
 
-def _commands(model: str, profile, precision: str, checkpoint, reduced, output: Path, spec, signed: bool = False) -> dict:
+def _commands(model: str, profile, *, precision: str, checkpoint, reduced, output: Path, spec, signed: bool = False) -> dict:
     """The exact commands: this deploy, the export it ran, and the verification on the device."""
     options = (f" --checkpoint {checkpoint}" if checkpoint else "") + _precision_flags(reduced, precision)
     shape = f" --height {spec.height} --width {spec.width}"
@@ -68,6 +68,7 @@ def deploy(
     profile_name: str,
     model_name: str,
     output: Optional[Path] = None,
+    *,
     precision: Optional[str] = None,
     checkpoint: Optional[Path] = None,
     reduced=None,
@@ -85,9 +86,11 @@ def deploy(
     bundle is signed in the OpenSSF model-signing format (model.sig)."""
     from evitdeploy import api, bundle
     from evitdeploy.bench import host_info
-    from evitdeploy.calibration.data import load_inputs
+    from evitdeploy.data import load_inputs
+    from evitdeploy.precision.options import PrecisionOptions
     from evitdeploy.models import get_spec
     from evitdeploy.profiles import backend_status, host_kind, load_profile, require_backend
+    from evitdeploy.requests import BenchRequest, ExportRequest
 
     profile = load_profile(profile_name)
     status = backend_status(profile)
@@ -98,9 +101,11 @@ def deploy(
     precision = precision or profile.precision
     if precision not in profile.precisions:
         raise UserError(f"profile {profile.name} does not offer precision {precision!r}", f"choose one of: {', '.join(profile.precisions)}")
-    limits.check_range("--samples", samples, 1, limits.SAMPLES_MAX)
+    limits.check_range("--samples", samples, 1, high=limits.SAMPLES_MAX)
     limits.check_seed(seed)
-    _require_memory(model_name, profile, precision, reduced, samples, height or profile.height, width or profile.width)
+    _require_memory(
+        model_name, profile, precision=precision, reduced=reduced, samples=samples, height=height or profile.height, width=width or profile.width,
+    )
     signature = None
     if sign_key is not None:  # a key that cannot sign is refused before anything is written
         from evitdeploy.signing import signature_section
@@ -112,27 +117,31 @@ def deploy(
     seconds = {"bench": 0.0}
     with folder_kept_on_success(output.parent), tempfile.TemporaryDirectory(prefix=f".{output.name}.work-", dir=output.parent) as scratch:
         started = time.perf_counter()
-        artifact = api.export_model(
-            model_name, profile.target, precision, Path(scratch) / "artifact", checkpoint, profile.batch, height,
-            width, profile.dynamic, None, True, False, seed, None, data, _staged(progress, 0), reduced, profile.nhwc,
-            profile, not recipe_only,
+        request = ExportRequest(
+            model=model_name, target=profile.target, precision=precision, output=Path(scratch) / "artifact", checkpoint=checkpoint,
+            batch=profile.batch, height=height, width=width, dynamic=profile.dynamic, seed=seed, data=data,
+            reduced=reduced or PrecisionOptions(), channels_last=profile.nhwc, profile=profile, engine=not recipe_only,
         )
+        artifact = api.export_model(request, progress=_staged(progress, 0))
         seconds["export"] = time.perf_counter() - started
 
         started = time.perf_counter()
         spec = artifact.spec
-        inputs, source = load_inputs(spec, spec.height, spec.width, data, samples)
+        inputs, source = load_inputs(spec, spec.height, spec.width, source=data, count=samples)
         tolerances = profile.tolerances_for(precision)
         on_kind, why = host_kind(profile)
         budget_ms = profile.budget_for(model_name)
         cannot_run = api.predicts_here(artifact)
         if cannot_run:  # the bundle still carries the PyTorch outputs for verify.py where it can run
-            expected, outputs, bench, stats, measured = api.reference_outputs(artifact, spec, inputs, checkpoint), None, None, None, None
+            expected, outputs, bench, stats, measured = api.reference_outputs(artifact, spec, inputs, checkpoint=checkpoint), None, None, None, None
             check = {"kind": "parity", "passed": None, "failures": [], "metrics": {}, "tolerances": asdict(tolerances), "skipped": cannot_run}
             judged, why = False, cannot_run
             seconds["check"] = time.perf_counter() - started
         else:
-            check, expected, outputs = api.parity_report(artifact, spec, inputs, source, tolerances, profile.threads, checkpoint, _staged(progress, 1))
+            check, expected, outputs = api.parity_report(
+                artifact, spec, inputs, source=source, tolerances=tolerances, threads=profile.threads, checkpoint=checkpoint,
+                progress=_staged(progress, 1),
+            )
             seconds["check"] = time.perf_counter() - started
             cannot_time = api.times_here(artifact)
             if cannot_time:
@@ -140,7 +149,9 @@ def deploy(
                 check["of"] = cannot_time
             else:
                 started = time.perf_counter()
-                bench = api.bench_artifact(artifact.folder, threads=profile.threads, warmup=profile.warmup, count=profile.count, progress=_staged(progress, 2))
+                bench = api.bench_artifact(
+                    BenchRequest(path=artifact.folder, threads=profile.threads, warmup=profile.warmup, count=profile.count), progress=_staged(progress, 2),
+                )
                 seconds["bench"] = time.perf_counter() - started
                 stats = bench["results"][0]["stats"]
                 measured = stats[f"{profile.statistic}_ms"]
@@ -162,13 +173,15 @@ def deploy(
             "check": {**check["metrics"], "passed": check["passed"], "failures": check["failures"], "data": source, "skipped": check.get("skipped")},
             "latency": stats,
             "made_on": host_info(profile.threads),
-            "commands": _commands(model_name, profile, precision, checkpoint, reduced, output, spec, signature is not None),
+            "commands": _commands(
+                model_name, profile, precision=precision, checkpoint=checkpoint, reduced=reduced, output=output, spec=spec, signed=signature is not None,
+            ),
             **({"signature": signature} if signature else {}),
         }
         reports = {"check.json": check, **({"bench.json": bench} if bench else {})}
         manifest = bundle.write_bundle(
-            output, artifact, profile, inputs[:count], expected[:count], None if outputs is None else outputs[:count], sections, reports,
-            sign_key=sign_key,
+            output, artifact, profile, inputs=inputs[:count], expected=expected[:count], host_outputs=None if outputs is None else outputs[:count],
+            sections=sections, reports=reports, sign_key=sign_key,
         )
         seconds["bundle"] = time.perf_counter() - started
     failures = list(check["failures"])

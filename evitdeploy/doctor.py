@@ -1,36 +1,39 @@
 """Which backends are installed, their versions, and how to install what is missing.
 
+One row per registered backend (evitdeploy.backends) plus the few tools that are not a backend.
 Versions come from package metadata, so the doctor never imports a heavy backend.
 """
 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from importlib import metadata
 
 
 @dataclass(frozen=True)
-class Backend:
+class Tool:
     name: str
     packages: tuple[str, ...]  # distribution names; all must be present
     purpose: str
     install: str
     core: bool = False
+    predicts_on: str = ""  # backends only: where its runner predicts
 
 
-BACKENDS = (
-    Backend("torch", ("torch",), "reference model and export", "pip install torch==2.13.0", core=True),
-    Backend("onnx", ("onnx", "onnxslim"), "ONNX export, checking, simplification", "pip install onnx onnxslim", core=True),
-    Backend("onnxruntime", ("onnxruntime",), "ONNX runner (CPU; CUDA/TensorRT EPs when present)", "pip install onnxruntime", core=True),
-    Backend("sample-photos", ("scikit-image",), "real photos for parity and calibration", "pip install scikit-image", core=True),
-    Backend("tensorrt", ("tensorrt",), "TensorRT engines (NVIDIA GPUs, Jetson)", "pip install 'evitdeploy[tensorrt]' (needs NVIDIA's index)"),
-    Backend("polygraphy", ("polygraphy",), "TensorRT tooling", "pip install 'evitdeploy[tensorrt]'"),
-    Backend("coreml", ("coremltools",), "Core ML packages (prediction on macOS only)", "pip install 'evitdeploy[coreml]'"),
-    Backend("litert-export", ("litert-torch",), "PyTorch -> .tflite", "pip install 'evitdeploy[tflite]'"),
-    Backend("litert-runtime", ("ai-edge-litert",), "TFLite/LiteRT runner", "pip install 'evitdeploy[tflite]'"),
-    Backend("litert-quantizer", ("ai-edge-quantizer",), "full-integer INT8 .tflite", "pip install 'evitdeploy[tflite]'"),
+TOOLS = (  # what is not a backend: the reference, sample photos, TensorRT's tooling, signing
+    Tool("torch", ("torch",), "reference model and export", "pip install torch==2.13.0", core=True),
+    Tool("sample-photos", ("scikit-image",), "real photos for parity and calibration", "pip install scikit-image", core=True),
+    Tool("polygraphy", ("polygraphy",), "TensorRT tooling", "pip install 'evitdeploy[tensorrt]'"),
+    Tool("signing", ("model-signing",), "signed bundles (deploy --sign-key, verify --public-key)", "pip install 'evitdeploy[signing]'"),
 )
+
+
+def _rows() -> list[Tool]:
+    from evitdeploy.backends import BACKENDS
+
+    backends = [Tool(b.folder, tuple(p.distribution for p in b.packages), b.title, b.install, core=not b.extra, predicts_on=b.predicts_on) for b in BACKENDS.values()]
+    return [*TOOLS[:2], *backends, *TOOLS[2:]]
 
 
 def _version(package: str):
@@ -44,13 +47,15 @@ def installed(package: str) -> bool:
 
 
 def diagnose() -> dict:
-    """JSON-ready: one entry per backend, and whether the core is complete."""
+    """JSON-ready: one entry per backend and tool, and whether the core is complete."""
     entries = []
-    for backend in BACKENDS:
-        versions = {p: _version(p) for p in backend.packages}
-        installed = all(versions.values())
-        entry = {**asdict(backend), "installed": installed, "versions": versions}
-        if backend.name == "onnxruntime" and installed:
+    for row in _rows():
+        versions = {p: _version(p) for p in row.packages}
+        present = all(versions.values())
+        entry = {"name": row.name, "packages": list(row.packages), "purpose": row.purpose, "install": row.install, "core": row.core, "installed": present, "versions": versions}
+        if row.predicts_on:
+            entry["predicts_on"] = row.predicts_on
+        if row.name == "onnxruntime" and present:
             entry["providers"] = _ort_providers()
         entries.append(entry)
     core_ok = all(e["installed"] for e in entries if e["core"])

@@ -31,14 +31,14 @@ class BackendUnavailable(UserError):
 
 def first_line(exc: BaseException, limit: int = 200) -> str:
     """The first line of an exception from a backend, for a one-line error (cut at a word)."""
-    from evitdeploy.device_verify import first_line as device_first_line  # one implementation: verify.py cannot import this module
+    from evitdeploy.device.integrity import first_line as device_first_line  # one implementation: the device cannot import this module
 
     return device_first_line(exc, limit)
 
 
 def shorten(text: str, limit: int = 200) -> str:
     """As many whole words of `text` as fit in `limit` characters, then an ellipsis."""
-    from evitdeploy.device_verify import shorten as device_shorten
+    from evitdeploy.device.integrity import shorten as device_shorten
 
     return device_shorten(text, limit)
 

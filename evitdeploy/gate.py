@@ -70,7 +70,7 @@ def load_bench(path: Path, role: str) -> dict:
                 "re-run `evitdeploy bench --save` with this version for both sides",
             )
 
-    data = schemas.load_document(path, schemas.BenchResult, f"{role} file", hint, a_bench_result)
+    data = schemas.load_document(path, schemas.BenchResult, what=f"{role} file", hint=hint, first=a_bench_result)
     samples = primary_samples(data)
     if samples.size < MIN_SAMPLES or not np.all(np.isfinite(samples)) or np.any(samples <= 0):
         raise UserError(
@@ -204,7 +204,7 @@ def _side(summary: dict) -> dict:
 
 
 def evaluate(
-    baseline: dict, new: dict, settings: GateSettings = GateSettings(), allow_mismatch: bool = False, mode: str = "files"
+    baseline: dict, new: dict, settings: GateSettings = GateSettings(), *, allow_mismatch: bool = False, mode: str = "files"
 ) -> dict:
     """Gate report for two bench results; refuses incomparable ones unless allowed."""
     found = mismatches(baseline, new)

@@ -13,7 +13,7 @@ from typing import Optional
 
 import numpy as np
 
-from evitdeploy.device_verify import (  # noqa: F401  (re-exported: one implementation, also on the device)
+from evitdeploy.device.metrics import (  # noqa: F401  (re-exported: one implementation, also on the device)
     classification_metrics,
     compare_outputs,
     cosine_per_sample,
@@ -44,6 +44,7 @@ class Tolerances:
 DEFAULT_TOLERANCES = {
     "fp32": Tolerances(max_abs=1e-4, min_cosine=0.99999, min_top1=1.0, min_pixel_agreement=0.999),
     "fp16": Tolerances(max_abs=None, min_cosine=0.999, min_top1=0.99, min_pixel_agreement=0.99),
+    "bf16": Tolerances(max_abs=None, min_cosine=0.99, min_top1=0.98, min_pixel_agreement=0.98),  # 8-bit significand
     "int8": Tolerances(max_abs=None, min_cosine=0.98, min_top1=0.9, min_pixel_agreement=0.95),
 }
 

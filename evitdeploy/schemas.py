@@ -5,7 +5,7 @@ another host, another version, a hand edit. Each is checked here, before any cod
 it, so a malformed file is one line naming the file, the field and what was expected, never a
 KeyError deep inside a verb. Only the fields evitdeploy reads are declared; other keys are kept
 (a newer writer may add some). The device's verify.py cannot import this (numpy only) and keeps
-its own checks of the few fields it reads.
+its own checks of the few fields it reads (device.integrity.MANIFEST_FIELDS).
 """
 
 from __future__ import annotations
@@ -44,8 +44,8 @@ Name = Annotated[str, Field(min_length=1, max_length=256)]
 FileName = Annotated[str, Field(min_length=1, max_length=4096), AfterValidator(_relative_name)]
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 Shape4 = tuple[PositiveInt, PositiveInt, PositiveInt, PositiveInt]
-Precision = Literal["fp32", "fp16", "int8"]
-Target = Literal["onnx", "tflite", "coreml", "trt"]
+Precision = Literal["fp32", "fp16", "bf16", "int8"]  # every precision the shared plan knows (evitdeploy.precision)
+Target = Name  # checked against the registry (evitdeploy.backends) by whoever opens the artifact
 
 
 # --- manifests -------------------------------------------------------------------------------

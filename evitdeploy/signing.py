@@ -5,7 +5,7 @@ the signature (`model.sig`, a Sigstore bundle holding an in-toto statement with 
 every file, manifest.json included) lands beside the files it covers. The signature file and
 git's files are left out exactly as the standard `model_signing` CLI leaves them out, so
 `model_signing verify key --signature model.sig --public_key PUB.pem BUNDLE` accepts it too.
-Verification lives in `device_verify.check_signature` (the device's verify.py carries it).
+Verification lives in `device.integrity.check_signature` (a bundle's verify.py carries it).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import hashlib
 import importlib.util
 from pathlib import Path
 
-from evitdeploy.device_verify import SIGNATURE
+from evitdeploy.device.integrity import SIGNATURE
 from evitdeploy.errors import BackendUnavailable, UserError, first_line
 
 INSTALL = "pip install 'evitdeploy[signing]'"

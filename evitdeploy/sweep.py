@@ -61,8 +61,8 @@ class CellSettings:
     def __post_init__(self) -> None:
         from evitdeploy import limits
 
-        limits.check_range("--samples", self.samples, 1, limits.SAMPLES_MAX)
-        limits.check_timing(self.warmup, self.count, self.min_time_s, self.threads)
+        limits.check_range("--samples", self.samples, 1, high=limits.SAMPLES_MAX)
+        limits.check_timing(self.warmup, self.count, min_time_s=self.min_time_s, threads=self.threads)
         limits.check_seed(self.seed)
 
 
@@ -85,13 +85,13 @@ def parse_resolution(text: str) -> tuple[int, int]:
     return (sizes[0], sizes[-1])
 
 
-def plan_cells(models: list[str], targets: list[str], precisions: list[str], resolutions: list[str], samples: int = 8) -> list[Cell]:
+def plan_cells(models: list[str], targets: list[str], precisions: list[str], resolutions: list[str], *, samples: int = 8) -> list[Cell]:
     """The grid, with names and sizes checked up front (a typo should not cost a whole sweep), and
     each size's export and check (with `samples` inputs) against this host's memory.
 
     Precisions a target does not have yet are not refused here: those cells record the reason.
     """
-    from evitdeploy.exporters import PLANNED, TARGETS, canonical_target, target_names
+    from evitdeploy.backends import canonical_target, find, target_names
     from evitdeploy.models import get_spec
 
     sizes = [parse_resolution(r) for r in resolutions]
@@ -104,11 +104,11 @@ def plan_cells(models: list[str], targets: list[str], precisions: list[str], res
                 raise UserError(exc.message, _resolution_hint(exc.hint, spec), exc.exit_code) from None
             _require_memory(spec.with_input(None, height, width), precisions, samples)
     for target in targets:
-        if canonical_target(target) not in TARGETS and target not in PLANNED:
+        if find(target) is None:
             raise UserError(f"unknown target {target!r}", f"choose from: {target_names()}")
     # aliases ("litert", "tensorrt") under the target's own name: one cell each, and resume keys match
     targets = list(dict.fromkeys(canonical_target(t) for t in targets))
-    return [Cell(m, t, p, h, w) for m, t, p, (h, w) in itertools.product(models, targets, precisions, sizes)]
+    return [Cell(model=m, target=t, precision=p, height=h, width=w) for m, t, p, (h, w) in itertools.product(models, targets, precisions, sizes)]
 
 
 def _resolution_hint(hint: str, spec) -> str:
@@ -122,7 +122,7 @@ def _resolution_hint(hint: str, spec) -> str:
 
 def _require_memory(spec, precisions: list[str], samples: int) -> None:
     from evitdeploy import memory
-    from evitdeploy.exporters import PrecisionOptions
+    from evitdeploy.precision.options import PrecisionOptions
 
     where = f"{spec.name} at {spec.height}x{spec.width}"
     for precision in dict.fromkeys(p if p in ("fp16", "int8") else "fp32" for p in precisions):
@@ -154,7 +154,7 @@ def read_records(path: Path, repair: bool = False) -> list[dict]:
                 break
             raise UserError(f"{path} line {number} is not valid JSON ({exc})", "fix or delete that line, or start a new results file") from None
         if record.get("kind") == "sweep-cell":
-            check_document(record, SweepCellResult, f"{path} line {number}", "fix or delete that line, or start a new results file")
+            check_document(record, SweepCellResult, what=f"{path} line {number}", hint="fix or delete that line, or start a new results file")
         records.append(record)
     return records
 
@@ -175,10 +175,11 @@ def _append(path: Path, record: dict) -> None:
         os.fsync(handle.fileno())
 
 
-def run_cell(cell: Cell, artifacts: Path, settings: CellSettings, progress: Optional[Callable[[str], None]] = None) -> dict:
+def run_cell(cell: Cell, artifacts: Path, settings: CellSettings, *, progress: Optional[Callable[[str], None]] = None) -> dict:
     """export -> check -> bench for one cell; never raises for a cell's own failure."""
     from evitdeploy import api
     from evitdeploy.artifact import model_size
+    from evitdeploy.requests import BenchRequest, CheckRequest, ExportRequest
 
     record = {
         "kind": "sweep-cell",
@@ -193,21 +194,26 @@ def run_cell(cell: Cell, artifacts: Path, settings: CellSettings, progress: Opti
     stage = "export"
     try:
         started = time.perf_counter()
-        artifact = api.export_model(
-            cell.model, cell.target, cell.precision, folder, height=cell.height, width=cell.width,
-            force=True, seed=settings.seed, data=data, progress=progress,
+        request = ExportRequest(
+            model=cell.model, target=cell.target, precision=cell.precision, output=folder, height=cell.height, width=cell.width,
+            force=True, seed=settings.seed, data=data,
         )
+        artifact = api.export_model(request, progress=progress)
         record["seconds"]["export"] = round(time.perf_counter() - started, 3)
         record["artifact"] = str(artifact.folder)
         record["artifact_bytes"] = model_size(artifact.model_file)  # a Core ML .mlpackage is a folder
         stage, started = "check", time.perf_counter()
-        parity = api.check_artifact(artifact.folder, data=data, samples=settings.samples, threads=settings.threads, progress=progress)
+        parity = api.check_artifact(
+            CheckRequest(path=artifact.folder, data=data, samples=settings.samples, threads=settings.threads), progress=progress,
+        )
         record["seconds"]["check"] = round(time.perf_counter() - started, 3)
         record["parity"] = parity
         stage, started = "bench", time.perf_counter()
         record["bench"] = api.bench_artifact(
-            artifact.folder, threads=settings.threads, warmup=settings.warmup, count=settings.count,
-            min_time_s=settings.min_time_s, progress=progress,
+            BenchRequest(
+                path=artifact.folder, threads=settings.threads, warmup=settings.warmup, count=settings.count, min_time_s=settings.min_time_s,
+            ),
+            progress=progress,
         )
         record["seconds"]["bench"] = round(time.perf_counter() - started, 3)
         if not parity["passed"]:
@@ -225,6 +231,7 @@ def run_sweep(
     output: Path,
     artifacts: Path,
     settings: CellSettings,
+    *,
     retry_failed: bool = False,
     progress: Optional[Callable[[str], None]] = None,
 ) -> dict:
@@ -256,7 +263,7 @@ def run_sweep(
             if progress:
                 progress(f"[{index}/{len(cells)}] {cell.name}: {message}")
 
-        record = run_cell(cell, artifacts, settings, step)
+        record = run_cell(cell, artifacts, settings, progress=step)
         _append(output, record)
         done[cell.key] = record
         ran.append(cell.name)

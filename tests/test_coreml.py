@@ -14,8 +14,8 @@ pytest.importorskip("coremltools", reason="the coreml extra is not installed: pi
 
 from conftest import assert_clean_error  # noqa: E402
 from evitdeploy import api  # noqa: E402
-from evitdeploy.exporters import PrecisionOptions  # noqa: E402
-from evitdeploy.exporters.coreml import MODEL_DIR, check_package, convert  # noqa: E402
+from evitdeploy.precision.options import PrecisionOptions  # noqa: E402
+from evitdeploy.backends.coreml.export import MODEL_DIR, check_package, convert  # noqa: E402
 from test_deploy import on_device  # noqa: E402
 
 CASES = {  # trained weights: the plan's FP32 islands then come from real ranges, not random ones
@@ -70,7 +70,7 @@ def test_fp16_is_about_half_and_int8_weights_about_a_quarter(case, coreml_export
 
 
 def test_the_package_check_catches_a_wrong_precision_and_a_dropped_plan(coreml_exports, tmp_path):
-    from evitdeploy.calibration.plan import PrecisionPlan
+    from evitdeploy.precision.plan import PrecisionPlan
     from evitdeploy.models import build_model, trained
 
     fp32 = coreml_exports["cls", "fp32"]

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from conftest import Cli, assert_clean_error
-from evitdeploy.device_verify import sha256_of, version_findings
+from evitdeploy.device.integrity import sha256_of
+from evitdeploy.device.runtimes import version_findings
 
 # A fresh interpreter in which torch, evitdeploy and the rest of our toolchain cannot be imported:
 # what a device has (numpy + the runtime), proven by refusing the imports, then verify.py run as __main__.
@@ -164,7 +165,9 @@ def test_runtime_version_mismatch_warns_and_is_an_error_for_engines(fp32_bundle,
     rewrite_manifest(folder, lambda m: m["toolchain"].update(onnxruntime="1.0.0"))
     report = json.loads(cli("verify", folder, "--count", "1", "--json").stdout)
     assert report["passed"] and report["warnings"] == [f"onnxruntime here is {report['runtime']['onnxruntime']}, the bundle was made and checked with 1.0.0"]
-    warnings, errors = version_findings({"target": "trt", "toolchain": {"onnxruntime": "1.0.0"}}, {"onnxruntime": "2.0.0"})
+    from evitdeploy.backends.tensorrt import device as trt_device
+
+    warnings, errors = version_findings({"target": "trt", "toolchain": {"tensorrt": "10.0.0"}}, {"tensorrt": "10.1.0"}, trt_device)
     assert errors and not warnings
 
 

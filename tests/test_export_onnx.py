@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from evitdeploy.api import export_model
-from evitdeploy.artifact import open_artifact, sha256_of
+from evitdeploy.artifact import sha256_of
+from evitdeploy.backends import open_artifact
 from evitdeploy.errors import UserError
 from evitdeploy.models import build_model, get_spec
-from evitdeploy.runners.onnxruntime import OnnxRuntimeRunner
+from evitdeploy.backends.onnxruntime.runner import OnnxRuntimeRunner
 
 
 def test_artifact_has_model_and_a_manifest_that_describes_it(b0_artifact):
@@ -90,7 +91,7 @@ def test_the_api_refuses_unknown_dynamic_axes_before_exporting(tmp_path, dynamic
 
 
 def test_the_api_takes_dynamic_axes_exactly_as_named(tmp_path):
-    from evitdeploy.exporters.onnx import with_dynamic_axes
+    from evitdeploy.graph import with_dynamic_axes
 
     spec = get_spec("efficientvit_b0")
     assert with_dynamic_axes(spec, "batch,width").dynamic_axes == ("batch", "width")

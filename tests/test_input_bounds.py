@@ -144,7 +144,7 @@ def test_bounds_are_in_help(cli, verb, flag, bound, monkeypatch):
 
 def test_api_bounds_counts(b0_64, tmp_path):
     from evitdeploy.bundle import verify_bundle
-    from evitdeploy.exporters import PrecisionOptions
+    from evitdeploy.precision.options import PrecisionOptions
     from evitdeploy.sweep import CellSettings
 
     with pytest.raises(UserError, match="--count"):
@@ -247,8 +247,9 @@ def test_the_default_sizes_fit_and_the_estimate_grows_with_the_size(monkeypatch)
 def test_the_tabulated_profiles_match_the_models(name):
     """memory.PROFILES (read without importing torch) equals what the meta device measures."""
     from evitdeploy import memory
+    from evitdeploy.models.registry import measure_profile
 
-    assert memory.PROFILES[name] == pytest.approx(memory.measure_profile(get_spec(name)), rel=0.01)
+    assert memory.PROFILES[name] == pytest.approx(measure_profile(get_spec(name)), rel=0.01)
 
 
 def test_api_refuses_a_huge_size_before_writing(tmp_path, monkeypatch):

@@ -101,7 +101,7 @@ def test_shape_mismatch_is_a_failure_not_a_crash():
 
 
 def test_an_all_zero_output_agrees_only_with_another_all_zero_output():
-    from evitdeploy.device_verify import cosine_per_sample
+    from evitdeploy.device.metrics import cosine_per_sample
 
     live = np.random.default_rng(1).standard_normal((3, 6))
     dead = np.zeros((3, 6))
@@ -122,8 +122,9 @@ def test_check_bench_and_verify_py_pick_onnx_runtime_providers_in_one_order(tmp_
     same execution provider, or a bundle's parity on the device is not the parity measured here."""
     import onnxruntime as ort
 
-    from evitdeploy import device_verify
-    from evitdeploy.runners.onnxruntime import OnnxRuntimeRunner
+    from evitdeploy.backends.onnxruntime import device
+    from evitdeploy.backends.onnxruntime.runner import OnnxRuntimeRunner
+    from evitdeploy.device import runtimes
 
     chosen = []
 
@@ -143,7 +144,7 @@ def test_check_bench_and_verify_py_pick_onnx_runtime_providers_in_one_order(tmp_
     model = tmp_path / "model.onnx"
     model.write_bytes(b"not read by the fake session")
     OnnxRuntimeRunner(model).load()
-    device_verify.open_model(tmp_path, {"target": "onnx", "model_file": "model.onnx", "spec": {"output_name": "logits"}}, None)
-    assert chosen[0] == chosen[1] == device_verify.onnx_providers(everything)
+    runtimes.open_model(tmp_path, {"target": "onnx", "model_file": "model.onnx", "spec": {"output_name": "logits"}}, None, device)
+    assert chosen[0] == chosen[1] == device.onnx_providers(everything)
     assert chosen[0][-1] == "CPUExecutionProvider"
-    assert device_verify.onnx_providers(["CPUExecutionProvider", "SomeOtherExecutionProvider"]) == ["CPUExecutionProvider"]
+    assert device.onnx_providers(["CPUExecutionProvider", "SomeOtherExecutionProvider"]) == ["CPUExecutionProvider"]

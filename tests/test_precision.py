@@ -9,14 +9,14 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from conftest import assert_clean_error
-from evitdeploy.calibration.calibset import build_calibration_set, varied_images
-from evitdeploy.calibration.plan import (
+from evitdeploy.precision.calibset import build_calibration_set, varied_images
+from evitdeploy.precision.plan import (
     PrecisionPlan, fp16_plan, group_of, int8_plan, is_attention_core, module_path,
 )
-from evitdeploy.calibration.ranges import AbsHistogram, Ranges, collect_ranges
-from evitdeploy.calibration.sensitivity import search
+from evitdeploy.precision.ranges import AbsHistogram, Ranges, collect_ranges
+from evitdeploy.precision.sensitivity import search
 from evitdeploy.errors import UserError
-from evitdeploy.exporters.onnx_int8 import integer_hardswish
+from evitdeploy.precision.qdq import integer_hardswish
 from evitdeploy.models import get_spec
 
 SPEC = get_spec("efficientvit_b0").with_input(1, 64, 64)
@@ -123,7 +123,7 @@ def test_module_paths_and_blocks_come_from_node_names():
 @pytest.fixture(scope="module")
 def b0_graph(tmp_path_factory):
     """The FP32 ONNX graph of B0 at 64x64 and its ranges on real photos."""
-    from evitdeploy.exporters.onnx import write_graph
+    from evitdeploy.graph import write_graph
     from evitdeploy.models import build_model
 
     folder = tmp_path_factory.mktemp("b0graph")
@@ -162,7 +162,7 @@ def test_int8_plan_quantizes_convolutions_and_leaves_the_attention_core_float(b0
 
 
 def test_integer_hardswish_matches_the_float_round_trip_and_runs_as_qlinearmul(b0_graph, tmp_path):
-    from evitdeploy.exporters.onnx_int8 import quantize
+    from evitdeploy.precision.qdq import quantize
 
     path, spec, ranges = b0_graph
     plan = int8_plan(onnx.load(str(path)), spec)
@@ -289,8 +289,10 @@ def test_plain_fp16_overflows_in_linear_attention_where_the_plan_does_not(tmp_pa
     inf/NaN; the plan, from measured ranges, keeps the attention core in FP32 and stays accurate."""
     import torch
 
-    from evitdeploy.calibration.data import load_inputs
-    from evitdeploy.exporters import ExportOptions, PrecisionOptions, export
+    from evitdeploy.data import load_inputs
+    from evitdeploy.backends.options import ExportOptions
+    from evitdeploy.precision.options import PrecisionOptions
+    from evitdeploy.backends import export
     from evitdeploy.models import build_model
 
     model, spec = build_model(get_spec("efficientvit_b0").with_input(1, 128, 128))
@@ -338,7 +340,7 @@ def test_percentile_and_entropy_ranges_clip_inside_the_observed_range(b0_graph, 
 
 
 def test_the_tensorrt_scheme_uses_symmetric_int8_activations(b0_graph, tmp_path):
-    from evitdeploy.exporters.onnx_int8 import quantize
+    from evitdeploy.precision.qdq import quantize
 
     path, spec, ranges = b0_graph
     info = quantize(path, int8_plan(onnx.load(str(path)), spec), ranges, tmp_path / "trt.onnx", scheme="tensorrt")
@@ -350,7 +352,7 @@ def test_the_tensorrt_scheme_uses_symmetric_int8_activations(b0_graph, tmp_path)
 
 
 def test_default_calibration_count_shrinks_above_a_megapixel():
-    from evitdeploy.exporters import PrecisionOptions
+    from evitdeploy.precision.options import PrecisionOptions
 
     assert PrecisionOptions().count_for(224, 224) == 64
     assert PrecisionOptions().count_for(1024, 2048) == 16
@@ -358,7 +360,7 @@ def test_default_calibration_count_shrinks_above_a_megapixel():
 
 
 def test_large_tensors_keep_exact_extremes_while_the_histogram_samples():
-    from evitdeploy.calibration.ranges import HISTOGRAM_SAMPLE, TensorRange
+    from evitdeploy.precision.ranges import HISTOGRAM_SAMPLE, TensorRange
 
     values = np.random.default_rng(0).standard_normal(4 * HISTOGRAM_SAMPLE).astype(np.float32)
     values[12345] = 50.0
@@ -386,7 +388,7 @@ def test_held_out_images_are_not_calibration_images(tmp_path):
 def test_the_default_photos_are_distinct_colour_photos():
     """scikit-image's `cat` and `chelsea` are one array, and `camera` is grayscale: neither belongs
     in a set meant to exercise a colour model's ranges."""
-    from evitdeploy.calibration.data import SAMPLE_PHOTOS, sample_photos
+    from evitdeploy.data import SAMPLE_PHOTOS, sample_photos
 
     photos = sample_photos(len(SAMPLE_PHOTOS))
     assert len(photos) == len(SAMPLE_PHOTOS) >= 8

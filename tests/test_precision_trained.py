@@ -5,8 +5,8 @@ import onnxruntime as ort
 import pytest
 
 from evitdeploy import api
-from evitdeploy.calibration.data import preprocess
-from evitdeploy.exporters import PrecisionOptions
+from evitdeploy.data import preprocess
+from evitdeploy.precision.options import PrecisionOptions
 from evitdeploy.models import trained
 
 
@@ -49,7 +49,7 @@ def test_int8_plan_keeps_digits_accuracy_within_a_point(digits_exports):
 
 
 def test_the_plan_beats_naive_full_quantization_by_a_wide_margin(digits_exports):
-    from evitdeploy.exporters.onnx_int8 import naive_quantize
+    from evitdeploy.precision.qdq import naive_quantize
 
     artifacts, inputs, labels, folder = digits_exports
     train_images, _ = trained.digits_images("train")

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from conftest import Cli, assert_clean_error
-from evitdeploy.device_verify import SIGNATURE, sha256_of
+from evitdeploy.device.integrity import SIGNATURE, sha256_of
 
 DEPLOY = ("deploy", "--profile", "x86-cpu", "--model", "efficientvit_b0", "--height", "64", "--width", "64", "--samples", "1")
 FAST = ("--count", "2", "--warmup", "0")

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from conftest import assert_clean_error
-from evitdeploy.exporters import tensorrt as trt_exporter
-from evitdeploy.exporters.trt_plan import build_script, fp32_nodes, layer_precisions, node_of_layer, shapes, trtexec_command
+from evitdeploy.backends.tensorrt import export as trt_exporter
+from evitdeploy.backends.tensorrt import runtime as trt_runtime
+from evitdeploy.backends.tensorrt.plan import build_script, fp32_nodes, layer_precisions, node_of_layer, shapes, trtexec_command
 from evitdeploy.models import get_spec
 from evitdeploy.profiles import load_profile
 
@@ -32,9 +33,9 @@ def test_layers_find_their_onnx_node():
 @pytest.fixture(scope="module")
 def fp16_plan(tmp_path_factory):
     """The real FP16 plan of B0 at 64x64 (ranges on photos)."""
-    from evitdeploy.exporters import PrecisionOptions
-    from evitdeploy.exporters.onnx import write_graph
-    from evitdeploy.exporters.onnx_precision import make_plan
+    from evitdeploy.precision.options import PrecisionOptions
+    from evitdeploy.graph import write_graph
+    from evitdeploy.precision.pipeline import make_plan
     from evitdeploy.models import build_model
 
     folder = tmp_path_factory.mktemp("trt")
@@ -95,7 +96,9 @@ def test_int8_onnx_for_tensorrt_is_symmetric_with_zero_points_0(fp16_plan, tmp_p
     import onnx
     from onnx import numpy_helper
 
-    from evitdeploy.exporters import ExportOptions, PrecisionOptions
+    from evitdeploy.backends.options import ExportOptions
+
+    from evitdeploy.precision.options import PrecisionOptions
     from evitdeploy.models import build_model
 
     _, spec = fp16_plan
@@ -172,7 +175,7 @@ def missing_names(names, listing) -> list[str]:
 
 
 def test_every_tensorrt_name_the_code_uses_exists_in_the_stubs():
-    from evitdeploy.runners import tensorrt as trt_runner
+    from evitdeploy.backends.tensorrt import runner as trt_runner
 
     listing = stubs_listing()
     assert missing_names(trt_exporter.TRT_NAMES, listing) == []
@@ -214,7 +217,7 @@ def used_names(module) -> set[str]:
 @pytest.mark.parametrize("which", ["exporter", "runner"])
 def test_trt_names_lists_every_name_the_module_touches(which):
     """Nothing reaches the TensorRT API unchecked: every name used is in the module's TRT_NAMES."""
-    from evitdeploy.runners import tensorrt as trt_runner
+    from evitdeploy.backends.tensorrt import runner as trt_runner
 
     module = trt_exporter if which == "exporter" else trt_runner
     used = used_names(module)
@@ -223,7 +226,7 @@ def test_trt_names_lists_every_name_the_module_touches(which):
 
 def test_an_engine_from_another_tensorrt_or_gpu_is_refused():
     from evitdeploy.errors import UserError
-    from evitdeploy.runners.tensorrt import check_engine_host
+    from evitdeploy.backends.tensorrt.runner import check_engine_host
 
     manifest = {"toolchain": {"tensorrt": "10.3.0"}, "export": {"gpu": "Orin"}}
     check_engine_host(manifest, "10.3.0", "Orin")
@@ -258,7 +261,7 @@ def test_jetson_deploy_without_tensorrt_writes_the_onnx_plan_and_recipe(precisio
     assert ("--int8" in script) == (precision == "int8") and "--precisionConstraints=obey" in script and "--fp16" in script
     storage = json.loads((folder / "manifest.json").read_text())["precision_plan"].get("fp16_storage_check")
     assert (storage is not None) == (precision == "fp16") and summary["fp16_storage_check"] == storage
-    from evitdeploy.report import deploy_table
+    from evitdeploy.report.tables import deploy_table
 
     assert ("fp16 storage" in deploy_table(summary).columns[0]._cells) == (precision == "fp16")
     if storage:
@@ -266,7 +269,7 @@ def test_jetson_deploy_without_tensorrt_writes_the_onnx_plan_and_recipe(precisio
     assert subprocess.run(["sh", "-n", str(folder / "build_engine.sh")]).returncode == 0
     device = on_device(folder / "verify.py")
     assert device.returncode == 3 and "evitdeploy build ." in device.stderr
-    if not trt_exporter.hasattr_builder():
+    if not trt_runtime.hasattr_builder():
         assert_clean_error(cli("build", folder), 3, "TensorRT", "JetPack")
 
 
@@ -276,7 +279,7 @@ def test_tensorrt_fp16_recipe_of_the_trained_segmenter_is_checked_for_fp16_overf
     import numpy as np
 
     from evitdeploy import api
-    from evitdeploy.exporters import PrecisionOptions
+    from evitdeploy.precision.options import PrecisionOptions
     from evitdeploy.models import trained
 
     photos, _ = trained.digit_mosaics(2, 512, 1024, seed=3, split="train")
@@ -298,7 +301,7 @@ def test_build_refuses_a_bundle_of_another_target(cli, tmp_path):
 
 
 def test_absent_tensorrt_is_exit_3_with_install_guidance(cli, tmp_path):
-    if trt_exporter.hasattr_builder():
+    if trt_runtime.hasattr_builder():
         pytest.skip("TensorRT is installed here")
     result = cli("export", "-m", "efficientvit_b0", "-t", "trt", "-p", "fp16", "--height", "64", "--width", "64", "-o", tmp_path / "out")
     assert_clean_error(result, 3, "TensorRT", "JetPack", "pypi.nvidia.com")
@@ -308,7 +311,7 @@ def test_absent_tensorrt_is_exit_3_with_install_guidance(cli, tmp_path):
 @pytest.mark.tensorrt
 @pytest.mark.gpu
 def test_fp16_engine_builds_with_the_plan_pinned(tmp_path):
-    if not trt_exporter.hasattr_builder():
+    if not trt_runtime.hasattr_builder():
         pytest.skip("needs TensorRT and an NVIDIA GPU")
     from evitdeploy import api
 
@@ -437,7 +440,7 @@ def test_build_engine_pins_every_layer_of_the_plans_fp32_nodes(fp16_plan, tmp_pa
     """build_engine's own logic, run against the recording stand-in: the FP16 flag, "obey", every
     layer (split ones too) of a plan FP32 node pinned FP32 in precision and output type, nothing
     else touched, the profile's shapes, the workspace and the timing cache read and written."""
-    from evitdeploy.exporters.onnx import write_graph
+    from evitdeploy.graph import write_graph
     from evitdeploy.models import build_model
 
     plan, spec = fp16_plan
@@ -470,9 +473,9 @@ def test_bench_of_an_engine_adds_gpu_compute_time_from_a_separate_run(b0_artifac
     """`bench` on a TensorRT engine adds trtexec's GPU compute figure from the runner's own timed
     loop. The engine runner needs a GPU; an ONNX Runtime runner with that method stands in."""
     from evitdeploy import api
-    from evitdeploy.device_verify import time_model
-    from evitdeploy.report import bench_table
-    from evitdeploy.runners.onnxruntime import OnnxRuntimeRunner
+    from evitdeploy.device.metrics import time_model
+    from evitdeploy.report.tables import bench_table
+    from evitdeploy.backends.onnxruntime.runner import OnnxRuntimeRunner
 
     calls = []
 

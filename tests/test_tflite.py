@@ -14,8 +14,8 @@ pytest.importorskip("litert_torch", reason="the tflite extra is not installed: p
 from conftest import assert_clean_error  # noqa: E402
 from evitdeploy import api  # noqa: E402
 from evitdeploy.errors import UserError  # noqa: E402
-from evitdeploy.exporters import PrecisionOptions  # noqa: E402
-from evitdeploy.exporters.tflite_plan import decide, module_path_of, read_ops  # noqa: E402
+from evitdeploy.precision.options import PrecisionOptions  # noqa: E402
+from evitdeploy.backends.tflite.plan import decide, module_path_of, read_ops  # noqa: E402
 from test_deploy import on_device  # noqa: E402
 
 CASES = {  # trained weights (random ones are for plumbing, not numerics), at small sizes
@@ -107,7 +107,7 @@ def test_module_paths_come_from_tflite_tensor_names():
 
 
 def test_a_plan_module_missing_from_the_tflite_stops_the_export(tflite_exports):
-    from evitdeploy.calibration.plan import PrecisionPlan
+    from evitdeploy.precision.plan import PrecisionPlan
 
     artifact = tflite_exports["cls", "int8"][0]
     plan = PrecisionPlan.from_dict(json.loads((artifact.folder / "precision_plan.json").read_text()))
@@ -119,7 +119,7 @@ def test_a_plan_module_missing_from_the_tflite_stops_the_export(tflite_exports):
 def test_unsupported_op_is_one_clear_error(tmp_path):
     import torch
 
-    from evitdeploy.exporters.tflite import convert
+    from evitdeploy.backends.tflite.export import convert
     from evitdeploy.models import get_spec
 
     class WithSvd(torch.nn.Module):
@@ -180,9 +180,9 @@ def test_raspberry_pi_bundle_verifies_with_only_numpy_and_litert(tmp_path, cli, 
 
 def test_trained_digits_int8_keeps_accuracy_within_a_point(tmp_path, digits_checkpoint_path):
     """Real weights: held-out digits accuracy of the INT8 .tflite vs PyTorch FP32."""
-    from evitdeploy.calibration.data import preprocess
+    from evitdeploy.data import preprocess
     from evitdeploy.models import trained
-    from evitdeploy.runners.tflite import TFLiteRunner
+    from evitdeploy.backends.tflite.runner import TFLiteRunner
 
     train, _ = trained.digits_images("train")
     np.savez(tmp_path / "calib.npz", image=train[:64])

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from evitdeploy import api
-from evitdeploy.calibration.data import preprocess
-from evitdeploy.calibration.plan import PrecisionPlan
-from evitdeploy.calibration.torch_plan import fp16_numerics, half_following, run_half
-from evitdeploy.exporters import PrecisionOptions
+from evitdeploy.data import preprocess
+from evitdeploy.precision.plan import PrecisionPlan
+from evitdeploy.precision.torch_plan import fp16_numerics, half_following, run_half
+from evitdeploy.precision.options import PrecisionOptions
 from evitdeploy.models import build_model, get_spec, trained
 from evitdeploy.models.attention import LiteMLA
 

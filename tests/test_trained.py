@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from evitdeploy.calibration.data import preprocess
+from evitdeploy.data import preprocess
 from evitdeploy.errors import UserError
 from evitdeploy.models import build_model, get_spec
 from evitdeploy.models.trained import (

@@ -238,7 +238,7 @@ def test_a_sweep_line_of_the_wrong_shape_is_refused_naming_its_line(cli, tmp_pat
 
 
 def test_photos_for_a_far_other_aspect_ratio_are_cropped_before_resizing():
-    from evitdeploy.calibration.data import load_inputs
+    from evitdeploy.data import load_inputs
     from evitdeploy.models import get_spec
 
     # resizing a whole photo to cover 99968 rows first asked for a 120 GB intermediate

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from evitdeploy.errors import UserError, first_line, shorten
 
@@ -179,10 +179,11 @@ def fine_tuned_class_count(state: dict, expected: dict) -> Optional[int]:
     return counts.pop() if len(counts) == 1 else None
 
 
-def load_checkpoint(model, path: Path, model_name: str, ours: Optional[tuple[dict, str]] = None) -> LoadedCheckpoint:
+def load_checkpoint(model, path: Path, model_name: str, ours: Optional[tuple[dict, str]] = None, guess: Callable[[dict], Optional[str]] = lambda state: None) -> LoadedCheckpoint:
     """Load weights into `model` strictly; a mismatch names the keys and the likely cause.
 
-    `ours` is the file already read by `read_our_state`, so a caller that looked at it reads it once.
+    `ours` is the file already read by `read_our_state`, so a caller that looked at it reads it once;
+    `guess` names the registered model a mismatched state looks like (the registry passes its own).
     """
     state, layout = ours if ours is not None else read_our_state(path)
     expected = model.state_dict()
@@ -190,13 +191,14 @@ def load_checkpoint(model, path: Path, model_name: str, ours: Optional[tuple[dic
     unexpected = [k for k in state if k not in expected]
     mismatched = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
     if missing or unexpected or mismatched:
-        raise UserError(_mismatch_message(path, model_name, state, expected, missing, unexpected, mismatched))
+        raise UserError(_mismatch_message(path, model_name, state, expected, (missing, unexpected, mismatched), guess))
     model.load_state_dict(state, strict=True)
     eps = REFERENCE_EPS if layout == "reference" else TIMM_EPS
     return LoadedCheckpoint(layout, eps, len(state))
 
 
-def _mismatch_message(path, model_name, state, expected, missing, unexpected, mismatched) -> str:
+def _mismatch_message(path, model_name, state, expected, keys, guess) -> str:
+    missing, unexpected, mismatched = keys
     parts = [f"checkpoint {path} does not fit {model_name}:"]
     if mismatched:
         k = mismatched[0]
@@ -205,28 +207,13 @@ def _mismatch_message(path, model_name, state, expected, missing, unexpected, mi
         parts.append(f"{len(missing)} missing keys (first {', '.join(missing[:3])})")
     if unexpected:
         parts.append(f"{len(unexpected)} unexpected keys (first {', '.join(unexpected[:3])})")
-    parts.append("likely cause: " + _likely_cause(state, expected, mismatched, missing, unexpected))
+    parts.append("likely cause: " + _likely_cause(state, mismatched + missing + unexpected, guess))
     return " ".join(parts)
 
 
-def _likely_cause(state, expected, mismatched, missing, unexpected) -> str:
+def _likely_cause(state, differing: list, guess) -> str:
     # (a checkpoint whose only difference is the class count never gets here: build_model adopts it)
-    if all(k.startswith("head.") for k in mismatched + missing + unexpected):
+    if all(k.startswith("head.") for k in differing):
         return "another head (classification vs segmentation, or another dataset's head)"
-    guess = guess_model(state)
-    return f"another model (the weights look like {guess})" if guess else "another model or architecture"
-
-
-def guess_model(state: dict) -> str | None:
-    """The registered model whose parameter names and shapes match the checkpoint exactly."""
-    import torch
-
-    from evitdeploy.models.registry import MODELS, create_model
-
-    shapes = {k: tuple(v.shape) for k, v in state.items()}
-    for name, entry in MODELS.items():
-        with torch.device("meta"):
-            candidate = create_model(entry.spec)
-        if {k: tuple(v.shape) for k, v in candidate.state_dict().items()} == shapes:
-            return name
-    return None
+    looks_like = guess(state)
+    return f"another model (the weights look like {looks_like})" if looks_like else "another model or architecture"

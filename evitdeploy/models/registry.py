@@ -82,7 +82,7 @@ def build_model(
     model = create_model(spec, seed)
     eps = spec.attention_eps
     if ours is not None:
-        eps = load_checkpoint(model, Path(checkpoint), spec.name, ours).attention_eps
+        eps = load_checkpoint(model, Path(checkpoint), spec.name, ours=ours, guess=guess_model).attention_eps
     if attention_eps is not None:
         eps = attention_eps
     model.set_attention(eps=eps)
@@ -99,3 +99,38 @@ def _with_class_count_of(spec: ModelSpec, state: dict) -> ModelSpec:
         expected = create_model(spec).state_dict()
     count = fine_tuned_class_count(state, expected)
     return spec if count is None else replace(spec, num_classes=count)
+
+
+def guess_model(state: dict) -> str | None:
+    """The registered model whose parameter names and shapes match the checkpoint exactly."""
+    import torch
+
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    for name, entry in MODELS.items():
+        with torch.device("meta"):
+            candidate = create_model(entry.spec)
+        if {k: tuple(v.shape) for k, v in candidate.state_dict().items()} == shapes:
+            return name
+    return None
+
+
+def measure_profile(spec: ModelSpec, size: int = 1024) -> tuple[float, float, float]:
+    """The profile measured on torch's meta device (shapes only, no memory): for the test that keeps
+    evitdeploy.memory.PROFILES true (memory imports no torch and no model)."""
+    import torch
+
+    with torch.device("meta"):
+        model = create_model(spec.with_input(1, size, size))
+    model.set_formulation("deploy")
+    sizes: list[int] = []
+    hooks = [
+        module.register_forward_hook(lambda _m, _i, out: sizes.append(out.numel()) if isinstance(out, torch.Tensor) else None)
+        for module in model.modules()
+        if not list(module.children())
+    ]
+    with torch.no_grad():
+        model(torch.zeros(1, 3, size, size, device="meta"))
+    for hook in hooks:
+        hook.remove()
+    pixels = size * size
+    return (round(sum(sizes) / pixels, 1), round(max(sizes) / pixels, 2), round(sum(p.numel() for p in model.parameters()) / 1e6, 2))

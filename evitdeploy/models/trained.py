@@ -260,7 +260,7 @@ def train_digits_classifier(recipe: ClassifierRecipe = ClassifierRecipe(), progr
     import torch
     import torch.nn.functional as F
 
-    from evitdeploy.calibration.data import preprocess
+    from evitdeploy.data import preprocess
     from evitdeploy.models.registry import create_model
 
     spec = digits_spec(recipe.size, recipe.family)
@@ -293,7 +293,7 @@ def train_mosaic_segmenter(recipe: SegmenterRecipe = SegmenterRecipe(), progress
     import torch
     import torch.nn.functional as F
 
-    from evitdeploy.calibration.data import preprocess
+    from evitdeploy.data import preprocess
     from evitdeploy.models.registry import create_model
 
     spec = mosaic_spec(recipe.height, recipe.width, recipe.family)

@@ -26,21 +26,6 @@ PROFILES_DIR = Path(__file__).parent
 
 
 @dataclass(frozen=True)
-class Backend:
-    target: str  # the exporter target that produces its artifact
-    packages: tuple[str, ...]  # what must be installed to run it
-    install: str
-
-
-BACKENDS = {
-    "onnxruntime": Backend("onnx", ("onnxruntime",), "pip install onnxruntime"),
-    "tensorrt": Backend("trt", ("tensorrt",), "pip install 'evitdeploy[tensorrt]' (on the device: JetPack's TensorRT)"),
-    "coreml": Backend("coreml", ("coremltools",), "pip install 'evitdeploy[coreml]'"),
-    "tflite": Backend("tflite", ("litert-torch", "ai-edge-litert", "ai-edge-quantizer"), "pip install 'evitdeploy[tflite]'"),
-}
-
-
-@dataclass(frozen=True)
 class Profile:
     name: str
     description: str
@@ -69,7 +54,9 @@ class Profile:
 
     @property
     def target(self) -> str:
-        return BACKENDS[self.backend].target
+        from evitdeploy.backends import get_backend
+
+        return get_backend(self.backend).name
 
     def budget_for(self, model: str) -> Optional[float]:
         return self.model_budgets.get(model, self.latency_ms)
@@ -139,19 +126,27 @@ class ProfileFile(BaseModel):
 
     model_config = _Strict
     description: str
-    backend: Literal["onnxruntime", "tensorrt", "coreml", "tflite"]  # the keys of BACKENDS
-    precision: Literal["fp32", "fp16", "int8"]
-    precisions: list[Literal["fp32", "fp16", "int8"]]
+    backend: str  # a backend's folder name in the registry (evitdeploy.backends)
+    precision: str
+    precisions: list[str]
     notes: list[str] = []
     input: _InputTable = _InputTable()
     bench: _BenchTable = _BenchTable()
     budget: _BudgetTable = _BudgetTable()
-    tolerances: dict[Literal["fp32", "fp16", "int8"], _TolerancesTable] = {}
+    tolerances: dict[str, _TolerancesTable] = {}
     host: _HostTable = _HostTable()
 
     @model_validator(mode="after")
     def _consistent(self) -> "ProfileFile":
+        from evitdeploy.backends import BACKENDS
+
         shape = self.input
+        backend = next((b for b in BACKENDS.values() if b.folder == self.backend), None)
+        if backend is None:
+            raise ValueError(f"backend {self.backend!r} is not known; use one of: {', '.join(b.folder for b in BACKENDS.values())}")
+        for precision in {*self.precisions, *self.tolerances}:
+            if precision not in backend.precisions:
+                raise ValueError(f"precision {precision!r} is not one {self.backend} builds; use {', '.join(backend.precisions)}")
         if self.precision not in self.precisions:
             raise ValueError(f"precision {self.precision!r} is not in its precisions {self.precisions}; add it to precisions")
         for label, values in (("min", shape.min), ("max", shape.max)):
@@ -262,24 +257,17 @@ def list_profiles() -> list[dict]:
 
 
 def backend_status(profile: Profile) -> dict:
+    from evitdeploy.backends import get_backend
     from evitdeploy.doctor import installed
-    from evitdeploy.exporters import TARGETS
 
-    backend = BACKENDS[profile.backend]
-    built = backend.target in TARGETS
-    missing = [p for p in backend.packages if not installed(p)]
-    return {"built": built, "installed": not missing, "missing_packages": missing, "install": backend.install}
+    backend = get_backend(profile.backend)
+    missing = [p.distribution for p in backend.packages if not installed(p.distribution)]
+    return {"built": True, "installed": not missing, "missing_packages": missing, "install": backend.install}
 
 
 def require_backend(profile: Profile) -> None:
     """Exit 3 with the reason when this profile's backend cannot run here."""
     status = backend_status(profile)
-    if not status["built"]:
-        raise UserError(
-            f"profile {profile.name} needs the {profile.backend} backend, which this version of evitdeploy does not build yet",
-            "use an ONNX Runtime profile (x86-cpu, arm64-cpu, raspberry-pi-5) or `evitdeploy profiles` to see what is ready",
-            EXIT_BACKEND_UNAVAILABLE,
-        )
     if not status["installed"]:
         raise UserError(
             f"profile {profile.name} needs {', '.join(status['missing_packages'])}, which is not installed",
@@ -290,6 +278,6 @@ def require_backend(profile: Profile) -> None:
 
 def host_kind(profile: Profile) -> tuple[bool, str]:
     """Whether this host is a device of the profile's kind, and why: budgets are judged only there."""
-    from evitdeploy.device_verify import host_matches
+    from evitdeploy.device.runtimes import host_matches
 
     return host_matches(profile.name, profile.host_machines, profile.host_device_model, profile.host_gpu)

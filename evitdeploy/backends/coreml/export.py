@@ -1,0 +1,278 @@
+"""PyTorch -> Core ML mlprogram (.mlpackage) for iPhone/iPad/Mac: FP32, FP16, INT8 weights.
+
+- Conversion: coremltools from `torch.export` (the deployment formulation); minimum deployment
+  target iOS 17 / macOS 14 (mlprogram with per-op FP16/FP32 and int8 weight compression ops).
+- Inputs are TensorType, not ImageType: the parity references and every other target take the
+  ModelSpec's normalized NCHW float32 tensor, and an ImageType would hide the normalization in the
+  package where a check cannot see it. An app feeds a normalized MLMultiArray (README.txt says how).
+  Input and output names come from the ModelSpec; both stay float32 at the boundary.
+- FP16 follows the shared precision plan: coremltools' FP16ComputePrecision op selector keeps every
+  op of a module the plan keeps FP32 (the LiteMLA core; overflowing ranges) in FP32. torch.export
+  records each node's module, and the converter names MIL ops after the nodes.
+- INT8 = int8 weights (linear symmetric, per channel; W8A16) on every convolution and linear layer
+  the plan does not keep FP32, computing in FP16 with the plan's FP32 islands (the FP16 plan's
+  ranges decide those: the compute is FP16, not integer). Activation quantization
+  (coremltools.optimize's linear_quantize_activations) calibrates by running the model, which
+  needs macOS: it is not done on Linux and the manifest says so.
+- Validation here (Linux): the package loads as a spec; input/output names, shapes and types;
+  op counts by type and precision; every op the plan keeps FP32 is FP32 in the saved program.
+  On macOS the package also predicts and is compared with PyTorch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import platform
+import sys
+import tempfile
+import time
+import warnings
+from collections import Counter
+from pathlib import Path
+
+from evitdeploy.artifact import Artifact, build_manifest, package_versions, staged_folder, write_json
+from evitdeploy.errors import EXIT_CHECK_FAILED, BackendUnavailable, UserError, first_line
+from evitdeploy.backends.coreml.runner import import_coremltools
+from evitdeploy.backends.options import ExportOptions
+from evitdeploy.spec import ModelSpec
+
+MODEL_DIR = "model.mlpackage"
+DEPLOYMENT_TARGET = "iOS17"
+WEIGHTED_OPS = ("conv", "linear", "conv_transpose")
+
+
+def exported_program(model, spec: ModelSpec):
+    """torch.export of the deployment formulation, and each graph node's PyTorch module path."""
+    import torch
+
+    model.set_formulation("deploy")
+    with torch.no_grad():
+        program = torch.export.export(model.eval(), (torch.zeros(spec.input_shape, dtype=torch.float32),)).run_decompositions({})
+    modules = {}
+    for node in program.graph.nodes:
+        stack = node.meta.get("nn_module_stack")
+        if stack:
+            modules[node.name] = list(stack.values())[-1][0]
+    return program, modules
+
+
+def module_of(op, modules: dict) -> str:
+    """A MIL op's module: its own node's, else (ops a converter split from one node, e.g. hardswish
+    into thresholded_relu + sigmoid_hard + mul) the nearest input's."""
+    pending, seen = [op], set()
+    while pending:
+        current = pending.pop(0)
+        for name in (current.name, *(o.name for o in current.outputs)):  # the op or its output var carries the node's name
+            if name in modules:
+                return modules[name]
+        seen.add(current.name)
+        for var in current.inputs.values():
+            for v in var if isinstance(var, (list, tuple)) else [var]:
+                producer = getattr(v, "op", None)
+                if producer is not None and producer.op_type != "const" and producer.name not in seen:
+                    pending.append(producer)
+    return ""
+
+
+def convert(model, spec: ModelSpec, precision: str, plan=None):
+    """The mlprogram, and the names of the ops the plan keeps FP32 (FP16/INT8)."""
+    ct = import_coremltools()
+    import numpy as np
+
+    from evitdeploy.precision.plan import FloatScopes
+
+    program, modules = exported_program(model, spec)
+    kept_fp32: dict[str, str] = {}
+    if precision == "fp32":
+        compute = ct.precision.FLOAT32
+    else:
+        scopes = FloatScopes(plan) if plan is not None else None
+
+        def fp16(op) -> bool:
+            module = module_of(op, modules)
+            if scopes is not None and scopes.keeps(module, op.op_type in WEIGHTED_OPS):
+                kept_fp32[op.outputs[0].name if op.outputs else op.name] = module  # the name the saved program shows
+                return False
+            return True
+
+        compute = ct.transform.FP16ComputePrecision(op_selector=fp16)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
+            warnings.simplefilter("ignore")
+            mlmodel = ct.convert(
+                program,
+                inputs=[ct.TensorType(name=spec.input_name, shape=spec.input_shape, dtype=np.float32)],
+                outputs=[ct.TensorType(name=spec.output_name, dtype=np.float32)],
+                convert_to="mlprogram",
+                compute_precision=compute,
+                minimum_deployment_target=getattr(ct.target, DEPLOYMENT_TARGET),
+            )
+    except Exception as exc:  # coremltools raises many types; each means "this model does not convert"
+        raise UserError(
+            f"coremltools cannot convert {spec.name}: {type(exc).__name__}: {first_line(exc, 240)}",
+            "an op without a Core ML lowering; --target onnx or tflite take this model",
+        ) from exc
+    if plan is not None:
+        missing = FloatScopes(plan).unmatched(kept_fp32.values())
+        if missing:
+            raise UserError(
+                f"the precision plan keeps {missing[0]} in FP32 but no Core ML op carries that module",
+                "nothing was written; torch.export's module metadata changed: report it with `evitdeploy doctor` output",
+                EXIT_CHECK_FAILED,
+            )
+    return mlmodel, sorted(kept_fp32)
+
+
+def quantize_weights(mlmodel, float_ops: list[str]):
+    """int8 weights (linear symmetric, per channel) except on the ops the plan keeps float."""
+    import_coremltools()
+    from coremltools.optimize import coreml as optimize
+
+    config = optimize.OptimizationConfig(
+        global_config=optimize.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", granularity="per_channel"),
+        op_name_configs={name: None for name in float_ops},
+    )
+    with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
+        warnings.simplefilter("ignore")
+        return optimize.linear_quantize_weights(mlmodel, config=config)
+
+
+def program_ops(package: Path) -> list[tuple[str, str, int]]:
+    """(type, first output name, output data type) of every op in the saved package's main function."""
+    ct = import_coremltools()
+    spec = ct.models.MLModel(str(package), skip_model_load=True).get_spec()
+    function = spec.mlProgram.functions["main"]
+    block = function.block_specializations[function.opset]
+    ops = []
+    for op in block.operations:
+        output = op.outputs[0] if op.outputs else None
+        dtype = output.type.tensorType.dataType if output is not None and output.type.WhichOneof("type") == "tensorType" else 0
+        ops.append((op.type, output.name if output is not None else "", dtype))
+    return ops
+
+
+def check_package(package: Path, spec: ModelSpec, precision: str, kept_fp32: list[str]) -> dict:
+    """What the package must be, read back from disk: names, shapes, types, op precisions, the plan."""
+    ct = import_coremltools()
+    from coremltools.proto import FeatureTypes_pb2, MIL_pb2
+
+    float32 = MIL_pb2.DataType.Value("FLOAT32")
+    try:
+        model_spec = ct.models.MLModel(str(package), skip_model_load=True).get_spec()
+    except Exception as exc:
+        raise UserError(f"{package} does not load as a Core ML spec: {first_line(exc)}", "re-run the export", EXIT_CHECK_FAILED) from exc
+    failures = []
+    inputs = {i.name: i.type.multiArrayType for i in model_spec.description.input}
+    outputs = {o.name: o.type.multiArrayType for o in model_spec.description.output}
+    if list(inputs) != [spec.input_name] or list(outputs) != [spec.output_name]:
+        failures.append(f"inputs {list(inputs)} / outputs {list(outputs)}, expected [{spec.input_name}] / [{spec.output_name}]")
+    elif list(inputs[spec.input_name].shape) != list(spec.input_shape):
+        failures.append(f"input shape {list(inputs[spec.input_name].shape)}, expected {list(spec.input_shape)}")
+    for name, array in {**inputs, **outputs}.items():
+        if array.dataType != FeatureTypes_pb2.ArrayFeatureType.FLOAT32:
+            failures.append(f"{name} is not float32 at the boundary")
+    ops = program_ops(package)
+    compute = [(t, n, d) for t, n, d in ops if t not in ("const", "constexpr_affine_dequantize", "constexpr_blockwise_shift_scale", "cast")]
+    counts = Counter(MIL_pb2.DataType.Name(d) for _, _, d in compute)
+    if precision in ("fp16", "int8") and not counts.get("FLOAT16"):
+        failures.append(f"asked for {precision} but no op computes in FP16")
+    if precision == "fp32" and counts.get("FLOAT16"):
+        failures.append(f"asked for fp32 but {counts['FLOAT16']} ops compute in FP16")
+    written = {n: d for _, n, d in ops}
+    # An op cast to FP16 is saved as NAME_cast_fp16; one in neither form was folded away (a transpose into its matmul).
+    present = [name for name in kept_fp32 if name in written or f"{name}_cast_fp16" in written]
+    not_fp32 = [name for name in present if written.get(name) != float32]
+    if not_fp32:
+        failures.append(f"{len(not_fp32)} ops the plan keeps FP32 are not FP32 in the package (first: {not_fp32[0]})")
+    compressed = sum(1 for t, _, _ in ops if t.startswith("constexpr_"))
+    if precision == "int8" and not compressed:
+        failures.append("asked for int8 weights but the package holds no compressed (constexpr) weights")
+    return {
+        "passed": not failures,
+        "failures": failures,
+        "ops_by_type": dict(Counter(t for t, _, _ in compute)),
+        "ops_by_precision": dict(counts),
+        "plan_fp32_ops": len(present),
+        "plan_fp32_ops_folded_away": len(kept_fp32) - len(present),
+        "compressed_weight_ops": compressed,
+    }
+
+
+def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
+    import_coremltools()
+    if options.dynamic_axes:
+        raise UserError("the Core ML target exports static shapes", "drop --dynamic; export one package per input size")
+    timings, sections, plan = {}, {}, None
+    with staged_folder(options.output) as staging, tempfile.TemporaryDirectory(prefix="evitdeploy-coreml-") as scratch:
+        if options.precision != "fp32":
+            started = time.perf_counter()
+            plan, sections = _plan(model, spec, staging, Path(scratch), options)
+            timings["precision_s"] = time.perf_counter() - started
+        started = time.perf_counter()
+        options.step(f"converting with coremltools (mlprogram, {DEPLOYMENT_TARGET}, {'FP32' if options.precision == 'fp32' else 'FP16'} compute)")
+        mlmodel, kept_fp32 = convert(model, spec, options.precision, plan)
+        if options.precision == "int8":
+            options.step("int8 weights (linear symmetric, per channel) on the plan's INT8 layers")
+            mlmodel = quantize_weights(mlmodel, kept_fp32)
+        with contextlib.redirect_stdout(sys.stderr):
+            mlmodel.save(str(staging / MODEL_DIR))
+        timings["convert_s"] = time.perf_counter() - started
+        options.step("validating the package (spec, I/O, op precisions, the plan)")
+        checked = check_package(staging / MODEL_DIR, spec, options.precision, kept_fp32)
+        if not checked["passed"]:
+            raise UserError(f"the Core ML package is not what was asked: {'; '.join(checked['failures'])}", "nothing was written; report it", EXIT_CHECK_FAILED)
+        validation = {"package": checked, "data": options.validation_source, "checks": _predict_checks(model, spec, staging, options)}
+        manifest = build_manifest(
+            staging,
+            "coreml",
+            options.precision,
+            spec,
+            MODEL_DIR,
+            source=options.source,
+            export={
+                "exporter": "coremltools (torch.export -> mlprogram)",
+                "minimum_deployment_target": DEPLOYMENT_TARGET,
+                "inputs": "TensorType, normalized NCHW float32 (the ModelSpec's preprocessing is not folded in)",
+                "compute_precision": "FP32" if options.precision == "fp32" else "FP16 with the plan's FP32 ops",
+                "weights": "int8 linear symmetric per channel (W8A16)" if options.precision == "int8" else options.precision,
+                "activation_quantization": "not done: coremltools calibrates activations by running the model, which needs macOS",
+                "seconds": {k: round(v, 3) for k, v in timings.items()},
+            },
+            validation=validation,
+            **sections,
+            toolchain={**package_versions("torch", "coremltools", "numpy"), "coremltools_tested_torch": "2.7 (warned by coremltools)"},
+        )
+        write_json(staging / "manifest.json", manifest)
+    folder = Path(options.output)
+    return Artifact(folder, folder / MODEL_DIR, "coreml", options.precision, spec, manifest)
+
+
+def _plan(model, spec: ModelSpec, staging: Path, scratch: Path, options: ExportOptions):
+    from evitdeploy.precision.pipeline import PLAN_FILE, RANGES_FILE
+    from evitdeploy.graph import default_opset, write_graph
+    from evitdeploy.precision.pipeline import make_plan
+
+    onnx_path = scratch / "fp32.onnx"
+    write_graph(model, spec, onnx_path, default_opset(spec), True, options.step)
+    # Core ML INT8 here is int8 weights with FP16 compute: the FP16 plan's ranges decide the FP32
+    # islands for the compute, the INT8 plan decides which layers get int8 weights.
+    result = make_plan(onnx_path, spec, "fp16", options.reduced, options.progress)
+    write_json(staging / PLAN_FILE, result.plan.to_dict())
+    write_json(staging / RANGES_FILE, result.ranges.to_dict())
+    return result.plan, {
+        "calibration": result.calibration.report,
+        "precision_plan": {"file": PLAN_FILE, "ranges_file": RANGES_FILE, "method": result.plan.method, "summary": result.plan.summary(), "seconds": result.seconds},
+    }
+
+
+def _predict_checks(model, spec: ModelSpec, staging: Path, options: ExportOptions) -> list:
+    """On macOS: the package against PyTorch on the validation photos. Elsewhere: nothing to run."""
+    if platform.system() != "Darwin":
+        return [{"skipped": "Core ML predicts only on macOS; run the bundle's verify.py on a Mac"}]
+    from evitdeploy.backends.reference import against_reference
+    from evitdeploy.backends.reference import inputs_for
+    from evitdeploy.backends.coreml.runner import CoreMLRunner
+
+    with CoreMLRunner(staging / MODEL_DIR, spec) as candidate:
+        batches = [inputs_for(options.validation_inputs, spec.input_shape)]
+        return against_reference(model, spec, candidate, batches, options.precision, "the Core ML package", "report this model/size")

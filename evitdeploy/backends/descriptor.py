@@ -1,0 +1,46 @@
+"""What evitdeploy knows about a backend, in one frozen record: the registry reads nothing else.
+
+Every module that needs a fact about a target (its file suffix, precisions, the extra that
+installs it, what a device must install to verify a bundle, which files a bundle carries) asks
+the registry (`evitdeploy.backends`) for this record instead of keeping a table of its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Package:
+    """A distribution the backend needs on the host, and what it is for (doctor's rows)."""
+
+    distribution: str
+    purpose: str
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str  # the target as the CLI, manifests and bundles spell it ("onnx", "trt")
+    folder: str  # its package under evitdeploy/backends/ (also the name profiles use)
+    title: str  # one line for --help and doctor
+    model_file: str  # the artifact's model file ("model.onnx", "model.xml")
+    precisions: tuple[str, ...]
+    packages: tuple[Package, ...]  # host distributions, all needed to export and run it here
+    install: str  # the one-line install hint, shown whenever a package is missing
+    device_runtime: tuple[str, str]  # (import name, pip package) a device needs to run verify.py
+    aliases: tuple[str, ...] = ()
+    extra: str = ""  # the pyproject extra ("" for the core install)
+    carried: tuple[str, ...] = ()  # artifact files a bundle carries beside the model (plans, recipes)
+    opens_bare: bool = True  # a bare model file (no manifest) can be checked or benchmarked
+    version_bound: bool = False  # a serialized engine loads only on the runtime version that built it
+    predicts_on: str = "any host"  # where its runner predicts ("macOS", "an NVIDIA GPU with TensorRT")
+    consumes: tuple[str, ...] = ()  # other backends' folders it may import (TensorRT and OpenVINO read the ONNX export)
+
+    @property
+    def suffix(self) -> str:
+        return "." + self.model_file.rsplit(".", 1)[1]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every spelling that selects it: its name, its folder and its aliases."""
+        return tuple(dict.fromkeys((self.name, self.folder, *self.aliases)))

@@ -1,0 +1,135 @@
+"""ONNX Runtime's artifact: the hub graph (evitdeploy.graph), reduced by the shared precision plan
+where asked, validated by ONNX Runtime against PyTorch on real photos."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from evitdeploy.artifact import Artifact, build_manifest, package_versions, staged_folder, write_json
+from evitdeploy.backends.options import ExportOptions
+from evitdeploy.backends.reference import against_reference, inputs_for, validation_batch
+from evitdeploy.graph import default_opset, with_dynamic_axes, write_graph
+from evitdeploy.precision.pipeline import PLAN_FILE, RANGES_FILE
+from evitdeploy.spec import ModelSpec
+
+MODEL_FILE = "model.onnx"
+
+
+def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
+    timings = {}
+    spec = with_dynamic_axes(spec, options.dynamic_axes)
+    opset = options.opset or default_opset(spec)
+    reduced = options.precision != "fp32"
+    with staged_folder(options.output) as staging, tempfile.TemporaryDirectory(prefix="evitdeploy-fp32-") as scratch:
+        path = staging / MODEL_FILE
+        fp32_path = Path(scratch) / "fp32.onnx" if reduced else path
+        timings.update(write_graph(model, spec, fp32_path, opset, options.simplify, options.step))
+        precision_sections = {}
+        if reduced:
+            started = time.perf_counter()
+            precision_sections = _reduce(fp32_path, path, staging, spec, options)
+            timings["precision_s"] = time.perf_counter() - started
+        started = time.perf_counter()
+        options.step("validating (checker, shape inference, ONNX Runtime vs PyTorch on real images)")
+        validation = validate(model, spec, path, options)
+        timings["validate_s"] = time.perf_counter() - started
+        manifest = build_manifest(
+            staging,
+            "onnx",
+            options.precision,
+            spec,
+            MODEL_FILE,
+            source=options.source,
+            export={
+                "opset": opset,
+                "dynamic_axes": list(spec.dynamic_axes),
+                "simplified": options.simplify,
+                "exporter": "torch.onnx.export (TorchScript)",
+                "seconds": {k: round(v, 3) for k, v in timings.items()},
+            },
+            validation=validation,
+            **precision_sections,
+            toolchain=package_versions("torch", "onnx", "onnxruntime", "onnxslim", "numpy"),
+        )
+        write_json(staging / "manifest.json", manifest)
+    folder = Path(options.output)
+    return Artifact(folder, folder / MODEL_FILE, "onnx", options.precision, spec, manifest)
+
+
+def _reduce(fp32_path: Path, path: Path, staging: Path, spec: ModelSpec, options: ExportOptions) -> dict:
+    """Calibrate, plan and write the FP16/INT8 model; the plan and ranges travel with the artifact."""
+    from evitdeploy.precision.pipeline import make_plan, write_reduced
+
+    result = make_plan(fp32_path, spec, options.precision, options.reduced, options.progress)
+    options.step(f"writing the {options.precision.upper()} model following the plan")
+    conversion = write_reduced(fp32_path, result.plan, result.ranges, path, options.reduced)
+    storage = None
+    if options.precision == "fp16":
+        from evitdeploy.precision.fp16 import require_finite_storage
+
+        storage = require_finite_storage(fp32_path, result.plan, validation_batch(options, spec), spec)
+    write_json(staging / PLAN_FILE, result.plan.to_dict())
+    write_json(staging / RANGES_FILE, result.ranges.to_dict())
+    return {
+        "calibration": result.plan.calibration,
+        "precision_plan": {
+            "file": PLAN_FILE,
+            "ranges_file": RANGES_FILE,
+            "method": result.plan.method,
+            "summary": result.plan.summary(),
+            "search": {k: v for k, v in result.plan.search.items() if k != "steps"},
+            **({"fp16_storage_check": storage} if storage else {}),
+            "conversion": conversion,
+            "seconds": result.seconds,
+        },
+    }
+
+
+def validate(model, spec: ModelSpec, path: Path, options: ExportOptions) -> dict:
+    """Checker, strict shape inference, a load in ONNX Runtime and outputs against PyTorch running
+    the textbook formulation: every export re-proves that the deployment rewrites are exact."""
+    import onnx
+
+    from evitdeploy.backends.onnxruntime.runner import OnnxRuntimeRunner
+
+    onnx.checker.check_model(str(path), full_check=True)
+    inferred = onnx.shape_inference.infer_shapes(onnx.load(str(path)), strict_mode=True)
+    output_dims = [
+        d.dim_value or d.dim_param for d in inferred.graph.output[0].type.tensor_type.shape.dim
+    ]
+    inputs = options.validation_inputs
+    if inputs is None:
+        raise ValueError("validation_inputs are required")
+    shapes = [spec.input_shape]
+    if spec.dynamic_axes:  # prove the dynamic dims really are: one more, different shape
+        n, c, h, w = spec.input_shape
+        shapes.append(
+            (
+                n + 1 if "batch" in spec.dynamic_axes else n,
+                c,
+                h + 2 * spec.size_multiple if "height" in spec.dynamic_axes else h,
+                w + spec.size_multiple if "width" in spec.dynamic_axes else w,
+            )
+        )
+
+    hint = (
+        "report this model/size, or retry with --no-simplify" if options.precision == "fp32"
+        else "calibrate on images like your deployment's (--calib DIR), raise --search-budget, or check with looser tolerances"
+    )
+    with OnnxRuntimeRunner(path, threads=None) as candidate:
+        checks = against_reference(model, spec, candidate, [inputs_for(inputs, shape) for shape in shapes], options.precision, "exported ONNX", hint)
+        providers = candidate.providers
+    return {
+        "checker": "passed",
+        "output_dims": output_dims,
+        "onnxruntime_providers": providers,
+        "data": options.validation_source,
+        "checks": checks,
+    }
+
+

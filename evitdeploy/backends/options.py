@@ -1,0 +1,30 @@
+"""What an export needs beyond the model and its spec: one record every backend's export takes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+from evitdeploy.precision.options import PrecisionOptions
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    output: Path
+    precision: str = "fp32"
+    opset: Optional[int] = None  # None: the exporter's default for the model
+    dynamic_axes: tuple[str, ...] = ()  # any of "batch", "height", "width"
+    simplify: bool = True
+    validation_inputs: Optional[object] = None  # (N, 3, H, W) float32 array of real, preprocessed photos
+    validation_source: str = ""
+    source: dict = field(default_factory=dict)  # where the weights came from, for the manifest
+    progress: Optional[Callable[[str], None]] = None  # called with a step name as each step starts
+    reduced: PrecisionOptions = field(default_factory=PrecisionOptions)  # calibration and plan for fp16/int8
+    channels_last: bool = False  # NHWC model input (TFLite: a phone camera's frame order)
+    profile: Optional[object] = None  # the deploy profile (TensorRT: optimization-profile shape range)
+    engine: bool = True  # TensorRT: build the engine here; False writes the ONNX + build recipe for the device
+
+    def step(self, name: str) -> None:
+        if self.progress:
+            self.progress(name)

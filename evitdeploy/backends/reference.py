@@ -1,0 +1,51 @@
+"""Every export re-proves itself against PyTorch before it reports success: the shared check."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from evitdeploy.errors import UserError
+from evitdeploy.spec import ModelSpec
+
+
+def against_reference(model, spec, candidate, batches, precision: str, what: str, hint: str) -> list[dict]:
+    """Each batch through the candidate runner and PyTorch running the textbook formulation (the
+    reference's own arithmetic): every export re-proves its rewrites. Raises (exit 1) on a miss."""
+    from evitdeploy.errors import EXIT_CHECK_FAILED
+    from evitdeploy.parity import compare, tolerances_for
+    from evitdeploy.backends.torch.runner import TorchRunner
+
+    checks = []
+    model.set_formulation("textbook")
+    try:
+        with TorchRunner(model, spec) as reference:
+            for batch in batches:
+                feed = {spec.input_name: batch}
+                report = compare(spec, reference.infer(feed)[spec.output_name], candidate.infer(feed)[spec.output_name], precision, tolerances_for(precision))
+                checks.append({"input_shape": list(batch.shape), **report})
+                if not report["passed"]:
+                    raise UserError(
+                        f"{what} does not match PyTorch at input {tuple(batch.shape)}: {'; '.join(report['failures'])}",
+                        f"nothing was written; {hint}",
+                        EXIT_CHECK_FAILED,
+                    )
+    finally:
+        model.set_formulation("deploy")
+    return checks
+
+
+def validation_batch(options, spec: ModelSpec) -> np.ndarray:
+    """The validation photos, one per batch, at the spec's input size."""
+    return inputs_for(options.validation_inputs, (1, *spec.input_shape[1:]))
+
+
+def inputs_for(inputs: np.ndarray, shape: tuple) -> np.ndarray:
+    """Real photos cropped/tiled to `shape` (validation needs the exact shape, not the content)."""
+    import torch
+    import torch.nn.functional as F
+
+    n, _, h, w = shape
+    picked = np.concatenate([inputs] * (n // len(inputs) + 1))[:n]
+    if picked.shape[2:] != (h, w):
+        picked = F.interpolate(torch.from_numpy(picked), size=(h, w), mode="bilinear", align_corners=False).numpy()
+    return np.ascontiguousarray(picked, dtype=np.float32)

@@ -1,0 +1,21 @@
+"""TensorRT engines for NVIDIA GPUs and Jetson, built from the ONNX export and its precision plan."""
+
+from evitdeploy.backends.descriptor import Backend, Package
+
+BACKEND = Backend(
+    name="trt",
+    folder="tensorrt",
+    title="TensorRT engine (NVIDIA GPUs, Jetson)",
+    model_file="model.engine",
+    precisions=("fp32", "fp16", "int8"),
+    packages=(Package("tensorrt", "TensorRT engines"),),
+    install="on Jetson use JetPack's TensorRT; on a server pip install 'evitdeploy[tensorrt]' from NVIDIA's index (pypi.nvidia.com)",
+    device_runtime=("tensorrt", "tensorrt"),
+    aliases=("tensorrt",),
+    extra="tensorrt",
+    carried=("precision_plan.json", "ranges.json", "build_engine.sh", "model.onnx"),
+    opens_bare=False,
+    version_bound=True,
+    predicts_on="an NVIDIA GPU with TensorRT",
+    consumes=("onnxruntime",),
+)

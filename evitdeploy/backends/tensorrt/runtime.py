@@ -1,0 +1,58 @@
+"""TensorRT and the GPU it runs on, imported only when used (tensorrt-stubs alone is not TensorRT)."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from evitdeploy.backends.tensorrt import BACKEND
+from evitdeploy.errors import BackendUnavailable, UserError
+
+
+def import_tensorrt():
+    """TensorRT, or exit 3. (tensorrt-stubs alone installs a `tensorrt` folder of .pyi files that
+    imports as an empty namespace package: that is not TensorRT.)"""
+    try:
+        import tensorrt as trt
+    except ImportError as exc:
+        raise BackendUnavailable("TensorRT", BACKEND.install) from exc
+    if not hasattr(trt, "Builder"):
+        raise BackendUnavailable("TensorRT (only its type stubs, tensorrt-stubs, are present)", BACKEND.install)
+    return trt
+
+
+def hasattr_builder() -> bool:
+    """Whether real TensorRT (not just its stubs) is importable here."""
+    try:
+        import tensorrt
+    except ImportError:
+        return False
+    return hasattr(tensorrt, "Builder")
+
+
+def gpu_identity() -> dict:
+    """The GPU an engine is built for: engines load only on the same model and TensorRT version."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise UserError("TensorRT needs a CUDA GPU and none is visible", "run on the device the engine is for", 3)
+    major, minor = torch.cuda.get_device_capability()
+    return {"gpu": torch.cuda.get_device_name(), "compute_capability": f"{major}.{minor}"}
+
+
+def cuda_times_ms(run: Callable[[], object], warmup: int, count: int, stream=None) -> list[float]:
+    """GPU time per call of `run`, from CUDA events recorded around it on `stream` (the current
+    stream if None), after `warmup` calls: the figure trtexec reports as "GPU Compute Time"."""
+    import torch
+
+    for _ in range(warmup):
+        run()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(count):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record(stream)
+        run()
+        end.record(stream)
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return times

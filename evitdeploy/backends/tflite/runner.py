@@ -1,0 +1,74 @@
+"""LiteRT (TFLite) on XNNPACK: the runtime a phone or a Raspberry Pi runs.
+
+The invocation itself (quantized inputs and outputs handled from each tensor's scale and zero
+point) lives in this backend's device.py, so a bundle's verify.py runs a .tflite exactly as we do here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from evitdeploy.backends.tflite.device import tflite_interpreter, tflite_run
+from evitdeploy.device.runtimes import _native_stderr_silenced
+from evitdeploy.errors import BackendUnavailable, UserError, first_line
+from evitdeploy.backends.runner import Runner, TensorMeta
+from evitdeploy.spec import ModelSpec
+
+RUNTIME_INSTALL = "pip install 'evitdeploy[litert-runtime]' (the runtime only) or 'evitdeploy[tflite]'"
+
+
+def import_litert():
+    try:
+        import ai_edge_litert.interpreter as interpreter
+    except ImportError as exc:
+        raise BackendUnavailable("ai-edge-litert (the LiteRT runtime)", RUNTIME_INSTALL) from exc
+    return interpreter
+
+
+class TFLiteRunner(Runner):
+    backend = "tflite"
+
+    def __init__(self, model_path: Path, spec: ModelSpec, threads: Optional[int] = None):
+        self.model_path = Path(model_path)
+        self.spec = spec
+        self.threads = threads
+        self.interpreter = None
+
+    def load(self) -> None:
+        import_litert()
+        if not self.model_path.is_file():
+            raise UserError(f"TFLite model not found: {self.model_path}", "pass an artifact folder or a .tflite file")
+        try:
+            with _native_stderr_silenced():  # LiteRT's load-time log lines (why: device.py)
+                self.interpreter = tflite_interpreter(self.model_path, self.threads)
+        except (ValueError, RuntimeError) as exc:
+            first = first_line(exc)
+            raise UserError(
+                f"LiteRT cannot load {self.model_path}: {first}",
+                "the file is empty, truncated or not a .tflite model; re-run `evitdeploy export --target tflite`",
+            ) from exc
+
+    @property
+    def providers(self) -> list[str]:
+        return ["LiteRT XNNPACK"] if self.interpreter else []
+
+    def input_metadata(self) -> list[TensorMeta]:
+        return [TensorMeta(d["name"], tuple(int(n) for n in d["shape"]), np.dtype(d["dtype"]).name) for d in self.interpreter.get_input_details()]
+
+    def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {self.spec.output_name: tflite_run(self.interpreter, feed[self.spec.input_name])}
+
+    def close(self) -> None:
+        self.interpreter = None
+
+    def versions(self) -> dict[str, str]:
+        from importlib import metadata
+
+        return {"ai-edge-litert": metadata.version("ai-edge-litert")}
+
+
+def for_artifact(artifact, threads: Optional[int] = None, taking_turns: bool = False) -> TFLiteRunner:
+    return TFLiteRunner(artifact.model_file, artifact.spec, threads=threads)

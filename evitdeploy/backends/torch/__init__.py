@@ -1,0 +1,1 @@
+"""PyTorch eager: the reference every artifact is compared against; it exports nothing."""

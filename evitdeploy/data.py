@@ -1,0 +1,136 @@
+"""Image sources and the ModelSpec's preprocessing: what parity, calibration and the trained references read.
+
+Real photos are the default (scikit-image ships a handful), because random noise exercises ranges
+no camera produces; synthetic inputs exist only when asked for explicitly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from evitdeploy.errors import UserError
+from evitdeploy.spec import ModelSpec
+
+# Distinct colour photos that scikit-image ships in its wheel (no download). Not `cat` (the same
+# array as `chelsea`) nor `camera` (grayscale); `motorcycle` is the left view of stereo_motorcycle.
+SAMPLE_PHOTOS = (
+    "astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry", "retina", "motorcycle",
+)
+_PHOTO_LOADERS = {"motorcycle": lambda data: data.stereo_motorcycle()[0]}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+def sample_photos(count: int = 8) -> list[np.ndarray]:
+    """Up to len(SAMPLE_PHOTOS) real photos (HWC uint8 RGB) bundled with scikit-image."""
+    try:
+        from skimage import data
+    except ImportError as exc:
+        raise UserError(
+            "scikit-image (the bundled sample photos) is not installed",
+            "pip install scikit-image, or pass --data FOLDER/.npz",
+            3,
+        ) from exc
+    return [_as_rgb(_PHOTO_LOADERS.get(name, lambda data: getattr(data, name)())(data)) for name in SAMPLE_PHOTOS[:count]]
+
+
+def folder_photos(folder: Path, count: Optional[int] = None) -> list[np.ndarray]:
+    from skimage.io import imread
+
+    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise UserError(f"no images in {folder}", f"put {', '.join(sorted(IMAGE_SUFFIXES))} files there")
+    images = []
+    for path in files[:count]:
+        try:
+            images.append(_as_rgb(imread(path)))
+        except Exception as exc:
+            raise UserError(f"cannot read image {path} ({type(exc).__name__})", "remove or replace the file") from exc
+    return images
+
+
+def _as_rgb(image: np.ndarray) -> np.ndarray:
+    if image.ndim == 2:
+        image = np.stack([image] * 3, axis=-1)
+    image = image[..., :3]
+    if image.dtype != np.uint8:
+        image = np.clip(image * (255.0 if image.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
+    return image
+
+
+def preprocess(images: list[np.ndarray], spec: ModelSpec, height: int, width: int) -> np.ndarray:
+    """Resize to cover (height, width) keeping aspect, center-crop, normalize: NCHW float32."""
+    import torch
+    import torch.nn.functional as F
+
+    batch = []
+    for image in images:
+        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255.0
+        h, w = x.shape[-2:]
+        scale = max(height / h, width / w)
+        size = (max(height, round(h * scale)), max(width, round(w * scale)))
+        if size[0] * size[1] > 4 * height * width:
+            # a far other aspect ratio (e.g. 99968x64): resizing the whole photo first would make an
+            # intermediate thousands of times the input; crop the photo to the aspect ratio instead
+            keep_h, keep_w = min(h, max(1, round(height / scale))), min(w, max(1, round(width / scale)))
+            top, left = (h - keep_h) // 2, (w - keep_w) // 2
+            x, size = x[..., top : top + keep_h, left : left + keep_w], (height, width)
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=scale < 1)
+        top, left = (size[0] - height) // 2, (size[1] - width) // 2
+        batch.append(x[..., top : top + height, left : left + width])
+    x = torch.cat(batch)
+    mean = torch.tensor(spec.mean).view(1, 3, 1, 1)
+    std = torch.tensor(spec.std).view(1, 3, 1, 1)
+    return ((x - mean) / std).numpy().astype(np.float32)
+
+
+def load_inputs(
+    spec: ModelSpec,
+    height: int,
+    width: int,
+    source: Optional[Path] = None,
+    count: int = 8,
+    synthetic: bool = False,
+    seed: int = 0,
+) -> tuple[np.ndarray, str]:
+    """Preprocessed inputs (N, 3, H, W) and a description of where they came from."""
+    if synthetic:
+        rng = np.random.default_rng(seed)
+        return rng.standard_normal((count, 3, height, width), dtype=np.float32), f"synthetic N(0,1) x{count}"
+    if source is None:
+        return preprocess(sample_photos(count), spec, height, width), f"scikit-image sample photos x{min(count, len(SAMPLE_PHOTOS))}"
+    source = Path(source)
+    if source.is_dir():
+        return preprocess(folder_photos(source, count), spec, height, width), f"images from {source}"
+    if source.suffix == ".npz" and source.is_file():
+        return npz_inputs(source, spec, height, width, count), f"arrays from {source}"
+    raise UserError(f"input data {source} is neither an image folder nor an .npz file", "pass --data FOLDER or --data FILE.npz")
+
+
+def read_npz(path: Path, spec: ModelSpec) -> tuple[str, np.ndarray]:
+    """The array an .npz holds for this model: the one named like the input, else the first."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            key = spec.input_name if spec.input_name in archive.files else archive.files[0]
+            return key, archive[key]
+    except Exception as exc:
+        raise UserError(f"cannot read {path} ({type(exc).__name__})", "pass a valid .npz made with numpy.savez") from exc
+
+
+def is_photo_array(array: np.ndarray) -> bool:
+    return array.ndim == 4 and array.shape[-1] == 3 and array.dtype == np.uint8
+
+
+def npz_inputs(path: Path, spec: ModelSpec, height: int, width: int, count: int) -> np.ndarray:
+    """An .npz holds either photos (N, H, W, 3) uint8 or preprocessed inputs (N, 3, H, W) float32."""
+    key, array = read_npz(path, spec)
+    if is_photo_array(array):
+        return preprocess(list(array[:count]), spec, height, width)
+    if array.ndim == 4 and array.shape[1:] == (3, height, width):
+        return array[:count].astype(np.float32)
+    raise UserError(
+        f"{path} array {key!r} has shape {array.shape} {array.dtype}",
+        f"expected (N, H, W, 3) uint8 photos or (N, 3, {height}, {width}) float32 inputs",
+    )

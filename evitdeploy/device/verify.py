@@ -1,0 +1,165 @@
+"""Verify an evitdeploy bundle where it will run: integrity, parity with the reference, latency.
+
+A bundle carries this package as `evitdeploy_device/` and its target's device module as
+`evitdeploy_device/runtime.py`; its short `verify.py` calls main() with them. `evitdeploy verify`
+runs the same verify() with the device module from the registry. It needs Python 3.8+, numpy and
+the bundle's runtime only: no evitdeploy, no torch.
+
+    python3 verify.py [--threads N] [--warmup N] [--count N] [--json] [--public-key PUB.pem]
+
+A signed bundle (model.sig) is checked against --public-key first, when the `model-signing`
+package is installed (pip install model-signing); without a key its report says "signature not checked".
+
+Exit codes: 0 passed; 1 parity failed or the latency budget was exceeded on a device of the
+bundle's kind; 2 the bundle is refused (missing or modified file, newer format, a signature that
+does not verify); 3 the runtime (or model-signing, for --public-key) is not installed.
+"""
+
+import argparse
+import json
+import platform
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+
+from . import integrity, metrics, runtimes
+from .integrity import MANIFEST, SIGNATURE, BundleError, first_line
+
+
+def latency_input(inputs: np.ndarray, batch: int) -> np.ndarray:
+    """The latency input: the first reference image repeated to the model's batch."""
+    return inputs[[0] * batch]
+
+
+def _device_module(runtime, target: str):
+    """The device module: `runtime` itself, or what the function `runtime(target)` returns."""
+    found = runtime if isinstance(runtime, types.ModuleType) else runtime(target)
+    if found is None:
+        raise BundleError(f"this verifier cannot run {target!r} bundles", "verify it with the evitdeploy that made it", 3)
+    return found
+
+
+def verify(folder, runtime, threads=None, warmup=None, count=None, judge_budget: bool = True, public_key=None, schema_check=None) -> dict:
+    """The whole verification as JSON-ready data; raises BundleError before running anything untrusted.
+    `runtime`: the target's device module, or a function of the target name returning it (None for
+    none), asked only once the manifest is trusted. `schema_check(manifest_path)`: evitdeploy's full
+    schema of the manifest, where it is installed (after the checks made here, so both give the
+    same first message)."""
+    folder = Path(folder)
+    signature = integrity.check_signature(folder, public_key)  # first: with a key, nothing unsigned is read
+    manifest = integrity.load_manifest(folder)
+    recorded = manifest["bundle"].get("signature") if isinstance(manifest["bundle"], dict) else None
+    if recorded and not signature["signed"]:
+        raise BundleError(f"the manifest says this bundle was signed, but its signature ({SIGNATURE}) is missing", "re-copy the whole bundle from its maker")
+    integrity.check_integrity(folder, manifest)
+    if schema_check is not None:
+        schema_check(folder / MANIFEST)
+    runtime = _device_module(runtime, manifest["target"])
+    versions = runtimes.runtime_versions(runtime, manifest["target"])
+    warnings, errors = runtimes.version_findings(manifest, versions, runtime)
+    if signature["signed"] and not signature["checked"]:
+        warnings.append(integrity.SIGNATURE_NOT_CHECKED.format(SIGNATURE))
+    if errors:
+        raise BundleError(errors[0], "build the engine again on this device (see README.txt)")
+    bundle = manifest["bundle"]
+    spec = manifest["spec"]
+    inputs, expected, host_outputs = integrity.load_reference(folder, spec)
+    threads = threads or bundle["bench"].get("threads")
+    try:
+        infer, providers = runtimes.open_model(folder, manifest, threads, runtime)
+    except BundleError:
+        raise
+    except Exception as exc:  # the runtime's own error types: a truncated or foreign model file
+        raise BundleError(f"{manifest['model_file']} cannot be loaded by this runtime ({first_line(exc)})", "re-copy the bundle from where it was made") from None
+    batch = spec["input_shape"][0]
+    try:
+        outputs = metrics.run_batches(infer, inputs, batch)
+    except Exception as exc:
+        raise BundleError(f"the model refused the reference inputs ({first_line(exc)})",
+                          "the model file and the manifest disagree: re-copy the bundle from where it was made") from None
+    parity = metrics.compare_outputs(spec["task"], expected, outputs, bundle["tolerances"])
+    drift = metrics.compare_outputs(spec["task"], host_outputs, outputs, {})["metrics"] if host_outputs is not None else {}
+    warmup = bundle["bench"]["warmup"] if warmup is None else warmup
+    count = bundle["bench"]["count"] if count is None else count
+    feed = latency_input(inputs, batch)
+    latency = metrics.latency_stats(metrics.time_model(infer, feed, warmup, count), batch) if count > 0 else None
+    budget = bundle.get("budget") or {}
+    profile = bundle["profile"]
+    on_kind, why = runtimes.host_matches(profile["name"], profile["host_machines"], profile["host_device_model"], profile["host_gpu"])
+    failures = list(parity["failures"])
+    judged = bool(judge_budget and on_kind and latency and budget.get("latency_ms"))
+    if judged:
+        measured = latency[budget["statistic"] + "_ms"]
+        if measured > budget["latency_ms"]:
+            failures.append(f"{budget['statistic']} latency {measured:.2f} ms exceeds the budget of {budget['latency_ms']} ms")
+    return {
+        "kind": "bundle-verification",
+        "bundle": str(folder),
+        "model": spec["name"],
+        "target": manifest["target"],
+        "precision": manifest["precision"],
+        "profile": profile["name"],
+        "passed": not failures,
+        "failures": failures,
+        "warnings": warnings,
+        "signature": signature,
+        "parity": {**parity, "tolerances": bundle["tolerances"], "vs": "PyTorch FP32 outputs recorded when the bundle was made"},
+        "drift_from_making_host": drift,
+        "latency": latency,
+        "budget": {**budget, "judged": judged, "host": why},
+        "runtime": {**versions, "providers": providers, "threads": threads},
+        "host": {"machine": platform.machine(), "platform": platform.platform()},
+    }
+
+
+def _print(report: dict) -> None:
+    found = report["parity"]["metrics"]
+    print(f"bundle    {report['bundle']}: {report['model']} {report['target']}/{report['precision']} for {report['profile']}")
+    print(f"runtime   {', '.join(f'{k} {v}' for k, v in report['runtime'].items() if k not in ('providers', 'threads'))}; threads {report['runtime']['threads']}")
+    signature = report.get("signature") or {}
+    if signature.get("checked"):
+        print(f"signature {signature['file']} verified with {signature['public_key']}: no file changed since signing")
+    for line in report["warnings"]:
+        print(f"warning   {line}")
+    keys = ("samples", "max_abs_error", "cosine_min", "top1_agreement", "pixel_agreement", "nonfinite_outputs")
+    print("parity    " + ", ".join(f"{k} {found[k]:.6g}" for k in keys if k in found) + " (vs PyTorch FP32)")
+    drift = report["drift_from_making_host"]
+    if drift:
+        print(f"drift     vs the making host's own outputs: max abs {drift['max_abs_error']:.3g}, min cosine {drift['cosine_min']:.6f}")
+    latency = report["latency"]
+    if latency:
+        print(f"latency   median {latency['median_ms']:.3f} ms, p90 {latency['p90_ms']:.3f}, p99 {latency['p99_ms']:.3f} ({latency['count']} runs)")
+    budget = report["budget"]
+    if budget.get("latency_ms"):
+        print(f"budget    {budget['statistic']} <= {budget['latency_ms']} ms: " + ("judged" if budget["judged"] else "not judged") + f" ({budget['host']})")
+    print("PASSED" if report["passed"] else "FAILED: " + "; ".join(report["failures"]))
+
+
+def main(argv=None, runtime=None, bundle=None) -> int:
+    """The device's command line. `runtime`: the device module (default: the carried `runtime.py`
+    beside this file); `bundle`: the folder verified when none is named (the bundle's own)."""
+    parser = argparse.ArgumentParser(description="Verify this bundle here: integrity, parity with the reference outputs, latency.")
+    parser.add_argument("bundle", nargs="?", default=str(bundle or Path(__file__).resolve().parent.parent),
+                        help="bundle folder [default: this script's folder]")
+    parser.add_argument("--threads", type=int, default=None, help="intra-op threads [default: the profile's]")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed runs [default: the profile's]")
+    parser.add_argument("--count", type=int, default=None, help="timed runs; 0 skips latency [default: the profile's]")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--public-key", default=None, metavar="PUB.pem", help="check the bundle's signature (model.sig) with this PEM public key first; needs `pip install model-signing`")
+    args = parser.parse_args(argv)
+    if any(v is not None and v < 0 for v in (args.threads, args.warmup, args.count)):
+        parser.error("--threads, --warmup and --count must be >= 0")
+    if runtime is None:
+        from . import runtime  # the bundle's own target: evitdeploy_device/runtime.py
+    try:
+        report = verify(args.bundle, runtime, args.threads, args.warmup, args.count, public_key=args.public_key)
+    except BundleError as exc:
+        print(f"error: {exc.message}" + (f" — {exc.hint}" if exc.hint else ""), file=sys.stderr)
+        return exc.exit_code
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        _print(report)
+    return 0 if report["passed"] else 1

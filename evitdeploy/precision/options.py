@@ -1,0 +1,51 @@
+"""How a reduced-precision export calibrates and plans: one set of options every backend takes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from evitdeploy.errors import UserError
+
+
+@dataclass(frozen=True)
+class PrecisionOptions:
+    calib: Optional[str] = None  # image folder, .npz, "samples" (default) or "synthetic"
+    calib_count: Optional[int] = None  # None: 64 images, 16 above a megapixel (see count_for)
+    method: str = "minmax"  # range method for Q/DQ scales: minmax | percentile | entropy
+    fp16_io: bool = False
+    fp16_margin: float = 4.0
+    min_cosine: float = 0.99  # INT8 search target: per-image cosine to FP32 on held-out images
+    search_budget: int = 6  # at most this many blocks moved to FP32 by the search
+    explain: bool = False  # rank every block even when the plan already meets the target
+    scheme: str = "onnxruntime"
+    seed: int = 0
+
+    def count_for(self, height: int, width: int) -> int:
+        """Calibration images: the user's count, else 64, or 16 above a megapixel (one image of
+        B1-seg at 1024x2048 costs ~3.5 s of range collection here)."""
+        if self.calib_count is not None:
+            return self.calib_count
+        return 16 if height * width > 1 << 20 else 64
+
+    def check(self) -> None:
+        from evitdeploy.precision.ranges import METHODS
+
+        if self.method not in METHODS:
+            raise UserError(f"unknown calibration method {self.method!r}", f"choose one of: {', '.join(METHODS)}")
+        if not 0.0 < self.min_cosine <= 1.0:
+            raise UserError(f"--min-cosine {self.min_cosine} is not valid", "use a value in (0, 1], e.g. 0.99")
+        if self.calib not in (None, "samples", "synthetic") and not Path(self.calib).exists():
+            raise UserError(
+                f"calibration data not found: {self.calib}",
+                "pass --calib FOLDER, --calib FILE.npz, --calib samples (bundled photos) or --calib synthetic",
+            )
+        from evitdeploy import limits
+
+        if self.calib_count is not None and self.calib_count < 1:
+            raise UserError(f"--calib-count {self.calib_count} is not valid", "use 1 or more images (64 is a good default)")
+        limits.check_range("--calib-count", self.calib_count, 1, limits.CALIB_COUNT_MAX)
+        limits.check_range("--search-budget", self.search_budget, 0, limits.SEARCH_BUDGET_MAX)
+        if self.fp16_margin < 1.0:
+            raise UserError("--fp16-margin must be >= 1", "fix the value")

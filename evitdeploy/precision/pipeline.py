@@ -1,0 +1,107 @@
+"""FP16 and INT8 ONNX from the FP32 export: calibrate, collect ranges, plan, search, write.
+
+Used by `export --precision fp16|int8` (which then validates the result against PyTorch) and by
+`evitdeploy plan` (which stops at the plan). The FP32 ONNX model is the reference for the search:
+held-out images (another deterministic draw than the calibration set) through both.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+from evitdeploy.precision.calibset import CalibrationSet, build_calibration_set
+from evitdeploy.precision.plan import PrecisionPlan, bf16_plan, fp16_plan, int8_plan
+from evitdeploy.precision.ranges import Ranges, collect_ranges
+from evitdeploy.precision.options import PrecisionOptions
+from evitdeploy.precision.evaluate import outputs_of, score_outputs
+from evitdeploy.spec import ModelSpec
+
+PLAN_FILE = "precision_plan.json"  # the plan and ranges travel with every reduced-precision artifact
+RANGES_FILE = "ranges.json"
+HELD_OUT_COUNT = 16
+HELD_OUT_SEED_OFFSET = 1000
+
+
+@dataclass
+class PlanResult:
+    plan: PrecisionPlan
+    ranges: Ranges
+    seconds: dict
+    calibration: CalibrationSet  # the images the ranges came from: other backends calibrate on the same
+
+
+def write_reduced(fp32_path: Path, plan: PrecisionPlan, ranges: Ranges, output: Path, options: PrecisionOptions) -> dict:
+    """The FP16 or INT8 ONNX model for `plan` (BF16 has no ONNX Runtime CPU kernels: a backend
+    with BF16 applies its plan itself)."""
+    if plan.precision == "fp16":
+        from evitdeploy.precision.fp16 import convert
+
+        return convert(fp32_path, plan, output, options.fp16_io)
+    from evitdeploy.precision.qdq import quantize
+
+    return quantize(fp32_path, plan, ranges, output, options.scheme)
+
+
+def make_plan(
+    fp32_path: Path,
+    spec: ModelSpec,
+    precision: str,
+    options: PrecisionOptions,
+    progress: Optional[Callable[[str], None]] = None,
+) -> PlanResult:
+    """Calibration set -> ranges -> rules -> (INT8) sensitivity search, timed per step."""
+    import onnx
+
+    options.check()
+    seconds = {}
+    started = time.perf_counter()
+    count = options.count_for(spec.height, spec.width)
+    _step(progress, f"building the calibration set ({count} images)")
+    calibration = build_calibration_set(spec, options.calib, count, options.seed)
+    ranges = collect_ranges(
+        fp32_path, calibration.inputs, spec.input_name, calibration.report, with_entropy=options.method == "entropy",
+        progress=progress,
+    )
+    seconds["calibration_s"] = time.perf_counter() - started
+    model = onnx.load(str(fp32_path))
+    if precision == "fp16":
+        plan = fp16_plan(model, ranges, spec, options.fp16_margin, options.method)
+    elif precision == "bf16":
+        plan = bf16_plan(model, ranges, spec, options.method)
+    else:
+        plan = int8_plan(model, spec, options.method)
+        plan.calibration = calibration.report
+        started = time.perf_counter()
+        plan = _search_int8(fp32_path, spec, plan, ranges, calibration, options, progress)
+        seconds["search_s"] = time.perf_counter() - started
+    plan.settings.update({"calib_method": options.method, "calib_count": count})
+    return PlanResult(plan, ranges, {k: round(v, 2) for k, v in seconds.items()}, calibration)
+
+
+def _search_int8(fp32_path, spec, plan, ranges, calibration: CalibrationSet, options, progress) -> PrecisionPlan:
+    from evitdeploy.precision.sensitivity import search
+
+    held_out = build_calibration_set(
+        spec, options.calib, min(HELD_OUT_COUNT, len(calibration.inputs)), options.seed + HELD_OUT_SEED_OFFSET,
+        held_out_after=len(calibration.inputs),
+    ).inputs
+    reference = outputs_of(fp32_path, held_out, spec.input_name)
+    with tempfile.TemporaryDirectory(prefix="evitdeploy-search-") as scratch:
+        candidate_path = Path(scratch) / "candidate.onnx"
+
+        def evaluate(candidate: PrecisionPlan) -> dict:
+            write_reduced(fp32_path, candidate, ranges, candidate_path, options)
+            return score_outputs(spec, reference, outputs_of(candidate_path, held_out, spec.input_name))
+
+        plan = search(plan, evaluate, options.min_cosine, options.search_budget, options.explain, progress)
+    plan.settings.update({"min_cosine": options.min_cosine, "search_budget": options.search_budget, "held_out_images": len(held_out)})
+    return plan
+
+
+def _step(progress, name: str) -> None:
+    if progress:
+        progress(name)

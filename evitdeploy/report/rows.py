@@ -1,0 +1,147 @@
+"""Result JSON -> one row per model x target x precision x resolution (the JSON is the source of truth).
+
+Kept apart from rendering: `tables` and `writers` both draw these rows, and this module imports neither.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from evitdeploy.errors import UserError
+
+
+COLUMNS = {  # name -> (header, digits)
+    "model": ("model", None),
+    "target": ("target", None),
+    "precision": ("precision", None),
+    "resolution": ("resolution", None),
+    "megapixels": ("MP", 3),
+    "size_mb": ("size MB", 2),
+    "parity": ("parity", None),
+    "max_abs_error": ("max abs err", 3),
+    "cosine_min": ("min cosine", 5),
+    "agreement": ("agree", 4),
+    "median_ms": ("median ms", 2),
+    "p90_ms": ("p90 ms", 2),
+    "p99_ms": ("p99 ms", 2),
+    "throughput_per_s": ("per s", 1),
+    "eager_ms": ("eager ms", 2),
+    "speedup_vs_torch": ("vs eager", 2),
+    "status": ("status", None),
+}
+DEFAULT_COLUMNS = tuple(c for c in COLUMNS if c not in ("eager_ms", "speedup_vs_torch"))
+TERMINAL_COLUMNS = tuple(c for c in DEFAULT_COLUMNS if c not in ("megapixels", "cosine_min"))  # fits 160 columns
+REPORTED_KINDS = ("parity", "bench", "sweep-cell")
+_RESULT_HINT = "pass JSON written by `check --save` / `bench --save`, or a `sweep` .jsonl"
+
+
+def load_results(paths: list[Path]) -> list[dict]:
+    """Every result object in the files (.json: one object or a list; .jsonl: one per line),
+    each checked against its kind's schema."""
+    from evitdeploy import schemas
+    from evitdeploy.sweep import read_records
+
+    results = []
+    for path in map(Path, paths):
+        if path.suffix == ".jsonl":
+            schemas.require_file(path, "result file", _RESULT_HINT)  # a missing or unreadable path is one clear error
+            found = read_records(path)
+        else:
+            try:
+                data = schemas.parse_json(schemas.read_text(path, "result file", _RESULT_HINT))
+            except ValueError as exc:
+                raise UserError(f"{path} is not valid JSON ({exc})", _RESULT_HINT) from None
+            found = data if isinstance(data, list) else [data]
+        for number, item in enumerate(found, 1):
+            kind = item.get("kind") if isinstance(item, dict) else type(item).__name__
+            if kind not in REPORTED_KINDS:
+                raise UserError(f"{path} holds a result of kind {kind!r}, not parity, bench or sweep-cell", _RESULT_HINT)
+            where = f"{path}" + (f" (result {number})" if len(found) > 1 else "")
+            schemas.check_document(item, schemas.RESULT_KINDS[kind], what=f"the {kind} result in {where}", hint=_RESULT_HINT)
+        results += found
+    if not results:
+        raise UserError("the result files hold no results", _RESULT_HINT)
+    return results
+
+
+def _shape_fields(shape: list) -> dict:
+    batch, _, height, width = shape
+    return {"resolution": f"{height}x{width}", "megapixels": batch * height * width / 1e6, "batch": batch}
+
+
+def _parity_fields(parity: dict) -> dict:
+    metrics = parity.get("metrics", {})
+    return {
+        "parity": "PASS" if parity.get("passed") else "FAIL",
+        "max_abs_error": metrics.get("max_abs_error"),
+        "cosine_min": metrics.get("cosine_min"),
+        "agreement": metrics.get("top1_agreement", metrics.get("pixel_agreement")),
+    }
+
+
+def _bench_fields(bench: dict) -> dict:
+    first = bench["results"][0]
+    fields = {k: first["stats"][k] for k in ("median_ms", "p90_ms", "p99_ms", "throughput_per_s")}
+    if len(bench["results"]) > 1 and "speedup_vs_torch" in bench:
+        fields.update(eager_ms=bench["results"][1]["stats"]["median_ms"], speedup_vs_torch=bench["speedup_vs_torch"])
+    return fields
+
+
+def _identity(result: dict) -> dict:
+    """model/target/precision/resolution of any result kind (older bench files lack some keys)."""
+    if result["kind"] == "sweep-cell":
+        cell = result["cell"]
+        shape = [1, 3, cell["height"], cell["width"]]
+        return {"model": cell["model"], "target": cell["target"], "precision": cell["precision"], **_shape_fields(shape)}
+    label = result["results"][0].get("label", "/") if result["kind"] == "bench" else "/"
+    target, _, precision = label.partition("/")
+    shape = result.get("input_shape") or result["results"][0]["input_shape"]
+    return {
+        "model": result.get("model", "?"),
+        "target": result.get("target") or target,
+        "precision": result.get("precision") or precision,
+        **_shape_fields(shape),
+    }
+
+
+def report_rows(results: list[dict]) -> list[dict]:
+    """One row per model x target x precision x resolution; later results fill or replace fields."""
+    rows: dict[tuple, dict] = {}
+    for result in results:
+        try:
+            ident = _identity(result)
+            key = (ident["model"], ident["target"], ident["precision"], ident["resolution"], ident["batch"])
+            row = rows.setdefault(key, {**ident, "status": "ok"})
+            if result.get("artifact_bytes"):
+                row["size_mb"] = result["artifact_bytes"] / 1e6
+            if result["kind"] == "parity":
+                row.update(_parity_fields(result))
+            elif result["kind"] == "bench":
+                row.update(_bench_fields(result))
+            else:
+                row["status"] = result["status"]
+                if result.get("error"):
+                    row["error"] = (f"at {result['stage']}: " if result.get("stage") else "") + result["error"]
+                if result.get("parity"):
+                    row.update(_parity_fields(result["parity"]))
+                if result.get("bench"):
+                    row.update(_bench_fields(result["bench"]))
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            raise UserError(f"a {result.get('kind')} result is incomplete ({type(exc).__name__}: {exc})", _RESULT_HINT) from None
+    return sorted(rows.values(), key=lambda r: (r["model"], r["target"], r["precision"], r["megapixels"]))
+
+
+def parse_columns(text: Optional[str]) -> Optional[tuple[str, ...]]:
+    """The chosen columns, or None for each output's default."""
+    if not text:
+        return None
+    columns = tuple(c.strip() for c in text.split(",") if c.strip())
+    unknown = [c for c in columns if c not in COLUMNS]
+    if unknown or not columns:
+        raise UserError(f"unknown column {unknown[0] if unknown else text!r}", f"choose from: {', '.join(COLUMNS)}")
+    return columns
+
+
+def _errors(rows: list[dict]) -> list[str]:
+    return [f"{r['model']} {r['target']}/{r['precision']} {r['resolution']}: {r['error']}" for r in rows if r.get("error")]

@@ -1,0 +1,282 @@
+"""Every verb's Rich terminal tables, together so they share one escaping (`as_written`) and number format (`_fmt`)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from rich import box
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from evitdeploy.errors import one_line
+from evitdeploy.report.rows import COLUMNS, TERMINAL_COLUMNS, _errors
+
+
+def as_written(value) -> str:
+    """User-supplied text (names, paths, messages from files) for a Rich title, caption or cell:
+    escaped, so `[/]` or `[bold]` in a model name or a path prints as written, on one line."""
+    return escape(one_line(value))
+
+
+def _fmt(value, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}" if abs(value) < 1e-2 or abs(value) >= 1e4 else f"{value:.{digits}f}"
+    return str(value)
+
+
+def models_table(models: list[dict]) -> Table:
+    table = Table(title="EfficientViT models")
+    for column in ("name", "task", "dataset", "classes", "input", "description"):
+        table.add_column(column)
+    for row in models:
+        table.add_row(*(str(row[c]) for c in ("name", "task", "dataset", "classes", "input", "description")))
+    return table
+
+
+def parity_table(report: dict) -> Table:
+    verdict = "[green]PASS[/green]" if report["passed"] else "[red]FAIL[/red]"
+    table = Table(title=f"Parity {as_written(report.get('model', ''))} {as_written(report.get('target', ''))}/{as_written(report.get('precision', ''))}: {verdict}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_column("tolerance", justify="right")
+    tol = report.get("tolerances", {})
+    gates = {
+        "max_abs_error": ("<=", tol.get("max_abs")),
+        "cosine_min": (">=", tol.get("min_cosine")),
+        "top1_agreement": (">=", tol.get("min_top1")),
+        "pixel_agreement": (">=", tol.get("min_pixel_agreement")),
+    }
+    for key, value in report.get("metrics", {}).items():
+        op, limit = gates.get(key, ("", None))
+        table.add_row(as_written(key), as_written(_fmt(value, 6)), f"{op} {as_written(_fmt(limit, 6))}" if limit is not None else "")
+    table.caption = f"data: {as_written(report.get('data', ''))}" + "".join(f"\n[red]{as_written(f)}[/red]" for f in report.get("failures", []))
+    return table
+
+
+def _agreement(scores: dict) -> str:
+    value = scores.get("top1_agreement", scores.get("pixel_agreement"))
+    return _fmt(value, 4)
+
+
+def plan_table(plan: dict) -> list[Table]:
+    """The plan per block, then (INT8) the sensitivity ranking and the search's steps."""
+    precisions = [p for p in ("fp32", "fp16", "int8") if p in plan["summary"]["nodes"]]
+    calibration = plan.get("calibration", {})
+    groups = Table(
+        title=f"Precision plan {plan['model']} {plan['precision']} at {'x'.join(map(str, plan['input_shape'][2:]))} "
+        f"({calibration.get('count', '?')} calibration images, {plan['method']})",
+        box=box.SIMPLE_HEAD,
+    )
+    groups.add_column("block")
+    for precision in precisions:
+        groups.add_column(precision, justify="right")
+    groups.add_column("why FP32")
+    for group in plan["groups"]:
+        groups.add_row(group["group"], *(str(group["counts"].get(p, "")) for p in precisions), "; ".join(group["reasons"]))
+    tables = [groups]
+    if plan.get("sensitivity"):
+        ranking = Table(title="Sensitivity: each block reduced alone, held-out images vs FP32 (most harmful first)", box=box.SIMPLE_HEAD)
+        for column in ("rank", "block", "1 - cosine", "min cosine", "agreement"):
+            ranking.add_column(column, justify="right" if column != "block" else "left")
+        for rank, entry in enumerate(plan["sensitivity"], 1):
+            ranking.add_row(str(rank), entry["group"], _fmt(entry["error"]), _fmt(entry["cosine_min"], 6), _agreement(entry))
+        tables.append(ranking)
+    search = plan.get("search")
+    if search:
+        steps = Table(
+            title=f"Search: target min cosine {search['target_min_cosine']}, budget {search['budget_blocks']} blocks: "
+            f"{search['stopped']} ({search['seconds']} s)",
+            box=box.SIMPLE_HEAD,
+        )
+        for column in ("step", "blocks in FP32", "min cosine", "mean cosine", "agreement", "NaN/Inf"):
+            steps.add_column(column, justify="right" if column != "blocks in FP32" else "left")
+        for index, step in enumerate(search["steps"]):
+            steps.add_row(
+                str(index), ", ".join(step["float_groups"]) or "(rules only)", _fmt(step["cosine_min"], 6),
+                _fmt(step["cosine_mean"], 6), _agreement(step), str(step["nonfinite"]),
+            )
+        tables.append(steps)
+    numerics = plan.get("torch_fp16")
+    if numerics:
+        fp16 = Table(title=f"FP16 in PyTorch on {numerics['device']} vs FP32 ({numerics['data']})", box=box.SIMPLE_HEAD)
+        for column in ("FP16", "NaN/Inf", "min cosine", "max abs error", "agreement", "FP16 tolerances"):
+            fp16.add_column(column, justify="right" if column != "FP16" else "left")
+        for label, title in (("plain", "plain (every op FP16)"), ("plan", "the plan")):
+            m = numerics[label]
+            fp16.add_row(title, str(m["nonfinite_outputs"]), _fmt(m["cosine_min"], 6), _fmt(m["max_abs_error"]), _agreement(m), _verdict(m["passed"]))
+        tables.append(fp16)
+    return tables
+
+
+def bench_table(summary: dict) -> Table:
+    host = summary.get("host", {})
+    table = Table(title=f"Latency {as_written(summary.get('model', ''))} ({as_written(host.get('threads'))} threads, {as_written(host.get('cpu', ''))})")
+    for column in ("run", "input", "median ms", "p90 ms", "p99 ms", "mean ms", "std ms", "ms/MP", "per s", "n"):
+        table.add_column(column, justify="right" if column not in ("run", "input") else "left")
+    for result in summary.get("results", []):
+        s = result["stats"]
+        table.add_row(
+            as_written(result["label"]),
+            "x".join(map(str, result["input_shape"])),
+            *(_fmt(s[k], 4) for k in ("median_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms")),
+            _fmt(result["ms_per_megapixel"], 4),
+            _fmt(s["throughput_per_s"], 4),
+            str(s["count"]),
+        )
+        if "gpu_compute" in result:  # TensorRT: GPU compute time from CUDA events, as trtexec reports it
+            g = result["gpu_compute"]
+            table.add_row(
+                f"{as_written(result['label'])} GPU compute", "", *(_fmt(g[k], 4) for k in ("median_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms")),
+                _fmt(result["ms_per_megapixel"] * g["median_ms"] / s["median_ms"], 4), _fmt(g["throughput_per_s"], 4), str(g["count"]),
+            )
+    if "speedup_vs_torch" in summary:
+        table.caption = f"speedup vs PyTorch eager (median): {summary['speedup_vs_torch']:.2f}x"
+    return table
+
+
+def doctor_table(diagnosis: dict) -> Table:
+    table = Table(title="evitdeploy doctor")
+    for column in ("backend", "status", "versions", "for", "install"):
+        table.add_column(column)
+    for entry in diagnosis["backends"]:
+        status = "[green]ok[/green]" if entry["installed"] else ("[red]MISSING (core)[/red]" if entry["core"] else "[yellow]missing[/yellow]")
+        versions = ", ".join(f"{k} {v}" for k, v in entry["versions"].items() if v) or "-"
+        if entry.get("providers"):
+            versions += "\n" + ", ".join(entry["providers"])
+        # escape: Rich would read "evitdeploy[tensorrt]" as a style tag and print "evitdeploy"
+        table.add_row(entry["name"], status, escape(versions), escape(entry["purpose"]), "" if entry["installed"] else escape(entry["install"]))
+    return table
+
+
+def profiles_table(profiles: list[dict]) -> Table:
+    table = Table(title="Deployment profiles (`--profile NAME`, or your own .toml)")
+    for column in ("profile", "backend", "precision", "budget", "ready here", "for"):
+        table.add_column(column)
+    for p in profiles:
+        if not p["built"]:
+            ready = "[yellow]not built yet[/yellow]"
+        elif not p["installed"]:
+            ready = f"[yellow]missing {', '.join(p['missing_packages'])}[/yellow]"
+        else:
+            ready = "[green]yes[/green]"
+        precisions = f"{p['precision']} ({', '.join(p['precisions'])})"
+        budget = f"{p['statistic']} {p['latency_ms']} ms" if p["latency_ms"] else "-"
+        table.add_row(as_written(p["name"]), as_written(p["backend"]), as_written(precisions), as_written(budget), ready, as_written(p["description"]))
+    return table
+
+
+def _verdict(passed: Optional[bool]) -> str:
+    return "-" if passed is None else ("[green]pass[/green]" if passed else "[red]FAIL[/red]")
+
+
+def deploy_table(summary: dict) -> Table:
+    verdict = "[green]PASSED[/green]" if summary["passed"] else "[red]FAILED[/red]"
+    table = Table(title=f"deploy {as_written(summary['model'])} -> {as_written(summary['profile'])} ({as_written(summary['target'])}/{as_written(summary['precision'])}): {verdict}")
+    for column in ("step", "result", "verdict", "s"):
+        table.add_column(column, justify="right" if column == "s" else "left")
+    seconds, check, budget, latency = summary["seconds"], summary["check"], summary["budget"], summary["latency"]
+    metrics, sizes = check["metrics"], summary["sizes"]
+    plan = summary.get("precision_plan")
+    exported = f"{sizes['model_bytes'] / 1e6:.2f} MB model" + (
+        f"; plan {', '.join(f'{n} {p}' for p, n in sorted(plan['nodes'].items()))} nodes" if plan else ""
+    )
+    table.add_row("export", as_written(exported), "-", _fmt(seconds["export"], 3))
+    if check.get("skipped"):
+        parity = f"not run here: {check['skipped']}; the bundle carries the PyTorch outputs for it"
+    else:
+        agreement = f"top-1 {metrics['top1_agreement']:.3f}" if "top1_agreement" in metrics else f"pixels {metrics.get('pixel_agreement', 0):.4f}"
+        parity = f"{metrics.get('samples')} photos vs PyTorch: min cosine {metrics.get('cosine_min', 0):.6f}, max abs {metrics.get('max_abs_error', 0):.3g}, {agreement}"
+    table.add_row("check", as_written(parity), _verdict(check["passed"]), _fmt(seconds["check"], 3))
+    storage = summary.get("fp16_storage_check")
+    if storage:  # FP16 numerics where the FP16 kernels are not here (a TensorRT recipe) or hide overflow (ORT CPU)
+        planned, plain = storage["planned"], storage["plain"]
+        table.add_row(
+            "fp16 storage",
+            f"every FP16 write rounded: plan {planned['nonfinite']} NaN/Inf, min cosine {planned['cosine_min']:.6f}; "
+            f"plain FP16 {plain['nonfinite']} NaN/Inf, min cosine {plain['cosine_min']:.6f}",
+            _verdict(planned["nonfinite"] == 0), "-",
+        )
+    if latency:
+        timing = f"median {latency['median_ms']:.3f} ms, p90 {latency['p90_ms']:.3f}, p99 {latency['p99_ms']:.3f} ({latency['count']} runs, {latency['threads']} threads)"
+    else:
+        timing = "not measured here"
+    if budget["latency_ms"] is not None:
+        timing += f"; budget {budget['statistic']} {budget['latency_ms']} ms " + ("" if budget["judged"] else f"not judged: {budget['host']}")
+    table.add_row("bench", as_written(timing), _verdict(budget["passed"]), _fmt(seconds["bench"], 3))
+    signed = f", signed ({summary['signature']})" if summary.get("signed") else ""
+    table.add_row("bundle", f"{as_written(summary['bundle'])}: {sizes['files']} files, {sizes['extra_bytes'] / 1e6:.2f} MB beyond the model{signed}", "-", _fmt(seconds["bundle"], 3))
+    table.caption = as_written("; ".join(summary["failures"]) if summary["failures"] else f"on the device: {summary['commands']['verify_on_device']}")
+    return table
+
+
+def verification_table(report: dict) -> Table:
+    verdict = "[green]PASSED[/green]" if report["passed"] else "[red]FAILED[/red]"
+    table = Table(title=f"verify {as_written(report['model'])} {as_written(report['target'])}/{as_written(report['precision'])} ({as_written(report['profile'])}): {verdict}")
+    table.add_column("what")
+    table.add_column("result")
+    metrics = report["parity"]["metrics"]
+    keys = ("samples", "max_abs_error", "cosine_min", "top1_agreement", "pixel_agreement", "nonfinite_outputs")
+    table.add_row("integrity", "every file matches its sha256")
+    signature = report.get("signature") or {}
+    if signature.get("checked"):
+        table.add_row("signature", f"{signature['file']} verified with {escape(signature['public_key'])}: no file changed since signing")
+    elif signature.get("signed"):
+        table.add_row("signature", f"{signature['file']} present, not checked (no --public-key)")
+    table.add_row("parity vs PyTorch", ", ".join(f"{k} {_fmt(metrics[k], 6)}" for k in keys if k in metrics))
+    drift = report["drift_from_making_host"]
+    if drift:
+        table.add_row("vs making host", f"max abs {_fmt(drift.get('max_abs_error'), 3)}, min cosine {_fmt(drift.get('cosine_min'), 6)}")
+    if report["latency"]:
+        latency = report["latency"]
+        table.add_row("latency", f"median {latency['median_ms']:.3f} ms, p90 {latency['p90_ms']:.3f}, p99 {latency['p99_ms']:.3f} ({latency['count']} runs)")
+    budget = report["budget"]
+    if budget.get("latency_ms"):
+        table.add_row("budget", as_written(f"{budget['statistic']} <= {budget['latency_ms']} ms: {'judged' if budget['judged'] else 'not judged'} ({budget['host']})"))
+    runtime = report["runtime"]
+    table.add_row("runtime", as_written(", ".join(f"{k} {v}" for k, v in runtime.items() if k != "providers") + f"; {', '.join(runtime['providers'])}"))
+    for line in report["warnings"]:
+        table.add_row("[yellow]warning[/yellow]", as_written(line))
+    for line in report["failures"]:
+        table.add_row("[red]failure[/red]", as_written(line))
+    return table
+
+
+def gate_table(report: dict) -> Table:
+    styles = {"regression": "[red]REGRESSION[/red]", "improvement": "[green]FASTER[/green]", "no change": "[green]PASS[/green]"}
+    new = report["new"]
+    table = Table(title=f"Latency gate {as_written(new.get('model') or '')} {as_written(new.get('label') or '')}: {styles[report['verdict']]} ({report['mode']})")
+    for column in ("side", "artifact", "median ms", "p90 ms", "p99 ms", "std ms", "n"):
+        table.add_column(column, justify="left" if column in ("side", "artifact") else "right")
+    for name in ("baseline", "new"):
+        side, s = report[name], report[name]["stats"]
+        table.add_row(name, as_written(side.get("artifact")), *(_fmt(s[k], 4) for k in ("median_ms", "p90_ms", "p99_ms", "std_ms")), str(s["count"]))
+    low, high = report["ratio_interval"] or (float("nan"), float("nan"))
+    notes = [
+        as_written(report["reason"]),
+        f"median ratio {report['ratio']:.3f} ({report['change_pct']:+.1f}%), {100 * report['confidence']:g}% CI [{low:.3f}, {high:.3f}]; "
+        f"Mann-Whitney p(slower)={report['p_slower']:.3g}, p(faster)={report['p_faster']:.3g}",
+    ]
+    notes += [f"[yellow]mismatch allowed: {as_written(m)}[/yellow]" for m in report.get("mismatches", [])]
+    notes += [f"[yellow]note: {as_written(w)}[/yellow]" for w in report.get("warnings", [])]
+    table.caption = "\n".join(notes)
+    return table
+
+
+def _cell(row: dict, column: str) -> str:
+    value = row.get(column)
+    digits = COLUMNS[column][1]
+    return _fmt(float(value), digits) if digits and value is not None else ("-" if value is None else str(value))
+
+
+def rows_table(rows: list[dict], columns: Optional[tuple[str, ...]] = None) -> Table:
+    columns = columns or TERMINAL_COLUMNS
+    table = Table(title="evitdeploy results", box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
+    for column in columns:
+        table.add_column(COLUMNS[column][0], justify="right" if COLUMNS[column][1] else "left", no_wrap=True)
+    for row in rows:
+        table.add_row(*(Text(_cell(row, c)) for c in columns))
+    table.caption = "\n".join(f"[red]{escape(e)}[/red]" for e in _errors(rows)) or None
+    return table

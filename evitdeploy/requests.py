@@ -1,0 +1,103 @@
+"""What each API verb is asked to do, as one typed value instead of a long argument list.
+
+Build them by keyword (`ExportRequest(model="efficientvit_b0", height=64, width=64)`); fields and
+defaults are those of the CLI's flags. Checking the values stays with the API function that runs
+the request (limits, memory, paths), so a request is plain data. A progress callback is not part
+of a request: the API functions take it as their own keyword argument.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from evitdeploy.precision.options import PrecisionOptions
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExportRequest:
+    """`export`: one model, for a target at a precision, into a validated artifact folder."""
+
+    model: str
+    target: str = "onnx"
+    precision: str = "fp32"
+    output: Optional[Path] = None  # None: MODEL-TARGET-PRECISION
+    checkpoint: Optional[Path] = None  # None: random init from `seed`
+    batch: Optional[int] = None
+    height: Optional[int] = None
+    width: Optional[int] = None
+    dynamic: Union[str, tuple[str, ...]] = ()  # names of spec.DYNAMIC_AXES, or 'batch,height' / 'all' as on the command line
+    opset: Optional[int] = None  # None: the model's default (graph.default_opset)
+    simplify: bool = True
+    force: bool = False  # replace an existing output folder
+    seed: int = 0
+    attention_eps: Optional[float] = None
+    data: Optional[Path] = None  # validation images [default: the sample photos]
+    reduced: PrecisionOptions = field(default_factory=PrecisionOptions)  # calibration and planning for fp16/bf16/int8
+    channels_last: bool = False  # TFLite: an NHWC input
+    profile: Any = None  # the deploy profile (profiles.Profile) exporting for, if any
+    engine: bool = True  # TensorRT: build the engine here (False: the ONNX + plan + recipe only)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlanRequest:
+    """`plan`: the precision plan an fp16/bf16/int8 export of a model would follow."""
+
+    model_name: str
+    precision: str
+    checkpoint: Optional[Path] = None
+    height: Optional[int] = None
+    width: Optional[int] = None
+    seed: int = 0
+    attention_eps: Optional[float] = None
+    opset: Optional[int] = None
+    reduced: PrecisionOptions = field(default_factory=PrecisionOptions)
+    torch_fp16: Optional[str] = None  # a PyTorch device ("cpu", "cuda"): also run the plan's FP16 there
+
+
+@dataclass(frozen=True, kw_only=True)
+class CheckRequest:
+    """`check`: parity of an artifact against the PyTorch reference."""
+
+    path: Path  # artifact folder or its model file
+    model_name: Optional[str] = None  # for a bare model file without a manifest
+    checkpoint: Optional[Path] = None  # the reference's weights [default: the manifest's]
+    data: Optional[Path] = None
+    samples: int = 8
+    synthetic: bool = False
+    batch: Optional[int] = None
+    height: Optional[int] = None
+    width: Optional[int] = None
+    threads: Optional[int] = None
+    tolerance_overrides: Optional[dict] = None  # gates to replace ({"max_abs": 1e-3}); a gate given as None is off
+
+
+@dataclass(frozen=True, kw_only=True)
+class BenchRequest:
+    """`bench`: latency of one artifact on this host (and optionally of PyTorch eager)."""
+
+    path: Path  # artifact folder or its model file
+    model_name: Optional[str] = None  # for a bare model file without a manifest
+    checkpoint: Optional[Path] = None  # weights for against_torch [default: the manifest's]
+    threads: Optional[int] = None  # None: all cores
+    warmup: int = 10
+    count: Optional[int] = None
+    min_time_s: float = 0.0
+    batch: Optional[int] = None
+    height: Optional[int] = None
+    width: Optional[int] = None
+    against_torch: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class InterleaveRequest:
+    """`gate --interleave`: two artifacts timed in one process, taking turns."""
+
+    baseline_path: Path
+    new_path: Path
+    threads: Optional[int] = None  # None: all cores
+    warmup: int = 10
+    count: Optional[int] = None
+    min_time_s: float = 0.0
+    block: int = 1  # timed runs per turn
