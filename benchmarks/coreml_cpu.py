@@ -21,14 +21,20 @@ import numpy as np
 from evitdeploy import api
 from evitdeploy.bundle import model_bytes
 from evitdeploy.precision.options import PrecisionOptions
+from evitdeploy.requests import ExportRequest
 from evitdeploy.models import trained
 
 
 def export(folder: Path, model: str, precision: str, height=None, width=None, checkpoint=None, calib=None, count=None):
     started = time.perf_counter()
     with contextlib.redirect_stderr(open("/dev/null", "w")):
-        artifact = api.export_model(model, "coreml", precision, folder / f"{model}-{precision}-{height}", checkpoint, None, height, width,
-                                    reduced=PrecisionOptions(calib=calib, calib_count=count), force=True)
+        artifact = api.export_model(
+            ExportRequest(
+                model=model, target="coreml", precision=precision, output=folder / f"{model}-{precision}-{height}",
+                checkpoint=checkpoint, height=height, width=width, reduced=PrecisionOptions(calib=calib, calib_count=count),
+                force=True,
+            ),
+        )
     return artifact, time.perf_counter() - started
 
 

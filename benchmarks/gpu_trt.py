@@ -57,6 +57,7 @@ def make_plan(family: str, height: int, width: int, work: Path):
     from evitdeploy.precision.plan import PrecisionPlan
     from evitdeploy.precision.options import PrecisionOptions
     from evitdeploy.models import trained
+    from evitdeploy.requests import PlanRequest
 
     if family not in PLANS:
         checkpoint = trained.mosaic_checkpoint(family=family, progress=lambda s: print(f"… {s}", flush=True))
@@ -64,8 +65,10 @@ def make_plan(family: str, height: int, width: int, work: Path):
         np.savez(work / f"calib_{family}.npz", image=photos)
         started = time.perf_counter()
         made = api.plan_model(
-            f"efficientvit_seg_{family}_cityscapes", "fp16", checkpoint=checkpoint, height=height, width=width,
-            reduced=PrecisionOptions(calib=str(work / f"calib_{family}.npz"), calib_count=2),
+            PlanRequest(
+                model_name=f"efficientvit_seg_{family}_cityscapes", precision="fp16", checkpoint=checkpoint, height=height,
+                width=width, reduced=PrecisionOptions(calib=str(work / f"calib_{family}.npz"), calib_count=2),
+            ),
         )
         largest = max(r["absmax"] for r in made.pop("ranges")["tensors"].values())
         PLANS[family] = (checkpoint, PrecisionPlan.from_dict(made), largest, round(time.perf_counter() - started, 1))
@@ -145,6 +148,7 @@ def tensorrt(family: str, args, work: Path) -> dict:
     from evitdeploy.device.metrics import compare_outputs, latency_stats
     from evitdeploy.precision.options import PrecisionOptions
     from evitdeploy.precision.evaluate import outputs_of
+    from evitdeploy.requests import ExportRequest
     from evitdeploy.backends.tensorrt.runtime import hasattr_builder
     from evitdeploy.backends.tensorrt.plan import ENGINE_FILE
     from evitdeploy.models import build_model, trained
@@ -164,9 +168,11 @@ def tensorrt(family: str, args, work: Path) -> dict:
     for precision in ("fp16", "int8"):
         started = time.perf_counter()
         artifact = api.export_model(
-            f"efficientvit_seg_{family}_cityscapes", "trt", precision, work / f"trt_{family}_{precision}", checkpoint,
-            height=args.height, width=args.width, engine=engines,
-            reduced=PrecisionOptions(calib=str(work / "calib_trt.npz"), calib_count=4),
+            ExportRequest(
+                model=f"efficientvit_seg_{family}_cityscapes", target="trt", precision=precision,
+                output=work / f"trt_{family}_{precision}", checkpoint=checkpoint, height=args.height, width=args.width,
+                engine=engines, reduced=PrecisionOptions(calib=str(work / "calib_trt.npz"), calib_count=4),
+            ),
         )
         entry = {"export_s": round(time.perf_counter() - started, 1)}
         if engines:

@@ -26,6 +26,7 @@ import numpy as np
 from evitdeploy import api
 from evitdeploy.data import preprocess
 from evitdeploy.precision.options import PrecisionOptions
+from evitdeploy.requests import ExportRequest
 from evitdeploy.precision.qdq import naive_quantize
 from evitdeploy.models import trained
 
@@ -71,8 +72,10 @@ def latencies(paths: dict[str, Path], feed: np.ndarray, threads: int, rounds: in
 
 def export(folder: Path, name: str, precision: str, checkpoint: Path, height: int, width: int, **reduced) -> Path:
     artifact = api.export_model(
-        name, "onnx", precision, folder / f"{name}-{precision}-{height}x{width}", checkpoint, None, height, width,
-        force=True, reduced=PrecisionOptions(**reduced),
+        ExportRequest(
+            model=name, target="onnx", precision=precision, output=folder / f"{name}-{precision}-{height}x{width}",
+            checkpoint=checkpoint, height=height, width=width, force=True, reduced=PrecisionOptions(**reduced),
+        ),
     )
     return artifact.folder
 

@@ -27,6 +27,7 @@ from evitdeploy import api
 from evitdeploy.bench import measure, summarize
 from evitdeploy.data import preprocess
 from evitdeploy.precision.options import PrecisionOptions
+from evitdeploy.requests import CheckRequest, ExportRequest
 from evitdeploy.models import trained
 from evitdeploy.parity import cosine_per_sample
 
@@ -35,8 +36,11 @@ def export(folder: Path, model: str, target: str, precision: str, height=None, w
     started = time.perf_counter()
     with contextlib.redirect_stderr(open("/dev/null", "w")):
         artifact = api.export_model(
-            model, target, precision, folder / f"{model}-{target}-{precision}-{height}", checkpoint, None, height, width,
-            reduced=PrecisionOptions(calib=calib, calib_count=count), force=True,
+            ExportRequest(
+                model=model, target=target, precision=precision, output=folder / f"{model}-{target}-{precision}-{height}",
+                checkpoint=checkpoint, height=height, width=width, reduced=PrecisionOptions(calib=calib, calib_count=count),
+                force=True,
+            ),
         )
     return artifact, time.perf_counter() - started
 
@@ -54,7 +58,7 @@ def section_convert(folder: Path) -> None:
     print("## 1. conversion (litert-torch) and FP32 parity vs PyTorch on 8 photos, 224x224")
     for model in ("efficientvit_b0", "efficientvit_b1"):
         artifact, seconds = export(folder, model, "tflite", "fp32")
-        check = api.check_artifact(artifact.folder, samples=8)
+        check = api.check_artifact(CheckRequest(path=artifact.folder, samples=8))
         convert_s = artifact.manifest["export"]["seconds"]["convert_s"]
         print(f"{model}: convert {convert_s:.1f} s (export incl. validation {seconds:.1f} s, target B1 < 60 s); "
               f"max abs {check['metrics']['max_abs_error']:.2e} (target <= 1e-4), min cosine {check['metrics']['cosine_min']:.8f}")

@@ -571,14 +571,14 @@ def sweep(
     if samples < 1:
         raise UserError(f"--samples {samples} is not valid", "use 1 or more")
     cells = plan_cells(
-        models, split_list(target, "targets"), split_list(precision, "precisions"), list(dict.fromkeys(resolutions)), samples=samples,
+        models, split_list(target, "targets"), split_list(precision, "precisions"), resolutions=list(dict.fromkeys(resolutions)), samples=samples,
     )
     settings = CellSettings(samples=samples, warmup=warmup, count=count, min_time_s=min_time, threads=threads, data=str(data) if data else None)
     if output.name in ("", ".", ".."):  # ".", "/": no file name to append to, nor to name the artifacts after
         raise UserError(f"--output {output} names a folder; sweep appends its results to a file", "e.g. --output results.jsonl")
     folder = artifacts or output.with_name(output.stem + "-artifacts")
     with progress(True) as step:
-        summary = run_sweep(cells, output, folder, settings, retry_failed=retry_failed, progress=step)
+        summary = run_sweep(cells, output, artifacts=folder, settings=settings, retry_failed=retry_failed, progress=step)
     if as_json:
         print(json.dumps(summary, indent=2))
     else:

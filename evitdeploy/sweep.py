@@ -229,9 +229,9 @@ def run_cell(cell: Cell, artifacts: Path, settings: CellSettings, *, progress: O
 def run_sweep(
     cells: list[Cell],
     output: Path,
+    *,
     artifacts: Path,
     settings: CellSettings,
-    *,
     retry_failed: bool = False,
     progress: Optional[Callable[[str], None]] = None,
 ) -> dict:

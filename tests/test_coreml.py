@@ -15,6 +15,7 @@ pytest.importorskip("coremltools", reason="the coreml extra is not installed: pi
 from conftest import assert_clean_error  # noqa: E402
 from evitdeploy import api  # noqa: E402
 from evitdeploy.precision.options import PrecisionOptions  # noqa: E402
+from evitdeploy.requests import CheckRequest, ExportRequest  # noqa: E402
 from evitdeploy.backends.coreml.export import MODEL_DIR, check_package, convert  # noqa: E402
 from test_deploy import on_device  # noqa: E402
 
@@ -37,8 +38,11 @@ def coreml_exports(tmp_path_factory, digits_checkpoint_path, mosaic_checkpoint_p
     for case, (model, height, width) in CASES.items():
         for precision in ("fp32", "fp16", "int8"):
             exports[case, precision] = api.export_model(
-                model, "coreml", precision, folder / f"{case}-{precision}", checkpoints[case], None, height, width,
-                reduced=PrecisionOptions(calib=str(folder / f"{case}.npz"), calib_count=16 if case == "cls" else 4),
+                ExportRequest(
+                    model=model, target="coreml", precision=precision, output=folder / f"{case}-{precision}",
+                    checkpoint=checkpoints[case], height=height, width=width,
+                    reduced=PrecisionOptions(calib=str(folder / f"{case}.npz"), calib_count=16 if case == "cls" else 4),
+                ),
             )
     return exports
 
@@ -130,5 +134,5 @@ def test_iphone_bundle_is_complete_and_refuses_a_tampered_package(tmp_path, cli)
 @macos
 def test_parity_on_macos(coreml_exports):
     for precision in ("fp32", "fp16", "int8"):
-        report = api.check_artifact(coreml_exports["cls", precision].folder, samples=4)
+        report = api.check_artifact(CheckRequest(path=coreml_exports["cls", precision].folder, samples=4))
         assert report["passed"], (precision, report["failures"])

@@ -73,9 +73,9 @@ def test_deploy_fp32_writes_a_complete_bundle(fp32_bundle):
     assert summary["latency"]["median_ms"] > 0 and summary["latency"]["threads"] == 2
     assert summary["budget"]["judged"] == (platform.machine().lower() in ("x86_64", "amd64"))
     names = {p.name for p in folder.iterdir()}
-    assert {"model.onnx", "manifest.json", "reference.npz", "verify.py", "README.txt", "check.json", "bench.json"} <= names
+    assert {"model.onnx", "manifest.json", "reference.npz", "verify.py", "README.txt", "check.json", "bench.json", "evitdeploy_device"} <= names
     manifest = json.loads((folder / "manifest.json").read_text())
-    assert set(manifest["files"]) == names - {"manifest.json"}
+    assert set(manifest["files"]) == {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()} - {"manifest.json"}
     assert all(sha256_of(folder / n) == e["sha256"] for n, e in manifest["files"].items())
     bundle = manifest["bundle"]
     assert bundle["profile"]["name"] == "x86-cpu" and bundle["tolerances"]["max_abs"] == 1e-4
@@ -282,10 +282,83 @@ def test_verify_refuses_an_export_folder_that_is_no_bundle(b0_artifact, cli):
     assert_clean_error(cli("verify", b0_artifact), 2, "is not a bundle manifest")
 
 
-def test_verify_py_stays_python_3_8_syntax():
-    """Jetson JetPack 5 ships Python 3.8: the device script must parse there."""
+def _carried_sources() -> dict:
+    """Every Python file a bundle of any target carries, by a name saying where it comes from."""
+    from evitdeploy import bundle, device
+    from evitdeploy.backends import BACKENDS, module
+
+    folder = Path(device.__file__).parent
+    sources = {f"device/{name}": (folder / name).read_text() for name in bundle.DEVICE_FILES}
+    sources.update({f"backends/{b.folder}/device.py": Path(module(b, "device").__file__).read_text() for b in BACKENDS.values()})
+    return {**sources, "verify.py (bundle.VERIFY_MAIN)": bundle.VERIFY_MAIN}
+
+
+def test_every_file_a_bundle_carries_stays_python_3_8_syntax():
+    """Jetson JetPack 5 ships Python 3.8: everything the device runs must parse there."""
     import ast
 
-    import evitdeploy.device_verify as script
+    for name, source in _carried_sources().items():
+        ast.parse(source, feature_version=(3, 8), filename=name)
 
-    ast.parse(Path(script.__file__).read_text(), feature_version=(3, 8))
+
+def test_device_code_imports_numpy_the_standard_library_and_its_own_runtime_only():
+    """A device has no evitdeploy: evitdeploy/device/ imports its own modules relatively, and a
+    backend's device.py imports nothing of evitdeploy at all (it is copied into bundles)."""
+    import ast
+
+    from evitdeploy.backends import BACKENDS, module
+
+    runtimes = {b.device_runtime[0].split(".")[0] for b in BACKENDS.values()}
+    for name, source in _carried_sources().items():
+        optional = {"model_signing"}  # imported only for --public-key (exit 3 with the install line without it)
+        allowed = set(sys.stdlib_module_names) | {"numpy", "evitdeploy_device"} | (runtimes if "backends/" in name else optional)
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                assert name.startswith("device/"), f"{name}: a relative import (it is carried alone, as runtime.py)"
+                continue
+            found = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module] if isinstance(node, ast.ImportFrom) else []
+            assert all(f.split(".")[0] in allowed for f in found), f"{name} imports {found}"
+    for backend in BACKENDS.values():
+        runtime = module(backend, "device")
+        assert runtime.TARGET == backend.name and runtime.RUNTIME == backend.device_runtime
+        assert getattr(runtime, "VERSION_BOUND", False) == backend.version_bound
+
+
+def test_a_bundle_carries_the_device_package_and_its_targets_runtime(fp32_bundle):
+    from evitdeploy import bundle, device
+    from evitdeploy.backends.onnxruntime import device as onnx_device
+
+    folder, _ = fp32_bundle
+    carried = folder / "evitdeploy_device"
+    assert sorted(p.name for p in carried.iterdir()) == sorted((*bundle.DEVICE_FILES, "runtime.py"))  # no __pycache__ after the device runs
+    assert (carried / "runtime.py").read_bytes() == Path(onnx_device.__file__).read_bytes()
+    assert all((carried / n).read_bytes() == (Path(device.__file__).parent / n).read_bytes() for n in bundle.DEVICE_FILES)
+    assert (folder / "verify.py").read_text() == bundle.VERIFY_MAIN and len(bundle.VERIFY_MAIN.splitlines()) < 20
+    files = json.loads((folder / "manifest.json").read_text())["files"]
+    assert {f"evitdeploy_device/{n}" for n in (*bundle.DEVICE_FILES, "runtime.py")} | {"verify.py"} <= set(files)
+
+
+def test_a_bundle_made_before_the_device_package_still_verifies(fp32_bundle, tmp_path, cli):
+    """Bundles already on devices carry one self-contained verify.py (tests/data/verify_v1.py, the
+    device_verify.py of the time) and no evitdeploy_device/: `evitdeploy verify` still passes
+    them, and their own verify.py still runs there."""
+    import shutil
+
+    folder = copy_bundle(fp32_bundle[0], tmp_path)
+    shutil.rmtree(folder / "evitdeploy_device")
+    shutil.copyfile(Path(__file__).parent / "data" / "verify_v1.py", folder / "verify.py")
+
+    def old_file_list(manifest):
+        files = {n: e for n, e in manifest["files"].items() if not n.startswith("evitdeploy_device/")}
+        files["verify.py"] = {"sha256": sha256_of(folder / "verify.py"), "bytes": (folder / "verify.py").stat().st_size}
+        manifest["files"] = dict(sorted(files.items()))
+
+    rewrite_manifest(folder, old_file_list)
+    result = cli("verify", folder, "--count", "2", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["passed"]
+    device = on_device(folder / "verify.py", "--json", "--count", "2")
+    assert device.returncode == 0, device.stderr + device.stdout
+    assert json.loads(device.stdout)["passed"]
+    plain = subprocess.run([sys.executable, "-I", "verify.py", "--count", "2"], cwd=folder, capture_output=True, text=True, timeout=120)
+    assert plain.returncode == 0 and plain.stdout.strip().endswith("PASSED"), plain.stderr + plain.stdout

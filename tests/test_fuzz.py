@@ -502,13 +502,14 @@ def test_verify_py_on_the_device_side_of_damaged_bundles(made, sandboxes):
     def property(data):
         sandbox = sandboxes()
         bundle = copy_folder(made["bundle"], sandbox / "bundle")
-        # verify.py itself stays intact: the device runs the script it was given
+        # verify.py and the code it runs (evitdeploy_device/) stay intact: the device runs the script it was given
         done = data.draw(folder_mutation(bundle, outside=sandbox))
-        script = bundle / "verify.py"
-        if script.is_dir() and not script.is_symlink():
-            shutil.rmtree(script)
-        script.unlink(missing_ok=True)
-        shutil.copyfile(made["bundle"] / "verify.py", script)
+        for name in ("verify.py", "evitdeploy_device"):
+            script = bundle / name
+            if script.is_dir() and not script.is_symlink():
+                shutil.rmtree(script)
+            script.unlink(missing_ok=True)
+            (shutil.copytree if name == "evitdeploy_device" else shutil.copyfile)(made["bundle"] / name, script)
         started = time.perf_counter()
         problem = None
         try:

@@ -12,6 +12,7 @@ from conftest import assert_clean_error
 from evitdeploy import api, limits
 from evitdeploy.errors import UserError
 from evitdeploy.models import get_spec
+from evitdeploy.requests import BenchRequest, CheckRequest, ExportRequest, InterleaveRequest, PlanRequest
 
 HUGE = "99968"
 
@@ -52,7 +53,7 @@ def test_model_contradicting_the_manifest_is_refused(cli, b0_64, verb):
 
 def test_api_model_contradicting_the_manifest_is_a_user_error(b0_64):
     with pytest.raises(UserError, match="efficientvit_b0"):
-        api.bench_artifact(b0_64, model_name="efficientvit_seg_b0_cityscapes", count=1, warmup=0)
+        api.bench_artifact(BenchRequest(path=b0_64, model_name="efficientvit_seg_b0_cityscapes", count=1, warmup=0))
 
 
 # ---- item 7: --seed ----
@@ -77,9 +78,9 @@ def test_seed_range_is_in_help(cli, verb, monkeypatch):
 @pytest.mark.parametrize("seed", [2**64, -1])
 def test_api_refuses_a_seed_out_of_range(tmp_path, seed):
     with pytest.raises(UserError, match="--seed"):
-        api.export_model("efficientvit_b0", output=tmp_path / "out", seed=seed)
+        api.export_model(ExportRequest(model="efficientvit_b0", output=tmp_path / "out", seed=seed))
     with pytest.raises(UserError, match="--seed"):
-        api.plan_model("efficientvit_b0", "int8", seed=seed)
+        api.plan_model(PlanRequest(model_name="efficientvit_b0", precision="int8", seed=seed))
     assert not (tmp_path / "out").exists()
 
 
@@ -148,17 +149,17 @@ def test_api_bounds_counts(b0_64, tmp_path):
     from evitdeploy.sweep import CellSettings
 
     with pytest.raises(UserError, match="--count"):
-        api.bench_artifact(b0_64, count=10**21)
+        api.bench_artifact(BenchRequest(path=b0_64, count=10**21))
     with pytest.raises(UserError, match="--warmup"):
-        api.bench_artifact(b0_64, warmup=10**21)
+        api.bench_artifact(BenchRequest(path=b0_64, warmup=10**21))
     with pytest.raises(UserError, match="--threads"):
-        api.bench_artifact(b0_64, threads=10**21)
+        api.bench_artifact(BenchRequest(path=b0_64, threads=10**21))
     with pytest.raises(UserError, match="--min-time"):
-        api.bench_artifact(b0_64, min_time_s=1e21)
+        api.bench_artifact(BenchRequest(path=b0_64, min_time_s=1e21))
     with pytest.raises(UserError, match="--block"):
-        api.bench_interleaved(b0_64, b0_64, block=10**21)
+        api.bench_interleaved(InterleaveRequest(baseline_path=b0_64, new_path=b0_64, block=10**21))
     with pytest.raises(UserError, match="--samples"):
-        api.check_artifact(b0_64, samples=10**21)
+        api.check_artifact(CheckRequest(path=b0_64, samples=10**21))
     with pytest.raises(UserError, match="--count"):
         verify_bundle(b0_64, count=10**21)
     with pytest.raises(UserError, match="--count"):
@@ -255,5 +256,5 @@ def test_the_tabulated_profiles_match_the_models(name):
 def test_api_refuses_a_huge_size_before_writing(tmp_path, monkeypatch):
     monkeypatch.setenv("EVITDEPLOY_MEMORY_LIMIT_GB", "24")
     with pytest.raises(UserError, match="memory"):
-        api.export_model("efficientvit_seg_b1_cityscapes", output=tmp_path / "o", height=99968, width=99968)
+        api.export_model(ExportRequest(model="efficientvit_seg_b1_cityscapes", output=tmp_path / "o", height=99968, width=99968))
     assert not (tmp_path / "o").exists()

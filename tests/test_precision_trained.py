@@ -7,6 +7,7 @@ import pytest
 from evitdeploy import api
 from evitdeploy.data import preprocess
 from evitdeploy.precision.options import PrecisionOptions
+from evitdeploy.requests import ExportRequest
 from evitdeploy.models import trained
 
 
@@ -30,8 +31,11 @@ def digits_exports(tmp_path_factory, digits_checkpoint_path):
     artifacts = {}
     for precision in ("fp32", "int8", "fp16"):
         artifacts[precision] = api.export_model(
-            "efficientvit_b0", "onnx", precision, folder / precision, digits_checkpoint_path, None, 64, 64,
-            reduced=PrecisionOptions(calib=str(folder / "calib.npz"), calib_count=64),
+            ExportRequest(
+                model="efficientvit_b0", target="onnx", precision=precision, output=folder / precision,
+                checkpoint=digits_checkpoint_path, height=64, width=64,
+                reduced=PrecisionOptions(calib=str(folder / "calib.npz"), calib_count=64),
+            ),
         )
     test_images, test_labels = trained.digits_images("test")
     inputs = preprocess(list(test_images), trained.digits_spec(), 64, 64)
@@ -81,8 +85,11 @@ def test_int8_plan_keeps_the_mosaic_segmenter_accurate(tmp_path, mosaic_checkpoi
     np.savez(tmp_path / "calib.npz", image=photos)
     artifacts = {
         precision: api.export_model(
-            "efficientvit_seg_b0_cityscapes", "onnx", precision, tmp_path / precision, mosaic_checkpoint_path, None,
-            height, width, reduced=PrecisionOptions(calib=str(tmp_path / "calib.npz"), calib_count=16),
+            ExportRequest(
+                model="efficientvit_seg_b0_cityscapes", target="onnx", precision=precision, output=tmp_path / precision,
+                checkpoint=mosaic_checkpoint_path, height=height, width=width,
+                reduced=PrecisionOptions(calib=str(tmp_path / "calib.npz"), calib_count=16),
+            ),
         )
         for precision in ("fp32", "int8")
     }
@@ -102,8 +109,10 @@ def test_plain_fp16_breaks_the_trained_segmenter_at_cityscapes_resolution_and_th
     photos, _ = trained.digit_mosaics(2, 1024, 2048, seed=3, split="train")
     np.savez(tmp_path / "calib.npz", image=photos)
     artifact = api.export_model(
-        "efficientvit_seg_b0_cityscapes", "onnx", "fp16", tmp_path / "fp16", mosaic_checkpoint_path,
-        reduced=PrecisionOptions(calib=str(tmp_path / "calib.npz"), calib_count=2),
+        ExportRequest(
+            model="efficientvit_seg_b0_cityscapes", target="onnx", precision="fp16", output=tmp_path / "fp16",
+            checkpoint=mosaic_checkpoint_path, reduced=PrecisionOptions(calib=str(tmp_path / "calib.npz"), calib_count=2),
+        ),
     )
     import json
 

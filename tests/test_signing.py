@@ -108,7 +108,7 @@ def test_signed_bundle_records_its_signature(signed):
     assert (folder / SIGNATURE).is_file()
     manifest = manifest_of(folder)
     assert SIGNATURE not in manifest["files"]  # made after the manifest, covering it
-    assert summary["sizes"]["files"] == len(list(folder.iterdir()))
+    assert summary["sizes"]["files"] == len([p for p in folder.rglob("*") if p.is_file()])  # evitdeploy_device/'s files too
     assert manifest["bundle"]["signature"]["file"] == SIGNATURE and len(manifest["bundle"]["signature"]["public_key_sha256"]) == 64
     assert "--public-key PUB.pem" in summary["commands"]["verify_on_device"]
     readme = (folder / "README.txt").read_text()

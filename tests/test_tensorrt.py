@@ -19,6 +19,7 @@ from evitdeploy.backends.tensorrt import runtime as trt_runtime
 from evitdeploy.backends.tensorrt.plan import build_script, fp32_nodes, layer_precisions, node_of_layer, shapes, trtexec_command
 from evitdeploy.models import get_spec
 from evitdeploy.profiles import load_profile
+from evitdeploy.requests import BenchRequest, ExportRequest
 
 
 def test_layers_find_their_onnx_node():
@@ -285,8 +286,11 @@ def test_tensorrt_fp16_recipe_of_the_trained_segmenter_is_checked_for_fp16_overf
     photos, _ = trained.digit_mosaics(2, 512, 1024, seed=3, split="train")
     np.savez(tmp_path / "calib.npz", image=photos)
     artifact = api.export_model(
-        "efficientvit_seg_b0_cityscapes", "trt", "fp16", tmp_path / "trt", mosaic_checkpoint_path, height=512, width=1024,
-        reduced=PrecisionOptions(calib=str(tmp_path / "calib.npz"), calib_count=2), engine=False,
+        ExportRequest(
+            model="efficientvit_seg_b0_cityscapes", target="trt", precision="fp16", output=tmp_path / "trt",
+            checkpoint=mosaic_checkpoint_path, height=512, width=1024,
+            reduced=PrecisionOptions(calib=str(tmp_path / "calib.npz"), calib_count=2), engine=False,
+        ),
     )
     storage = artifact.manifest["precision_plan"]["fp16_storage_check"]
     assert storage["plain"]["nonfinite"] > 0, storage
@@ -315,7 +319,11 @@ def test_fp16_engine_builds_with_the_plan_pinned(tmp_path):
         pytest.skip("needs TensorRT and an NVIDIA GPU")
     from evitdeploy import api
 
-    artifact = api.export_model("efficientvit_b0", "trt", "fp16", tmp_path / "engine", None, None, 64, 64)
+    artifact = api.export_model(
+        ExportRequest(
+            model="efficientvit_b0", target="trt", precision="fp16", output=tmp_path / "engine", height=64, width=64,
+        ),
+    )
     assert artifact.manifest["export"]["engine"]["pinned_fp32_layers"] > 0
 
 
@@ -484,8 +492,8 @@ def test_bench_of_an_engine_adds_gpu_compute_time_from_a_separate_run(b0_artifac
             calls.append((batch.shape, warmup, count))
             return time_model(lambda b: self.infer({"image": b}), batch, warmup, count)
 
-    monkeypatch.setattr(api, "_runner_for", lambda artifact, threads, taking_turns=False: TimedOnGpu(artifact.model_file, threads=1))
-    summary = api.bench_artifact(b0_artifact, warmup=2, count=7)
+    monkeypatch.setattr(api, "runner_for", lambda artifact, threads=None, taking_turns=False: TimedOnGpu(artifact.model_file, threads=1))
+    summary = api.bench_artifact(BenchRequest(path=b0_artifact, warmup=2, count=7))
     gpu = summary["results"][0]["gpu_compute"]
     assert calls == [((1, 3, 128, 128), 2, 7)] and gpu["count"] == 7 and len(gpu["latency_samples_ms"]) == 7
     rows = bench_table(summary).columns[0]._cells

@@ -15,6 +15,7 @@ from conftest import assert_clean_error  # noqa: E402
 from evitdeploy import api  # noqa: E402
 from evitdeploy.errors import UserError  # noqa: E402
 from evitdeploy.precision.options import PrecisionOptions  # noqa: E402
+from evitdeploy.requests import BenchRequest, CheckRequest, ExportRequest  # noqa: E402
 from evitdeploy.backends.tflite.plan import decide, module_path_of, read_ops  # noqa: E402
 from test_deploy import on_device  # noqa: E402
 
@@ -48,8 +49,11 @@ def tflite_exports(tmp_path_factory, digits_checkpoint_path, mosaic_checkpoint_p
         calib, check = _case_data(case, folder)
         for precision in ("fp32", "fp16", "int8"):
             artifact = api.export_model(
-                model, "tflite", precision, folder / f"{case}-{precision}", checkpoints[case], None, height, width,
-                reduced=PrecisionOptions(calib=str(calib), calib_count=len(np.load(calib)["image"]), search_budget=2),
+                ExportRequest(
+                    model=model, target="tflite", precision=precision, output=folder / f"{case}-{precision}",
+                    checkpoint=checkpoints[case], height=height, width=width,
+                    reduced=PrecisionOptions(calib=str(calib), calib_count=len(np.load(calib)["image"]), search_budget=2),
+                ),
             )
             exports[case, precision] = (artifact, check)
     return exports
@@ -60,7 +64,7 @@ def tflite_exports(tmp_path_factory, digits_checkpoint_path, mosaic_checkpoint_p
 def test_each_precision_converts_loads_in_litert_and_passes_parity(case, precision, tflite_exports):
     artifact, check = tflite_exports[case, precision]
     assert artifact.model_file.suffix == ".tflite" and artifact.manifest["target"] == "tflite"
-    report = api.check_artifact(artifact.folder, data=check, samples=8)
+    report = api.check_artifact(CheckRequest(path=artifact.folder, data=check, samples=8))
     assert report["passed"], report["failures"]
     if precision == "fp32":
         assert report["metrics"]["max_abs_error"] <= 1e-4
@@ -157,7 +161,7 @@ def test_bad_tflite_input_is_one_line_exit_2(args, fragment, cli, tmp_path):
 
 
 def test_bench_reports_litert(tflite_exports):
-    summary = api.bench_artifact(tflite_exports["cls", "int8"][0].folder, threads=2, warmup=2, count=5)
+    summary = api.bench_artifact(BenchRequest(path=tflite_exports["cls", "int8"][0].folder, threads=2, warmup=2, count=5))
     result = summary["results"][0]
     assert result["label"] == "tflite/int8" and result["providers"] == ["LiteRT XNNPACK"] and result["stats"]["median_ms"] > 0
 
@@ -187,8 +191,11 @@ def test_trained_digits_int8_keeps_accuracy_within_a_point(tmp_path, digits_chec
     train, _ = trained.digits_images("train")
     np.savez(tmp_path / "calib.npz", image=train[:64])
     artifact = api.export_model(
-        "efficientvit_b0", "tflite", "int8", tmp_path / "int8", digits_checkpoint_path, None, 64, 64,
-        reduced=PrecisionOptions(calib=str(tmp_path / "calib.npz"), calib_count=64),
+        ExportRequest(
+            model="efficientvit_b0", target="tflite", precision="int8", output=tmp_path / "int8",
+            checkpoint=digits_checkpoint_path, height=64, width=64,
+            reduced=PrecisionOptions(calib=str(tmp_path / "calib.npz"), calib_count=64),
+        ),
     )
     test_images, labels = trained.digits_images("test")
     inputs = preprocess(list(test_images), trained.digits_spec(), 64, 64)
@@ -206,11 +213,20 @@ def test_trained_digits_int8_keeps_accuracy_within_a_point(tmp_path, digits_chec
 
 
 def test_nhwc_input_takes_camera_order_and_still_passes_parity(tmp_path, cli):
-    artifact = api.export_model("efficientvit_b0", "tflite", "fp32", tmp_path / "nhwc", None, None, 64, 64, channels_last=True)
+    artifact = api.export_model(
+        ExportRequest(
+            model="efficientvit_b0", target="tflite", precision="fp32", output=tmp_path / "nhwc", height=64, width=64,
+            channels_last=True,
+        ),
+    )
     assert artifact.manifest["export"]["io"]["inputs"][0]["shape"] == [1, 64, 64, 3] and artifact.spec.layout == "NHWC"
     ops = artifact.manifest["export"]["ops"]
-    plain = api.export_model("efficientvit_b0", "tflite", "fp32", tmp_path / "nchw", None, None, 64, 64)
+    plain = api.export_model(
+        ExportRequest(
+            model="efficientvit_b0", target="tflite", precision="fp32", output=tmp_path / "nchw", height=64, width=64,
+        ),
+    )
     assert ops.get("TRANSPOSE", 0) == plain.manifest["export"]["ops"]["TRANSPOSE"] - 1  # the one in front is gone
-    report = api.check_artifact(artifact.folder, samples=4)  # NCHW photos, transposed by the runner
+    report = api.check_artifact(CheckRequest(path=artifact.folder, samples=4))  # NCHW photos, transposed by the runner
     assert report["passed"] and report["metrics"]["max_abs_error"] <= 1e-4
     assert_clean_error(cli("export", "-m", "efficientvit_b0", "--nhwc", "-o", tmp_path / "onnx"), 2, "--nhwc is for --target tflite")

@@ -14,6 +14,7 @@ from evitdeploy.data import preprocess
 from evitdeploy.precision.plan import PrecisionPlan
 from evitdeploy.precision.torch_plan import fp16_numerics, half_following, run_half
 from evitdeploy.precision.options import PrecisionOptions
+from evitdeploy.requests import PlanRequest
 from evitdeploy.models import build_model, get_spec, trained
 from evitdeploy.models.attention import LiteMLA
 
@@ -24,7 +25,7 @@ def mosaic_plan(tmp_path, checkpoint, height: int, width: int) -> PrecisionPlan:
     photos, _ = trained.digit_mosaics(2, height, width, seed=3, split="train")
     np.savez(tmp_path / "calib.npz", image=photos)
     reduced = PrecisionOptions(calib=str(tmp_path / "calib.npz"), calib_count=2)
-    made = api.plan_model(SEG, "fp16", checkpoint=checkpoint, height=height, width=width, reduced=reduced)
+    made = api.plan_model(PlanRequest(model_name=SEG, precision="fp16", checkpoint=checkpoint, height=height, width=width, reduced=reduced))
     made.pop("ranges")
     return PrecisionPlan.from_dict(made)
 
@@ -66,7 +67,11 @@ def test_the_plan_on_cuda_at_cityscapes_resolution(tmp_path, mosaic_checkpoint_p
 def test_dtypes_follow_the_plan_and_plain_fp16_turns_the_islands_off(tmp_path):
     """Kept modules hold FP32 parameters and keep LiteMLA's float32 island; the rest is FP16."""
     model, spec = build_model(get_spec("efficientvit_b0").with_input(1, 64, 64), None, 0, None)
-    made = api.plan_model("efficientvit_b0", "fp16", height=64, width=64, reduced=PrecisionOptions(calib_count=4))
+    made = api.plan_model(
+        PlanRequest(
+            model_name="efficientvit_b0", precision="fp16", height=64, width=64, reduced=PrecisionOptions(calib_count=4),
+        ),
+    )
     made.pop("ranges")
     plan = PrecisionPlan.from_dict(made)
     planned = copy.deepcopy(model)

@@ -46,6 +46,28 @@ def write_reduced(fp32_path: Path, plan: PrecisionPlan, ranges: Ranges, output: 
     return quantize(fp32_path, plan, ranges, output, options.scheme)
 
 
+def write_plan(result: PlanResult, folder: Path, **details) -> dict:
+    """Write the plan and its ranges beside the model and return the manifest sections every
+    backend records for them; `details` are the backend's own (how it applied the plan)."""
+    from evitdeploy.artifact import write_json
+
+    write_json(folder / PLAN_FILE, result.plan.to_dict())
+    write_json(folder / RANGES_FILE, result.ranges.to_dict())
+    search = {k: v for k, v in result.plan.search.items() if k != "steps"}
+    return {
+        "calibration": result.calibration.report,
+        "precision_plan": {
+            "file": PLAN_FILE,
+            "ranges_file": RANGES_FILE,
+            "method": result.plan.method,
+            "summary": result.plan.summary(),
+            **({"search": search} if search else {}),
+            **details,
+            "seconds": result.seconds,
+        },
+    }
+
+
 def make_plan(
     fp32_path: Path,
     spec: ModelSpec,

@@ -248,21 +248,15 @@ def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
 
 
 def _plan(model, spec: ModelSpec, staging: Path, scratch: Path, options: ExportOptions):
-    from evitdeploy.precision.pipeline import PLAN_FILE, RANGES_FILE
     from evitdeploy.graph import default_opset, write_graph
-    from evitdeploy.precision.pipeline import make_plan
+    from evitdeploy.precision.pipeline import make_plan, write_plan
 
     onnx_path = scratch / "fp32.onnx"
     write_graph(model, spec, onnx_path, default_opset(spec), True, options.step)
     # Core ML INT8 here is int8 weights with FP16 compute: the FP16 plan's ranges decide the FP32
     # islands for the compute, the INT8 plan decides which layers get int8 weights.
     result = make_plan(onnx_path, spec, "fp16", options.reduced, options.progress)
-    write_json(staging / PLAN_FILE, result.plan.to_dict())
-    write_json(staging / RANGES_FILE, result.ranges.to_dict())
-    return result.plan, {
-        "calibration": result.calibration.report,
-        "precision_plan": {"file": PLAN_FILE, "ranges_file": RANGES_FILE, "method": result.plan.method, "summary": result.plan.summary(), "seconds": result.seconds},
-    }
+    return result.plan, write_plan(result, staging)
 
 
 def _predict_checks(model, spec: ModelSpec, staging: Path, options: ExportOptions) -> list:

@@ -14,7 +14,6 @@ from evitdeploy.artifact import Artifact, build_manifest, package_versions, stag
 from evitdeploy.backends.options import ExportOptions
 from evitdeploy.backends.reference import against_reference, inputs_for, validation_batch
 from evitdeploy.graph import default_opset, with_dynamic_axes, write_graph
-from evitdeploy.precision.pipeline import PLAN_FILE, RANGES_FILE
 from evitdeploy.spec import ModelSpec
 
 MODEL_FILE = "model.onnx"
@@ -63,7 +62,7 @@ def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
 
 def _reduce(fp32_path: Path, path: Path, staging: Path, spec: ModelSpec, options: ExportOptions) -> dict:
     """Calibrate, plan and write the FP16/INT8 model; the plan and ranges travel with the artifact."""
-    from evitdeploy.precision.pipeline import make_plan, write_reduced
+    from evitdeploy.precision.pipeline import make_plan, write_plan, write_reduced
 
     result = make_plan(fp32_path, spec, options.precision, options.reduced, options.progress)
     options.step(f"writing the {options.precision.upper()} model following the plan")
@@ -73,21 +72,7 @@ def _reduce(fp32_path: Path, path: Path, staging: Path, spec: ModelSpec, options
         from evitdeploy.precision.fp16 import require_finite_storage
 
         storage = require_finite_storage(fp32_path, result.plan, validation_batch(options, spec), spec)
-    write_json(staging / PLAN_FILE, result.plan.to_dict())
-    write_json(staging / RANGES_FILE, result.ranges.to_dict())
-    return {
-        "calibration": result.plan.calibration,
-        "precision_plan": {
-            "file": PLAN_FILE,
-            "ranges_file": RANGES_FILE,
-            "method": result.plan.method,
-            "summary": result.plan.summary(),
-            "search": {k: v for k, v in result.plan.search.items() if k != "steps"},
-            **({"fp16_storage_check": storage} if storage else {}),
-            "conversion": conversion,
-            "seconds": result.seconds,
-        },
-    }
+    return write_plan(result, staging, **({"fp16_storage_check": storage} if storage else {}), conversion=conversion)
 
 
 def validate(model, spec: ModelSpec, path: Path, options: ExportOptions) -> dict:

@@ -84,14 +84,12 @@ def prepare_onnx(model, spec: ModelSpec, precision: str, folder: Path, scratch: 
     """model.onnx for TensorRT (FP32 graph, or the QDQ graph in the TensorRT scheme) and the plan."""
     from dataclasses import replace
 
-    from evitdeploy.precision.pipeline import PLAN_FILE, RANGES_FILE
-
     from evitdeploy.graph import default_opset, write_graph
 
     from evitdeploy.backends.reference import validation_batch
     from evitdeploy.precision.fp16 import require_finite_storage
     from evitdeploy.precision.qdq import quantize
-    from evitdeploy.precision.pipeline import make_plan
+    from evitdeploy.precision.pipeline import make_plan, write_plan
 
     fp32_path = folder / ONNX_FILE if precision != "int8" else scratch / "fp32.onnx"
     write_graph(model, spec, fp32_path, default_opset(spec), True, options.step)
@@ -103,14 +101,10 @@ def prepare_onnx(model, spec: ModelSpec, precision: str, folder: Path, scratch: 
     # FP16: the engine stores what the FP16 layers write in FP16; the same storage emulation as the
     # ONNX FP16 export estimates it here (plan and plain), and a plan that overflows is refused.
     storage = require_finite_storage(fp32_path, result.plan, validation_batch(options, spec), spec) if precision == "fp16" else None
-    write_json(folder / PLAN_FILE, result.plan.to_dict())
-    write_json(folder / RANGES_FILE, result.ranges.to_dict())
-    return result.plan, {
-        "calibration": result.calibration.report,
-        "precision_plan": {"file": PLAN_FILE, "ranges_file": RANGES_FILE, "method": result.plan.method, "summary": result.plan.summary(),
-                           "scheme": "tensorrt (symmetric int8, zero point 0)" if precision == "int8" else None, "conversion": conversion,
-                           **({"fp16_storage_check": storage} if storage else {})},
-    }
+    return result.plan, write_plan(
+        result, folder, scheme="tensorrt (symmetric int8, zero point 0)" if precision == "int8" else None, conversion=conversion,
+        **({"fp16_storage_check": storage} if storage else {}),
+    )
 
 
 def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:

@@ -131,9 +131,8 @@ def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
 def _reduce(model, spec: ModelSpec, float_path: Path, path: Path, staging: Path, scratch: Path, options: ExportOptions) -> dict:
     """The shared plan (ONNX FP32 graph, same calibration set), applied through ai-edge-quantizer."""
     from evitdeploy.backends.tflite import plan as tflite_plan
-    from evitdeploy.precision.pipeline import PLAN_FILE, RANGES_FILE
     from evitdeploy.graph import default_opset, write_graph
-    from evitdeploy.precision.pipeline import make_plan
+    from evitdeploy.precision.pipeline import make_plan, write_plan
 
     onnx_path = scratch / "fp32.onnx"
     write_graph(model, spec, onnx_path, default_opset(spec), True, options.step)
@@ -150,24 +149,14 @@ def _reduce(model, spec: ModelSpec, float_path: Path, path: Path, staging: Path,
             ranges = calibrate(float_model, float_path, images.transpose(0, 2, 3, 1) if options.channels_last else images, manager)
         quantized = quantizer.quantize(ranges)
     write_bytes(path, bytes(quantized.quantized_model))
-    write_json(staging / PLAN_FILE, result.plan.to_dict())
-    write_json(staging / RANGES_FILE, result.ranges.to_dict())
     write_json(staging / OPS_FILE, {"precision": options.precision, "ops": [d.__dict__ for d in decisions]})
-    return {
-        "calibration": result.calibration.report,
-        "precision_plan": {
-            "file": PLAN_FILE,
-            "ranges_file": RANGES_FILE,
-            "tflite_ops_file": OPS_FILE,
-            "method": result.plan.method,
-            "summary": result.plan.summary(),
-            "search": {k: v for k, v in result.plan.search.items() if k != "steps"},
-            "search_runtime": "ONNX Runtime on the plan's QDQ ONNX (a proxy: the same plan, blocks and calibration images)",
-            "tflite_ranges": "exact min/max of every quantized tensor over the calibration images" if options.precision == "int8" else None,
-            "tflite": tflite_plan.summary(decisions),
-            "seconds": result.seconds,
-        },
-    }
+    return write_plan(
+        result, staging,
+        tflite_ops_file=OPS_FILE,
+        search_runtime="ONNX Runtime on the plan's QDQ ONNX (a proxy: the same plan, blocks and calibration images)",
+        tflite_ranges="exact min/max of every quantized tensor over the calibration images" if options.precision == "int8" else None,
+        tflite=tflite_plan.summary(decisions),
+    )
 
 
 def _union(seen: dict, new: dict) -> dict:
