@@ -37,7 +37,18 @@ def runtime_versions(runtime, target: str) -> dict:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise BundleError(f"{package} is not installed", f"install it with: pip install numpy {package}", 3) from exc
-    return {package: getattr(module, "__version__", "unknown"), "numpy": np.__version__, "python": platform.python_version()}
+    return {package: _distribution_version(package, module), "numpy": np.__version__, "python": platform.python_version()}
+
+
+def _distribution_version(package: str, module) -> str:
+    """The installed distribution's version, as the manifest's toolchain records it (a module's
+    __version__ may say more: OpenVINO's carries its build number), else the module's own."""
+    try:
+        from importlib import metadata
+
+        return metadata.version(package)
+    except Exception:
+        return getattr(module, "__version__", "unknown")
 
 
 def version_findings(manifest: dict, versions: dict, runtime) -> tuple:
