@@ -14,7 +14,7 @@ from typing import Optional
 from evitdeploy.backends.descriptor import Backend
 from evitdeploy.errors import UserError
 
-_FOLDERS = ("onnxruntime", "tensorrt", "tflite", "coreml")  # the order --help and doctor list them in
+_FOLDERS = ("onnxruntime", "tensorrt", "tflite", "coreml", "openvino")  # the order --help and doctor list them in
 
 
 def _load() -> dict[str, Backend]:
