@@ -97,7 +97,7 @@ def export_model(request: ExportRequest, progress: Progress = None) -> Artifact:
 
 def _require_memory_for_export(spec: ModelSpec, dynamic, *, precision: str, reduced) -> None:
     """Refuse an export this host cannot hold, before any folder exists or the model is built. A
-    dynamic export is validated at one more, larger shape too (exporters/onnx.py validate)."""
+    dynamic export is validated at one more, larger shape too (backends/onnxruntime/export.py validate)."""
     from dataclasses import replace
 
     n, c, h, w = spec.input_shape

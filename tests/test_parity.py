@@ -118,7 +118,7 @@ def test_an_all_zero_output_agrees_only_with_another_all_zero_output():
 
 
 def test_check_bench_and_verify_py_pick_onnx_runtime_providers_in_one_order(tmp_path, monkeypatch):
-    """The host (runners/onnxruntime.py) and the device (verify.py) must run an ONNX model on the
+    """The host (backends/onnxruntime/runner.py) and the device (verify.py) must run an ONNX model on the
     same execution provider, or a bundle's parity on the device is not the parity measured here."""
     import onnxruntime as ort
 

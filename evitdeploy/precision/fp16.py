@@ -121,7 +121,7 @@ def storage_emulation(fp32_path: Path, plan: Optional[PrecisionPlan], output: Pa
 
 
 def storage_check(fp32_path: Path, plan: PrecisionPlan, inputs, spec) -> dict:
-    """FP16 numerics of the plan and of plain FP16 on this CPU (see onnx_fp16.storage_emulation):
+    """FP16 numerics of the plan and of plain FP16 on this CPU (see storage_emulation):
     non-finite outputs and agreement with the FP32 graph on the validation images."""
     import tempfile
 

@@ -6,7 +6,7 @@ TensorRT is not installed: the same modules TensorRT is told to keep FP32 (layer
 every op in FP16, LiteMLA's float32 island switched off, which is what an exported graph gets from a
 bare `trtexec --fp16` (the NaN reported on EfficientViT segmentation at 1024x2048).
 
-Mechanics: the model is cast to FP16; each module the plan keeps (calibration.plan.FloatScopes:
+Mechanics: the model is cast to FP16; each module the plan keeps (precision.plan.FloatScopes:
 by rule, by measured range, or a block moved by the search) gets its own parameters back in FP32
 and its inputs cast to FP32; every other module holding parameters casts its inputs to FP16, so a
 FP32 module's output re-enters FP16 at the next FP16 layer, as TensorRT's reformat layers do.
