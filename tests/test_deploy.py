@@ -18,20 +18,25 @@ from evitdeploy.device.runtimes import version_findings
 # A fresh interpreter in which torch, evitdeploy and the rest of our toolchain cannot be imported:
 # what a device has (numpy + the runtime), proven by refusing the imports, then verify.py run as __main__.
 BLOCKED = ("torch", "evitdeploy", "onnx", "onnxslim", "skimage", "scipy", "typer", "rich", "matplotlib", "litert_torch", "ai_edge_quantizer", "jax")
-DEVICE = f"""
+DEVICE = """
 import runpy, sys
+blocked = set(sys.argv[1].split(","))
 class DeviceOnly:
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in {BLOCKED!r}:
+        if name.split(".")[0] in blocked:
             raise ImportError(name + " is not on the device")
 sys.meta_path.insert(0, DeviceOnly())
-sys.argv = sys.argv[1:]
+sys.argv = sys.argv[2:]
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
-def on_device(script: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-I", "-c", DEVICE, str(script), *args], capture_output=True, text=True, timeout=120)
+def on_device(script: Path, *args: str, blocked: tuple = BLOCKED) -> subprocess.CompletedProcess:
+    """`script` (a bundle's verify.py) as a device runs it: a fresh interpreter, in the bundle's
+    folder, where the modules in `blocked` (torch, evitdeploy, ...) do not import."""
+    return subprocess.run(
+        [sys.executable, "-I", "-c", DEVICE, ",".join(blocked), str(script), *args], cwd=Path(script).parent, capture_output=True, text=True, timeout=120,
+    )
 
 
 def deploy_cli(*args) -> object:

@@ -5,8 +5,6 @@ openvino only."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -14,6 +12,7 @@ import pytest
 pytest.importorskip("openvino", reason="the openvino extra is not installed (pip install 'evitdeploy[openvino]')")
 
 from conftest import assert_clean_error  # noqa: E402
+from test_deploy import BLOCKED, on_device  # noqa: E402
 from evitdeploy import api  # noqa: E402
 from evitdeploy.backends import get_backend  # noqa: E402
 from evitdeploy.backends.openvino.device import has_bf16  # noqa: E402
@@ -111,20 +110,6 @@ def test_trained_digits_int8_follows_the_plan_and_keeps_accuracy(tmp_path, digit
     assert accuracy >= reference_accuracy - 0.005, (accuracy, reference_accuracy)
 
 
-DEVICE = """
-import builtins, runpy, sys
-blocked = ("torch", "evitdeploy", "typer", "rich", "onnx", "onnxruntime", "nncf")
-real_import = builtins.__import__
-def guarded(name, *args, **kwargs):
-    if name.split(".")[0] in blocked:
-        raise ImportError("not on the device: " + name)
-    return real_import(name, *args, **kwargs)
-builtins.__import__ = guarded
-sys.argv = ["verify.py"] + sys.argv[1:]
-runpy.run_path("verify.py", run_name="__main__")
-"""
-
-
 def test_intel_cpu_bundle_verifies_with_only_numpy_and_openvino(tmp_path, cli):
     folder = tmp_path / "bundle"
     result = cli("deploy", "--profile", "intel-cpu", "-m", "efficientvit_b0", "--height", "64", "--width", "64",
@@ -133,7 +118,7 @@ def test_intel_cpu_bundle_verifies_with_only_numpy_and_openvino(tmp_path, cli):
     summary = json.loads(result.stdout)
     assert summary["target"] == "openvino" and summary["check"]["passed"]
     assert "pip install numpy openvino==" in (folder / "README.txt").read_text()
-    device = subprocess.run([sys.executable, "-I", "-c", DEVICE, "--json", "--count", "3"], cwd=folder, capture_output=True, text=True, timeout=300)
+    device = on_device(folder / "verify.py", "--json", "--count", "3", blocked=BLOCKED + ("onnxruntime", "nncf"))
     assert device.returncode == 0, device.stderr
     report = json.loads(device.stdout)
     assert report["passed"] and report["runtime"]["openvino"]

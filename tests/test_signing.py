@@ -14,30 +14,16 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from conftest import Cli, assert_clean_error
+from test_deploy import BLOCKED
+from test_deploy import on_device as run_on_device
 from evitdeploy.device.integrity import SIGNATURE, sha256_of
 
 DEPLOY = ("deploy", "--profile", "x86-cpu", "--model", "efficientvit_b0", "--height", "64", "--width", "64", "--samples", "1")
 FAST = ("--count", "2", "--warmup", "0")
 
 # verify.py where torch and evitdeploy cannot be imported (a device), optionally without model-signing
-DEVICE = """
-import runpy, sys
-blocked = set(sys.argv[1].split(","))
-class DeviceOnly:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in blocked:
-            raise ImportError(name + " is not on the device")
-sys.meta_path.insert(0, DeviceOnly())
-sys.argv = sys.argv[2:]
-runpy.run_path(sys.argv[0], run_name="__main__")
-"""
-
-
 def on_device(folder: Path, *args: str, without: tuple = ()) -> subprocess.CompletedProcess:
-    blocked = ",".join(("torch", "evitdeploy", "typer", "rich", "onnx") + without)
-    return subprocess.run(
-        [sys.executable, "-I", "-c", DEVICE, blocked, "verify.py", *args], cwd=folder, capture_output=True, text=True, timeout=120,
-    )
+    return run_on_device(folder / "verify.py", *args, blocked=BLOCKED + without)
 
 
 def write_key(path: Path, key, openssl_style: bool = True) -> Path:
