@@ -235,7 +235,7 @@ def read_manifest(path: Path, bundle: bool = False) -> dict:
                 "upgrade evitdeploy, or use the version that wrote it",
             )
 
-    return schemas.load_document(path, schemas.BundleManifest if bundle else schemas.ArtifactManifest, what, hint, known_format)
+    return schemas.load_document(path, schemas.BundleManifest if bundle else schemas.ArtifactManifest, what, hint=hint, first=known_format)
 
 
 def verify_files(folder: Path, manifest: dict) -> None:

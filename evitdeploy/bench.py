@@ -26,7 +26,7 @@ def measure(
 ) -> list[float]:
     """Latency samples in ms: at least `count` runs (default 50, or 1 with a min time) and at least
     `min_time_s`; the device's timing loop (device.metrics.time_turns), so both time alike."""
-    return time_turns([infer], warmup, count, min_time_s, max_count=max_count)[0]
+    return time_turns([infer], warmup, count, min_time_s=min_time_s, max_count=max_count)[0]
 
 
 def measure_interleaved(
@@ -44,7 +44,7 @@ def measure_interleaved(
     lands on both sides alike instead of on whichever ran second, and the A B / B A order cancels
     any cache advantage of going first.
     """
-    a, b = time_turns([infer_a, infer_b], warmup, count, min_time_s, block, max_count)
+    a, b = time_turns([infer_a, infer_b], warmup, count, min_time_s=min_time_s, block=block, max_count=max_count)
     return a, b
 
 
@@ -100,5 +100,5 @@ def bench_runner(
     min_time_s: float = 0.0,
 ) -> dict:
     """Benchmark one loaded runner on one feed; a JSON-ready result with its raw samples."""
-    samples = measure(lambda: runner.infer(feed), warmup, count, min_time_s)
-    return latency_result(runner, feed, label, samples, warmup)
+    samples = measure(lambda: runner.infer(feed), warmup, count, min_time_s=min_time_s)
+    return latency_result(runner, feed, label, samples=samples, warmup=warmup)

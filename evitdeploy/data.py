@@ -100,12 +100,12 @@ def load_inputs(
         rng = np.random.default_rng(seed)
         return rng.standard_normal((count, 3, height, width), dtype=np.float32), f"synthetic N(0,1) x{count}"
     if source is None:
-        return preprocess(sample_photos(count), spec, height, width), f"scikit-image sample photos x{min(count, len(SAMPLE_PHOTOS))}"
+        return preprocess(sample_photos(count), spec, height, width=width), f"scikit-image sample photos x{min(count, len(SAMPLE_PHOTOS))}"
     source = Path(source)
     if source.is_dir():
-        return preprocess(folder_photos(source, count), spec, height, width), f"images from {source}"
+        return preprocess(folder_photos(source, count), spec, height, width=width), f"images from {source}"
     if source.suffix == ".npz" and source.is_file():
-        return npz_inputs(source, spec, height, width, count), f"arrays from {source}"
+        return npz_inputs(source, spec, height, width=width, count=count), f"arrays from {source}"
     raise UserError(f"input data {source} is neither an image folder nor an .npz file", "pass --data FOLDER or --data FILE.npz")
 
 
@@ -127,7 +127,7 @@ def npz_inputs(path: Path, spec: ModelSpec, height: int, width: int, count: int)
     """An .npz holds either photos (N, H, W, 3) uint8 or preprocessed inputs (N, 3, H, W) float32."""
     key, array = read_npz(path, spec)
     if is_photo_array(array):
-        return preprocess(list(array[:count]), spec, height, width)
+        return preprocess(list(array[:count]), spec, height, width=width)
     if array.ndim == 4 and array.shape[1:] == (3, height, width):
         return array[:count].astype(np.float32)
     raise UserError(

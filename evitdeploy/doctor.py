@@ -22,17 +22,17 @@ class Tool:
 
 
 TOOLS = (  # what is not a backend: the reference, sample photos, TensorRT's tooling, signing
-    Tool("torch", ("torch",), "reference model and export", "pip install torch==2.13.0", core=True),
-    Tool("sample-photos", ("scikit-image",), "real photos for parity and calibration", "pip install scikit-image", core=True),
-    Tool("polygraphy", ("polygraphy",), "TensorRT tooling", "pip install 'evitdeploy[tensorrt]'"),
-    Tool("signing", ("model-signing",), "signed bundles (deploy --sign-key, verify --public-key)", "pip install 'evitdeploy[signing]'"),
+    Tool("torch", ("torch",), "reference model and export", install="pip install torch==2.13.0", core=True),
+    Tool("sample-photos", ("scikit-image",), "real photos for parity and calibration", install="pip install scikit-image", core=True),
+    Tool("polygraphy", ("polygraphy",), "TensorRT tooling", install="pip install 'evitdeploy[tensorrt]'"),
+    Tool("signing", ("model-signing",), "signed bundles (deploy --sign-key, verify --public-key)", install="pip install 'evitdeploy[signing]'"),
 )
 
 
 def _rows() -> list[Tool]:
     from evitdeploy.backends import BACKENDS
 
-    backends = [Tool(b.folder, tuple(p.distribution for p in b.packages), b.title, b.install, core=not b.extra, predicts_on=b.predicts_on) for b in BACKENDS.values()]
+    backends = [Tool(b.folder, tuple(p.distribution for p in b.packages), b.title, install=b.install, core=not b.extra, predicts_on=b.predicts_on) for b in BACKENDS.values()]
     return [*TOOLS[:2], *backends, *TOOLS[2:]]
 
 

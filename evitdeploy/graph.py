@@ -31,7 +31,7 @@ def write_graph(model, spec: ModelSpec, path: Path, opset: int, simplify: bool, 
     timings = {}
     started = time.perf_counter()
     step(f"exporting to ONNX (opset {opset})")
-    _torch_export(model, spec, path, opset)
+    _torch_export(model, spec, path, opset=opset)
     timings["export_s"] = time.perf_counter() - started
     if simplify:
         started = time.perf_counter()

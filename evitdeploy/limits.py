@@ -35,17 +35,17 @@ def check_range(flag: str, value, low, high: Optional[float] = None) -> None:
 
 
 def check_seed(seed) -> None:
-    check_range("--seed", seed, 0, SEED_MAX)
+    check_range("--seed", seed, 0, high=SEED_MAX)
     if not isinstance(seed, int):
         raise UserError(f"--seed {seed!r} is not an integer", f"use an integer from 0 to {SEED_MAX}")
 
 
 def check_timing(warmup, count, min_time_s, threads=None, count_min: int = 1) -> None:
     """The timing options of bench, gate --interleave, sweep and verify."""
-    check_range("--warmup", warmup, 0, WARMUP_MAX)
-    check_range("--count", count, count_min, COUNT_MAX)
-    check_range("--min-time", min_time_s, 0, MIN_TIME_MAX_S)
-    check_range("--threads", threads, 1, THREADS_MAX)
+    check_range("--warmup", warmup, 0, high=WARMUP_MAX)
+    check_range("--count", count, count_min, high=COUNT_MAX)
+    check_range("--min-time", min_time_s, 0, high=MIN_TIME_MAX_S)
+    check_range("--threads", threads, 1, high=THREADS_MAX)
 
 
 def _fmt(value) -> str:

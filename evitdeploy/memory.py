@@ -119,7 +119,7 @@ def estimate_bytes(
     `calib_count`: calibration images of an fp16/int8 export or plan."""
     if operation not in OPERATIONS:
         raise ValueError(f"operation must be one of {OPERATIONS}")
-    return int(MARGIN * fitted_bytes(spec, operation, images, precision, calib_count))
+    return int(MARGIN * fitted_bytes(spec, operation, images, precision=precision, calib_count=calib_count))
 
 
 def fitted_bytes(spec: ModelSpec, operation: str, images: Optional[int], precision: str = "fp32", calib_count: Optional[int] = None) -> float:

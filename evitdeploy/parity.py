@@ -57,7 +57,7 @@ def compare(
     spec: ModelSpec, reference: np.ndarray, candidate: np.ndarray, precision: str, tolerances: Tolerances
 ) -> dict:
     """A parity report (JSON-ready): metrics, the tolerances applied, failures, and a verdict."""
-    return {**compare_outputs(spec.task, reference, candidate, asdict(tolerances)), "precision": precision, "tolerances": asdict(tolerances)}
+    return {**compare_outputs(spec.task, reference, candidate, tolerances=asdict(tolerances)), "precision": precision, "tolerances": asdict(tolerances)}
 
 
 def parity_outputs(reference_runner, candidate_runner, spec: ModelSpec, inputs: np.ndarray, batch: int = 1):
@@ -78,5 +78,5 @@ def run_parity(
     tolerances: Tolerances, batch: int = 1,
 ) -> dict:
     """Feed the inputs to both runners and compare."""
-    references, candidates = parity_outputs(reference_runner, candidate_runner, spec, inputs, batch)
-    return compare(spec, references, candidates, precision, tolerances)
+    references, candidates = parity_outputs(reference_runner, candidate_runner, spec, inputs=inputs, batch=batch)
+    return compare(spec, references, candidates, precision=precision, tolerances=tolerances)

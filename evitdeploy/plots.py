@@ -88,7 +88,7 @@ def latency_vs_megapixels(rows: list[dict]) -> bytes | None:
     if span[1] > span[0]:
         axes.plot(span, anchor[1] * span / anchor[0], "k--", linewidth=0.8, alpha=0.5, label="slope 1 (linear in pixels)")
     _plain_numbers(axes.xaxis, axes.yaxis)
-    return _finish(figure, axes, "input megapixels (batch x height x width / 1e6)", "median latency (ms)", "Latency vs input size (log-log)")
+    return _finish(figure, axes, "input megapixels (batch x height x width / 1e6)", ylabel="median latency (ms)", title="Latency vs input size (log-log)")
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -125,6 +125,6 @@ def drift_vs_latency(rows: list[dict]) -> bytes | None:
     axes.set_ylim(min(errors) / 3, max(errors) * 3)  # at least a decade, so the log axis has labels
     _plain_numbers(axes.xaxis)
     return _finish(
-        figure, axes, "median latency (ms)", "max abs error vs PyTorch (logits)",
-        "Accuracy drift vs latency (lines: Pareto front per model and resolution)",
+        figure, axes, "median latency (ms)", ylabel="max abs error vs PyTorch (logits)",
+        title="Accuracy drift vs latency (lines: Pareto front per model and resolution)",
     )

@@ -112,7 +112,7 @@ def open_artifact(path, verify: bool = True, spec=None):
                     f"{path} has no {MANIFEST} beside it, so its model is unknown",
                     "pass --model NAME (and --checkpoint) to say what it is",
                 )
-            return Artifact(folder, path, bare.name, "unknown", spec, {})
+            return Artifact(folder, path, bare.name, precision="unknown", spec=spec, manifest={})
         raise UserError(f"{folder} holds no {MANIFEST}", "pass a folder written by `evitdeploy export`")
     manifest = read_manifest(manifest_path)
     if find(manifest["target"]) is None:
@@ -121,4 +121,7 @@ def open_artifact(path, verify: bool = True, spec=None):
         verify_files(folder, manifest)
     # With a manifest, its spec is the artifact's (its size, classes, eps): `spec` only describes a
     # bare model file; api._resolve refuses a --model that contradicts the manifest.
-    return Artifact(folder, folder / manifest["model_file"], manifest["target"], manifest["precision"], ModelSpec.from_dict(manifest["spec"]), manifest)
+    return Artifact(
+        folder, folder / manifest["model_file"], manifest["target"],
+        precision=manifest["precision"], spec=ModelSpec.from_dict(manifest["spec"]), manifest=manifest,
+    )

@@ -21,7 +21,10 @@ def against_reference(model, spec, candidate, batches, precision: str, what: str
         with TorchRunner(model, spec) as reference:
             for batch in batches:
                 feed = {spec.input_name: batch}
-                report = compare(spec, reference.infer(feed)[spec.output_name], candidate.infer(feed)[spec.output_name], precision, tolerances_for(precision))
+                report = compare(
+                    spec, reference.infer(feed)[spec.output_name], candidate.infer(feed)[spec.output_name],
+                    precision=precision, tolerances=tolerances_for(precision),
+                )
                 checks.append({"input_shape": list(batch.shape), **report})
                 if not report["passed"]:
                     raise UserError(

@@ -68,7 +68,7 @@ def verify(folder, runtime, threads=None, warmup=None, count=None, judge_budget:
     inputs, expected, host_outputs = integrity.load_reference(folder, spec)
     threads = threads or bundle["bench"].get("threads")
     try:
-        infer, providers = runtimes.open_model(folder, manifest, threads, runtime)
+        infer, providers = runtimes.open_model(folder, manifest, threads, runtime=runtime)
     except BundleError:
         raise
     except Exception as exc:  # the runtime's own error types: a truncated or foreign model file
@@ -79,15 +79,15 @@ def verify(folder, runtime, threads=None, warmup=None, count=None, judge_budget:
     except Exception as exc:
         raise BundleError(f"the model refused the reference inputs ({first_line(exc)})",
                           "the model file and the manifest disagree: re-copy the bundle from where it was made") from None
-    parity = metrics.compare_outputs(spec["task"], expected, outputs, bundle["tolerances"])
-    drift = metrics.compare_outputs(spec["task"], host_outputs, outputs, {})["metrics"] if host_outputs is not None else {}
+    parity = metrics.compare_outputs(spec["task"], expected, outputs, tolerances=bundle["tolerances"])
+    drift = metrics.compare_outputs(spec["task"], host_outputs, outputs, tolerances={})["metrics"] if host_outputs is not None else {}
     warmup = bundle["bench"]["warmup"] if warmup is None else warmup
     count = bundle["bench"]["count"] if count is None else count
     feed = latency_input(inputs, batch)
-    latency = metrics.latency_stats(metrics.time_model(infer, feed, warmup, count), batch) if count > 0 else None
+    latency = metrics.latency_stats(metrics.time_model(infer, feed, warmup, count=count), batch) if count > 0 else None
     budget = bundle.get("budget") or {}
     profile = bundle["profile"]
-    on_kind, why = runtimes.host_matches(profile["name"], profile["host_machines"], profile["host_device_model"], profile["host_gpu"])
+    on_kind, why = runtimes.host_matches(profile["name"], profile["host_machines"], profile["host_device_model"], gpu=profile["host_gpu"])
     failures = list(parity["failures"])
     judged = bool(judge_budget and on_kind and latency and budget.get("latency_ms"))
     if judged:
@@ -154,7 +154,7 @@ def main(argv=None, runtime=None, bundle=None) -> int:
     if runtime is None:
         from . import runtime  # the bundle's own target: evitdeploy_device/runtime.py
     try:
-        report = verify(args.bundle, runtime, args.threads, args.warmup, args.count, public_key=args.public_key)
+        report = verify(args.bundle, runtime, args.threads, warmup=args.warmup, count=args.count, public_key=args.public_key)
     except BundleError as exc:
         print(f"error: {exc.message}" + (f" — {exc.hint}" if exc.hint else ""), file=sys.stderr)
         return exc.exit_code

@@ -87,7 +87,7 @@ class LiteMLA(nn.Module):
 
     def _linear_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         if self.formulation == "token_first":
-            return token_first_attention(q, k, v, self.eps)
+            return token_first_attention(q, k, v, eps=self.eps)
         kv = v @ k.transpose(-1, -2)
         num = kv @ q
         den = k.sum(dim=-1, keepdim=True).transpose(-1, -2) @ q

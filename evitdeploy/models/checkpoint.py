@@ -191,7 +191,7 @@ def load_checkpoint(model, path: Path, model_name: str, ours: Optional[tuple[dic
     unexpected = [k for k in state if k not in expected]
     mismatched = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
     if missing or unexpected or mismatched:
-        raise UserError(_mismatch_message(path, model_name, state, expected, (missing, unexpected, mismatched), guess))
+        raise UserError(_mismatch_message(path, model_name, state, expected=expected, keys=(missing, unexpected, mismatched), guess=guess))
     model.load_state_dict(state, strict=True)
     eps = REFERENCE_EPS if layout == "reference" else TIMM_EPS
     return LoadedCheckpoint(layout, eps, len(state))

@@ -33,9 +33,9 @@ class EfficientViTBlock(nn.Module):
 
     def __init__(self, channels: int, head_dim: int, expand_ratio: float, norm, act, eps: float):
         super().__init__()
-        self.context_module = ResidualBlock(LiteMLA(channels, channels, head_dim, norm, eps=eps), residual=True)
+        self.context_module = ResidualBlock(LiteMLA(channels, channels, head_dim, norm=norm, eps=eps), residual=True)
         self.local_module = ResidualBlock(
-            local_block("mb", channels, channels, 1, expand_ratio, norm, act, fewer_norm=True), residual=True
+            local_block("mb", channels, channels, stride=1, expand_ratio=expand_ratio, norm=norm, act=act, fewer_norm=True), residual=True
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -46,10 +46,10 @@ class Stem(nn.Sequential):
     def __init__(self, cfg: BackboneConfig, in_channels: int):
         super().__init__()
         norm, act, width = _norm(cfg), _act(cfg), cfg.widths[0]
-        self.add_module("in_conv", ConvNormAct(in_channels, width, 3, 2, norm=norm, act=act))
+        self.add_module("in_conv", ConvNormAct(in_channels, width, 3, stride=2, norm=norm, act=act))
         kind = "conv" if cfg.series == "l" else "ds"
         for i in range(cfg.depths[0]):
-            self.add_module(f"res{i}", ResidualBlock(local_block(kind, width, width, 1, 1, norm, act), True))
+            self.add_module(f"res{i}", ResidualBlock(local_block(kind, width, width, stride=1, expand_ratio=1, norm=norm, act=act), True))
 
 
 class Stage(nn.Module):
@@ -67,16 +67,16 @@ class Stage(nn.Module):
             down_expand, expand = (24 if attention else 16), (6 if attention else 4)
         blocks = [
             ResidualBlock(
-                local_block(kind, in_channels, out_channels, 2, down_expand, norm, act, fewer_norm), residual=False
+                local_block(kind, in_channels, out_channels, stride=2, expand_ratio=down_expand, norm=norm, act=act, fewer_norm=fewer_norm), residual=False
             )
         ]
         # B stages 1-2 count the downsampling block in their depth; every other stage does not.
         repeats = depth - 1 if (cfg.series == "b" and not attention) else depth
         for _ in range(repeats):
             if attention:
-                blocks.append(EfficientViTBlock(out_channels, cfg.head_dim, expand, norm, act, eps))
+                blocks.append(EfficientViTBlock(out_channels, cfg.head_dim, expand, norm=norm, act=act, eps=eps))
             else:
-                block = local_block(kind, out_channels, out_channels, 1, expand, norm, act, fewer_norm)
+                block = local_block(kind, out_channels, out_channels, stride=1, expand_ratio=expand, norm=norm, act=act, fewer_norm=fewer_norm)
                 blocks.append(ResidualBlock(block, residual=True))
         self.blocks = nn.Sequential(*blocks)
 
@@ -93,7 +93,7 @@ class Backbone(nn.Module):
         self.stem = Stem(cfg, in_channels)
         stages, channels = [], cfg.widths[0]
         for i in range(4):
-            stages.append(Stage(cfg, i, channels, eps))
+            stages.append(Stage(cfg, i, channels, eps=eps))
             channels = cfg.widths[i + 1]
         self.stages = nn.Sequential(*stages)
 
@@ -165,7 +165,7 @@ class SegHead(nn.Module):
         self.upsamples = nn.ModuleList([BicubicUpsample(width, 4), BicubicUpsample(width, 2), nn.Identity()])
         self.middle = nn.Sequential(
             *[
-                ResidualBlock(local_block(cfg.middle_op, width, width, 1, cfg.expand_ratio, norm, act), True)
+                ResidualBlock(local_block(cfg.middle_op, width, width, stride=1, expand_ratio=cfg.expand_ratio, norm=norm, act=act), True)
                 for _ in range(cfg.head_depth)
             ]
         )

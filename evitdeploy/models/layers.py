@@ -59,8 +59,8 @@ class DSConv(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, stride: int, expand_ratio: float, bias, norm, act):
         super().__init__()  # expand_ratio is always 1 here; kept for the two-conv blocks' shared signature
         bias, norm, act = _triple(bias, 2), _triple(norm, 2), _triple(act, 2)
-        self.depth_conv = ConvNormAct(in_channels, in_channels, 3, stride, in_channels, bias[0], norm[0], act[0])
-        self.point_conv = ConvNormAct(in_channels, out_channels, 1, 1, 1, bias[1], norm[1], act[1])
+        self.depth_conv = ConvNormAct(in_channels, in_channels, 3, stride=stride, groups=in_channels, bias=bias[0], norm=norm[0], act=act[0])
+        self.point_conv = ConvNormAct(in_channels, out_channels, 1, stride=1, groups=1, bias=bias[1], norm=norm[1], act=act[1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.point_conv(self.depth_conv(x))
@@ -73,8 +73,8 @@ class ConvBlock(nn.Module):
         super().__init__()
         bias, norm, act = _triple(bias, 2), _triple(norm, 2), _triple(act, 2)
         mid = round(in_channels * expand_ratio)
-        self.conv1 = ConvNormAct(in_channels, mid, 3, stride, 1, bias[0], norm[0], act[0])
-        self.conv2 = ConvNormAct(mid, out_channels, 3, 1, 1, bias[1], norm[1], act[1])
+        self.conv1 = ConvNormAct(in_channels, mid, 3, stride=stride, groups=1, bias=bias[0], norm=norm[0], act=act[0])
+        self.conv2 = ConvNormAct(mid, out_channels, 3, stride=1, groups=1, bias=bias[1], norm=norm[1], act=act[1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv2(self.conv1(x))
@@ -87,9 +87,9 @@ class MBConv(nn.Module):
         super().__init__()
         bias, norm, act = _triple(bias, 3), _triple(norm, 3), _triple(act, 3)
         mid = round(in_channels * expand_ratio)
-        self.inverted_conv = ConvNormAct(in_channels, mid, 1, 1, 1, bias[0], norm[0], act[0])
-        self.depth_conv = ConvNormAct(mid, mid, 3, stride, mid, bias[1], norm[1], act[1])
-        self.point_conv = ConvNormAct(mid, out_channels, 1, 1, 1, bias[2], norm[2], act[2])
+        self.inverted_conv = ConvNormAct(in_channels, mid, 1, stride=1, groups=1, bias=bias[0], norm=norm[0], act=act[0])
+        self.depth_conv = ConvNormAct(mid, mid, 3, stride=stride, groups=mid, bias=bias[1], norm=norm[1], act=act[1])
+        self.point_conv = ConvNormAct(mid, out_channels, 1, stride=1, groups=1, bias=bias[2], norm=norm[2], act=act[2])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.point_conv(self.depth_conv(self.inverted_conv(x)))
@@ -102,8 +102,8 @@ class FusedMBConv(nn.Module):
         super().__init__()
         bias, norm, act = _triple(bias, 2), _triple(norm, 2), _triple(act, 2)
         mid = round(in_channels * expand_ratio)
-        self.spatial_conv = ConvNormAct(in_channels, mid, 3, stride, 1, bias[0], norm[0], act[0])
-        self.point_conv = ConvNormAct(mid, out_channels, 1, 1, 1, bias[1], norm[1], act[1])
+        self.spatial_conv = ConvNormAct(in_channels, mid, 3, stride=stride, groups=1, bias=bias[0], norm=norm[0], act=act[0])
+        self.point_conv = ConvNormAct(mid, out_channels, 1, stride=1, groups=1, bias=bias[1], norm=norm[1], act=act[1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.point_conv(self.spatial_conv(x))
@@ -138,7 +138,7 @@ def local_block(
             in_channels,
             out_channels,
             stride,
-            expand_ratio,
+            expand_ratio=expand_ratio,
             bias=(True, True, False) if fewer_norm else False,
             norm=(None, None, norm) if fewer_norm else norm,
             act=(act, act, None),

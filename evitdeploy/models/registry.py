@@ -24,13 +24,13 @@ def _entries() -> dict[str, ModelEntry]:
     entries = {}
     for family, cfg in BACKBONES.items():
         name = f"efficientvit_{family}"
-        spec = ModelSpec(name, "classification", family, "imagenet", 1000, (1, 3, 224, 224))
+        spec = ModelSpec(name, "classification", family, dataset="imagenet", num_classes=1000, input_shape=(1, 3, 224, 224))
         entries[name] = ModelEntry(spec, f"EfficientViT-{family.upper()} ImageNet classifier")
     for (family, dataset), head in SEG_HEADS.items():
         name = f"efficientvit_seg_{family}_{dataset}"
         h, w = _SEG_RESOLUTION[dataset]
         spec = ModelSpec(
-            name, "segmentation", family, dataset, head.num_classes, (1, 3, h, w), output_stride=8
+            name, "segmentation", family, dataset=dataset, num_classes=head.num_classes, input_shape=(1, 3, h, w), output_stride=8
         )
         entries[name] = ModelEntry(spec, f"EfficientViT-{family.upper()} {dataset} segmentation")
     return entries

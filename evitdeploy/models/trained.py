@@ -129,7 +129,7 @@ def digit_mosaics(
     photos = np.empty((count, height, width, 3), np.uint8)
     label_maps = np.empty((count, height, width), np.int64)
     for i in range(count):
-        photos[i], label_maps[i] = _one_mosaic(rng, images8[keep], labels[keep], height, width)
+        photos[i], label_maps[i] = _one_mosaic(rng, images8[keep], labels[keep], height=height, width=width)
     return photos, label_maps
 
 
@@ -265,12 +265,12 @@ def train_digits_classifier(recipe: ClassifierRecipe = ClassifierRecipe(), progr
 
     spec = digits_spec(recipe.size, recipe.family)
     images, labels = digits_images("train", recipe.size)
-    inputs = torch.from_numpy(preprocess(list(images), spec, recipe.size, recipe.size))
+    inputs = torch.from_numpy(preprocess(list(images), spec, recipe.size, width=recipe.size))
     targets = torch.from_numpy(labels)
     per_epoch = len(targets) // recipe.batch_size  # drop the ragged last batch: BN wants full ones
     with _deterministic(recipe.seed):
         model = create_model(spec, seed=recipe.seed).train()
-        optimizer, schedule = _optimizer(model, recipe.learning_rate, recipe.weight_decay, recipe.epochs * per_epoch)
+        optimizer, schedule = _optimizer(model, recipe.learning_rate, recipe.weight_decay, steps=recipe.epochs * per_epoch)
         generator = torch.Generator().manual_seed(recipe.seed)
         for epoch in range(recipe.epochs):
             order = torch.randperm(len(targets), generator=generator)
@@ -299,11 +299,11 @@ def train_mosaic_segmenter(recipe: SegmenterRecipe = SegmenterRecipe(), progress
     spec = mosaic_spec(recipe.height, recipe.width, recipe.family)
     with _deterministic(recipe.seed):
         model = create_model(spec, seed=recipe.seed).train()
-        optimizer, schedule = _optimizer(model, recipe.learning_rate, recipe.weight_decay, recipe.steps)
+        optimizer, schedule = _optimizer(model, recipe.learning_rate, recipe.weight_decay, steps=recipe.steps)
         for step in range(recipe.steps):
             batch_seed = recipe.seed * recipe.steps + step  # a fresh batch every step, distinct per seed
-            photos, label_maps = digit_mosaics(recipe.batch_size, recipe.height, recipe.width, batch_seed, "train")
-            inputs = torch.from_numpy(preprocess(list(photos), spec, recipe.height, recipe.width))
+            photos, label_maps = digit_mosaics(recipe.batch_size, recipe.height, recipe.width, seed=batch_seed, split="train")
+            inputs = torch.from_numpy(preprocess(list(photos), spec, recipe.height, width=recipe.width))
             logits = F.interpolate(model(inputs), size=(recipe.height, recipe.width), mode="bilinear", align_corners=False)
             loss = F.cross_entropy(logits, torch.from_numpy(label_maps))
             _descend(loss, optimizer, schedule)
@@ -319,13 +319,13 @@ def train_mosaic_segmenter(recipe: SegmenterRecipe = SegmenterRecipe(), progress
 def digits_checkpoint(cache_dir: Optional[Path] = None, progress: Progress = None, family: str = "b0") -> Path:
     """The digits classifier's .safetensors (our key layout), trained on first use, then cached."""
     recipe = ClassifierRecipe(family=family)
-    return _cached(f"digits_{family}", recipe, lambda: train_digits_classifier(recipe, progress), cache_dir)
+    return _cached(f"digits_{family}", recipe, lambda: train_digits_classifier(recipe, progress), cache_dir=cache_dir)
 
 
 def mosaic_checkpoint(cache_dir: Optional[Path] = None, progress: Progress = None, family: str = "b0") -> Path:
     """The mosaic segmenter's .safetensors (our key layout), trained on first use, then cached."""
     recipe = SegmenterRecipe(family=family)
-    return _cached(f"mosaic_seg_{family}", recipe, lambda: train_mosaic_segmenter(recipe, progress), cache_dir)
+    return _cached(f"mosaic_seg_{family}", recipe, lambda: train_mosaic_segmenter(recipe, progress), cache_dir=cache_dir)
 
 
 def default_cache_dir() -> Path:

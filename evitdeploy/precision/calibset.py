@@ -80,10 +80,10 @@ def build_calibration_set(
         sources = {"synthetic N(0,1)": count}
     elif str(source) == SAMPLES:
         images, variants = varied_images(sample_photos(len(SAMPLE_PHOTOS)), count, seed, originals=not held_out_after)
-        inputs = preprocess(images, spec, height, width)
+        inputs = preprocess(images, spec, height, width=width)
         sources = {"scikit-image sample photos": min(count, len(SAMPLE_PHOTOS))}
     else:
-        inputs, sources, variants = _from_path(Path(source), spec, count, seed, height, width, held_out_after)
+        inputs, sources, variants = _from_path(Path(source), spec, count, seed=seed, height=height, width=width, held_out_after=held_out_after)
     inputs = np.ascontiguousarray(inputs, dtype=np.float32)
     report = {
         "count": int(len(inputs)),
@@ -106,15 +106,15 @@ def _unseen(items: list, held_out_after: int) -> tuple[list, bool]:
 def _from_path(path: Path, spec: ModelSpec, count: int, seed: int, height: int, width: int, held_out_after: int = 0):
     if path.is_dir():
         originals, keep = _unseen(folder_photos(path), held_out_after)
-        images, variants = varied_images(originals, count, seed, keep)
-        return preprocess(images, spec, height, width), {f"images from {path}": min(count, len(originals))}, variants
+        images, variants = varied_images(originals, count, seed, originals=keep)
+        return preprocess(images, spec, height, width=width), {f"images from {path}": min(count, len(originals))}, variants
     if path.suffix == ".npz" and path.is_file():
         key, array = read_npz(path, spec)
         if is_photo_array(array):
             originals, keep = _unseen(list(array), held_out_after)
-            images, variants = varied_images(originals, count, seed, keep)
-            return preprocess(images, spec, height, width), {f"{path}:{key}": min(count, len(originals))}, variants
-        inputs = npz_inputs(path, spec, height, width, held_out_after + count)
+            images, variants = varied_images(originals, count, seed, originals=keep)
+            return preprocess(images, spec, height, width=width), {f"{path}:{key}": min(count, len(originals))}, variants
+        inputs = npz_inputs(path, spec, height, width=width, count=held_out_after + count)
         if held_out_after and len(inputs) > held_out_after:
             inputs = inputs[held_out_after:]
         return inputs[:count], {f"{path}:{key} (preprocessed)": min(count, len(inputs))}, 0

@@ -143,7 +143,7 @@ def require_finite_storage(fp32_path: Path, plan: PrecisionPlan, inputs, spec) -
     every FP16 target (ONNX, TensorRT) ships only a plan whose FP16 storage stays finite."""
     from evitdeploy.errors import EXIT_CHECK_FAILED, UserError
 
-    storage = storage_check(fp32_path, plan, inputs, spec)
+    storage = storage_check(fp32_path, plan, inputs, spec=spec)
     if storage["planned"]["nonfinite"]:
         raise UserError(
             f"the FP16 plan still gives {storage['planned']['nonfinite']} NaN/Inf values (FP16 storage emulation)",

@@ -45,7 +45,7 @@ class PrecisionOptions:
 
         if self.calib_count is not None and self.calib_count < 1:
             raise UserError(f"--calib-count {self.calib_count} is not valid", "use 1 or more images (64 is a good default)")
-        limits.check_range("--calib-count", self.calib_count, 1, limits.CALIB_COUNT_MAX)
-        limits.check_range("--search-budget", self.search_budget, 0, limits.SEARCH_BUDGET_MAX)
+        limits.check_range("--calib-count", self.calib_count, 1, high=limits.CALIB_COUNT_MAX)
+        limits.check_range("--search-budget", self.search_budget, 0, high=limits.SEARCH_BUDGET_MAX)
         if self.fp16_margin < 1.0:
             raise UserError("--fp16-margin must be >= 1", "fix the value")

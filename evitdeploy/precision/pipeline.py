@@ -40,10 +40,10 @@ def write_reduced(fp32_path: Path, plan: PrecisionPlan, ranges: Ranges, output: 
     if plan.precision == "fp16":
         from evitdeploy.precision.fp16 import convert
 
-        return convert(fp32_path, plan, output, options.fp16_io)
+        return convert(fp32_path, plan, output, fp16_io=options.fp16_io)
     from evitdeploy.precision.qdq import quantize
 
-    return quantize(fp32_path, plan, ranges, output, options.scheme)
+    return quantize(fp32_path, plan, ranges, output=output, scheme=options.scheme)
 
 
 def write_plan(result: PlanResult, folder: Path, **details) -> dict:
@@ -83,32 +83,32 @@ def make_plan(
     started = time.perf_counter()
     count = options.count_for(spec.height, spec.width)
     _step(progress, f"building the calibration set ({count} images)")
-    calibration = build_calibration_set(spec, options.calib, count, options.seed)
+    calibration = build_calibration_set(spec, options.calib, count, seed=options.seed)
     ranges = collect_ranges(
-        fp32_path, calibration.inputs, spec.input_name, calibration.report, with_entropy=options.method == "entropy",
+        fp32_path, calibration.inputs, spec.input_name, calibration=calibration.report, with_entropy=options.method == "entropy",
         progress=progress,
     )
     seconds["calibration_s"] = time.perf_counter() - started
     model = onnx.load(str(fp32_path))
     if precision == "fp16":
-        plan = fp16_plan(model, ranges, spec, options.fp16_margin, options.method)
+        plan = fp16_plan(model, ranges, spec, margin=options.fp16_margin, method=options.method)
     elif precision == "bf16":
-        plan = bf16_plan(model, ranges, spec, options.method)
+        plan = bf16_plan(model, ranges, spec, method=options.method)
     else:
         plan = int8_plan(model, spec, options.method)
         plan.calibration = calibration.report
         started = time.perf_counter()
-        plan = _search_int8(fp32_path, spec, plan, ranges, calibration, options, progress)
+        plan = _search_int8(fp32_path, spec, plan, ranges=ranges, calibration=calibration, options=options, progress=progress)
         seconds["search_s"] = time.perf_counter() - started
     plan.settings.update({"calib_method": options.method, "calib_count": count})
-    return PlanResult(plan, ranges, {k: round(v, 2) for k, v in seconds.items()}, calibration)
+    return PlanResult(plan, ranges, {k: round(v, 2) for k, v in seconds.items()}, calibration=calibration)
 
 
 def _search_int8(fp32_path, spec, plan, ranges, calibration: CalibrationSet, options, progress) -> PrecisionPlan:
     from evitdeploy.precision.sensitivity import search
 
     held_out = build_calibration_set(
-        spec, options.calib, min(HELD_OUT_COUNT, len(calibration.inputs)), options.seed + HELD_OUT_SEED_OFFSET,
+        spec, options.calib, min(HELD_OUT_COUNT, len(calibration.inputs)), seed=options.seed + HELD_OUT_SEED_OFFSET,
         held_out_after=len(calibration.inputs),
     ).inputs
     reference = outputs_of(fp32_path, held_out, spec.input_name)
@@ -116,10 +116,10 @@ def _search_int8(fp32_path, spec, plan, ranges, calibration: CalibrationSet, opt
         candidate_path = Path(scratch) / "candidate.onnx"
 
         def evaluate(candidate: PrecisionPlan) -> dict:
-            write_reduced(fp32_path, candidate, ranges, candidate_path, options)
+            write_reduced(fp32_path, candidate, ranges, output=candidate_path, options=options)
             return score_outputs(spec, reference, outputs_of(candidate_path, held_out, spec.input_name))
 
-        plan = search(plan, evaluate, options.min_cosine, options.search_budget, options.explain, progress)
+        plan = search(plan, evaluate, options.min_cosine, budget=options.search_budget, rank_all=options.explain, progress=progress)
     plan.settings.update({"min_cosine": options.min_cosine, "search_budget": options.search_budget, "held_out_images": len(held_out)})
     return plan
 

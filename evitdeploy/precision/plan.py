@@ -177,10 +177,10 @@ def fp16_plan(model, ranges, spec, margin: float = DEFAULT_FP16_MARGIN, method: 
             precision, reason = "fp32", f"range: LayerNorm input |max| {peak_in:.3g}; its square x{margin:g} exceeds {FP16_MAX:.0f}"
         else:
             precision, reason = "fp16", f"range: |max| {peak:.3g}, headroom x{FP16_MAX / max(peak, 1e-30):.3g}"
-        decisions.append(NodeDecision(node.name, node.op_type, path, group_of(path), precision, reason))
+        decisions.append(NodeDecision(node.name, node.op_type, path, group=group_of(path), precision=precision, reason=reason))
     return PrecisionPlan(
-        "fp16", spec.name, list(spec.input_shape), method, decisions, ranges.calibration,
-        {"fp16_margin": margin, "attention_eps": eps},
+        "fp16", spec.name, list(spec.input_shape), method=method, decisions=decisions, calibration=ranges.calibration,
+        settings={"fp16_margin": margin, "attention_eps": eps},
     )
 
 
@@ -195,8 +195,11 @@ def bf16_plan(model, ranges, spec, method: str = "minmax") -> PrecisionPlan:
             precision, reason = "fp32", BF16_REASON_ATTENTION + f"; measured |max| {peak:.3g}"
         else:
             precision, reason = "bf16", f"range: |max| {peak:.3g} (BF16 keeps FP32's range)"
-        decisions.append(NodeDecision(node.name, node.op_type, path, group_of(path), precision, reason))
-    return PrecisionPlan("bf16", spec.name, list(spec.input_shape), method, decisions, ranges.calibration, {"attention_eps": spec.attention_eps})
+        decisions.append(NodeDecision(node.name, node.op_type, path, group=group_of(path), precision=precision, reason=reason))
+    return PrecisionPlan(
+        "bf16", spec.name, list(spec.input_shape), method=method, decisions=decisions, calibration=ranges.calibration,
+        settings={"attention_eps": spec.attention_eps},
+    )
 
 
 def int8_plan(model, spec, method: str = "minmax") -> PrecisionPlan:
@@ -212,8 +215,8 @@ def int8_plan(model, spec, method: str = "minmax") -> PrecisionPlan:
             precision, reason = "int8", f"integer kernel for {node.op_type}"
         else:
             precision, reason = "fp32", "layout or float-only op (runs between Q/DQ)"
-        decisions.append(NodeDecision(node.name, node.op_type, path, group, precision, reason))
-    return PrecisionPlan("int8", spec.name, list(spec.input_shape), method, decisions, {}, {})
+        decisions.append(NodeDecision(node.name, node.op_type, path, group=group, precision=precision, reason=reason))
+    return PrecisionPlan("int8", spec.name, list(spec.input_shape), method=method, decisions=decisions, calibration={}, settings={})
 
 
 class FloatScopes:

@@ -280,4 +280,4 @@ def host_kind(profile: Profile) -> tuple[bool, str]:
     """Whether this host is a device of the profile's kind, and why: budgets are judged only there."""
     from evitdeploy.device.runtimes import host_matches
 
-    return host_matches(profile.name, profile.host_machines, profile.host_device_model, profile.host_gpu)
+    return host_matches(profile.name, profile.host_machines, profile.host_device_model, gpu=profile.host_gpu)

@@ -206,11 +206,11 @@ def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
     with staged_folder(options.output) as staging, tempfile.TemporaryDirectory(prefix="evitdeploy-coreml-") as scratch:
         if options.precision != "fp32":
             started = time.perf_counter()
-            plan, sections = _plan(model, spec, staging, Path(scratch), options)
+            plan, sections = _plan(model, spec, staging, scratch=Path(scratch), options=options)
             timings["precision_s"] = time.perf_counter() - started
         started = time.perf_counter()
         options.step(f"converting with coremltools (mlprogram, {DEPLOYMENT_TARGET}, {'FP32' if options.precision == 'fp32' else 'FP16'} compute)")
-        mlmodel, kept_fp32 = convert(model, spec, options.precision, plan)
+        mlmodel, kept_fp32 = convert(model, spec, options.precision, plan=plan)
         if options.precision == "int8":
             options.step("int8 weights (linear symmetric, per channel) on the plan's INT8 layers")
             mlmodel = quantize_weights(mlmodel, kept_fp32)
@@ -218,16 +218,16 @@ def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
             mlmodel.save(str(staging / MODEL_DIR))
         timings["convert_s"] = time.perf_counter() - started
         options.step("validating the package (spec, I/O, op precisions, the plan)")
-        checked = check_package(staging / MODEL_DIR, spec, options.precision, kept_fp32)
+        checked = check_package(staging / MODEL_DIR, spec, options.precision, kept_fp32=kept_fp32)
         if not checked["passed"]:
             raise UserError(f"the Core ML package is not what was asked: {'; '.join(checked['failures'])}", "nothing was written; report it", EXIT_CHECK_FAILED)
-        validation = {"package": checked, "data": options.validation_source, "checks": _predict_checks(model, spec, staging, options)}
+        validation = {"package": checked, "data": options.validation_source, "checks": _predict_checks(model, spec, staging, options=options)}
         manifest = build_manifest(
             staging,
             "coreml",
             options.precision,
-            spec,
-            MODEL_DIR,
+            spec=spec,
+            model_file=MODEL_DIR,
             source=options.source,
             export={
                 "exporter": "coremltools (torch.export -> mlprogram)",
@@ -244,7 +244,7 @@ def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
         )
         write_json(staging / "manifest.json", manifest)
     folder = Path(options.output)
-    return Artifact(folder, folder / MODEL_DIR, "coreml", options.precision, spec, manifest)
+    return Artifact(folder, folder / MODEL_DIR, "coreml", precision=options.precision, spec=spec, manifest=manifest)
 
 
 def _plan(model, spec: ModelSpec, staging: Path, scratch: Path, options: ExportOptions):
@@ -252,10 +252,10 @@ def _plan(model, spec: ModelSpec, staging: Path, scratch: Path, options: ExportO
     from evitdeploy.precision.pipeline import make_plan, write_plan
 
     onnx_path = scratch / "fp32.onnx"
-    write_graph(model, spec, onnx_path, default_opset(spec), True, options.step)
+    write_graph(model, spec, onnx_path, opset=default_opset(spec), simplify=True, step=options.step)
     # Core ML INT8 here is int8 weights with FP16 compute: the FP16 plan's ranges decide the FP32
     # islands for the compute, the INT8 plan decides which layers get int8 weights.
-    result = make_plan(onnx_path, spec, "fp16", options.reduced, options.progress)
+    result = make_plan(onnx_path, spec, "fp16", options=options.reduced, progress=options.progress)
     return result.plan, write_plan(result, staging)
 
 
@@ -269,4 +269,4 @@ def _predict_checks(model, spec: ModelSpec, staging: Path, options: ExportOption
 
     with CoreMLRunner(staging / MODEL_DIR, spec) as candidate:
         batches = [inputs_for(options.validation_inputs, spec.input_shape)]
-        return against_reference(model, spec, candidate, batches, options.precision, "the Core ML package", "report this model/size")
+        return against_reference(model, spec, candidate, batches=batches, precision=options.precision, what="the Core ML package", hint="report this model/size")

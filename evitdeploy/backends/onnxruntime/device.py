@@ -41,7 +41,7 @@ def open_model(path, manifest: dict, threads):
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-    session = onnx_session(ort, str(path), options, onnx_providers(ort.get_available_providers()))
+    session = onnx_session(ort, str(path), options, providers=onnx_providers(ort.get_available_providers()))
     declared = session.get_inputs()[0]
     dtype = np.float16 if declared.type == "tensor(float16)" else np.float32
     output = manifest["spec"]["output_name"]

@@ -17,6 +17,8 @@ from evitdeploy.graph import default_opset, with_dynamic_axes, write_graph
 from evitdeploy.spec import ModelSpec
 
 MODEL_FILE = "model.onnx"
+# Distributions whose installed versions the manifest's toolchain records.
+TOOLCHAIN = ("torch", "onnx", "onnxruntime", "onnxslim", "numpy")
 
 
 def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
@@ -27,22 +29,22 @@ def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
     with staged_folder(options.output) as staging, tempfile.TemporaryDirectory(prefix="evitdeploy-fp32-") as scratch:
         path = staging / MODEL_FILE
         fp32_path = Path(scratch) / "fp32.onnx" if reduced else path
-        timings.update(write_graph(model, spec, fp32_path, opset, options.simplify, options.step))
+        timings.update(write_graph(model, spec, fp32_path, opset=opset, simplify=options.simplify, step=options.step))
         precision_sections = {}
         if reduced:
             started = time.perf_counter()
-            precision_sections = _reduce(fp32_path, path, staging, spec, options)
+            precision_sections = _reduce(fp32_path, path, staging, spec=spec, options=options)
             timings["precision_s"] = time.perf_counter() - started
         started = time.perf_counter()
         options.step("validating (checker, shape inference, ONNX Runtime vs PyTorch on real images)")
-        validation = validate(model, spec, path, options)
+        validation = validate(model, spec, path, options=options)
         timings["validate_s"] = time.perf_counter() - started
         manifest = build_manifest(
             staging,
             "onnx",
             options.precision,
-            spec,
-            MODEL_FILE,
+            spec=spec,
+            model_file=MODEL_FILE,
             source=options.source,
             export={
                 "opset": opset,
@@ -53,25 +55,25 @@ def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
             },
             validation=validation,
             **precision_sections,
-            toolchain=package_versions("torch", "onnx", "onnxruntime", "onnxslim", "numpy"),
+            toolchain=package_versions(*TOOLCHAIN),
         )
         write_json(staging / "manifest.json", manifest)
     folder = Path(options.output)
-    return Artifact(folder, folder / MODEL_FILE, "onnx", options.precision, spec, manifest)
+    return Artifact(folder, folder / MODEL_FILE, "onnx", precision=options.precision, spec=spec, manifest=manifest)
 
 
 def _reduce(fp32_path: Path, path: Path, staging: Path, spec: ModelSpec, options: ExportOptions) -> dict:
     """Calibrate, plan and write the FP16/INT8 model; the plan and ranges travel with the artifact."""
     from evitdeploy.precision.pipeline import make_plan, write_plan, write_reduced
 
-    result = make_plan(fp32_path, spec, options.precision, options.reduced, options.progress)
+    result = make_plan(fp32_path, spec, options.precision, options=options.reduced, progress=options.progress)
     options.step(f"writing the {options.precision.upper()} model following the plan")
-    conversion = write_reduced(fp32_path, result.plan, result.ranges, path, options.reduced)
+    conversion = write_reduced(fp32_path, result.plan, result.ranges, output=path, options=options.reduced)
     storage = None
     if options.precision == "fp16":
         from evitdeploy.precision.fp16 import require_finite_storage
 
-        storage = require_finite_storage(fp32_path, result.plan, validation_batch(options, spec), spec)
+        storage = require_finite_storage(fp32_path, result.plan, validation_batch(options, spec), spec=spec)
     return write_plan(result, staging, **({"fp16_storage_check": storage} if storage else {}), conversion=conversion)
 
 
@@ -107,7 +109,10 @@ def validate(model, spec: ModelSpec, path: Path, options: ExportOptions) -> dict
         else "calibrate on images like your deployment's (--calib DIR), raise --search-budget, or check with looser tolerances"
     )
     with OnnxRuntimeRunner(path, threads=None) as candidate:
-        checks = against_reference(model, spec, candidate, [inputs_for(inputs, shape) for shape in shapes], options.precision, "exported ONNX", hint)
+        checks = against_reference(
+            model, spec, candidate,
+            batches=[inputs_for(inputs, shape) for shape in shapes], precision=options.precision, what="exported ONNX", hint=hint,
+        )
         providers = candidate.providers
     return {
         "checker": "passed",

@@ -84,7 +84,7 @@ class OnnxRuntimeRunner(Runner):
         if not self.model_path.is_file():
             raise UserError(f"ONNX model not found: {self.model_path}", "pass an artifact folder or a .onnx file")
         try:
-            self.session = onnx_session(ort, str(self.model_path), options, providers)
+            self.session = onnx_session(ort, str(self.model_path), options, providers=providers)
         except Exception as exc:
             first = first_line(exc)
             raise UserError(

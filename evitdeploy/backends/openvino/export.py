@@ -23,6 +23,9 @@ from evitdeploy.errors import UserError
 from evitdeploy.graph import default_opset, write_graph
 from evitdeploy.spec import ModelSpec
 
+# Distributions whose installed versions the manifest's toolchain records.
+TOOLCHAIN = ("torch", "onnx", "onnxruntime", "openvino", "nncf", "numpy")
+
 
 def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
     ov = import_openvino()
@@ -33,7 +36,7 @@ def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
     timings, sections = {}, {}
     with staged_folder(options.output) as staging, tempfile.TemporaryDirectory(prefix="evitdeploy-openvino-") as scratch:
         onnx_path = Path(scratch) / "fp32.onnx"
-        timings.update(write_graph(model, spec, onnx_path, options.opset or default_opset(spec), options.simplify, options.step))
+        timings.update(write_graph(model, spec, onnx_path, opset=options.opset or default_opset(spec), simplify=options.simplify, step=options.step))
         started = time.perf_counter()
         options.step(f"converting to OpenVINO IR (inference precision {inference})")
         ir = ov.convert_model(str(onnx_path))
@@ -42,7 +45,7 @@ def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
             from evitdeploy.precision.pipeline import make_plan, write_plan
 
             started = time.perf_counter()
-            result = make_plan(onnx_path, spec, precision, options.reduced, options.progress)
+            result = make_plan(onnx_path, spec, precision, options=options.reduced, progress=options.progress)
             details = {"openvino": f"the float graph at {inference} (the CPU plugin takes no per-node precision: the plan's FP32 islands are recorded, not enforced)"}
             if precision == "int8":
                 options.step("quantizing with NNCF: the plan's FP32 nodes as its ignored scope, the plan's calibration images")
@@ -56,14 +59,14 @@ def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
         settings = {"inference_precision": inference, "performance_hint": "LATENCY", "fake_quantize_ops": fake_quantize_count(ir)}
         started = time.perf_counter()
         options.step(f"validating (OpenVINO CPU at {inference} vs PyTorch on real images)")
-        checks = _validate(model, spec, model_dir, settings, options)
+        checks = _validate(model, spec, model_dir, settings=settings, options=options)
         timings["validate_s"] = time.perf_counter() - started
         manifest = build_manifest(
             staging,
             BACKEND.name,
             precision,
-            spec,
-            BACKEND.model_file,
+            spec=spec,
+            model_file=BACKEND.model_file,
             source=options.source,
             export={
                 "exporter": "torch.onnx.export (TorchScript) -> openvino.convert_model",
@@ -72,11 +75,11 @@ def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
             },
             validation={"data": options.validation_source, "checks": checks},
             **sections,
-            toolchain=package_versions("torch", "onnx", "onnxruntime", "openvino", "nncf", "numpy"),
+            toolchain=package_versions(*TOOLCHAIN),
         )
         write_json(staging / "manifest.json", manifest)
     folder = Path(options.output)
-    return Artifact(folder, folder / BACKEND.model_file, BACKEND.name, precision, spec, manifest)
+    return Artifact(folder, folder / BACKEND.model_file, BACKEND.name, precision=precision, spec=spec, manifest=manifest)
 
 
 def _validate(model, spec: ModelSpec, model_dir: Path, settings: dict, options: ExportOptions) -> list:
@@ -84,4 +87,4 @@ def _validate(model, spec: ModelSpec, model_dir: Path, settings: dict, options: 
     batches = [inputs_for(options.validation_inputs, (1, *spec.input_shape[1:]))]
     hint = "calibrate on images like your deployment's (--calib DIR), or export fp32" if options.precision != "fp32" else "report this model/size"
     with OpenVINORunner(model_dir, spec, {"export": {"openvino": settings}}) as candidate:
-        return against_reference(model, spec, candidate, batches, options.precision, "the OpenVINO IR", hint)
+        return against_reference(model, spec, candidate, batches=batches, precision=options.precision, what="the OpenVINO IR", hint=hint)

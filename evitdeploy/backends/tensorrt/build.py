@@ -37,7 +37,7 @@ def build_in_bundle(folder: Path, workspace_mib: int = DEFAULT_WORKSPACE_MIB, co
 
     from evitdeploy import limits
 
-    limits.check_range("--count", count, 1, limits.COUNT_MAX)
+    limits.check_range("--count", count, 1, high=limits.COUNT_MAX)
     folder = Path(folder)
     manifest = _trusted(folder)
     trt = import_tensorrt()
@@ -48,7 +48,10 @@ def build_in_bundle(folder: Path, workspace_mib: int = DEFAULT_WORKSPACE_MIB, co
     shape_range = {k: tuple(v) for k, v in manifest["export"]["shapes"].items()}
     if progress:
         progress(f"building the {manifest['precision'].upper()} engine on {identity['gpu']} with TensorRT {trt.__version__}")
-    engine, info = build_engine(trt, folder / ONNX_FILE, spec, manifest["precision"], plan, shape_range, workspace_mib, folder / TIMING_CACHE_FILE)
+    engine, info = build_engine(
+        trt, folder / ONNX_FILE, spec, precision=manifest["precision"], plan=plan, shape_range=shape_range,
+        workspace_mib=workspace_mib, timing_cache=folder / TIMING_CACHE_FILE,
+    )
     write_bytes(folder / ENGINE_FILE, engine)
     write_bytes(folder / TIMING_CACHE_FILE, info.pop("timing_cache"))
     built = {"toolchain": {"tensorrt": trt.__version__}, "export": identity}
@@ -59,10 +62,10 @@ def build_in_bundle(folder: Path, workspace_mib: int = DEFAULT_WORKSPACE_MIB, co
     with TensorRTRunner(folder / ENGINE_FILE, spec, built) as runner:
         outputs = metrics.run_batches(lambda b: runner.infer({spec.input_name: b})[spec.output_name], inputs, spec.input_shape[0])
         gpu = metrics.latency_stats(runner.gpu_times_ms(inputs[[0] * spec.input_shape[0]], count=count), spec.input_shape[0])
-    parity = metrics.compare_outputs(spec.task, expected, outputs, manifest["bundle"]["tolerances"])
+    parity = metrics.compare_outputs(spec.task, expected, outputs, tolerances=manifest["bundle"]["tolerances"])
     export = {**manifest["export"], "engine": {**manifest["export"]["engine"], "built": True, **info, **identity}, **identity}
     sections = {k: v for k, v in manifest.items() if k not in ("format", "created", "target", "precision", "model_file", "spec", "files", "export", "toolchain")}
-    updated = build_manifest(folder, "trt", manifest["precision"], spec, manifest["model_file"], **sections, export=export,
+    updated = build_manifest(folder, "trt", manifest["precision"], spec=spec, model_file=manifest["model_file"], **sections, export=export,
                              toolchain={**manifest.get("toolchain", {}), "tensorrt": trt.__version__})
     write_json(folder / MANIFEST, updated)
     return {

@@ -26,6 +26,8 @@ from evitdeploy.spec import ModelSpec
 
 ONNX_FILE = "model.onnx"
 RECIPE_FILE = "build_engine.sh"
+# Distributions whose installed versions the manifest's toolchain records.
+TOOLCHAIN = ("torch", "onnx", "onnxruntime", "numpy")
 
 # Every TensorRT class, enum member and method this module uses ("Class.member").
 TRT_NAMES = (
@@ -92,15 +94,15 @@ def prepare_onnx(model, spec: ModelSpec, precision: str, folder: Path, scratch: 
     from evitdeploy.precision.pipeline import make_plan, write_plan
 
     fp32_path = folder / ONNX_FILE if precision != "int8" else scratch / "fp32.onnx"
-    write_graph(model, spec, fp32_path, default_opset(spec), True, options.step)
+    write_graph(model, spec, fp32_path, opset=default_opset(spec), simplify=True, step=options.step)
     if precision == "fp32":
         return None, {}
     reduced = replace(options.reduced, scheme="tensorrt")
-    result = make_plan(fp32_path, spec, precision, reduced, options.progress)
-    conversion = quantize(fp32_path, result.plan, result.ranges, folder / ONNX_FILE, "tensorrt") if precision == "int8" else {}
+    result = make_plan(fp32_path, spec, precision, options=reduced, progress=options.progress)
+    conversion = quantize(fp32_path, result.plan, result.ranges, output=folder / ONNX_FILE, scheme="tensorrt") if precision == "int8" else {}
     # FP16: the engine stores what the FP16 layers write in FP16; the same storage emulation as the
     # ONNX FP16 export estimates it here (plan and plain), and a plan that overflows is refused.
-    storage = require_finite_storage(fp32_path, result.plan, validation_batch(options, spec), spec) if precision == "fp16" else None
+    storage = require_finite_storage(fp32_path, result.plan, validation_batch(options, spec), spec=spec) if precision == "fp16" else None
     return result.plan, write_plan(
         result, folder, scheme="tensorrt (symmetric int8, zero point 0)" if precision == "int8" else None, conversion=conversion,
         **({"fp16_storage_check": storage} if storage else {}),
@@ -117,23 +119,23 @@ def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
     spec = with_dynamic_axes(spec, options.dynamic_axes)  # the ONNX input's dynamic axes match the profile's range
     shape_range = shapes(spec, options.profile)
     with staged_folder(options.output) as staging, tempfile.TemporaryDirectory(prefix="evitdeploy-trt-") as scratch:
-        plan, sections = prepare_onnx(model, spec, options.precision, staging, Path(scratch), options)
-        command = trtexec_command(spec, options.precision, plan, shape_range)
+        plan, sections = prepare_onnx(model, spec, options.precision, folder=staging, scratch=Path(scratch), options=options)
+        command = trtexec_command(spec, options.precision, plan, shape_range=shape_range)
         write_text(staging / RECIPE_FILE, build_script(command, "evitdeploy build ."))
         engine_info = {"file": ENGINE_FILE, "built": False, "recipe": RECIPE_FILE}
         if trt is not None:
             options.step(f"building the TensorRT {options.precision.upper()} engine on {identity['gpu']}")
-            serialized, info = build_engine(trt, staging / ONNX_FILE, spec, options.precision, plan, shape_range)
+            serialized, info = build_engine(trt, staging / ONNX_FILE, spec, precision=options.precision, plan=plan, shape_range=shape_range)
             write_bytes(staging / ENGINE_FILE, serialized)
             write_bytes(staging / TIMING_CACHE_FILE, info.pop("timing_cache"))
             engine_info.update(built=True, **info, **identity)
         manifest = build_manifest(
-            staging, "trt", options.precision, spec, ENGINE_FILE if trt is not None else ONNX_FILE, source=options.source,
+            staging, "trt", options.precision, spec=spec, model_file=ENGINE_FILE if trt is not None else ONNX_FILE, source=options.source,
             export={"engine": engine_info, "onnx": ONNX_FILE, "shapes": {k: list(v) for k, v in shape_range.items()}, "trtexec": command, **identity},
             validation={"checks": [{"skipped": "the engine is checked where it is built: `evitdeploy build` on the device"}]},
             **sections,
-            toolchain={**package_versions("torch", "onnx", "onnxruntime", "numpy"), **({"tensorrt": trt.__version__} if trt else {})},
+            toolchain={**package_versions(*TOOLCHAIN), **({"tensorrt": trt.__version__} if trt else {})},
         )
         write_json(staging / "manifest.json", manifest)
     folder = Path(options.output)
-    return Artifact(folder, folder / manifest["model_file"], "trt", options.precision, spec, manifest)
+    return Artifact(folder, folder / manifest["model_file"], "trt", precision=options.precision, spec=spec, manifest=manifest)

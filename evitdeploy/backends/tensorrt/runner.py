@@ -105,7 +105,7 @@ class TensorRTRunner(Runner):
         from evitdeploy.backends.tensorrt.runtime import cuda_times_ms
 
         buffers = self._bind(batch)
-        times = cuda_times_ms(self._execute, warmup, count, self.stream)
+        times = cuda_times_ms(self._execute, warmup, count, stream=self.stream)
         del buffers
         return times
 

@@ -35,6 +35,8 @@ from evitdeploy.spec import ModelSpec
 MODEL_FILE = "model.tflite"
 OPS_FILE = "tflite_plan.json"
 SIGNATURE = "serving_default"
+# Distributions whose installed versions the manifest's toolchain records.
+TOOLCHAIN = ("torch", "litert-torch", "ai-edge-litert", "ai-edge-quantizer", "numpy")
 
 
 def import_converter():
@@ -92,23 +94,23 @@ def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
         float_path = Path(scratch) / "fp32.tflite" if options.precision != "fp32" else path
         started = time.perf_counter()
         options.step("converting with litert-torch (PyTorch -> .tflite)")
-        convert(model, spec, float_path, options.channels_last)
+        convert(model, spec, float_path, channels_last=options.channels_last)
         timings["convert_s"] = time.perf_counter() - started
         sections = {}
         if options.precision != "fp32":
             started = time.perf_counter()
-            sections = _reduce(model, spec, float_path, path, staging, Path(scratch), options)
+            sections = _reduce(model, spec, float_path, path=path, staging=staging, scratch=Path(scratch), options=options)
             timings["precision_s"] = time.perf_counter() - started
         started = time.perf_counter()
         options.step("validating (LiteRT on XNNPACK vs PyTorch on real images)")
-        validation = validate(model, spec, path, options)
+        validation = validate(model, spec, path, options=options)
         timings["validate_s"] = time.perf_counter() - started
         manifest = build_manifest(
             staging,
             "tflite",
             options.precision,
-            spec,
-            MODEL_FILE,
+            spec=spec,
+            model_file=MODEL_FILE,
             source=options.source,
             export={
                 "exporter": "litert-torch (torch.export)",
@@ -121,11 +123,11 @@ def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
             },
             validation=validation,
             **sections,
-            toolchain=package_versions("torch", "litert-torch", "ai-edge-litert", "ai-edge-quantizer", "numpy"),
+            toolchain=package_versions(*TOOLCHAIN),
         )
         write_json(staging / "manifest.json", manifest)
     folder = Path(options.output)
-    return Artifact(folder, folder / MODEL_FILE, "tflite", options.precision, spec, manifest)
+    return Artifact(folder, folder / MODEL_FILE, "tflite", precision=options.precision, spec=spec, manifest=manifest)
 
 
 def _reduce(model, spec: ModelSpec, float_path: Path, path: Path, staging: Path, scratch: Path, options: ExportOptions) -> dict:
@@ -135,8 +137,8 @@ def _reduce(model, spec: ModelSpec, float_path: Path, path: Path, staging: Path,
     from evitdeploy.precision.pipeline import make_plan, write_plan
 
     onnx_path = scratch / "fp32.onnx"
-    write_graph(model, spec, onnx_path, default_opset(spec), True, options.step)
-    result = make_plan(onnx_path, spec, options.precision, options.reduced, options.progress)
+    write_graph(model, spec, onnx_path, opset=default_opset(spec), simplify=True, step=options.step)
+    result = make_plan(onnx_path, spec, options.precision, options=options.reduced, progress=options.progress)
     float_model = float_path.read_bytes()
     decisions = tflite_plan.decide(result.plan, tflite_plan.read_ops(float_model, tflite_plan.module_classes(model)))
     options.step(f"writing the {options.precision.upper()} .tflite following the plan (ai-edge-quantizer)")
@@ -146,7 +148,7 @@ def _reduce(model, spec: ModelSpec, float_path: Path, path: Path, staging: Path,
         ranges = None
         if options.precision == "int8":
             images = result.calibration.inputs
-            ranges = calibrate(float_model, float_path, images.transpose(0, 2, 3, 1) if options.channels_last else images, manager)
+            ranges = calibrate(float_model, float_path, images.transpose(0, 2, 3, 1) if options.channels_last else images, manager=manager)
         quantized = quantizer.quantize(ranges)
     write_bytes(path, bytes(quantized.quantized_model))
     write_json(staging / OPS_FILE, {"precision": options.precision, "ops": [d.__dict__ for d in decisions]})
@@ -203,7 +205,7 @@ def validate(model, spec: ModelSpec, path: Path, options: ExportOptions) -> dict
     )
     with TFLiteRunner(path, spec) as candidate:
         batches = [inputs_for(options.validation_inputs, spec.input_shape)]
-        checks = against_reference(model, spec, candidate, batches, options.precision, "the .tflite", hint)
+        checks = against_reference(model, spec, candidate, batches=batches, precision=options.precision, what="the .tflite", hint=hint)
         interpreter = candidate.interpreter
         io = {
             kind: [{"name": d["name"], "shape": [int(n) for n in d["shape"]], "dtype": d["dtype"].__name__,

@@ -103,11 +103,11 @@ def decide(plan: PrecisionPlan, ops: list[tuple[int, str, str, str]]) -> list[Tf
     decisions = []
     for index, op, scope, module in ops:
         if scopes.keeps(module, op in WEIGHTED_OPS):
-            decisions.append(TfliteOp(index, op, scope, module, "fp32", scopes.reason(module)))
+            decisions.append(TfliteOp(index, op, scope, module=module, precision="fp32", reason=scopes.reason(module)))
         elif op in FLOAT_ON_XNNPACK.get(plan.precision, ()):
-            decisions.append(TfliteOp(index, op, scope, module, "fp32", f"backend: XNNPACK has no {plan.precision} {op} kernel"))
+            decisions.append(TfliteOp(index, op, scope, module=module, precision="fp32", reason=f"backend: XNNPACK has no {plan.precision} {op} kernel"))
         else:
-            decisions.append(TfliteOp(index, op, scope, module, plan.precision, f"plan: {plan.precision}"))
+            decisions.append(TfliteOp(index, op, scope, module=module, precision=plan.precision, reason=f"plan: {plan.precision}"))
     missing = scopes.unmatched(d.module for d in decisions if d.precision == "fp32")
     if missing:
         raise UserError(
