@@ -32,13 +32,13 @@ from pathlib import Path
 
 from evitdeploy.artifact import Artifact, build_manifest, package_versions, staged_folder, write_json
 from evitdeploy.errors import EXIT_CHECK_FAILED, BackendUnavailable, UserError, first_line
+from evitdeploy.backends.coreml.plan import WEIGHTED_OPS, make_fp16_plan, module_of, quantize_weights
 from evitdeploy.backends.coreml.runner import import_coremltools
 from evitdeploy.backends.options import ExportOptions
 from evitdeploy.spec import ModelSpec
 
 MODEL_DIR = "model.mlpackage"
 DEPLOYMENT_TARGET = "iOS17"
-WEIGHTED_OPS = ("conv", "linear", "conv_transpose")
 
 
 def exported_program(model, spec: ModelSpec):
@@ -54,24 +54,6 @@ def exported_program(model, spec: ModelSpec):
         if stack:
             modules[node.name] = list(stack.values())[-1][0]
     return program, modules
-
-
-def module_of(op, modules: dict) -> str:
-    """A MIL op's module: its own node's, else (ops a converter split from one node, e.g. hardswish
-    into thresholded_relu + sigmoid_hard + mul) the nearest input's."""
-    pending, seen = [op], set()
-    while pending:
-        current = pending.pop(0)
-        for name in (current.name, *(o.name for o in current.outputs)):  # the op or its output var carries the node's name
-            if name in modules:
-                return modules[name]
-        seen.add(current.name)
-        for var in current.inputs.values():
-            for v in var if isinstance(var, (list, tuple)) else [var]:
-                producer = getattr(v, "op", None)
-                if producer is not None and producer.op_type != "const" and producer.name not in seen:
-                    pending.append(producer)
-    return ""
 
 
 def convert(model, spec: ModelSpec, precision: str, plan=None):
@@ -121,20 +103,6 @@ def convert(model, spec: ModelSpec, precision: str, plan=None):
                 EXIT_CHECK_FAILED,
             )
     return mlmodel, sorted(kept_fp32)
-
-
-def quantize_weights(mlmodel, float_ops: list[str]):
-    """int8 weights (linear symmetric, per channel) except on the ops the plan keeps float."""
-    import_coremltools()
-    from coremltools.optimize import coreml as optimize
-
-    config = optimize.OptimizationConfig(
-        global_config=optimize.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", granularity="per_channel"),
-        op_name_configs={name: None for name in float_ops},
-    )
-    with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
-        warnings.simplefilter("ignore")
-        return optimize.linear_quantize_weights(mlmodel, config=config)
 
 
 def program_ops(package: Path) -> list[tuple[str, str, int]]:
@@ -206,7 +174,7 @@ def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
     with staged_folder(options.output) as staging, tempfile.TemporaryDirectory(prefix="evitdeploy-coreml-") as scratch:
         if options.precision != "fp32":
             started = time.perf_counter()
-            plan, sections = _plan(model, spec, staging, scratch=Path(scratch), options=options)
+            plan, sections = make_fp16_plan(model, spec, staging, scratch=Path(scratch), options=options)
             timings["precision_s"] = time.perf_counter() - started
         started = time.perf_counter()
         options.step(f"converting with coremltools (mlprogram, {DEPLOYMENT_TARGET}, {'FP32' if options.precision == 'fp32' else 'FP16'} compute)")
@@ -245,18 +213,6 @@ def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
         write_json(staging / "manifest.json", manifest)
     folder = Path(options.output)
     return Artifact(folder, folder / MODEL_DIR, "coreml", precision=options.precision, spec=spec, manifest=manifest)
-
-
-def _plan(model, spec: ModelSpec, staging: Path, scratch: Path, options: ExportOptions):
-    from evitdeploy.graph import default_opset, write_graph
-    from evitdeploy.precision.pipeline import make_plan, write_plan
-
-    onnx_path = scratch / "fp32.onnx"
-    write_graph(model, spec, onnx_path, opset=default_opset(spec), simplify=True, step=options.step)
-    # Core ML INT8 here is int8 weights with FP16 compute: the FP16 plan's ranges decide the FP32
-    # islands for the compute, the INT8 plan decides which layers get int8 weights.
-    result = make_plan(onnx_path, spec, "fp16", options=options.reduced, progress=options.progress)
-    return result.plan, write_plan(result, staging)
 
 
 def _predict_checks(model, spec: ModelSpec, staging: Path, options: ExportOptions) -> list:

@@ -12,7 +12,8 @@ import numpy as np
 
 from evitdeploy.artifact import Artifact, build_manifest, package_versions, staged_folder, write_json
 from evitdeploy.backends.options import ExportOptions
-from evitdeploy.backends.reference import against_reference, inputs_for, validation_batch
+from evitdeploy.backends.onnxruntime.plan import apply_plan
+from evitdeploy.backends.reference import against_reference, inputs_for
 from evitdeploy.graph import default_opset, with_dynamic_axes, write_graph
 from evitdeploy.spec import ModelSpec
 
@@ -33,7 +34,7 @@ def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
         precision_sections = {}
         if reduced:
             started = time.perf_counter()
-            precision_sections = _reduce(fp32_path, path, staging, spec=spec, options=options)
+            precision_sections = apply_plan(fp32_path, path, staging, spec=spec, options=options)
             timings["precision_s"] = time.perf_counter() - started
         started = time.perf_counter()
         options.step("validating (checker, shape inference, ONNX Runtime vs PyTorch on real images)")
@@ -60,21 +61,6 @@ def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
         write_json(staging / "manifest.json", manifest)
     folder = Path(options.output)
     return Artifact(folder, folder / MODEL_FILE, "onnx", precision=options.precision, spec=spec, manifest=manifest)
-
-
-def _reduce(fp32_path: Path, path: Path, staging: Path, spec: ModelSpec, options: ExportOptions) -> dict:
-    """Calibrate, plan and write the FP16/INT8 model; the plan and ranges travel with the artifact."""
-    from evitdeploy.precision.pipeline import make_plan, write_plan, write_reduced
-
-    result = make_plan(fp32_path, spec, options.precision, options=options.reduced, progress=options.progress)
-    options.step(f"writing the {options.precision.upper()} model following the plan")
-    conversion = write_reduced(fp32_path, result.plan, result.ranges, output=path, options=options.reduced)
-    storage = None
-    if options.precision == "fp16":
-        from evitdeploy.precision.fp16 import require_finite_storage
-
-        storage = require_finite_storage(fp32_path, result.plan, validation_batch(options, spec), spec=spec)
-    return write_plan(result, staging, **({"fp16_storage_check": storage} if storage else {}), conversion=conversion)
 
 
 def validate(model, spec: ModelSpec, path: Path, options: ExportOptions) -> dict:
