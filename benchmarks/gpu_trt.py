@@ -66,7 +66,7 @@ def make_plan(family: str, height: int, width: int, work: Path):
         started = time.perf_counter()
         made = api.plan_model(
             PlanRequest(
-                model_name=f"efficientvit_seg_{family}_cityscapes", precision="fp16", checkpoint=checkpoint, height=height,
+                model=f"efficientvit_seg_{family}_cityscapes", precision="fp16", checkpoint=checkpoint, height=height,
                 width=width, reduced=PrecisionOptions(calib=str(work / f"calib_{family}.npz"), calib_count=2),
             ),
         )

@@ -133,7 +133,7 @@ def plan_model(request: PlanRequest, progress: Progress = None) -> dict:
     from evitdeploy.precision.pipeline import make_plan
     from evitdeploy.models import build_model, get_spec
 
-    model_name, precision, checkpoint, seed, torch_fp16 = request.model_name, request.precision, request.checkpoint, request.seed, request.torch_fp16
+    model_name, precision, checkpoint, seed, torch_fp16 = request.model, request.precision, request.checkpoint, request.seed, request.torch_fp16
     if precision not in ("fp16", "bf16", "int8"):
         raise UserError(f"precision {precision!r} has no plan", "plans are made for --precision fp16, bf16 or int8")
     if torch_fp16 is not None:

@@ -339,7 +339,7 @@ def plan(
         search_budget=search_budget, explain=explain,
     )
     request = PlanRequest(
-        model_name=model, precision=precision, checkpoint=checkpoint, height=height, width=width, seed=seed, attention_eps=attention_eps,
+        model=model, precision=precision, checkpoint=checkpoint, height=height, width=width, seed=seed, attention_eps=attention_eps,
         reduced=reduced, torch_fp16=torch_fp16,
     )
     with progress(not as_json) as step:

@@ -44,7 +44,7 @@ class ExportRequest:
 class PlanRequest:
     """`plan`: the precision plan an fp16/bf16/int8 export of a model would follow."""
 
-    model_name: str
+    model: str
     precision: str
     checkpoint: Optional[Path] = None
     height: Optional[int] = None

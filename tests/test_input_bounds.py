@@ -80,7 +80,7 @@ def test_api_refuses_a_seed_out_of_range(tmp_path, seed):
     with pytest.raises(UserError, match="--seed"):
         api.export_model(ExportRequest(model="efficientvit_b0", output=tmp_path / "out", seed=seed))
     with pytest.raises(UserError, match="--seed"):
-        api.plan_model(PlanRequest(model_name="efficientvit_b0", precision="int8", seed=seed))
+        api.plan_model(PlanRequest(model="efficientvit_b0", precision="int8", seed=seed))
     assert not (tmp_path / "out").exists()
 
 

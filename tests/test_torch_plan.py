@@ -25,7 +25,7 @@ def mosaic_plan(tmp_path, checkpoint, height: int, width: int) -> PrecisionPlan:
     photos, _ = trained.digit_mosaics(2, height, width, seed=3, split="train")
     np.savez(tmp_path / "calib.npz", image=photos)
     reduced = PrecisionOptions(calib=str(tmp_path / "calib.npz"), calib_count=2)
-    made = api.plan_model(PlanRequest(model_name=SEG, precision="fp16", checkpoint=checkpoint, height=height, width=width, reduced=reduced))
+    made = api.plan_model(PlanRequest(model=SEG, precision="fp16", checkpoint=checkpoint, height=height, width=width, reduced=reduced))
     made.pop("ranges")
     return PrecisionPlan.from_dict(made)
 
@@ -69,7 +69,7 @@ def test_dtypes_follow_the_plan_and_plain_fp16_turns_the_islands_off(tmp_path):
     model, spec = build_model(get_spec("efficientvit_b0").with_input(1, 64, 64), None, 0, None)
     made = api.plan_model(
         PlanRequest(
-            model_name="efficientvit_b0", precision="fp16", height=64, width=64, reduced=PrecisionOptions(calib_count=4),
+            model="efficientvit_b0", precision="fp16", height=64, width=64, reduced=PrecisionOptions(calib_count=4),
         ),
     )
     made.pop("ranges")
