@@ -4,10 +4,10 @@ INT8 = `nncf.quantize` of the FP32 IR on the plan's calibration images, with the
 plan's FP32 nodes became as its ignored scope, and NNCF's settings moved to what our plan assumes:
 global min/max activation ranges (NNCF's default averages per-image extremes and clips the worst
 image), no bias correction and no overflow fix, PERFORMANCE preset (symmetric). Measured on the
-trained digits references (benchmarks/openvino_cpu.py): per-image min cosine B0 0.995, B1 0.998,
-where NNCF's default INT8 keeps 0.53-0.61 and 0.73, at NNCF's default's speed. Our ONNX QDQ read by
-OpenVINO was as accurate but 0.84-0.88x that speed: its integer HardSwish rewrite (for ONNX
-Runtime) runs as separate u8 element-wise kernels in OpenVINO.
+trained digits references (benchmarks/openvino_cpu.py): per-image min cosine B0 0.996, B1 0.994,
+where NNCF's default INT8 keeps 0.53 and 0.74, at NNCF's default's speed (1.00x at B1, 1.03x at
+Seg-B1). Our ONNX QDQ read by OpenVINO was as accurate but 0.84-0.88x that speed: its integer
+HardSwish rewrite (for ONNX Runtime) runs as separate u8 element-wise kernels in OpenVINO.
 
 Float inference precision: bf16 where the CPU has it, f32 elsewhere, always explicit. BF16's FP32
 islands: the plan records them (the attention core), but OpenVINO 2026.4's CPU plugin takes no
