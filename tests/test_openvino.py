@@ -62,6 +62,17 @@ def test_bf16_is_refused_in_one_line_on_a_cpu_without_it(cli, tmp_path, monkeypa
     assert not (tmp_path / "bf16").exists()
 
 
+def test_a_damaged_bare_ir_is_one_line(cli, fp32_ir, tmp_path):
+    """A bare model.openvino folder (no manifest) whose IR is damaged: one line, exit 2."""
+    import shutil
+
+    bare = tmp_path / "model.openvino"
+    shutil.copytree(fp32_ir.model_file, bare)
+    (bare / "model.xml").write_text("<net><layers>")
+    result = cli("check", bare, "--model", "efficientvit_b0", "--height", "64", "--width", "64")
+    assert_clean_error(result, 2, "OpenVINO cannot load", "re-run the export")
+
+
 def test_a_precision_openvino_does_not_build_is_refused(cli, tmp_path):
     result = cli("export", "-m", "efficientvit_b0", "-t", "openvino", "-p", "fp16", "-o", tmp_path / "x")
     assert_clean_error(result, 2, "precision 'fp16' is not supported for target 'openvino'", "fp32, bf16, int8")

@@ -10,7 +10,7 @@ import numpy as np
 from evitdeploy.backends.openvino import BACKEND
 from evitdeploy.backends.openvino.device import compile_ir, describe, settings
 from evitdeploy.backends.runner import Runner, TensorMeta
-from evitdeploy.errors import EXIT_BACKEND_UNAVAILABLE, BackendUnavailable, UserError
+from evitdeploy.errors import EXIT_BACKEND_UNAVAILABLE, BackendUnavailable, UserError, first_line
 from evitdeploy.spec import ModelSpec
 
 
@@ -37,6 +37,11 @@ class OpenVINORunner(Runner):
             self.request = compile_ir(self.model_dir, self.properties).create_infer_request()
         except ValueError as exc:
             raise UserError(str(exc), "run it on a CPU with BF16, or export --precision fp32/int8 for this one", EXIT_BACKEND_UNAVAILABLE) from None
+        except RuntimeError as exc:
+            raise UserError(
+                f"OpenVINO cannot load {self.model_dir}: {first_line(exc)}",
+                "the folder must hold the model.xml + model.bin `evitdeploy export --target openvino` wrote; re-run the export",
+            ) from exc
 
     @property
     def providers(self) -> list[str]:
