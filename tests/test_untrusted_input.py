@@ -72,6 +72,12 @@ def test_a_malformed_artifact_manifest_is_one_line_naming_the_field(cli, small_a
     assert_clean_error(cli("gate", "--interleave", small_artifact, folder, "--count", "5"), 2, f"`{field.split('.')[0]}")
 
 
+@pytest.mark.parametrize("target", ["tpu", "onnxruntime"])  # unknown, and an alias (manifests spell the name)
+def test_a_manifest_naming_a_target_the_registry_does_not_know_is_one_line(cli, small_artifact, tmp_path, target):
+    folder = _edited(small_artifact, tmp_path / "art", _set("target", target))
+    assert_clean_error(cli("check", folder, "--samples", "1"), 2, f"names target {target!r}", "known targets: onnx")
+
+
 def test_a_manifest_whose_spec_disagrees_with_the_model_file_is_refused(cli, small_artifact, tmp_path):
     folder = _edited(small_artifact, tmp_path / "art", _set("spec.input_shape", [1, 3, 96, 96]))
     assert_clean_error(cli("bench", folder, "--count", "1"), 2, "does not match its manifest", "[1, 3, 64, 64]")

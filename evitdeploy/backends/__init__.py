@@ -115,7 +115,7 @@ def open_artifact(path, verify: bool = True, spec=None):
             return Artifact(folder, path, bare.name, precision="unknown", spec=spec, manifest={})
         raise UserError(f"{folder} holds no {MANIFEST}", "pass a folder written by `evitdeploy export`")
     manifest = read_manifest(manifest_path)
-    if find(manifest["target"]) is None:
+    if manifest["target"] not in BACKENDS:  # a target as manifests spell it, not an alias
         raise UserError(f"manifest {manifest_path} names target {manifest['target']!r}, which this evitdeploy does not know", f"known targets: {target_names()}; a newer evitdeploy may know it")
     if verify:
         verify_files(folder, manifest)
