@@ -29,7 +29,7 @@ from evitdeploy.data import preprocess
 from evitdeploy.precision.options import PrecisionOptions
 from evitdeploy.requests import CheckRequest, ExportRequest
 from evitdeploy.models import trained
-from evitdeploy.parity import cosine_per_sample
+from evitdeploy.device.metrics import cosine_per_sample
 
 
 def export(folder: Path, model: str, target: str, precision: str, height=None, width=None, checkpoint=None, calib=None, count=None):

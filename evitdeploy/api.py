@@ -56,9 +56,9 @@ def export_model(request: ExportRequest, progress: Progress = None) -> Artifact:
     limits.check_seed(seed)
     spec = get_spec(model_name).with_input(request.batch, request.height, request.width)
     dynamic = parse_dynamic(request.dynamic)  # exact names, unknown ones refused (a Python caller skips the CLI's parsing)
-    if request.channels_last and get_backend(target, precision).name != "tflite":
+    backend = get_backend(target, precision)  # refuses an unknown target or a precision it does not build
+    if request.channels_last and backend.name != "tflite":
         raise UserError("--nhwc is for --target tflite", "drop --nhwc; ONNX models take NCHW")
-    get_backend(target, precision)
     reduced = request.reduced or PrecisionOptions()
     reduced.check()
     _require_memory_for_export(spec, dynamic, precision=precision, reduced=reduced)

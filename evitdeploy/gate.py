@@ -9,7 +9,6 @@ median ratio is reported beside the verdict so a reader can see how sure the fig
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional

@@ -13,13 +13,7 @@ from typing import Optional
 
 import numpy as np
 
-from evitdeploy.device.metrics import (  # noqa: F401  (re-exported: one implementation, also on the device)
-    classification_metrics,
-    compare_outputs,
-    cosine_per_sample,
-    run_batches,
-    segmentation_metrics,
-)
+from evitdeploy.device.metrics import compare_outputs, run_batches  # one implementation, also on the device
 from evitdeploy.errors import UserError
 from evitdeploy.spec import ModelSpec
 

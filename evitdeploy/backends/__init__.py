@@ -59,10 +59,6 @@ def for_model_file(suffix: str) -> Optional[Backend]:
     return next((b for b in BACKENDS.values() if b.opens_bare and b.suffix == suffix), None)
 
 
-def model_suffixes() -> tuple[str, ...]:
-    return tuple(b.suffix for b in BACKENDS.values() if b.opens_bare)
-
-
 def module(backend: Backend, role: str):
     """One of the backend's modules (export, runner, plan, device), imported when first used."""
     return importlib.import_module(f"evitdeploy.backends.{backend.folder}.{role}")

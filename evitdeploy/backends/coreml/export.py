@@ -31,7 +31,7 @@ from collections import Counter
 from pathlib import Path
 
 from evitdeploy.artifact import Artifact, build_manifest, package_versions, staged_folder, write_json
-from evitdeploy.errors import EXIT_CHECK_FAILED, BackendUnavailable, UserError, first_line
+from evitdeploy.errors import EXIT_CHECK_FAILED, UserError, first_line
 from evitdeploy.backends.coreml.plan import WEIGHTED_OPS, make_fp16_plan, module_of, quantize_weights
 from evitdeploy.backends.coreml.runner import import_coremltools
 from evitdeploy.backends.options import ExportOptions

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-import warnings
 from pathlib import Path
-
-import numpy as np
 
 from evitdeploy.artifact import Artifact, build_manifest, package_versions, staged_folder, write_json
 from evitdeploy.backends.options import ExportOptions

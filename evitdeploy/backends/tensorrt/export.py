@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Optional
 
 from evitdeploy.artifact import Artifact, build_manifest, package_versions, staged_folder, write_bytes, write_json, write_text
-from evitdeploy.errors import EXIT_CHECK_FAILED, BackendUnavailable, UserError
+from evitdeploy.errors import EXIT_CHECK_FAILED, UserError
 from evitdeploy.backends.options import ExportOptions
 from evitdeploy.backends.tensorrt.runtime import gpu_identity, import_tensorrt
 from evitdeploy.backends.tensorrt.plan import DEFAULT_WORKSPACE_MIB, ENGINE_FILE, TIMING_CACHE_FILE, build_script, layer_precisions, shapes, trtexec_command
