@@ -73,7 +73,7 @@ def export_model(request: ExportRequest, progress: Progress = None) -> Artifact:
     from evitdeploy.models import build_model
 
     model, spec = build_model(spec, checkpoint, seed=seed, attention_eps=request.attention_eps)
-    inputs, source = _validation_inputs(spec, precision, reduced=reduced, data=request.data)
+    inputs, source, sizes = _validation_inputs(spec, precision, reduced=reduced, data=request.data)
     weights = {"model": model_name, "seed": None if checkpoint else seed, "attention_eps": spec.attention_eps}
     if checkpoint:
         weights.update(checkpoint=str(Path(checkpoint).resolve()), checkpoint_sha256=sha256_of(Path(checkpoint)))
@@ -85,6 +85,7 @@ def export_model(request: ExportRequest, progress: Progress = None) -> Artifact:
         simplify=request.simplify,
         validation_inputs=inputs,
         validation_source=source,
+        validation_sizes=tuple(sizes),
         source=weights,
         progress=progress,
         reduced=reduced,
@@ -109,16 +110,18 @@ def _require_memory_for_export(spec: ModelSpec, dynamic, *, precision: str, redu
 
 def _validation_inputs(spec, precision: str, *, reduced, data: Optional[Path], count: int = 2):
     """Images to validate a reduced-precision model on: with a calibration source of the user's,
-    another draw of it (images not used for calibration); else --data or the sample photos."""
-    from evitdeploy.data import load_inputs
+    another draw of it (images not used for calibration); else --data or the sample photos.
+    Returns (inputs, where they came from, each image's original size: what SAM's prompts are in)."""
+    from evitdeploy.data import load_inputs_and_sizes
 
     if data is None and precision != "fp32" and reduced.calib not in (None, "samples", "synthetic"):
         from evitdeploy.precision.calibset import build_calibration_set
 
         used = reduced.count_for(spec.height, spec.width)
         inputs = build_calibration_set(spec, reduced.calib, count, seed=reduced.seed + 2000, held_out_after=used).inputs
-        return inputs, f"calibration source {reduced.calib}, images not used for calibration"
-    return load_inputs(spec, spec.height, spec.width, source=data, count=count)
+        return inputs, f"calibration source {reduced.calib}, images not used for calibration", [(spec.height, spec.width)] * len(inputs)
+    inputs, sizes, source = load_inputs_and_sizes(spec, (spec.height, spec.width), source=data, count=count)
+    return inputs, source, sizes
 
 
 def plan_model(request: PlanRequest, progress: Progress = None) -> dict:
@@ -153,7 +156,7 @@ def plan_model(request: PlanRequest, progress: Progress = None) -> dict:
     if torch_fp16 is not None:
         from evitdeploy.precision.torch_plan import fp16_numerics
 
-        inputs, source = _validation_inputs(spec, precision, reduced=reduced, data=None)
+        inputs, source, _ = _validation_inputs(spec, precision, reduced=reduced, data=None)
         _step(progress, f"running FP32, plain FP16 and the plan's FP16 in PyTorch on {torch_fp16} ({len(inputs)} images)")
         numerics = fp16_numerics(model, spec, result.plan, inputs=inputs, device=torch_fp16)
         made["torch_fp16"] = {"device": torch_fp16, "data": source, **{k: v["metrics"] | {"passed": v["passed"]} for k, v in numerics["reports"].items()}}
@@ -233,11 +236,42 @@ def check_artifact(request: CheckRequest, progress: Progress = None) -> dict:
     artifact = _resolve(Path(request.path), request.model_name)
     spec = _sized_spec(artifact, request.batch, height=request.height, width=request.width)
     memory.require_fits(spec, "check", f"checking {spec.name} at {spec.height}x{spec.width}" + (f", batch {spec.input_shape[0]}" if spec.input_shape[0] > 1 else "") + f" on {samples} inputs", images=samples)
-    inputs, source = load_inputs(spec, spec.height, spec.width, source=request.data, count=samples, synthetic=request.synthetic)
     tolerances = tolerances_for(artifact.precision).override(**(request.tolerance_overrides or {}))
+    if spec.promptable:
+        return _check_promptable(artifact, spec, request, tolerances=tolerances, progress=progress)
+    inputs, source = load_inputs(spec, spec.height, spec.width, source=request.data, count=samples, synthetic=request.synthetic)
     return parity_report(
         artifact, spec, inputs, source=source, tolerances=tolerances, threads=threads, checkpoint=request.checkpoint, progress=progress,
     )[0]
+
+
+def _check_promptable(artifact: Artifact, spec: ModelSpec, request: CheckRequest, *, tolerances, progress: Progress) -> dict:
+    """A promptable artifact's parity: each photo through both encoders, then the fixed parity
+    prompts (points, boxes, both) through both decoders; mask IoU, IoU-prediction error, cosine."""
+    from evitdeploy.backends.promptable import artifact_models, compare_prompted, prompted_outputs, reference_outputs, runner_pair
+    from evitdeploy.data import load_inputs_and_sizes
+
+    inputs, sizes, source = load_inputs_and_sizes(spec, (spec.height, spec.width), source=request.data, count=request.samples, synthetic=request.synthetic)
+    models = artifact_models(artifact)
+    with runner_for(models["encoder"], request.threads) as encoder, runner_for(models["decoder"], request.threads) as decoder:
+        encoder.check_spec(spec)
+        _step(progress, f"running {len(inputs)} images and their prompts through {artifact.target}")
+        got = prompted_outputs(*runner_pair(encoder, decoder, spec), inputs, sizes=sizes, spec=spec)
+        versions = {**encoder.versions()}
+    _step(progress, "running them through the PyTorch reference")
+    expected = reference_outputs(_reference_for(artifact, spec, request.checkpoint), spec, inputs, sizes=sizes)
+    return {
+        "kind": "parity",
+        "artifact": str(artifact.folder),
+        "model": spec.name,
+        "task": spec.task,
+        "target": artifact.target,
+        "input_shape": list(spec.input_shape),
+        "artifact_bytes": sum(model_size(m.model_file) for m in models.values()),
+        "data": source,
+        "versions": versions,
+        **compare_prompted(expected, got, precision=artifact.precision, tolerances=tolerances),
+    }
 
 
 def predicts_here(artifact: Artifact) -> Optional[str]:
@@ -338,6 +372,8 @@ def bench_artifact(request: BenchRequest, progress: Progress = None) -> dict:
     spec = _sized_spec(artifact, request.batch, height=request.height, width=request.width)
     memory.require_fits(spec, "bench", f"benchmarking {spec.name} at {spec.height}x{spec.width}" + (f", batch {spec.input_shape[0]}" if spec.input_shape[0] > 1 else ""))
     feed = _bench_feed(spec)
+    if spec.promptable:
+        return _bench_summary(artifact, spec, threads=threads, results=_bench_promptable(artifact, spec, request, feed=feed, progress=progress), mode="single")
     _step(progress, f"benchmarking {artifact.model_file.name} on {artifact.target} ({threads} threads)")
     with runner_for(artifact, threads) as runner:
         runner.check_spec(spec)
@@ -360,6 +396,31 @@ def bench_artifact(request: BenchRequest, progress: Progress = None) -> dict:
     if request.against_torch:
         summary["speedup_vs_torch"] = results[1]["stats"]["median_ms"] / results[0]["stats"]["median_ms"]
     return summary
+
+
+DECODER_POINTS = (1, 4, 16)  # prompt sizes the decoder is timed at: a click, a few clicks, a dense prompt
+
+
+def _bench_promptable(artifact: Artifact, spec: ModelSpec, request: BenchRequest, *, feed: dict, progress: Progress) -> list[dict]:
+    """A promptable artifact's latency: the encoder once per image, the decoder per prompt at
+    1, 4 and 16 points (its cost grows with the tokens, not the image)."""
+    from evitdeploy.backends.promptable import artifact_models, decoder_bench_feed
+    from evitdeploy.bench import bench_runner
+
+    threads = request.threads or os.cpu_count()
+    models = artifact_models(artifact)
+    label = f"{artifact.target}/{artifact.precision}"
+    timing = dict(warmup=request.warmup, count=request.count, min_time_s=request.min_time_s)
+    with runner_for(models["encoder"], threads) as encoder, runner_for(models["decoder"], threads) as decoder:
+        encoder.check_spec(spec)
+        _step(progress, f"benchmarking the encoder ({models['encoder'].model_file.name}) on {artifact.target} ({threads} threads)")
+        results = [{**bench_runner(encoder, feed, f"{label} encoder", **timing), "providers": encoder.providers, "model": "encoder"}]
+        embedding = encoder.infer(feed)[spec.output_name]
+        for points in DECODER_POINTS:
+            _step(progress, f"benchmarking the decoder with {points} point{'s' if points > 1 else ''}")
+            run = bench_runner(decoder, decoder_bench_feed(spec, embedding, points), f"{label} decoder {points}pt", **timing)
+            results.append({**run, "ms_per_megapixel": None, "providers": decoder.providers, "model": "decoder", "points": points})
+    return results
 
 
 def bench_interleaved(request: InterleaveRequest, progress: Progress = None) -> tuple[dict, dict]:

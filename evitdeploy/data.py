@@ -61,10 +61,13 @@ def _as_rgb(image: np.ndarray) -> np.ndarray:
 
 
 def preprocess(images: list[np.ndarray], spec: ModelSpec, height: int, width: int) -> np.ndarray:
-    """Resize to cover (height, width) keeping aspect, center-crop, normalize: NCHW float32."""
+    """Resize to cover (height, width) keeping aspect, center-crop, normalize: NCHW float32.
+    A promptable (SAM) model sees the whole image instead: see `letterbox`."""
     import torch
     import torch.nn.functional as F
 
+    if spec.promptable:
+        return letterbox(images, spec)
     batch = []
     for image in images:
         x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255.0
@@ -86,6 +89,27 @@ def preprocess(images: list[np.ndarray], spec: ModelSpec, height: int, width: in
     return ((x - mean) / std).numpy().astype(np.float32)
 
 
+def letterbox(images: list[np.ndarray], spec: ModelSpec) -> np.ndarray:
+    """SAM's preprocessing: resize so the longest side is the encoder's input size (SamResize's
+    rounding), normalize, pad with zeros at the bottom and right (SamPad): NCHW float32. Prompts
+    map onto it with device.prompts.to_frame."""
+    import torch
+    import torch.nn.functional as F
+
+    from evitdeploy.device.prompts import preprocess_shape
+
+    size = spec.height
+    mean = torch.tensor(spec.mean).view(1, 3, 1, 1)
+    std = torch.tensor(spec.std).view(1, 3, 1, 1)
+    batch = np.zeros((len(images), 3, size, size), np.float32)
+    for i, image in enumerate(images):
+        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255.0
+        h, w = preprocess_shape(x.shape[-2], x.shape[-1], size)
+        x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=max(h, w) < max(x.shape[-2:]))
+        batch[i, :, :h, :w] = ((x - mean) / std).numpy()[0]
+    return batch
+
+
 def load_inputs(
     spec: ModelSpec,
     height: int,
@@ -96,17 +120,32 @@ def load_inputs(
     seed: int = 0,
 ) -> tuple[np.ndarray, str]:
     """Preprocessed inputs (N, 3, H, W) and a description of where they came from."""
+    inputs, _, description = load_inputs_and_sizes(spec, (height, width), source=source, count=count, synthetic=synthetic, seed=seed)
+    return inputs, description
+
+
+def load_inputs_and_sizes(
+    spec: ModelSpec, size: tuple[int, int], source: Optional[Path] = None, count: int = 8, synthetic: bool = False, seed: int = 0
+) -> tuple[np.ndarray, list[tuple[int, int]], str]:
+    """Preprocessed inputs, each photo's original (height, width) (what SAM's prompts are given
+    in; the input size for arrays that are already preprocessed), and where they came from."""
+    height, width = size
     if synthetic:
         rng = np.random.default_rng(seed)
-        return rng.standard_normal((count, 3, height, width), dtype=np.float32), f"synthetic N(0,1) x{count}"
+        return rng.standard_normal((count, 3, height, width), dtype=np.float32), [size] * count, f"synthetic N(0,1) x{count}"
     if source is None:
-        return preprocess(sample_photos(count), spec, height, width=width), f"scikit-image sample photos x{min(count, len(SAMPLE_PHOTOS))}"
-    source = Path(source)
-    if source.is_dir():
-        return preprocess(folder_photos(source, count), spec, height, width=width), f"images from {source}"
-    if source.suffix == ".npz" and source.is_file():
-        return npz_inputs(source, spec, height, width=width, count=count), f"arrays from {source}"
-    raise UserError(f"input data {source} is neither an image folder nor an .npz file", "pass --data FOLDER or --data FILE.npz")
+        photos, description = sample_photos(count), f"scikit-image sample photos x{min(count, len(SAMPLE_PHOTOS))}"
+    elif Path(source).is_dir():
+        photos, description = folder_photos(Path(source), count), f"images from {source}"
+    elif Path(source).suffix == ".npz" and Path(source).is_file():
+        key, array = read_npz(Path(source), spec)
+        if not is_photo_array(array):
+            inputs = npz_inputs(Path(source), spec, height, width=width, count=count)
+            return inputs, [size] * len(inputs), f"arrays from {source}"
+        photos, description = list(array[:count]), f"arrays from {source}"
+    else:
+        raise UserError(f"input data {source} is neither an image folder nor an .npz file", "pass --data FOLDER or --data FILE.npz")
+    return preprocess(photos, spec, height, width=width), [tuple(p.shape[:2]) for p in photos], description
 
 
 def read_npz(path: Path, spec: ModelSpec) -> tuple[str, np.ndarray]:

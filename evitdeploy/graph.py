@@ -41,6 +41,40 @@ def write_graph(model, spec: ModelSpec, path: Path, opset: int, simplify: bool, 
     return timings
 
 
+def write_decoder_graph(decoder, spec: ModelSpec, path: Path, opset: int, simplify: bool) -> dict:
+    """A promptable model's prompt decoder as ONNX (SAM's recipe): the number of points and the
+    batch are dynamic; returns the seconds each step took."""
+    import torch
+
+    started = time.perf_counter()
+    channels, height, width = spec.embedding
+    side = spec.low_res_size
+    dummy = (
+        torch.zeros(1, channels, height, width),
+        torch.tensor([[[10.0, 10.0], [20.0, 30.0]]]),
+        torch.tensor([[1.0, -1.0]]),
+        torch.zeros(1, 1, side, side),
+        torch.zeros(1),
+    )
+    batch = {0: "batch"}
+    axes = {
+        "image_embeddings": batch, "point_coords": {0: "batch", 1: "points"}, "point_labels": {0: "batch", 1: "points"},
+        "mask_input": batch, "has_mask_input": batch, "low_res_masks": batch, "iou_predictions": batch,
+    }
+    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            decoder.eval(), dummy, str(path), dynamo=False, opset_version=opset, input_names=list(decoder.input_names),
+            output_names=list(decoder.output_names), dynamic_axes=axes, do_constant_folding=True,
+        )
+    timings = {"decoder_export_s": time.perf_counter() - started}
+    if simplify:
+        started = time.perf_counter()
+        _simplify(path)
+        timings["decoder_simplify_s"] = time.perf_counter() - started
+    return timings
+
+
 def with_dynamic_axes(spec: ModelSpec, axes) -> ModelSpec:
     """The spec with these dynamic axes (exact names; an unknown one is refused, not ignored)."""
     from dataclasses import replace

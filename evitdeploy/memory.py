@@ -86,6 +86,13 @@ PROFILES: dict[str, tuple[float, float, float]] = {
     "efficientvit_seg_l1_ade20k": (1042.4, 32.0, 40.41),
     "efficientvit_seg_l2_cityscapes": (1241.1, 32.0, 52.61),
     "efficientvit_seg_l2_ade20k": (1247.4, 32.0, 51.46),
+    # SAM: the image encoder at its own input size (512 or 1024), per pixel; parameters of the whole model
+    "efficientvit_sam_l0": (908.2, 32.0, 34.79),
+    "efficientvit_sam_l1": (1119.2, 32.0, 47.65),
+    "efficientvit_sam_l2": (1420.2, 32.0, 61.33),
+    "efficientvit_sam_xl0": (660.4, 32.0, 116.96),
+    "efficientvit_sam_xl1": (1037.7, 32.0, 203.35),
+    "efficientvit_sam_tiny": (186.3, 8.0, 1.45),
 }
 
 OPERATIONS = ("export", "check", "bench", "plan")

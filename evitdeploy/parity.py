@@ -24,6 +24,8 @@ class Tolerances:
     min_cosine: float = 0.0
     min_top1: float = 0.0  # classification agreement
     min_pixel_agreement: float = 0.0  # segmentation
+    min_mask_iou: float = 0.0  # promptable: per mask, the candidate's thresholded mask vs PyTorch's
+    max_iou_error: Optional[float] = None  # promptable: the IoU prediction's absolute error
 
     def override(self, **values) -> "Tolerances":
         """A copy with the given gates replaced; a gate not passed keeps its value, and one passed
@@ -31,16 +33,18 @@ class Tolerances:
         unknown = sorted(set(values) - set(self.__dataclass_fields__))
         if unknown:
             raise UserError(f"unknown tolerance {unknown[0]!r}", f"known tolerances: {', '.join(self.__dataclass_fields__)}")
-        off = {name: None if name == "max_abs" else 0.0 for name in values if values[name] is None}
+        off = {name: None if name.startswith("max_") else 0.0 for name in values if values[name] is None}
         return replace(self, **{**values, **off})
 
 
 DEFAULT_TOLERANCES = {
-    "fp32": Tolerances(max_abs=1e-4, min_cosine=0.99999, min_top1=1.0, min_pixel_agreement=0.999),
-    "fp16": Tolerances(max_abs=None, min_cosine=0.999, min_top1=0.99, min_pixel_agreement=0.99),
-    "bf16": Tolerances(max_abs=None, min_cosine=0.99, min_top1=0.98, min_pixel_agreement=0.98),  # 8-bit significand
-    "int8": Tolerances(max_abs=None, min_cosine=0.98, min_top1=0.9, min_pixel_agreement=0.95),
+    "fp32": Tolerances(max_abs=1e-4, min_cosine=0.99999, min_top1=1.0, min_pixel_agreement=0.999, min_mask_iou=0.99, max_iou_error=1e-3),
+    "fp16": Tolerances(max_abs=None, min_cosine=0.999, min_top1=0.99, min_pixel_agreement=0.99, min_mask_iou=0.98, max_iou_error=0.02),
+    "bf16": Tolerances(max_abs=None, min_cosine=0.99, min_top1=0.98, min_pixel_agreement=0.98, min_mask_iou=0.95, max_iou_error=0.05),  # 8-bit significand
+    "int8": Tolerances(max_abs=None, min_cosine=0.98, min_top1=0.9, min_pixel_agreement=0.95, min_mask_iou=0.95, max_iou_error=0.05),
 }
+# A promptable model's low-res mask logits are gated by mask IoU, IoU-prediction error and cosine,
+# not max_abs (their scale is the decoder's, tens of units).
 
 
 def tolerances_for(precision: str) -> Tolerances:

@@ -55,7 +55,7 @@ class SpecSchema(_Schema):
     """evitdeploy.spec.ModelSpec as a manifest carries it."""
 
     name: Name
-    task: Literal["classification", "segmentation"]
+    task: Literal["classification", "segmentation", "promptable_segmentation"]
     family: str
     dataset: str
     num_classes: Annotated[int, Field(ge=1, le=1_000_000)]
@@ -70,12 +70,17 @@ class SpecSchema(_Schema):
     size_multiple: PositiveInt = 32
     attention_eps: NonNegative = 1e-5
     dynamic_axes: tuple[Literal["batch", "height", "width"], ...] = ()
+    embedding: tuple[PositiveInt, ...] = ()  # promptable: (C, H, W) of the image embedding
+    prompt_frame: Annotated[int, Field(ge=0, le=65536)] = 0
+    multimask: bool = True
 
     @model_validator(mode="after")
     def _size_fits_the_backbone(self) -> "SpecSchema":
         height, width, multiple = self.input_shape[2], self.input_shape[3], self.size_multiple
         if height % multiple or width % multiple or min(height, width) < 2 * multiple:
             raise ValueError(f"input_shape {height}x{width} is not a multiple of size_multiple {multiple} (at least {2 * multiple})")
+        if self.task == "promptable_segmentation" and (len(self.embedding) != 3 or self.prompt_frame < 1):
+            raise ValueError("a promptable model needs embedding (C, H, W) and a prompt_frame")
         return self
 
 
@@ -104,6 +109,17 @@ class ArtifactManifest(_Schema):
     toolchain: dict[str, str] = {}
     export: dict[str, Any] = {}
     source: SourceSchema = SourceSchema()
+    # A promptable (SAM) artifact holds two models: {"encoder": file, "decoder": file}; model_file is the encoder.
+    models: dict[Literal["encoder", "decoder"], FileName] = {}
+
+    @model_validator(mode="after")
+    def _two_models_for_sam(self) -> "ArtifactManifest":
+        if self.spec.task == "promptable_segmentation" and set(self.models) != {"encoder", "decoder"}:
+            raise ValueError("a promptable artifact names its encoder and decoder files under 'models'")
+        for name in self.models.values():
+            if name not in self.files and not any(f.startswith(name + "/") for f in self.files):
+                raise ValueError(f"model file {name!r} is not among the manifest's files")
+        return self
 
 
 class TolerancesSchema(_Schema):
@@ -111,6 +127,8 @@ class TolerancesSchema(_Schema):
     min_cosine: Cosine = 0.0
     min_top1: Fraction = 0.0
     min_pixel_agreement: Fraction = 0.0
+    min_mask_iou: Fraction = 0.0
+    max_iou_error: Optional[NonNegative] = None
 
 
 class ProfileSummary(_Schema):

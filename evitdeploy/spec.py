@@ -14,6 +14,7 @@ from evitdeploy.errors import UserError
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DYNAMIC_AXES = ("batch", "height", "width")
+PROMPTABLE = "promptable_segmentation"
 
 
 def parse_dynamic_axes(value) -> tuple[str, ...]:
@@ -38,9 +39,9 @@ def parse_dynamic_axes(value) -> tuple[str, ...]:
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
-    task: str  # "classification" | "segmentation"
-    family: str  # backbone variant: b0..b3, l1..l3
-    dataset: str  # what the head was made for: imagenet, cityscapes, ade20k
+    task: str  # "classification" | "segmentation" | "promptable_segmentation" (SAM: encoder + prompt decoder)
+    family: str  # backbone variant: b0..b3, l1..l3; sam_l0..sam_xl1
+    dataset: str  # what the head was made for: imagenet, cityscapes, ade20k; sa1b
     num_classes: int
     input_shape: tuple[int, int, int, int]  # N, C, H, W of the export / reference input
     input_name: str = "image"
@@ -53,6 +54,24 @@ class ModelSpec:
     size_multiple: int = 32  # H and W must be multiples of the backbone's total stride
     attention_eps: float = 1e-5  # LiteMLA normalizer eps: part of a checkpoint's identity
     dynamic_axes: tuple[str, ...] = field(default=())  # subset of DYNAMIC_AXES
+    # Promptable segmentation only: the encoder's image embedding (C, H, W); the square frame
+    # prompts and masks live in (SAM's 1024); whether the decoder returns SAM's 3 masks or its one.
+    embedding: tuple[int, ...] = field(default=())
+    prompt_frame: int = 0
+    multimask: bool = True
+
+    @property
+    def promptable(self) -> bool:
+        return self.task == PROMPTABLE
+
+    @property
+    def low_res_size(self) -> int:
+        """The decoder's mask logits are 4x the embedding (SAM: 256 for a 64x64 embedding)."""
+        return 4 * self.embedding[-1] if self.embedding else 0
+
+    @property
+    def mask_count(self) -> int:
+        return 3 if self.multimask else 1
 
     @property
     def height(self) -> int:
@@ -66,11 +85,16 @@ class ModelSpec:
     def output_meaning(self) -> str:
         if self.task == "classification":
             return f"class logits (N, {self.num_classes})"
+        if self.promptable:
+            return (f"encoder: image embeddings (N, {', '.join(map(str, self.embedding))}); decoder: {self.mask_count} low-res mask "
+                    f"logits (N, {self.mask_count}, {self.low_res_size}, {self.low_res_size}) and their IoU predictions (N, {self.mask_count})")
         return f"per-pixel class logits at stride {self.output_stride} (N, {self.num_classes}, H/8, W/8)"
 
     def output_shape(self, batch: int, height: int, width: int) -> tuple[int, ...]:
         if self.task == "classification":
             return (batch, self.num_classes)
+        if self.promptable:
+            return (batch, *self.embedding)
         return (batch, self.num_classes, height // self.output_stride, width // self.output_stride)
 
     def with_input(
@@ -82,6 +106,11 @@ class ModelSpec:
         h = h if height is None else height
         w = w if width is None else width
         check_input_size(self, h, w)
+        if self.promptable and (h, w) != (self.height, self.width):
+            raise UserError(
+                f"{self.name} takes {self.height}x{self.width} images: SAM resizes the longest side to it and pads",
+                "drop --height/--width",
+            )
         if n < 1:
             raise UserError(f"batch size {n} is not valid", "use --batch 1 or more")
         return replace(self, input_shape=(n, c, h, w))
@@ -94,7 +123,7 @@ class ModelSpec:
     @classmethod
     def from_dict(cls, data: dict) -> "ModelSpec":
         fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        for key in ("input_shape", "mean", "std", "dynamic_axes"):
+        for key in ("input_shape", "mean", "std", "dynamic_axes", "embedding"):
             if key in fields:
                 fields[key] = tuple(fields[key])
         return cls(**fields)

@@ -18,6 +18,7 @@ class ExportOptions:
     simplify: bool = True
     validation_inputs: Optional[object] = None  # (N, 3, H, W) float32 array of real, preprocessed photos
     validation_source: str = ""
+    validation_sizes: tuple = ()  # each validation photo's original (height, width): SAM's prompts are placed in it
     source: dict = field(default_factory=dict)  # where the weights came from, for the manifest
     progress: Optional[Callable[[str], None]] = None  # called with a step name as each step starts
     reduced: PrecisionOptions = field(default_factory=PrecisionOptions)  # calibration and plan for fp16/int8

@@ -114,17 +114,37 @@ def _unnest(obj, path: Path) -> dict:
 
 
 def detect_layout(state: dict) -> str:
-    return "reference" if any(k.startswith("backbone.") for k in state) else "timm"
+    """"reference" (mit-han-lab/efficientvit: `backbone.`, SAM's `image_encoder.backbone.…op_list…`) or "timm" (ours)."""
+    return "reference" if any(k.startswith("backbone.") or ".op_list." in k for k in state) else "timm"
 
 
 def reference_to_ours(state: dict) -> dict:
     """Rename the reference repository's keys to ours (= timm's)."""
-    b_series = any(k.startswith("backbone.input_stem.") for k in state)
+    b_series = any(k.startswith("backbone.input_stem.") for k in state)  # SAM's backbones are all L series
     seg_has_expand = any(k.startswith("head.output_ops.0.op_list.1.") for k in state)
     renamed = {}
     for key, value in state.items():
-        renamed[_rename(key, b_series, seg_has_expand)] = value
+        sam = key.startswith("image_encoder.")
+        new = _rename_sam(key[len("image_encoder."):]) if sam else _rename(key, b_series, seg_has_expand)
+        renamed[("image_encoder." if sam else "") + new] = value
     return renamed
+
+
+def _rename_sam(key: str) -> str:
+    """An EfficientViT-SAM image-encoder key, `image_encoder.` removed: the backbone as the L series',
+    the neck's OpSequential/DAGBlock wrappers dropped. The prompt encoder and mask decoder are
+    Meta's names, which ours keep."""
+    if key.startswith("backbone."):
+        return "backbone." + _rename(key, b_series=False, seg_has_expand=False)
+    neck = (
+        (r"neck\.input_ops\.(\d+)\.op_list\.0\.(.*)", r"neck.input_ops.\1.\2"),
+        (r"neck\.middle\.op_list\.(\d+)\.(.*)", r"neck.middle.\1.\2"),
+        (r"neck\.output_ops\.0\.op_list\.0\.(.*)", r"neck.output.\1"),
+    )
+    for pattern, replacement in neck:
+        if re.fullmatch(pattern, key):
+            return re.sub(pattern, replacement, key)
+    return key
 
 
 def _rename(key: str, b_series: bool, seg_has_expand: bool) -> str:

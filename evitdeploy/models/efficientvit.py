@@ -31,9 +31,9 @@ FORMULATIONS = ("deploy", "textbook")
 class EfficientViTBlock(nn.Module):
     """Global context (LiteMLA) then local mixing (MBConv), both residual."""
 
-    def __init__(self, channels: int, head_dim: int, expand_ratio: float, norm, act, eps: float):
+    def __init__(self, channels: int, head_dim: int, expand_ratio: float, norm, act, eps: float, scales: tuple[int, ...] = (5,)):
         super().__init__()
-        self.context_module = ResidualBlock(LiteMLA(channels, channels, head_dim, norm=norm, eps=eps), residual=True)
+        self.context_module = ResidualBlock(LiteMLA(channels, channels, head_dim, norm=norm, scales=scales, eps=eps), residual=True)
         self.local_module = ResidualBlock(
             local_block("mb", channels, channels, stride=1, expand_ratio=expand_ratio, norm=norm, act=act, fewer_norm=True), residual=True
         )
@@ -60,21 +60,23 @@ class Stage(nn.Module):
         norm, act = _norm(cfg), _act(cfg)
         out_channels, depth = cfg.widths[index + 1], cfg.depths[index + 1]
         if cfg.series == "b":
-            attention, fewer_norm, kind, down_expand, expand = index >= 2, index >= 2, "mb", 4, 4
-        else:
-            attention, fewer_norm = index >= 3, index >= 2
-            kind = "mb" if fewer_norm else "fmb"
-            down_expand, expand = (24 if attention else 16), (6 if attention else 4)
+            attention, fewer_norm, kind, down_kind, down_expand, expand = index >= 2, index >= 2, "mb", "mb", 4, 4
+            scales = (5,)
+        else:  # the reference's EfficientViTLargeBackbone, from the config's per-stage lists
+            kind, expand, fewer_norm = cfg.blocks[index], cfg.expands[index], cfg.fewer_norm[index]
+            attention = kind.startswith("att")
+            scales = (3,) if kind == "att@3" else (5,)
+            down_kind, down_expand = (kind if kind in ("mb", "fmb") else "mb"), expand * 4
         blocks = [
             ResidualBlock(
-                local_block(kind, in_channels, out_channels, stride=2, expand_ratio=down_expand, norm=norm, act=act, fewer_norm=fewer_norm), residual=False
+                local_block(down_kind, in_channels, out_channels, stride=2, expand_ratio=down_expand, norm=norm, act=act, fewer_norm=fewer_norm), residual=False
             )
         ]
         # B stages 1-2 count the downsampling block in their depth; every other stage does not.
         repeats = depth - 1 if (cfg.series == "b" and not attention) else depth
         for _ in range(repeats):
             if attention:
-                blocks.append(EfficientViTBlock(out_channels, cfg.head_dim, expand, norm=norm, act=act, eps=eps))
+                blocks.append(EfficientViTBlock(out_channels, cfg.head_dim, expand, norm=norm, act=act, eps=eps, scales=scales))
             else:
                 block = local_block(kind, out_channels, out_channels, stride=1, expand_ratio=expand, norm=norm, act=act, fewer_norm=fewer_norm)
                 blocks.append(ResidualBlock(block, residual=True))
@@ -85,14 +87,14 @@ class Stage(nn.Module):
 
 
 class Backbone(nn.Module):
-    """Stem + 4 stages; returns the stage outputs (strides 4, 8, 16, 32)."""
+    """Stem + 4 stages (5 for SAM-XL); `features` returns the stage outputs (strides 4, 8, 16, 32[, 64])."""
 
     def __init__(self, cfg: BackboneConfig, in_channels: int = 3, eps: float = 1e-5):
         super().__init__()
         self.cfg = cfg
         self.stem = Stem(cfg, in_channels)
         stages, channels = [], cfg.widths[0]
-        for i in range(4):
+        for i in range(len(cfg.widths) - 1):
             stages.append(Stage(cfg, i, channels, eps=eps))
             channels = cfg.widths[i + 1]
         self.stages = nn.Sequential(*stages)
@@ -106,21 +108,29 @@ class Backbone(nn.Module):
         return outputs
 
     def set_attention(self, eps: float) -> None:
-        """Set every LiteMLA's normalizer eps (eps is part of a checkpoint's identity)."""
-        for module in self.modules():
-            if isinstance(module, LiteMLA):
-                module.eps = eps
+        set_attention(self, eps)
 
     def set_formulation(self, formulation: str) -> None:
-        """"deploy": channel-first LiteMLA and conv bicubic (what we export); "textbook": the
-        reference's token-first LiteMLA and F.interpolate, same numbers (the oracle, the naive baseline)."""
-        if formulation not in FORMULATIONS:
-            raise ValueError(f"formulation must be one of {FORMULATIONS}")
-        for module in self.modules():
-            if isinstance(module, LiteMLA):
-                module.formulation = "channel_first" if formulation == "deploy" else "token_first"
-            elif isinstance(module, BicubicUpsample):
-                module.formulation = "conv" if formulation == "deploy" else "interpolate"
+        set_formulation(self, formulation)
+
+
+def set_attention(root: nn.Module, eps: float) -> None:
+    """Set every LiteMLA's normalizer eps under `root` (eps is part of a checkpoint's identity)."""
+    for module in root.modules():
+        if isinstance(module, LiteMLA):
+            module.eps = eps
+
+
+def set_formulation(root: nn.Module, formulation: str) -> None:
+    """"deploy": channel-first LiteMLA and conv bicubic (what we export); "textbook": the
+    reference's token-first LiteMLA and F.interpolate, same numbers (the oracle, the naive baseline)."""
+    if formulation not in FORMULATIONS:
+        raise ValueError(f"formulation must be one of {FORMULATIONS}")
+    for module in root.modules():
+        if isinstance(module, LiteMLA):
+            module.formulation = "channel_first" if formulation == "deploy" else "token_first"
+        elif isinstance(module, BicubicUpsample):
+            module.formulation = "conv" if formulation == "deploy" else "interpolate"
 
 
 class ClassifierHead(nn.Module):

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Optional
 
 from evitdeploy.errors import UserError
-from evitdeploy.models.configs import BACKBONES, SEG_HEADS
-from evitdeploy.spec import ModelSpec
+from evitdeploy.models.configs import BACKBONES, SAM_MODELS, SEG_HEADS, SamConfig
+from evitdeploy.spec import PROMPTABLE, ModelSpec
 
 _SEG_RESOLUTION = {"cityscapes": (1024, 2048), "ade20k": (512, 512)}
 
@@ -33,7 +33,20 @@ def _entries() -> dict[str, ModelEntry]:
             name, "segmentation", family, dataset=dataset, num_classes=head.num_classes, input_shape=(1, 3, h, w), output_stride=8
         )
         entries[name] = ModelEntry(spec, f"EfficientViT-{family.upper()} {dataset} segmentation")
+    for family, cfg in SAM_MODELS.items():
+        name = f"efficientvit_sam_{family}"
+        what = "small EfficientViT-SAM for the trained reference (digit mosaics; not a published model)" if family == "tiny" else (
+            f"EfficientViT-SAM-{family.upper()} promptable segmentation (encoder + prompt decoder)")
+        entries[name] = ModelEntry(sam_spec(name, family, cfg), what)
     return entries
+
+
+def sam_spec(name: str, family: str, cfg: SamConfig) -> ModelSpec:
+    size = cfg.embedding_size
+    return ModelSpec(
+        name, PROMPTABLE, f"sam_{family}", dataset="sa1b", num_classes=1, input_shape=(1, 3, cfg.image_size, cfg.image_size),
+        output_name="image_embeddings", embedding=(cfg.embed_dim, size, size), prompt_frame=cfg.prompt_frame,
+    )
 
 
 MODELS: dict[str, ModelEntry] = _entries()
@@ -54,9 +67,13 @@ def create_model(spec: ModelSpec, seed: int = 0):
 
     from evitdeploy.models.efficientvit import EfficientViTClassifier, EfficientViTSegmenter
 
-    cfg = BACKBONES[spec.family]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
+        if spec.promptable:
+            from evitdeploy.models.sam import EfficientViTSam
+
+            return EfficientViTSam(SAM_MODELS[spec.family.removeprefix("sam_")], eps=spec.attention_eps).eval()
+        cfg = BACKBONES[spec.family]
         if spec.task == "classification":
             model = EfficientViTClassifier(cfg, spec.num_classes, eps=spec.attention_eps)
         else:
@@ -77,7 +94,7 @@ def build_model(
     from evitdeploy.models.checkpoint import load_checkpoint, read_our_state
 
     ours = read_our_state(Path(checkpoint)) if checkpoint is not None else None
-    if ours is not None:
+    if ours is not None and not spec.promptable:
         spec = _with_class_count_of(spec, ours[0])
     model = create_model(spec, seed)
     eps = spec.attention_eps
@@ -119,6 +136,7 @@ def measure_profile(spec: ModelSpec, size: int = 1024) -> tuple[float, float, fl
     evitdeploy.memory.PROFILES true (memory imports no torch and no model)."""
     import torch
 
+    size = spec.height if spec.promptable else size  # SAM's encoder takes one size (the decoder is per prompt, small)
     with torch.device("meta"):
         model = create_model(spec.with_input(1, size, size))
     model.set_formulation("deploy")

@@ -48,6 +48,9 @@ def parity_table(report: dict) -> Table:
         "cosine_min": (">=", tol.get("min_cosine")),
         "top1_agreement": (">=", tol.get("min_top1")),
         "pixel_agreement": (">=", tol.get("min_pixel_agreement")),
+        "mask_iou_min": (">=", tol.get("min_mask_iou")),
+        "iou_prediction_max_error": ("<=", tol.get("max_iou_error")),
+        "low_res_cosine_min": (">=", tol.get("min_cosine")),
     }
     for key, value in report.get("metrics", {}).items():
         op, limit = gates.get(key, ("", None))

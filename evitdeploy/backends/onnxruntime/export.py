@@ -11,10 +11,11 @@ from evitdeploy.artifact import Artifact, build_manifest, package_versions, stag
 from evitdeploy.backends.options import ExportOptions
 from evitdeploy.backends.onnxruntime.plan import apply_plan
 from evitdeploy.backends.reference import against_reference, inputs_for
-from evitdeploy.graph import default_opset, with_dynamic_axes, write_graph
+from evitdeploy.graph import default_opset, with_dynamic_axes, write_decoder_graph, write_graph
 from evitdeploy.spec import ModelSpec
 
 MODEL_FILE = "model.onnx"
+PROMPTABLE_FILES = {"encoder": "encoder.onnx", "decoder": "decoder.onnx"}  # a SAM artifact's two models
 # Distributions whose installed versions the manifest's toolchain records.
 TOOLCHAIN = ("torch", "onnx", "onnxruntime", "onnxslim", "numpy")
 
@@ -24,8 +25,9 @@ def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
     spec = with_dynamic_axes(spec, options.dynamic_axes)
     opset = options.opset or default_opset(spec)
     reduced = options.precision != "fp32"
+    model_file = PROMPTABLE_FILES["encoder"] if spec.promptable else MODEL_FILE
     with staged_folder(options.output) as staging, tempfile.TemporaryDirectory(prefix="evitdeploy-fp32-") as scratch:
-        path = staging / MODEL_FILE
+        path = staging / model_file
         fp32_path = Path(scratch) / "fp32.onnx" if reduced else path
         timings.update(write_graph(model, spec, fp32_path, opset=opset, simplify=options.simplify, step=options.step))
         precision_sections = {}
@@ -33,16 +35,20 @@ def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
             started = time.perf_counter()
             precision_sections = apply_plan(fp32_path, path, staging, spec=spec, options=options)
             timings["precision_s"] = time.perf_counter() - started
+        if spec.promptable:  # the prompt decoder stays FP32: 4M parameters, milliseconds per prompt
+            options.step("exporting the prompt decoder (dynamic number of points)")
+            timings.update(write_decoder_graph(model.decoder(spec.multimask), spec, staging / PROMPTABLE_FILES["decoder"], opset=opset, simplify=options.simplify))
+            precision_sections["models"] = dict(PROMPTABLE_FILES)
         started = time.perf_counter()
         options.step("validating (checker, shape inference, ONNX Runtime vs PyTorch on real images)")
-        validation = validate(model, spec, path, options=options)
+        validation = (validate_promptable if spec.promptable else validate)(model, spec, path, options=options)
         timings["validate_s"] = time.perf_counter() - started
         manifest = build_manifest(
             staging,
             "onnx",
             options.precision,
             spec=spec,
-            model_file=MODEL_FILE,
+            model_file=model_file,
             source=options.source,
             export={
                 "opset": opset,
@@ -57,7 +63,7 @@ def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
         )
         write_json(staging / "manifest.json", manifest)
     folder = Path(options.output)
-    return Artifact(folder, folder / MODEL_FILE, "onnx", precision=options.precision, spec=spec, manifest=manifest)
+    return Artifact(folder, folder / model_file, "onnx", precision=options.precision, spec=spec, manifest=manifest)
 
 
 def validate(model, spec: ModelSpec, path: Path, options: ExportOptions) -> dict:
@@ -106,3 +112,23 @@ def validate(model, spec: ModelSpec, path: Path, options: ExportOptions) -> dict
     }
 
 
+
+
+def validate_promptable(model, spec: ModelSpec, path: Path, options: ExportOptions) -> dict:
+    """Both models through the checker, then encoder + decoder in ONNX Runtime against PyTorch on
+    the parity prompts (mask IoU, IoU-prediction error, low-res logit cosine)."""
+    import onnx
+
+    from evitdeploy.backends.onnxruntime.runner import OnnxRuntimeRunner
+    from evitdeploy.backends.promptable import validate_pair
+
+    decoder_path = path.parent / PROMPTABLE_FILES["decoder"]
+    for file in (path, decoder_path):
+        onnx.checker.check_model(str(file), full_check=True)
+    inputs = options.validation_inputs
+    sizes = list(options.validation_sizes) or [(spec.height, spec.width)] * len(inputs)
+    hint = "report this model, or retry with --no-simplify" if options.precision == "fp32" else "calibrate on images like your deployment's (--calib DIR)"
+    with OnnxRuntimeRunner(path) as encoder, OnnxRuntimeRunner(decoder_path) as decoder:
+        check = validate_pair(model, spec, (encoder, decoder), inputs=inputs, sizes=sizes, precision=options.precision, what="exported ONNX", hint=hint)
+        providers = encoder.providers
+    return {"checker": "passed", "onnxruntime_providers": providers, "data": options.validation_source, "checks": [check]}

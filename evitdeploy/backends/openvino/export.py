@@ -20,8 +20,10 @@ from evitdeploy.backends.openvino.runner import OpenVINORunner, import_openvino
 from evitdeploy.backends.options import ExportOptions
 from evitdeploy.backends.reference import against_reference, inputs_for
 from evitdeploy.errors import UserError
-from evitdeploy.graph import default_opset, write_graph
+from evitdeploy.graph import default_opset, write_decoder_graph, write_graph
 from evitdeploy.spec import ModelSpec
+
+PROMPTABLE_FOLDERS = {"encoder": "encoder.openvino", "decoder": "decoder.openvino"}  # a SAM artifact's two IRs
 
 # Distributions whose installed versions the manifest's toolchain records.
 TOOLCHAIN = ("torch", "onnx", "onnxruntime", "openvino", "nncf", "numpy")
@@ -53,20 +55,28 @@ def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
                 details.update(quantized, openvino=f"INT8 where the plan says, the rest at {inference}")
             sections = write_plan(result, staging, **details)
             timings["precision_s"] = time.perf_counter() - started
-        model_dir = staging / BACKEND.model_file
+        model_file = PROMPTABLE_FOLDERS["encoder"] if spec.promptable else BACKEND.model_file
+        model_dir = staging / model_file
         model_dir.mkdir()
         ov.save_model(ir, str(model_dir / IR_FILE), compress_to_fp16=False)
+        if spec.promptable:  # the prompt decoder: FP32 weights, dynamic number of points
+            options.step("exporting the prompt decoder (dynamic number of points) and converting it")
+            decoder_onnx = Path(scratch) / "decoder.onnx"
+            timings.update(write_decoder_graph(model.decoder(spec.multimask), spec, decoder_onnx, opset=options.opset or default_opset(spec), simplify=options.simplify))
+            (staging / PROMPTABLE_FOLDERS["decoder"]).mkdir()
+            ov.save_model(ov.convert_model(str(decoder_onnx)), str(staging / PROMPTABLE_FOLDERS["decoder"] / IR_FILE), compress_to_fp16=False)
+            sections["models"] = dict(PROMPTABLE_FOLDERS)
         settings = {"inference_precision": inference, "performance_hint": "LATENCY", "fake_quantize_ops": fake_quantize_count(ir)}
         started = time.perf_counter()
         options.step(f"validating (OpenVINO CPU at {inference} vs PyTorch on real images)")
-        checks = _validate(model, spec, model_dir, settings=settings, options=options)
+        checks = (_validate_promptable if spec.promptable else _validate)(model, spec, model_dir, settings=settings, options=options)
         timings["validate_s"] = time.perf_counter() - started
         manifest = build_manifest(
             staging,
             BACKEND.name,
             precision,
             spec=spec,
-            model_file=BACKEND.model_file,
+            model_file=model_file,
             source=options.source,
             export={
                 "exporter": "torch.onnx.export (TorchScript) -> openvino.convert_model",
@@ -79,7 +89,7 @@ def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
         )
         write_json(staging / "manifest.json", manifest)
     folder = Path(options.output)
-    return Artifact(folder, folder / BACKEND.model_file, BACKEND.name, precision=precision, spec=spec, manifest=manifest)
+    return Artifact(folder, folder / model_file, BACKEND.name, precision=precision, spec=spec, manifest=manifest)
 
 
 def _validate(model, spec: ModelSpec, model_dir: Path, settings: dict, options: ExportOptions) -> list:
@@ -88,3 +98,14 @@ def _validate(model, spec: ModelSpec, model_dir: Path, settings: dict, options: 
     hint = "calibrate on images like your deployment's (--calib DIR), or export fp32" if options.precision != "fp32" else "report this model/size"
     with OpenVINORunner(model_dir, spec, {"export": {"openvino": settings}}) as candidate:
         return against_reference(model, spec, candidate, batches=batches, precision=options.precision, what="the OpenVINO IR", hint=hint)
+
+
+def _validate_promptable(model, spec: ModelSpec, model_dir: Path, settings: dict, options: ExportOptions) -> list:
+    """Encoder and decoder IRs against PyTorch on the parity prompts, compiled as every runner will."""
+    from evitdeploy.backends.promptable import validate_pair
+
+    manifest = {"export": {"openvino": settings}}
+    sizes = list(options.validation_sizes) or [(spec.height, spec.width)] * len(options.validation_inputs)
+    hint = "calibrate on images like your deployment's (--calib DIR), or export fp32" if options.precision != "fp32" else "report this model"
+    with OpenVINORunner(model_dir, spec, manifest) as encoder, OpenVINORunner(model_dir.parent / PROMPTABLE_FOLDERS["decoder"], spec, manifest) as decoder:
+        return [validate_pair(model, spec, (encoder, decoder), inputs=options.validation_inputs, sizes=sizes, precision=options.precision, what="the OpenVINO IRs", hint=hint)]

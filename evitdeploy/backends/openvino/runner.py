@@ -51,6 +51,9 @@ class OpenVINORunner(Runner):
         return [TensorMeta(self.spec.input_name, tuple(self.spec.input_shape), "float32")]
 
     def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if len(feed) > 1:  # a promptable model's decoder: inputs and outputs by name
+            self.request.infer({name: np.ascontiguousarray(value, dtype=np.float32) for name, value in feed.items()})
+            return {output.get_any_name(): self.request.get_tensor(output).data.copy() for output in self.request.model_outputs}
         self.request.infer({0: np.ascontiguousarray(feed[self.spec.input_name], dtype=np.float32)})
         return {self.spec.output_name: self.request.get_output_tensor(0).data.copy()}
 

@@ -48,3 +48,30 @@ class TorchRunner(Runner):
         import torch
 
         return {"torch": torch.__version__}
+
+
+class TorchDecoderRunner(Runner):
+    """A promptable model's prompt decoder in PyTorch eager: named inputs in, named outputs out."""
+
+    backend = "torch"
+
+    def __init__(self, decoder):
+        self.decoder = decoder
+
+    def load(self) -> None:
+        self.decoder.eval()
+
+    def input_metadata(self) -> list[TensorMeta]:
+        return [TensorMeta(name, (), "float32") for name in self.decoder.input_names]
+
+    def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import torch
+
+        with torch.inference_mode():
+            outputs = self.decoder(*(torch.from_numpy(np.ascontiguousarray(feed[name])) for name in self.decoder.input_names))
+        return {name: out.numpy() for name, out in zip(self.decoder.output_names, outputs)}
+
+    def versions(self) -> dict[str, str]:
+        import torch
+
+        return {"torch": torch.__version__}

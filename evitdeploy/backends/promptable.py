@@ -1,0 +1,96 @@
+"""A promptable (SAM) artifact is two models: the encoder once per image, the decoder once per
+prompt. This runs both, for PyTorch and for any backend's pair of runners, over the same fixed
+prompts on real photos, and compares them (device.prompts holds the metrics, shared with verify.py)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, replace
+
+import numpy as np
+
+from evitdeploy.device.prompts import DECODER_INPUTS, DECODER_OUTPUTS, decoder_feed, parity_prompts, promptable_failures, promptable_metrics
+from evitdeploy.errors import UserError
+from evitdeploy.spec import ModelSpec
+
+ROLES = ("encoder", "decoder")
+
+
+def artifact_models(artifact) -> dict:
+    """{"encoder": Artifact, "decoder": Artifact}: the artifact once per model file, so each
+    backend's ordinary runner (`for_artifact`) opens either."""
+    models = artifact.manifest.get("models") or {}
+    if set(models) != set(ROLES):
+        raise UserError(f"{artifact.folder} is a promptable model without its encoder and decoder files in the manifest", "re-run `evitdeploy export`")
+    return {role: replace(artifact, model_file=artifact.folder / models[role]) for role in ROLES}
+
+
+def prompted_outputs(encode, decode, inputs: np.ndarray, *, sizes: list, spec: ModelSpec) -> dict:
+    """Every image encoded once, then decoded for each of the parity prompts (device.prompts):
+    {"low_res_masks": (P, M, h, w), "iou_predictions": (P, M)} over all images' prompts."""
+    masks, ious = [], []
+    for image, size in zip(inputs, sizes):
+        embedding = np.asarray(encode(image[None]), np.float32)
+        for prompt in parity_prompts(*size):
+            feed = {"image_embeddings": embedding, **decoder_feed(prompt, size, frame=spec.prompt_frame, embedding=spec.embedding)}
+            out = decode(feed)
+            masks.append(np.asarray(out["low_res_masks"], np.float32)[0])
+            ious.append(np.asarray(out["iou_predictions"], np.float32)[0])
+    return {"low_res_masks": np.stack(masks), "iou_predictions": np.stack(ious)}
+
+
+def runner_pair(encoder, decoder, spec: ModelSpec):
+    """(encode, decode) callables over two loaded runners (ours or a backend's)."""
+    def encode(batch):
+        out = encoder.infer({spec.input_name: batch})
+        return out.get(spec.output_name, next(iter(out.values())))
+
+    def decode(feed):
+        out = decoder.infer({name: feed[name] for name in DECODER_INPUTS})
+        return {name: out[name] for name in DECODER_OUTPUTS} if all(n in out for n in DECODER_OUTPUTS) else dict(zip(DECODER_OUTPUTS, out.values()))
+
+    return encode, decode
+
+
+def reference_outputs(model, spec: ModelSpec, inputs: np.ndarray, *, sizes: list) -> dict:
+    """PyTorch's outputs (the textbook formulation: the reference's own arithmetic)."""
+    from evitdeploy.backends.torch.runner import TorchDecoderRunner, TorchRunner
+
+    model.set_formulation("textbook")
+    try:
+        with TorchRunner(model, spec) as encoder, TorchDecoderRunner(model.decoder(spec.multimask)) as decoder:
+            return prompted_outputs(*runner_pair(encoder, decoder, spec), inputs, sizes=sizes, spec=spec)
+    finally:
+        model.set_formulation("deploy")
+
+
+def compare_prompted(reference: dict, candidate: dict, *, precision: str, tolerances) -> dict:
+    """A parity report (JSON-ready) for a promptable model: metrics, tolerances, failures, verdict."""
+    metrics = promptable_metrics(reference, candidate)
+    gates = asdict(tolerances)
+    failures = promptable_failures(metrics, gates)
+    per_prompt = metrics.pop("mask_iou_per_prompt", [])  # metrics are numbers; the detail rides beside them
+    return {"passed": not failures, "failures": failures, "metrics": metrics, "mask_iou_per_prompt": per_prompt, "precision": precision, "tolerances": gates}
+
+
+def decoder_bench_feed(spec: ModelSpec, embedding: np.ndarray, points: int) -> dict:
+    """A decoder feed with `points` foreground points spread over the frame (no box)."""
+    frame = spec.prompt_frame
+    spread = np.linspace(0.1, 0.9, points, dtype=np.float32) * frame
+    prompt = {"points": [(float(x), float(spread[::-1][i])) for i, x in enumerate(spread)], "labels": [1] * points}
+    feed = decoder_feed(prompt, (frame, frame), frame=frame, embedding=spec.embedding)
+    return {"image_embeddings": np.asarray(embedding, np.float32), **feed}
+
+
+def validate_pair(model, spec: ModelSpec, runners: tuple, *, inputs: np.ndarray, sizes: list, precision: str, what: str, hint: str) -> dict:
+    """An export's proof: the candidate pair against PyTorch on the parity prompts; raises (exit 1)
+    on a miss, so a failing artifact is never written."""
+    from evitdeploy.errors import EXIT_CHECK_FAILED
+    from evitdeploy.parity import tolerances_for
+
+    expected = reference_outputs(model, spec, inputs, sizes=sizes)
+    got = prompted_outputs(*runner_pair(*runners, spec), inputs, sizes=sizes, spec=spec)
+    report = compare_prompted(expected, got, precision=precision, tolerances=tolerances_for(precision))
+    if not report["passed"]:
+        raise UserError(f"{what} does not match PyTorch on {report['metrics'].get('prompts', 0)} prompts: {'; '.join(report['failures'])}",
+                        f"nothing was written; {hint}", EXIT_CHECK_FAILED)
+    return report

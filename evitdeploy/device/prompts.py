@@ -1,0 +1,160 @@
+"""Prompts and masks of a promptable (SAM) model, with numpy only: the host's check and predict and a
+bundle's verify.py share them, so a prompt means the same pixels everywhere.
+
+SAM's geometry: the image is resized so its longest side is the encoder's input size and padded
+at the bottom/right; prompts live in a square frame (1024 for EfficientViT-SAM, whatever the
+encoder's size) into which the image is scaled the same way; the decoder's low-resolution mask
+logits cover that frame. A point label is 1 (foreground), 0 (background), 2/3 (a box's top-left /
+bottom-right corner) or -1 (padding, which SAM's ONNX recipe wants when there is no box).
+"""
+
+import numpy as np
+
+from .metrics import cosine_per_sample
+
+DECODER_INPUTS = ("image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input")
+DECODER_OUTPUTS = ("low_res_masks", "iou_predictions")
+MASK_THRESHOLD = 0.0  # SAM's: a pixel is in the mask where its logit is above 0
+
+# The fixed prompts parity is measured with, as fractions of the image's width and height: single
+# points, a positive + negative pair, three points, boxes, and a box with a point.
+PARITY_PROMPTS = (
+    {"points": ((0.5, 0.5),), "labels": (1,)},
+    {"points": ((0.3, 0.6),), "labels": (1,)},
+    {"points": ((0.7, 0.35),), "labels": (1,)},
+    {"points": ((0.45, 0.5), (0.8, 0.8)), "labels": (1, 0)},
+    {"points": ((0.25, 0.3), (0.5, 0.55), (0.7, 0.7)), "labels": (1, 1, 1)},
+    {"box": (0.2, 0.2, 0.8, 0.8)},
+    {"box": (0.05, 0.4, 0.55, 0.95)},
+    {"points": ((0.5, 0.45),), "labels": (1,), "box": (0.3, 0.25, 0.7, 0.75)},
+)
+
+
+def preprocess_shape(height: int, width: int, long_side: int) -> tuple:
+    """(h, w) of an image resized so its longest side is `long_side` (SAM's rounding)."""
+    scale = long_side * 1.0 / max(height, width)
+    return int(height * scale + 0.5), int(width * scale + 0.5)
+
+
+def to_frame(coords, original_size: tuple, frame: int) -> np.ndarray:
+    """Image pixel coordinates (..., 2) as (x, y) -> SAM's prompt frame (ResizeLongestSide.apply_coords)."""
+    height, width = original_size
+    new_h, new_w = preprocess_shape(height, width, frame)
+    coords = np.array(coords, dtype=np.float32).copy()
+    coords[..., 0] *= new_w / width
+    coords[..., 1] *= new_h / height
+    return coords
+
+
+def decoder_feed(prompt: dict, original_size: tuple, *, frame: int, embedding: tuple) -> dict:
+    """The decoder's inputs (batch 1) for one prompt {"points": [(x, y)...], "labels": [...], "box":
+    (x0, y0, x1, y1)} in image pixels; everything but the image embedding."""
+    points = [tuple(p) for p in prompt.get("points", ())]
+    labels = [float(v) for v in prompt.get("labels", (1.0,) * len(points))]
+    box = prompt.get("box")
+    if box is not None:
+        points += [(box[0], box[1]), (box[2], box[3])]
+        labels += [2.0, 3.0]
+    else:
+        points.append((0.0, 0.0))  # SAM's ONNX recipe: a padding point when there is no box
+        labels.append(-1.0)
+    side = 4 * embedding[-1]
+    return {
+        "point_coords": to_frame(np.array(points, np.float32)[None], original_size, frame),
+        "point_labels": np.array(labels, np.float32)[None],
+        "mask_input": np.zeros((1, 1, side, side), np.float32),
+        "has_mask_input": np.zeros((1,), np.float32),
+    }
+
+
+def parity_prompts(height: int, width: int) -> list:
+    """PARITY_PROMPTS in pixels of an image of this size."""
+    def scaled(x, y):
+        return (x * (width - 1), y * (height - 1))
+
+    prompts = []
+    for prompt in PARITY_PROMPTS:
+        made = {}
+        if "points" in prompt:
+            made["points"] = [scaled(*p) for p in prompt["points"]]
+            made["labels"] = list(prompt["labels"])
+        if "box" in prompt:
+            x0, y0, x1, y1 = prompt["box"]
+            made["box"] = (*scaled(x0, y0), *scaled(x1, y1))
+        prompts.append(made)
+    return prompts
+
+
+def resize_bilinear(x: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(..., H, W) -> (..., height, width), bilinear with half-pixel centres (align_corners=False)."""
+    def axis(size_in: int, size_out: int):
+        source = np.clip((np.arange(size_out) + 0.5) * size_in / size_out - 0.5, 0, size_in - 1)
+        low = np.floor(source).astype(np.int64)
+        high = np.minimum(low + 1, size_in - 1)
+        return low, high, (source - low).astype(np.float32)
+
+    y0, y1, wy = axis(x.shape[-2], height)
+    x0, x1, wx = axis(x.shape[-1], width)
+    rows = x[..., y0, :] * (1 - wy)[:, None] + x[..., y1, :] * wy[:, None]
+    return rows[..., x0] * (1 - wx) + rows[..., x1] * wx
+
+
+def masks_for_image(low_res: np.ndarray, original_size: tuple, frame: int) -> np.ndarray:
+    """Low-res mask logits (..., h, w) -> logits over the original image (SAM's postprocess_masks:
+    up to the frame, crop the image's part, resize to the image); threshold with MASK_THRESHOLD."""
+    height, width = original_size
+    new_h, new_w = preprocess_shape(height, width, frame)
+    full = resize_bilinear(np.asarray(low_res, np.float32), frame, frame)[..., :new_h, :new_w]
+    return resize_bilinear(full, height, width)
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two boolean masks; two empty masks agree (1.0)."""
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else 1.0
+
+
+def promptable_metrics(reference: dict, candidate: dict) -> dict:
+    """Per prompt and over all: mask IoU of the thresholded low-res logits, the IoU prediction's
+    absolute error, the low-res logit cosine. Each dict holds low_res_masks (P, M, h, w) and
+    iou_predictions (P, M) for P prompts, M masks each (a mask is one sample)."""
+    ref_masks, cand_masks = np.asarray(reference["low_res_masks"]), np.asarray(candidate["low_res_masks"])
+    ref_iou, cand_iou = np.asarray(reference["iou_predictions"], np.float64), np.asarray(candidate["iou_predictions"], np.float64)
+    if ref_masks.shape != cand_masks.shape or ref_iou.shape != cand_iou.shape:
+        return {"shape_mismatch": f"masks {cand_masks.shape} / IoU {cand_iou.shape} vs the reference's {ref_masks.shape} / {ref_iou.shape}"}
+    flat_ref = ref_masks.reshape(-1, *ref_masks.shape[-2:])
+    flat_cand = cand_masks.reshape(-1, *cand_masks.shape[-2:])
+    ious = np.array([mask_iou(r > MASK_THRESHOLD, c > MASK_THRESHOLD) for r, c in zip(flat_ref, flat_cand)])
+    cosine = cosine_per_sample(flat_ref, flat_cand)
+    iou_error = np.abs(ref_iou - cand_iou)
+    per_prompt = ious.reshape(ref_masks.shape[:2]).min(axis=1)
+    return {
+        "prompts": int(ref_masks.shape[0]),
+        "masks": int(len(ious)),
+        "mask_iou_min": float(ious.min()),
+        "mask_iou_mean": float(ious.mean()),
+        "mask_iou_per_prompt": [round(float(v), 6) for v in per_prompt],
+        "iou_prediction_max_error": float(iou_error.max()),
+        "low_res_cosine_min": float(np.nan_to_num(cosine, nan=-1.0).min()),
+        "nonfinite_outputs": int((~np.isfinite(cand_masks)).sum() + (~np.isfinite(cand_iou)).sum()),
+        "mask_pixels_reference": int((flat_ref > MASK_THRESHOLD).sum()),
+    }
+
+
+def promptable_failures(metrics: dict, tolerances: dict) -> list:
+    """What misses the tolerances (min_mask_iou, max_iou_error, min_cosine); [] when all pass."""
+    if "shape_mismatch" in metrics:
+        return [metrics["shape_mismatch"]]
+    failures = []
+    if metrics["nonfinite_outputs"]:
+        failures.append(f"{metrics['nonfinite_outputs']} NaN/Inf values in the candidate's masks or IoU predictions")
+    gates = (
+        ("min_mask_iou", "mask_iou_min", "mask IoU", lambda value, gate: value < gate),
+        ("max_iou_error", "iou_prediction_max_error", "IoU-prediction error", lambda value, gate: value > gate),
+        ("min_cosine", "low_res_cosine_min", "low-res logit cosine", lambda value, gate: value < gate),
+    )
+    for gate_name, metric, what, misses in gates:
+        gate = tolerances.get(gate_name)
+        if gate is not None and misses(metrics[metric], gate):
+            failures.append(f"{what} {metrics[metric]:.6g} {'>' if gate_name.startswith('max') else '<'} {gate}")
+    return failures

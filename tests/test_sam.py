@@ -1,0 +1,222 @@
+"""EfficientViT-SAM: the five published models' structure, the reference's checkpoint layout, SAM's
+geometry, and the encoder + decoder artifact (export, check, bench) on ONNX Runtime and OpenVINO."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import assert_clean_error
+from evitdeploy.device import prompts
+from evitdeploy.models import MODELS, build_model, create_model, get_spec
+from evitdeploy.models.checkpoint import detect_layout, reference_to_ours
+
+DATA = Path(__file__).parent / "data"
+# The reference repository's parameter counts (its README: 34.8M / 47.7M / 61.3M / 117.0M / 203.3M),
+# exactly as its own modules count them (measured from mit-han-lab/efficientvit's sam.py).
+PUBLISHED = {
+    "l0": (34.8, 34_792_784), "l1": (47.7, 47_650_128), "l2": (61.3, 61_328_592),
+    "xl0": (117.0, 116_957_904), "xl1": (203.3, 203_346_128),
+}
+
+
+def _meta_model(name: str):
+    with torch.device("meta"):
+        return create_model(get_spec(name))
+
+
+@pytest.mark.parametrize("family", sorted(PUBLISHED))
+def test_parameter_counts_are_the_published_ones(family):
+    model = _meta_model(f"efficientvit_sam_{family}")
+    count = sum(p.numel() for p in model.parameters())
+    assert count == PUBLISHED[family][1]
+    assert round(count / 1e6, 1) == PUBLISHED[family][0]
+
+
+@pytest.mark.parametrize("family", sorted(PUBLISHED))
+def test_the_reference_checkpoint_layout_maps_onto_ours_key_for_key(family):
+    """Names and shapes of the reference's state dict (recorded from its sam.py) become exactly ours."""
+    with gzip.open(DATA / "sam_reference_keys.json.gz", "rt") as handle:
+        reference = json.load(handle)[family]
+    state = {k: torch.empty(shape, device="meta") for k, shape in reference.items()}
+    assert detect_layout(state) == "reference"
+    renamed = reference_to_ours(state)
+    ours = _meta_model(f"efficientvit_sam_{family}").state_dict()
+    assert {k: tuple(v.shape) for k, v in renamed.items()} == {k: tuple(v.shape) for k, v in ours.items()}
+
+
+@pytest.mark.skipif(not os.environ.get("EVITDEPLOY_REFERENCE_REPO"), reason="set EVITDEPLOY_REFERENCE_REPO to a checkout of mit-han-lab/efficientvit to run the reference oracle")
+def test_image_encoder_equals_the_reference_implementation(tmp_path):
+    """The reference's own EfficientViT-SAM-L0 (random init) saved as a checkpoint, loaded by us:
+    same image embedding (measured 2.0e-6 for L0 and 1.9e-6 for XL0 at a scale of ~3)."""
+    from safetensors.torch import save_file
+
+    reference = _reference_sam_module()
+    torch.manual_seed(0)
+    theirs = reference.efficientvit_sam_l0().eval()
+    for module in theirs.modules():
+        if isinstance(module, (torch.nn.LayerNorm, torch.nn.BatchNorm2d)):
+            module.eps = 1e-6  # sam_model_zoo's set_norm_eps
+    save_file({k: v.contiguous() for k, v in theirs.state_dict().items()}, str(tmp_path / "l0.safetensors"))
+    ours, spec = build_model(get_spec("efficientvit_sam_l0"), tmp_path / "l0.safetensors")
+    assert spec.attention_eps == 1e-15  # the reference's LiteMLA eps, from its key layout
+    x = torch.randn(1, 3, 512, 512)
+    with torch.no_grad():
+        assert torch.allclose(ours(x), theirs.image_encoder(x), atol=2e-5, rtol=0)
+
+
+def _reference_sam_module():
+    """The reference's sam.py, imported without torchvision, triton or its training stack."""
+    import importlib
+    import types
+
+    from sam_oracle import import_segment_anything
+    from timm_oracle import _install_torchvision_stub
+
+    if import_segment_anything() is None:
+        pytest.skip("segment-anything is not installed (a test oracle)")
+    _install_torchvision_stub()
+    root = os.environ["EVITDEPLOY_REFERENCE_REPO"]
+    sys.path.insert(0, root)
+    for name, attrs in {"efficientvit.models.nn.drop": {"__all__": []}, "efficientvit.models.nn.triton_rms_norm": {"TritonRMSNorm2dFunc": object, "__all__": []}}.items():
+        module = types.ModuleType(name)
+        module.__dict__.update(attrs)
+        sys.modules[name] = module
+    package = types.ModuleType("efficientvit.models.efficientvit")
+    package.__path__ = [os.path.join(root, "efficientvit", "models", "efficientvit")]
+    sys.modules[package.__name__] = package
+    sam = importlib.import_module("efficientvit.models.efficientvit.sam")
+    sam.transforms = types.SimpleNamespace(Compose=lambda *a: None, ToTensor=lambda: None, Normalize=lambda **k: None)
+    return sam
+
+
+def test_the_registry_lists_five_published_models_and_the_trained_one():
+    names = [n for n, e in MODELS.items() if e.spec.promptable]
+    assert names == [f"efficientvit_sam_{f}" for f in ("l0", "l1", "l2", "xl0", "xl1", "tiny")]
+    assert get_spec("efficientvit_sam_l0").input_shape == (1, 3, 512, 512)
+    assert get_spec("efficientvit_sam_xl1").input_shape == (1, 3, 1024, 1024)
+    for name in names[:-1]:
+        spec = get_spec(name)
+        assert spec.embedding == (256, 64, 64) and spec.prompt_frame == 1024 and spec.low_res_size == 256
+
+
+def test_sam_geometry_matches_its_resize_longest_side():
+    # SamResize.get_preprocess_shape / ResizeLongestSide.apply_coords, written out
+    assert prompts.preprocess_shape(480, 640, 1024) == (768, 1024)
+    assert prompts.preprocess_shape(333, 500, 512) == (341, 512)
+    coords = prompts.to_frame([[320.0, 240.0], [0.0, 479.0]], (480, 640), 1024)
+    assert np.allclose(coords, [[512.0, 384.0], [0.0, 479 * 768 / 480]])
+    feed = prompts.decoder_feed({"points": [(10, 20)], "labels": [1]}, (480, 640), frame=1024, embedding=(256, 64, 64))
+    assert feed["point_labels"].tolist() == [[1.0, -1.0]]  # SAM's padding point without a box
+    feed = prompts.decoder_feed({"box": (1, 2, 3, 4)}, (480, 640), frame=1024, embedding=(256, 64, 64))
+    assert feed["point_labels"].tolist() == [[2.0, 3.0]] and feed["mask_input"].shape == (1, 1, 256, 256)
+
+
+def test_masks_for_image_is_sams_postprocess():
+    import torch.nn.functional as F
+
+    low = np.random.default_rng(0).standard_normal((1, 3, 256, 256)).astype(np.float32)
+    original = (480, 640)
+    got = prompts.masks_for_image(low, original, 1024)
+    x = F.interpolate(torch.from_numpy(low), (1024, 1024), mode="bilinear", align_corners=False)[..., :768, :1024]
+    expected = F.interpolate(x, original, mode="bilinear", align_corners=False).numpy()
+    assert got.shape == (1, 3, 480, 640) and np.abs(got - expected).max() < 1e-4
+
+
+def test_mask_metrics_see_a_wrong_mask():
+    rng = np.random.default_rng(1)
+    ref = {"low_res_masks": rng.standard_normal((2, 3, 16, 16)), "iou_predictions": rng.random((2, 3))}
+    same = prompts.promptable_metrics(ref, ref)
+    assert same["mask_iou_min"] == 1.0 and same["iou_prediction_max_error"] == 0.0
+    flipped = {"low_res_masks": -ref["low_res_masks"], "iou_predictions": ref["iou_predictions"] + 0.1}
+    bad = prompts.promptable_metrics(ref, flipped)
+    assert bad["mask_iou_min"] == 0.0 and bad["low_res_cosine_min"] < -0.99
+    failures = prompts.promptable_failures(bad, {"min_mask_iou": 0.99, "max_iou_error": 1e-3, "min_cosine": 0.99})
+    assert len(failures) == 3
+
+
+@pytest.fixture(scope="module")
+def sam_onnx(tmp_path_factory):
+    from evitdeploy.api import export_model
+    from evitdeploy.requests import ExportRequest
+
+    folder = tmp_path_factory.mktemp("sam") / "tiny-onnx"
+    return export_model(ExportRequest(model="efficientvit_sam_tiny", output=folder, dynamic="batch"))
+
+
+def test_an_onnx_export_is_encoder_plus_decoder_and_validated(sam_onnx):
+    manifest = sam_onnx.manifest
+    assert manifest["models"] == {"encoder": "encoder.onnx", "decoder": "decoder.onnx"}
+    assert sam_onnx.model_file.name == "encoder.onnx"
+    check = manifest["validation"]["checks"][0]
+    assert check["passed"] and check["metrics"]["prompts"] == 16 and check["metrics"]["mask_iou_min"] >= 0.99
+    assert check["metrics"]["iou_prediction_max_error"] <= 1e-3
+
+
+def test_the_decoder_takes_any_number_of_points_and_a_batch(sam_onnx):
+    """Dynamic points and batch, each against PyTorch's decoder."""
+    import onnxruntime as ort
+
+    from evitdeploy.backends.promptable import decoder_bench_feed
+
+    model, spec = build_model(sam_onnx.spec)
+    decoder = model.decoder(spec.multimask)
+    session = ort.InferenceSession(str(sam_onnx.folder / "decoder.onnx"), providers=["CPUExecutionProvider"])
+    dims = [d for i in session.get_inputs() if i.name == "point_coords" for d in i.shape]
+    assert isinstance(dims[0], str) and isinstance(dims[1], str) and dims[2] == 2
+    embedding = np.random.default_rng(2).standard_normal((1, *spec.embedding)).astype(np.float32)
+    for points in (1, 4, 16):
+        feed = decoder_bench_feed(spec, embedding, points)
+        if points == 16:
+            feed = {k: np.concatenate([v, v]) for k, v in feed.items()}  # batch 2
+        masks, ious = session.run(None, feed)
+        with torch.no_grad():
+            expected = decoder(*(torch.from_numpy(feed[n]) for n in decoder.input_names))
+        assert masks.shape == (len(feed["point_coords"]), 3, spec.low_res_size, spec.low_res_size)
+        assert np.abs(masks - expected[0].numpy()).max() < 1e-3 and np.abs(ious - expected[1].numpy()).max() < 1e-5
+
+
+def test_check_and_bench_a_sam_artifact(cli, sam_onnx):
+    result = cli("check", sam_onnx.folder, "--samples", "2", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["task"] == "promptable_segmentation" and report["metrics"]["prompts"] == 16
+    assert len(report["mask_iou_per_prompt"]) == 16 and report["metrics"]["mask_iou_min"] >= 0.99
+    result = cli("bench", sam_onnx.folder, "--count", "3", "--warmup", "1", "--json")
+    assert result.exit_code == 0, result.output
+    runs = json.loads(result.stdout)["results"]
+    assert [r.get("points") for r in runs] == [None, 1, 4, 16] and runs[0]["model"] == "encoder"
+
+
+def test_a_sam_manifest_without_its_decoder_is_refused(cli, sam_onnx, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(sam_onnx.folder, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    del manifest["models"]
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    assert_clean_error(cli("check", copy), 2, "encoder and decoder")
+
+
+def test_sam_takes_its_one_input_size(cli, tmp_path):
+    assert_clean_error(cli("export", "--model", "efficientvit_sam_tiny", "--height", "512", "-o", tmp_path / "x"), 2, "takes 256x256")
+    assert not (tmp_path / "x").exists()
+
+
+def test_openvino_exports_and_checks_a_sam_model(cli, tmp_path):
+    pytest.importorskip("openvino", reason="OpenVINO is an optional extra (pip install 'evitdeploy[openvino]')")
+    folder = tmp_path / "tiny-ov"
+    result = cli("export", "--model", "efficientvit_sam_tiny", "--target", "openvino", "-o", folder)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in folder.iterdir()) == ["decoder.openvino", "encoder.openvino", "manifest.json"]
+    result = cli("check", folder, "--samples", "2", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["metrics"]["mask_iou_min"] >= 0.99
