@@ -274,7 +274,7 @@ def export(
         + (f"opset {manifest['export']['opset']}, " if "opset" in manifest["export"] else f"{manifest['export']['exporter']}, ")
         + f"input {'x'.join(map(str, artifact.spec.input_shape))}"
         + (f", dynamic {','.join(artifact.spec.dynamic_axes)}" if artifact.spec.dynamic_axes else "")
-        + (f"); validation max abs err {check['max_abs_error']:.2e}, min cosine {check['cosine_min']:.6f} vs PyTorch" if check
+        + (f"); validation {_validation_text(check)} vs PyTorch" if check
            else f"); {manifest['validation']['checks'][0].get('skipped', 'not run against PyTorch here')}")
     )
     package = manifest["validation"].get("package")
@@ -353,6 +353,14 @@ def plan(
 
 
 GATE_OFF = ("off", "none")
+
+
+def _validation_text(metrics: dict) -> str:
+    """An export's or check's parity in one phrase, by what kind of metrics it has."""
+    if "mask_iou_min" in metrics:  # a promptable model: per prompt and mask
+        return (f"min mask IoU {metrics['mask_iou_min']:.4f} over {metrics['prompts']} prompts, IoU-prediction max error "
+                f"{metrics['iou_prediction_max_error']:.1e}, min low-res cosine {metrics['low_res_cosine_min']:.6f}")
+    return f"max abs err {metrics['max_abs_error']:.2e}, min cosine {metrics['cosine_min']:.6f}"
 
 
 def _tolerances(atol: Optional[str], min_cosine, min_top1, min_pixel_agreement) -> dict:
@@ -450,6 +458,65 @@ def bench(
         summary = bench_artifact(request, progress=step)
     _save(summary, save)
     _emit(summary, as_json, bench_table)
+
+
+@app.command()
+@handles_errors
+def predict(
+    artifact: Path = typer.Argument(..., help="Artifact folder (or its model file)."),
+    image: Path = typer.Argument(..., help="The photo to run: .png, .jpg, .jpeg, .bmp, .tif, .tiff or .webp."),
+    output: Path = typer.Option(..., "--output", "-o", help="The PNG to write: the photo with the prediction drawn on it."),
+    top: int = typer.Option(5, "--top", min=1, max=20, help="Classifiers: how many labels to list; segmenters: classes in the picture's legend."),  # max: predict.TOP_MAX (not imported at start-up)
+    point: Optional[list[str]] = typer.Option(
+        None, "--point", metavar="X,Y[,LABEL]",
+        help="Promptable (SAM) models: a prompt point in image pixels from the top-left corner; LABEL 1 foreground (default) or 0 background. Repeatable.",
+    ),
+    box: Optional[str] = typer.Option(None, "--box", metavar="X0,Y0,X1,Y1", help="Promptable (SAM) models: a prompt box in image pixels, top-left then bottom-right corner."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name, for a bare model file without manifest."),
+    threads: Optional[int] = THREADS_OPTION,
+    force: bool = typer.Option(False, "--force", help="Replace an existing output PNG."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Run one photo through an artifact and draw what the model predicts.
+
+    Classifiers: the top-K labels with their softmax probabilities (ImageNet names for 1000-class
+    ImageNet models, "class N" for other heads). Segmenters: the class map as a colour overlay in
+    the dataset's palette, with each class's share of the pixels. The model sees the centred crop
+    of the photo at its input's aspect ratio; the PNG dims the rest. The latency is of one cold run
+    (use `bench` to time a model).
+    """
+    from evitdeploy.predict import parse_box, parse_point, predict as run_predict
+    from evitdeploy.requests import PredictRequest
+
+    points = [parse_point(text) for text in point or ()]
+    request = PredictRequest(
+        path=artifact, image=image, output=output, model_name=model, top=top, points=tuple(xy for xy, _ in points),
+        point_labels=tuple(label for _, label in points), box=parse_box(box) if box is not None else None, threads=threads, force=force,
+    )
+    with progress(not as_json) as step:
+        prediction = run_predict(request, progress=step)
+    if as_json:
+        print(json.dumps(prediction, indent=2))
+        return
+    for line in _prediction_lines(prediction):
+        _say(line)
+
+
+def _prediction_lines(prediction: dict, most: int = 20) -> list[str]:
+    """The prediction in words: what ran, the labels or classes, the PNG."""
+    photo, result = prediction["image"], prediction["result"]
+    lines = [
+        f"{prediction['model']} ({prediction['target']} {prediction['precision']}) on {photo['path']} "
+        f"({photo['width']}x{photo['height']}): {prediction['latency_ms']:.1f} ms"
+    ]
+    if "top" in result:
+        lines += [f"  {entry['rank']:>2}. {entry['label']:<32} {entry['probability']:7.2%}" for entry in result["top"]]
+    if "classes" in result:
+        lines += [f"  {entry['name']:<32} {entry['fraction']:7.2%}" for entry in result["classes"][:most]]
+        if len(result["classes"]) > most:
+            lines.append(f"  … and {len(result['classes']) - most} more classes (--json lists them all)")
+    lines.append(f"wrote {prediction['output']}")
+    return lines
 
 
 @app.command()

@@ -101,3 +101,19 @@ class InterleaveRequest:
     count: Optional[int] = None
     min_time_s: float = 0.0
     block: int = 1  # timed runs per turn
+
+
+@dataclass(frozen=True, kw_only=True)
+class PredictRequest:
+    """`predict`: one image through an artifact, the prediction drawn onto it as a PNG."""
+
+    path: Path  # artifact folder or its model file
+    image: Path  # the photo: .png, .jpg, .bmp, .tif or .webp
+    output: Path  # the PNG to write
+    model_name: Optional[str] = None  # for a bare model file without a manifest
+    top: int = 5  # classifiers: labels listed; segmenters: classes in the picture's legend
+    points: tuple[tuple[float, float], ...] = ()  # promptable models: (x, y) in image pixels
+    point_labels: tuple[int, ...] = ()  # one per point: 1 foreground, 0 background; () = all foreground
+    box: Optional[tuple[float, float, float, float]] = None  # promptable models: (x0, y0, x1, y1) in image pixels
+    threads: Optional[int] = None  # None: all cores
+    force: bool = False  # replace an existing output PNG

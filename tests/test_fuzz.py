@@ -185,12 +185,17 @@ def sandboxes(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def made(b0_64_artifact, b0_64_bundle):
+def made(b0_64_artifact, b0_64_bundle, tmp_path_factory):
     """The originals every example copies: a B0 artifact and an x86-cpu bundle, both 64x64 (shared
-    with the other tests; examples work on copies)."""
+    with the other tests; examples work on copies), and a photo for `predict`."""
+    from PIL import Image
+    from skimage import data
+
     artifact, bundle = b0_64_artifact, b0_64_bundle
     profile = Path(__file__).parents[1] / "evitdeploy" / "profiles" / "x86-cpu.toml"
-    return {"artifact": artifact, "bundle": bundle, "check": bundle / "check.json", "bench": bundle / "bench.json", "profile": profile}
+    photo = tmp_path_factory.mktemp("fuzz-photo") / "photo.png"
+    Image.fromarray(data.coffee()[::4, ::4]).save(photo)  # 150x100
+    return {"artifact": artifact, "bundle": bundle, "check": bundle / "check.json", "bench": bundle / "bench.json", "profile": profile, "photo": photo}
 
 
 # ---- argument lists ----
@@ -228,6 +233,9 @@ BAD_BY_OPTION = {
     "--workspace": [*BAD_COUNT, "0"],
     "--atol": [*BAD_FLOAT, "-1"], "--min-cosine": [*BAD_FLOAT, "2"], "--min-top1": [*BAD_FLOAT, "2"],
     "--min-pixel-agreement": [*BAD_FLOAT, "2"],
+    "--top": [*BAD_INT, "0", "21", "-1"],
+    "--point": ["abc", "1", "1,2,3,4", "nan,1", "-1,5", "99999,1", "1,1,7", "", ",", "[/]", "a\nb"],
+    "--box": ["1,2,3", "5,5,1,1", "0,0,99999,10", "nan,0,1,1", "1,2,3,4,5", "", "[/]"],
 }
 # Paths a user might mistype or that are hostile; relative to the example's folder.
 BAD_PATHS = ["nope", "nope.json", "a\nb", "[/]", LONG[0], "n" * 300 + ".json", "file.txt/out", "dir", "junk.npz", "junk.toml", "-", "/nonexistent/x"]
@@ -354,6 +362,7 @@ LIGHT_BASE = {
     "models": lambda m: ["models"],
     "profiles": lambda m: ["profiles"],
     "doctor": lambda m: ["doctor"],
+    "predict": lambda m: ["predict", "art", "photo.png", "--output", "out.png"],
 }
 
 
@@ -366,12 +375,13 @@ def stage(made, sandbox: Path) -> None:
         shutil.copyfile(made[name], sandbox / f"{name}.json")
     shutil.copyfile(made["bench"], sandbox / "new.json")
     shutil.copyfile(made["bench"], sandbox / "base.json")
+    shutil.copyfile(made["photo"], sandbox / "photo.png")
 
 
 @pytest.mark.parametrize(
     "verb,examples",
     [("check", 30), ("bench", 25), ("gate", 30), ("gate --interleave", 15), ("report", 30), ("verify", 25), ("build", 10),
-     ("models", 10), ("profiles", 10), ("doctor", 5)],
+     ("models", 10), ("profiles", 10), ("doctor", 5), ("predict", 25)],
 )
 def test_light_verbs_on_generated_arguments(verb, examples, made, sandboxes):
     name = verb.split()[0]
@@ -398,10 +408,11 @@ DAMAGED_FILE_RUNS = {
     "gate --interleave": (["gate", "--interleave", "art", "art2", "--count", "10", "--warmup", "1", "--threads", "1"], "art2"),
     "verify": (["verify", "bundle", "--count", "3", "--warmup", "1"], "bundle"),
     "build": (["build", "bundle", "--count", "3"], "bundle"),
+    "predict": (["predict", "art", "photo.png", "--output", "out.png"], "art"),
 }
 
 
-@pytest.mark.parametrize("verb,examples", [("check", 40), ("bench", 30), ("gate --interleave", 15), ("verify", 60), ("build", 10)])
+@pytest.mark.parametrize("verb,examples", [("check", 40), ("bench", 30), ("gate --interleave", 15), ("verify", 60), ("build", 10), ("predict", 20)])
 def test_verbs_on_damaged_artifacts_and_bundles(verb, examples, made, sandboxes):
     args, target = DAMAGED_FILE_RUNS[verb]
 

@@ -8,7 +8,8 @@ from dataclasses import asdict, replace
 
 import numpy as np
 
-from evitdeploy.device.prompts import DECODER_INPUTS, DECODER_OUTPUTS, decoder_feed, parity_prompts, promptable_failures, promptable_metrics
+from evitdeploy.device.prompts import DECODER_INPUTS, decoder_feed, parity_feeds, promptable_failures, promptable_metrics
+from evitdeploy.device.prompts import prompted_outputs as device_prompted_outputs
 from evitdeploy.errors import UserError
 from evitdeploy.spec import ModelSpec
 
@@ -25,17 +26,8 @@ def artifact_models(artifact) -> dict:
 
 
 def prompted_outputs(encode, decode, inputs: np.ndarray, *, sizes: list, spec: ModelSpec) -> dict:
-    """Every image encoded once, then decoded for each of the parity prompts (device.prompts):
-    {"low_res_masks": (P, M, h, w), "iou_predictions": (P, M)} over all images' prompts."""
-    masks, ious = [], []
-    for image, size in zip(inputs, sizes):
-        embedding = np.asarray(encode(image[None]), np.float32)
-        for prompt in parity_prompts(*size):
-            feed = {"image_embeddings": embedding, **decoder_feed(prompt, size, frame=spec.prompt_frame, embedding=spec.embedding)}
-            out = decode(feed)
-            masks.append(np.asarray(out["low_res_masks"], np.float32)[0])
-            ious.append(np.asarray(out["iou_predictions"], np.float32)[0])
-    return {"low_res_masks": np.stack(masks), "iou_predictions": np.stack(ious)}
+    """Every image encoded once, then decoded for each of the parity prompts (device.prompts)."""
+    return device_prompted_outputs(encode, decode, inputs, parity_feeds(sizes, frame=spec.prompt_frame, embedding=spec.embedding))
 
 
 def runner_pair(encoder, decoder, spec: ModelSpec):
@@ -45,8 +37,7 @@ def runner_pair(encoder, decoder, spec: ModelSpec):
         return out.get(spec.output_name, next(iter(out.values())))
 
     def decode(feed):
-        out = decoder.infer({name: feed[name] for name in DECODER_INPUTS})
-        return {name: out[name] for name in DECODER_OUTPUTS} if all(n in out for n in DECODER_OUTPUTS) else dict(zip(DECODER_OUTPUTS, out.values()))
+        return decoder.infer({name: feed[name] for name in DECODER_INPUTS})
 
     return encode, decode
 

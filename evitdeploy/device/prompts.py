@@ -67,6 +67,23 @@ def decoder_feed(prompt: dict, original_size: tuple, *, frame: int, embedding: t
     }
 
 
+def pad_points(feed: dict, count: int) -> dict:
+    """The feed with its points padded to `count` (coordinates 0, label -1: SAM's "not a point"),
+    for a decoder built for a fixed number of points (TFLite, Core ML). More points are refused."""
+    coords, labels = feed["point_coords"], feed["point_labels"]
+    have = coords.shape[1]
+    if have > count:
+        raise ValueError(f"{have} prompt points; this decoder takes at most {count}")
+    if have == count:
+        return feed
+    extra = count - have
+    return {
+        **feed,
+        "point_coords": np.concatenate([coords, np.zeros((len(coords), extra, 2), coords.dtype)], axis=1),
+        "point_labels": np.concatenate([labels, np.full((len(labels), extra), -1.0, labels.dtype)], axis=1),
+    }
+
+
 def parity_prompts(height: int, width: int) -> list:
     """PARITY_PROMPTS in pixels of an image of this size."""
     def scaled(x, y):
@@ -83,6 +100,63 @@ def parity_prompts(height: int, width: int) -> list:
             made["box"] = (*scaled(x0, y0), *scaled(x1, y1))
         prompts.append(made)
     return prompts
+
+
+def parity_feeds(sizes: list, *, frame: int, embedding: tuple) -> list:
+    """(image index, decoder feed without the embedding) for every parity prompt of every image."""
+    return [(index, decoder_feed(prompt, size, frame=frame, embedding=embedding)) for index, size in enumerate(sizes) for prompt in parity_prompts(*size)]
+
+
+def prompted_outputs(encode, decode, inputs: np.ndarray, feeds: list) -> dict:
+    """Each image encoded once, then decoded for its prompts: {"low_res_masks": (P, M, h, w),
+    "iou_predictions": (P, M)}. `encode(batch)` -> embedding; `decode(feed dict)` -> dict of the
+    DECODER_OUTPUTS (or its outputs in that order)."""
+    embeddings, masks, ious = {}, [], []
+    for index, feed in feeds:
+        if index not in embeddings:
+            embeddings[index] = np.asarray(encode(inputs[index : index + 1]), np.float32)
+        out = decode(dict(feed, image_embeddings=embeddings[index]))
+        if not all(name in out for name in DECODER_OUTPUTS):
+            out = dict(zip(DECODER_OUTPUTS, out.values()))
+        masks.append(np.asarray(out["low_res_masks"], np.float32)[0])
+        ious.append(np.asarray(out["iou_predictions"], np.float32)[0])
+    return {"low_res_masks": np.stack(masks), "iou_predictions": np.stack(ious)}
+
+
+def flat_feeds(feeds: list) -> dict:
+    """Feeds as flat arrays for a bundle's reference.npz (prompts have different point counts)."""
+    lengths = [feed["point_coords"].shape[1] for _, feed in feeds]
+    side = feeds[0][1]["mask_input"].shape[-1]
+    return {
+        "prompt_images": np.array([index for index, _ in feeds], np.int64),
+        "prompt_offsets": np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+        "prompt_points": np.concatenate([feed["point_coords"][0] for _, feed in feeds]).astype(np.float32),
+        "prompt_labels": np.concatenate([feed["point_labels"][0] for _, feed in feeds]).astype(np.float32),
+        "mask_side": np.array(side, np.int64),
+    }
+
+
+def feeds_from_flat(arrays: dict, images: int) -> list:
+    """flat_feeds' inverse, checking what a bundle holds: offsets rising within the points, image
+    indices within the inputs; ValueError naming what is wrong."""
+    offsets, indices = arrays["prompt_offsets"], arrays["prompt_images"]
+    points, labels = arrays["prompt_points"], arrays["prompt_labels"]
+    side = int(arrays["mask_side"])
+    if offsets.ndim != 1 or len(offsets) != len(indices) + 1 or offsets[0] != 0 or np.any(np.diff(offsets) < 1) or offsets[-1] != len(points):
+        raise ValueError("prompt_offsets do not delimit prompt_points")
+    if points.ndim != 2 or points.shape[1] != 2 or labels.shape != (len(points),) or not np.all(np.isin(labels, (-1, 0, 1, 2, 3))):
+        raise ValueError("prompt_points must be (T, 2) and prompt_labels (T,) of -1, 0, 1, 2, 3")
+    if len(indices) < 1 or np.any(indices < 0) or np.any(indices >= images) or not 1 <= side <= 4096:
+        raise ValueError("prompt_images must index the inputs")
+    feeds = []
+    for index, start, end in zip(indices, offsets[:-1], offsets[1:]):
+        feeds.append((int(index), {
+            "point_coords": points[start:end][None].astype(np.float32),
+            "point_labels": labels[start:end][None].astype(np.float32),
+            "mask_input": np.zeros((1, 1, side, side), np.float32),
+            "has_mask_input": np.zeros((1,), np.float32),
+        }))
+    return feeds
 
 
 def resize_bilinear(x: np.ndarray, height: int, width: int) -> np.ndarray:
