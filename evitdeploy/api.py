@@ -274,6 +274,13 @@ def _check_promptable(artifact: Artifact, spec: ModelSpec, request: CheckRequest
     }
 
 
+def promptable_reference(artifact: Artifact, spec: ModelSpec, inputs, *, sizes: list, checkpoint=None) -> dict:
+    """A promptable bundle's reference arrays: the parity prompts on these images and PyTorch's masks."""
+    from evitdeploy.backends.promptable import bundle_reference
+
+    return bundle_reference(_reference_for(artifact, spec, checkpoint), spec, inputs, sizes=sizes)
+
+
 def predicts_here(artifact: Artifact) -> Optional[str]:
     """None when this host can run the artifact, else why not (Core ML predicts only on macOS)."""
     from evitdeploy.backends import why_not_here

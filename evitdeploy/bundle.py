@@ -30,7 +30,7 @@ README = "README.txt"
 # The device code a bundle carries: evitdeploy/device/ as a package of this name (its modules
 # import each other relatively), plus the target's backends/<folder>/device.py as its runtime.py.
 DEVICE_PACKAGE = "evitdeploy_device"
-DEVICE_FILES = ("__init__.py", "metrics.py", "integrity.py", "runtimes.py", "verify.py")
+DEVICE_FILES = ("__init__.py", "metrics.py", "integrity.py", "prompts.py", "runtimes.py", "verify.py")
 DEVICE_RUNTIME = "runtime.py"
 # verify.py itself only finds the package: `python3 -I verify.py` leaves the script's folder off
 # sys.path, and no __pycache__ may appear in the bundle (a signed bundle must stay as signed).
@@ -85,11 +85,13 @@ def _readme(manifest: dict) -> str:
         f"{spec['name']} for {profile['name']}: {manifest['target']} {manifest['precision']}, made by evitdeploy {manifest['toolchain'].get('evitdeploy')}",
         f"{profile['description']}",
         "",
-        f"Model file   {manifest['model_file']}",
-        f"Input        {spec['input_name']}: {_input_tensor(manifest)}, "
-        f"RGB scaled to [0, 1] then (x - mean) / std with mean {spec['mean']}, std {spec['std']}",
-        f"Output       {spec['output_name']}: {'per-pixel class logits' if spec['task'] == 'segmentation' else 'class logits'} "
-        f"({spec['num_classes']} classes, {spec['dataset']})",
+        *(_promptable_lines(manifest) if manifest.get("models") else [
+            f"Model file   {manifest['model_file']}",
+            f"Input        {spec['input_name']}: {_input_tensor(manifest)}, "
+            f"RGB scaled to [0, 1] then (x - mean) / std with mean {spec['mean']}, std {spec['std']}",
+            f"Output       {spec['output_name']}: {'per-pixel class logits' if spec['task'] == 'segmentation' else 'class logits'} "
+            f"({spec['num_classes']} classes, {spec['dataset']})",
+        ]),
         "",
         "Verify on the device (needs only Python 3.8+, numpy and the runtime):",
         f"    pip install numpy {runtime}=={made_with}",
@@ -109,7 +111,9 @@ def _readme(manifest: dict) -> str:
         f"Where it was made ({bundle['made_on']['cpu']}, {bundle['bench']['threads'] or 'default'} threads):",
         *(
             [f"    not measured there: {check['skipped']}"] if check.get("skipped") else [
-                f"    parity vs PyTorch on {check['samples']} photos: min cosine {check['cosine_min']:.6f}, max abs error {check['max_abs_error']:.3g}"
+                (f"    parity vs PyTorch on {check['prompts']} prompts: min mask IoU {check['mask_iou_min']:.4f}, IoU-prediction max error "
+                 f"{check['iou_prediction_max_error']:.2g}" if "prompts" in check else
+                 f"    parity vs PyTorch on {check['samples']} photos: min cosine {check['cosine_min']:.6f}, max abs error {check['max_abs_error']:.3g}")
                 + (", PASSED" if check["passed"] else ", FAILED"),
                 f"    latency {bundle['budget']['statistic']} {latency[bundle['budget']['statistic'] + '_ms']:.2f} ms "
                 + f"(budget {bundle['budget'].get('latency_ms')} ms, {'judged' if bundle['budget']['judged'] else 'not judged: ' + bundle['budget']['host']})"
@@ -125,32 +129,52 @@ def _readme(manifest: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _promptable_lines(manifest: dict) -> list[str]:
+    """What a SAM bundle's two models take and give (SAM's preprocessing and prompt frame)."""
+    spec, models = manifest["spec"], manifest["models"]
+    side, frame = 4 * spec["embedding"][-1], spec["prompt_frame"]
+    return [
+        f"Encoder      {models['encoder']}: {spec['input_name']} {'x'.join(map(str, spec['input_shape']))} float32 NCHW: the image resized so its longest "
+        f"side is {spec['input_shape'][-1]}, RGB scaled to [0, 1], (x - mean) / std with mean {spec['mean']}, std {spec['std']}, zero-padded "
+        f"bottom/right -> image_embeddings {'x'.join(map(str, spec['embedding']))}",
+        f"Decoder      {models['decoder']}: image_embeddings, point_coords (1, N, 2) in a {frame}x{frame} frame (the image scaled by {frame}/its longest side), "
+        f"point_labels (1, N) (1 fg, 0 bg, 2/3 box corners, -1 padding), mask_input (1, 1, {side}, {side}), has_mask_input (1,) "
+        f"-> low_res_masks ({side}x{side} logits over the frame; > 0 is the mask) and iou_predictions",
+    ]
+
+
 def write_bundle(
     output: Path,
     artifact: Artifact,
     profile,
     *,
     inputs: np.ndarray,
-    expected: np.ndarray,
-    host_outputs: np.ndarray,
+    expected: Optional[np.ndarray],
+    host_outputs: Optional[np.ndarray],
     sections: dict,
     reports: dict,
     sign_key: Optional[Path] = None,
+    prompted: Optional[dict] = None,
 ) -> dict:
     """Write the bundle atomically; `sections` lands under manifest["bundle"], `reports` as JSON files.
-    With `sign_key` the finished folder is signed (model.sig) before it is renamed into place."""
+    With `sign_key` the finished folder is signed (model.sig) before it is renamed into place.
+    A promptable model's reference is `prompted` (prompts and PyTorch's masks: bundle_reference),
+    not `expected`."""
     with staged_folder(output) as folder:
-        if artifact.model_file.is_dir():  # a Core ML .mlpackage is a folder
-            shutil.copytree(artifact.model_file, folder / artifact.model_file.name)
-        else:
-            shutil.copy2(artifact.model_file, folder / artifact.model_file.name)
+        models = artifact.manifest.get("models") or {}  # a promptable artifact's encoder and decoder
+        for name in list(models.values()) if models else [artifact.model_file.name]:
+            source = artifact.folder / name
+            if source.is_dir():  # a Core ML .mlpackage, an OpenVINO IR folder
+                shutil.copytree(source, folder / name)
+            else:
+                shutil.copy2(source, folder / name)
         from evitdeploy.backends import get_backend
 
         for name in get_backend(artifact.target).carried:  # artifact files a device or a rebuild may want
             if (artifact.folder / name).is_file():
                 shutil.copy2(artifact.folder / name, folder / name)
         spec = artifact.spec
-        arrays = {"inputs": inputs, "expected": expected}
+        arrays = {"inputs": inputs, **prompted} if prompted is not None else {"inputs": inputs, "expected": expected}
         if host_outputs is not None:  # absent where the making host cannot run the target (Core ML off macOS)
             arrays["host_outputs"] = host_outputs
         np.savez(folder / integrity.REFERENCE, **arrays)
@@ -164,7 +188,8 @@ def write_bundle(
                 "file": integrity.REFERENCE,
                 "images": int(len(inputs)),
                 "inputs": list(inputs.shape),
-                "expected": list(expected.shape),
+                "expected": list(expected.shape if prompted is None else prompted["expected_masks"].shape),
+                **({"prompts": int(len(prompted["prompt_images"]))} if prompted is not None else {}),
                 "expected_from": "the PyTorch FP32 reference",
                 "host_outputs_from": f"this {artifact.target} artifact on the making host" if host_outputs is not None else None,
             },
@@ -172,7 +197,7 @@ def write_bundle(
         }
         draft = {"bundle": bundle, "spec": spec.to_dict(), "target": artifact.target, "precision": artifact.precision,
                  "model_file": artifact.model_file.name, "toolchain": artifact.manifest.get("toolchain", {}),
-                 "export": artifact.manifest.get("export", {})}
+                 "export": artifact.manifest.get("export", {}), "models": artifact.manifest.get("models")}
         write_text(folder / README, _readme(draft))
         manifest = build_manifest(folder, artifact.target, artifact.precision, spec=spec, model_file=artifact.model_file.name, **inherited, bundle=bundle)
         write_json(folder / MANIFEST, manifest)
@@ -237,6 +262,6 @@ def _bundle_schema(path: Path) -> None:
 
 def extra_bytes(manifest: dict) -> int:
     """Bytes the bundle adds beyond its model (the model's own size: artifact.model_size)."""
-    model = manifest["model_file"]
-    return sum(e["bytes"] for name, e in manifest["files"].items() if name != model and not name.startswith(model + "/"))
+    models = list((manifest.get("models") or {}).values()) or [manifest["model_file"]]
+    return sum(e["bytes"] for name, e in manifest["files"].items() if not any(name == m or name.startswith(m + "/") for m in models))
 

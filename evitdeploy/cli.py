@@ -511,6 +511,9 @@ def _prediction_lines(prediction: dict, most: int = 20) -> list[str]:
     ]
     if "top" in result:
         lines += [f"  {entry['rank']:>2}. {entry['label']:<32} {entry['probability']:7.2%}" for entry in result["top"]]
+    if "masks" in result:  # a promptable model: each mask the decoder gave, the shown one marked
+        lines += [f"  {'*' if m['index'] == result['shown'] else ' '} mask {m['index']}: predicted IoU {m['iou_prediction']:.3f}, "
+                  f"{m['area_fraction']:.1%} of the image" for m in result["masks"]]
     if "classes" in result:
         lines += [f"  {entry['name']:<32} {entry['fraction']:7.2%}" for entry in result["classes"][:most]]
         if len(result["classes"]) > most:

@@ -86,18 +86,20 @@ def deploy(
     bundle is signed in the OpenSSF model-signing format (model.sig)."""
     from evitdeploy import api, bundle
     from evitdeploy.bench import host_info
-    from evitdeploy.data import load_inputs
+    from evitdeploy.data import load_inputs_and_sizes
     from evitdeploy.precision.options import PrecisionOptions
     from evitdeploy.models import get_spec
     from evitdeploy.profiles import backend_status, host_kind, load_profile, require_backend
-    from evitdeploy.requests import BenchRequest, ExportRequest
+    from evitdeploy.requests import BenchRequest, CheckRequest, ExportRequest
 
     profile = load_profile(profile_name)
     status = backend_status(profile)
     recipe_only = profile.backend == "tensorrt" and status["built"] and not status["installed"]
     if not recipe_only:  # TensorRT absent: the bundle carries the ONNX + plan + build recipe for the device
         require_backend(profile)
-    get_spec(model_name)  # an unknown model fails before anything runs
+    promptable = get_spec(model_name).promptable  # an unknown model fails before anything runs
+    if promptable:  # SAM takes its own square size whatever the profile's (it letterboxes the image)
+        height, width = height or get_spec(model_name).height, width or get_spec(model_name).width
     precision = precision or profile.precision
     if precision not in profile.precisions:
         raise UserError(f"profile {profile.name} does not offer precision {precision!r}", f"choose one of: {', '.join(profile.precisions)}")
@@ -119,7 +121,7 @@ def deploy(
         started = time.perf_counter()
         request = ExportRequest(
             model=model_name, target=profile.target, precision=precision, output=Path(scratch) / "artifact", checkpoint=checkpoint,
-            batch=profile.batch, height=height, width=width, dynamic=profile.dynamic, seed=seed, data=data,
+            batch=profile.batch, height=height, width=width, dynamic=tuple(a for a in profile.dynamic if a == "batch" or not promptable), seed=seed, data=data,
             reduced=reduced or PrecisionOptions(), channels_last=profile.nhwc, profile=profile, engine=not recipe_only,
         )
         artifact = api.export_model(request, progress=_staged(progress, 0))
@@ -127,21 +129,28 @@ def deploy(
 
         started = time.perf_counter()
         spec = artifact.spec
-        inputs, source = load_inputs(spec, spec.height, spec.width, source=data, count=samples)
+        inputs, sizes, source = load_inputs_and_sizes(spec, (spec.height, spec.width), source=data, count=samples)
         tolerances = profile.tolerances_for(precision)
         on_kind, why = host_kind(profile)
         budget_ms = profile.budget_for(model_name)
         cannot_run = api.predicts_here(artifact)
+        if promptable:  # parity by prompt (mask IoU): PyTorch's masks for the bundle, the artifact's check here
+            expected, outputs = None, None
+            if not cannot_run:
+                check = api.check_artifact(CheckRequest(path=artifact.folder, checkpoint=checkpoint, data=data, samples=samples, threads=profile.threads,
+                                                        tolerance_overrides=asdict(tolerances)), progress=_staged(progress, 1))
         if cannot_run:  # the bundle still carries the PyTorch outputs for verify.py where it can run
-            expected, outputs, bench, stats, measured = api.reference_outputs(artifact, spec, inputs, checkpoint=checkpoint), None, None, None, None
+            expected = None if promptable else api.reference_outputs(artifact, spec, inputs, checkpoint=checkpoint)
+            outputs, bench, stats, measured = None, None, None, None
             check = {"kind": "parity", "passed": None, "failures": [], "metrics": {}, "tolerances": asdict(tolerances), "skipped": cannot_run}
             judged, why = False, cannot_run
             seconds["check"] = time.perf_counter() - started
         else:
-            check, expected, outputs = api.parity_report(
-                artifact, spec, inputs, source=source, tolerances=tolerances, threads=profile.threads, checkpoint=checkpoint,
-                progress=_staged(progress, 1),
-            )
+            if not promptable:
+                check, expected, outputs = api.parity_report(
+                    artifact, spec, inputs, source=source, tolerances=tolerances, threads=profile.threads, checkpoint=checkpoint,
+                    progress=_staged(progress, 1),
+                )
             seconds["check"] = time.perf_counter() - started
             cannot_time = api.times_here(artifact)
             if cannot_time:
@@ -179,15 +188,16 @@ def deploy(
             **({"signature": signature} if signature else {}),
         }
         reports = {"check.json": check, **({"bench.json": bench} if bench else {})}
+        prompted = api.promptable_reference(artifact, spec, inputs[:count], sizes=sizes[:count], checkpoint=checkpoint) if promptable else None
         manifest = bundle.write_bundle(
-            output, artifact, profile, inputs=inputs[:count], expected=expected[:count], host_outputs=None if outputs is None else outputs[:count],
-            sections=sections, reports=reports, sign_key=sign_key,
+            output, artifact, profile, inputs=inputs[:count], expected=None if promptable else expected[:count],
+            host_outputs=None if outputs is None else outputs[:count], sections=sections, reports=reports, sign_key=sign_key, prompted=prompted,
         )
         seconds["bundle"] = time.perf_counter() - started
     failures = list(check["failures"])
     if judged and not budget["passed"]:
         failures.append(f"{profile.statistic} latency {measured:.2f} ms exceeds the {profile.name} budget of {budget_ms} ms")
-    model_bytes = model_size(output / manifest["model_file"])  # a file, or a Core ML package folder
+    model_bytes = sum(model_size(output / name) for name in (manifest.get("models") or {"model": manifest["model_file"]}).values())  # files or package folders
     return {
         "kind": "deploy",
         "profile": profile.name,

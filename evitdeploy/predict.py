@@ -27,7 +27,7 @@ from evitdeploy.data import IMAGE_SUFFIXES, preprocess
 from evitdeploy.errors import EXIT_BACKEND_UNAVAILABLE, EXIT_CHECK_FAILED, UserError
 from evitdeploy.labels import class_names, palette
 from evitdeploy.requests import PredictRequest
-from evitdeploy.spec import ModelSpec
+from evitdeploy.spec import PROMPTABLE, ModelSpec
 
 TOP_MAX = 20  # --top: labels a classifier lists, classes a segmenter's legend shows
 MAX_MEGAPIXELS = 50  # a larger image is refused before it is decoded (its float copies would take GBs)
@@ -193,8 +193,41 @@ def segment(image: np.ndarray, *, spec: ModelSpec, run: Run, request: PredictReq
     return {"region": list(region), "classes": present}, drawn
 
 
-PREDICTORS: dict[str, Callable] = {"classification": classify, "segmentation": segment}
-PROMPTED: frozenset[str] = frozenset()  # the tasks that take --point / --box (SAM's, when it is added)
+MASK_COLOUR = (30, 144, 255)
+
+
+def segment_prompted(image: np.ndarray, *, spec: ModelSpec, run: Run, request: PredictRequest):
+    """SAM: the whole image letterboxed into the encoder, the prompts (image pixels) mapped into
+    its frame, the decoder's masks upscaled onto the image (SAM's postprocessing, device.prompts);
+    the picture shows the mask with the highest predicted IoU, and the prompts."""
+    from evitdeploy.device.prompts import MASK_THRESHOLD, decoder_feed, masks_for_image
+
+    if not request.points and request.box is None:
+        raise UserError(f"{spec.name} segments what a prompt points at, and none was given", "pass --point X,Y (repeatable; X,Y,0 for background) and/or --box X0,Y0,X1,Y1")
+    embedding = model_output(run, spec, np.repeat(preprocess([image], spec, spec.height, width=spec.width), spec.input_shape[0], axis=0))
+    labels = list(request.point_labels) or [1] * len(request.points)
+    prompt = {"points": list(request.points), "labels": labels, "box": request.box}
+    outputs = run({"image_embeddings": embedding[None], **decoder_feed(prompt, image.shape[:2], frame=spec.prompt_frame, embedding=spec.embedding)})
+    low_res, ious = np.asarray(outputs["low_res_masks"], np.float32)[0], np.asarray(outputs["iou_predictions"], np.float32)[0]
+    if not (np.isfinite(low_res).all() and np.isfinite(ious).all()):
+        raise UserError("the decoder's masks hold NaN/Inf values", "run `evitdeploy check` on the artifact", EXIT_CHECK_FAILED)
+    masks = masks_for_image(low_res, image.shape[:2], spec.prompt_frame) > MASK_THRESHOLD
+    best = int(np.argmax(ious))
+    drawn = rendering.overlay_mask(rendering.picture(image), mask=masks[best], color=MASK_COLOUR, alpha=OVERLAY_ALPHA)
+    if request.box is not None:
+        drawn = rendering.draw_box(drawn, request.box)
+    if request.points:
+        drawn = rendering.draw_points(drawn, request.points, labels)
+    result = {
+        "prompt": {"points": [list(p) for p in request.points], "labels": labels, "box": list(request.box) if request.box else None},
+        "masks": [{"index": i, "iou_prediction": float(ious[i]), "area_fraction": float(masks[i].mean())} for i in range(len(ious))],
+        "shown": best,
+    }
+    return result, rendering.draw_text_band(drawn, [f"mask {best}: predicted IoU {ious[best]:.3f}, {masks[best].mean():.1%} of the image"])
+
+
+PREDICTORS: dict[str, Callable] = {"classification": classify, "segmentation": segment, PROMPTABLE: segment_prompted}
+PROMPTED: frozenset[str] = frozenset({PROMPTABLE})  # the tasks that take --point / --box
 
 
 # ---- prompts ----
@@ -277,6 +310,36 @@ class _TimedRun:
         return outputs
 
 
+class _EncoderAndDecoder:
+    """A promptable artifact's two runners behind one `infer`: a feed with an image embedding
+    goes to the decoder, an image to the encoder."""
+
+    def __init__(self, artifact, threads: Optional[int]):
+        from evitdeploy.backends.promptable import artifact_models
+
+        models = artifact_models(artifact)
+        self.encoder, self.decoder = runner_for(models["encoder"], threads), runner_for(models["decoder"], threads)
+
+    def __enter__(self):
+        self.encoder.load()
+        self.decoder.load()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.encoder.close()
+        self.decoder.close()
+
+    def check_spec(self, spec: ModelSpec) -> None:
+        self.encoder.check_spec(spec)
+
+    def infer(self, feed: dict) -> dict:
+        return (self.decoder if "image_embeddings" in feed else self.encoder).infer(feed)
+
+
+def _runner(artifact, threads: Optional[int]):
+    return _EncoderAndDecoder(artifact, threads) if artifact.spec.promptable else runner_for(artifact, threads)
+
+
 def predict(request: PredictRequest, progress: Progress = None) -> dict:
     """Run one image through the artifact, draw the prediction, write the PNG: the prediction as
     JSON-ready data. The latency is that of this one (cold) run, not a benchmark: see `bench`."""
@@ -298,7 +361,7 @@ def predict(request: PredictRequest, progress: Progress = None) -> dict:
         raise UserError(reason, f"run predict where {artifact.target} runs, or export for another --target", EXIT_BACKEND_UNAVAILABLE)
     memory.require_fits(spec, "bench", f"predicting with {spec.name} at {spec.height}x{spec.width}")
     _step(progress, f"running {artifact.model_file.name} on {artifact.target}")
-    with runner_for(artifact, request.threads) as runner:
+    with _runner(artifact, request.threads) as runner:
         runner.check_spec(spec)
         run = _TimedRun(runner)
         result, drawn = predictor(image, spec=spec, run=run, request=request)

@@ -9,12 +9,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Optional
 
+from evitdeploy.device.prompts import PROMPTABLE
 from evitdeploy.errors import UserError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DYNAMIC_AXES = ("batch", "height", "width")
-PROMPTABLE = "promptable_segmentation"
 
 
 def parse_dynamic_axes(value) -> tuple[str, ...]:

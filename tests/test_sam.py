@@ -220,3 +220,67 @@ def test_openvino_exports_and_checks_a_sam_model(cli, tmp_path):
     result = cli("check", folder, "--samples", "2", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["metrics"]["mask_iou_min"] >= 0.99
+
+
+def test_predict_draws_the_mask_of_a_prompt(cli, sam_onnx, tmp_path):
+    from PIL import Image
+
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(3).integers(0, 255, (120, 200, 3), dtype=np.uint8)).save(photo)
+    out = tmp_path / "mask.png"
+    result = cli("predict", sam_onnx.folder, photo, "--point", "50,60", "--point", "150,30,0", "--box", "20,10,180,110", "-o", out, "--json")
+    assert result.exit_code == 0, result.output
+    prediction = json.loads(result.stdout)["result"]
+    assert len(prediction["masks"]) == 3 and prediction["shown"] == int(np.argmax([m["iou_prediction"] for m in prediction["masks"]]))
+    assert prediction["prompt"]["labels"] == [1, 0] and Image.open(out).size == (200, 120)
+    assert_clean_error(cli("predict", sam_onnx.folder, photo, "-o", tmp_path / "none.png"), 2, "--point")
+    assert_clean_error(cli("predict", sam_onnx.folder, photo, "--point", "250,30", "-o", tmp_path / "out.png"), 2, "outside the image")
+    assert not (tmp_path / "none.png").exists() and not (tmp_path / "out.png").exists()
+
+
+@pytest.fixture(scope="module")
+def sam_bundle(tmp_path_factory):
+    from conftest import Cli
+
+    folder = tmp_path_factory.mktemp("sam-bundle") / "tiny-x86"
+    result = Cli()("deploy", "--profile", "x86-cpu", "--model", "efficientvit_sam_tiny", "--samples", "2", "-o", folder, "--json")
+    summary = json.loads(result.stdout)
+    # the x86-cpu profile's 33 ms budget is judged on this shared host: only parity must pass here
+    assert summary["check"]["passed"] and all("latency" in f for f in summary["failures"]), result.output
+    return folder, summary
+
+
+def test_a_sam_bundle_verifies_itself_on_the_device(sam_bundle):
+    """verify.py with numpy + onnxruntime only: the recorded prompts through both models, PyTorch's masks."""
+    from test_deploy import on_device
+
+    folder, summary = sam_bundle
+    assert summary["check"]["metrics"]["prompts"] == 16
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["models"] == {"encoder": "encoder.onnx", "decoder": "decoder.onnx"}
+    assert "Decoder      decoder.onnx" in (folder / "README.txt").read_text()
+    run = on_device(folder / "verify.py", "--json", "--count", "3")
+    assert run.returncode in (0, 1), run.stderr + run.stdout
+    report = json.loads(run.stdout)
+    assert report["parity"]["passed"] and all("latency" in f for f in report["failures"]), report["failures"]
+    assert report["parity"]["metrics"]["prompts"] == 16 and report["parity"]["metrics"]["mask_iou_min"] >= 0.99  # both photos (256x256 fits)
+    assert report["decoder_latency"]["count"] == 3 and report["latency_of"] == "the encoder, per image"
+
+
+def test_a_sam_bundle_with_damaged_prompts_is_refused(sam_bundle, tmp_path):
+    import shutil
+
+    from evitdeploy.device.integrity import sha256_of
+    from test_deploy import on_device
+
+    folder = tmp_path / "copy"
+    shutil.copytree(sam_bundle[0], folder)
+    with np.load(folder / "reference.npz") as reference:
+        arrays = dict(reference)
+    arrays["prompt_images"] = arrays["prompt_images"] + 5  # prompts of an image the bundle does not hold
+    np.savez(folder / "reference.npz", **arrays)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"]["reference.npz"] = {"sha256": sha256_of(folder / "reference.npz"), "bytes": (folder / "reference.npz").stat().st_size}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    run = on_device(folder / "verify.py")
+    assert run.returncode == 2 and "prompt_images must index the inputs" in run.stderr and "Traceback" not in run.stderr

@@ -8,7 +8,7 @@ from dataclasses import asdict, replace
 
 import numpy as np
 
-from evitdeploy.device.prompts import DECODER_INPUTS, decoder_feed, parity_feeds, promptable_failures, promptable_metrics
+from evitdeploy.device.prompts import DECODER_INPUTS, decoder_feed, flat_feeds, parity_feeds, promptable_failures, promptable_metrics
 from evitdeploy.device.prompts import prompted_outputs as device_prompted_outputs
 from evitdeploy.errors import UserError
 from evitdeploy.spec import ModelSpec
@@ -85,3 +85,19 @@ def validate_pair(model, spec: ModelSpec, runners: tuple, *, inputs: np.ndarray,
         raise UserError(f"{what} does not match PyTorch on {report['metrics'].get('prompts', 0)} prompts: {'; '.join(report['failures'])}",
                         f"nothing was written; {hint}", EXIT_CHECK_FAILED)
     return report
+
+
+def bundle_reference(model, spec: ModelSpec, inputs: np.ndarray, *, sizes: list) -> dict:
+    """What a bundle's verify.py checks a promptable model with, as arrays for reference.npz: the
+    parity prompts of these images (flat, in the frame) and PyTorch's masks (float16, half the
+    bytes; a mask pixel's sign survives it) and IoU predictions for them."""
+    feeds = parity_feeds(sizes, frame=spec.prompt_frame, embedding=spec.embedding)
+    from evitdeploy.backends.torch.runner import TorchDecoderRunner, TorchRunner
+
+    model.set_formulation("textbook")
+    try:
+        with TorchRunner(model, spec) as encoder, TorchDecoderRunner(model.decoder(spec.multimask)) as decoder:
+            expected = device_prompted_outputs(*runner_pair(encoder, decoder, spec), inputs, feeds)
+    finally:
+        model.set_formulation("deploy")
+    return {**flat_feeds(feeds), "expected_masks": expected["low_res_masks"].astype(np.float16), "expected_iou": expected["iou_predictions"]}

@@ -65,7 +65,7 @@ MANIFEST_FIELDS = (
     ("toolchain", lambda v: isinstance(v, dict), "an object of package versions"),
     ("spec", lambda v: isinstance(v, dict), "an object"),
     ("spec.name", _text, "a model name"),
-    ("spec.task", lambda v: v in ("classification", "segmentation"), "classification or segmentation"),
+    ("spec.task", lambda v: v in ("classification", "segmentation", "promptable_segmentation"), "classification, segmentation or promptable_segmentation"),
     ("spec.input_shape", lambda v: isinstance(v, list) and len(v) == 4 and all(_is_int(d, 1, 1 << 16) for d in v), "4 positive integers (N, C, H, W)"),
     ("spec.output_name", _text, "an output name"),
     ("spec.input_name", _text, "an input name"),
@@ -262,3 +262,55 @@ def load_reference(folder: Path, spec: dict) -> tuple:
     if host_outputs is not None and host_outputs.shape != expected.shape:
         raise BundleError(f"{path}: 'host_outputs' has shape {host_outputs.shape}, 'expected' {expected.shape}", hint)
     return inputs, expected, host_outputs
+
+
+PROMPTED_ARRAYS = ("inputs", "prompt_images", "prompt_offsets", "prompt_points", "prompt_labels", "mask_side", "expected_masks", "expected_iou")
+
+
+def promptable_models(manifest: dict) -> dict:
+    """{"encoder": file, "decoder": file} of a promptable bundle, each one of its listed files."""
+    models = manifest.get("models")
+    files = manifest["files"]
+    if not isinstance(models, dict) or sorted(models) != ["decoder", "encoder"] or not all(
+        isinstance(name, str) and (name in files or any(f.startswith(name + "/") for f in files)) for name in models.values()
+    ):
+        raise BundleError(f"{MANIFEST}: a promptable bundle names its encoder and decoder under `models`, each a file it lists", "re-copy the bundle from where it was made")
+    tolerances = manifest["bundle"]["tolerances"]
+    for key, valid in (("min_mask_iou", lambda v: _is_number(v) and 0 <= v <= 1), ("max_iou_error", lambda v: v is None or (_is_number(v) and v >= 0))):
+        if key in tolerances and not valid(tolerances[key]):
+            raise BundleError(f"{MANIFEST}: field `bundle.tolerances.{key}` must be a number ({tolerances[key]!r})", "re-copy the bundle from where it was made")
+    return models
+
+
+def load_prompted_reference(folder: Path, spec: dict) -> tuple:
+    """(inputs, decoder feeds, PyTorch's outputs) of a promptable bundle's reference.npz, checked:
+    no pickles, every array, numbers where numbers belong, prompts that index the inputs."""
+    from .prompts import feeds_from_flat
+
+    path = folder / REFERENCE
+    hint = "re-copy the bundle from where it was made"
+    try:
+        with np.load(path, allow_pickle=False) as reference:
+            missing = [key for key in PROMPTED_ARRAYS if key not in reference.files]
+            if missing:
+                raise BundleError(f"{path} holds no {missing[0]!r} array (it has {', '.join(reference.files) or 'none'})", hint)
+            arrays = {key: reference[key] for key in PROMPTED_ARRAYS}
+    except BundleError:
+        raise
+    except Exception as exc:
+        raise BundleError(f"{path} cannot be read as numeric arrays ({first_line(exc)})", hint) from None
+    for name, array in arrays.items():
+        integer = name in ("prompt_images", "prompt_offsets", "mask_side")
+        if not np.issubdtype(array.dtype, np.integer if integer else np.floating):
+            raise BundleError(f"{path}: {name!r} holds {array.dtype} values, not {'integers' if integer else 'floats'}", hint)
+    inputs = arrays["inputs"]
+    if inputs.ndim != 4 or tuple(inputs.shape[1:]) != tuple(spec["input_shape"][1:]) or len(inputs) < 1:
+        raise BundleError(f"{path}: 'inputs' has shape {inputs.shape}; the model takes (N, {', '.join(map(str, spec['input_shape'][1:]))})", hint)
+    try:
+        feeds = feeds_from_flat(arrays, images=len(inputs))
+    except ValueError as exc:
+        raise BundleError(f"{path}: {exc}", hint) from None
+    masks, ious = arrays["expected_masks"], arrays["expected_iou"]
+    if masks.ndim != 4 or len(masks) != len(feeds) or ious.shape != masks.shape[:2]:
+        raise BundleError(f"{path}: 'expected_masks' {masks.shape} and 'expected_iou' {ious.shape} do not fit {len(feeds)} prompts", hint)
+    return inputs, feeds, {"low_res_masks": masks.astype(np.float32), "iou_predictions": ious.astype(np.float32)}

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import integrity, metrics, runtimes
+from . import integrity, metrics, prompts, runtimes
 from .integrity import MANIFEST, SIGNATURE, BundleError, first_line
 
 
@@ -39,6 +39,61 @@ def _device_module(runtime, target: str):
     if found is None:
         raise BundleError(f"this verifier cannot run {target!r} bundles", "verify it with the evitdeploy that made it", 3)
     return found
+
+
+def _open(folder, manifest: dict, threads, runtime, model_file: str):
+    """infer and providers for one of the bundle's models; a model the runtime cannot load is refused."""
+    try:
+        return runtimes.open_model(folder, dict(manifest, model_file=model_file), threads, runtime=runtime)
+    except BundleError:
+        raise
+    except Exception as exc:  # the runtime's own error types: a truncated or foreign model file
+        raise BundleError(f"{model_file} cannot be loaded by this runtime ({first_line(exc)})", "re-copy the bundle from where it was made") from None
+
+
+def _run_model(folder, manifest: dict, runtime, threads, timing) -> tuple:
+    """One model on the reference images: (parity, drift from the making host, latency, providers, {})."""
+    spec, bundle = manifest["spec"], manifest["bundle"]
+    inputs, expected, host_outputs = integrity.load_reference(folder, spec)
+    infer, providers = _open(folder, manifest, threads, runtime, manifest["model_file"])
+    batch = spec["input_shape"][0]
+    try:
+        outputs = metrics.run_batches(infer, inputs, batch)
+    except Exception as exc:
+        raise BundleError(f"the model refused the reference inputs ({first_line(exc)})",
+                          "the model file and the manifest disagree: re-copy the bundle from where it was made") from None
+    parity = metrics.compare_outputs(spec["task"], expected, outputs, tolerances=bundle["tolerances"])
+    drift = metrics.compare_outputs(spec["task"], host_outputs, outputs, tolerances={})["metrics"] if host_outputs is not None else {}
+    warmup, count = timing
+    latency = metrics.latency_stats(metrics.time_model(infer, latency_input(inputs, batch), warmup, count=count), batch) if count > 0 else None
+    return parity, drift, latency, providers, {}
+
+
+def _run_promptable(folder, manifest: dict, runtime, threads, timing) -> tuple:
+    """A promptable (SAM) bundle: the encoder on the reference images, the decoder on the recorded
+    prompts; mask IoU, IoU-prediction error and cosine against PyTorch's masks. Latency is the
+    encoder's per image (what the budget judges) and, beside it, the decoder's per prompt."""
+    spec, bundle = manifest["spec"], manifest["bundle"]
+    models = integrity.promptable_models(manifest)
+    inputs, feeds, expected = integrity.load_prompted_reference(folder, spec)
+    encode, providers = _open(folder, manifest, threads, runtime, models["encoder"])
+    decode, _ = _open(folder, manifest, threads, runtime, models["decoder"])
+    try:
+        got = prompts.prompted_outputs(encode, decode, inputs, feeds)
+    except Exception as exc:
+        raise BundleError(f"the models refused the reference inputs or prompts ({first_line(exc)})",
+                          "the model files and the manifest disagree: re-copy the bundle from where it was made") from None
+    found = prompts.promptable_metrics(expected, got)
+    failures = prompts.promptable_failures(found, bundle["tolerances"])
+    parity = {"passed": not failures, "failures": failures, "metrics": {k: v for k, v in found.items() if not isinstance(v, list)}}
+    warmup, count = timing
+    latency = decoder_latency = None
+    if count > 0:
+        first = inputs[:1]
+        latency = metrics.latency_stats(metrics.time_model(encode, first, warmup, count=count), 1)
+        feed = dict(feeds[0][1], image_embeddings=np.asarray(encode(first), np.float32))
+        decoder_latency = metrics.latency_stats(metrics.time_turns([lambda: decode(feed)], warmup, count)[0], 1)
+    return parity, {}, latency, providers, {"decoder_latency": decoder_latency, "latency_of": "the encoder, per image"}
 
 
 def verify(folder, runtime, threads=None, warmup=None, count=None, judge_budget: bool = True, public_key=None, schema_check=None) -> dict:
@@ -65,26 +120,11 @@ def verify(folder, runtime, threads=None, warmup=None, count=None, judge_budget:
         raise BundleError(errors[0], "build the engine again on this device (see README.txt)")
     bundle = manifest["bundle"]
     spec = manifest["spec"]
-    inputs, expected, host_outputs = integrity.load_reference(folder, spec)
     threads = threads or bundle["bench"].get("threads")
-    try:
-        infer, providers = runtimes.open_model(folder, manifest, threads, runtime=runtime)
-    except BundleError:
-        raise
-    except Exception as exc:  # the runtime's own error types: a truncated or foreign model file
-        raise BundleError(f"{manifest['model_file']} cannot be loaded by this runtime ({first_line(exc)})", "re-copy the bundle from where it was made") from None
-    batch = spec["input_shape"][0]
-    try:
-        outputs = metrics.run_batches(infer, inputs, batch)
-    except Exception as exc:
-        raise BundleError(f"the model refused the reference inputs ({first_line(exc)})",
-                          "the model file and the manifest disagree: re-copy the bundle from where it was made") from None
-    parity = metrics.compare_outputs(spec["task"], expected, outputs, tolerances=bundle["tolerances"])
-    drift = metrics.compare_outputs(spec["task"], host_outputs, outputs, tolerances={})["metrics"] if host_outputs is not None else {}
     warmup = bundle["bench"]["warmup"] if warmup is None else warmup
     count = bundle["bench"]["count"] if count is None else count
-    feed = latency_input(inputs, batch)
-    latency = metrics.latency_stats(metrics.time_model(infer, feed, warmup, count=count), batch) if count > 0 else None
+    run = _run_promptable if spec["task"] == prompts.PROMPTABLE else _run_model
+    parity, drift, latency, providers, extra = run(folder, manifest, runtime, threads=threads, timing=(warmup, count))
     budget = bundle.get("budget") or {}
     profile = bundle["profile"]
     on_kind, why = runtimes.host_matches(profile["name"], profile["host_machines"], profile["host_device_model"], gpu=profile["host_gpu"])
@@ -108,6 +148,7 @@ def verify(folder, runtime, threads=None, warmup=None, count=None, judge_budget:
         "parity": {**parity, "tolerances": bundle["tolerances"], "vs": "PyTorch FP32 outputs recorded when the bundle was made"},
         "drift_from_making_host": drift,
         "latency": latency,
+        **extra,
         "budget": {**budget, "judged": judged, "host": why},
         "runtime": {**versions, "providers": providers, "threads": threads},
         "host": {"machine": platform.machine(), "platform": platform.platform()},
@@ -123,14 +164,19 @@ def _print(report: dict) -> None:
         print(f"signature {signature['file']} verified with {signature['public_key']}: no file changed since signing")
     for line in report["warnings"]:
         print(f"warning   {line}")
-    keys = ("samples", "max_abs_error", "cosine_min", "top1_agreement", "pixel_agreement", "nonfinite_outputs")
+    keys = ("samples", "prompts", "max_abs_error", "cosine_min", "top1_agreement", "pixel_agreement", "mask_iou_min", "iou_prediction_max_error",
+            "low_res_cosine_min", "nonfinite_outputs")
     print("parity    " + ", ".join(f"{k} {found[k]:.6g}" for k in keys if k in found) + " (vs PyTorch FP32)")
     drift = report["drift_from_making_host"]
     if drift:
         print(f"drift     vs the making host's own outputs: max abs {drift['max_abs_error']:.3g}, min cosine {drift['cosine_min']:.6f}")
     latency = report["latency"]
     if latency:
-        print(f"latency   median {latency['median_ms']:.3f} ms, p90 {latency['p90_ms']:.3f}, p99 {latency['p99_ms']:.3f} ({latency['count']} runs)")
+        of = f" ({report['latency_of']})" if report.get("latency_of") else ""
+        print(f"latency   median {latency['median_ms']:.3f} ms, p90 {latency['p90_ms']:.3f}, p99 {latency['p99_ms']:.3f} ({latency['count']} runs){of}")
+    decoder = report.get("decoder_latency")
+    if decoder:
+        print(f"decoder   median {decoder['median_ms']:.3f} ms per prompt, p90 {decoder['p90_ms']:.3f} ({decoder['count']} runs)")
     budget = report["budget"]
     if budget.get("latency_ms"):
         print(f"budget    {budget['statistic']} <= {budget['latency_ms']} ms: " + ("judged" if budget["judged"] else "not judged") + f" ({budget['host']})")

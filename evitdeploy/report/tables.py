@@ -189,6 +189,9 @@ def deploy_table(summary: dict) -> Table:
     table.add_row("export", as_written(exported), "-", _fmt(seconds["export"], 3))
     if check.get("skipped"):
         parity = f"not run here: {check['skipped']}; the bundle carries the PyTorch outputs for it"
+    elif "prompts" in metrics:  # a promptable model
+        parity = (f"{metrics['prompts']} prompts vs PyTorch: min mask IoU {metrics['mask_iou_min']:.4f}, IoU-prediction max error "
+                  f"{metrics['iou_prediction_max_error']:.2g}, min low-res cosine {metrics['low_res_cosine_min']:.6f}")
     else:
         agreement = f"top-1 {metrics['top1_agreement']:.3f}" if "top1_agreement" in metrics else f"pixels {metrics.get('pixel_agreement', 0):.4f}"
         parity = f"{metrics.get('samples')} photos vs PyTorch: min cosine {metrics.get('cosine_min', 0):.6f}, max abs {metrics.get('max_abs_error', 0):.3g}, {agreement}"

@@ -34,7 +34,8 @@ def onnx_session(ort, model, options, providers):
 
 
 def open_model(path, manifest: dict, threads):
-    """infer(batch) -> the manifest's output, on the best provider here (infer.providers)."""
+    """infer(batch) -> the manifest's output, on the best provider here (infer.providers); a dict
+    of named inputs (a promptable model's decoder) gives a dict of every output."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -47,6 +48,9 @@ def open_model(path, manifest: dict, threads):
     output = manifest["spec"]["output_name"]
 
     def infer(batch):
+        if isinstance(batch, dict):
+            names = [o.name for o in session.get_outputs()]
+            return dict(zip(names, session.run(names, {k: np.asarray(v, np.float32) for k, v in batch.items()})))
         return session.run([output], {declared.name: batch.astype(dtype)})[0]
 
     infer.providers = session.get_providers()

@@ -46,11 +46,15 @@ def describe(properties: dict) -> str:
 
 
 def open_model(path, manifest: dict, threads):
-    """infer(batch) -> the first output, compiled with the manifest's settings."""
+    """infer(batch) -> the first output, compiled with the manifest's settings; a dict of named
+    inputs (a promptable model's decoder) gives a dict of every output."""
     properties = settings(manifest, threads)
     request = compile_ir(path, properties).create_infer_request()
 
     def infer(batch):
+        if isinstance(batch, dict):
+            request.infer({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in batch.items()})
+            return {out.get_any_name(): request.get_tensor(out).data.copy() for out in request.model_outputs}
         request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})
         return request.get_output_tensor(0).data.copy()  # the request reuses its buffer
 
