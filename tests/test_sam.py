@@ -284,3 +284,20 @@ def test_a_sam_bundle_with_damaged_prompts_is_refused(sam_bundle, tmp_path):
     (folder / "manifest.json").write_text(json.dumps(manifest))
     run = on_device(folder / "verify.py")
     assert run.returncode == 2 and "prompt_images must index the inputs" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_sam_checkpoints_load_flat_nested_or_safetensors_and_a_wrong_one_is_named(tmp_path, cli):
+    from safetensors.torch import save_file
+
+    model = create_model(get_spec("efficientvit_sam_tiny"), seed=5)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    torch.save({"model": state}, tmp_path / "nested.pt")
+    save_file(state, str(tmp_path / "flat.safetensors"))
+    x = torch.randn(1, 3, 256, 256)
+    for path in (tmp_path / "nested.pt", tmp_path / "flat.safetensors"):
+        loaded, spec = build_model(get_spec("efficientvit_sam_tiny"), path)
+        with torch.no_grad():
+            assert torch.equal(loaded(x), model(x))
+    result = cli("export", "--model", "efficientvit_sam_l0", "--checkpoint", tmp_path / "flat.safetensors", "-o", tmp_path / "out")
+    assert_clean_error(result, 2, "does not fit efficientvit_sam_l0", "efficientvit_sam_tiny")
+    assert not (tmp_path / "out").exists()
