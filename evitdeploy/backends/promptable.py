@@ -27,7 +27,7 @@ def artifact_models(artifact) -> dict:
 
 def prompted_outputs(encode, decode, inputs: np.ndarray, *, sizes: list, spec: ModelSpec) -> dict:
     """Every image encoded once, then decoded for each of the parity prompts (device.prompts)."""
-    return device_prompted_outputs(encode, decode, inputs, parity_feeds(sizes, frame=spec.prompt_frame, embedding=spec.embedding))
+    return device_prompted_outputs(encode, decode, inputs, feeds=parity_feeds(sizes, frame=spec.prompt_frame, embedding=spec.embedding))
 
 
 def runner_pair(encoder, decoder, spec: ModelSpec):
@@ -97,7 +97,7 @@ def bundle_reference(model, spec: ModelSpec, inputs: np.ndarray, *, sizes: list)
     model.set_formulation("textbook")
     try:
         with TorchRunner(model, spec) as encoder, TorchDecoderRunner(model.decoder(spec.multimask)) as decoder:
-            expected = device_prompted_outputs(*runner_pair(encoder, decoder, spec), inputs, feeds)
+            expected = device_prompted_outputs(*runner_pair(encoder, decoder, spec), inputs, feeds=feeds)
     finally:
         model.set_formulation("deploy")
     return {**flat_feeds(feeds), "expected_masks": expected["low_res_masks"].astype(np.float16), "expected_iou": expected["iou_predictions"]}

@@ -108,7 +108,7 @@ def parity_feeds(sizes: list, *, frame: int, embedding: tuple) -> list:
     return [(index, decoder_feed(prompt, size, frame=frame, embedding=embedding)) for index, size in enumerate(sizes) for prompt in parity_prompts(*size)]
 
 
-def prompted_outputs(encode, decode, inputs: np.ndarray, feeds: list) -> dict:
+def prompted_outputs(encode, decode, inputs: np.ndarray, *, feeds: list) -> dict:
     """Each image encoded once, then decoded for its prompts: {"low_res_masks": (P, M, h, w),
     "iou_predictions": (P, M)}. `encode(batch)` -> embedding; `decode(feed dict)` -> dict of the
     DECODER_OUTPUTS (or its outputs in that order)."""

@@ -79,7 +79,7 @@ def _run_promptable(folder, manifest: dict, runtime, threads, timing) -> tuple:
     encode, providers = _open(folder, manifest, threads, runtime, models["encoder"])
     decode, _ = _open(folder, manifest, threads, runtime, models["decoder"])
     try:
-        got = prompts.prompted_outputs(encode, decode, inputs, feeds)
+        got = prompts.prompted_outputs(encode, decode, inputs, feeds=feeds)
     except Exception as exc:
         raise BundleError(f"the models refused the reference inputs or prompts ({first_line(exc)})",
                           "the model files and the manifest disagree: re-copy the bundle from where it was made") from None

@@ -12,7 +12,8 @@ RUNTIME = ("tensorrt", "tensorrt")
 VERSION_BOUND = True  # a serialized engine loads only on the TensorRT version that built it
 _BUILD = (
     "a TensorRT bundle is checked where its engine is built",
-    "on the device: `evitdeploy build .` (builds model.engine and compares it with reference.npz), or sh build_engine.sh for the engine alone",
+    "on the device: `evitdeploy build .` (builds the engine, a SAM model's encoder.engine and decoder.engine, and compares with reference.npz), "
+    "or sh build_engine.sh for the engines alone",
 )
 
 

@@ -14,21 +14,32 @@ OBEY_PRECISION_CONSTRAINTS (the build fails rather than silently run them in FP1
 carries Q/DQ in the TensorRT scheme (symmetric int8, zero point 0, per-channel weights), which is
 explicit quantization; the plan's float nodes have no Q/DQ and run in FP16/FP32 (FP16 flag on, plan
 FP32 nodes pinned as above).
+
+A promptable (SAM) model is two engines: the encoder, built like any model from its ONNX and the
+plan, and the prompt decoder, FP32, with its own optimization profile over the number of prompt
+points (`decoder_shapes`).
 """
 
 from __future__ import annotations
 
 import shlex
-from typing import Iterable, Optional
+from typing import Iterable, Optional, Sequence
 
+from evitdeploy.device.prompts import DECODER_INPUTS
 from evitdeploy.precision.plan import PrecisionPlan
 from evitdeploy.errors import UserError
 from evitdeploy.spec import ModelSpec
 
 ENGINE_FILE = "model.engine"
+PROMPTABLE_ENGINES = {"encoder": "encoder.engine", "decoder": "decoder.engine"}  # a SAM artifact's two engines
 TIMING_CACHE_FILE = "timing.cache"
 DEFAULT_WORKSPACE_MIB = 4096
 BOUNDARIES = ("_", "/", " ", ":")
+# The decoder's profile over prompt rows (N of point_coords (1, N, 2)): a prompt is its points plus
+# SAM's padding point, or plus a box's two corners, so up to 16 points with a box is 18 rows (and
+# `bench`'s 16-point prompt is 17). opt 2: one click (+ padding) or one box, the commonest prompt
+# (5 of the 8 parity prompts); TensorRT tunes its kernels for opt and runs the others with them.
+DECODER_ROWS = {"min": 1, "opt": 2, "max": 18}
 
 
 def node_of_layer(layer: str, nodes: Iterable[str]) -> Optional[str]:
@@ -78,22 +89,41 @@ def shapes(spec: ModelSpec, profile=None) -> dict[str, tuple[int, ...]]:
     return {"min": tuple(low), "opt": opt, "max": tuple(high)}
 
 
+def decoder_shapes(spec: ModelSpec) -> dict[str, dict[str, tuple[int, ...]]]:
+    """The prompt decoder's optimization profile by input name: batch 1, the image embedding and
+    the mask input static, the prompt rows over DECODER_ROWS."""
+    side = 4 * spec.embedding[-1]  # the low-resolution mask SAM's decoder takes and gives
+    static = {"image_embeddings": (1, *spec.embedding), "mask_input": (1, 1, side, side), "has_mask_input": (1,)}
+    ranges = {
+        **{name: dict.fromkeys(("min", "opt", "max"), shape) for name, shape in static.items()},
+        "point_coords": {k: (1, rows, 2) for k, rows in DECODER_ROWS.items()},
+        "point_labels": {k: (1, rows) for k, rows in DECODER_ROWS.items()},
+    }
+    return {name: ranges[name] for name in DECODER_INPUTS}
+
+
+def named_ranges(spec: ModelSpec, shape_range: dict) -> dict[str, dict]:
+    """{input name: {"min", "opt", "max"}}: a model's several named inputs as given, or the range
+    of the spec's one input (what `shapes` returns)."""
+    return {spec.input_name: shape_range} if set(shape_range) == {"min", "opt", "max"} else shape_range
+
+
 def _dims(shape: tuple[int, ...]) -> str:
     return "x".join(map(str, shape))
 
 
 def trtexec_command(
     spec: ModelSpec, precision: str, plan: Optional[PrecisionPlan], shape_range: dict, onnx_file: str = "model.onnx",
-    workspace_mib: int = DEFAULT_WORKSPACE_MIB,
+    workspace_mib: int = DEFAULT_WORKSPACE_MIB, engine_file: str = ENGINE_FILE,
 ) -> list[str]:
     """The trtexec build of this ONNX with this plan, timed the way published figures were
-    (`--separateProfileRun --iterations=100 --duration=0`)."""
+    (`--separateProfileRun --iterations=100 --duration=0`). `shape_range`: see `named_ranges`;
+    several inputs go in one flag each, comma-separated (`--minShapes=a:1x2,b:1`)."""
+    ranges = named_ranges(spec, shape_range)
     command = [
-        "trtexec", f"--onnx={onnx_file}", f"--saveEngine={ENGINE_FILE}", f"--timingCacheFile={TIMING_CACHE_FILE}",
+        "trtexec", f"--onnx={onnx_file}", f"--saveEngine={engine_file}", f"--timingCacheFile={TIMING_CACHE_FILE}",
         f"--memPoolSize=workspace:{workspace_mib}M",
-        f"--minShapes={spec.input_name}:{_dims(shape_range['min'])}",
-        f"--optShapes={spec.input_name}:{_dims(shape_range['opt'])}",
-        f"--maxShapes={spec.input_name}:{_dims(shape_range['max'])}",
+        *(f"--{which}Shapes=" + ",".join(f"{name}:{_dims(bounds[which])}" for name, bounds in ranges.items()) for which in ("min", "opt", "max")),
     ]
     if precision in ("fp16", "int8"):
         command.append("--fp16")
@@ -107,14 +137,16 @@ def trtexec_command(
     return command
 
 
-def build_script(command: list[str], bundle_command: str) -> str:
-    """build_engine.sh: the trtexec build, and the equivalent evitdeploy command."""
+def build_script(command: list[str], bundle_command: str, then: Sequence[list[str]] = ()) -> str:
+    """build_engine.sh: the trtexec build (and `then` the others: a promptable model's decoder),
+    and the equivalent evitdeploy command."""
+    engines = "engines on the device they" if then else "engine on the device it"
     return (
         "#!/bin/sh\n"
-        "# Build the TensorRT engine on the device it will run on (engines are tied to the GPU and the\n"
+        f"# Build the TensorRT {engines} will run on (engines are tied to the GPU and the\n"
         "# TensorRT version). The same build, with parity against reference.npz, from evitdeploy:\n"
         f"#   {bundle_command}\n"
         "set -e\ncd \"$(dirname \"$0\")\"\n"
-        + " \\\n    ".join(shlex.quote(part) for part in command)
+        + "\n".join(" \\\n    ".join(shlex.quote(part) for part in each) for each in (command, *then))
         + "\n"
     )

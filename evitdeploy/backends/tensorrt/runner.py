@@ -5,6 +5,8 @@ loading, and a mismatch is refused with one line (engines do not move between GP
 Latency for bench/gate is the host-side wall time around copy-in + enqueue + synchronize + copy-out,
 like every runner's; `gpu_times_ms` gives GPU compute time per run from CUDA events with the
 buffers bound once, the figure trtexec reports ("GPU Compute Time"), in its own loop after a warm-up.
+Any number of named float32 inputs (a SAM decoder's five, with a dynamic number of points): each
+call sets every input's shape from the feed and returns every output by name.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from evitdeploy.spec import ModelSpec
 TRT_NAMES = (
     "Logger", "Logger.WARNING", "Runtime", "Runtime.deserialize_cuda_engine", "ICudaEngine.create_execution_context",
     "ICudaEngine.num_io_tensors", "ICudaEngine.get_tensor_name", "ICudaEngine.get_tensor_mode", "TensorIOMode",
-    "TensorIOMode.INPUT", "IExecutionContext.set_input_shape", "IExecutionContext.get_tensor_shape",
+    "TensorIOMode.INPUT", "ICudaEngine.get_tensor_dtype", "ICudaEngine.get_tensor_shape", "ICudaEngine.get_tensor_profile_shape",
+    "DataType", "DataType.FLOAT", "IExecutionContext.set_input_shape", "IExecutionContext.get_tensor_shape",
     "IExecutionContext.set_tensor_address", "IExecutionContext.execute_async_v3", "__version__",
 )
 
@@ -68,43 +71,60 @@ class TensorRTRunner(Runner):
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.outputs = [n for n in names if n not in self.inputs]
+        other = [n for n in names if self.engine.get_tensor_dtype(n) != trt.DataType.FLOAT]
+        if other:  # every evitdeploy graph takes and gives float32; the buffers below are float32
+            raise UserError(f"{self.engine_path.name}: tensor {other[0]!r} is not float32", "build the engine from evitdeploy's ONNX: sh build_engine.sh")
 
     @property
     def providers(self) -> list[str]:
         return ["TensorRT"] if self.engine else []
 
     def input_metadata(self) -> list[TensorMeta]:
-        return [TensorMeta(self.spec.input_name, tuple(self.spec.input_shape), "float32")]
+        """Every input the engine takes (a dynamic dimension as "dynamic"); the spec's before load."""
+        if self.engine is None:
+            return [TensorMeta(self.spec.input_name, tuple(self.spec.input_shape), "float32")]
+        return [TensorMeta(n, tuple(d if d >= 0 else "dynamic" for d in self.engine.get_tensor_shape(n)), "float32") for n in self.inputs]
 
-    def _bind(self, batch: np.ndarray) -> dict:
-        """Device buffers for this batch (input copied in on the engine's stream), addresses set."""
+    def _bind(self, feed: dict[str, np.ndarray]) -> dict:
+        """Device buffers for this feed (every input copied in on the engine's stream, its shape
+        set), then the outputs' buffers at the shapes those give; every address set."""
         import torch
 
+        missing = [name for name in self.inputs if name not in feed]
+        if missing:
+            raise UserError(f"{self.engine_path.name} takes {', '.join(self.inputs)}; the feed has no {missing[0]!r}", "feed every input by name")
+        buffers = {}
         with torch.cuda.stream(self.stream):
-            device_input = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).cuda(non_blocking=False)
-            self.context.set_input_shape(self.inputs[0], tuple(device_input.shape))
-            self.context.set_tensor_address(self.inputs[0], device_input.data_ptr())
-            outputs = {}
+            for name in self.inputs:
+                buffers[name] = torch.from_numpy(np.ascontiguousarray(feed[name], dtype=np.float32)).cuda(non_blocking=False)
+                shape = tuple(buffers[name].shape)
+                if not self.context.set_input_shape(name, shape):
+                    low, _, high = (tuple(d) for d in self.engine.get_tensor_profile_shape(name, 0))
+                    raise UserError(f"{self.engine_path.name} takes {name} from {low} to {high}, not {shape}",
+                                    "stay inside the engine's optimization profile (build_engine.sh), or rebuild it with a wider one")
+                self.context.set_tensor_address(name, buffers[name].data_ptr())
             for name in self.outputs:
-                outputs[name] = torch.empty(tuple(self.context.get_tensor_shape(name)), dtype=torch.float32, device="cuda")
-                self.context.set_tensor_address(name, outputs[name].data_ptr())
-        return {"input": device_input, **outputs}
+                buffers[name] = torch.empty(tuple(self.context.get_tensor_shape(name)), dtype=torch.float32, device="cuda")
+                self.context.set_tensor_address(name, buffers[name].data_ptr())
+        return buffers
 
     def _execute(self) -> None:
         self.context.execute_async_v3(self.stream.cuda_stream)
 
     def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        buffers = self._bind(feed[self.spec.input_name])
+        """Every output by its name (the ONNX graph's: the spec's output_name, or a decoder's two)."""
+        buffers = self._bind(feed)
         self._execute()
         self.stream.synchronize()
-        return {self.spec.output_name: buffers[self.outputs[0]].cpu().numpy()}
+        return {name: buffers[name].cpu().numpy() for name in self.outputs}
 
-    def gpu_times_ms(self, batch: np.ndarray, warmup: int = 20, count: int = 100) -> list[float]:
+    def gpu_times_ms(self, batch, warmup: int = 20, count: int = 100) -> list[float]:
         """GPU compute time per run: CUDA events around each enqueue on the engine's stream, the
-        buffers bound once (trtexec's "GPU Compute Time"; host<->device copies excluded)."""
+        buffers bound once (trtexec's "GPU Compute Time"; host<->device copies excluded). `batch`:
+        the one input's array, or a feed of every named input (a SAM decoder's)."""
         from evitdeploy.backends.tensorrt.runtime import cuda_times_ms
 
-        buffers = self._bind(batch)
+        buffers = self._bind(batch if isinstance(batch, dict) else {self.inputs[0]: batch})
         times = cuda_times_ms(self._execute, warmup, count, stream=self.stream)
         del buffers
         return times
