@@ -765,6 +765,9 @@ def build(
         _say(f"engine built ({report['engine'].get('gpu')}, TensorRT {report['tensorrt']}, {report['engine'].get('pinned_fp32_layers')} layers pinned FP32); "
                   f"parity {'PASSED' if report['passed'] else 'FAILED: ' + '; '.join(report['failures'])}; "
                   f"GPU compute median {gpu['median_ms']:.3f} ms, p90 {gpu['p90_ms']:.3f}, p99 {gpu['p99_ms']:.3f}")
+        decoder = report.get("decoder_gpu_compute")
+        if decoder:  # a SAM bundle: the prompt decoder's engine too
+            _say(f"decoder engine: GPU compute median {decoder['median_ms']:.3f} ms per prompt, p90 {decoder['p90_ms']:.3f}")
     if not report["passed"]:
         raise typer.Exit(EXIT_CHECK_FAILED)
 
