@@ -423,7 +423,8 @@ def _bench_promptable(artifact: Artifact, spec: ModelSpec, request: BenchRequest
         _step(progress, f"benchmarking the encoder ({models['encoder'].model_file.name}) on {artifact.target} ({threads} threads)")
         results = [{**bench_runner(encoder, feed, f"{label} encoder", **timing), "providers": encoder.providers, "model": "encoder"}]
         embedding = encoder.infer(feed)[spec.output_name]
-        for points in DECODER_POINTS:
+        fixed = artifact.manifest.get("export", {}).get("decoder_points")  # TFLite/Core ML: a decoder of fixed size
+        for points in [p for p in DECODER_POINTS if not fixed or p + 1 <= fixed]:  # + SAM's padding point
             _step(progress, f"benchmarking the decoder with {points} point{'s' if points > 1 else ''}")
             run = bench_runner(decoder, decoder_bench_feed(spec, embedding, points), f"{label} decoder {points}pt", **timing)
             results.append({**run, "ms_per_megapixel": None, "providers": decoder.providers, "model": "decoder", "points": points})

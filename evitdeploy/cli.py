@@ -278,6 +278,7 @@ def export(
            else f"); {manifest['validation']['checks'][0].get('skipped', 'not run against PyTorch here')}")
     )
     package = manifest["validation"].get("package")
+    package = package.get("encoder", package) if package else None  # a SAM artifact: the encoder's package is the planned one
     if package:
         _say(f"package: ops by precision {package['ops_by_precision']}; {package['plan_fp32_ops']} ops kept FP32 by the plan; {package['compressed_weight_ops']} compressed weight ops")
     plan = manifest.get("precision_plan")

@@ -301,3 +301,28 @@ def test_sam_checkpoints_load_flat_nested_or_safetensors_and_a_wrong_one_is_name
     result = cli("export", "--model", "efficientvit_sam_l0", "--checkpoint", tmp_path / "flat.safetensors", "-o", tmp_path / "out")
     assert_clean_error(result, 2, "does not fit efficientvit_sam_l0", "efficientvit_sam_tiny")
     assert not (tmp_path / "out").exists()
+
+
+def test_the_fixed_points_decoder_gives_sams_masks_for_any_count_up_to_its_own():
+    """TFLite and Core ML decoders take a fixed number of points. Padding tokens change SAM's
+    output; masked out of the attention (point_count), they change nothing."""
+    from evitdeploy.backends.promptable import decoder_bench_feed
+    from evitdeploy.device.prompts import fixed_points_feed, pad_points
+
+    model, spec = build_model(get_spec("efficientvit_sam_tiny"), seed=0)
+    decoder, fixed = model.decoder(spec.multimask).eval(), model.decoder(spec.multimask, fixed_points=8).eval()
+    embedding = np.random.default_rng(3).standard_normal((1, *spec.embedding)).astype(np.float32)
+
+    def run(module, feed):
+        with torch.no_grad():
+            out = module(*(torch.from_numpy(feed[name]) for name in module.input_names))
+        return [np.asarray(v) for v in (out.values() if isinstance(out, dict) else out)]
+
+    for points in (1, 3, 7):  # plus SAM's padding point: 2, 4 and 8 decoder points
+        feed = decoder_bench_feed(spec, embedding, points)
+        expected, got = run(decoder, feed), run(fixed, fixed_points_feed(feed, 8))
+        assert np.abs(got[0] - expected[0]).max() < 1e-5 and np.abs(got[1] - expected[1]).max() < 1e-6
+    padded_naively = run(decoder, pad_points(decoder_bench_feed(spec, embedding, 1), 8))
+    assert np.abs(padded_naively[1] - run(decoder, decoder_bench_feed(spec, embedding, 1))[1]).max() > 1e-3
+    with pytest.raises(ValueError, match="at most 8"):
+        fixed_points_feed(decoder_bench_feed(spec, embedding, 8), 8)

@@ -101,3 +101,20 @@ def bundle_reference(model, spec: ModelSpec, inputs: np.ndarray, *, sizes: list)
     finally:
         model.set_formulation("deploy")
     return {**flat_feeds(feeds), "expected_masks": expected["low_res_masks"].astype(np.float16), "expected_iou": expected["iou_predictions"]}
+
+
+# What a fixed-points decoder's point count means, for the manifest (export.decoder_points_meaning).
+POINTS_MEANING = (
+    "the decoder takes exactly this many prompt points (a box is two, and a prompt without a box gets SAM's "
+    "padding point); a prompt with fewer is padded and point_count says how many are real, which the decoder masks exactly"
+)
+
+
+def fixed_points_feed(feed: dict, points: int) -> dict:
+    """device.prompts.fixed_points_feed, with too many points a one-line UserError (exit 2)."""
+    from evitdeploy.device.prompts import fixed_points_feed as padded
+
+    try:
+        return padded(feed, points)
+    except ValueError as exc:
+        raise UserError(str(exc), "give fewer points, or export --target onnx, whose decoder takes any number") from None

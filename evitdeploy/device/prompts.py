@@ -85,6 +85,20 @@ def pad_points(feed: dict, count: int) -> dict:
     }
 
 
+POINT_COUNT = "point_count"  # a fixed-points decoder's extra input: how many of its points are the prompt's
+
+
+def fixed_points_feed(feed: dict, points: int) -> dict:
+    """The decoder feed for a decoder built for exactly `points` points (TFLite, Core ML): padded
+    (pad_points) with `point_count` saying how many are the prompt's, which the decoder masks
+    exactly. More points than it takes: ValueError naming the limit."""
+    have = feed["point_coords"].shape[1]
+    if have > points:
+        raise ValueError(f"{have} prompt points (a box is two, and a prompt without a box gets SAM's padding point); this decoder takes at most {points}")
+    padded = pad_points(feed, points)
+    return {**{name: padded[name] for name in DECODER_INPUTS}, POINT_COUNT: np.full((len(padded["point_coords"]),), have, np.float32)}
+
+
 def parity_prompts(height: int, width: int) -> list:
     """PARITY_PROMPTS in pixels of an image of this size."""
     def scaled(x, y):

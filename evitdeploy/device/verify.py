@@ -69,6 +69,13 @@ def _run_model(folder, manifest: dict, runtime, threads, timing) -> tuple:
     return parity, drift, latency, providers, {}
 
 
+def _padded(decode, points: int):
+    def infer(feed):
+        return decode(prompts.fixed_points_feed(feed, points))
+
+    return infer
+
+
 def _run_promptable(folder, manifest: dict, runtime, threads, timing) -> tuple:
     """A promptable (SAM) bundle: the encoder on the reference images, the decoder on the recorded
     prompts; mask IoU, IoU-prediction error and cosine against PyTorch's masks. Latency is the
@@ -78,6 +85,9 @@ def _run_promptable(folder, manifest: dict, runtime, threads, timing) -> tuple:
     inputs, feeds, expected = integrity.load_prompted_reference(folder, spec)
     encode, providers = _open(folder, manifest, threads, runtime, models["encoder"])
     decode, _ = _open(folder, manifest, threads, runtime, models["decoder"])
+    fixed = manifest.get("export", {}).get("decoder_points")
+    if fixed:  # a decoder built for a fixed number of points (TFLite, Core ML): pad, and say how many are real
+        decode = _padded(decode, int(fixed))
     try:
         got = prompts.prompted_outputs(encode, decode, inputs, feeds=feeds)
     except Exception as exc:

@@ -99,6 +99,10 @@ class Backbone(nn.Module):
             channels = cfg.widths[i + 1]
         self.stages = nn.Sequential(*stages)
 
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The stage outputs (the classifier and segmenter override this with their heads)."""
+        return self.features(x)
+
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.stem(x)
         outputs = []

@@ -203,12 +203,16 @@ class Attention(nn.Module):
         """(B, N, C) -> (B, heads, N, C / heads)."""
         return x.unflatten(-1, (self.num_heads, self.internal_dim // self.num_heads)).transpose(1, 2)
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_valid: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """`key_valid` (B, keys) bool: keys marked False get no weight (-inf before the softmax,
+        so exp() gives exactly 0 and they add nothing to its sum)."""
         q = self._separate_heads(self.q_proj(q))
         k = self._separate_heads(self.k_proj(k))
         v = self._separate_heads(self.v_proj(v))
-        attn = q @ k.permute(0, 1, 3, 2)
-        attn = torch.softmax(attn / math.sqrt(self.internal_dim // self.num_heads), dim=-1)
+        attn = q @ k.permute(0, 1, 3, 2) / math.sqrt(self.internal_dim // self.num_heads)
+        if key_valid is not None:
+            attn = attn.masked_fill(~key_valid[:, None, None, :], float("-inf"))
+        attn = torch.softmax(attn, dim=-1)
         out = (attn @ v).transpose(1, 2).flatten(2)
         return self.out_proj(out)
 
@@ -238,13 +242,14 @@ class TwoWayAttentionBlock(nn.Module):
         self.skip_first_layer_pe = skip_first_layer_pe
 
     def forward(
-        self, queries: torch.Tensor, keys: torch.Tensor, query_pe: torch.Tensor, key_pe: torch.Tensor
+        self, queries: torch.Tensor, keys: torch.Tensor, query_pe: torch.Tensor, key_pe: torch.Tensor, token_valid: Optional[torch.Tensor] = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`token_valid` (B, tokens): tokens marked False are no key of either token attention."""
         if self.skip_first_layer_pe:
-            queries = self.self_attn(q=queries, k=queries, v=queries)
+            queries = self.self_attn(q=queries, k=queries, v=queries, key_valid=token_valid)
         else:
             q = queries + query_pe
-            queries = queries + self.self_attn(q=q, k=q, v=queries)
+            queries = queries + self.self_attn(q=q, k=q, v=queries, key_valid=token_valid)
         queries = self.norm1(queries)
 
         q, k = queries + query_pe, keys + key_pe
@@ -252,7 +257,7 @@ class TwoWayAttentionBlock(nn.Module):
         queries = self.norm3(queries + self.mlp(queries))
 
         q, k = queries + query_pe, keys + key_pe
-        keys = self.norm4(keys + self.cross_attn_image_to_token(q=k, k=q, v=queries))
+        keys = self.norm4(keys + self.cross_attn_image_to_token(q=k, k=q, v=queries, key_valid=token_valid))
         return queries, keys
 
 
@@ -290,15 +295,15 @@ class TwoWayTransformer(nn.Module):
         self.norm_final_attn = nn.LayerNorm(embedding_dim, eps=norm_eps)
 
     def forward(
-        self, image_embedding: torch.Tensor, image_pe: torch.Tensor, point_embedding: torch.Tensor
+        self, image_embedding: torch.Tensor, image_pe: torch.Tensor, point_embedding: torch.Tensor, token_valid: Optional[torch.Tensor] = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, C, h, w) image, its (B or 1, C, h, w) encoding, (B, T, C) tokens ->
-        (tokens (B, T, C), image (B, h*w, C))."""
+        (tokens (B, T, C), image (B, h*w, C)); `token_valid` (B, T) masks padding tokens out as keys."""
         keys = image_embedding.flatten(2).permute(0, 2, 1)
         image_pe = image_pe.flatten(2).permute(0, 2, 1)
         queries = point_embedding
         for layer in self.layers:
-            queries, keys = layer(queries=queries, keys=keys, query_pe=point_embedding, key_pe=image_pe)
+            queries, keys = layer(queries=queries, keys=keys, query_pe=point_embedding, key_pe=image_pe, token_valid=token_valid)
         q, k = queries + point_embedding, keys + image_pe
         queries = self.norm_final_attn(queries + self.final_attn_token_to_image(q=q, k=k, v=keys))
         return queries, keys
@@ -346,13 +351,16 @@ class MaskDecoder(nn.Module):
         sparse_prompt_embeddings: torch.Tensor,
         dense_prompt_embeddings: torch.Tensor,
         multimask_output: bool,
+        point_valid: Optional[torch.Tensor] = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Masks 1.. and their IoU when `multimask_output`, else mask 0: what Meta's selects."""
+        """Masks 1.. and their IoU when `multimask_output`, else mask 0: what Meta's selects.
+        `point_valid` (B, N) bool: which prompt tokens are real (see PromptDecoder's fixed points)."""
         masks, iou_pred = self.predict_masks(
             image_embeddings=image_embeddings,
             image_pe=image_pe,
             sparse_prompt_embeddings=sparse_prompt_embeddings,
             dense_prompt_embeddings=dense_prompt_embeddings,
+            point_valid=point_valid,
         )
         if multimask_output:
             return masks[:, 1:], iou_pred[:, 1:]
@@ -364,6 +372,7 @@ class MaskDecoder(nn.Module):
         image_pe: torch.Tensor,
         sparse_prompt_embeddings: torch.Tensor,
         dense_prompt_embeddings: torch.Tensor,
+        point_valid: Optional[torch.Tensor] = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """All mask tokens: masks (B, num_mask_tokens, 4*h, 4*w), IoU (B, num_mask_tokens). B is the
         prompt batch; an image (and dense embedding) batch of 1 is expanded to it."""
@@ -371,10 +380,13 @@ class MaskDecoder(nn.Module):
         output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
         output_tokens = output_tokens.unsqueeze(0).expand(batch, -1, -1)
         tokens = torch.cat((output_tokens, sparse_prompt_embeddings), dim=1)
+        token_valid = None
+        if point_valid is not None:  # the output tokens are always real
+            token_valid = torch.cat([torch.ones(output_tokens.shape[:2], dtype=torch.bool), point_valid], dim=1)
 
         src = (image_embeddings + dense_prompt_embeddings).expand(batch, -1, -1, -1)
         pos_src = image_pe.expand(batch, -1, -1, -1)
-        hs, src = self.transformer(src, pos_src, tokens)
+        hs, src = self.transformer(src, pos_src, tokens, token_valid=token_valid)
         iou_token_out = hs[:, 0, :]
         mask_tokens_out = hs[:, 1 : (1 + self.num_mask_tokens), :]
 
@@ -397,16 +409,26 @@ class PromptDecoder(nn.Module):
     box's top-left/bottom-right corner; mask_input (B or 1, 1, 4*emb_h, 4*emb_w); has_mask_input
     (B,) or (1,) float 0/1. Outputs: low_res_masks (B, M, 4*emb_h, 4*emb_w) logits and
     iou_predictions (B, M), M = num_multimask_outputs when `multimask`, else 1 (mask token 0).
+
+    `fixed_points` N: a decoder for static-shape converters (TFLite, Core ML), taking exactly N
+    points and one more input, point_count (B,) float: how many are the prompt's. Padding a prompt
+    with "not a point" tokens does not leave SAM's masks alone (every token is a key of the token
+    self-attention and the image-to-token attention: on efficientvit_sam_tiny, padding the parity
+    prompts to 8 points moved the masks to a mask IoU of 0.33), so the padding tokens are masked out
+    as keys; nothing else reads them, so the masks are the unpadded decoder's (tests: 1.5e-7).
     """
 
     input_names = ("image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input")
     output_names = ("low_res_masks", "iou_predictions")
 
-    def __init__(self, prompt_encoder: PromptEncoder, mask_decoder: MaskDecoder, multimask: bool):
+    def __init__(self, prompt_encoder: PromptEncoder, mask_decoder: MaskDecoder, multimask: bool, fixed_points: Optional[int] = None):
         super().__init__()
         self.prompt_encoder = prompt_encoder
         self.mask_decoder = mask_decoder
         self.multimask = multimask
+        self.fixed_points = fixed_points
+        if fixed_points:
+            self.input_names = PromptDecoder.input_names + ("point_count",)
 
     def forward(
         self,
@@ -415,13 +437,21 @@ class PromptDecoder(nn.Module):
         point_labels: torch.Tensor,
         mask_input: torch.Tensor,
         has_mask_input: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        point_count: Optional[torch.Tensor] = None,
+    ):
+        """(low_res_masks, iou_predictions); with `fixed_points`, a dict of them by name (what
+        static-shape converters name their outputs after)."""
         sparse = self.prompt_encoder.embed_points(point_coords, point_labels)
         dense = self.prompt_encoder.embed_masks(mask_input, has_mask_input)
-        return self.mask_decoder(
+        point_valid = None
+        if self.fixed_points:
+            point_valid = torch.arange(self.fixed_points, dtype=point_count.dtype) < point_count.reshape(-1, 1)
+        masks, iou = self.mask_decoder(
             image_embeddings=image_embeddings,
             image_pe=self.prompt_encoder.get_dense_pe(),
             sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense,
             multimask_output=self.multimask,
+            point_valid=point_valid,
         )
+        return dict(zip(self.output_names, (masks, iou))) if self.fixed_points else (masks, iou)

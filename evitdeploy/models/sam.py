@@ -9,6 +9,7 @@ SAM's ONNX form (points with labels, a box as two labelled points, an optional m
 from __future__ import annotations
 
 from functools import partial
+from typing import Optional
 
 import torch
 import torch.nn as nn
@@ -59,7 +60,7 @@ class SamImageEncoder(nn.Module):
         self.norm = LayerNorm2d(cfg.embed_dim, eps=cfg.backbone.norm_eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        features = self.backbone.features(x)
+        features = self.backbone(x)  # called as a module: exported node names carry `backbone`, as module paths do
         return self.norm(self.neck([features[i] for i in self.fused_stages]))
 
 
@@ -89,9 +90,10 @@ class EfficientViTSam(nn.Module):
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.image_encoder(image)
 
-    def decoder(self, multimask: bool = True) -> PromptDecoder:
-        """The prompt decoder in SAM's ONNX form, sharing this model's weights."""
-        return PromptDecoder(self.prompt_encoder, self.mask_decoder, multimask=multimask)
+    def decoder(self, multimask: bool = True, fixed_points: Optional[int] = None) -> PromptDecoder:
+        """The prompt decoder in SAM's ONNX form, sharing this model's weights (`fixed_points`: for
+        static-shape converters, see PromptDecoder)."""
+        return PromptDecoder(self.prompt_encoder, self.mask_decoder, multimask=multimask, fixed_points=fixed_points)
 
     def set_attention(self, eps: float) -> None:
         set_attention(self, eps)

@@ -48,14 +48,19 @@ def module_path(node_name: str) -> str:
 
 
 def group_of(path: str) -> str:
-    """The block a module belongs to: the unit the sensitivity search moves between precisions."""
-    parts = path.split(".")
+    """The block a module belongs to: the unit the sensitivity search moves between precisions.
+    A SAM image encoder's modules (`image_encoder.backbone.stages...`, `image_encoder.neck...`)
+    group as a classifier's backbone and a segmenter's head do, under their prefix."""
     if not path:
         return "graph"
+    for prefix in ("image_encoder.backbone.", "image_encoder."):
+        if path.startswith(prefix) and len(path) > len(prefix):
+            return prefix + group_of(path[len(prefix):])
+    parts = path.split(".")
     if parts[0] == "stages" and len(parts) >= 4:
         depth = 5 if len(parts) > 4 and parts[4] in ("context_module", "local_module") else 4
         return ".".join(parts[:depth])
-    if parts[0] == "head" and len(parts) >= 3 and parts[1] in ("input_ops", "upsamples", "middle"):
+    if parts[0] in ("head", "neck") and len(parts) >= 3 and parts[1] in ("input_ops", "upsamples", "middle"):
         return ".".join(parts[:3])
     return ".".join(parts[:2])
 

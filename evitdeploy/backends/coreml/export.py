@@ -17,6 +17,10 @@
 - Validation here (Linux): the package loads as a spec; input/output names, shapes and types;
   op counts by type and precision; every op the plan keeps FP32 is FP32 in the saved program.
   On macOS the package also predicts and is compared with PyTorch.
+- A promptable (SAM) model is two packages: `encoder.mlpackage` (the precision asked) and
+  `decoder.mlpackage`, FP32 and static, so built for DECODER_POINTS points; the runner pads a
+  prompt to that count and the decoder masks the padding out of its attention, so its masks are
+  the unpadded decoder's (models.prompt.PromptDecoder says why it must).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import time
 import warnings
 from collections import Counter
 from pathlib import Path
+from typing import Optional
 
 from evitdeploy.artifact import Artifact, build_manifest, package_versions, staged_folder, write_json
 from evitdeploy.errors import EXIT_CHECK_FAILED, UserError, first_line
@@ -38,6 +43,8 @@ from evitdeploy.backends.options import ExportOptions
 from evitdeploy.spec import ModelSpec
 
 MODEL_DIR = "model.mlpackage"
+PROMPTABLE_DIRS = {"encoder": "encoder.mlpackage", "decoder": "decoder.mlpackage"}  # a SAM artifact's two packages
+DECODER_POINTS = 8  # prompt points the decoder is built for: 7 clicks, or a box and 6 (recorded as export.decoder_points)
 DEPLOYMENT_TARGET = "iOS17"
 
 
@@ -105,6 +112,43 @@ def convert(model, spec: ModelSpec, precision: str, plan=None):
     return mlmodel, sorted(kept_fp32)
 
 
+def decoder_io(spec: ModelSpec, points: int) -> tuple[dict, tuple]:
+    """A promptable model's decoder package: its inputs' names and shapes, its outputs' names."""
+    from evitdeploy.device.prompts import DECODER_INPUTS, DECODER_OUTPUTS, POINT_COUNT
+
+    channels, height, width = spec.embedding
+    side = spec.low_res_size
+    shapes = ((1, channels, height, width), (1, points, 2), (1, points), (1, 1, side, side), (1,), (1,))
+    return dict(zip((*DECODER_INPUTS, POINT_COUNT), shapes)), DECODER_OUTPUTS
+
+
+def convert_decoder(decoder, spec: ModelSpec):
+    """A fixed-points prompt decoder (models.prompt.PromptDecoder) as an FP32 mlprogram."""
+    ct = import_coremltools()
+    import numpy as np
+    import torch
+
+    inputs, outputs = decoder_io(spec, decoder.fixed_points)
+    sample = {name: torch.zeros(shape) for name, shape in inputs.items()}
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr), torch.no_grad():
+            warnings.simplefilter("ignore")
+            program = torch.export.export(decoder.eval(), (), kwargs=sample).run_decompositions({})
+            return ct.convert(
+                program,
+                inputs=[ct.TensorType(name=name, shape=shape, dtype=np.float32) for name, shape in inputs.items()],
+                outputs=[ct.TensorType(name=name, dtype=np.float32) for name in outputs],
+                convert_to="mlprogram",
+                compute_precision=ct.precision.FLOAT32,
+                minimum_deployment_target=getattr(ct.target, DEPLOYMENT_TARGET),
+            )
+    except Exception as exc:  # coremltools raises many types; each means "this model does not convert"
+        raise UserError(
+            f"coremltools cannot convert {spec.name}'s prompt decoder: {type(exc).__name__}: {first_line(exc, 240)}",
+            "--target onnx or tflite take this model",
+        ) from exc
+
+
 def program_ops(package: Path) -> list[tuple[str, str, int]]:
     """(type, first output name, output data type) of every op in the saved package's main function."""
     ct = import_coremltools()
@@ -119,8 +163,9 @@ def program_ops(package: Path) -> list[tuple[str, str, int]]:
     return ops
 
 
-def check_package(package: Path, spec: ModelSpec, precision: str, kept_fp32: list[str]) -> dict:
-    """What the package must be, read back from disk: names, shapes, types, op precisions, the plan."""
+def check_package(package: Path, spec: ModelSpec, precision: str, kept_fp32: list[str], io: Optional[tuple] = None) -> dict:
+    """What the package must be, read back from disk: names, shapes, types, op precisions, the plan.
+    `io`: ({input name: shape}, (output names)) where they are not the spec's (a SAM decoder)."""
     ct = import_coremltools()
     from coremltools.proto import FeatureTypes_pb2, MIL_pb2
 
@@ -130,12 +175,14 @@ def check_package(package: Path, spec: ModelSpec, precision: str, kept_fp32: lis
     except Exception as exc:
         raise UserError(f"{package} does not load as a Core ML spec: {first_line(exc)}", "re-run the export", EXIT_CHECK_FAILED) from exc
     failures = []
+    expected_inputs, expected_outputs = io or ({spec.input_name: spec.input_shape}, (spec.output_name,))
     inputs = {i.name: i.type.multiArrayType for i in model_spec.description.input}
     outputs = {o.name: o.type.multiArrayType for o in model_spec.description.output}
-    if list(inputs) != [spec.input_name] or list(outputs) != [spec.output_name]:
-        failures.append(f"inputs {list(inputs)} / outputs {list(outputs)}, expected [{spec.input_name}] / [{spec.output_name}]")
-    elif list(inputs[spec.input_name].shape) != list(spec.input_shape):
-        failures.append(f"input shape {list(inputs[spec.input_name].shape)}, expected {list(spec.input_shape)}")
+    if list(inputs) != list(expected_inputs) or list(outputs) != list(expected_outputs):
+        failures.append(f"inputs {list(inputs)} / outputs {list(outputs)}, expected {list(expected_inputs)} / {list(expected_outputs)}")
+    else:
+        failures += [f"input {name} has shape {list(inputs[name].shape)}, expected {list(shape)}"
+                     for name, shape in expected_inputs.items() if list(inputs[name].shape) != list(shape)]
     for name, array in {**inputs, **outputs}.items():
         if array.dataType != FeatureTypes_pb2.ArrayFeatureType.FLOAT32:
             failures.append(f"{name} is not float32 at the boundary")
@@ -171,6 +218,7 @@ def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
     if options.dynamic_axes:
         raise UserError("the Core ML target exports static shapes", "drop --dynamic; export one package per input size")
     timings, sections, plan = {}, {}, None
+    model_dir = PROMPTABLE_DIRS["encoder"] if spec.promptable else MODEL_DIR
     with staged_folder(options.output) as staging, tempfile.TemporaryDirectory(prefix="evitdeploy-coreml-") as scratch:
         if options.precision != "fp32":
             started = time.perf_counter()
@@ -183,10 +231,26 @@ def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
             options.step("int8 weights (linear symmetric, per channel) on the plan's INT8 layers")
             mlmodel = quantize_weights(mlmodel, kept_fp32)
         with contextlib.redirect_stdout(sys.stderr):
-            mlmodel.save(str(staging / MODEL_DIR))
+            mlmodel.save(str(staging / model_dir))
         timings["convert_s"] = time.perf_counter() - started
+        promptable = {}
+        if spec.promptable:  # the prompt decoder stays FP32: 4M parameters, milliseconds per prompt
+            from evitdeploy.backends.promptable import POINTS_MEANING
+
+            started = time.perf_counter()
+            options.step(f"converting the prompt decoder ({DECODER_POINTS} points, FP32)")
+            decoder = convert_decoder(model.decoder(spec.multimask, fixed_points=DECODER_POINTS), spec)
+            with contextlib.redirect_stdout(sys.stderr):
+                decoder.save(str(staging / PROMPTABLE_DIRS["decoder"]))
+            timings["decoder_convert_s"] = time.perf_counter() - started
+            sections["models"] = dict(PROMPTABLE_DIRS)
+            promptable = {"decoder_points": DECODER_POINTS, "decoder_points_meaning": POINTS_MEANING}
         options.step("validating the package (spec, I/O, op precisions, the plan)")
-        checked = check_package(staging / MODEL_DIR, spec, options.precision, kept_fp32=kept_fp32)
+        checked = check_package(staging / model_dir, spec, options.precision, kept_fp32=kept_fp32)
+        if spec.promptable:
+            decoder_checked = check_package(staging / PROMPTABLE_DIRS["decoder"], spec, "fp32", kept_fp32=[], io=decoder_io(spec, DECODER_POINTS))
+            checked = {"encoder": checked, "decoder": decoder_checked, "passed": checked["passed"] and decoder_checked["passed"],
+                       "failures": [f"encoder: {f}" for f in checked["failures"]] + [f"decoder: {f}" for f in decoder_checked["failures"]]}
         if not checked["passed"]:
             raise UserError(f"the Core ML package is not what was asked: {'; '.join(checked['failures'])}", "nothing was written; report it", EXIT_CHECK_FAILED)
         validation = {"package": checked, "data": options.validation_source, "checks": _predict_checks(model, spec, staging, options=options)}
@@ -195,7 +259,7 @@ def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
             "coreml",
             options.precision,
             spec=spec,
-            model_file=MODEL_DIR,
+            model_file=model_dir,
             source=options.source,
             export={
                 "exporter": "coremltools (torch.export -> mlprogram)",
@@ -204,6 +268,7 @@ def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
                 "compute_precision": "FP32" if options.precision == "fp32" else "FP16 with the plan's FP32 ops",
                 "weights": "int8 linear symmetric per channel (W8A16)" if options.precision == "int8" else options.precision,
                 "activation_quantization": "not done: coremltools calibrates activations by running the model, which needs macOS",
+                **promptable,
                 "seconds": {k: round(v, 3) for k, v in timings.items()},
             },
             validation=validation,
@@ -212,17 +277,25 @@ def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
         )
         write_json(staging / "manifest.json", manifest)
     folder = Path(options.output)
-    return Artifact(folder, folder / MODEL_DIR, "coreml", precision=options.precision, spec=spec, manifest=manifest)
+    return Artifact(folder, folder / model_dir, "coreml", precision=options.precision, spec=spec, manifest=manifest)
 
 
 def _predict_checks(model, spec: ModelSpec, staging: Path, options: ExportOptions) -> list:
-    """On macOS: the package against PyTorch on the validation photos. Elsewhere: nothing to run."""
+    """On macOS: the package (or SAM's pair, on the parity prompts) against PyTorch on the
+    validation photos. Elsewhere: nothing to run."""
     if platform.system() != "Darwin":
         return [{"skipped": "Core ML predicts only on macOS; run the bundle's verify.py on a Mac"}]
     from evitdeploy.backends.reference import against_reference
     from evitdeploy.backends.reference import inputs_for
     from evitdeploy.backends.coreml.runner import CoreMLRunner
 
+    if spec.promptable:
+        from evitdeploy.backends.promptable import validate_pair
+
+        sizes = list(options.validation_sizes) or [(spec.height, spec.width)] * len(options.validation_inputs)
+        with CoreMLRunner(staging / PROMPTABLE_DIRS["encoder"], spec) as encoder, CoreMLRunner(staging / PROMPTABLE_DIRS["decoder"], spec) as decoder:
+            return [validate_pair(model, spec, (encoder, decoder), inputs=options.validation_inputs, sizes=sizes, precision=options.precision,
+                                  what="the Core ML packages", hint="report this model")]
     with CoreMLRunner(staging / MODEL_DIR, spec) as candidate:
         batches = [inputs_for(options.validation_inputs, spec.input_shape)]
         return against_reference(model, spec, candidate, batches=batches, precision=options.precision, what="the Core ML package", hint="report this model/size")

@@ -1,4 +1,7 @@
-"""Core ML prediction: macOS only (coremltools' MLModel.predict); elsewhere a clear exit 3."""
+"""Core ML prediction: macOS only (coremltools' MLModel.predict); elsewhere a clear exit 3.
+
+A promptable model's decoder package takes its inputs by name and a fixed number of points: a
+prompt is padded to it here (backends.promptable.fixed_points_feed)."""
 
 from __future__ import annotations
 
@@ -44,6 +47,7 @@ class CoreMLRunner(Runner):
         self.spec = spec
         self.compute_units = compute_units  # ALL, CPU_ONLY, CPU_AND_GPU, CPU_AND_NE
         self.model = None
+        self.decoder_points = None  # a fixed-points prompt decoder's point count; None for an image model
 
     def load(self) -> None:
         if platform.system() != "Darwin":
@@ -54,15 +58,25 @@ class CoreMLRunner(Runner):
             )
         ct = import_coremltools()
         self.model = ct.models.MLModel(str(self.package), compute_units=getattr(ct.ComputeUnit, self.compute_units))
+        self.decoder_points = decoder_points(self.model.get_spec())
 
     @property
     def providers(self) -> list[str]:
         return [f"Core ML ({self.compute_units})"] if self.model else []
 
     def input_metadata(self) -> list[TensorMeta]:
+        if self.decoder_points:
+            return [TensorMeta(i.name, tuple(i.type.multiArrayType.shape), "float32") for i in self.model.get_spec().description.input]
         return [TensorMeta(self.spec.input_name, tuple(self.spec.input_shape), "float32")]
 
     def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.decoder_points:
+            from evitdeploy.backends.promptable import fixed_points_feed
+            from evitdeploy.device.prompts import DECODER_OUTPUTS
+
+            fixed = fixed_points_feed(feed, self.decoder_points)
+            outputs = self.model.predict({name: np.ascontiguousarray(value, dtype=np.float32) for name, value in fixed.items()})
+            return {name: np.asarray(outputs[name], dtype=np.float32) for name in DECODER_OUTPUTS}
         batch = np.ascontiguousarray(feed[self.spec.input_name], dtype=np.float32)
         output = self.model.predict({self.spec.input_name: batch})[self.spec.output_name]
         return {self.spec.output_name: np.asarray(output, dtype=np.float32)}
@@ -74,6 +88,13 @@ class CoreMLRunner(Runner):
         from importlib import metadata
 
         return {"coremltools": metadata.version("coremltools"), "macos": platform.mac_ver()[0]}
+
+
+def decoder_points(model_spec) -> Optional[int]:
+    """The number of prompt points a decoder package is built for (its point_coords (1, N, 2));
+    None for a package that is no prompt decoder."""
+    shapes = {i.name: list(i.type.multiArrayType.shape) for i in model_spec.description.input}
+    return int(shapes["point_coords"][1]) if "point_coords" in shapes else None
 
 
 def for_artifact(artifact, threads=None, taking_turns: bool = False) -> CoreMLRunner:

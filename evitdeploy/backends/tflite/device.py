@@ -51,11 +51,26 @@ def tflite_run(interpreter, batch: np.ndarray) -> np.ndarray:
     return output.astype(np.float32)
 
 
+def tflite_run_named(interpreter, feed, signature="serving_default"):
+    """A model of several float32 inputs (a SAM prompt decoder) through its signature: inputs
+    and outputs by their signature names; a feed of the wrong shape is refused (ValueError)."""
+    named = interpreter.get_signature_runner(signature)
+    inputs, outputs = named.get_input_details(), named.get_output_details()
+    del named  # it holds the interpreter's internals, and invoke() refuses to run while anything does
+    for name, details in inputs.items():
+        interpreter.set_tensor(details["index"], np.ascontiguousarray(feed[name], dtype=details["dtype"]))
+    interpreter.invoke()
+    return {name: interpreter.get_tensor(details["index"]).astype(np.float32) for name, details in outputs.items()}
+
+
 def open_model(path, manifest: dict, threads):
-    """infer(batch) -> float32 outputs on XNNPACK."""
+    """infer(batch) -> float32 outputs on XNNPACK; a dict of named inputs (a SAM prompt decoder,
+    already padded to its point count) gives a dict of its outputs by name."""
     interpreter = tflite_interpreter(path, threads)
 
     def infer(batch):
+        if isinstance(batch, dict):
+            return tflite_run_named(interpreter, batch)
         return tflite_run(interpreter, batch)
 
     infer.providers = ["LiteRT (XNNPACK)"]

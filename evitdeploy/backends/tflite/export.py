@@ -13,6 +13,10 @@
   (FLOAT_CASTING; compute stays float32 unless the runtime opts into FP16), or static int8 weights
   and activations calibrated on the plan's own calibration images (int8 input and output,
   (de)quantized by the runner from the tensors' scales).
+- A promptable (SAM) model is two files: `encoder.tflite` (the precision asked) and
+  `decoder.tflite`, FP32 and static like every TFLite model here, so built for DECODER_POINTS
+  points; the runner pads a prompt to that count, and the decoder masks the padding out of its
+  attention, so its masks are the unpadded decoder's (models.prompt.PromptDecoder says why it must).
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ from evitdeploy.backends.reference import against_reference
 from evitdeploy.spec import ModelSpec
 
 MODEL_FILE = "model.tflite"
+PROMPTABLE_FILES = {"encoder": "encoder.tflite", "decoder": "decoder.tflite"}  # a SAM artifact's two models
+DECODER_POINTS = 8  # prompt points the decoder is built for: 7 clicks, or a box and 6 (recorded as export.decoder_points)
 OPS_FILE = "tflite_plan.json"
 SIGNATURE = "serving_default"
 # Distributions whose installed versions the manifest's toolchain records.
@@ -80,6 +86,34 @@ def convert(model, spec: ModelSpec, path: Path, channels_last: bool = False) -> 
     write_bytes(path, payload)
 
 
+def convert_decoder(decoder, spec: ModelSpec, path: Path) -> None:
+    """A promptable model's fixed-points prompt decoder (models.prompt.PromptDecoder) as a .tflite,
+    its signature's inputs and outputs named as the ONNX decoder's (plus point_count)."""
+    import torch
+
+    points = decoder.fixed_points
+    litert_torch = import_converter()
+    channels, height, width = spec.embedding
+    side = spec.low_res_size
+    sample = {
+        "image_embeddings": torch.zeros((1, channels, height, width)),
+        "point_coords": torch.zeros((1, points, 2)),
+        "point_labels": torch.zeros((1, points)),
+        "mask_input": torch.zeros((1, 1, side, side)),
+        "has_mask_input": torch.zeros((1,)),
+        "point_count": torch.ones((1,)),
+    }
+    try:
+        with contextlib.redirect_stdout(sys.stderr), torch.no_grad():
+            payload = bytes(litert_torch.convert(decoder.eval(), sample_kwargs=sample).model_content())
+    except Exception as exc:  # the converter raises many types; each means "this model does not convert"
+        raise UserError(
+            f"litert-torch cannot convert {spec.name}'s prompt decoder: {type(exc).__name__}: {first_line(exc, 240)}",
+            "--target onnx takes this model",
+        ) from exc
+    write_bytes(path, payload)
+
+
 def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
     import_converter()
     if options.channels_last:
@@ -89,28 +123,38 @@ def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
     if options.dynamic_axes:
         raise UserError("the TFLite target exports static shapes", "drop --dynamic; export one artifact per input size")
     timings = {}
+    model_file = PROMPTABLE_FILES["encoder"] if spec.promptable else MODEL_FILE
     with staged_folder(options.output) as staging, tempfile.TemporaryDirectory(prefix="evitdeploy-tflite-") as scratch:
-        path = staging / MODEL_FILE
+        path = staging / model_file
         float_path = Path(scratch) / "fp32.tflite" if options.precision != "fp32" else path
         started = time.perf_counter()
         options.step("converting with litert-torch (PyTorch -> .tflite)")
         convert(model, spec, float_path, channels_last=options.channels_last)
         timings["convert_s"] = time.perf_counter() - started
-        sections = {}
+        sections, promptable = {}, {}
         if options.precision != "fp32":
             started = time.perf_counter()
             sections = _reduce(model, spec, float_path, path=path, staging=staging, scratch=Path(scratch), options=options)
             timings["precision_s"] = time.perf_counter() - started
+        if spec.promptable:  # the prompt decoder stays FP32: 4M parameters, milliseconds per prompt
+            from evitdeploy.backends.promptable import POINTS_MEANING
+
+            started = time.perf_counter()
+            options.step(f"converting the prompt decoder ({DECODER_POINTS} points, FP32)")
+            convert_decoder(model.decoder(spec.multimask, fixed_points=DECODER_POINTS), spec, staging / PROMPTABLE_FILES["decoder"])
+            timings["decoder_convert_s"] = time.perf_counter() - started
+            sections["models"] = dict(PROMPTABLE_FILES)
+            promptable = {"decoder_points": DECODER_POINTS, "decoder_points_meaning": POINTS_MEANING}
         started = time.perf_counter()
         options.step("validating (LiteRT on XNNPACK vs PyTorch on real images)")
-        validation = validate(model, spec, path, options=options)
+        validation = (validate_promptable if spec.promptable else validate)(model, spec, path, options=options)
         timings["validate_s"] = time.perf_counter() - started
         manifest = build_manifest(
             staging,
             "tflite",
             options.precision,
             spec=spec,
-            model_file=MODEL_FILE,
+            model_file=model_file,
             source=options.source,
             export={
                 "exporter": "litert-torch (torch.export)",
@@ -118,6 +162,8 @@ def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
                 else "NCHW input (one TRANSPOSE to NHWC inside the model; --nhwc removes it)",
                 "io": validation.pop("io"),
                 "ops": validation.pop("ops"),
+                **{key: validation.pop(key) for key in ("decoder_io", "decoder_ops") if key in validation},
+                **promptable,
                 "bicubic_upsampling": "exact: fixed depthwise convolution + DEPTH_TO_SPACE with F.interpolate's taps",
                 "seconds": {k: round(v, 3) for k, v in timings.items()},
             },
@@ -127,7 +173,7 @@ def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
         )
         write_json(staging / "manifest.json", manifest)
     folder = Path(options.output)
-    return Artifact(folder, folder / MODEL_FILE, "tflite", precision=options.precision, spec=spec, manifest=manifest)
+    return Artifact(folder, folder / model_file, "tflite", precision=options.precision, spec=spec, manifest=manifest)
 
 
 def _reduce(model, spec: ModelSpec, float_path: Path, path: Path, staging: Path, scratch: Path, options: ExportOptions) -> dict:
@@ -191,29 +237,60 @@ def _signature_input(path: Path) -> str:
     return signatures[SIGNATURE]["inputs"][0]
 
 
+def _hint(precision: str) -> str:
+    return (
+        "report this model/size" if precision == "fp32"
+        else "calibrate on images like your deployment's (--calib DIR), raise --search-budget, or check with looser tolerances"
+    )
+
+
 def validate(model, spec: ModelSpec, path: Path, options: ExportOptions) -> dict:
     """A load in LiteRT, its tensors' types, and outputs against PyTorch (textbook formulation)."""
     from evitdeploy.backends.reference import inputs_for
-    from evitdeploy.backends.tflite.plan import read_ops
     from evitdeploy.backends.tflite.runner import TFLiteRunner
 
     if options.validation_inputs is None:
         raise ValueError("validation_inputs are required")
-    hint = (
-        "report this model/size" if options.precision == "fp32"
-        else "calibrate on images like your deployment's (--calib DIR), raise --search-budget, or check with looser tolerances"
-    )
     with TFLiteRunner(path, spec) as candidate:
         batches = [inputs_for(options.validation_inputs, spec.input_shape)]
-        checks = against_reference(model, spec, candidate, batches=batches, precision=options.precision, what="the .tflite", hint=hint)
-        interpreter = candidate.interpreter
-        io = {
-            kind: [{"name": d["name"], "shape": [int(n) for n in d["shape"]], "dtype": d["dtype"].__name__,
-                    "scale": float(d["quantization"][0]), "zero_point": int(d["quantization"][1])} for d in details]
-            for kind, details in (("inputs", interpreter.get_input_details()), ("outputs", interpreter.get_output_details()))
-        }
+        checks = against_reference(model, spec, candidate, batches=batches, precision=options.precision, what="the .tflite", hint=_hint(options.precision))
+        io = _io(candidate.interpreter)
+    return {"runtime": "ai-edge-litert Interpreter (XNNPACK)", "data": options.validation_source, "checks": checks, "io": io, "ops": _ops(path)}
+
+
+def validate_promptable(model, spec: ModelSpec, path: Path, options: ExportOptions) -> dict:
+    """Encoder and decoder in LiteRT against PyTorch on the parity prompts. The reference is SAM's
+    own decoder fed each prompt unpadded: the runner pads it, and the decoder's masked attention
+    makes the padding exact (models.prompt.PromptDecoder), so there is nothing to forgive."""
+    from evitdeploy.backends.promptable import validate_pair
+    from evitdeploy.backends.tflite.runner import TFLiteRunner
+
+    decoder_path = path.parent / PROMPTABLE_FILES["decoder"]
+    inputs = options.validation_inputs
+    sizes = list(options.validation_sizes) or [(spec.height, spec.width)] * len(inputs)
+    with TFLiteRunner(path, spec) as encoder, TFLiteRunner(decoder_path, spec) as decoder:
+        check = validate_pair(model, spec, (encoder, decoder), inputs=inputs, sizes=sizes, precision=options.precision, what="the .tflite pair", hint=_hint(options.precision))
+        io, decoder_io = _io(encoder.interpreter), _io(decoder.interpreter)
+    return {
+        "runtime": "ai-edge-litert Interpreter (XNNPACK)", "data": options.validation_source, "checks": [check],
+        "io": io, "ops": _ops(path), "decoder_io": decoder_io, "decoder_ops": _ops(decoder_path),
+    }
+
+
+def _io(interpreter) -> dict:
+    """Each input and output tensor: name, shape, type and quantization (the manifest's export.io)."""
+    return {
+        kind: [{"name": d["name"], "shape": [int(n) for n in d["shape"]], "dtype": d["dtype"].__name__,
+                "scale": float(d["quantization"][0]), "zero_point": int(d["quantization"][1])} for d in details]
+        for kind, details in (("inputs", interpreter.get_input_details()), ("outputs", interpreter.get_output_details()))
+    }
+
+
+def _ops(path: Path) -> dict:
+    """Op counts by type; {} without ai-edge-quantizer (its flatbuffer reader; FP32 exports work without it)."""
+    from evitdeploy.backends.tflite.plan import read_ops
+
     try:
-        ops = dict(Counter(op for _, op, _, _ in read_ops(path.read_bytes())))
-    except ImportError:  # the flatbuffer reader comes with ai-edge-quantizer; FP32 exports work without it
-        ops = {}
-    return {"runtime": "ai-edge-litert Interpreter (XNNPACK)", "data": options.validation_source, "checks": checks, "io": io, "ops": ops}
+        return dict(Counter(op for _, op, _, _ in read_ops(path.read_bytes())))
+    except ImportError:
+        return {}

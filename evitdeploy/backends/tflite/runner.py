@@ -2,6 +2,8 @@
 
 The invocation itself (quantized inputs and outputs handled from each tensor's scale and zero
 point) lives in this backend's device.py, so a bundle's verify.py runs a .tflite exactly as we do here.
+A promptable model's decoder takes its inputs by name and a fixed number of points: a prompt is
+padded to it here (backends.promptable.fixed_points_feed).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from typing import Optional
 
 import numpy as np
 
-from evitdeploy.backends.tflite.device import tflite_interpreter, tflite_run
+from evitdeploy.backends.tflite.device import tflite_interpreter, tflite_run, tflite_run_named
 from evitdeploy.device.runtimes import _native_stderr_silenced
 from evitdeploy.errors import BackendUnavailable, UserError, first_line
 from evitdeploy.backends.runner import Runner, TensorMeta
@@ -36,6 +38,7 @@ class TFLiteRunner(Runner):
         self.spec = spec
         self.threads = threads
         self.interpreter = None
+        self.decoder_points = None  # a fixed-points prompt decoder's point count; None for an image model
 
     def load(self) -> None:
         import_litert()
@@ -50,15 +53,25 @@ class TFLiteRunner(Runner):
                 f"LiteRT cannot load {self.model_path}: {first}",
                 "the file is empty, truncated or not a .tflite model; re-run `evitdeploy export --target tflite`",
             ) from exc
+        named = self.interpreter.get_signature_runner().get_input_details() if self.interpreter.get_signature_list() else {}
+        if "point_coords" in named:
+            self.decoder_points = int(named["point_coords"]["shape"][1])
 
     @property
     def providers(self) -> list[str]:
         return ["LiteRT XNNPACK"] if self.interpreter else []
 
     def input_metadata(self) -> list[TensorMeta]:
+        if self.decoder_points:
+            details = self.interpreter.get_signature_runner().get_input_details()
+            return [TensorMeta(name, tuple(int(n) for n in d["shape"]), np.dtype(d["dtype"]).name) for name, d in details.items()]
         return [TensorMeta(d["name"], tuple(int(n) for n in d["shape"]), np.dtype(d["dtype"]).name) for d in self.interpreter.get_input_details()]
 
     def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.decoder_points:
+            from evitdeploy.backends.promptable import fixed_points_feed
+
+            return tflite_run_named(self.interpreter, fixed_points_feed(feed, self.decoder_points))
         return {self.spec.output_name: tflite_run(self.interpreter, feed[self.spec.input_name])}
 
     def close(self) -> None:

@@ -69,6 +69,8 @@ class TorchDecoderRunner(Runner):
 
         with torch.inference_mode():
             outputs = self.decoder(*(torch.from_numpy(np.ascontiguousarray(feed[name])) for name in self.decoder.input_names))
+        if isinstance(outputs, dict):  # a fixed-points decoder names its outputs
+            return {name: out.numpy() for name, out in outputs.items()}
         return {name: out.numpy() for name, out in zip(self.decoder.output_names, outputs)}
 
     def versions(self) -> dict[str, str]:
