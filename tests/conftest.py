@@ -94,3 +94,12 @@ def mosaic_checkpoint_path():
     from evitdeploy.models.trained import mosaic_checkpoint
 
     return mosaic_checkpoint()
+
+
+@pytest.fixture(scope="session")
+def sam_checkpoint_path():
+    """The trained promptable model (efficientvit_sam_tiny on digit mosaics): ~3 min on first use,
+    then cached like the others (models/trained_sam.py)."""
+    from evitdeploy.models.trained_sam import promptable_checkpoint
+
+    return promptable_checkpoint()

@@ -41,7 +41,7 @@ def _device_module(runtime, target: str):
     return found
 
 
-def _open(folder, manifest: dict, threads, runtime, model_file: str):
+def _open(folder, manifest: dict, *, threads, runtime, model_file: str):
     """infer and providers for one of the bundle's models; a model the runtime cannot load is refused."""
     try:
         return runtimes.open_model(folder, dict(manifest, model_file=model_file), threads, runtime=runtime)
@@ -55,7 +55,7 @@ def _run_model(folder, manifest: dict, runtime, threads, timing) -> tuple:
     """One model on the reference images: (parity, drift from the making host, latency, providers, {})."""
     spec, bundle = manifest["spec"], manifest["bundle"]
     inputs, expected, host_outputs = integrity.load_reference(folder, spec)
-    infer, providers = _open(folder, manifest, threads, runtime, manifest["model_file"])
+    infer, providers = _open(folder, manifest, threads=threads, runtime=runtime, model_file=manifest["model_file"])
     batch = spec["input_shape"][0]
     try:
         outputs = metrics.run_batches(infer, inputs, batch)
@@ -83,8 +83,8 @@ def _run_promptable(folder, manifest: dict, runtime, threads, timing) -> tuple:
     spec, bundle = manifest["spec"], manifest["bundle"]
     models = integrity.promptable_models(manifest)
     inputs, feeds, expected = integrity.load_prompted_reference(folder, spec)
-    encode, providers = _open(folder, manifest, threads, runtime, models["encoder"])
-    decode, _ = _open(folder, manifest, threads, runtime, models["decoder"])
+    encode, providers = _open(folder, manifest, threads=threads, runtime=runtime, model_file=models["encoder"])
+    decode, _ = _open(folder, manifest, threads=threads, runtime=runtime, model_file=models["decoder"])
     fixed = manifest.get("export", {}).get("decoder_points")
     if fixed:  # a decoder built for a fixed number of points (TFLite, Core ML): pad, and say how many are real
         decode = _padded(decode, int(fixed))

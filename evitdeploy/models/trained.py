@@ -11,8 +11,10 @@ held-out accuracy is a real number that a precision plan can be held to.
   on mosaics of pasted digits, trained at 128x256; about 90 s on 2 idle CPU cores. Held out: pixel
   accuracy 0.987 (all-background 0.911), mIoU 0.88 at 128x256 and 0.86 at 512x1024: fully
   convolutional + linear attention, and the digits keep their pixel size and density on any canvas.
+- `trained_sam.promptable_checkpoint()`: efficientvit_sam_tiny (encoder + prompt decoder) on the same
+  mosaics at 256x256, prompted with points and boxes on single digits (models/trained_sam.py).
 
-Both are seeded and deterministic on a given machine and torch build, and cached on disk under a
+All are seeded and deterministic on a given machine and torch build, and cached on disk under a
 name that includes a hash of their recipe (a changed recipe retrains).
 """
 
@@ -133,7 +135,9 @@ def digit_mosaics(
     return photos, label_maps
 
 
-def _one_mosaic(rng, images8, labels, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+def _one_mosaic(rng, images8, labels, height: int, width: int, instances: Optional[list] = None) -> tuple[np.ndarray, np.ndarray]:
+    """One mosaic; when `instances` is a list, each pasted digit is appended to it as {"label",
+    "box": (x0, y0, x1, y1) its ink's inclusive pixel bounds, "mask": (H, W) bool, its ink}."""
     canvas = np.full((height, width), rng.uniform(0, 40), np.float32)
     label_map = np.full((height, width), BACKGROUND, np.int64)
     taken = np.zeros((height, width), bool)
@@ -150,11 +154,21 @@ def _one_mosaic(rng, images8, labels, height: int, width: int) -> tuple[np.ndarr
         region = (slice(top, top + size), slice(left, left + size))
         canvas[region] = np.maximum(canvas[region], ink * 255 * rng.uniform(0.7, 1.0))
         label_map[region][ink > INK_THRESHOLD] = labels[pick]
+        if instances is not None:
+            instances.append(_instance(ink > INK_THRESHOLD, (top, left), (height, width), label=int(labels[pick])))
         taken[region] = True
         wanted -= 1
     canvas += rng.normal(0, 6, canvas.shape).astype(np.float32)
     photo = np.clip(np.rint(canvas), 0, 255).astype(np.uint8)
     return np.repeat(photo[..., None], 3, axis=-1), label_map
+
+
+def _instance(ink: np.ndarray, corner: tuple, shape: tuple, label: int) -> dict:
+    """A pasted digit's ink (size x size bool at `corner`) as an instance on the (H, W) canvas."""
+    mask = np.zeros(shape, bool)
+    mask[corner[0] : corner[0] + ink.shape[0], corner[1] : corner[1] + ink.shape[1]] = ink
+    ys, xs = np.nonzero(mask)
+    return {"label": label, "box": (int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())), "mask": mask}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -366,11 +380,14 @@ def main() -> None:
     say = lambda step: print(f"… {step}", flush=True)  # noqa: E731
     import shutil
 
+    from evitdeploy.models.trained_sam import promptable_checkpoint, promptable_data
+
     for name, checkpoint in (
         ("digits_b0", digits_checkpoint(progress=say)),
         ("digits_b1", digits_checkpoint(progress=say, family="b1")),
         ("mosaic_seg_b0", mosaic_checkpoint(progress=say)),
         ("mosaic_seg_b1", mosaic_checkpoint(progress=say, family="b1")),
+        ("sam_tiny_digits", promptable_checkpoint(progress=say)),
     ):
         shutil.copyfile(checkpoint, folder / f"{name}.safetensors")
         print(f"{folder / f'{name}.safetensors'} (from {checkpoint})")
@@ -381,6 +398,7 @@ def main() -> None:
     np.savez(folder / "mosaics_train_512x1024.npz", image=photos)
     photos, label_maps = digit_mosaics(8, 512, 1024, seed=2, split="test")
     np.savez(folder / "mosaics_test_512x1024.npz", image=photos, label=label_maps)
+    np.savez(folder / "mosaics_sam_256.npz", image=promptable_data(16, seed=1, split="train")[0])  # efficientvit_sam_tiny's
     print(f"calibration and test data (.npz, uint8 photos under 'image'): {folder}")
 
 
