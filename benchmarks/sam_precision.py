@@ -163,7 +163,7 @@ def main() -> None:
             "ov int8 plan": lambda: pair_of(artifacts[("openvino", "int8")], args.threads),
         }
         with contextlib.suppress(ImportError):
-            import nncf  # noqa: F401
+            import nncf  # noqa: F401  (NNCF default is a contender only where nncf is installed)
 
             from openvino_cpu import nncf_default
 

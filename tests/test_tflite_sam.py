@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
-import torch
 
 from conftest import assert_clean_error
 

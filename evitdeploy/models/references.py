@@ -1,0 +1,47 @@
+"""Every trained reference in one folder, with the data that goes with it (for the README's commands).
+
+    python -m evitdeploy.models.references [FOLDER]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from evitdeploy.models.trained import digit_mosaics, digits_checkpoint, digits_images, mosaic_checkpoint
+from evitdeploy.models.trained_sam import promptable_checkpoint, promptable_data
+
+
+def main() -> None:
+    """`python -m evitdeploy.models.references [FOLDER]`: train (or find) the references, copy them
+    into FOLDER and write the data that goes with them, so the README's commands run by hand."""
+    import sys
+
+    folder = Path(sys.argv[1] if len(sys.argv) > 1 else "trained-references")
+    folder.mkdir(parents=True, exist_ok=True)
+    say = lambda step: print(f"… {step}", flush=True)  # noqa: E731
+    import shutil
+
+    for name, checkpoint in (
+        ("digits_b0", digits_checkpoint(progress=say)),
+        ("digits_b1", digits_checkpoint(progress=say, family="b1")),
+        ("mosaic_seg_b0", mosaic_checkpoint(progress=say)),
+        ("mosaic_seg_b1", mosaic_checkpoint(progress=say, family="b1")),
+        ("sam_tiny_digits", promptable_checkpoint(progress=say)),
+    ):
+        shutil.copyfile(checkpoint, folder / f"{name}.safetensors")
+        print(f"{folder / f'{name}.safetensors'} (from {checkpoint})")
+    for split in ("train", "test"):
+        images, labels = digits_images(split)
+        np.savez(folder / f"digits_{split}.npz", image=images, label=labels)
+    photos, label_maps = digit_mosaics(16, 512, 1024, seed=1, split="train")
+    np.savez(folder / "mosaics_train_512x1024.npz", image=photos)
+    photos, label_maps = digit_mosaics(8, 512, 1024, seed=2, split="test")
+    np.savez(folder / "mosaics_test_512x1024.npz", image=photos, label=label_maps)
+    np.savez(folder / "mosaics_sam_256.npz", image=promptable_data(16, seed=1, split="train")[0])  # efficientvit_sam_tiny's
+    print(f"calibration and test data (.npz, uint8 photos under 'image'): {folder}")
+
+
+if __name__ == "__main__":
+    main()
