@@ -41,8 +41,11 @@ DEFAULT_TOLERANCES = {
     "fp32": Tolerances(max_abs=1e-4, min_cosine=0.99999, min_top1=1.0, min_pixel_agreement=0.999, min_mask_iou=0.99, max_iou_error=1e-3),
     "fp16": Tolerances(max_abs=None, min_cosine=0.999, min_top1=0.99, min_pixel_agreement=0.99, min_mask_iou=0.98, max_iou_error=0.02),
     "bf16": Tolerances(max_abs=None, min_cosine=0.99, min_top1=0.98, min_pixel_agreement=0.98, min_mask_iou=0.95, max_iou_error=0.05),  # 8-bit significand
-    "int8": Tolerances(max_abs=None, min_cosine=0.98, min_top1=0.9, min_pixel_agreement=0.95, min_mask_iou=0.95, max_iou_error=0.05),
+    "int8": Tolerances(max_abs=None, min_cosine=0.98, min_top1=0.9, min_pixel_agreement=0.95, min_mask_iou=0.85, max_iou_error=0.05),
 }
+# min_mask_iou gates the worst prompt (its best-rated mask; masks under 0.5% of the frame are not
+# judged by IoU: device.prompts.MIN_MASK_SHARE). INT8 of the trained SAM reference: worst prompt
+# 0.89-0.93, mean 0.965 (benchmarks/sam_precision.py measures the mean on prompts on real objects).
 # A promptable model's low-res mask logits are gated by mask IoU, IoU-prediction error and cosine,
 # not max_abs (their scale is the decoder's, tens of units).
 

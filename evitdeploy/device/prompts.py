@@ -16,6 +16,11 @@ PROMPTABLE = "promptable_segmentation"  # the task name of a SAM-like model (spe
 DECODER_INPUTS = ("image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input")
 DECODER_OUTPUTS = ("low_res_masks", "iou_predictions")
 MASK_THRESHOLD = 0.0  # SAM's: a pixel is in the mask where its logit is above 0
+# A mask smaller than this share of the low-res frame (0.5%: 82 pixels of SAM-tiny's 128x128, 328
+# of SAM's 256x256) is not judged by IoU: a fixed prompt that lands on background gives masks of a
+# few pixels, whose IoU swings between 0.5 and 1 with one pixel. They are counted (masks_too_small)
+# and still compared by the logit cosine and the IoU prediction.
+MIN_MASK_SHARE = 0.005
 
 # The fixed prompts parity is measured with, as fractions of the image's width and height: single
 # points, a positive + negative pair, three points, boxes, and a box with a point.
@@ -204,25 +209,32 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def promptable_metrics(reference: dict, candidate: dict) -> dict:
-    """Per prompt and over all: mask IoU of the thresholded low-res logits, the IoU prediction's
-    absolute error, the low-res logit cosine. Each dict holds low_res_masks (P, M, h, w) and
-    iou_predictions (P, M) for P prompts, M masks each (a mask is one sample)."""
+    """Per prompt: the IoU of the candidate's thresholded low-res mask against PyTorch's, for the
+    mask PyTorch rates best (the one a user is shown; mask_iou_*), and over every mask the decoder
+    gives (mask_iou_all_*), masks under MIN_MASK_SHARE of the frame not judged by IoU; the IoU prediction's absolute error; the low-res logit cosine. Each
+    dict holds low_res_masks (P, M, h, w) and iou_predictions (P, M) for P prompts, M masks each."""
     ref_masks, cand_masks = np.asarray(reference["low_res_masks"]), np.asarray(candidate["low_res_masks"])
     ref_iou, cand_iou = np.asarray(reference["iou_predictions"], np.float64), np.asarray(candidate["iou_predictions"], np.float64)
     if ref_masks.shape != cand_masks.shape or ref_iou.shape != cand_iou.shape:
         return {"shape_mismatch": f"masks {cand_masks.shape} / IoU {cand_iou.shape} vs the reference's {ref_masks.shape} / {ref_iou.shape}"}
     flat_ref = ref_masks.reshape(-1, *ref_masks.shape[-2:])
     flat_cand = cand_masks.reshape(-1, *cand_masks.shape[-2:])
-    ious = np.array([mask_iou(r > MASK_THRESHOLD, c > MASK_THRESHOLD) for r, c in zip(flat_ref, flat_cand)])
+    ious = np.array([mask_iou(r > MASK_THRESHOLD, c > MASK_THRESHOLD) for r, c in zip(flat_ref, flat_cand)]).reshape(ref_masks.shape[:2])
+    share = (ref_masks > MASK_THRESHOLD).mean(axis=(-2, -1))
+    best = ref_iou.argmax(axis=1)
+    shown, judged = ious[np.arange(len(ious)), best], share[np.arange(len(ious)), best] >= MIN_MASK_SHARE
+    all_judged = ious[share >= MIN_MASK_SHARE]
     cosine = cosine_per_sample(flat_ref, flat_cand)
     iou_error = np.abs(ref_iou - cand_iou)
-    per_prompt = ious.reshape(ref_masks.shape[:2]).min(axis=1)
     return {
         "prompts": int(ref_masks.shape[0]),
-        "masks": int(len(ious)),
-        "mask_iou_min": float(ious.min()),
-        "mask_iou_mean": float(ious.mean()),
-        "mask_iou_per_prompt": [round(float(v), 6) for v in per_prompt],
+        "masks": int(ious.size),
+        "mask_iou_min": float(shown[judged].min()) if judged.any() else 1.0,
+        "mask_iou_mean": float(shown[judged].mean()) if judged.any() else 1.0,
+        "mask_iou_all_min": float(all_judged.min()) if all_judged.size else 1.0,
+        "mask_iou_all_mean": float(all_judged.mean()) if all_judged.size else 1.0,
+        "masks_too_small": int(ious.size - all_judged.size),
+        "mask_iou_per_prompt": [round(float(v), 6) if ok else None for v, ok in zip(shown, judged)],
         "iou_prediction_max_error": float(iou_error.max()),
         "low_res_cosine_min": float(np.nan_to_num(cosine, nan=-1.0).min()),
         "nonfinite_outputs": int((~np.isfinite(cand_masks)).sum() + (~np.isfinite(cand_iou)).sum()),
@@ -238,7 +250,7 @@ def promptable_failures(metrics: dict, tolerances: dict) -> list:
     if metrics["nonfinite_outputs"]:
         failures.append(f"{metrics['nonfinite_outputs']} NaN/Inf values in the candidate's masks or IoU predictions")
     gates = (
-        ("min_mask_iou", "mask_iou_min", "mask IoU", lambda value, gate: value < gate),
+        ("min_mask_iou", "mask_iou_min", "mask IoU (the best-rated mask)", lambda value, gate: value < gate),
         ("max_iou_error", "iou_prediction_max_error", "IoU-prediction error", lambda value, gate: value > gate),
         ("min_cosine", "low_res_cosine_min", "low-res logit cosine", lambda value, gate: value < gate),
     )
