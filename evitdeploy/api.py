@@ -260,6 +260,13 @@ def _check_promptable(artifact: Artifact, spec: ModelSpec, request: CheckRequest
         versions = {**encoder.versions()}
     _step(progress, "running them through the PyTorch reference")
     expected = reference_outputs(_reference_for(artifact, spec, request.checkpoint), spec, inputs, sizes=sizes)
+    header = _parity_header(artifact, spec, source=source, versions=versions)
+    return {**header, "artifact_bytes": sum(model_size(m.model_file) for m in models.values()),
+            **compare_prompted(expected, got, precision=artifact.precision, tolerances=tolerances)}
+
+
+def _parity_header(artifact: Artifact, spec: ModelSpec, *, source: str, versions: dict) -> dict:
+    """What every parity report says about what was compared."""
     return {
         "kind": "parity",
         "artifact": str(artifact.folder),
@@ -267,10 +274,9 @@ def _check_promptable(artifact: Artifact, spec: ModelSpec, request: CheckRequest
         "task": spec.task,
         "target": artifact.target,
         "input_shape": list(spec.input_shape),
-        "artifact_bytes": sum(model_size(m.model_file) for m in models.values()),
+        "artifact_bytes": model_size(artifact.model_file),
         "data": source,
         "versions": versions,
-        **compare_prompted(expected, got, precision=artifact.precision, tolerances=tolerances),
     }
 
 
@@ -320,15 +326,7 @@ def parity_report(artifact: Artifact, spec: ModelSpec, inputs, *, source: str, t
             versions = {**ref_runner.versions(), **candidate.versions()}
     report = compare(spec, expected, outputs, precision=artifact.precision, tolerances=tolerances)
     return {
-        "kind": "parity",
-        "artifact": str(artifact.folder),
-        "model": spec.name,
-        "task": spec.task,
-        "target": artifact.target,
-        "input_shape": list(spec.input_shape),
-        "artifact_bytes": model_size(artifact.model_file),
-        "data": source,
-        "versions": versions,
+        **_parity_header(artifact, spec, source=source, versions=versions),
         **report,
     }, expected, outputs
 

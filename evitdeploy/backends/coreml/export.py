@@ -66,7 +66,6 @@ def exported_program(model, spec: ModelSpec):
 def convert(model, spec: ModelSpec, precision: str, plan=None):
     """The mlprogram, and the names of the ops the plan keeps FP32 (FP16/INT8)."""
     ct = import_coremltools()
-    import numpy as np
 
     from evitdeploy.precision.plan import FloatScopes
 
@@ -85,22 +84,7 @@ def convert(model, spec: ModelSpec, precision: str, plan=None):
             return True
 
         compute = ct.transform.FP16ComputePrecision(op_selector=fp16)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
-            warnings.simplefilter("ignore")
-            mlmodel = ct.convert(
-                program,
-                inputs=[ct.TensorType(name=spec.input_name, shape=spec.input_shape, dtype=np.float32)],
-                outputs=[ct.TensorType(name=spec.output_name, dtype=np.float32)],
-                convert_to="mlprogram",
-                compute_precision=compute,
-                minimum_deployment_target=getattr(ct.target, DEPLOYMENT_TARGET),
-            )
-    except Exception as exc:  # coremltools raises many types; each means "this model does not convert"
-        raise UserError(
-            f"coremltools cannot convert {spec.name}: {type(exc).__name__}: {first_line(exc, 240)}",
-            "an op without a Core ML lowering; --target onnx or tflite take this model",
-        ) from exc
+    mlmodel = to_mlprogram(program, io=({spec.input_name: spec.input_shape}, (spec.output_name,)), compute=compute, what=spec.name)
     if plan is not None:
         missing = FloatScopes(plan).unmatched(kept_fp32.values())
         if missing:
@@ -125,27 +109,38 @@ def decoder_io(spec: ModelSpec, points: int) -> tuple[dict, tuple]:
 def convert_decoder(decoder, spec: ModelSpec):
     """A fixed-points prompt decoder (models.prompt.PromptDecoder) as an FP32 mlprogram."""
     ct = import_coremltools()
-    import numpy as np
     import torch
 
     inputs, outputs = decoder_io(spec, decoder.fixed_points)
     sample = {name: torch.zeros(shape) for name, shape in inputs.items()}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        program = torch.export.export(decoder.eval(), (), kwargs=sample).run_decompositions({})
+    return to_mlprogram(program, io=(inputs, outputs), compute=ct.precision.FLOAT32, what=f"{spec.name}'s prompt decoder")
+
+
+def to_mlprogram(program, *, io: tuple, compute, what: str):
+    """coremltools' conversion of an exported program with named float32 inputs ({name: shape})
+    and outputs (names); any converter failure is one line."""
+    ct = import_coremltools()
+    import numpy as np
+
+    inputs, outputs = io
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr), torch.no_grad():
+        with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
             warnings.simplefilter("ignore")
-            program = torch.export.export(decoder.eval(), (), kwargs=sample).run_decompositions({})
             return ct.convert(
                 program,
                 inputs=[ct.TensorType(name=name, shape=shape, dtype=np.float32) for name, shape in inputs.items()],
                 outputs=[ct.TensorType(name=name, dtype=np.float32) for name in outputs],
                 convert_to="mlprogram",
-                compute_precision=ct.precision.FLOAT32,
+                compute_precision=compute,
                 minimum_deployment_target=getattr(ct.target, DEPLOYMENT_TARGET),
             )
     except Exception as exc:  # coremltools raises many types; each means "this model does not convert"
         raise UserError(
-            f"coremltools cannot convert {spec.name}'s prompt decoder: {type(exc).__name__}: {first_line(exc, 240)}",
-            "--target onnx or tflite take this model",
+            f"coremltools cannot convert {what}: {type(exc).__name__}: {first_line(exc, 240)}",
+            "an op without a Core ML lowering; --target onnx or tflite take this model",
         ) from exc
 
 
