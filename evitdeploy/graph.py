@@ -22,7 +22,8 @@ MAX_OPSET = 20
 
 
 def default_opset(spec: ModelSpec) -> int:
-    return 20 if spec.family.startswith("l") else 17
+    """20 for the GELU (L-series) models, EfficientViT-SAM's included: GELU is then one op."""
+    return 20 if spec.family.startswith(("l", "sam_")) else 17
 
 
 def write_graph(model, spec: ModelSpec, path: Path, opset: int, simplify: bool, step=None) -> dict:
