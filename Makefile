@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 EVIT := $(VENV)/bin/evitdeploy
 DEMO := demo-out
 
-.PHONY: install demo test test-slow bench bench-gate bench-precision bench-deploy bench-tflite bench-coreml bench-openvino bench-gpu gpu-carry clean
+.PHONY: install demo test test-slow bench bench-gate bench-precision bench-deploy bench-tflite bench-coreml bench-openvino bench-sam bench-gpu gpu-carry clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -50,6 +50,9 @@ bench-deploy: install
 
 bench-openvino: install
 	$(PY) benchmarks/openvino_cpu.py
+
+bench-sam: install
+	$(PY) benchmarks/sam_cpu.py
 
 bench-tflite: install
 	$(PY) benchmarks/tflite_cpu.py
