@@ -47,16 +47,10 @@ def write_decoder_graph(decoder, spec: ModelSpec, path: Path, opset: int, simpli
     batch are dynamic; returns the seconds each step took."""
     import torch
 
+    from evitdeploy.device.prompts import decoder_input_shapes
+
     started = time.perf_counter()
-    channels, height, width = spec.embedding
-    side = spec.low_res_size
-    dummy = (
-        torch.zeros(1, channels, height, width),
-        torch.tensor([[[10.0, 10.0], [20.0, 30.0]]]),
-        torch.tensor([[1.0, -1.0]]),
-        torch.zeros(1, 1, side, side),
-        torch.zeros(1),
-    )
+    dummy = tuple(torch.zeros(shape) for shape in decoder_input_shapes(spec.embedding, points=2).values())  # traced: no value decides a branch
     batch = {0: "batch"}
     axes = {
         "image_embeddings": batch, "point_coords": {0: "batch", 1: "points"}, "point_labels": {0: "batch", 1: "points"},

@@ -93,6 +93,18 @@ def pad_points(feed: dict, count: int) -> dict:
 POINT_COUNT = "point_count"  # a fixed-points decoder's extra input: how many of its points are the prompt's
 
 
+def decoder_input_shapes(embedding: tuple, points: int, point_count: bool = False) -> dict:
+    """{input name: shape} of a batch-1 decoder feed with `points` points (a fixed-points decoder
+    also takes point_count): what exporters trace and converters declare."""
+    channels, height, width = embedding
+    side = 4 * width
+    shapes = {
+        "image_embeddings": (1, channels, height, width), "point_coords": (1, points, 2), "point_labels": (1, points),
+        "mask_input": (1, 1, side, side), "has_mask_input": (1,),
+    }
+    return {**shapes, POINT_COUNT: (1,)} if point_count else shapes
+
+
 def fixed_points_feed(feed: dict, points: int) -> dict:
     """The decoder feed for a decoder built for exactly `points` points (TFLite, Core ML): padded
     (pad_points) with `point_count` saying how many are the prompt's, which the decoder masks

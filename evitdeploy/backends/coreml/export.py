@@ -98,12 +98,9 @@ def convert(model, spec: ModelSpec, precision: str, plan=None):
 
 def decoder_io(spec: ModelSpec, points: int) -> tuple[dict, tuple]:
     """A promptable model's decoder package: its inputs' names and shapes, its outputs' names."""
-    from evitdeploy.device.prompts import DECODER_INPUTS, DECODER_OUTPUTS, POINT_COUNT
+    from evitdeploy.device.prompts import DECODER_OUTPUTS, decoder_input_shapes
 
-    channels, height, width = spec.embedding
-    side = spec.low_res_size
-    shapes = ((1, channels, height, width), (1, points, 2), (1, points), (1, 1, side, side), (1,), (1,))
-    return dict(zip((*DECODER_INPUTS, POINT_COUNT), shapes)), DECODER_OUTPUTS
+    return decoder_input_shapes(spec.embedding, points, point_count=True), DECODER_OUTPUTS
 
 
 def convert_decoder(decoder, spec: ModelSpec):

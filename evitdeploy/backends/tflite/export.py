@@ -72,18 +72,22 @@ def convert(model, spec: ModelSpec, path: Path, channels_last: bool = False) -> 
     model.eval()
     n, c, h, w = spec.input_shape
     sample = torch.zeros((n, h, w, c) if channels_last else (n, c, h, w), dtype=torch.float32)
+    module = litert_torch.to_channel_last_io(model, args=[0]) if channels_last else model
+    write_bytes(path, _converted(lambda: litert_torch.convert(module, (sample,)), what=spec.name))
+
+
+def _converted(convert_call, what: str) -> bytes:
+    """The .tflite bytes litert-torch makes; any converter failure is one line."""
+    import torch
+
     try:
         with contextlib.redirect_stdout(sys.stderr), torch.no_grad():
-            module = litert_torch.to_channel_last_io(model, args=[0]) if channels_last else model
-            converted = litert_torch.convert(module, (sample,))
-            payload = bytes(converted.model_content())
+            return bytes(convert_call().model_content())
     except Exception as exc:  # the converter raises many types; each means "this model does not convert"
-        first = first_line(exc, 240)
         raise UserError(
-            f"litert-torch cannot convert {spec.name}: {type(exc).__name__}: {first}",
+            f"litert-torch cannot convert {what}: {type(exc).__name__}: {first_line(exc, 240)}",
             "an op without a TFLite lowering; --target onnx takes this model",
         ) from exc
-    write_bytes(path, payload)
 
 
 def convert_decoder(decoder, spec: ModelSpec, path: Path) -> None:
@@ -91,27 +95,11 @@ def convert_decoder(decoder, spec: ModelSpec, path: Path) -> None:
     its signature's inputs and outputs named as the ONNX decoder's (plus point_count)."""
     import torch
 
-    points = decoder.fixed_points
+    from evitdeploy.device.prompts import decoder_input_shapes
+
     litert_torch = import_converter()
-    channels, height, width = spec.embedding
-    side = spec.low_res_size
-    sample = {
-        "image_embeddings": torch.zeros((1, channels, height, width)),
-        "point_coords": torch.zeros((1, points, 2)),
-        "point_labels": torch.zeros((1, points)),
-        "mask_input": torch.zeros((1, 1, side, side)),
-        "has_mask_input": torch.zeros((1,)),
-        "point_count": torch.ones((1,)),
-    }
-    try:
-        with contextlib.redirect_stdout(sys.stderr), torch.no_grad():
-            payload = bytes(litert_torch.convert(decoder.eval(), sample_kwargs=sample).model_content())
-    except Exception as exc:  # the converter raises many types; each means "this model does not convert"
-        raise UserError(
-            f"litert-torch cannot convert {spec.name}'s prompt decoder: {type(exc).__name__}: {first_line(exc, 240)}",
-            "--target onnx takes this model",
-        ) from exc
-    write_bytes(path, payload)
+    sample = {name: torch.ones(shape) for name, shape in decoder_input_shapes(spec.embedding, decoder.fixed_points, point_count=True).items()}
+    write_bytes(path, _converted(lambda: litert_torch.convert(decoder.eval(), sample_kwargs=sample), what=f"{spec.name}'s prompt decoder"))
 
 
 def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
