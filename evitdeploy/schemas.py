@@ -229,6 +229,15 @@ class CellSchema(_Schema):
     precision: Name
     height: PositiveInt
     width: PositiveInt
+    profile: Optional[Name] = None
+
+
+class StageNode(_Schema):
+    """Where a stage of a sweep cell ran (a farm adds the Ray node id and the profiles it advertises)."""
+
+    host: Name
+    node_id: Optional[Name] = None
+    profiles: list[Name] = []
 
 
 class SweepCellResult(_Schema):
@@ -240,6 +249,9 @@ class SweepCellResult(_Schema):
     artifact_bytes: Optional[Count] = None
     parity: Optional[ParityResult] = None
     bench: Optional[BenchResult] = None
+    executor: Literal["local", "ray"] = "local"
+    nodes: dict[Literal["export", "bench"], StageNode] = {}
+    timeline: dict[Literal["export", "bench"], Annotated[list[Annotated[float, Field(allow_inf_nan=False)]], Field(min_length=2, max_length=2)]] = {}
 
 
 RESULT_KINDS = {"parity": ParityResult, "bench": BenchResult, "sweep-cell": SweepCellResult}  # what `report` reads

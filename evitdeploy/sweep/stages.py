@@ -1,0 +1,121 @@
+"""One cell's work in two stages that may run on different machines: export + check (anywhere the
+backend and CPUs are) and bench (only on the device the latency is for).
+
+Each stage fills the cell's record and never raises for the cell's own failure: a failing cell is
+recorded with its stage and error, and the sweep goes on.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable, Optional
+
+from evitdeploy.errors import UserError
+from evitdeploy.sweep.grid import Cell, CellSettings
+from evitdeploy.sweep.results import FAILED, OK, PARITY_FAILED, SWEEP_SCHEMA
+
+Progress = Optional[Callable[[str], None]]
+
+
+def this_host(**extra) -> dict:
+    """Where a stage ran, as the record names it."""
+    return {"host": socket.gethostname(), **extra}
+
+
+def new_record(cell: Cell, settings: CellSettings, executor: str = "local") -> dict:
+    return {
+        "kind": "sweep-cell",
+        "schema": SWEEP_SCHEMA,
+        "cell": {**asdict(cell), "resolution": f"{cell.height}x{cell.width}"},
+        "settings": asdict(settings),
+        "executor": executor,
+        "status": OK,
+        "seconds": {},
+        "timeline": {},  # stage -> [start, end] in Unix seconds on the node that ran it
+        "nodes": {},  # "export" / "bench" -> where that stage ran
+    }
+
+
+def fail(record: dict, stage: str, error: str) -> dict:
+    record.update(status=FAILED, stage=stage, error=error)
+    return record
+
+
+def _failure(exc: Exception) -> str:
+    return str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
+
+
+def _threads(settings: CellSettings, profile) -> Optional[int]:
+    return settings.threads if settings.threads is not None or profile is None else profile.threads
+
+
+def export_and_check(record: dict, folder: Path, settings: CellSettings, *, profile=None, progress: Progress = None) -> dict:
+    """Export the cell's artifact into `folder` and check it against PyTorch (with the profile's
+    tolerances for a profile's cell)."""
+    from evitdeploy import api
+    from evitdeploy.artifact import model_size
+    from evitdeploy.requests import CheckRequest, ExportRequest
+
+    cell = Cell.from_dict(record["cell"])
+    data = Path(settings.data) if settings.data else None
+    stage = "export"
+    try:
+        started, wall = time.perf_counter(), time.time()
+        request = ExportRequest(
+            model=cell.model, target=cell.target, precision=cell.precision, output=folder, height=cell.height, width=cell.width,
+            force=True, seed=settings.seed, data=data, checkpoint=Path(settings.checkpoint) if settings.checkpoint else None,
+        )
+        artifact = api.export_model(request, progress=progress)
+        record["seconds"]["export"] = round(time.perf_counter() - started, 3)
+        record["artifact"] = str(artifact.folder)
+        record["artifact_bytes"] = model_size(artifact.model_file)  # a Core ML .mlpackage is a folder
+        stage, started = "check", time.perf_counter()
+        tolerances = asdict(profile.tolerances_for(cell.precision)) if profile is not None else None
+        record["parity"] = api.check_artifact(
+            CheckRequest(path=artifact.folder, data=data, samples=settings.samples, threads=_threads(settings, profile), tolerance_overrides=tolerances),
+            progress=progress,
+        )
+        record["seconds"]["check"] = round(time.perf_counter() - started, 3)
+        record["timeline"]["export"] = [wall, time.time()]
+    except Exception as exc:  # a bug or a backend crash in one cell must not end the sweep
+        record["timeline"]["export"] = [wall, time.time()]
+        return fail(record, stage, _failure(exc))
+    return record
+
+
+def bench(record: dict, folder: Path, settings: CellSettings, *, profile=None, progress: Progress = None) -> dict:
+    """Time the artifact in `folder` on this host; the cell's verdict (ok / parity-failed) is set here."""
+    from evitdeploy import api
+    from evitdeploy.requests import BenchRequest
+
+    started, wall = time.perf_counter(), time.time()
+    try:
+        record["bench"] = api.bench_artifact(
+            BenchRequest(path=folder, threads=_threads(settings, profile), warmup=settings.warmup, count=settings.count, min_time_s=settings.min_time_s),
+            progress=progress,
+        )
+    except Exception as exc:  # one cell's crash is that cell's result
+        record["timeline"]["bench"] = [wall, time.time()]
+        return fail(record, "bench", _failure(exc))
+    record["seconds"]["bench"] = round(time.perf_counter() - started, 3)
+    record["timeline"]["bench"] = [wall, time.time()]
+    parity = record["parity"]
+    if not parity["passed"]:
+        record["status"] = PARITY_FAILED
+        record["error"] = "; ".join(parity["failures"])
+    return record
+
+
+def run_cell(cell: Cell, artifacts: Path, settings: CellSettings, *, profile=None, progress: Progress = None) -> dict:
+    """export -> check -> bench for one cell on this host; never raises for a cell's own failure."""
+    record = new_record(cell, settings)
+    folder = artifacts / cell.name
+    record["nodes"]["export"] = this_host()
+    export_and_check(record, folder, settings, profile=profile, progress=progress)
+    if record["status"] == FAILED:
+        return record
+    record["nodes"]["bench"] = this_host()
+    return bench(record, folder, settings, profile=profile, progress=progress)
