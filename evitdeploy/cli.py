@@ -610,7 +610,10 @@ def report(
 def sweep(
     model: str = typer.Option(..., "--model", "-m", help="Model name(s), comma-separated."),
     output: Path = typer.Option(..., "--output", "-o", help="Results .jsonl: one line per cell, appended; cells already there are skipped."),
-    target: str = typer.Option("onnx", "--target", "-t", help="Target(s), comma-separated."),
+    target: Optional[str] = typer.Option(None, "--target", "-t", help="Target(s), comma-separated [default: onnx, or each --profile's]."),
+    profile: Optional[str] = typer.Option(
+        None, "--profile", "-P", help="Device profile(s), comma-separated: cells use each profile's target, tolerances and threads; on a farm each bench runs on a node of its profile.",
+    ),
     precision: str = typer.Option("fp32", "--precision", "-p", help="Precision(s), comma-separated."),
     resolution: Optional[str] = typer.Option(None, "--resolution", "-r", help="Sizes, comma-separated: 224 or HEIGHTxWIDTH (1024x2048) [default: each model's own]."),
     artifacts: Optional[Path] = typer.Option(None, "--artifacts", help="Where cell artifacts go [default: OUTPUT's name + '-artifacts']."),
@@ -621,16 +624,22 @@ def sweep(
     min_time: float = typer.Option(0.0, "--min-time", max=limits.MIN_TIME_MAX_S, help="Keep timing each cell for at least this many seconds."),
     data: Optional[Path] = typer.Option(None, "--data", help="Image folder or .npz for parity [default: scikit-image sample photos]."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Run again the cells recorded as failed."),
+    executor: str = typer.Option("local", "--executor", help="local: every cell on this host, in turn. ray: over a Ray cluster (evitdeploy[farm])."),
+    address: Optional[str] = typer.Option(
+        None, "--address", help="With --executor ray: the head's HOST:PORT, or 'auto' for the cluster running here [default: start Ray on this machine alone].",
+    ),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Run export -> check -> bench for every cell of a grid; exit 1 if any cell failed.
 
     Each cell is independent: a CI matrix can run one cell per job (same flags, one value each)
-    and `evitdeploy report` reads all the .jsonl files together.
+    and `evitdeploy report` reads all the .jsonl files together. With --executor ray the grid fans
+    out over a farm: exports and checks on any node with the backend (many at once), each bench on
+    a node of its profile, alone on it; a grid no node can serve is refused before any work (exit 3).
     """
     from evitdeploy.report.rows import report_rows
     from evitdeploy.report.tables import rows_table
-    from evitdeploy.sweep import OK, CellSettings, plan_cells, run_sweep, split_list
+    from evitdeploy.sweep import OK, CellSettings, make_executor, plan_cells, run_sweep, split_list
 
     models = split_list(model, "models")
     if resolution is None:
@@ -641,15 +650,22 @@ def sweep(
         resolutions = split_list(resolution, "resolutions")
     if samples < 1:
         raise UserError(f"--samples {samples} is not valid", "use 1 or more")
+    if profile is not None and target is not None:
+        raise UserError("--target and --profile both choose the cells' targets", "pass one: --profile takes each profile's target")
+    from evitdeploy.profiles import load_profile
+
+    profiles = [load_profile(name) for name in split_list(profile, "profiles")] if profile is not None else []
     cells = plan_cells(
-        models, split_list(target, "targets"), split_list(precision, "precisions"), resolutions=list(dict.fromkeys(resolutions)), samples=samples,
+        models, split_list(target or "onnx", "targets"), split_list(precision, "precisions"), resolutions=list(dict.fromkeys(resolutions)), samples=samples,
+        profiles=profiles,
     )
     settings = CellSettings(samples=samples, warmup=warmup, count=count, min_time_s=min_time, threads=threads, data=str(data) if data else None)
     if output.name in ("", ".", ".."):  # ".", "/": no file name to append to, nor to name the artifacts after
         raise UserError(f"--output {output} names a folder; sweep appends its results to a file", "e.g. --output results.jsonl")
     folder = artifacts or output.with_name(output.stem + "-artifacts")
+    farm = make_executor(executor, address)
     with progress(True) as step:
-        summary = run_sweep(cells, output, artifacts=folder, settings=settings, retry_failed=retry_failed, progress=step)
+        summary = run_sweep(cells, output, artifacts=folder, settings=settings, retry_failed=retry_failed, progress=step, executor=farm, profiles=profiles)
     if as_json:
         print(json.dumps(summary, indent=2))
     else:
