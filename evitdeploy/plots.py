@@ -4,6 +4,9 @@
   attention promises slope ~1 (cost proportional to pixels); softmax attention would bend to 2.
 - accuracy drift vs latency: each artifact's max abs error against PyTorch over its median
   latency, with the Pareto front per model and resolution (nothing both faster and closer).
+
+Rows timed on more than one device (a farm sweep, or several merged) get a line per device too,
+named in the legend (and dashed differently on the latency plot): latency is per device.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from collections import defaultdict
 import numpy as np
 
 _MARKERS = {"fp32": "o", "fp16": "s", "int8": "^"}
+_DEVICE_LINES = ("-", ":", "-.", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1)))  # "--" is the slope-1 guide
 
 
 def _pyplot():
@@ -65,23 +69,35 @@ def loglog_slope(megapixels: list[float], latency_ms: list[float]) -> float:
     return float(np.polyfit(np.log(megapixels), np.log(latency_ms), 1)[0])
 
 
+def _device(row: dict) -> str:
+    return row.get("device") or "unknown device"
+
+
+def _told_apart(rows: list[dict]) -> list[str]:
+    """The rows' devices when there is more than one (each then gets its own lines), else none."""
+    devices = sorted({_device(row) for row in rows})
+    return devices if len(devices) > 1 else []
+
+
 def latency_vs_megapixels(rows: list[dict]) -> bytes | None:
     """None when no row has both a latency and a resolution."""
-    series: dict[str, list[tuple[float, float]]] = defaultdict(list)
-    for row in rows:
-        if row.get("median_ms") is not None and row.get("megapixels"):
-            series[f"{row['model']} {row['target']}/{row['precision']}"].append((row["megapixels"], row["median_ms"]))
-    if not series:
+    usable = [r for r in rows if r.get("median_ms") is not None and r.get("megapixels")]
+    if not usable:
         return None
+    devices = _told_apart(usable)
+    series: dict[tuple[str, str, str, str], list[tuple[float, float]]] = defaultdict(list)
+    for row in usable:
+        series[(row["model"], row["target"], row["precision"], _device(row))].append((row["megapixels"], row["median_ms"]))
     plt = _pyplot()
     figure, axes = _log_log_axes(plt)
-    for label, points in sorted(series.items()):
+    for (model, target, precision, device), points in sorted(series.items()):
         points.sort()
         mp, ms = zip(*points)
+        label = f"{model} {target}/{precision}" + (f" on {device}" if devices else "")
         if len(set(mp)) > 1:
             label += f" (slope {loglog_slope(list(mp), list(ms)):.2f})"
-        precision = label.split("/")[-1].split()[0]
-        axes.plot(mp, ms, marker=_MARKERS.get(precision, "D"), label=label)
+        line = _DEVICE_LINES[devices.index(device) % len(_DEVICE_LINES)] if devices else "-"
+        axes.plot(mp, ms, marker=_MARKERS.get(precision, "D"), linestyle=line, label=label)
     all_mp = [p for points in series.values() for p, _ in points]
     anchor = min((points[0] for points in series.values()), key=lambda p: p[0])
     span = np.array([min(all_mp), max(all_mp)])
@@ -108,11 +124,12 @@ def drift_vs_latency(rows: list[dict]) -> bytes | None:
         return None
     plt = _pyplot()
     figure, axes = _log_log_axes(plt)
+    devices = _told_apart(usable)
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for row in usable:
-        groups[(row["model"], row["resolution"])].append(row)
+        groups[(row["model"], row["resolution"], _device(row) if devices else "")].append(row)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for index, ((model, resolution), members) in enumerate(sorted(groups.items())):
+    for index, ((model, resolution, device), members) in enumerate(sorted(groups.items())):
         color = colors[index % len(colors)]
         for row in members:
             error = max(row["max_abs_error"], 1e-9)  # log axis: an exact match sits at the floor
@@ -120,11 +137,11 @@ def drift_vs_latency(rows: list[dict]) -> bytes | None:
             axes.annotate(f"{row['target']}/{row['precision']}", (row["median_ms"], error), fontsize=7, xytext=(4, 3), textcoords="offset points")
         front = pareto_front([(r["median_ms"], max(r["max_abs_error"], 1e-9)) for r in members])
         latency, error = zip(*front)
-        axes.plot(latency, error, color=color, linewidth=1, drawstyle="steps-post", label=f"{model} {resolution}")
+        axes.plot(latency, error, color=color, linewidth=1, drawstyle="steps-post", label=f"{model} {resolution}" + (f" on {device}" if device else ""))
     errors = [max(r["max_abs_error"], 1e-9) for r in usable]
     axes.set_ylim(min(errors) / 3, max(errors) * 3)  # at least a decade, so the log axis has labels
     _plain_numbers(axes.xaxis)
     return _finish(
         figure, axes, "median latency (ms)", ylabel="max abs error vs PyTorch (logits)",
-        title="Accuracy drift vs latency (lines: Pareto front per model and resolution)",
+        title=f"Accuracy drift vs latency (lines: Pareto front per model{', resolution and device' if devices else ' and resolution'})",
     )

@@ -2,12 +2,14 @@ import base64
 import json
 import os
 import re
+import socket
 import stat
 
 import pytest
 
 from conftest import assert_clean_error
 from evitdeploy.plots import loglog_slope, pareto_front
+from evitdeploy.sweep import read_records
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -92,6 +94,81 @@ def test_report_bad_options(cli, sweep_results, tmp_path):
     assert_clean_error(cli("report", results, "-o", tmp_path / "report.pdf"), 2, "report.md or report.html")
     assert_clean_error(cli("report", results, "-o", tmp_path / "missing" / "report.md"), 2, "does not exist")
     assert not (tmp_path / "report.pdf").exists()
+
+
+def _ok_cell(sweep_results) -> dict:
+    """The fixture sweep's fp32 64x64 line: benched here, so it names this host as its bench node."""
+    return next(r for r in read_records(sweep_results[0]) if r["status"] == "ok" and r["cell"]["resolution"] == "64x64")
+
+
+def _on_farm(record: dict, host: str, profile=None) -> dict:
+    """The same cell as a Ray farm records it: exported on the head node, benched on `host`."""
+    return {
+        **record, "cell": {**record["cell"], "profile": profile}, "executor": "ray",
+        "nodes": {"export": {"host": "head", "node_id": "n0"}, "bench": {"host": host, "node_id": f"n-{host}", "profiles": [profile] if profile else []}},
+        "timeline": {"export": [1700000000.0, 1700000060.0], "bench": [1700000061.0, 1700000070.0]},
+    }
+
+
+def _failed_at_export(record: dict) -> dict:
+    """The same cell stopped before its bench: no bench node, no parity, no latency."""
+    kept = {k: v for k, v in record.items() if k not in ("bench", "parity", "artifact_bytes")}
+    return {**kept, "status": "failed", "stage": "export", "error": "out of memory", "nodes": {"export": record["nodes"]["export"]}}
+
+
+def _results(tmp_path, *records: dict):
+    path = tmp_path / "results.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def _json_rows(cli, path) -> list[dict]:
+    run = cli("report", path, "--json")
+    assert run.exit_code == 0, run.output
+    return json.loads(run.stdout)["rows"]
+
+
+def test_one_cell_benched_on_two_farm_devices_and_here_is_three_rows(cli, sweep_results, tmp_path):
+    local = _ok_cell(sweep_results)
+    path = _results(tmp_path, local, _on_farm(local, "rack-1", "x86-cpu"), _on_farm(local, "rack-2"))
+    rows = {r["device"]: r for r in _json_rows(cli, path)}
+    assert sorted(rows) == sorted([socket.gethostname(), "x86-cpu@rack-1", "rack-2"])
+    assert all(r["median_ms"] > 0 and r["parity"] == "PASS" and r["resolution"] == "64x64" for r in rows.values())
+    farm = rows["x86-cpu@rack-1"]
+    assert farm["profile"] == "x86-cpu" and farm["bench_node"] == {"host": "rack-1", "node_id": "n-rack-1", "profiles": ["x86-cpu"]}
+    assert "profile" not in rows["rack-2"] and "profile" not in rows[socket.gethostname()]
+
+
+def test_terminal_markdown_and_html_reports_show_the_device(cli, sweep_results, tmp_path):
+    local = _ok_cell(sweep_results)
+    path = _results(tmp_path, local, _on_farm(local, "rack-1", "x86-cpu"))
+    run = cli("report", path)
+    assert run.exit_code == 0 and "device" in run.stdout and "x86-cpu@rack-1" in run.stdout
+    assert max(map(len, run.stdout.splitlines())) <= 160
+    assert cli("report", path, "-o", tmp_path / "report.md").exit_code == 0
+    text = (tmp_path / "report.md").read_text()
+    assert "| model | target | precision | resolution | device |" in text and "| x86-cpu@rack-1 |" in text
+    assert (tmp_path / "report-latency-vs-megapixels.png").read_bytes().startswith(PNG_MAGIC)
+    assert cli("report", path, "-o", tmp_path / "report.html").exit_code == 0
+    page = (tmp_path / "report.html").read_text()
+    assert "<th>device</th>" in page and "x86-cpu@rack-1" in page
+
+
+def test_a_sweep_line_older_than_nodes_still_reports(cli, sweep_results, tmp_path):
+    old = {k: v for k, v in _ok_cell(sweep_results).items() if k not in ("nodes", "timeline", "executor")}
+    path = _results(tmp_path, old)
+    (row,) = _json_rows(cli, path)
+    assert row["device"] is None and row["median_ms"] > 0 and row["status"] == "ok" and "bench_node" not in row
+    run = cli("report", path)
+    assert run.exit_code == 0 and "median ms" in run.stdout and "device" not in run.stdout  # no device known: no column
+
+
+def test_a_retried_cell_replaces_its_failure_on_the_device_it_reached(cli, sweep_results, tmp_path):
+    farm = _on_farm(_ok_cell(sweep_results), "rack-1", "x86-cpu")
+    (row,) = _json_rows(cli, _results(tmp_path, _failed_at_export(farm), farm))
+    assert row["device"] == "x86-cpu@rack-1" and row["status"] == "ok" and "error" not in row
+    (row,) = _json_rows(cli, _results(tmp_path, _failed_at_export(farm)))
+    assert row["device"] == "x86-cpu" and row["status"] == "failed"  # never benched: the profile it was meant for
 
 
 def test_loglog_slope_and_pareto_front():

@@ -1,4 +1,4 @@
-"""Result JSON -> one row per model x target x precision x resolution (the JSON is the source of truth).
+"""Result JSON -> one row per model x target x precision x resolution x device (the JSON is the source of truth).
 
 Kept apart from rendering: `tables` and `writers` both draw these rows, and this module imports neither.
 """
@@ -16,6 +16,11 @@ COLUMNS = {  # name -> (header, digits)
     "target": ("target", None),
     "precision": ("precision", None),
     "resolution": ("resolution", None),
+    # where the latency was measured: PROFILE@HOST for a sweep cell of a device profile, HOST for
+    # other sweep cells, PROFILE alone for a profile's cell that never reached its bench; unknown
+    # ("-") for check/bench files and sweep lines older than the `nodes` field
+    "device": ("device", None),
+    "profile": ("profile", None),
     "megapixels": ("MP", 3),
     "size_mb": ("size MB", 2),
     "parity": ("parity", None),
@@ -30,8 +35,9 @@ COLUMNS = {  # name -> (header, digits)
     "speedup_vs_torch": ("vs eager", 2),
     "status": ("status", None),
 }
-DEFAULT_COLUMNS = tuple(c for c in COLUMNS if c not in ("eager_ms", "speedup_vs_torch"))
-TERMINAL_COLUMNS = tuple(c for c in DEFAULT_COLUMNS if c not in ("megapixels", "cosine_min"))  # fits 160 columns
+DEFAULT_COLUMNS = tuple(c for c in COLUMNS if c not in ("profile", "eager_ms", "speedup_vs_torch"))  # the device names the profile
+# fits 160 columns with a device like x86-cpu@ip-10-0-1-23 (p90 and per-second are in the files and --json)
+TERMINAL_COLUMNS = tuple(c for c in DEFAULT_COLUMNS if c not in ("megapixels", "cosine_min", "p90_ms", "throughput_per_s"))
 REPORTED_KINDS = ("parity", "bench", "sweep-cell")
 _RESULT_HINT = "pass JSON written by `check --save` / `bench --save`, or a `sweep` .jsonl"
 
@@ -105,13 +111,50 @@ def _identity(result: dict) -> dict:
     }
 
 
+def _bench_node(result: dict) -> Optional[dict]:
+    """Where a sweep cell was timed (absent: never benched, or a line older than `nodes`)."""
+    return result.get("nodes", {}).get("bench") if result["kind"] == "sweep-cell" else None
+
+
+def device_of(result: dict) -> Optional[str]:
+    """The device a result's latency is for, as the `device` column shows it (see COLUMNS)."""
+    profile = result["cell"].get("profile") if result["kind"] == "sweep-cell" else None
+    node = _bench_node(result)
+    return "@".join(part for part in (profile, node and node["host"]) if part) or None
+
+
+def _devices(results: list[dict]) -> list[Optional[str]]:
+    """Each result's device. A sweep cell that stopped before its bench takes the device of its
+    cell's next benched line (a retry), so the retry replaces the failure's row, not sits beside it."""
+    from evitdeploy.sweep.grid import Cell
+
+    devices, retried = [], {}
+    for result in reversed(results):
+        device = device_of(result)
+        if result["kind"] == "sweep-cell":
+            cell = Cell.from_dict(result["cell"]).key
+            if _bench_node(result) is None:
+                device = retried.get(cell, device)
+            else:
+                retried[cell] = device
+        devices.append(device)
+    return devices[::-1]
+
+
+def _where(result: dict) -> dict:
+    """A sweep cell's profile and bench node, kept for JSON readers (the `device` column sums them up)."""
+    found = {"profile": result["cell"].get("profile"), "bench_node": _bench_node(result)}
+    return {name: value for name, value in found.items() if value}
+
+
 def report_rows(results: list[dict]) -> list[dict]:
-    """One row per model x target x precision x resolution; later results fill or replace fields."""
+    """One row per model x target x precision x resolution x device; later results fill or replace
+    fields (a later line of a sweep cell replaces that cell's verdict)."""
     rows: dict[tuple, dict] = {}
-    for result in results:
+    for result, device in zip(results, _devices(results)):
         try:
-            ident = _identity(result)
-            key = (ident["model"], ident["target"], ident["precision"], ident["resolution"], ident["batch"])
+            ident = {**_identity(result), "device": device}
+            key = (ident["model"], ident["target"], ident["precision"], ident["resolution"], ident["batch"], device)
             row = rows.setdefault(key, {**ident, "status": "ok"})
             if result.get("artifact_bytes"):
                 row["size_mb"] = result["artifact_bytes"] / 1e6
@@ -120,7 +163,8 @@ def report_rows(results: list[dict]) -> list[dict]:
             elif result["kind"] == "bench":
                 row.update(_bench_fields(result))
             else:
-                row["status"] = result["status"]
+                row.update(_where(result), status=result["status"])
+                row.pop("error", None)  # an earlier line's failure, now retried
                 if result.get("error"):
                     row["error"] = (f"at {result['stage']}: " if result.get("stage") else "") + result["error"]
                 if result.get("parity"):
@@ -129,7 +173,14 @@ def report_rows(results: list[dict]) -> list[dict]:
                     row.update(_bench_fields(result["bench"]))
         except (KeyError, IndexError, TypeError, ValueError) as exc:
             raise UserError(f"a {result.get('kind')} result is incomplete ({type(exc).__name__}: {exc})", _RESULT_HINT) from None
-    return sorted(rows.values(), key=lambda r: (r["model"], r["target"], r["precision"], r["megapixels"]))
+    return sorted(rows.values(), key=lambda r: (r["model"], r["target"], r["precision"], r["megapixels"], r["device"] or ""))
+
+
+def shown_columns(rows: list[dict], columns: Optional[tuple[str, ...]], default: tuple[str, ...]) -> tuple[str, ...]:
+    """The chosen columns, else `default` without `device` when no row knows its device."""
+    if columns:
+        return columns
+    return default if any(r.get("device") for r in rows) else tuple(c for c in default if c != "device")
 
 
 def parse_columns(text: Optional[str]) -> Optional[tuple[str, ...]]:
@@ -144,4 +195,7 @@ def parse_columns(text: Optional[str]) -> Optional[tuple[str, ...]]:
 
 
 def _errors(rows: list[dict]) -> list[str]:
-    return [f"{r['model']} {r['target']}/{r['precision']} {r['resolution']}: {r['error']}" for r in rows if r.get("error")]
+    return [
+        f"{r['model']} {r['target']}/{r['precision']} {r['resolution']}" + (f" on {r['device']}" if r.get("device") else "") + f": {r['error']}"
+        for r in rows if r.get("error")
+    ]

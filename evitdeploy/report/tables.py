@@ -10,7 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from evitdeploy.errors import one_line
-from evitdeploy.report.rows import COLUMNS, TERMINAL_COLUMNS, _errors
+from evitdeploy.report.rows import COLUMNS, TERMINAL_COLUMNS, _errors, shown_columns
 
 
 def as_written(value) -> str:
@@ -278,7 +278,7 @@ def _cell(row: dict, column: str) -> str:
 
 
 def rows_table(rows: list[dict], columns: Optional[tuple[str, ...]] = None) -> Table:
-    columns = columns or TERMINAL_COLUMNS
+    columns = shown_columns(rows, columns, TERMINAL_COLUMNS)
     table = Table(title="evitdeploy results", box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
     for column in columns:
         table.add_column(COLUMNS[column][0], justify="right" if COLUMNS[column][1] else "left", no_wrap=True)

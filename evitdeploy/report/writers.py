@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Optional
 
 from evitdeploy.errors import UserError
-from evitdeploy.report.rows import COLUMNS, DEFAULT_COLUMNS, _errors
+from evitdeploy.report.rows import COLUMNS, DEFAULT_COLUMNS, _errors, shown_columns
 from evitdeploy.report.tables import _cell
 
 
@@ -33,7 +33,7 @@ def _figures(rows: list[dict]) -> dict[str, Optional[bytes]]:
 
 _FIGURE_TITLES = {
     "latency-vs-megapixels": "Latency vs megapixels (log-log; slope 1 = linear in pixels)",
-    "drift-vs-latency": "Accuracy drift vs latency (Pareto front per model and resolution)",
+    "drift-vs-latency": "Accuracy drift vs latency (Pareto front per model, resolution and device)",
 }
 
 
@@ -41,7 +41,7 @@ def write_report(rows: list[dict], output: Path, columns: Optional[tuple[str, ..
     """report.md (+ PNGs beside it) or one self-contained report.html; returns the files written."""
     from evitdeploy.artifact import check_output_path, write_bytes
 
-    columns = columns or DEFAULT_COLUMNS
+    columns = shown_columns(rows, columns, DEFAULT_COLUMNS)
     output = Path(output)
     if output.suffix not in (".md", ".html"):
         raise UserError(f"cannot tell the format of {output}", "name the output report.md or report.html")
