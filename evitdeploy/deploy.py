@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -49,19 +49,42 @@ def _require_memory(model_name: str, profile, *, precision: str, reduced, sample
     memory.require_fits(spec, "check", f"checking {spec.name} at {spec.height}x{spec.width} on {samples} inputs", images=samples)
 
 
-def _commands(model: str, profile, *, precision: str, checkpoint, reduced, output: Path, spec, signed: bool = False) -> dict:
+def _commands(model: str, profile, *, precision: str, checkpoint, reduced, output: Path, spec, signed: bool = False, backend_flag: str = "") -> dict:
     """The exact commands: this deploy, the export it ran, and the verification on the device."""
     options = (f" --checkpoint {checkpoint}" if checkpoint else "") + _precision_flags(reduced, precision)
     shape = f" --height {spec.height} --width {spec.width}"
     dynamic = (f" --dynamic {','.join(profile.dynamic)}" if profile.dynamic else "") + (" --nhwc" if profile.nhwc else "")
     where = profile.source if profile.source.endswith(".toml") else profile.name
     return {
-        "deploy": f"evitdeploy deploy --profile {where} --model {model} --precision {precision}{shape}{options} -o {output}",
+        "deploy": f"evitdeploy deploy --profile {where} --model {model}{backend_flag} --precision {precision}{shape}{options} -o {output}",
         "export": f"evitdeploy export --model {model} --target {profile.target} --precision {precision} --batch {spec.input_shape[0]}{shape}{dynamic}{options}",
         "verify_on_device": "python3 verify.py" + (" --public-key PUB.pem" if signed else ""),
         "verify_with_evitdeploy": f"evitdeploy verify {output}" + (" --public-key PUB.pem" if signed else ""),
         **({"verify_signature": f"model_signing verify key --signature {output}/model.sig --public_key PUB.pem {output}"} if signed else {}),
     }
+
+
+def candidate_backend(profile, name: str) -> str:
+    """The folder of one of the profile's candidate backends, from any spelling of its name."""
+    from evitdeploy.backends import find
+
+    found = find(name)
+    if found is None or found.folder not in profile.candidates:
+        raise UserError(f"profile {profile.name} has no candidate backend {name!r}", f"choose one of: {', '.join(profile.candidates)}")
+    return found.folder
+
+
+def require_precision(profile, precision: str) -> None:
+    """Refuse a precision the profile does not offer, or offers only on another of its candidates."""
+    if precision not in profile.precisions:
+        raise UserError(f"profile {profile.name} does not offer precision {precision!r}", f"choose one of: {', '.join(profile.precisions)}")
+    if precision not in profile.precisions_for(profile.backend):
+        others = [c for c in profile.candidates if precision in profile.precisions_for(c)]
+        raise UserError(
+            f"profile {profile.name} offers precision {precision!r} on {', '.join(others)}, not on its backend {profile.backend}",
+            f"use --precision auto to measure every candidate, --backend {others[0]} -p {precision}, "
+            f"or one of {', '.join(profile.precisions_for(profile.backend))} on {profile.backend}",
+        )
 
 
 def deploy(
@@ -80,10 +103,12 @@ def deploy(
     height: Optional[int] = None,
     width: Optional[int] = None,
     sign_key: Optional[Path] = None,
+    backend: Optional[str] = None,
 ) -> dict:
     """Run the whole flow for a profile; the bundle is written even when a verdict fails, so the
     evidence can be read, and the summary says so. With `sign_key` (a PEM EC private key) the
-    bundle is signed in the OpenSSF model-signing format (model.sig)."""
+    bundle is signed in the OpenSSF model-signing format (model.sig). `backend`: one of the
+    profile's candidates instead of its own backend (what `--precision auto` chose)."""
     from evitdeploy import api, bundle
     from evitdeploy.bench import host_info
     from evitdeploy.data import load_inputs_and_sizes
@@ -93,6 +118,10 @@ def deploy(
     from evitdeploy.requests import BenchRequest, CheckRequest, ExportRequest
 
     profile = load_profile(profile_name)
+    backend_flag = ""  # another candidate than the profile's own backend: the commands and the default name say which
+    if backend is not None and candidate_backend(profile, backend) != profile.backend:
+        profile = replace(profile, backend=candidate_backend(profile, backend))
+        backend_flag = f" --backend {profile.backend}"
     status = backend_status(profile)
     recipe_only = profile.backend == "tensorrt" and status["built"] and not status["installed"]
     if not recipe_only:  # TensorRT absent: the bundle carries the ONNX + plan + build recipe for the device
@@ -100,9 +129,9 @@ def deploy(
     promptable = get_spec(model_name).promptable  # an unknown model fails before anything runs
     if promptable:  # SAM takes its own square size whatever the profile's (it letterboxes the image)
         height, width = height or get_spec(model_name).height, width or get_spec(model_name).width
-    precision = precision or profile.precision
-    if precision not in profile.precisions:
-        raise UserError(f"profile {profile.name} does not offer precision {precision!r}", f"choose one of: {', '.join(profile.precisions)}")
+    offered = profile.precisions_for(profile.backend)
+    precision = precision or (profile.precision if profile.precision in offered else offered[0])
+    require_precision(profile, precision)
     limits.check_range("--samples", samples, 1, high=limits.SAMPLES_MAX)
     limits.check_seed(seed)
     _require_memory(
@@ -113,7 +142,7 @@ def deploy(
         from evitdeploy.signing import signature_section
 
         signature = signature_section(Path(sign_key))
-    output = Path(output or f"{model_name}-{profile.name}-{precision}")
+    output = Path(output or f"{model_name}-{profile.name}{'-' + profile.backend if backend_flag else ''}-{precision}")
     prepare_output(output, force)
     height, width = height or profile.height, width or profile.width
     seconds = {"bench": 0.0}
@@ -184,6 +213,7 @@ def deploy(
             "made_on": host_info(profile.threads),
             "commands": _commands(
                 model_name, profile, precision=precision, checkpoint=checkpoint, reduced=reduced, output=output, spec=spec, signed=signature is not None,
+                backend_flag=backend_flag,
             ),
             **({"signature": signature} if signature else {}),
         }

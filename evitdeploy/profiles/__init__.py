@@ -2,6 +2,11 @@
 
 Profiles ship as TOML beside this module; a user passes their own with `--profile path.toml`.
 Every key is validated so a typo is one clear error, not a silently ignored setting.
+
+`candidates` (optional) lists the backends `deploy --precision auto` measures against each other;
+the main `backend` must be one of them (it is what a plain deploy uses, so `precision` must be one
+it builds). Each candidate is measured at the profile's `precisions` it builds, and every entry of
+`precisions` must be built by some candidate.
 """
 
 from __future__ import annotations
@@ -51,12 +56,24 @@ class Profile:
     host_machines: tuple[str, ...] = ()
     host_device_model: Optional[str] = None
     host_gpu: Optional[str] = None
+    candidates: tuple[str, ...] = ()  # backends `deploy --precision auto` measures; () means (backend,)
+
+    def __post_init__(self) -> None:
+        if not self.candidates:
+            object.__setattr__(self, "candidates", (self.backend,))
 
     @property
     def target(self) -> str:
         from evitdeploy.backends import get_backend
 
         return get_backend(self.backend).name
+
+    def precisions_for(self, backend: str) -> tuple[str, ...]:
+        """The profile's precisions a backend (a registry folder name) builds, in the profile's order."""
+        from evitdeploy.backends import get_backend
+
+        built = get_backend(backend).precisions
+        return tuple(p for p in self.precisions if p in built)
 
     def budget_for(self, model: str) -> Optional[float]:
         return self.model_budgets.get(model, self.latency_ms)
@@ -129,6 +146,7 @@ class ProfileFile(BaseModel):
     backend: str  # a backend's folder name in the registry (evitdeploy.backends)
     precision: str
     precisions: list[str]
+    candidates: list[str] = []  # backend folders `deploy --precision auto` measures; must include backend
     notes: list[str] = []
     input: _InputTable = _InputTable()
     bench: _BenchTable = _BenchTable()
@@ -141,22 +159,47 @@ class ProfileFile(BaseModel):
         from evitdeploy.backends import BACKENDS
 
         shape = self.input
-        backend = next((b for b in BACKENDS.values() if b.folder == self.backend), None)
+        known = {b.folder: b for b in BACKENDS.values()}
+        backend = known.get(self.backend)
         if backend is None:
-            raise ValueError(f"backend {self.backend!r} is not known; use one of: {', '.join(b.folder for b in BACKENDS.values())}")
+            raise ValueError(f"backend {self.backend!r} is not known; use one of: {', '.join(known)}")
+        unknown = next((name for name in self.candidates if name not in known), None)
+        if unknown is not None:
+            raise ValueError(f"candidate {unknown!r} is not a known backend; use one of: {', '.join(known)}")
+        if self.candidates and self.backend not in self.candidates:
+            raise ValueError(f"backend {self.backend!r} is not among its candidates {self.candidates}; add it to candidates")
+        offering = [known[name] for name in dict.fromkeys(self.candidates or [self.backend])]
         for precision in {*self.precisions, *self.tolerances}:
-            if precision not in backend.precisions:
-                raise ValueError(f"precision {precision!r} is not one {self.backend} builds; use {', '.join(backend.precisions)}")
+            if not any(precision in b.precisions for b in offering):
+                raise ValueError(_not_built(precision, offering))
         if self.precision not in self.precisions:
             raise ValueError(f"precision {self.precision!r} is not in its precisions {self.precisions}; add it to precisions")
+        if self.precision not in backend.precisions:  # a plain deploy uses the main backend
+            raise ValueError(f"precision {self.precision!r} is not one {self.backend} builds; use {', '.join(backend.precisions)}")
+        for candidate in offering:
+            if not set(self.precisions) & set(candidate.precisions):
+                raise ValueError(
+                    f"candidate {candidate.folder!r} builds none of its precisions {self.precisions} (it builds {', '.join(candidate.precisions)}); "
+                    "add one of those to precisions, or drop the candidate"
+                )
         for label, values in (("min", shape.min), ("max", shape.max)):
             if values and len(values) != len(shape.dynamic):
                 raise ValueError(f"[input] {label} has {len(values)} values for {len(shape.dynamic)} dynamic axes; give one value per axis in dynamic")
         if shape.nhwc and self.backend != "tflite":
             raise ValueError('[input] nhwc is for the tflite backend; drop nhwc, or use backend = "tflite"')
+        if shape.nhwc and any(b.folder != "tflite" for b in offering):
+            raise ValueError("[input] nhwc is for the tflite backend, and not every candidate is tflite; drop nhwc, or those candidates")
         if shape.min and shape.max and any(lo > hi for lo, hi in zip(shape.min, shape.max)):
             raise ValueError(f"[input] min {shape.min} exceeds max {shape.max}; min <= max on every axis")
         return self
+
+
+def _not_built(precision: str, offering: list) -> str:
+    """Why a precision is refused: no backend the profile may use builds it."""
+    if len(offering) == 1:
+        return f"precision {precision!r} is not one {offering[0].folder} builds; use {', '.join(offering[0].precisions)}"
+    built = dict.fromkeys(p for b in offering for p in b.precisions)
+    return f"precision {precision!r} is not one any of its candidates ({', '.join(b.folder for b in offering)}) builds; use {', '.join(built)}"
 
 
 def _bad(source: str, message: str, hint: str = "see `evitdeploy profiles` and the shipped TOML files for the format") -> UserError:
@@ -222,6 +265,7 @@ def parse_profile(text: str, name: str, source: str) -> Profile:
         host_machines=tuple(m.lower() for m in host.machine),
         host_device_model=host.device_model,
         host_gpu=host.gpu,
+        candidates=tuple(dict.fromkeys(checked.candidates)),
     )
 
 

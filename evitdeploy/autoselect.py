@@ -1,0 +1,265 @@
+"""`deploy --precision auto`: measure every candidate backend x precision a profile offers, deploy
+the fastest that passes the profile's tolerances, and say why each other candidate lost.
+
+The candidates run as a sweep (one cell per backend x precision, checked with the profile's
+tolerances and benched with its threads), on this host or on a farm node of the profile. Their
+results file and artifacts stay in `<output>-candidates/` beside the bundle: the evidence behind
+the choice. The winner is then deployed as an ordinary deploy (measured again, into the bundle).
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable, Optional
+
+from evitdeploy.errors import EXIT_BACKEND_UNAVAILABLE, UserError
+
+Progress = Optional[Callable[[str], None]]
+NOT_RUN = "not-run"  # a candidate whose backend is not installed here (local executor only)
+RESULTS, ARTIFACTS = "results.jsonl", "artifacts"
+
+
+def candidates_folder(output: Path) -> Path:
+    """Where the candidates' results file and artifacts go: beside the bundle, named after it."""
+    return output.parent / f"{output.name}-candidates"
+
+
+# ---------------------------------------------------------------------------------------------
+# The choice: pure, on sweep records.
+
+
+def candidate_rows(records: list[dict], statistic: str) -> list[dict]:
+    """One JSON-ready row per measured candidate, the winner (the fastest by `statistic` that
+    passes its tolerances) first; every other row says why it lost."""
+    from evitdeploy.sweep import OK
+
+    rows = [_row(record, statistic) for record in records]
+    passing = [(row, record) for row, record in zip(rows, records) if row["status"] == OK and row["latency_ms"] is not None]
+    if passing:
+        winner, winner_record = min(passing, key=lambda pair: pair[0]["latency_ms"])
+        winner.update(winner=True, why="fastest that passes the tolerances")
+        for row, record in passing:
+            if row is not winner:
+                row.update(_speed_verdict(row, record, winner=winner, winner_record=winner_record))
+    return sorted(rows, key=_rank)
+
+
+def winner_of(rows: list[dict]) -> Optional[dict]:
+    return next((row for row in rows if row["winner"]), None)
+
+
+def _row(record: dict, statistic: str) -> dict:
+    from evitdeploy.backends import find
+    from evitdeploy.sweep import FAILED, PARITY_FAILED
+
+    cell, bench, parity = record["cell"], record.get("bench"), record.get("parity") or {}
+    stats = bench["results"][0]["stats"] if bench else None
+    backend = find(cell["target"])
+    status = record["status"]
+    if status == FAILED:
+        why = f"failed at {record.get('stage')}: {record.get('error')}"
+    elif status == PARITY_FAILED:
+        why = "missed tolerance: " + "; ".join(parity.get("failures") or [record.get("error") or "parity"])
+    else:
+        why = None  # a passing candidate: filled in once the winner is known
+    return {
+        "backend": backend.folder if backend else cell["target"],
+        "target": cell["target"],
+        "precision": cell["precision"],
+        "status": status,
+        "latency_ms": stats[f"{statistic}_ms"] if stats else None,
+        "parity": parity.get("passed"),
+        "failures": list(parity.get("failures") or []),
+        "metrics": parity.get("metrics") or {},
+        "node": ((record.get("nodes") or {}).get("bench") or {}).get("host"),
+        "winner": False,
+        "slower_pct": None,
+        "within_noise": None,
+        "why": why,
+    }
+
+
+def not_installed_row(backend, precision: str) -> dict:
+    """A candidate not measured because its backend is missing on this host."""
+    return {
+        "backend": backend.folder, "target": backend.name, "precision": precision, "status": NOT_RUN, "latency_ms": None,
+        "parity": None, "failures": [], "metrics": {}, "node": None, "winner": False, "slower_pct": None, "within_noise": None,
+        "why": f"not installed here (install with: {backend.install})",
+    }
+
+
+def _speed_verdict(row: dict, record: dict, *, winner: dict, winner_record: dict) -> dict:
+    """How much slower a passing candidate is than the winner, and whether that is beyond noise
+    (the latency gate's test on the two sets of raw samples)."""
+    from evitdeploy import gate
+
+    slower = row["latency_ms"] / winner["latency_ms"] - 1
+    why = f"slower by {100 * slower:.0f}% ({row['latency_ms']:.3g} ms vs {winner['latency_ms']:.3g} ms)"
+    mine, theirs = _samples(record), _samples(winner_record)
+    if min(len(mine), len(theirs)) < gate.MIN_SAMPLES:
+        return {"slower_pct": 100 * slower, "within_noise": None, "why": f"{why}; too few samples to tell from noise"}
+    comparison = gate.compare_samples(theirs, mine, interval=False)
+    within = comparison["verdict"] != gate.REGRESSION
+    noise = f"within noise ({comparison['reason']})" if within else f"beyond noise (p={comparison['p_slower']:.2g})"
+    return {"slower_pct": 100 * slower, "within_noise": within, "p_slower": comparison["p_slower"], "why": f"{why}, {noise}"}
+
+
+def _samples(record: dict) -> list[float]:
+    return record["bench"]["results"][0].get("latency_samples_ms") or []
+
+
+def _rank(row: dict) -> tuple:
+    from evitdeploy.sweep import OK, PARITY_FAILED
+
+    order = 0 if row["winner"] else {OK: 1, PARITY_FAILED: 2}.get(row["status"], 3)
+    return (order, math.inf if row["latency_ms"] is None else row["latency_ms"])
+
+
+# ---------------------------------------------------------------------------------------------
+# The flow: refuse what cannot be measured fairly, measure, choose, deploy the winner.
+
+
+def deploy_fastest(
+    profile_name: str,
+    model_name: str,
+    output: Optional[Path] = None,
+    *,
+    checkpoint: Optional[Path] = None,
+    reduced=None,
+    data: Optional[Path] = None,
+    samples: int = 8,
+    seed: int = 0,
+    force: bool = False,
+    progress: Progress = None,
+    height: Optional[int] = None,
+    width: Optional[int] = None,
+    sign_key: Optional[Path] = None,
+    executor: str = "local",
+    address: Optional[str] = None,
+) -> dict:
+    """Measure the profile's candidates, deploy the winner; the deploy summary gains `selection`.
+    With no passing candidate nothing is deployed and the summary fails, with the table."""
+    from evitdeploy.deploy import deploy
+    from evitdeploy.profiles import load_profile
+    from evitdeploy.sweep import CellSettings, make_executor, run_sweep
+
+    profile = load_profile(profile_name)
+    _require_measurable(profile, reduced)
+    size = _input_size(profile, model_name, height=height, width=width)
+    settings = CellSettings(
+        samples=samples, warmup=profile.warmup, count=profile.count, data=str(data) if data else None, seed=seed,
+        checkpoint=str(checkpoint) if checkpoint else None,
+    )
+    cells, not_run = _plan(profile, model_name, size, samples=samples, local=executor == "local")
+    _check_inputs(profile, model_name, size, settings=settings, sign_key=sign_key)
+    output = Path(output or f"{model_name}-{profile.name}-auto")
+    folder = _refuse_existing(output, force)
+    runner = make_executor(executor, address)
+    if folder.exists():  # forced: measure afresh (a stale results file would be resumed, not re-measured)
+        shutil.rmtree(folder)
+    measuring = (lambda message: progress(f"candidate {message}")) if progress else None
+    sweep = run_sweep(
+        cells, folder / RESULTS, artifacts=folder / ARTIFACTS, settings=settings, profiles=[profile], executor=runner, progress=measuring,
+    )
+    rows = candidate_rows(sweep["cells"], profile.statistic) + not_run
+    winner = winner_of(rows)
+    selection = {
+        "statistic": profile.statistic, "winner": winner, "candidates": rows, "results": str(folder / RESULTS),
+        "artifacts": str(folder / ARTIFACTS), "executor": sweep["executor"],
+    }
+    if winner is None:
+        return {
+            "kind": "deploy", "profile": profile.name, "model": model_name, "target": None, "precision": "auto", "bundle": None, "passed": False,
+            "failures": [f"no candidate passes the {profile.name} tolerances; nothing deployed"], "selection": selection,
+        }
+    summary = deploy(
+        profile_name, model_name, output, precision=winner["precision"], backend=winner["backend"], checkpoint=checkpoint, reduced=reduced,
+        data=data, samples=samples, seed=seed, force=force, progress=progress, height=height, width=width, sign_key=sign_key,
+    )
+    return {**summary, "selection": selection}
+
+
+def _require_measurable(profile, reduced) -> None:
+    """Refuse what the candidates would not be measured with, so the bundle is what was chosen."""
+    from evitdeploy.precision.options import PrecisionOptions
+
+    if reduced is not None and reduced != PrecisionOptions():
+        raise UserError(
+            "--precision auto measures every candidate with the default calibration and precision plan, so it takes no "
+            "--calib, --calib-count, --calib-method, --fp16-io, --fp16-margin, --min-cosine-target or --search-budget",
+            "drop those flags, or deploy one backend and precision with them (--backend B -p P)",
+        )
+    if profile.batch != 1 or profile.dynamic:
+        raise UserError(
+            f"profile {profile.name} asks for batch {profile.batch}" + (f" and dynamic {', '.join(profile.dynamic)}" if profile.dynamic else "")
+            + "; --precision auto measures its candidates at batch 1 with static shapes",
+            "deploy one precision with -p (and --backend B)",
+        )
+
+
+def _input_size(profile, model_name: str, *, height: Optional[int], width: Optional[int]) -> tuple[int, int]:
+    """The size deploy would use: the user's, else the profile's, else the model's (SAM: its own);
+    a size the model cannot take is refused here, in deploy's terms (--height/--width)."""
+    from evitdeploy.models import get_spec
+
+    spec = get_spec(model_name)  # an unknown model is refused here
+    if spec.promptable:
+        size = (height or spec.height, width or spec.width)
+    else:
+        size = (height or profile.height or spec.height, width or profile.width or spec.width)
+    spec.with_input(profile.batch, *size)
+    return size
+
+
+def _check_inputs(profile, model_name: str, size: tuple[int, int], *, settings, sign_key: Optional[Path]) -> None:
+    """Refuse, before any candidate runs, what would fail every one of them: weights that do not
+    load, parity data that cannot be read, a key that cannot sign."""
+    from evitdeploy.data import load_inputs_and_sizes
+    from evitdeploy.models import build_model, get_spec
+
+    spec = get_spec(model_name).with_input(profile.batch, *size)
+    build_model(spec, Path(settings.checkpoint) if settings.checkpoint else None, seed=settings.seed)
+    load_inputs_and_sizes(spec, size, source=Path(settings.data) if settings.data else None, count=settings.samples)
+    if sign_key is not None:
+        from evitdeploy.signing import signature_section
+
+        signature_section(Path(sign_key))
+
+
+def _plan(profile, model_name: str, size: tuple[int, int], *, samples: int, local: bool) -> tuple[list, list[dict]]:
+    """The cells (one per candidate backend x precision it builds, each checked against this
+    host's memory) and, on this host, rows for candidates whose backend is not installed."""
+    from evitdeploy.backends import get_backend
+    from evitdeploy.profiles import backend_status
+    from evitdeploy.sweep import plan_cells
+
+    cells, not_run = [], []
+    for folder in profile.candidates:
+        candidate = replace(profile, backend=folder)
+        precisions = list(profile.precisions_for(folder))
+        if local and not backend_status(candidate)["installed"]:
+            not_run += [not_installed_row(get_backend(folder), precision) for precision in precisions]
+            continue
+        cells += plan_cells([model_name], [], precisions, resolutions=[f"{size[0]}x{size[1]}"], samples=samples, profiles=[candidate])
+    if not cells:
+        installs = "; ".join(dict.fromkeys(get_backend(folder).install for folder in profile.candidates))
+        raise UserError(f"no candidate backend of profile {profile.name} is installed here", f"install one: {installs}", EXIT_BACKEND_UNAVAILABLE)
+    return cells, not_run
+
+
+def _refuse_existing(output: Path, force: bool) -> Path:
+    """The candidates folder beside `output`; an existing bundle or candidates folder is refused
+    unless forced. Writes nothing."""
+    from evitdeploy.artifact import prepare_output
+
+    if output.name in ("", ".", ".."):
+        raise UserError(f"--output {output} names no folder of its own", "e.g. --output b0-intel-cpu-auto")
+    folder = candidates_folder(output)
+    prepare_output(output, force)
+    prepare_output(folder, force)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{folder} is a file, not a folder", "remove it, or choose another --output")
+    return folder

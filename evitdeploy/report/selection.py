@@ -1,0 +1,33 @@
+"""The table `deploy --precision auto` prints under the deploy's: every candidate, and why it lost."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+from evitdeploy.report.tables import _fmt, as_written
+
+
+def _parity(row: dict) -> str:
+    if row["parity"] is None:
+        return "-"
+    return "[green]pass[/green]" if row["parity"] else "[red]FAIL[/red]"
+
+
+def selection_table(selection: dict) -> Table:
+    """One row per candidate backend x precision, the winner first."""
+    winner = selection["winner"]
+    chosen = f"{as_written(winner['backend'])}/{as_written(winner['precision'])}" if winner else "[red]none passes[/red]"
+    table = Table(title=f"--precision auto: {chosen} (fastest by {as_written(selection['statistic'])} latency that passes the tolerances)")
+    for column in ("", "backend", "precision", f"{selection['statistic']} ms", "parity", "why"):
+        table.add_column(column, justify="right" if column.endswith(" ms") else "left")
+    for row in selection["candidates"]:
+        table.add_row(
+            "[green]✓[/green]" if row["winner"] else "",
+            as_written(row["backend"]),
+            as_written(row["precision"]),
+            _fmt(row["latency_ms"], 3),
+            _parity(row),
+            as_written(row["why"] or ""),
+        )
+    table.caption = f"measurements: {as_written(selection['results'])}"
+    return table
