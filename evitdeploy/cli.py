@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import shlex
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -641,6 +642,7 @@ def sweep(
     from evitdeploy.report.tables import rows_table
     from evitdeploy.sweep import OK, CellSettings, make_executor, plan_cells, run_sweep, split_list
 
+    farm = make_executor(executor, address)  # a wrong --executor / --address is refused before the grid is planned
     models = split_list(model, "models")
     if resolution is None:
         from evitdeploy.models import get_spec
@@ -663,7 +665,6 @@ def sweep(
     if output.name in ("", ".", ".."):  # ".", "/": no file name to append to, nor to name the artifacts after
         raise UserError(f"--output {output} names a folder; sweep appends its results to a file", "e.g. --output results.jsonl")
     folder = artifacts or output.with_name(output.stem + "-artifacts")
-    farm = make_executor(executor, address)
     with progress(True) as step:
         summary = run_sweep(cells, output, artifacts=folder, settings=settings, retry_failed=retry_failed, progress=step, executor=farm, profiles=profiles)
     if as_json:
@@ -673,6 +674,51 @@ def sweep(
         _say(f"{len(summary['ran'])} cell(s) run, {len(summary['skipped'])} skipped (already in {output}); artifacts in {folder}")
     if any(record["status"] != OK for record in summary["cells"]):
         raise typer.Exit(EXIT_CHECK_FAILED)
+
+
+@app.command()
+@handles_errors
+def worker(
+    address: Optional[str] = typer.Option(None, "--address", help="The farm head's HOST:PORT to join (what `worker --head` printed)."),
+    head: bool = typer.Option(False, "--head", help="Start the farm's head here instead (this host is a node of the farm too)."),
+    profile: Optional[list[str]] = typer.Option(
+        None, "--profile", "-P", help="A profile this host is (repeatable) [default: every shipped profile this host is of]; one it is not is refused.",
+    ),
+    num_cpus: Optional[int] = typer.Option(None, "--num-cpus", min=1, help="CPUs this node lends to exports [default: all]."),
+    port: int = typer.Option(6379, "--port", min=1, max=65535, help="With --head: the port the head listens on."),
+    node_ip: Optional[str] = typer.Option(None, "--node-ip-address", help="The address other nodes reach this one at [default: Ray's choice]."),
+    stop: bool = typer.Option(False, "--stop", help="Leave the farm: stop Ray's processes on this host (`ray stop`)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Say what would be advertised and the `ray start` command; start nothing."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Join a sweep farm as a node (wrapping `ray start`), advertising as Ray custom resources the
+    profiles this host really is (the rule `deploy` judges budgets by: a node that is not a Jetson
+    cannot claim jetson-orin-nano) and the backends installed here (what `doctor` finds).
+
+    Then, on any machine: `evitdeploy sweep ... --executor ray --address HEAD:PORT`.
+    """
+    from evitdeploy.sweep.farm.cluster import ray_stop_command, run_ray, worker_plan
+
+    if stop:
+        report = {"role": "stopped", "command": ray_stop_command()}
+        if not dry_run:
+            report.update(run_ray(report["command"]))
+    else:
+        if head == (address is not None):
+            raise UserError("pass exactly one of --address HEAD:PORT (join a farm) and --head (start one)", "e.g. `evitdeploy worker --head`, then `evitdeploy worker --address HEAD:6379` on each device")
+        report = worker_plan(address, profiles=profile, num_cpus=num_cpus, port=port, node_ip=node_ip)
+        if not dry_run:
+            report.update(run_ray(report["command"]))
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    if report["role"] == "stopped":
+        _say(("would run: " + shlex.join(report["command"])) if dry_run else "stopped Ray on this host")
+        return
+    _say(f"{'would start' if dry_run else 'started'} a farm {report['role']} advertising profiles {', '.join(report['profiles']) or '(none)'}; backends {', '.join(report['backends'])}")
+    _say("command: " + shlex.join(report["command"]))
+    if not dry_run and report["role"] == "head":
+        _say(f"join devices with `evitdeploy worker --address <this host>:{port}`; run grids with `evitdeploy sweep ... --executor ray --address <this host>:{port}`")
 
 
 @app.command()
@@ -690,8 +736,17 @@ def profiles(as_json: bool = JSON_OPTION) -> None:
 def deploy(
     profile: str = typer.Option(..., "--profile", "-P", help="Shipped profile name (see `evitdeploy profiles`) or your own .toml."),
     model: str = MODEL_OPTION,
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Bundle folder [default: MODEL-PROFILE-PRECISION]."),
-    precision: Optional[str] = typer.Option(None, "--precision", "-p", help="One of the profile's precisions [default: the profile's]."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Bundle folder [default: MODEL-PROFILE-PRECISION, or MODEL-PROFILE-auto]."),
+    precision: Optional[str] = typer.Option(
+        None, "--precision", "-p",
+        help="One of the profile's precisions, or 'auto': measure every candidate backend x precision the profile offers and deploy the fastest "
+        "that passes its tolerances [default: the profile's].",
+    ),
+    backend: Optional[str] = typer.Option(None, "--backend", help="One of the profile's candidate backends instead of its own (see its candidates)."),
+    executor: Optional[str] = typer.Option(
+        None, "--executor", help="With --precision auto: measure the candidates on this host (local) or on a Ray farm node of the profile (ray) [default: local].",
+    ),
+    address: Optional[str] = typer.Option(None, "--address", help="With --executor ray: the cluster, HOST:PORT or auto [default: start Ray on this machine]."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="Local .pt/.pth/.safetensors weights; random init if omitted."),
     height: Optional[int] = typer.Option(None, "--height", help="Input height, overriding the profile's [default: the profile's, else the model's]."),
     width: Optional[int] = typer.Option(None, "--width", help="Input width, overriding the profile's [default: the profile's, else the model's]."),
@@ -717,6 +772,14 @@ def deploy(
     Exit 1 when parity fails the profile's tolerances, or when the latency budget is exceeded on a
     host of the profile's kind (on any other host latency is reported, not judged). The bundle is
     written either way; copy it to the device and run `python3 verify.py` there.
+
+    --precision auto: every candidate backend the profile lists (its `candidates`, e.g. ONNX Runtime
+    and OpenVINO for x86) is exported, checked and timed at each of the profile's precisions it
+    builds, and the fastest by the profile's latency statistic that passes the profile's tolerances
+    is deployed. A second table says why each other candidate lost: slower by how much (and whether
+    beyond noise), the tolerance it missed, or the stage it failed at. The measurements stay in
+    OUTPUT-candidates/ beside the bundle (OUTPUT is MODEL-PROFILE-auto unless -o says). Exit 1,
+    with no bundle, when no candidate passes.
     """
     from evitdeploy.deploy import deploy as run_deploy
     from evitdeploy.report.tables import deploy_table
@@ -725,13 +788,37 @@ def deploy(
         calib=calib, calib_count=calib_count, calib_method=calib_method, fp16_io=fp16_io, fp16_margin=fp16_margin,
         min_cosine=min_cosine_target, search_budget=search_budget,
     )
+    auto = precision == "auto"
+    for flag, value in (("--executor", executor), ("--address", address)):
+        if value is not None and not auto:
+            raise UserError(f"{flag} is for --precision auto", f"drop {flag}, or add --precision auto")
+    if auto and backend is not None:
+        raise UserError("--backend picks one backend; --precision auto measures every candidate of the profile", "drop --backend, or pass -p PRECISION")
     with progress(not as_json) as step:
-        summary = run_deploy(
-            profile, model, output, precision=precision, checkpoint=checkpoint, reduced=reduced, data=data, samples=samples, seed=seed,
-            force=force, progress=step, height=height, width=width, sign_key=sign_key,
-        )
+        if auto:
+            from evitdeploy.autoselect import deploy_fastest
+
+            summary = deploy_fastest(
+                profile, model, output, checkpoint=checkpoint, reduced=reduced, data=data, samples=samples, seed=seed, force=force, progress=step,
+                height=height, width=width, sign_key=sign_key, executor=executor or "local", address=address,
+            )
+        else:
+            summary = run_deploy(
+                profile, model, output, precision=precision, checkpoint=checkpoint, reduced=reduced, data=data, samples=samples, seed=seed,
+                force=force, progress=step, height=height, width=width, sign_key=sign_key, backend=backend,
+            )
     _save(summary, save)
-    _emit(summary, as_json, deploy_table)
+    if as_json:
+        print(json.dumps(summary, indent=2))
+    else:
+        if summary["bundle"] is not None:
+            out.print(deploy_table(summary))
+        if "selection" in summary:
+            from evitdeploy.report.selection import selection_table
+
+            out.print(selection_table(summary["selection"]))
+            if summary["bundle"] is None:
+                _say("; ".join(summary["failures"]))
     if not summary["passed"]:
         raise typer.Exit(EXIT_CHECK_FAILED)
 

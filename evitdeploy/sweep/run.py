@@ -6,6 +6,7 @@ and what a CI matrix job runs); the farm executor (`sweep.farm`) spreads them ov
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -36,6 +37,7 @@ class LocalExecutor:
 
 
 EXECUTORS = ("local", "ray")
+_HOST_PORT = re.compile(r"[A-Za-z0-9.\-]{1,253}:\d{1,5}")
 
 
 def make_executor(kind: str = "local", address: Optional[str] = None):
@@ -48,6 +50,8 @@ def make_executor(kind: str = "local", address: Optional[str] = None):
     if kind == "ray":
         from evitdeploy.sweep.farm.executor import FarmExecutor
 
+        if address is not None and address != "auto" and not _HOST_PORT.fullmatch(address):
+            raise UserError(f"--address {address!r} is not HOST:PORT", "pass the head's address, e.g. --address 10.0.0.5:6379, or 'auto' for the cluster running here")
         return FarmExecutor(address=address)
     raise UserError(f"unknown executor {kind!r}", f"use one of: {', '.join(EXECUTORS)}")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from pathlib import Path
 from typing import Optional
 
 from evitdeploy.errors import EXIT_BACKEND_UNAVAILABLE, UserError
@@ -22,17 +23,28 @@ def import_ray():
     return ray
 
 
+def use_cluster_token() -> None:
+    """Ray's heads require a token (token auth) by default; a node or driver that has the token
+    (~/.ray/auth_token, RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH) presents it."""
+    has_token = any(os.environ.get(name) for name in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")) or (Path.home() / ".ray" / "auth_token").is_file()
+    if has_token:
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+
+
 def connect(address: Optional[str]) -> bool:
     """Join the cluster at `address` ("auto": the one running on this machine), or start Ray here as
     a one-node farm advertising this host's profiles and backends. Returns whether we started it."""
     if address is None:
         os.environ.setdefault(LOOPBACK_ONLY, "0")  # a farm of this machine alone listens on loopback only
+    else:
+        use_cluster_token()
     ray = import_ray()
     if ray.is_initialized():
         return False
     quiet = {"logging_level": "ERROR", "log_to_driver": False, "namespace": "evitdeploy"}
     try:
         if address is not None:
+            _require_reachable(address)
             ray.init(address=address, **quiet)
             return False
         ray.init(
@@ -48,6 +60,19 @@ def connect(address: Optional[str]) -> bool:
             "start the head with `evitdeploy worker --head` (or `ray start --head`) and pass its HOST:PORT, or drop --address to run Ray here",
             EXIT_BACKEND_UNAVAILABLE,
         ) from None
+
+
+def _require_reachable(address: str, timeout_s: float = 10.0) -> None:
+    """Ray retries an unreachable head for ever; a plain TCP connect says at once that nobody listens."""
+    import socket
+
+    if address == "auto":
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ConnectionError(f"nothing answers at {address}: {exc.strerror or exc}") from None
 
 
 def disconnect() -> None:
@@ -81,10 +106,7 @@ def ray_start_command(
     head (listening on `port`) when address is None."""
     import json
 
-    ray_cli = shutil.which("ray", path=os.path.dirname(sys.executable)) or shutil.which("ray")
-    if ray_cli is None:
-        raise UserError("the `ray` command is not installed", INSTALL_HINT, EXIT_BACKEND_UNAVAILABLE)
-    command = [ray_cli, "start", f"--address={address}" if address else "--head", f"--resources={json.dumps(resources.advertised(profiles, backends))}"]
+    command = [_ray_cli(), "start", f"--address={address}" if address else "--head", f"--resources={json.dumps(resources.advertised(profiles, backends))}"]
     if address is None:
         command += [f"--port={port}", "--include-dashboard=false"]
     if num_cpus is not None:
@@ -92,3 +114,39 @@ def ray_start_command(
     if node_ip:
         command.append(f"--node-ip-address={node_ip}")
     return command
+
+
+def worker_plan(address: Optional[str], *, profiles: Optional[list[str]] = None, num_cpus: Optional[int] = None, port: int = 6379, node_ip: Optional[str] = None) -> dict:
+    """What `evitdeploy worker` will advertise and the `ray start` that does it; a profile this host
+    is not of is refused here (before Ray starts)."""
+    names = resources.host_profiles(profiles)
+    backends = resources.installed_backends()
+    if address is not None and not address.strip():
+        raise UserError("--address is empty", "pass the head's HOST:PORT, e.g. --address 10.0.0.5:6379")
+    command = ray_start_command(address, profiles=names, backends=backends, num_cpus=num_cpus, port=port, node_ip=node_ip)
+    return {"role": "head" if address is None else "worker", "address": address, "profiles": names, "backends": backends,
+            "resources": resources.advertised(names, backends), "command": command}
+
+
+def run_ray(command: list[str]) -> dict:
+    """Run a `ray start` / `ray stop`; a failure is one line with Ray's own last words."""
+    import subprocess
+
+    use_cluster_token()  # a joining node presents the head's token (copied to ~/.ray/auth_token)
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        said = [line.strip() for line in (done.stderr + done.stdout).splitlines() if line.strip()]
+        raise UserError(f"`ray {command[1]}` failed: {said[-1] if said else f'exit {done.returncode}'}", "check the head's address and that its port is reachable", EXIT_BACKEND_UNAVAILABLE)
+    return {"ray_output": done.stdout.strip().splitlines()[-12:]}
+
+
+def ray_stop_command() -> list[str]:
+    return [_ray_cli(), "stop"]
+
+
+def _ray_cli() -> str:
+    """Ray's own command line, from this environment first."""
+    found = shutil.which("ray", path=os.path.dirname(sys.executable)) or shutil.which("ray")
+    if found is None:
+        raise UserError("the `ray` command is not installed", INSTALL_HINT, EXIT_BACKEND_UNAVAILABLE)
+    return found

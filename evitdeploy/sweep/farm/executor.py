@@ -94,7 +94,7 @@ class FarmExecutor:
             record_ref, artifact_ref = export_remote.options(
                 num_returns=2, num_cpus=1, resources=needs, max_retries=self.retries, name=f"export {cell.name}",
             ).remote(new_record(cell, settings, executor="ray"), settings, profile=profiles.get(cell.profile), **inputs)
-            pending[record_ref] = _Task("export", cell, new_record(cell, settings, executor="ray"), {**needs, "CPU": 1}, artifact=artifact_ref)
+            pending[record_ref] = _Task("export", cell, record=new_record(cell, settings, executor="ray"), needs={**needs, "CPU": 1}, artifact=artifact_ref)
         if progress:
             progress(f"{len(cells)} cell(s) queued on the farm ({cluster.describe(cluster.alive_nodes())})")
         try:
@@ -106,7 +106,8 @@ class FarmExecutor:
                     record = self._result(ray, ref, task)
                     if task.stage == "export" and record["status"] != FAILED:
                         try:
-                            self._keep_artifact(ray, task, artifacts, record)
+                            record["artifact"] = self._keep_artifact(ray, task, artifacts)
+                            record["parity"]["artifact"] = record["artifact"]  # not the exporting node's temporary folder
                         except Exception as exc:  # the copy for the user; the bench still gets Ray's
                             fail(record, "export", f"the artifact did not arrive intact: {exc}")
                     if task.stage == "export" and record["status"] != FAILED:
@@ -115,7 +116,7 @@ class FarmExecutor:
                         bench_ref = bench_remote.options(num_cpus=1, resources=needs, max_retries=self.retries, name=f"bench {task.cell.name}").remote(
                             record, task.artifact, settings, profile=profiles.get(task.cell.profile),
                         )
-                        pending[bench_ref] = _Task("bench", task.cell, record, {**needs, "CPU": 1})
+                        pending[bench_ref] = _Task("bench", task.cell, record=record, needs={**needs, "CPU": 1})
                         if progress:
                             where = f"a node of profile {task.cell.profile}" if task.cell.profile else f"a node with {backend}"
                             progress(f"{task.cell.name}: exported and checked on {record['nodes']['export']['host']}; benching on {where}")
@@ -140,13 +141,12 @@ class FarmExecutor:
             return fail(dict(task.record), task.stage, f"{type(exc).__name__} on the farm: {reason}")
 
     @staticmethod
-    def _keep_artifact(ray, task: _Task, artifacts: Path, record: dict) -> None:
+    def _keep_artifact(ray, task: _Task, artifacts: Path) -> str:
         """A copy of the cell's artifact in --artifacts, as a local sweep leaves it (sha256 checked)."""
         folder = Path(artifacts) / task.cell.name
         if folder.exists():
             shutil.rmtree(folder)
-        record["artifact"] = str(unpack(ray.get(task.artifact), Path(artifacts)))
-        record["parity"]["artifact"] = record["artifact"]  # not the exporting node's temporary folder
+        return str(unpack(ray.get(task.artifact), Path(artifacts)))
 
     @staticmethod
     def _annotate(record: dict) -> None:
