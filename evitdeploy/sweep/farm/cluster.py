@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from pathlib import Path
 from typing import Optional
 
 from evitdeploy.errors import EXIT_BACKEND_UNAVAILABLE, UserError
@@ -23,12 +22,10 @@ def import_ray():
     return ray
 
 
-def use_cluster_token() -> None:
-    """Ray's heads require a token (token auth) by default; a node or driver that has the token
-    (~/.ray/auth_token, RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH) presents it."""
-    has_token = any(os.environ.get(name) for name in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")) or (Path.home() / ".ray" / "auth_token").is_file()
-    if has_token:
-        os.environ.setdefault("RAY_AUTH_MODE", "token")
+AUTH_HINT = (
+    "a head started by `ray start` / `evitdeploy worker --head` requires its token: on this machine set RAY_AUTH_MODE=token "
+    "and put the head's token (`ray get-auth-token` there) in ~/.ray/auth_token"
+)
 
 
 def connect(address: Optional[str]) -> bool:
@@ -36,8 +33,6 @@ def connect(address: Optional[str]) -> bool:
     a one-node farm advertising this host's profiles and backends. Returns whether we started it."""
     if address is None:
         os.environ.setdefault(LOOPBACK_ONLY, "0")  # a farm of this machine alone listens on loopback only
-    else:
-        use_cluster_token()
     ray = import_ray()
     if ray.is_initialized():
         return False
@@ -57,7 +52,8 @@ def connect(address: Optional[str]) -> bool:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(
             f"cannot reach {where} ({first})",
-            "start the head with `evitdeploy worker --head` (or `ray start --head`) and pass its HOST:PORT, or drop --address to run Ray here",
+            "start the head with `evitdeploy worker --head` (or `ray start --head`) and pass its HOST:PORT, or drop --address to run Ray here; "
+            + AUTH_HINT,
             EXIT_BACKEND_UNAVAILABLE,
         ) from None
 
@@ -132,10 +128,12 @@ def run_ray(command: list[str]) -> dict:
     """Run a `ray start` / `ray stop`; a failure is one line with Ray's own last words."""
     import subprocess
 
-    use_cluster_token()  # a joining node presents the head's token (copied to ~/.ray/auth_token)
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         said = [line.strip() for line in (done.stderr + done.stdout).splitlines() if line.strip()]
+        refused = [line for line in said if "AuthenticationError" in line or "InvalidAuthToken" in line]
+        if refused:
+            raise UserError(f"`ray {command[1]}` was refused by the head: {refused[-1][:300]}", AUTH_HINT, EXIT_BACKEND_UNAVAILABLE)
         raise UserError(f"`ray {command[1]}` failed: {said[-1] if said else f'exit {done.returncode}'}", "check the head's address and that its port is reachable", EXIT_BACKEND_UNAVAILABLE)
     return {"ray_output": done.stdout.strip().splitlines()[-12:]}
 
