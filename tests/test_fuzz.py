@@ -234,6 +234,9 @@ BAD_BY_OPTION = {
     "--atol": [*BAD_FLOAT, "-1"], "--min-cosine": [*BAD_FLOAT, "2"], "--min-top1": [*BAD_FLOAT, "2"],
     "--min-pixel-agreement": [*BAD_FLOAT, "2"],
     "--top": [*BAD_INT, "0", "21", "-1"],
+    "--executor": ["slurm", "", "[/]", "RAY", "a\nb"],
+    "--address": ["x y", "", ":", "host:", "[/]", "a\nb", "127.0.0.1:99999999"],
+    "--num-cpus": [*BAD_COUNT, "0"], "--port": [*BAD_INT, "0", "65536", "-1"],
     "--point": ["abc", "1", "1,2,3,4", "nan,1", "-1,5", "99999,1", "1,1,7", "", ",", "[/]", "a\nb"],
     "--box": ["1,2,3", "5,5,1,1", "0,0,99999,10", "nan,0,1,1", "1,2,3,4,5", "", "[/]"],
 }
@@ -363,6 +366,7 @@ LIGHT_BASE = {
     "profiles": lambda m: ["profiles"],
     "doctor": lambda m: ["doctor"],
     "predict": lambda m: ["predict", "art", "photo.png", "--output", "out.png"],
+    "worker": lambda m: ["worker", "--head", "--dry-run"],  # never starts Ray: --dry-run stays (mutations only append or set)
 }
 
 
@@ -381,7 +385,7 @@ def stage(made, sandbox: Path) -> None:
 @pytest.mark.parametrize(
     "verb,examples",
     [("check", 30), ("bench", 25), ("gate", 30), ("gate --interleave", 15), ("report", 30), ("verify", 25), ("build", 10),
-     ("models", 10), ("profiles", 10), ("doctor", 5), ("predict", 25)],
+     ("models", 10), ("profiles", 10), ("doctor", 5), ("predict", 25), ("worker", 20)],
 )
 def test_light_verbs_on_generated_arguments(verb, examples, made, sandboxes):
     name = verb.split()[0]

@@ -43,6 +43,7 @@ def connect(address: Optional[str]) -> bool:
             ray.init(address=address, **quiet)
             return False
         ray.init(
+            address="local",  # a new one-node farm, even where another Ray cluster runs
             num_cpus=os.cpu_count() or 1, resources=resources.advertised(resources.host_profiles(), resources.installed_backends()),
             include_dashboard=False, **quiet,
         )

@@ -1,0 +1,232 @@
+"""Sweeps on a real multi-node Ray cluster on this machine (issue 19, "Proof").
+
+Ray's own `ray.cluster_utils.Cluster` starts a head and nodes on 127.0.0.1 (Ray binds loopback only
+when told this is a one-machine cluster, below); the nodes advertise profiles as the farm's custom
+resources, the sweep runs as a real `evitdeploy` process (the driver), and the test kills workers
+and drivers. Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # before Ray is imported: the cluster listens on 127.0.0.1 only
+pytest.importorskip("ray", reason="the farm tests need ray (pip install 'evitdeploy[farm]')")
+
+from conftest import assert_clean_error  # noqa: E402
+from evitdeploy.errors import UserError  # noqa: E402
+from evitdeploy.sweep import read_records  # noqa: E402
+from evitdeploy.sweep.farm.executor import unservable  # noqa: E402
+from evitdeploy.sweep.farm.packing import pack, unpack  # noqa: E402
+from evitdeploy.sweep.farm.resources import advertised  # noqa: E402
+from evitdeploy.sweep.grid import Cell  # noqa: E402
+
+BACKENDS = ["onnxruntime", "openvino"]
+STORE = 256 * 2**20
+GRID = ("--model", "efficientvit_b0", "--precision", "fp32", "--samples", "1", "--warmup", "1", "--threads", "1")
+SWEEP_TIMEOUT_S = 300
+
+
+@pytest.fixture(scope="module")
+def farm():
+    """A head that only exports, one node that is an x86-cpu and one that is an intel-cpu."""
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 1, "resources": advertised([], BACKENDS), "include_dashboard": False, "object_store_memory": STORE},
+    )
+    try:
+        x86 = cluster.add_node(num_cpus=1, resources=advertised(["x86-cpu"], BACKENDS), object_store_memory=STORE)
+        intel = cluster.add_node(num_cpus=1, resources=advertised(["intel-cpu"], BACKENDS), object_store_memory=STORE)
+        cluster.wait_for_nodes()
+        yield SimpleNamespace(cluster=cluster, address=cluster.address, nodes={"x86-cpu": x86.node_id, "intel-cpu": intel.node_id})
+    finally:
+        cluster.shutdown()
+
+
+class Driver:
+    """`evitdeploy sweep` as its own process, its progress lines collected as they come."""
+
+    def __init__(self, *args, cwd: Path):
+        env = {**os.environ, "COLUMNS": "400"}  # progress lines unwrapped
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "evitdeploy", "sweep", *map(str, args)], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        self.lines: list[str] = []
+        self.output = ""
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.process.stderr:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_for(self, text: str, timeout_s: float = 120) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not any(text in line for line in self.lines):
+            assert self.process.poll() is None, f"the sweep ended before {text!r}: {self.lines[-5:]}"
+            assert time.monotonic() < deadline, f"no {text!r} within {timeout_s} s: {self.lines[-5:]}"
+            time.sleep(0.2)
+
+    def finish(self, timeout_s: float = SWEEP_TIMEOUT_S) -> int:
+        try:
+            self.output = self.process.communicate(timeout=timeout_s)[0]
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            pytest.fail(f"the sweep did not end within {timeout_s} s: {self.lines[-5:]}")
+        self._reader.join(timeout=10)
+        return self.process.returncode
+
+
+def _sweep(farm, tmp_path: Path, *args) -> tuple[int, dict, Driver]:
+    driver = Driver(*GRID, *args, "--executor", "ray", "--address", farm.address, "--json", cwd=tmp_path)
+    code = driver.finish()
+    return code, json.loads(driver.output) if driver.output.strip() else {}, driver
+
+
+def _overlaps(a: list, b: list) -> bool:
+    return a[0] < b[1] and b[0] < a[1]
+
+
+def test_bench_cells_land_on_their_profile_node_and_hold_it_alone(farm, tmp_path):
+    code, summary, driver = _sweep(farm, tmp_path, "--profile", "x86-cpu,intel-cpu", "--resolution", "64,64x96", "--count", "30", "-o", "grid.jsonl")
+    assert code == 0, driver.lines[-5:]
+    records = read_records(tmp_path / "grid.jsonl")
+    assert len(records) == 4 and summary["executor"] == "ray"
+    stages = []  # (node, stage, cell, [start, end]) for every stage of every cell
+    for record in records:
+        profile = record["cell"]["profile"]
+        assert record["status"] == "ok" and record["executor"] == "ray"
+        assert record["nodes"]["bench"]["node_id"] == farm.nodes[profile]  # benched on the node of its profile, nowhere else
+        assert profile in record["nodes"]["bench"]["profiles"]
+        assert record["cell"]["target"] == {"x86-cpu": "onnx", "intel-cpu": "openvino"}[profile]
+        assert (tmp_path / record["artifact"]).is_dir()  # the artifact came back to the driver, sha256-checked
+        stages += [(record["nodes"][stage]["node_id"], stage, record["cell"]["resolution"] + profile, record["timeline"][stage]) for stage in ("export", "bench")]
+    for node, stage, cell, span in stages:
+        if stage == "bench":
+            others = [(s, c) for n, s, c, other in stages if n == node and (s, c) != (stage, cell) and _overlaps(span, other)]
+            assert not others, f"{cell}'s bench shared its node with {others}"
+    report = subprocess.run([sys.executable, "-m", "evitdeploy", "report", "grid.jsonl", "--json"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    devices = {row["device"] for row in json.loads(report.stdout)["rows"]}
+    assert {device.split("@")[0] for device in devices} == {"x86-cpu", "intel-cpu"}
+
+
+def test_a_grid_the_farm_cannot_serve_is_refused_before_any_work(farm, tmp_path):
+    code, _, driver = _sweep(farm, tmp_path, "--profile", "x86-cpu,arm64-cpu", "--resolution", "64", "-o", "grid.jsonl")
+    errors = [line for line in driver.lines if line.startswith("error:")]
+    assert code == 3 and len(errors) == 1, driver.lines
+    assert "no node is profile arm64-cpu with onnxruntime (1 cell)" in errors[0] and "x86-cpu" in errors[0]
+    assert not (tmp_path / "grid.jsonl").exists() and not (tmp_path / "grid-artifacts").exists()
+    assert not any("Traceback" in line for line in driver.lines)
+
+
+def test_a_worker_killed_mid_bench_fails_that_cell_and_the_sweep_ends(farm, tmp_path):
+    doomed = farm.cluster.add_node(num_cpus=1, resources=advertised(["arm64-cpu"], BACKENDS), object_store_memory=STORE)
+    farm.cluster.wait_for_nodes()
+    driver = Driver(*GRID, "--profile", "arm64-cpu", "--resolution", "64", "--min-time", "120", "--executor", "ray", "--address", farm.address,
+                    "-o", "grid.jsonl", "--json", cwd=tmp_path)
+    driver.wait_for("benching on a node of profile arm64-cpu")
+    time.sleep(3)  # the bench has the node now
+    killed = time.monotonic()
+    farm.cluster.remove_node(doomed, allow_graceful=False)
+    assert driver.finish(timeout_s=150) == 1
+    assert time.monotonic() - killed < 100  # not the 120 s the bench would have timed
+    (record,) = read_records(tmp_path / "grid.jsonl")
+    assert record["status"] == "failed" and record["stage"] == "bench"
+    assert "died" in record["error"].lower() or "no live node" in record["error"], record["error"]
+
+
+def test_a_killed_driver_leaves_whole_lines_and_a_rerun_resumes(farm, tmp_path):
+    args = ("--profile", "x86-cpu,intel-cpu", "--resolution", "64,64x96", "--count", "5", "-o", "grid.jsonl")
+    driver = Driver(*GRID, *args, "--executor", "ray", "--address", farm.address, cwd=tmp_path)
+    results = tmp_path / "grid.jsonl"
+    deadline = time.monotonic() + SWEEP_TIMEOUT_S
+    while not (results.exists() and results.read_bytes().count(b"\n") >= 1):
+        assert driver.process.poll() is None and time.monotonic() < deadline, driver.lines[-5:]
+        time.sleep(0.1)
+    driver.process.kill()
+    driver.finish()
+    first = read_records(results)
+    assert 1 <= len(first) <= 4
+    code, summary, _ = _sweep(farm, tmp_path, *args)
+    assert code == 0 and len(summary["skipped"]) == len(first) and len(summary["ran"]) == 4 - len(first)
+    assert len({Cell.from_dict(r["cell"]).key for r in read_records(results)}) == 4 == len(read_records(results))
+
+
+def test_ctrl_c_stops_the_farm_sweep_cleanly(farm, tmp_path):
+    driver = Driver(*GRID, "--profile", "x86-cpu", "--resolution", "64", "--min-time", "120", "--executor", "ray", "--address", farm.address,
+                    "-o", "grid.jsonl", cwd=tmp_path)
+    driver.wait_for("benching on a node of profile x86-cpu")
+    stopped = time.monotonic()
+    driver.process.send_signal(signal.SIGINT)
+    assert driver.finish(timeout_s=60) == 130
+    assert time.monotonic() - stopped < 30
+    assert any(line.strip() == "interrupted" for line in driver.lines) and not any("Traceback" in line for line in driver.lines)
+    assert read_records(tmp_path / "grid.jsonl") == []  # the cell never ended: nothing recorded, a re-run runs it
+
+
+def test_sweep_executor_ray_without_address_starts_ray_here(tmp_path):
+    driver = Driver(*GRID, "--target", "onnx", "--resolution", "64", "--count", "5", "--executor", "ray", "-o", "here.jsonl", "--json", cwd=tmp_path)
+    assert driver.finish() == 0, driver.lines[-5:]
+    (record,) = read_records(tmp_path / "here.jsonl")
+    assert record["status"] == "ok" and record["executor"] == "ray"
+    assert "x86-cpu" in record["nodes"]["bench"]["profiles"]  # this x86 host advertises what it is
+
+
+# ---- without a cluster ----
+
+
+def test_an_artifact_whose_sha256_changed_in_transit_is_refused(tmp_path):
+    folder = tmp_path / "art"
+    folder.mkdir()
+    (folder / "model.onnx").write_bytes(b"weights")
+    packed = pack(folder)
+    assert unpack(packed, tmp_path / "ok").joinpath("model.onnx").read_bytes() == b"weights"
+    damaged = type(packed)(packed.name, packed.data.replace(b"weights", b"WEIGHTS"), packed.sha256)
+    with pytest.raises(UserError, match="sha256"):
+        unpack(damaged, tmp_path / "bad")
+    assert not (tmp_path / "bad" / "art").exists()
+
+
+def test_unservable_names_what_the_farm_lacks():
+    nodes = [{"resources": advertised(["x86-cpu"], ["onnxruntime"])}]
+    cells = [Cell("m", "onnx", "fp32", 64, 64, "x86-cpu"), Cell("m", "onnx", "fp32", 64, 64, "arm64-cpu"), Cell("m", "tflite", "int8", 64, 64, "raspberry-pi-5")]
+    assert unservable(cells[:1], nodes) is None
+    assert unservable(cells, nodes) == "no node is profile arm64-cpu with onnxruntime (1 cell); no node has the tflite backend (1 cell)"
+
+
+def test_worker_advertises_only_what_this_host_is(cli):
+    plan = json.loads(cli("worker", "--head", "--dry-run", "--json").stdout)
+    assert "evitdeploy-profile:x86-cpu" in plan["resources"] and "evitdeploy-backend:onnxruntime" in plan["resources"]
+    assert not any("jetson" in key for key in plan["resources"])
+    assert plan["command"][1:3] == ["start", "--head"]
+    assert_clean_error(cli("worker", "--address", "127.0.0.1:6379", "--profile", "jetson-orin-nano"), 2, "cannot advertise profile jetson-orin-nano")
+    assert_clean_error(cli("worker", "--head", "--address", "127.0.0.1:6379", "--dry-run"), 2, "exactly one of")
+    assert_clean_error(cli("worker", "--dry-run"), 2, "exactly one of")
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (("--executor", "slurm"), "unknown executor"),
+        (("--address", "127.0.0.1:6379"), "--address is for --executor ray"),
+        (("--executor", "ray", "--address", "not an address"), "is not HOST:PORT"),
+        (("--executor", "ray", "--address", "127.0.0.1:1"), "cannot reach the Ray head"),
+        (("--target", "onnx", "--profile", "x86-cpu"), "--target and --profile"),
+    ],
+)
+def test_sweep_refuses_bad_farm_flags_cleanly(cli, tmp_path, args, message):
+    result = cli("sweep", "--model", "efficientvit_b0", "--resolution", "64", "-o", tmp_path / "r.jsonl", *args)
+    assert_clean_error(result, 3 if "cannot reach" in message else 2, message)
+    assert not (tmp_path / "r.jsonl").exists()
