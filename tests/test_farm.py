@@ -147,6 +147,24 @@ def test_a_worker_killed_mid_bench_fails_that_cell_and_the_sweep_ends(farm, tmp_
     assert "died" in record["error"].lower() or "no live node" in record["error"], record["error"]
 
 
+def test_a_bench_whose_node_dies_is_retried_on_another_node_of_its_profile(farm, tmp_path):
+    first = farm.cluster.add_node(num_cpus=1, resources=advertised(["arm64-cpu"], ["onnxruntime"]), object_store_memory=STORE)
+    farm.cluster.wait_for_nodes()
+    driver = Driver(*GRID, "--profile", "arm64-cpu", "--resolution", "64", "--min-time", "15", "--executor", "ray", "--address", farm.address,
+                    "-o", "grid.jsonl", "--json", cwd=tmp_path)
+    driver.wait_for("benching on a node of profile arm64-cpu")
+    time.sleep(4)  # the bench holds the first node
+    second = farm.cluster.add_node(num_cpus=1, resources=advertised(["arm64-cpu"], ["onnxruntime"]), object_store_memory=STORE)
+    farm.cluster.wait_for_nodes()
+    farm.cluster.remove_node(first, allow_graceful=False)
+    try:
+        assert driver.finish(timeout_s=180) == 0, driver.lines[-5:]
+    finally:
+        farm.cluster.remove_node(second)
+    (record,) = read_records(tmp_path / "grid.jsonl")
+    assert record["status"] == "ok" and record["nodes"]["bench"]["node_id"] == second.node_id
+
+
 def test_a_killed_driver_leaves_whole_lines_and_a_rerun_resumes(farm, tmp_path):
     args = ("--profile", "x86-cpu,intel-cpu", "--resolution", "64,64x96", "--count", "5", "-o", "grid.jsonl")
     driver = Driver(*GRID, *args, "--executor", "ray", "--address", farm.address, cwd=tmp_path)
