@@ -26,6 +26,7 @@ TOOLS = (  # what is not a backend: the reference, sample photos, TensorRT's too
     Tool("sample-photos", ("scikit-image",), "real photos for parity and calibration", install="pip install scikit-image", core=True),
     Tool("polygraphy", ("polygraphy",), "TensorRT tooling", install="pip install 'evitdeploy[tensorrt]'"),
     Tool("signing", ("model-signing",), "signed bundles (deploy --sign-key, verify --public-key)", install="pip install 'evitdeploy[signing]'"),
+    Tool("farm", ("ray",), "sweeps over a Ray farm of devices (sweep --executor ray, worker)", install="pip install 'evitdeploy[farm]'"),
 )
 
 
