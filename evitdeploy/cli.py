@@ -94,6 +94,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help text as written: "[default: ...]" and "evitdeploy[farm]" are not Rich markup
 )
 # Piped output (CI logs, make demo) gets a wide table instead of rich's 80-column default.
 out = Console() if sys.stdout.isatty() else Console(width=160)
@@ -586,7 +587,7 @@ def report(
     title: str = typer.Option("evitdeploy report", "--title", help="Heading of the written report."),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """One row per model x target x precision x resolution: size, parity, latency, throughput.
+    """One row per model x target x precision x resolution x device: size, parity, latency, throughput.
 
     With -o it also draws latency vs megapixels (log-log: linear attention should give slope ~1)
     and accuracy drift vs latency (the Pareto front across precisions and targets).
