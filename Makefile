@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 EVIT := $(VENV)/bin/evitdeploy
 DEMO := demo-out
 
-.PHONY: install demo test test-slow bench bench-gate bench-precision bench-deploy bench-tflite bench-coreml bench-openvino bench-sam bench-gpu gpu-carry clean
+.PHONY: install demo test test-slow bench bench-gate bench-precision bench-deploy bench-tflite bench-coreml bench-openvino bench-sam bench-farm bench-gpu gpu-carry clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -56,6 +56,10 @@ bench-openvino: install
 
 bench-sam: install
 	$(PY) benchmarks/sam_cpu.py
+
+# The same grid swept with --executor local and on a 2-node Ray cluster on 127.0.0.1; bench latency alone vs under the farm.
+bench-farm: install
+	$(PY) benchmarks/farm_cpu.py
 
 bench-tflite: install
 	$(PY) benchmarks/tflite_cpu.py

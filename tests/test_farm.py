@@ -56,7 +56,8 @@ def farm():
 
 
 class Driver:
-    """`evitdeploy sweep` as its own process, its progress lines collected as they come."""
+    """`evitdeploy sweep` as its own process; its stdout and its progress lines (stderr) are read
+    as they come by two threads, so a large --json summary never fills a pipe."""
 
     def __init__(self, *args, cwd: Path):
         env = {**os.environ, "COLUMNS": "400"}  # progress lines unwrapped
@@ -64,28 +65,33 @@ class Driver:
             [sys.executable, "-m", "evitdeploy", "sweep", *map(str, args)], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         self.lines: list[str] = []
-        self.output = ""
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+        self._stdout: list[str] = []
+        self._readers = [
+            threading.Thread(target=lambda: self.lines.extend(line.rstrip("\n") for line in self.process.stderr), daemon=True),
+            threading.Thread(target=lambda: self._stdout.append(self.process.stdout.read()), daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
 
-    def _read(self) -> None:
-        for line in self.process.stderr:
-            self.lines.append(line.rstrip("\n"))
+    @property
+    def output(self) -> str:
+        return "".join(self._stdout)
 
     def wait_for(self, text: str, timeout_s: float = 120) -> None:
         deadline = time.monotonic() + timeout_s
-        while not any(text in line for line in self.lines):
+        while not any(text in line for line in list(self.lines)):
             assert self.process.poll() is None, f"the sweep ended before {text!r}: {self.lines[-5:]}"
             assert time.monotonic() < deadline, f"no {text!r} within {timeout_s} s: {self.lines[-5:]}"
             time.sleep(0.2)
 
     def finish(self, timeout_s: float = SWEEP_TIMEOUT_S) -> int:
         try:
-            self.output = self.process.communicate(timeout=timeout_s)[0]
+            self.process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             self.process.kill()
             pytest.fail(f"the sweep did not end within {timeout_s} s: {self.lines[-5:]}")
-        self._reader.join(timeout=10)
+        for reader in self._readers:
+            reader.join(timeout=30)
         return self.process.returncode
 
 

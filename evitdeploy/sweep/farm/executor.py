@@ -83,23 +83,30 @@ class FarmExecutor:
             self._connected = False
 
     def run(self, cells: list[Cell], *, artifacts: Path, settings: CellSettings, profiles: dict, on_record: Callable[[dict], None], progress=None) -> None:
+        """Exports go out as CPUs free up, never more at once than the farm has CPUs, and none while
+        a bench waits for its node: a bench is seconds, an export tens of them, and results should
+        stream as cells end rather than after every export of the grid."""
         ray = cluster.import_ray()
-        export_remote = ray.remote(export_stage)
-        bench_remote = ray.remote(bench_stage)
+        export_remote, bench_remote = ray.remote(export_stage), ray.remote(bench_stage)
+        each = {"num_cpus": 1, "max_retries": self.retries}  # Ray re-runs a task whose worker or node died
         inputs = {name: ray.put(pack(Path(value))) for name in ("checkpoint", "data") if (value := getattr(settings, name))}
+        waiting = list(cells)  # not yet submitted
         pending: dict = {}
-        for cell in cells:
-            backend = _backend(cell)
-            needs = resources.export_needs(backend)
-            record_ref, artifact_ref = export_remote.options(
-                num_returns=2, num_cpus=1, resources=needs, max_retries=self.retries, name=f"export {cell.name}",
-            ).remote(new_record(cell, settings, executor="ray"), settings, profile=profiles.get(cell.profile), **inputs)
-            pending[record_ref] = _Task("export", cell, record=new_record(cell, settings, executor="ray"), needs={**needs, "CPU": 1}, artifact=artifact_ref)
+        window = max(1, int(sum(node["resources"].get("CPU", 0) for node in cluster.alive_nodes())))
         if progress:
-            progress(f"{len(cells)} cell(s) queued on the farm ({cluster.describe(cluster.alive_nodes())})")
+            progress(f"{len(cells)} cell(s) for the farm, up to {window} exports at once ({cluster.describe(cluster.alive_nodes())})")
         try:
             last_check = time.monotonic()
-            while pending:
+            while waiting or pending:
+                stages = Counter(task.stage for task in pending.values())
+                while waiting and stages["export"] < window and not stages["bench"]:
+                    cell = waiting.pop(0)
+                    needs = resources.export_needs(_backend(cell))
+                    record_ref, artifact_ref = export_remote.options(num_returns=2, resources=needs, name=f"export {cell.name}", **each).remote(
+                        new_record(cell, settings, executor="ray"), settings, profile=profiles.get(cell.profile), **inputs,
+                    )
+                    pending[record_ref] = _Task("export", cell, record=new_record(cell, settings, executor="ray"), needs={**needs, "CPU": 1}, artifact=artifact_ref)
+                    stages["export"] += 1
                 ready, _ = ray.wait(list(pending), num_returns=1, timeout=self.poll_s)
                 for ref in ready:
                     task = pending.pop(ref)
@@ -113,7 +120,7 @@ class FarmExecutor:
                     if task.stage == "export" and record["status"] != FAILED:
                         backend = _backend(task.cell)
                         needs = resources.bench_needs(backend, task.cell.profile)
-                        bench_ref = bench_remote.options(num_cpus=1, resources=needs, max_retries=self.retries, name=f"bench {task.cell.name}").remote(
+                        bench_ref = bench_remote.options(resources=needs, name=f"bench {task.cell.name}", **each).remote(
                             record, task.artifact, settings, profile=profiles.get(task.cell.profile),
                         )
                         pending[bench_ref] = _Task("bench", task.cell, record=record, needs={**needs, "CPU": 1})
