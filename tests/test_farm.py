@@ -208,6 +208,24 @@ def test_sweep_executor_ray_without_address_starts_ray_here(tmp_path):
     assert "x86-cpu" in record["nodes"]["bench"]["profiles"]  # this x86 host advertises what it is
 
 
+def test_deploy_auto_measures_the_candidates_on_a_farm_node_of_the_profile(farm, tmp_path):
+    from test_autoselect import PROFILE
+
+    profile = tmp_path / "x86-cpu.toml"  # a profile's name is its file's: the farm has an x86-cpu node
+    profile.write_text(PROFILE.format(precision="fp32", precisions='["fp32"]', candidates='["onnxruntime", "openvino"]', max_abs="1e-4"))
+    run = subprocess.run(
+        [sys.executable, "-m", "evitdeploy", "deploy", "--profile", str(profile), "--model", "efficientvit_b0", "-p", "auto", "--samples", "1",
+         "--executor", "ray", "--address", farm.address, "-o", "bundle", "--json"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=SWEEP_TIMEOUT_S,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    selection = json.loads(run.stdout)["selection"]
+    assert selection["executor"] == "ray" and len(selection["candidates"]) == 2
+    for record in read_records(Path(selection["results"])):
+        assert record["nodes"]["bench"]["node_id"] == farm.nodes["x86-cpu"]  # measured on the profile's node
+    assert (tmp_path / "bundle" / "manifest.json").is_file()
+
+
 # ---- without a cluster ----
 
 
