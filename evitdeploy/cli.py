@@ -688,6 +688,7 @@ def worker(
     num_cpus: Optional[int] = typer.Option(None, "--num-cpus", min=1, help="CPUs this node lends to exports [default: all]."),
     port: int = typer.Option(6379, "--port", min=1, max=65535, help="With --head: the port the head listens on."),
     node_ip: Optional[str] = typer.Option(None, "--node-ip-address", help="The address other nodes reach this one at [default: Ray's choice]."),
+    bench_only: bool = typer.Option(False, "--bench-only", help="Only time cells here (a device whose CPUs should not convert); exports go to other nodes."),
     stop: bool = typer.Option(False, "--stop", help="Leave the farm: stop Ray's processes on this host (`ray stop`)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Say what would be advertised and the `ray start` command; start nothing."),
     as_json: bool = JSON_OPTION,
@@ -707,7 +708,7 @@ def worker(
     else:
         if head == (address is not None):
             raise UserError("pass exactly one of --address HEAD:PORT (join a farm) and --head (start one)", "e.g. `evitdeploy worker --head`, then `evitdeploy worker --address HEAD:6379` on each device")
-        report = worker_plan(address, profiles=profile, num_cpus=num_cpus, port=port, node_ip=node_ip)
+        report = worker_plan(address, profiles=profile, num_cpus=num_cpus, port=port, node_ip=node_ip, bench_only=bench_only)
         if not dry_run:
             report.update(run_ray(report["command"]))
     if as_json:
@@ -716,7 +717,8 @@ def worker(
     if report["role"] == "stopped":
         _say(("would run: " + shlex.join(report["command"])) if dry_run else "stopped Ray on this host")
         return
-    _say(f"{'would start' if dry_run else 'started'} a farm {report['role']} advertising profiles {', '.join(report['profiles']) or '(none)'}; backends {', '.join(report['backends'])}")
+    _say(f"{'would start' if dry_run else 'started'} a farm {report['role']} advertising profiles {', '.join(report['profiles']) or '(none)'}; backends {', '.join(report['backends'])}"
+         + ("; benches only" if report["bench_only"] else ""))
     _say("command: " + shlex.join(report["command"]))
     if not dry_run and report["role"] == "head":
         _say(f"join devices with `evitdeploy worker --address <this host>:{port}`; run grids with `evitdeploy sweep ... --executor ray --address <this host>:{port}`")

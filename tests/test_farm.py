@@ -39,7 +39,8 @@ SWEEP_TIMEOUT_S = 300
 
 @pytest.fixture(scope="module")
 def farm():
-    """A head that only exports, one node that is an x86-cpu and one that is an intel-cpu."""
+    """A head that only exports (no profile), an x86-cpu node that only benches (`worker --bench-only`)
+    and an intel-cpu node that does both."""
     from ray.cluster_utils import Cluster
 
     cluster = Cluster(
@@ -47,7 +48,7 @@ def farm():
         head_node_args={"num_cpus": 1, "resources": advertised([], BACKENDS), "include_dashboard": False, "object_store_memory": STORE},
     )
     try:
-        x86 = cluster.add_node(num_cpus=1, resources=advertised(["x86-cpu"], BACKENDS), object_store_memory=STORE)
+        x86 = cluster.add_node(num_cpus=1, resources=advertised(["x86-cpu"], BACKENDS, exports=False), object_store_memory=STORE)
         intel = cluster.add_node(num_cpus=1, resources=advertised(["intel-cpu"], BACKENDS), object_store_memory=STORE)
         cluster.wait_for_nodes()
         yield SimpleNamespace(cluster=cluster, address=cluster.address, nodes={"x86-cpu": x86.node_id, "intel-cpu": intel.node_id})
@@ -115,6 +116,7 @@ def test_bench_cells_land_on_their_profile_node_and_hold_it_alone(farm, tmp_path
         profile = record["cell"]["profile"]
         assert record["status"] == "ok" and record["executor"] == "ray"
         assert record["nodes"]["bench"]["node_id"] == farm.nodes[profile]  # benched on the node of its profile, nowhere else
+        assert record["nodes"]["export"]["node_id"] != farm.nodes["x86-cpu"]  # a bench-only node never exports
         assert profile in record["nodes"]["bench"]["profiles"]
         assert record["cell"]["target"] == {"x86-cpu": "onnx", "intel-cpu": "openvino"}[profile]
         assert (tmp_path / record["artifact"]).is_dir()  # the artifact came back to the driver, sha256-checked
@@ -245,14 +247,17 @@ def test_unservable_names_what_the_farm_lacks():
     nodes = [{"resources": advertised(["x86-cpu"], ["onnxruntime"])}]
     cells = [Cell("m", "onnx", "fp32", 64, 64, "x86-cpu"), Cell("m", "onnx", "fp32", 64, 64, "arm64-cpu"), Cell("m", "tflite", "int8", 64, 64, "raspberry-pi-5")]
     assert unservable(cells[:1], nodes) is None
-    assert unservable(cells, nodes) == "no node is profile arm64-cpu with onnxruntime (1 cell); no node has the tflite backend (1 cell)"
+    assert unservable(cells, nodes) == "no node is profile arm64-cpu with onnxruntime (1 cell); no node that takes exports has the tflite backend (1 cell)"
+    bench_only = [{"resources": advertised(["x86-cpu"], ["onnxruntime"], exports=False)}]
+    assert unservable(cells[:1], bench_only) == "no node that takes exports has the onnxruntime backend (1 cell)"
 
 
 def test_worker_advertises_only_what_this_host_is(cli):
     plan = json.loads(cli("worker", "--head", "--dry-run", "--json").stdout)
     assert "evitdeploy-profile:x86-cpu" in plan["resources"] and "evitdeploy-backend:onnxruntime" in plan["resources"]
     assert not any("jetson" in key for key in plan["resources"])
-    assert plan["command"][1:3] == ["start", "--head"]
+    assert plan["command"][1:3] == ["start", "--head"] and "evitdeploy-exports" in plan["resources"]
+    assert "evitdeploy-exports" not in json.loads(cli("worker", "--head", "--bench-only", "--dry-run", "--json").stdout)["resources"]
     assert_clean_error(cli("worker", "--address", "127.0.0.1:6379", "--profile", "jetson-orin-nano"), 2, "cannot advertise profile jetson-orin-nano")
     assert_clean_error(cli("worker", "--head", "--address", "127.0.0.1:6379", "--dry-run"), 2, "exactly one of")
     assert_clean_error(cli("worker", "--dry-run"), 2, "exactly one of")

@@ -97,13 +97,13 @@ def describe(nodes: list[dict]) -> str:
 
 
 def ray_start_command(
-    address: Optional[str], *, profiles: list[str], backends: list[str], num_cpus: Optional[int] = None, port: int = 6379, node_ip: Optional[str] = None,
+    address: Optional[str], advertisement: dict, *, num_cpus: Optional[int] = None, port: int = 6379, node_ip: Optional[str] = None,
 ) -> list[str]:
-    """`ray start` for a node that advertises these profiles and backends: joining `address`, or the
-    head (listening on `port`) when address is None."""
+    """`ray start` for a node with these custom resources: joining `address`, or the head
+    (listening on `port`) when address is None."""
     import json
 
-    command = [_ray_cli(), "start", f"--address={address}" if address else "--head", f"--resources={json.dumps(resources.advertised(profiles, backends))}"]
+    command = [_ray_cli(), "start", f"--address={address}" if address else "--head", f"--resources={json.dumps(advertisement)}"]
     if address is None:
         command += [f"--port={port}", "--include-dashboard=false"]
     if num_cpus is not None:
@@ -113,16 +113,22 @@ def ray_start_command(
     return command
 
 
-def worker_plan(address: Optional[str], *, profiles: Optional[list[str]] = None, num_cpus: Optional[int] = None, port: int = 6379, node_ip: Optional[str] = None) -> dict:
+def worker_plan(
+    address: Optional[str], *, profiles: Optional[list[str]] = None, num_cpus: Optional[int] = None, port: int = 6379, node_ip: Optional[str] = None,
+    bench_only: bool = False,
+) -> dict:
     """What `evitdeploy worker` will advertise and the `ray start` that does it; a profile this host
     is not of is refused here (before Ray starts)."""
     names = resources.host_profiles(profiles)
     backends = resources.installed_backends()
     if address is not None and not address.strip():
         raise UserError("--address is empty", "pass the head's HOST:PORT, e.g. --address 10.0.0.5:6379")
-    command = ray_start_command(address, profiles=names, backends=backends, num_cpus=num_cpus, port=port, node_ip=node_ip)
+    if bench_only and not names:
+        raise UserError("--bench-only on a node of no profile would take no work", "pass --profile NAME for the device this node is, or drop --bench-only")
+    advertisement = resources.advertised(names, backends, exports=not bench_only)
+    command = ray_start_command(address, advertisement, num_cpus=num_cpus, port=port, node_ip=node_ip)
     return {"role": "head" if address is None else "worker", "address": address, "profiles": names, "backends": backends,
-            "resources": resources.advertised(names, backends), "command": command}
+            "bench_only": bench_only, "resources": advertisement, "command": command}
 
 
 def run_ray(command: list[str]) -> dict:

@@ -47,7 +47,7 @@ def unservable(cells: list[Cell], nodes: list[dict]) -> Optional[str]:
     for cell in cells:
         backend = _backend(cell)
         if not any(resources.satisfiable(resources.export_needs(backend), node["resources"]) for node in nodes):
-            missing[f"no node has the {backend} backend"] += 1
+            missing[f"no node that takes exports has the {backend} backend"] += 1
         elif not any(resources.satisfiable(resources.bench_needs(backend, cell.profile), node["resources"]) for node in nodes):
             missing[f"no node is profile {cell.profile} with {backend}" if cell.profile else f"no node has the {backend} backend"] += 1
     if not missing:
@@ -92,7 +92,7 @@ class FarmExecutor:
         inputs = {name: ray.put(pack(Path(value))) for name in ("checkpoint", "data") if (value := getattr(settings, name))}
         waiting = list(cells)  # not yet submitted
         pending: dict = {}
-        window = max(1, int(sum(node["resources"].get("CPU", 0) for node in cluster.alive_nodes())))
+        window = max(1, int(sum(node["resources"].get("CPU", 0) for node in cluster.alive_nodes() if resources.EXPORTS in node["resources"])))
         if progress:
             progress(f"{len(cells)} cell(s) for the farm, up to {window} exports at once ({cluster.describe(cluster.alive_nodes())})")
         try:

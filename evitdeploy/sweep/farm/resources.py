@@ -2,7 +2,9 @@
 
 A node offers NODE_UNITS units of `evitdeploy-node`: an export takes one (many run at once, up to
 the node's CPUs), a bench takes all of them, so Ray itself never starts another farm task on a node
-while a bench holds it, and never starts a bench while anything else runs there.
+while a bench holds it, and never starts a bench while anything else runs there. A node also offers
+`evitdeploy-exports` unless it is bench-only (`worker --bench-only`: a Jetson that should only time),
+and only an export asks for it.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from evitdeploy.errors import UserError
 
 NODE = "evitdeploy-node"
 NODE_UNITS = 1000
+EXPORTS = "evitdeploy-exports"
 PROFILE_PREFIX = "evitdeploy-profile:"
 BACKEND_PREFIX = "evitdeploy-backend:"
 
@@ -25,13 +28,17 @@ def backend_resource(folder: str) -> str:
     return BACKEND_PREFIX + folder
 
 
-def advertised(profiles: list[str], backends: list[str]) -> dict[str, float]:
-    """The custom resources of a node that is these profiles and has these backends."""
-    return {NODE: NODE_UNITS, **{profile_resource(p): 1 for p in profiles}, **{backend_resource(b): NODE_UNITS for b in backends}}
+def advertised(profiles: list[str], backends: list[str], *, exports: bool = True) -> dict[str, float]:
+    """The custom resources of a node that is these profiles and has these backends (and takes
+    exports, unless it only benches)."""
+    return {
+        NODE: NODE_UNITS, **({EXPORTS: NODE_UNITS} if exports else {}),
+        **{profile_resource(p): 1 for p in profiles}, **{backend_resource(b): NODE_UNITS for b in backends},
+    }
 
 
 def export_needs(backend: str) -> dict[str, float]:
-    return {NODE: 1, backend_resource(backend): 1}
+    return {NODE: 1, EXPORTS: 1, backend_resource(backend): 1}
 
 
 def bench_needs(backend: str, profile: Optional[str]) -> dict[str, float]:
