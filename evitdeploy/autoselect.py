@@ -201,16 +201,12 @@ def _require_measurable(profile, reduced) -> None:
 
 
 def _input_size(profile, model_name: str, *, height: Optional[int], width: Optional[int]) -> tuple[int, int]:
-    """The size deploy would use: the user's, else the profile's, else the model's (SAM: its own);
-    a size the model cannot take is refused here, in deploy's terms (--height/--width)."""
+    """The size deploy would use; a size the model cannot take is refused here, in deploy's terms."""
+    from evitdeploy.deploy import input_size
     from evitdeploy.models import get_spec
 
-    spec = get_spec(model_name)  # an unknown model is refused here
-    if spec.promptable:
-        size = (height or spec.height, width or spec.width)
-    else:
-        size = (height or profile.height or spec.height, width or profile.width or spec.width)
-    spec.with_input(profile.batch, *size)
+    size = input_size(profile, model_name, height=height, width=width)  # an unknown model is refused here
+    get_spec(model_name).with_input(profile.batch, *size)
     return size
 
 

@@ -87,6 +87,17 @@ def require_precision(profile, precision: str) -> None:
         )
 
 
+def input_size(profile, model_name: str, *, height: Optional[int], width: Optional[int]) -> tuple[int, int]:
+    """The size a deploy exports at: the user's, else the profile's, else the model's; SAM always
+    takes its own square size unless told (it letterboxes the image)."""
+    from evitdeploy.models import get_spec
+
+    spec = get_spec(model_name)
+    if spec.promptable:
+        return height or spec.height, width or spec.width
+    return height or profile.height or spec.height, width or profile.width or spec.width
+
+
 def deploy(
     profile_name: str,
     model_name: str,
@@ -127,15 +138,14 @@ def deploy(
     if not recipe_only:  # TensorRT absent: the bundle carries the ONNX + plan + build recipe for the device
         require_backend(profile)
     promptable = get_spec(model_name).promptable  # an unknown model fails before anything runs
-    if promptable:  # SAM takes its own square size whatever the profile's (it letterboxes the image)
-        height, width = height or get_spec(model_name).height, width or get_spec(model_name).width
+    height, width = input_size(profile, model_name, height=height, width=width)
     offered = profile.precisions_for(profile.backend)
     precision = precision or (profile.precision if profile.precision in offered else offered[0])
     require_precision(profile, precision)
     limits.check_range("--samples", samples, 1, high=limits.SAMPLES_MAX)
     limits.check_seed(seed)
     _require_memory(
-        model_name, profile, precision=precision, reduced=reduced, samples=samples, height=height or profile.height, width=width or profile.width,
+        model_name, profile, precision=precision, reduced=reduced, samples=samples, height=height, width=width,
     )
     signature = None
     if sign_key is not None:  # a key that cannot sign is refused before anything is written
@@ -144,7 +154,6 @@ def deploy(
         signature = signature_section(Path(sign_key))
     output = Path(output or f"{model_name}-{profile.name}{'-' + profile.backend if backend_flag else ''}-{precision}")
     prepare_output(output, force)
-    height, width = height or profile.height, width or profile.width
     seconds = {"bench": 0.0}
     with folder_kept_on_success(output.parent), tempfile.TemporaryDirectory(prefix=f".{output.name}.work-", dir=output.parent) as scratch:
         started = time.perf_counter()
