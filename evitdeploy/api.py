@@ -59,6 +59,8 @@ def export_model(request: ExportRequest, progress: Progress = None) -> Artifact:
     backend = get_backend(target, precision)  # refuses an unknown target or a precision it does not build
     if request.channels_last and backend.name != "tflite":
         raise UserError("--nhwc is for --target tflite", "drop --nhwc; ONNX models take NCHW")
+    if request.delegate and backend.name != "executorch":
+        raise UserError("--delegate is for --target executorch", f"drop --delegate; {backend.name} picks its own execution provider")
     reduced = request.reduced or PrecisionOptions()
     reduced.check()
     _require_memory_for_export(spec, dynamic, precision=precision, reduced=reduced)
@@ -92,6 +94,7 @@ def export_model(request: ExportRequest, progress: Progress = None) -> Artifact:
         channels_last=request.channels_last,
         profile=request.profile,
         engine=request.engine,
+        delegate=request.delegate,
     )
     return export(model, spec, target, options=options)
 

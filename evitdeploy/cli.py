@@ -229,6 +229,7 @@ def export(
     opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset, 17-20 [default: 17 for B models; 20 for L models, whose GELU is one op there]."),
     simplify: bool = typer.Option(True, "--simplify/--no-simplify", help="Simplify the graph with onnxslim."),
     nhwc: bool = typer.Option(False, "--nhwc", help="TFLite: NHWC (channels-last) input, as camera frames come; no transpose in front of the model."),
+    delegate: str = typer.Option("", "--delegate", help="ExecuTorch: xnnpack (CPU, ARM phones; fp32/int8) or coreml (Apple; fp32, predicts only in an app) [default: xnnpack]."),
     data: Optional[Path] = typer.Option(None, "--data", help="Image folder or .npz for validation [default: scikit-image sample photos]."),
     seed: int = SEED_OPTION,
     attention_eps: Optional[float] = typer.Option(None, "--attention-eps", help="Override LiteMLA's normalizer eps (default: the checkpoint's)."),
@@ -258,7 +259,7 @@ def export(
     request = ExportRequest(
         model=model, target=target, precision=precision, output=output, checkpoint=checkpoint, batch=batch, height=height, width=width,
         dynamic=parse_dynamic(dynamic), opset=opset, simplify=simplify, force=force, seed=seed, attention_eps=attention_eps, data=data,
-        reduced=reduced, channels_last=nhwc,
+        reduced=reduced, channels_last=nhwc, delegate=delegate,
     )
     with progress(not as_json) as step:
         artifact = export_model(request, progress=step)
@@ -283,6 +284,9 @@ def export(
     package = package.get("encoder", package) if package else None  # a SAM artifact: the encoder's package is the planned one
     if package:
         _say(f"package: ops by precision {package['ops_by_precision']}; {package['plan_fp32_ops']} ops kept FP32 by the plan; {package['compressed_weight_ops']} compressed weight ops")
+    for role, part in manifest["export"].get("partition", {}).items():  # ExecuTorch: what the delegate took
+        outside = ", ".join(f"{op} {n}" for op, n in part["outside_delegate"].items()) or "nothing"
+        _say(f"{role}: {part['delegate']} took {part['delegated_nodes']} ops in {part['delegated_subgraphs']} subgraphs; on portable kernels: {outside}")
     plan = manifest.get("precision_plan")
     if plan:
         counts = ", ".join(f"{n} {p}" for p, n in sorted(plan["summary"]["nodes"].items()))

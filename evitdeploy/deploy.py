@@ -54,6 +54,7 @@ def _commands(model: str, profile, *, precision: str, checkpoint, reduced, outpu
     options = (f" --checkpoint {checkpoint}" if checkpoint else "") + _precision_flags(reduced, precision)
     shape = f" --height {spec.height} --width {spec.width}"
     dynamic = (f" --dynamic {','.join(profile.dynamic)}" if profile.dynamic else "") + (" --nhwc" if profile.nhwc else "")
+    dynamic += f" --delegate {profile.delegate}" if profile.delegate and profile.target == "executorch" else ""
     where = profile.source if profile.source.endswith(".toml") else profile.name
     return {
         "deploy": f"evitdeploy deploy --profile {where} --model {model}{backend_flag} --precision {precision}{shape}{options} -o {output}",
@@ -161,6 +162,7 @@ def deploy(
             model=model_name, target=profile.target, precision=precision, output=Path(scratch) / "artifact", checkpoint=checkpoint,
             batch=profile.batch, height=height, width=width, dynamic=tuple(a for a in profile.dynamic if a == "batch" or not promptable), seed=seed, data=data,
             reduced=reduced or PrecisionOptions(), channels_last=profile.nhwc, profile=profile, engine=not recipe_only,
+            delegate=profile.delegate if profile.target == "executorch" else "",
         )
         artifact = api.export_model(request, progress=_staged(progress, 0))
         seconds["export"] = time.perf_counter() - started

@@ -38,6 +38,7 @@ class ExportRequest:
     channels_last: bool = False  # TFLite: an NHWC input
     profile: Any = None  # the deploy profile (profiles.Profile) exporting for, if any
     engine: bool = True  # TensorRT: build the engine here (False: the ONNX + plan + recipe only)
+    delegate: str = ""  # ExecuTorch: "xnnpack" ("" too) or "coreml"
 
 
 @dataclass(frozen=True, kw_only=True)

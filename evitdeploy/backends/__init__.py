@@ -14,7 +14,7 @@ from typing import Optional
 from evitdeploy.backends.descriptor import Backend
 from evitdeploy.errors import UserError
 
-_FOLDERS = ("onnxruntime", "tensorrt", "tflite", "coreml", "openvino")  # the order --help and doctor list them in
+_FOLDERS = ("onnxruntime", "tensorrt", "tflite", "coreml", "openvino", "executorch")  # the order --help and doctor list them in
 
 
 def _load() -> dict[str, Backend]:
@@ -47,8 +47,9 @@ def get_backend(name: str, precision: Optional[str] = None) -> Backend:
     if backend is None:
         raise UserError(f"unknown target {name!r}", f"choose one of: {target_names()}")
     if precision is not None and precision not in backend.precisions:
+        why = dict(backend.declined).get(precision)
         raise UserError(
-            f"precision {precision!r} is not supported for target {backend.name!r}",
+            f"precision {precision!r} is not supported for target {backend.name!r}" + (f": {why}" if why else ""),
             f"choose one of: {', '.join(backend.precisions)}",
         )
     return backend

@@ -35,6 +35,7 @@ class Backend:
     version_bound: bool = False  # a serialized engine loads only on the runtime version that built it
     predicts_on: str = "any host"  # where its runner predicts ("macOS", "an NVIDIA GPU with TensorRT")
     consumes: tuple[str, ...] = ()  # other backends' folders it may import (TensorRT and OpenVINO read the ONNX export)
+    declined: tuple[tuple[str, str], ...] = ()  # (precision, why it is not built): the refusal says why, not just "unsupported"
 
     @property
     def suffix(self) -> str:

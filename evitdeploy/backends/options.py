@@ -25,6 +25,7 @@ class ExportOptions:
     channels_last: bool = False  # NHWC model input (TFLite: a phone camera's frame order)
     profile: Optional[object] = None  # the deploy profile (TensorRT: optimization-profile shape range)
     engine: bool = True  # TensorRT: build the engine here; False writes the ONNX + build recipe for the device
+    delegate: str = ""  # ExecuTorch: "xnnpack" (default) or "coreml"
 
     def step(self, name: str) -> None:
         if self.progress:

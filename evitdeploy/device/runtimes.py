@@ -7,7 +7,7 @@ its device runtime without editing this package. A device module defines
     TARGET = "onnx"                       # the manifest's target it runs
     RUNTIME = ("import name", "pip package")
     VERSION_BOUND = False                 # optional: a model loads only on the version that made it
-    SILENCE_NATIVE_LOAD = False           # optional: its C++ side logs noise on stderr while loading
+    SILENCE_NATIVE_LOAD = False           # optional: it logs noise on stderr while importing or loading
     def cannot_run_here(): ...            # optional: None, or (message, hint) refusing this host
     def open_model(path, manifest, threads): ...  # infer(batch) -> ndarray; infer.providers, if any
 """
@@ -33,8 +33,10 @@ def runtime_versions(runtime, target: str) -> dict:
     if refusal:
         raise BundleError(refusal[0], refusal[1], 3)
     module_name, package = runtime.RUNTIME
+    quiet = _native_stderr_silenced() if getattr(runtime, "SILENCE_NATIVE_LOAD", False) else contextlib.nullcontext()
     try:
-        module = importlib.import_module(module_name)
+        with quiet:  # ExecuTorch's import logs torchao/pytree noise; a failed import still raises
+            module = importlib.import_module(module_name)
     except ImportError as exc:
         raise BundleError(f"{package} is not installed", f"install it with: pip install numpy {package}", 3) from exc
     return {package: _distribution_version(package, module), "numpy": np.__version__, "python": platform.python_version()}

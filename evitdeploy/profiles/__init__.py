@@ -57,6 +57,7 @@ class Profile:
     host_device_model: Optional[str] = None
     host_gpu: Optional[str] = None
     candidates: tuple[str, ...] = ()  # backends `deploy --precision auto` measures; () means (backend,)
+    delegate: str = ""  # ExecuTorch's delegate ("xnnpack", "coreml"); "" for every other backend
 
     def __post_init__(self) -> None:
         if not self.candidates:
@@ -147,6 +148,7 @@ class ProfileFile(BaseModel):
     precision: str
     precisions: list[str]
     candidates: list[str] = []  # backend folders `deploy --precision auto` measures; must include backend
+    delegate: Optional[Literal["xnnpack", "coreml"]] = None  # ExecuTorch only: which delegate the .pte is lowered to
     notes: list[str] = []
     input: _InputTable = _InputTable()
     bench: _BenchTable = _BenchTable()
@@ -189,6 +191,10 @@ class ProfileFile(BaseModel):
             raise ValueError('[input] nhwc is for the tflite backend; drop nhwc, or use backend = "tflite"')
         if shape.nhwc and any(b.folder != "tflite" for b in offering):
             raise ValueError("[input] nhwc is for the tflite backend, and not every candidate is tflite; drop nhwc, or those candidates")
+        if self.delegate and self.backend != "executorch":
+            raise ValueError('delegate is for the executorch backend; drop delegate, or use backend = "executorch"')
+        if self.delegate == "coreml" and set(self.precisions) - {"fp32"}:
+            raise ValueError(f"the Core ML delegate takes fp32 only, but precisions is {self.precisions}; use precisions = [\"fp32\"]")
         if shape.min and shape.max and any(lo > hi for lo, hi in zip(shape.min, shape.max)):
             raise ValueError(f"[input] min {shape.min} exceeds max {shape.max}; min <= max on every axis")
         return self
@@ -266,6 +272,7 @@ def parse_profile(text: str, name: str, source: str) -> Profile:
         host_device_model=host.device_model,
         host_gpu=host.gpu,
         candidates=tuple(dict.fromkeys(checked.candidates)),
+        delegate=checked.delegate or "",
     )
 
 

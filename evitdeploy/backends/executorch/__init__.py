@@ -1,0 +1,21 @@
+"""ExecuTorch .pte for apps that already link PyTorch's on-device runtime (XNNPACK; Core ML delegate)."""
+
+from evitdeploy.backends.descriptor import Backend, Package
+
+BACKEND = Backend(
+    name="executorch",
+    folder="executorch",
+    title="ExecuTorch .pte (Android/iOS apps linking ExecuTorch; XNNPACK, or the Core ML delegate)",
+    model_file="model.pte",
+    precisions=("fp32", "int8"),
+    packages=(Package("executorch", "PyTorch -> .pte, and its Python runtime"),),
+    install="pip install -c constraints.txt 'evitdeploy[executorch]'",
+    device_runtime=("executorch.runtime", "executorch"),
+    aliases=("et", "pte"),
+    extra="executorch",
+    carried=("precision_plan.json", "ranges.json", "executorch_plan.json"),
+    declined=(
+        ("fp16", "ExecuTorch's XNNPACK FP16 lowering loses the accuracy the plan keeps (trained digits B0: "
+                 "63.1% top-1 vs 98.3% FP32, the plan's FP32 islands included)"),
+    ),
+)
