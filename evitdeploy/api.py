@@ -59,8 +59,14 @@ def export_model(request: ExportRequest, progress: Progress = None) -> Artifact:
     backend = get_backend(target, precision)  # refuses an unknown target or a precision it does not build
     if request.channels_last and backend.name != "tflite":
         raise UserError("--nhwc is for --target tflite", "drop --nhwc; ONNX models take NCHW")
-    if request.delegate and backend.name != "executorch":
-        raise UserError("--delegate is for --target executorch", f"drop --delegate; {backend.name} picks its own execution provider")
+    if request.delegate and request.delegate not in backend.delegates:
+        from evitdeploy.backends import BACKENDS
+
+        offering = [b.name for b in BACKENDS.values() if b.delegates]
+        raise UserError(
+            f"--delegate {request.delegate!r} is not one {backend.name} takes" if backend.delegates else f"--delegate is for --target {', '.join(offering)}",
+            f"choose one of: {', '.join(backend.delegates)}" if backend.delegates else f"drop --delegate; {backend.name} picks its own execution provider",
+        )
     reduced = request.reduced or PrecisionOptions()
     reduced.check()
     _require_memory_for_export(spec, dynamic, precision=precision, reduced=reduced)

@@ -313,7 +313,7 @@ def test_device_code_imports_numpy_the_standard_library_and_its_own_runtime_only
 
     from evitdeploy.backends import BACKENDS, module
 
-    runtimes = {b.device_runtime[0].split(".")[0] for b in BACKENDS.values()}
+    runtimes = {b.device_runtime[0].split(".")[0] for b in BACKENDS.values()} | {m for b in BACKENDS.values() for m in b.device_imports}
     for name, source in _carried_sources().items():
         optional = {"model_signing"}  # imported only for --public-key (exit 3 with the install line without it)
         allowed = set(sys.stdlib_module_names) | {"numpy", "evitdeploy_device"} | (runtimes if "backends/" in name else optional)

@@ -234,6 +234,7 @@ BAD_BY_OPTION = {
     "--atol": [*BAD_FLOAT, "-1"], "--min-cosine": [*BAD_FLOAT, "2"], "--min-top1": [*BAD_FLOAT, "2"],
     "--min-pixel-agreement": [*BAD_FLOAT, "2"],
     "--top": [*BAD_INT, "0", "21", "-1"],
+    "--delegate": ["bogus", "[/]", "a\nb", "COREML", "xnnpack,coreml"],
     "--executor": ["slurm", "", "[/]", "RAY", "a\nb"],
     "--address": ["x y", "", ":", "host:", "[/]", "a\nb", "127.0.0.1:99999999"],
     "--num-cpus": [*BAD_COUNT, "0"], "--port": [*BAD_INT, "0", "65536", "-1"],

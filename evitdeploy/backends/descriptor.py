@@ -28,6 +28,7 @@ class Backend:
     packages: tuple[Package, ...]  # host distributions, all needed to export and run it here
     install: str  # the one-line install hint, shown whenever a package is missing
     device_runtime: tuple[str, str]  # (import name, pip package) a device needs to run verify.py
+    device_imports: tuple[str, ...] = ()  # modules the device runtime brings and device.py uses (ExecuTorch's tensors are torch's)
     aliases: tuple[str, ...] = ()
     extra: str = ""  # the pyproject extra ("" for the core install)
     carried: tuple[str, ...] = ()  # artifact files a bundle carries beside the model (plans, recipes)
@@ -35,6 +36,7 @@ class Backend:
     version_bound: bool = False  # a serialized engine loads only on the runtime version that built it
     predicts_on: str = "any host"  # where its runner predicts ("macOS", "an NVIDIA GPU with TensorRT")
     consumes: tuple[str, ...] = ()  # other backends' folders it may import (TensorRT and OpenVINO read the ONNX export)
+    delegates: tuple[str, ...] = ()  # what --delegate may choose (ExecuTorch), the default first
     declined: tuple[tuple[str, str], ...] = ()  # (precision, why it is not built): the refusal says why, not just "unsupported"
 
     @property

@@ -11,8 +11,11 @@ BACKEND = Backend(
     packages=(Package("executorch", "PyTorch -> .pte, and its Python runtime"),),
     install="pip install -c constraints.txt 'evitdeploy[executorch]'",
     device_runtime=("executorch.runtime", "executorch"),
+    device_imports=("torch",),  # pip executorch requires torch: its Python runtime takes and returns torch tensors
     aliases=("et", "pte"),
     extra="executorch",
+    delegates=("xnnpack", "coreml"),
+    consumes=("coreml",),  # the Core ML delegate converts with coremltools, imported as the coreml backend does
     carried=("precision_plan.json", "ranges.json", "executorch_plan.json"),
     declined=(
         ("fp16", "ExecuTorch's XNNPACK FP16 lowering loses the accuracy the plan keeps (trained digits B0: "

@@ -38,7 +38,7 @@ MODEL_FILE = "model.pte"
 PROMPTABLE_FILES = {"encoder": "encoder.pte", "decoder": "decoder.pte"}  # a SAM artifact's two programs
 DECODER_POINTS = 8  # prompt points the decoder is built for: 7 clicks, or a box and 6 (recorded as export.decoder_points)
 OPS_FILE = "executorch_plan.json"
-DELEGATES = {"xnnpack": "XnnpackBackend", "coreml": "CoreMLBackend"}  # --delegate -> the runtime's backend id
+DELEGATES = {"xnnpack": "XnnpackBackend", "coreml": "CoreMLBackend"}  # BACKEND.delegates -> the runtime's backend id
 COREML_TARGET = "iOS17"
 TOOLCHAIN = ("torch", "executorch", "torchao", "numpy")
 
@@ -115,9 +115,7 @@ def partition_of(info, delegate: str) -> dict:
 
 def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
     import_lowering()
-    delegate = options.delegate or "xnnpack"
-    if delegate not in DELEGATES:
-        raise UserError(f"unknown ExecuTorch delegate {delegate!r}", f"choose one of: {', '.join(DELEGATES)}")
+    delegate = options.delegate or BACKEND.delegates[0]
     if delegate == "coreml" and options.precision != "fp32":
         raise UserError(
             f"the Core ML delegate takes fp32 here, not {options.precision}: the plan's INT8 is applied through XNNPACK's quantizer",
@@ -204,7 +202,7 @@ def _quantized(model, spec: ModelSpec, sample, staging: Path, scratch: Path, opt
     model.set_formulation("deploy")
     result = make_plan(onnx_path, spec, "int8", options=options.reduced, progress=options.progress)
     options.step(f"PT2E INT8 following the plan (XNNPACKQuantizer, {len(result.calibration.inputs)} calibration images)")
-    program, chooser = quantized_program(model, sample, result.plan, result.calibration.inputs)
+    program, chooser = quantized_program(model, sample, result.plan, calibration=result.calibration.inputs)
     write_json(staging / OPS_FILE, {"precision": "int8", "ops": [d.__dict__ for d in chooser.decisions.values()]})
     return program, write_plan(
         result, staging,
