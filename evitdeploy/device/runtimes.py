@@ -8,7 +8,7 @@ its device runtime without editing this package. A device module defines
     RUNTIME = ("import name", "pip package")
     VERSION_BOUND = False                 # optional: a model loads only on the version that made it
     SILENCE_NATIVE_LOAD = False           # optional: it logs noise on stderr while importing or loading
-    def cannot_run_here(): ...            # optional: None, or (message, hint) refusing this host
+    def cannot_run_here(manifest): ...    # optional: None, or (message, hint) refusing this host
     def open_model(path, manifest, threads): ...  # infer(batch) -> ndarray; infer.providers, if any
 """
 
@@ -24,18 +24,20 @@ import numpy as np
 from .integrity import BundleError
 
 
-def runtime_versions(runtime, target: str) -> dict:
+def runtime_versions(runtime, manifest: dict) -> dict:
     """The runtime's, numpy's and Python's versions here; exit 3 where the runtime cannot run
-    `target` bundles on this host or is not installed."""
+    manifest's bundles on this host (a delegate it lacks) or is not installed."""
+    target = manifest["target"]
     if getattr(runtime, "TARGET", None) != target:
         raise BundleError(f"this verifier cannot run {target!r} bundles", "verify it with the evitdeploy that made it", 3)
-    refusal = runtime.cannot_run_here() if hasattr(runtime, "cannot_run_here") else None
+    module_name, package = runtime.RUNTIME
+    quiet = _native_stderr_silenced if getattr(runtime, "SILENCE_NATIVE_LOAD", False) else contextlib.nullcontext
+    with quiet():  # ExecuTorch's import logs torchao/pytree noise; failures still raise
+        refusal = runtime.cannot_run_here(manifest) if hasattr(runtime, "cannot_run_here") else None
     if refusal:
         raise BundleError(refusal[0], refusal[1], 3)
-    module_name, package = runtime.RUNTIME
-    quiet = _native_stderr_silenced() if getattr(runtime, "SILENCE_NATIVE_LOAD", False) else contextlib.nullcontext()
     try:
-        with quiet:  # ExecuTorch's import logs torchao/pytree noise; a failed import still raises
+        with quiet():
             module = importlib.import_module(module_name)
     except ImportError as exc:
         raise BundleError(f"{package} is not installed", f"install it with: pip install numpy {package}", 3) from exc

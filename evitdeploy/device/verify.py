@@ -122,7 +122,7 @@ def verify(folder, runtime, threads=None, warmup=None, count=None, judge_budget:
     if schema_check is not None:
         schema_check(folder / MANIFEST)
     runtime = _device_module(runtime, manifest["target"])
-    versions = runtimes.runtime_versions(runtime, manifest["target"])
+    versions = runtimes.runtime_versions(runtime, manifest)
     warnings, errors = runtimes.version_findings(manifest, versions, runtime)
     if signature["signed"] and not signature["checked"]:
         warnings.append(integrity.SIGNATURE_NOT_CHECKED.format(SIGNATURE))

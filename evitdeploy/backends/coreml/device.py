@@ -12,7 +12,7 @@ TARGET = "coreml"
 RUNTIME = ("coremltools", "coremltools")
 
 
-def cannot_run_here():
+def cannot_run_here(manifest=None):
     """coremltools converts anywhere but predicts only on macOS: refuse elsewhere (exit 3)."""
     if platform.system() != "Darwin":
         return "Core ML predicts only on macOS", "run this verify.py on a Mac: pip install numpy coremltools"

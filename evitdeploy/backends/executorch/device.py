@@ -30,6 +30,18 @@ def missing_delegates(delegates):
     return [name for name in delegates if name not in have]
 
 
+def cannot_run_here(manifest):
+    """A .pte lowered to a delegate this runtime lacks (Core ML, in the pip wheel) is refused (exit 3)."""
+    try:
+        missing = missing_delegates(manifest.get("export", {}).get("delegates", []))
+    except ImportError:
+        return None  # not installed: the caller says what to install
+    if missing:
+        return ("this ExecuTorch runtime has no " + ", ".join(missing) + ": the .pte runs only in an app built with it",
+                "run it in the app on the device (Core ML: iOS/macOS with ExecuTorch's CoreML backend)")
+    return None
+
+
 def use_threads(threads):
     """ExecuTorch has one process-wide thread pool (XNNPACK's); resize it only when it differs."""
     if not threads:

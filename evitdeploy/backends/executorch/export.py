@@ -90,8 +90,13 @@ def lower(program, delegate: str, what: str) -> tuple[bytes, dict]:
         with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             edge = exir.to_edge_transform_and_lower(program, partitioner=[partitioner(delegate)])
-            info = get_delegation_info(edge.exported_program().graph_module)
-            return bytes(edge.to_executorch().buffer), partition_of(info, delegate)
+            graph_module = edge.exported_program().graph_module
+            partition = partition_of(get_delegation_info(graph_module), delegate)
+            if delegate == "coreml":
+                from evitdeploy.backends.executorch.coreml import inspect_packages
+
+                partition["coreml_packages"] = inspect_packages(graph_module)
+            return bytes(edge.to_executorch().buffer), partition
     except (BackendUnavailable, UserError):
         raise
     except Exception as exc:  # the lowering raises many types; each means "this model does not lower"
@@ -143,6 +148,12 @@ def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
         payload, partition = lower(program, delegate, what=spec.name)
         if not partition["delegated_subgraphs"]:
             raise UserError(f"the {delegate} delegate took no part of {spec.name}", "nothing was written; report it with `evitdeploy doctor` output", EXIT_CHECK_FAILED)
+        if delegate == "coreml":
+            from evitdeploy.backends.executorch.coreml import check_packages
+
+            failures = check_packages(partition["coreml_packages"], spec.input_shape)
+            if failures:
+                raise UserError(f"the Core ML payload is not what was asked: {'; '.join(failures)}", "nothing was written; report it", EXIT_CHECK_FAILED)
         write_bytes(staging / model_file, payload)
         timings["lower_s"] = time.perf_counter() - started
         partitions = {"model": partition}
@@ -259,4 +270,4 @@ def _program_loads(staging: Path) -> dict:
         if "forward" not in methods:
             raise UserError(f"{path.name} has no forward method (it has {methods})", "nothing was written; report it", EXIT_CHECK_FAILED)
         found[path.name] = methods
-    return {"loads": found, "ops_outside_core_ml": "see export.partition"}
+    return {"loads": found, "core_ml_spec": "checked from the payload: export.partition.*.coreml_packages"}

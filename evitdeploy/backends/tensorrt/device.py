@@ -17,7 +17,7 @@ _BUILD = (
 )
 
 
-def cannot_run_here():
+def cannot_run_here(manifest=None):
     return _BUILD
 
 
