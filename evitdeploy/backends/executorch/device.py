@@ -24,8 +24,16 @@ def registered_backends():
     return list(portable_lib._get_registered_backend_names())
 
 
+def delegates_in(manifest):
+    """The runtime backends a manifest says its .pte needs (export.delegates); anything but a list
+    of names reads as none (a .pte that needs one anyway fails to load, with the runtime's error)."""
+    export = manifest.get("export") if isinstance(manifest, dict) else None
+    delegates = export.get("delegates") if isinstance(export, dict) else None
+    return [name for name in delegates if isinstance(name, str)] if isinstance(delegates, list) else []
+
+
 def missing_delegates(delegates):
-    """The manifest's delegates (e.g. ["CoreMLBackend"]) this runtime cannot run."""
+    """The delegates (e.g. ["CoreMLBackend"]) this runtime cannot run."""
     have = set(registered_backends())
     return [name for name in delegates if name not in have]
 
@@ -33,7 +41,7 @@ def missing_delegates(delegates):
 def cannot_run_here(manifest):
     """A .pte lowered to a delegate this runtime lacks (Core ML, in the pip wheel) is refused (exit 3)."""
     try:
-        missing = missing_delegates(manifest.get("export", {}).get("delegates", []))
+        missing = missing_delegates(delegates_in(manifest))
     except ImportError:
         return None  # not installed: the caller says what to install
     if missing:
@@ -78,17 +86,20 @@ def input_shapes(method):
 def open_model(path, manifest, threads):
     """infer(batch) -> float32 output; a dict of named inputs (a SAM prompt decoder, already padded
     to its point count) gives a dict of its outputs by name, in the manifest's order."""
-    missing = missing_delegates(manifest.get("export", {}).get("delegates", []))
+    missing = missing_delegates(delegates_in(manifest))
     if missing:
         raise RuntimeError("this ExecuTorch runtime has no " + ", ".join(missing) + ": the .pte runs in an app built with it (Core ML: iOS/macOS)")
     method = executorch_method(path, threads)
-    decoder = manifest.get("export", {}).get("decoder_inputs")
+    export = manifest.get("export", {})
+    names = (export.get("decoder_inputs"), export.get("decoder_outputs"))
 
     def infer(batch):
         if isinstance(batch, dict):
-            outputs = executorch_run(method, [batch[name] for name in decoder], threads)
-            return dict(zip(manifest["export"]["decoder_outputs"], outputs))
+            inputs, outputs = names
+            if not all(isinstance(n, list) and all(isinstance(s, str) for s in n) for n in names) or set(inputs) - set(batch):
+                raise ValueError("manifest export.decoder_inputs/decoder_outputs do not name this decoder's inputs and outputs")
+            return dict(zip(outputs, executorch_run(method, [batch[name] for name in inputs], threads)))
         return executorch_run(method, [batch], threads)[0]
 
-    infer.providers = ["ExecuTorch (" + ", ".join(manifest.get("export", {}).get("delegates", ["portable"])) + ")"]
+    infer.providers = ["ExecuTorch (" + (", ".join(delegates_in(manifest)) or "portable kernels") + ")"]
     return infer

@@ -17,7 +17,7 @@ from typing import Optional
 import numpy as np
 
 from evitdeploy.backends.executorch import BACKEND
-from evitdeploy.backends.executorch.device import executorch_method, executorch_run, input_shapes, missing_delegates
+from evitdeploy.backends.executorch.device import delegates_in, executorch_method, executorch_run, input_shapes, missing_delegates
 from evitdeploy.backends.runner import Runner, TensorMeta
 from evitdeploy.device.runtimes import _native_stderr_silenced
 from evitdeploy.errors import EXIT_BACKEND_UNAVAILABLE, BackendUnavailable, UserError, first_line
@@ -43,7 +43,7 @@ def import_runtime():
 
 
 def delegates_of(artifact) -> list[str]:
-    return list(artifact.manifest.get("export", {}).get("delegates", [])) if artifact.manifest else []
+    return delegates_in(artifact.manifest or {})
 
 
 class ExecuTorchRunner(Runner):
