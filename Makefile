@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 EVIT := $(VENV)/bin/evitdeploy
 DEMO := demo-out
 
-.PHONY: install demo test test-slow bench bench-gate bench-precision bench-deploy bench-tflite bench-coreml bench-openvino bench-sam bench-farm bench-gpu gpu-carry clean
+.PHONY: install demo test test-slow bench bench-gate bench-precision bench-deploy bench-tflite bench-executorch bench-coreml bench-openvino bench-sam bench-farm bench-gpu gpu-carry clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -63,6 +63,9 @@ bench-farm: install
 
 bench-tflite: install
 	$(PY) benchmarks/tflite_cpu.py
+
+bench-executorch: install
+	$(PY) benchmarks/executorch_cpu.py
 
 bench-coreml: install
 	$(PY) benchmarks/coreml_cpu.py

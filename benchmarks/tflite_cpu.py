@@ -46,7 +46,7 @@ def export(folder: Path, model: str, target: str, precision: str, height=None, w
 
 
 def runner(artifact, threads: int):
-    return api._runner_for(artifact, threads)
+    return api.runner_for(artifact, threads)
 
 
 def logits(artifact, inputs: np.ndarray, threads: int) -> np.ndarray:

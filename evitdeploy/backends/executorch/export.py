@@ -118,6 +118,22 @@ def partition_of(info, delegate: str) -> dict:
     }
 
 
+TANH_GELU_NOTE = "spelled out in tanh/mul/add before lowering: ExecuTorch's XNNPACK delegate runs aten.gelu(approximate='tanh') as exact GELU (pytorch/executorch#22851)"
+
+
+def _rewritten(model, delegate: str):
+    """The rewrites a delegate needs to keep the model's arithmetic (rewrites.py): XNNPACK's GELU."""
+    from evitdeploy.backends.executorch.rewrites import tanh_gelu_spelled_out
+
+    return tanh_gelu_spelled_out(model) if delegate == "xnnpack" else contextlib.nullcontext(0)
+
+
+def _has_tanh_gelu(model) -> bool:
+    from evitdeploy.models.layers import GELUTanh
+
+    return any(isinstance(m, GELUTanh) for m in model.modules())
+
+
 def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
     import_lowering()
     delegate = options.delegate or BACKEND.delegates[0]
@@ -142,7 +158,8 @@ def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
             timings["precision_s"] = time.perf_counter() - started
         else:
             options.step("torch.export of the deployment formulation")
-            program = exported(model, (sample,))
+            with _rewritten(model, delegate):
+                program = exported(model, (sample,))
         started = time.perf_counter()
         options.step(f"lowering to ExecuTorch ({delegate}) and writing the .pte")
         payload, partition = lower(program, delegate, what=spec.name)
@@ -165,7 +182,9 @@ def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
             options.step(f"lowering the prompt decoder ({DECODER_POINTS} points, FP32)")
             shapes = decoder_input_shapes(spec.embedding, DECODER_POINTS, point_count=True)
             decoder = model.decoder(spec.multimask, fixed_points=DECODER_POINTS)
-            payload, partitions["decoder"] = lower(exported(decoder, tuple(torch.ones(s) for s in shapes.values())), delegate, what=f"{spec.name}'s prompt decoder")
+            with _rewritten(decoder, delegate):
+                program = exported(decoder, tuple(torch.ones(s) for s in shapes.values()))
+            payload, partitions["decoder"] = lower(program, delegate, what=f"{spec.name}'s prompt decoder")
             write_bytes(staging / PROMPTABLE_FILES["decoder"], payload)
             timings["decoder_lower_s"] = time.perf_counter() - started
             sections["models"] = dict(PROMPTABLE_FILES)
@@ -189,6 +208,7 @@ def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
                 "delegates": [DELEGATES[delegate]],
                 "partition": partitions,
                 "inputs": "float32 NCHW, C-contiguous (the runner copies any strided view: ExecuTorch reads strides as contiguous)",
+                **({"tanh_gelu": TANH_GELU_NOTE} if delegate == "xnnpack" and _has_tanh_gelu(model) else {}),
                 **({"coreml": {"minimum_deployment_target": COREML_TARGET, "compute_precision": "FP32"}} if delegate == "coreml" else {}),
                 **promptable,
                 "seconds": {k: round(v, 3) for k, v in timings.items()},
@@ -213,7 +233,8 @@ def _quantized(model, spec: ModelSpec, sample, staging: Path, scratch: Path, opt
     model.set_formulation("deploy")
     result = make_plan(onnx_path, spec, "int8", options=options.reduced, progress=options.progress)
     options.step(f"PT2E INT8 following the plan (XNNPACKQuantizer, {len(result.calibration.inputs)} calibration images)")
-    program, chooser = quantized_program(model, sample, result.plan, calibration=result.calibration.inputs)
+    with _rewritten(model, "xnnpack"):
+        program, chooser = quantized_program(model, sample, result.plan, calibration=result.calibration.inputs)
     write_json(staging / OPS_FILE, {"precision": "int8", "ops": [d.__dict__ for d in chooser.decisions.values()]})
     return program, write_plan(
         result, staging,
