@@ -1,6 +1,6 @@
 """The ExecuTorch target (.pte on XNNPACK), measured in one run on this host (needs the executorch extra).
 
-    .venv/bin/python benchmarks/executorch_cpu.py [--sections convert,latency,trained,sam] [--threads 2]
+    .venv/bin/python benchmarks/executorch_cpu.py [--sections convert,latency,partition,trained,sam] [--threads 2]
 
 1. convert: `export --target executorch` of B0 and B1 at 224, FP32: lowering time (manifest
    export.seconds.lower_s; target: B1 < 60 s), whole export time, .pte size, FP32 parity against
@@ -9,6 +9,8 @@
 2. latency: B0 and B1 at 224, ExecuTorch FP32 and INT8 (the plan) and ONNX Runtime FP32 and INT8,
    same thread count, in alternating rounds; medians and the ratios (targets: ExecuTorch INT8
    faster than its FP32 at B1; ExecuTorch vs ONNX Runtime reported).
+2b. partition: what the ops left outside XNNPACK cost on this host, from ExecuTorch's own event
+   tracer (ETDump read by its Inspector): XNNPACK call time vs portable-kernel time, by op type.
 3. trained: the digits classifier B0 (64x64) as FP32 and INT8 .pte: held-out accuracy (target:
    INT8 within 1 point of FP32) and per-image cosine INT8 vs FP32 (target >= 0.99); beside it
    the same model with EVERY op quantized by PT2E (XNNPACKQuantizer, no filter, same calibration
@@ -106,6 +108,21 @@ def section_latency(folder: Path, threads: int) -> None:
         m = {f"{t[0]}{p}": v for (t, p), v in medians.items()}  # efp32, eint8, ofp32, oint8
         print(f"  INT8 speedup over FP32: ExecuTorch {m['efp32'] / m['eint8']:.2f}x (target > 1 at B1), ONNX Runtime {m['ofp32'] / m['oint8']:.2f}x; "
               f"ExecuTorch vs ONNX Runtime (ORT ms / ET ms): FP32 {m['ofp32'] / m['efp32']:.2f}x, INT8 {m['oint8'] / m['eint8']:.2f}x", flush=True)
+
+
+def section_partition(folder: Path, threads: int) -> None:
+    """What the ops left outside XNNPACK cost: ExecuTorch's own event tracer (ETDump) per op."""
+    from evitdeploy.backends.executorch.profile import op_profile
+
+    print(f"\n## 2b. the partition's cost at 224x224, {threads} threads (ETDump, per-event medians of 30 traced runs)", flush=True)
+    for model in ("efficientvit_b0", "efficientvit_b1"):
+        for precision in ("fp32", "int8"):
+            artifact = export(folder, model, "executorch", precision, count=32 if precision == "int8" else None)[0]
+            batch = preprocess(trained.digits_images("test")[0][:1], artifact.spec, 224, 224)
+            found = op_profile(artifact.model_file, batch, runs=30, threads=threads)
+            ops = ", ".join(f"{op} {ms:.3f}" for op, ms in found["portable_by_op_ms"].items())
+            print(f"{model} {precision}: XNNPACK calls {found['delegate_ms']:.3f} ms, portable kernels {found['portable_ms']:.3f} ms "
+                  f"= {100 * found['portable_share']:.1f}% of the two; by op (ms): {ops}", flush=True)
 
 
 def everything_int8(folder: Path, calibration: np.ndarray) -> Path:
@@ -207,7 +224,7 @@ def section_sam(folder: Path, threads: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sections", default="convert,latency,trained,sam")
+    parser.add_argument("--sections", default="convert,latency,partition,trained,sam")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     import torch
@@ -218,7 +235,8 @@ def main() -> None:
     print(f"{facts['cpu']}; {facts['logical_cpus']} CPUs; flags {' '.join(facts['flags']) or 'none of avx512_vnni, avx512_bf16, amx'}; "
           f"{args.threads} threads; load {facts['load_average_1m']:.1f}\n", flush=True)
     with tempfile.TemporaryDirectory(prefix="evitdeploy-bench-executorch-") as scratch:
-        for name, section in (("convert", section_convert), ("latency", section_latency), ("trained", section_trained), ("sam", section_sam)):
+        for name, section in (("convert", section_convert), ("latency", section_latency), ("partition", section_partition),
+                              ("trained", section_trained), ("sam", section_sam)):
             if name in sections:
                 section(Path(scratch), args.threads)
     print(f"\ntotal {(time.perf_counter() - started) / 60:.1f} min; load average {facts['load_average_1m']:.1f} at start, "

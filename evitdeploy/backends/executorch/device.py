@@ -60,10 +60,24 @@ def use_threads(threads):
         portable_lib._unsafe_reset_threadpool(int(threads))
 
 
+# A .pte is a flatbuffer whose file identifier (bytes 4-8) is "ET" + the schema version ("ET12").
+# Checked before the runtime sees the file: on some foreign bytes its loader logs them through
+# pybind11, which cannot decode them, and the process aborts (SIGABRT) instead of raising.
+IDENTIFIER = b"ET"
+
+
+def looks_like_a_program(path):
+    with open(str(path), "rb") as handle:
+        head = handle.read(8)
+    return len(head) == 8 and head[4:6] == IDENTIFIER and head[6:8].isdigit()
+
+
 def executorch_method(path, threads=None):
     """The .pte's `forward`, loaded in ExecuTorch's Python runtime on `threads` threads."""
     from executorch.runtime import Runtime
 
+    if not looks_like_a_program(path):
+        raise ValueError("not an ExecuTorch program: no ET file identifier in its header")
     use_threads(threads)
     return Runtime.get().load_program(str(path)).load_method("forward")
 

@@ -53,6 +53,8 @@ class PlanFilter:
         self.decisions: dict[str, NodeDecision] = {}
 
     def __call__(self, node) -> bool:
+        if node.op != "call_function":  # weights and inputs of a pattern: the op they feed decides
+            return True
         module, op = module_of(node), op_name(node)
         if self.scopes.keeps(module, op in WEIGHTED_OPS):
             self.decisions[node.name] = NodeDecision(node.name, op, module, precision="fp32", reason=self.scopes.reason(module))
