@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from evitdeploy import api
-from evitdeploy.bench import host_info, measure, summarize
+from evitdeploy.bench import host_info
 from evitdeploy.data import preprocess
 from evitdeploy.device.metrics import cosine_per_sample
 from evitdeploy.models import build_model, trained
@@ -43,6 +43,7 @@ from evitdeploy.requests import CheckRequest, ExportRequest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from openvino_cpu import cpu_facts  # noqa: E402  (CPU model + avx512_vnni / avx512_bf16 / AMX flags)
+from tflite_cpu import alternating_medians, runner  # noqa: E402  (the same alternating rounds as the TFLite figures)
 
 MADE: dict = {}  # one export per (model, target, precision, size, weights, calibration), reused by every section
 
@@ -59,10 +60,6 @@ def export(folder: Path, model: str, target: str, precision: str, height=224, wi
             ))
         MADE[key] = (artifact, time.perf_counter() - started)
     return MADE[key]
-
-
-def runner(artifact, threads: int):
-    return api.runner_for(artifact, threads, taking_turns=True)
 
 
 def logits(artifact, inputs: np.ndarray, threads: int) -> np.ndarray:
@@ -94,16 +91,7 @@ def section_latency(folder: Path, threads: int) -> None:
     for model in ("efficientvit_b0", "efficientvit_b1"):
         artifacts = {(t, p): export(folder, model, t, p, count=32 if p == "int8" else None)[0] for t in ("executorch", "onnx") for p in ("fp32", "int8")}
         feed = {"image": preprocess(trained.digits_images("test")[0][:1], artifacts["onnx", "fp32"].spec, 224, 224)}
-        runners = {key: runner(a, threads) for key, a in artifacts.items()}
-        samples = {key: [] for key in runners}
-        for r in runners.values():
-            r.load()
-        for _ in range(4):
-            for key, r in runners.items():
-                samples[key] += measure(lambda r=r: r.infer(feed), warmup=5, count=30)
-        medians = {key: summarize(s)["median_ms"] for key, s in samples.items()}
-        for r in runners.values():
-            r.close()
+        medians = alternating_medians(artifacts, feed, threads)
         print(f"{model}: " + "  ".join(f"{t}/{p} {medians[t, p]:.3f} ms" for t, p in medians))
         m = {f"{t[0]}{p}": v for (t, p), v in medians.items()}  # efp32, eint8, ofp32, oint8
         print(f"  INT8 speedup over FP32: ExecuTorch {m['efp32'] / m['eint8']:.2f}x (target > 1 at B1), ONNX Runtime {m['ofp32'] / m['oint8']:.2f}x; "

@@ -46,7 +46,7 @@ def export(folder: Path, model: str, target: str, precision: str, height=None, w
 
 
 def runner(artifact, threads: int):
-    return api.runner_for(artifact, threads)
+    return api.runner_for(artifact, threads, taking_turns=True)  # runners here alternate on the same cores
 
 
 def logits(artifact, inputs: np.ndarray, threads: int) -> np.ndarray:
@@ -64,21 +64,27 @@ def section_convert(folder: Path) -> None:
               f"max abs {check['metrics']['max_abs_error']:.2e} (target <= 1e-4), min cosine {check['metrics']['cosine_min']:.8f}")
 
 
+def alternating_medians(artifacts: dict, feed: dict, threads: int, rounds: int = 4, count: int = 30) -> dict:
+    """Median ms of each artifact (a dict of them), all loaded, timed in alternating rounds so a
+    shared host's drift hits every one alike."""
+    runners = {key: runner(a, threads) for key, a in artifacts.items()}
+    samples = {key: [] for key in runners}
+    for r in runners.values():
+        r.load()
+    for _ in range(rounds):
+        for key, r in runners.items():
+            samples[key] += measure(lambda r=r: r.infer(feed), warmup=5, count=count)
+    for r in runners.values():
+        r.close()
+    return {key: summarize(s)["median_ms"] for key, s in samples.items()}
+
+
 def section_latency(folder: Path, threads: int) -> None:
     print(f"\n## 2. latency at 224x224, {threads} threads, 4 alternating rounds of 30 runs (median of all 120)")
     for model in ("efficientvit_b0", "efficientvit_b1"):
         artifacts = {(t, p): export(folder, model, t, p, count=32)[0] for t in ("tflite", "onnx") for p in ("fp32", "int8")}
         feed = {"image": preprocess(trained.digits_images("test")[0][:1], artifacts["onnx", "fp32"].spec, 224, 224)}
-        runners = {key: runner(a, threads) for key, a in artifacts.items()}
-        samples = {key: [] for key in runners}
-        for r in runners.values():
-            r.load()
-        for _ in range(4):
-            for key, r in runners.items():
-                samples[key] += measure(lambda r=r: r.infer(feed), warmup=5, count=30)
-        medians = {key: summarize(s)["median_ms"] for key, s in samples.items()}
-        for r in runners.values():
-            r.close()
+        medians = alternating_medians(artifacts, feed, threads)
         cells = "  ".join(f"{t}/{p} {medians[t, p]:.3f} ms" for t, p in medians)
         print(f"{model}: {cells}")
         print(f"  INT8 speedup over FP32: XNNPACK {medians['tflite', 'fp32'] / medians['tflite', 'int8']:.2f}x, "

@@ -284,7 +284,7 @@ PROFILE = 'description = "a phone"\nbackend = "{backend}"\ndelegate = "{delegate
     [
         ("onnxruntime", "xnnpack", '["fp32"]', 'delegate is for the executorch backend; drop delegate, or use backend = "executorch"'),
         ("executorch", "coreml", '["fp32", "int8"]', "the Core ML delegate takes fp32 only"),
-        ("executorch", "nnapi", '["fp32"]', "delegate: input should be 'xnnpack' or 'coreml'"),
+        ("executorch", "nnapi", '["fp32"]', "delegate 'nnapi' is not one executorch takes; use one of: xnnpack, coreml"),
     ],
 )
 def test_a_profile_with_a_wrong_delegate_is_one_line_exit_2(backend, delegate, precisions, fragment, cli, tmp_path):

@@ -148,7 +148,7 @@ class ProfileFile(BaseModel):
     precision: str
     precisions: list[str]
     candidates: list[str] = []  # backend folders `deploy --precision auto` measures; must include backend
-    delegate: Optional[Literal["xnnpack", "coreml"]] = None  # ExecuTorch only: which delegate the .pte is lowered to
+    delegate: Optional[str] = None  # one of the backend's delegates (ExecuTorch: xnnpack, coreml)
     notes: list[str] = []
     input: _InputTable = _InputTable()
     bench: _BenchTable = _BenchTable()
@@ -191,8 +191,12 @@ class ProfileFile(BaseModel):
             raise ValueError('[input] nhwc is for the tflite backend; drop nhwc, or use backend = "tflite"')
         if shape.nhwc and any(b.folder != "tflite" for b in offering):
             raise ValueError("[input] nhwc is for the tflite backend, and not every candidate is tflite; drop nhwc, or those candidates")
-        if self.delegate and self.backend != "executorch":
-            raise ValueError('delegate is for the executorch backend; drop delegate, or use backend = "executorch"')
+        if self.delegate is not None and self.delegate not in backend.delegates:
+            with_delegates = [b.folder for b in known.values() if b.delegates]
+            raise ValueError(
+                f"delegate {self.delegate!r} is not one {self.backend} takes; use one of: {', '.join(backend.delegates)}" if backend.delegates
+                else f"delegate is for the {', '.join(with_delegates)} backend; drop delegate, or use backend = \"{with_delegates[0]}\""
+            )
         if self.delegate == "coreml" and set(self.precisions) - {"fp32"}:
             raise ValueError(f"the Core ML delegate takes fp32 only, but precisions is {self.precisions}; use precisions = [\"fp32\"]")
         if shape.min and shape.max and any(lo > hi for lo, hi in zip(shape.min, shape.max)):

@@ -44,14 +44,9 @@ TOOLCHAIN = ("torch", "executorch", "torchao", "numpy")
 
 
 def import_lowering():
-    from evitdeploy.backends.executorch.runner import quiet_runtime
+    from evitdeploy.backends.executorch.runner import import_executorch
 
-    try:
-        with quiet_runtime():
-            import executorch.exir as exir
-    except ImportError as exc:
-        raise BackendUnavailable("executorch (PyTorch -> .pte)", BACKEND.install) from exc
-    return exir
+    return import_executorch("executorch.exir", "PyTorch -> .pte")
 
 
 def partitioner(delegate: str):
@@ -278,9 +273,9 @@ def validate(model, spec: ModelSpec, staging: Path, delegate: str, options: Expo
 
 def _program_loads(staging: Path) -> dict:
     """Each .pte parses as an ExecuTorch program with a `forward` method (what Linux can check of a Core ML one)."""
-    from evitdeploy.backends.executorch.runner import import_runtime, quiet_runtime
+    from evitdeploy.backends.executorch.runner import import_executorch, quiet_runtime
 
-    runtime = import_runtime()
+    runtime = import_executorch()
     found = {}
     for path in sorted(staging.glob("*.pte")):
         try:

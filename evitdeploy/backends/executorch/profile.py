@@ -22,9 +22,9 @@ def op_profile(path: Path, batch: np.ndarray, runs: int = 20, threads=None) -> d
     import torch
 
     from evitdeploy.backends.executorch.device import use_threads
-    from evitdeploy.backends.executorch.runner import import_runtime, quiet_runtime
+    from evitdeploy.backends.executorch.runner import import_executorch, quiet_runtime
 
-    runtime = import_runtime()
+    runtime = import_executorch()
     with quiet_runtime():
         from executorch.devtools import Inspector
 

@@ -33,13 +33,15 @@ def quiet_runtime():
         yield
 
 
-def import_runtime():
+def import_executorch(name: str = "executorch.runtime", purpose: str = "its Python runtime runs .pte files"):
+    """An ExecuTorch module, imported quietly; missing, the one line that says how to install it."""
+    import importlib
+
     try:
         with quiet_runtime():
-            import executorch.runtime as runtime
+            return importlib.import_module(name)
     except ImportError as exc:
-        raise BackendUnavailable("executorch (its Python runtime runs .pte files)", BACKEND.install) from exc
-    return runtime
+        raise BackendUnavailable(f"executorch ({purpose})", BACKEND.install) from exc
 
 
 def delegates_of(artifact) -> list[str]:
@@ -59,7 +61,7 @@ class ExecuTorchRunner(Runner):
         self.decoder_points = None  # a fixed-points prompt decoder's point count; None for an image model
 
     def load(self) -> None:
-        import_runtime()
+        import_executorch()
         if not self.model_path.is_file():
             raise UserError(f"ExecuTorch program not found: {self.model_path}", "pass an artifact folder or a .pte file")
         missing = missing_delegates(self.delegates)
