@@ -97,7 +97,10 @@ def test_fp32_export_writes_the_pte_its_partition_and_passes_validation(fp32_pte
     outside = partition["outside_delegate"]  # op type -> count, on ExecuTorch's portable kernels
     assert outside and all(op.startswith("aten_") and count > 0 for op, count in outside.items())
     assert sum(outside.values()) <= partition["non_delegated_nodes"]
-    assert any("split_with_sizes" in op for op in outside) and any("sum" in op for op in outside)  # the LiteMLA normalizer
+    assert any("split_with_sizes" in op for op in outside)  # q/k/v of each LiteMLA
+    # LiteMLA rewritten as 3-D bmm (rewrites.py): no expand_copy or sum left on portable kernels
+    assert not any("expand" in op or "sum" in op for op in outside), outside
+    assert export["rewrites"]["BatchedLiteMLA"]["modules"] == 4  # B0's four LiteMLA blocks
     check = manifest["validation"]["checks"][0]
     assert check["passed"] and check["metrics"]["max_abs_error"] <= 1e-4
     assert manifest["toolchain"]["executorch"] and manifest["toolchain"]["torchao"]
@@ -361,7 +364,7 @@ def test_tanh_gelu_keeps_its_arithmetic_through_xnnpack():
     import torch
 
     from evitdeploy.backends.executorch.export import lower, exported
-    from evitdeploy.backends.executorch.rewrites import tanh_gelu_spelled_out
+    from evitdeploy.backends.executorch.rewrites import rewritten
     from evitdeploy.models.layers import GELUTanh
 
     model = torch.nn.Sequential(GELUTanh())
@@ -369,7 +372,7 @@ def test_tanh_gelu_keeps_its_arithmetic_through_xnnpack():
     expected = torch.nn.functional.gelu(x, approximate="tanh").numpy()
     errors = {}
     for spelled in (False, True):
-        with tanh_gelu_spelled_out(model) if spelled else contextlib.nullcontext():
+        with rewritten(model) if spelled else contextlib.nullcontext():
             payload, _ = lower(exported(model, (x,)), "xnnpack", what="tanh GELU")
         errors[spelled] = float(np.abs(_run_payload(payload, x.numpy()) - expected).max())
     assert type(model[0]) is GELUTanh  # the rewrite is undone

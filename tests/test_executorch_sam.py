@@ -30,7 +30,7 @@ def test_an_fp32_export_is_an_encoder_and_a_fixed_points_decoder_and_validated(s
     export = manifest["export"]
     assert export["decoder_points"] == DECODER_POINTS == 8 and export["decoder_outputs"] == ["low_res_masks", "iou_predictions"]
     assert export["decoder_inputs"][:3] == ["image_embeddings", "point_coords", "point_labels"] and export["decoder_inputs"][-1] == "point_count"
-    assert "pytorch/executorch#22851" in export["tanh_gelu"]  # SAM-tiny's tanh GELU, spelled out for XNNPACK
+    assert "pytorch/executorch#22851" in export["rewrites"]["SpelledOutTanhGELU"]["why"]  # SAM-tiny's tanh GELU, spelled out for XNNPACK
     for program in ("model", "decoder"):
         partition = export["partition"][program]
         assert partition["delegate"] == "XnnpackBackend" and partition["delegated_subgraphs"] > 0

@@ -3,8 +3,9 @@
 - Lowering: `torch.export` of the deployment formulation -> `to_edge_transform_and_lower` with
   the delegate's partitioner -> `to_executorch`. Whatever the delegate does not take runs on
   ExecuTorch's portable kernels; the manifest records the partition (delegated subgraphs, and
-  every op type left outside with its count): on B0/B1 the LiteMLA normalizer's split / expand /
-  sum and the head's mean / layer_norm stay outside XNNPACK.
+  every op type left outside with its count). For XNNPACK the model is first rewritten
+  (rewrites.py: the same arithmetic in ops XNNPACK takes as meant); on B0/B1 what then stays
+  outside is LiteMLA's q/k/v split and the head's mean / layer_norm.
 - INT8 follows the shared precision plan (made on the ONNX FP32 graph with the same calibration
   set): PT2E with ExecuTorch's XNNPACKQuantizer, the plan's FP32 modules left out of its
   annotation by an op-level filter (plan.py), calibrated on the plan's calibration images.
@@ -113,20 +114,23 @@ def partition_of(info, delegate: str) -> dict:
     }
 
 
-TANH_GELU_NOTE = "spelled out in tanh/mul/add before lowering: ExecuTorch's XNNPACK delegate runs aten.gelu(approximate='tanh') as exact GELU (pytorch/executorch#22851)"
+REWRITES_NOTE = {
+    "SpelledOutTanhGELU": "tanh GELU in tanh/mul/add: ExecuTorch's XNNPACK delegate runs aten.gelu(approximate='tanh') as exact GELU (pytorch/executorch#22851)",
+    "BatchedLiteMLA": "LiteMLA's matmuls as 3-D bmm and its token sum as a matmul: no expand_copy/sum left on portable kernels",
+}
 
 
-def _rewritten(model, delegate: str):
-    """The rewrites a delegate needs to keep the model's arithmetic (rewrites.py): XNNPACK's GELU."""
-    from evitdeploy.backends.executorch.rewrites import tanh_gelu_spelled_out
+def _rewritten(model, delegate: str, record: dict):
+    """The rewrites XNNPACK needs (rewrites.py), counted into `record` for the manifest."""
+    from evitdeploy.backends.executorch.rewrites import rewritten
 
-    return tanh_gelu_spelled_out(model) if delegate == "xnnpack" else contextlib.nullcontext(0)
+    @contextlib.contextmanager
+    def counted():
+        with rewritten(model) as counts:
+            record.update({name: {"modules": n, "why": REWRITES_NOTE[name]} for name, n in counts.items()})
+            yield
 
-
-def _has_tanh_gelu(model) -> bool:
-    from evitdeploy.models.layers import GELUTanh
-
-    return any(isinstance(m, GELUTanh) for m in model.modules())
+    return counted() if delegate == "xnnpack" else contextlib.nullcontext()
 
 
 def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
@@ -141,7 +145,7 @@ def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
         raise UserError("the ExecuTorch target exports static shapes", "drop --dynamic; export one .pte per input size")
     import torch
 
-    timings, sections, promptable = {}, {}, {}
+    timings, sections, promptable, rewrites = {}, {}, {}, {}
     model_file = PROMPTABLE_FILES["encoder"] if spec.promptable else MODEL_FILE
     model.set_formulation("deploy")
     model.eval()
@@ -149,11 +153,11 @@ def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
     with staged_folder(options.output) as staging, tempfile.TemporaryDirectory(prefix="evitdeploy-executorch-") as scratch:
         started = time.perf_counter()
         if options.precision == "int8":
-            program, sections = _quantized(model, spec, sample, staging=staging, scratch=Path(scratch), options=options)
+            program, sections = _quantized(model, spec, sample, staging=staging, scratch=Path(scratch), options=options, rewrites=rewrites)
             timings["precision_s"] = time.perf_counter() - started
         else:
             options.step("torch.export of the deployment formulation")
-            with _rewritten(model, delegate):
+            with _rewritten(model, delegate, rewrites):
                 program = exported(model, (sample,))
         started = time.perf_counter()
         options.step(f"lowering to ExecuTorch ({delegate}) and writing the .pte")
@@ -177,7 +181,7 @@ def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
             options.step(f"lowering the prompt decoder ({DECODER_POINTS} points, FP32)")
             shapes = decoder_input_shapes(spec.embedding, DECODER_POINTS, point_count=True)
             decoder = model.decoder(spec.multimask, fixed_points=DECODER_POINTS)
-            with _rewritten(decoder, delegate):
+            with _rewritten(decoder, delegate, {}):
                 program = exported(decoder, tuple(torch.ones(s) for s in shapes.values()))
             payload, partitions["decoder"] = lower(program, delegate, what=f"{spec.name}'s prompt decoder")
             write_bytes(staging / PROMPTABLE_FILES["decoder"], payload)
@@ -203,7 +207,7 @@ def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
                 "delegates": [DELEGATES[delegate]],
                 "partition": partitions,
                 "inputs": "float32 NCHW, C-contiguous (the runner copies any strided view: ExecuTorch reads strides as contiguous)",
-                **({"tanh_gelu": TANH_GELU_NOTE} if delegate == "xnnpack" and _has_tanh_gelu(model) else {}),
+                "rewrites": rewrites,
                 **({"coreml": {"minimum_deployment_target": COREML_TARGET, "compute_precision": "FP32"}} if delegate == "coreml" else {}),
                 **promptable,
                 "seconds": {k: round(v, 3) for k, v in timings.items()},
@@ -217,7 +221,7 @@ def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
     return Artifact(folder, folder / model_file, "executorch", precision=options.precision, spec=spec, manifest=manifest)
 
 
-def _quantized(model, spec: ModelSpec, sample, staging: Path, scratch: Path, options: ExportOptions) -> tuple:
+def _quantized(model, spec: ModelSpec, sample, staging: Path, scratch: Path, options: ExportOptions, rewrites: dict) -> tuple:
     """The plan (ONNX FP32 graph, same calibration set) and the INT8 program that follows it."""
     from evitdeploy.backends.executorch.plan import quantized_program
     from evitdeploy.graph import default_opset, write_graph
@@ -228,7 +232,7 @@ def _quantized(model, spec: ModelSpec, sample, staging: Path, scratch: Path, opt
     model.set_formulation("deploy")
     result = make_plan(onnx_path, spec, "int8", options=options.reduced, progress=options.progress)
     options.step(f"PT2E INT8 following the plan (XNNPACKQuantizer, {len(result.calibration.inputs)} calibration images)")
-    with _rewritten(model, "xnnpack"):
+    with _rewritten(model, "xnnpack", rewrites):
         program, chooser = quantized_program(model, sample, result.plan, calibration=result.calibration.inputs)
     write_json(staging / OPS_FILE, {"precision": "int8", "ops": [d.__dict__ for d in chooser.decisions.values()]})
     return program, write_plan(
