@@ -14,6 +14,10 @@ from conftest import Cli  # noqa: E402
 from evitdeploy.backends.executorch.export import DECODER_POINTS  # noqa: E402
 
 
+# ~45 s of SAM lowering: run by `make test-slow`, and the same export + check by `make bench-executorch` (section sam).
+pytestmark = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def sam_pte(tmp_path_factory, sam_checkpoint_path):
     folder = tmp_path_factory.mktemp("sam") / "tiny-executorch"

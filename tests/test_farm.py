@@ -196,7 +196,8 @@ def test_ctrl_c_stops_the_farm_sweep_cleanly(farm, tmp_path):
     driver.wait_for("benching on a node of profile x86-cpu")
     stopped = time.monotonic()
     driver.process.send_signal(signal.SIGINT)
-    assert driver.finish(timeout_s=60) == 130
+    code = driver.finish(timeout_s=60)
+    assert code == 130, (code, driver.lines[-15:])
     assert time.monotonic() - stopped < 30
     assert any(line.strip() == "interrupted" for line in driver.lines) and not any("Traceback" in line for line in driver.lines)
     assert read_records(tmp_path / "grid.jsonl") == []  # the cell never ended: nothing recorded, a re-run runs it
