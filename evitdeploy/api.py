@@ -9,7 +9,7 @@ from typing import Callable, Optional
 from evitdeploy import limits, memory
 from evitdeploy.backends import open_artifact, runner_for
 from evitdeploy.artifact import Artifact, model_sha256, model_size, prepare_output, sha256_of
-from evitdeploy.errors import UserError
+from evitdeploy.errors import EXIT_BACKEND_UNAVAILABLE, UserError
 from evitdeploy.parity import tolerances_for
 from evitdeploy.requests import BenchRequest, CheckRequest, ExportRequest, InterleaveRequest, PlanRequest
 from evitdeploy.spec import ModelSpec, parse_dynamic_axes
@@ -67,7 +67,7 @@ def export_model(request: ExportRequest, progress: Progress = None) -> Artifact:
             f"--delegate {request.delegate!r} is not one {backend.name} takes" if backend.delegates else f"--delegate is for --target {', '.join(offering)}",
             f"choose one of: {', '.join(backend.delegates)}" if backend.delegates else f"drop --delegate; {backend.name} picks its own execution provider",
         )
-    reduced = request.reduced or PrecisionOptions()
+    reduced = _int8_kernels_for(request.reduced or PrecisionOptions(), backend, precision, request.profile)
     reduced.check()
     _require_memory_for_export(spec, dynamic, precision=precision, reduced=reduced)
     from evitdeploy.graph import MAX_OPSET, default_opset
@@ -103,6 +103,28 @@ def export_model(request: ExportRequest, progress: Progress = None) -> Artifact:
         delegate=request.delegate,
     )
     return export(model, spec, target, options=options)
+
+
+def _int8_kernels_for(reduced, backend, precision: str, profile):
+    """The options with the x86 INT8 kernel class the export is for: the flag's, else the profile's,
+    else any x86. A flag that cannot apply (not int8, or a backend with its own kernels) is refused."""
+    from dataclasses import replace
+
+    if reduced.int8_kernels is not None:
+        if precision != "int8":
+            raise UserError("--int8-kernels is for --precision int8", "drop --int8-kernels")
+        if not backend.x86_int8_kernels:
+            from evitdeploy.backends import BACKENDS
+
+            offering = [b.name for b in BACKENDS.values() if b.x86_int8_kernels]
+            raise UserError(
+                f"--int8-kernels is for targets whose INT8 runs on x86 integer kernels ({', '.join(offering)})",
+                f"drop --int8-kernels; {backend.name} quantizes for its own kernels",
+            )
+        return reduced
+    if profile is not None and profile.int8_kernels:
+        return replace(reduced, int8_kernels=profile.int8_kernels)
+    return reduced
 
 
 def _require_memory_for_export(spec: ModelSpec, dynamic, *, precision: str, reduced) -> None:
@@ -245,6 +267,7 @@ def check_artifact(request: CheckRequest, progress: Progress = None) -> dict:
     artifact = _resolve(Path(request.path), request.model_name)
     spec = _sized_spec(artifact, request.batch, height=request.height, width=request.width)
     memory.require_fits(spec, "check", f"checking {spec.name} at {spec.height}x{spec.width}" + (f", batch {spec.input_shape[0]}" if spec.input_shape[0] > 1 else "") + f" on {samples} inputs", images=samples)
+    int8_kernels_here(artifact)  # refuses, before any work, an INT8 model whose parity this CPU would get wrong by luck
     tolerances = tolerances_for(artifact.precision).override(**(request.tolerance_overrides or {}))
     if spec.promptable:
         return _check_promptable(artifact, spec, request, tolerances=tolerances, progress=progress)
@@ -276,7 +299,7 @@ def _check_promptable(artifact: Artifact, spec: ModelSpec, request: CheckRequest
 
 def _parity_header(artifact: Artifact, spec: ModelSpec, *, source: str, versions: dict) -> dict:
     """What every parity report says about what was compared."""
-    return {
+    header = {
         "kind": "parity",
         "artifact": str(artifact.folder),
         "model": spec.name,
@@ -287,6 +310,25 @@ def _parity_header(artifact: Artifact, spec: ModelSpec, *, source: str, versions
         "data": source,
         "versions": versions,
     }
+    kernels = int8_kernels_here(artifact)
+    return {**header, "int8_kernels": kernels} if kernels else header
+
+
+def int8_kernels_here(artifact: Artifact) -> Optional[dict]:
+    """For an INT8 model made for x86 integer kernels: the class it is for, this CPU's, and a note
+    where they differ (None for any other artifact). A model whose sums this CPU's kernels would
+    saturate (full 8-bit weights, no VNNI) is refused with exit 3: its parity here would be luck."""
+    from evitdeploy.device import cpu
+
+    recorded = artifact.manifest.get("int8_kernels")
+    if not recorded:
+        return None
+    found = cpu.kernel_class()
+    refusal = cpu.refusal(recorded["target"], found)
+    if refusal:
+        raise UserError(*refusal, EXIT_BACKEND_UNAVAILABLE)
+    note = cpu.judged_note(recorded["target"], found)
+    return {**recorded, "this_cpu": found, **({"note": note} if note else {})}
 
 
 def promptable_reference(artifact: Artifact, spec: ModelSpec, inputs, *, sizes: list, checkpoint=None) -> dict:

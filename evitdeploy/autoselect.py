@@ -189,8 +189,8 @@ def _require_measurable(profile, reduced) -> None:
     if reduced is not None and reduced != PrecisionOptions():
         raise UserError(
             "--precision auto measures every candidate with the default calibration and precision plan, so it takes no "
-            "--calib, --calib-count, --calib-method, --fp16-io, --fp16-margin, --min-cosine-target or --search-budget",
-            "drop those flags, or deploy one backend and precision with them (--backend B -p P)",
+            "--calib, --calib-count, --calib-method, --fp16-io, --fp16-margin, --min-cosine-target, --search-budget or --int8-kernels",
+            "drop those flags (the profile's int8_kernels applies), or deploy one backend and precision with them (--backend B -p P)",
         )
     if profile.batch != 1 or profile.dynamic:
         raise UserError(

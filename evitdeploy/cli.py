@@ -112,15 +112,20 @@ CALIB_METHOD_OPTION = typer.Option("minmax", "--calib-method", help="Activation 
 FP16_IO_OPTION = typer.Option(False, "--fp16-io", help="FP16 model inputs/outputs [default: float32 I/O around an FP16 body].")
 FP16_MARGIN_OPTION = typer.Option(4.0, "--fp16-margin", help="Safety factor on measured |max|: tensors above 65504/margin stay FP32.")
 MIN_COSINE_OPTION = typer.Option(0.99, "--min-cosine-target", help="INT8 plan target: per-image cosine to FP32 on held-out images; the search moves blocks to FP32 until met.")
+INT8_KERNELS_OPTION = typer.Option(
+    None, "--int8-kernels",
+    help="x86 CPUs the INT8 model is for (onnx, openvino): any (7-bit weights, exact on every x86), vnni (full 8-bit weights, "
+    "VNNI/AMX CPUs only: AVX2-only CPUs saturate them and check refuses it there) or avx2 [default: the profile's, else any].",
+)
 SEARCH_BUDGET_OPTION = typer.Option(6, "--search-budget", max=limits.SEARCH_BUDGET_MAX, help="At most this many blocks the INT8 search may move to FP32 (0: rules only).")
 
 
-def _precision_options(*, calib, calib_count, calib_method, fp16_io=False, fp16_margin, min_cosine, search_budget, explain=False):
+def _precision_options(*, calib, calib_count, calib_method, fp16_io=False, fp16_margin, min_cosine, search_budget, explain=False, int8_kernels=None):
     from evitdeploy.precision.options import PrecisionOptions
 
     return PrecisionOptions(
         calib=str(calib) if calib is not None else None, calib_count=calib_count, method=calib_method, fp16_io=fp16_io,
-        fp16_margin=fp16_margin, min_cosine=min_cosine, search_budget=search_budget, explain=explain,
+        fp16_margin=fp16_margin, min_cosine=min_cosine, search_budget=search_budget, explain=explain, int8_kernels=int8_kernels,
     )
 
 
@@ -241,6 +246,7 @@ def export(
     fp16_margin: float = FP16_MARGIN_OPTION,
     min_cosine_target: float = MIN_COSINE_OPTION,
     search_budget: int = SEARCH_BUDGET_OPTION,
+    int8_kernels: Optional[str] = INT8_KERNELS_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Export a model, validate it against PyTorch on real photos, and write the artifact folder.
@@ -254,7 +260,7 @@ def export(
 
     reduced = _precision_options(
         calib=calib, calib_count=calib_count, calib_method=calib_method, fp16_io=fp16_io, fp16_margin=fp16_margin,
-        min_cosine=min_cosine_target, search_budget=search_budget,
+        min_cosine=min_cosine_target, search_budget=search_budget, int8_kernels=int8_kernels,
     )
     request = ExportRequest(
         model=model, target=target, precision=precision, output=output, checkpoint=checkpoint, batch=batch, height=height, width=width,
@@ -320,6 +326,7 @@ def plan(
     fp16_margin: float = FP16_MARGIN_OPTION,
     min_cosine_target: float = MIN_COSINE_OPTION,
     search_budget: int = SEARCH_BUDGET_OPTION,
+    int8_kernels: Optional[str] = INT8_KERNELS_OPTION,
     explain: bool = typer.Option(False, "--explain", help="Rank every block by the error it causes alone (INT8), even when the rules already meet the target."),
     torch_fp16: Optional[str] = typer.Option(
         None, "--torch-fp16", metavar="DEVICE",
@@ -343,7 +350,7 @@ def plan(
 
     reduced = _precision_options(
         calib=calib, calib_count=calib_count, calib_method=calib_method, fp16_margin=fp16_margin, min_cosine=min_cosine_target,
-        search_budget=search_budget, explain=explain,
+        search_budget=search_budget, explain=explain, int8_kernels=int8_kernels,
     )
     request = PlanRequest(
         model=model, precision=precision, checkpoint=checkpoint, height=height, width=width, seed=seed, attention_eps=attention_eps,
@@ -768,6 +775,7 @@ def deploy(
     fp16_margin: float = FP16_MARGIN_OPTION,
     min_cosine_target: float = MIN_COSINE_OPTION,
     search_budget: int = SEARCH_BUDGET_OPTION,
+    int8_kernels: Optional[str] = INT8_KERNELS_OPTION,
     sign_key: Optional[Path] = typer.Option(
         None, "--sign-key", help="Sign the bundle (model.sig, OpenSSF model signing) with this PEM EC private key; needs evitdeploy[signing].",
     ),
@@ -793,7 +801,7 @@ def deploy(
 
     reduced = _precision_options(
         calib=calib, calib_count=calib_count, calib_method=calib_method, fp16_io=fp16_io, fp16_margin=fp16_margin,
-        min_cosine=min_cosine_target, search_budget=search_budget,
+        min_cosine=min_cosine_target, search_budget=search_budget, int8_kernels=int8_kernels,
     )
     auto = precision == "auto"
     for flag, value in (("--executor", executor), ("--address", address)):

@@ -32,7 +32,7 @@ def _precision_flags(reduced, precision: str) -> str:
     if precision == "fp32" or reduced is None:
         return ""
     flags = {"calib": "--calib", "calib_count": "--calib-count", "method": "--calib-method", "fp16_margin": "--fp16-margin",
-             "min_cosine": "--min-cosine-target", "search_budget": "--search-budget"}
+             "min_cosine": "--min-cosine-target", "search_budget": "--search-budget", "int8_kernels": "--int8-kernels"}
     default = PrecisionOptions()
     text = "".join(f" {flag} {getattr(reduced, field)}" for field, flag in flags.items() if getattr(reduced, field) != getattr(default, field))
     return text + (" --fp16-io" if reduced.fp16_io else "")
@@ -51,6 +51,11 @@ def _require_memory(model_name: str, profile, *, precision: str, reduced, sample
 
 def _commands(model: str, profile, *, precision: str, checkpoint, reduced, output: Path, spec, signed: bool = False, backend_flag: str = "") -> dict:
     """The exact commands: this deploy, the export it ran, and the verification on the device."""
+    from evitdeploy.backends import get_backend
+    from evitdeploy.precision.options import PrecisionOptions
+
+    if precision == "int8" and profile.int8_kernels and get_backend(profile.backend).x86_int8_kernels and not (reduced and reduced.int8_kernels):
+        reduced = replace(reduced or PrecisionOptions(), int8_kernels=profile.int8_kernels)  # what export_model took from the profile
     options = (f" --checkpoint {checkpoint}" if checkpoint else "") + _precision_flags(reduced, precision)
     shape = f" --height {spec.height} --width {spec.width}"
     dynamic = (f" --dynamic {','.join(profile.dynamic)}" if profile.dynamic else "") + (" --nhwc" if profile.nhwc else "")

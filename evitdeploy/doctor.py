@@ -60,7 +60,9 @@ def diagnose() -> dict:
             entry["providers"] = _ort_providers()
         entries.append(entry)
     core_ok = all(e["installed"] for e in entries if e["core"])
-    return {"core_ok": core_ok, "backends": entries}
+    from evitdeploy.device import cpu
+
+    return {"core_ok": core_ok, "backends": entries, "cpu": cpu.describe()}
 
 
 def _ort_providers() -> list[str]:

@@ -359,6 +359,7 @@ def predict(request: PredictRequest, progress: Progress = None) -> dict:
     reason = why_not_here(artifact, "predict")
     if reason:
         raise UserError(reason, f"run predict where {artifact.target} runs, or export for another --target", EXIT_BACKEND_UNAVAILABLE)
+    api.int8_kernels_here(artifact)  # an INT8 model whose sums this CPU would saturate is refused
     memory.require_fits(spec, "bench", f"predicting with {spec.name} at {spec.height}x{spec.width}")
     _step(progress, f"running {artifact.model_file.name} on {artifact.target}")
     with _runner(artifact, request.threads) as runner:

@@ -17,6 +17,7 @@ import pydantic_core
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from evitdeploy import limits
+from evitdeploy.device import cpu
 from evitdeploy.errors import UserError
 
 MAX_JSON_BYTES = 256 << 20  # a results file larger than this is not one evitdeploy wrote
@@ -99,6 +100,14 @@ class SourceSchema(_Schema):
     checkpoint_sha256: Optional[Sha256] = None
 
 
+class Int8KernelsSchema(_Schema):
+    """What an INT8 model for x86 integer kernels was made for (evitdeploy.device.cpu)."""
+
+    target: Literal[cpu.TARGETS]
+    weight_bits: Literal[tuple(set(cpu.WEIGHT_BITS.values()))]
+    judged_on: Literal[cpu.CLASSES]
+
+
 class ArtifactManifest(_Schema):
     format: PositiveInt
     target: Target
@@ -111,6 +120,7 @@ class ArtifactManifest(_Schema):
     source: SourceSchema = SourceSchema()
     # A promptable (SAM) artifact holds two models: {"encoder": file, "decoder": file}; model_file is the encoder.
     models: dict[Literal["encoder", "decoder"], FileName] = {}
+    int8_kernels: Optional[Int8KernelsSchema] = None
 
     @model_validator(mode="after")
     def _two_models_for_sam(self) -> "ArtifactManifest":

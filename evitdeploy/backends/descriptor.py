@@ -37,6 +37,7 @@ class Backend:
     predicts_on: str = "any host"  # where its runner predicts ("macOS", "an NVIDIA GPU with TensorRT")
     consumes: tuple[str, ...] = ()  # other backends' folders it may import (TensorRT and OpenVINO read the ONNX export)
     delegates: tuple[str, ...] = ()  # what --delegate may choose (ExecuTorch), the default first
+    x86_int8_kernels: bool = False  # its INT8 runs on x86 integer kernels whose class decides accuracy (--int8-kernels)
     declined: tuple[tuple[str, str], ...] = ()  # (precision, why it is not built): the refusal says why, not just "unsupported"
 
     @property

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from . import cpu
+
 FORMAT = 1  # the newest manifest format this code understands
 MANIFEST = "manifest.json"
 REFERENCE = "reference.npz"
@@ -88,11 +90,17 @@ MANIFEST_FIELDS = (
     ("bundle.profile.host_device_model", _optional(lambda v: isinstance(v, str)), "null or a board name"),
     ("bundle.profile.host_gpu", _optional(lambda v: isinstance(v, str)), "null or a GPU name"),
 )
+# Sections only some bundles carry: checked when their top-level key is there.
+OPTIONAL_FIELDS = (
+    ("int8_kernels", lambda v: isinstance(v, dict), "an object"),
+    ("int8_kernels.target", lambda v: v in cpu.TARGETS, "one of " + ", ".join(cpu.TARGETS)),
+)
 
 
 def check_manifest_fields(path: Path, manifest: dict) -> None:
     """Every field verify.py reads is present with the type it needs, else one BundleError naming it."""
-    for dotted, valid, expected in MANIFEST_FIELDS:
+    present = tuple(field for field in OPTIONAL_FIELDS if field[0].split(".")[0] in manifest)
+    for dotted, valid, expected in MANIFEST_FIELDS + present:
         value, found = manifest, True
         for key in dotted.split("."):
             found = isinstance(value, dict) and key in value

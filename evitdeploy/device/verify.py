@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import integrity, metrics, prompts, runtimes
+from . import cpu, integrity, metrics, prompts, runtimes
 from .integrity import MANIFEST, SIGNATURE, BundleError, first_line
 
 
@@ -67,6 +67,21 @@ def _run_model(folder, manifest: dict, runtime, threads, timing) -> tuple:
     warmup, count = timing
     latency = metrics.latency_stats(metrics.time_model(infer, latency_input(inputs, batch), warmup, count=count), batch) if count > 0 else None
     return parity, drift, latency, providers, {}
+
+
+def int8_kernels(manifest: dict) -> dict:
+    """This CPU's INT8 kernel class and, for an INT8 model made for x86 kernels, the class it is for;
+    refuses (exit 3) a model whose u8 x s8 sums this CPU would saturate."""
+    found = cpu.kernel_class()
+    report = cpu.describe(found)
+    recorded = manifest.get("int8_kernels")
+    if recorded is None:
+        return report
+    refusal = cpu.refusal(recorded["target"], found)
+    if refusal:
+        raise BundleError(refusal[0], refusal[1], 3)
+    note = cpu.judged_note(recorded["target"], found)
+    return dict(report, model_is_for=recorded["target"], **({"note": note} if note else {}))
 
 
 def _padded(decode, points: int):
@@ -123,7 +138,10 @@ def verify(folder, runtime, threads=None, warmup=None, count=None, judge_budget:
         schema_check(folder / MANIFEST)
     runtime = _device_module(runtime, manifest["target"])
     versions = runtimes.runtime_versions(runtime, manifest)
+    kernels = int8_kernels(manifest)
     warnings, errors = runtimes.version_findings(manifest, versions, runtime)
+    if kernels.get("note"):
+        warnings.append(kernels["note"])
     if signature["signed"] and not signature["checked"]:
         warnings.append(integrity.SIGNATURE_NOT_CHECKED.format(SIGNATURE))
     if errors:
@@ -161,7 +179,7 @@ def verify(folder, runtime, threads=None, warmup=None, count=None, judge_budget:
         **extra,
         "budget": {**budget, "judged": judged, "host": why},
         "runtime": {**versions, "providers": providers, "threads": threads},
-        "host": {"machine": platform.machine(), "platform": platform.platform()},
+        "host": {"machine": platform.machine(), "platform": platform.platform(), **kernels},
     }
 
 
@@ -172,6 +190,9 @@ def _print(report: dict) -> None:
     signature = report.get("signature") or {}
     if signature.get("checked"):
         print(f"signature {signature['file']} verified with {signature['public_key']}: no file changed since signing")
+    host = report["host"]
+    print(f"cpu       {host['machine']}, INT8 kernels {host['int8_kernels']}" + (f" (the model is for {host['model_is_for']} x86 kernels)" if host.get("model_is_for") else "")
+          + f": {host['meaning']}")
     for line in report["warnings"]:
         print(f"warning   {line}")
     keys = ("samples", "prompts", "max_abs_error", "cosine_min", "top1_agreement", "pixel_agreement", "mask_iou_min", "iou_prediction_max_error",

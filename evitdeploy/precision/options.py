@@ -20,6 +20,7 @@ class PrecisionOptions:
     search_budget: int = 6  # at most this many blocks moved to FP32 by the search
     explain: bool = False  # rank every block even when the plan already meets the target
     scheme: str = "onnxruntime"
+    int8_kernels: Optional[str] = None  # x86 INT8 kernels the model is for: any | vnni | avx2 (None: the profile's, else any)
     seed: int = 0
 
     def count_for(self, height: int, width: int) -> int:
@@ -42,10 +43,35 @@ class PrecisionOptions:
                 "pass --calib FOLDER, --calib FILE.npz, --calib samples (bundled photos) or --calib synthetic",
             )
         from evitdeploy import limits
+        from evitdeploy.device import cpu
 
+        if self.kernels not in cpu.TARGETS:
+            raise UserError(f"--int8-kernels {self.int8_kernels!r} is not a kernel class", f"choose one of: {', '.join(cpu.TARGETS)}")
         if self.calib_count is not None and self.calib_count < 1:
             raise UserError(f"--calib-count {self.calib_count} is not valid", "use 1 or more images (64 is a good default)")
         limits.check_range("--calib-count", self.calib_count, 1, high=limits.CALIB_COUNT_MAX)
         limits.check_range("--search-budget", self.search_budget, 0, high=limits.SEARCH_BUDGET_MAX)
         if self.fp16_margin < 1.0:
             raise UserError("--fp16-margin must be >= 1", "fix the value")
+
+    def require_int8_kernels_here(self) -> None:
+        """An INT8 plan is searched and validated on this CPU's kernels: refuse a kernel class whose
+        numbers this CPU cannot reproduce (full 8-bit weights on a CPU without VNNI), before any work."""
+        from evitdeploy.device import cpu
+        from evitdeploy.errors import EXIT_BACKEND_UNAVAILABLE
+
+        refusal = cpu.refusal(self.kernels, cpu.kernel_class(), what=f"an INT8 model for --int8-kernels {self.kernels}")
+        if refusal:
+            raise UserError(*refusal, EXIT_BACKEND_UNAVAILABLE)
+
+    @property
+    def kernels(self) -> str:
+        """The x86 INT8 kernel class the model is for (evitdeploy.device.cpu.TARGETS)."""
+        return self.int8_kernels or "any"
+
+    @property
+    def weight_bits(self) -> int:
+        """Bits of the INT8 weights' range: 7 where the model must hold on x86 without VNNI."""
+        from evitdeploy.device import cpu
+
+        return cpu.WEIGHT_BITS[self.kernels]

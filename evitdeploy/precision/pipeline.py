@@ -43,7 +43,26 @@ def write_reduced(fp32_path: Path, plan: PrecisionPlan, ranges: Ranges, output: 
         return convert(fp32_path, plan, output, fp16_io=options.fp16_io)
     from evitdeploy.precision.qdq import quantize
 
-    return quantize(fp32_path, plan, ranges, output=output, scheme=options.scheme)
+    return quantize(fp32_path, plan, ranges, output=output, scheme=options.scheme, weight_bits=options.weight_bits)
+
+
+def int8_kernels_record(options: PrecisionOptions) -> dict:
+    """What an x86 INT8 model was made for and where its plan was judged (the manifest and the plan
+    record it; check and verify.py compare it with the CPU they run on)."""
+    from evitdeploy.device import cpu
+
+    if options.scheme != "onnxruntime":  # TensorRT's int8 runs on GPU kernels
+        return {}
+    return {"int8_kernels": options.kernels, "weight_bits": options.weight_bits, "judged_on": cpu.kernel_class()}
+
+
+def int8_kernels_section(plan: PrecisionPlan) -> dict:
+    """The manifest's `int8_kernels` for a backend whose INT8 runs on x86 integer kernels
+    (ONNX Runtime, OpenVINO): {} for any other plan."""
+    settings = plan.settings
+    if plan.precision != "int8" or "int8_kernels" not in settings:
+        return {}
+    return {"int8_kernels": {"target": settings["int8_kernels"], "weight_bits": settings["weight_bits"], "judged_on": settings["judged_on"]}}
 
 
 def write_plan(result: PlanResult, folder: Path, **details) -> dict:
@@ -79,6 +98,8 @@ def make_plan(
     import onnx
 
     options.check()
+    if precision == "int8":
+        options.require_int8_kernels_here()
     seconds = {}
     started = time.perf_counter()
     count = options.count_for(spec.height, spec.width)
@@ -97,6 +118,7 @@ def make_plan(
     else:
         plan = int8_plan(model, spec, options.method)
         plan.calibration = calibration.report
+        plan.settings.update(int8_kernels_record(options))
         started = time.perf_counter()
         plan = _search_int8(fp32_path, spec, plan, ranges=ranges, calibration=calibration, options=options, progress=progress)
         seconds["search_s"] = time.perf_counter() - started

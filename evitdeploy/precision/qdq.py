@@ -36,18 +36,20 @@ HARDSWISH_KNEE = 3.0  # hardswish(x) = x * clip(x + 3, 0, 6) / 6
 
 def quantize(
     fp32_path: Path, plan: PrecisionPlan, ranges: Ranges, output: Path, scheme: str = "onnxruntime",
-    integer_hardswish_ops: bool = True,
+    integer_hardswish_ops: bool = True, weight_bits: int = 8,
 ) -> dict:
     """Write the QDQ model for `plan` to `output`; returns what was done, for the manifest.
-    `integer_hardswish_ops=False` leaves Q/DQ around HardSwish (the benchmark's comparison point)."""
+    `integer_hardswish_ops=False` leaves Q/DQ around HardSwish (the benchmark's comparison point).
+    `weight_bits=7` (the onnxruntime scheme): weights in [-64, 64], so x86 kernels without VNNI,
+    whose u8 x s8 pair sums saturate in int16, compute them exactly (evitdeploy.device.cpu)."""
     import onnx
     from onnxruntime.quantization import QuantType
     from onnxruntime.quantization.calibrate import CalibrationMethod, TensorData, TensorsData
     from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
     from onnxruntime.quantization.quant_utils import load_model_with_shape_infer
 
-    if scheme not in SCHEMES:
-        raise ValueError(f"scheme must be one of {SCHEMES}")
+    if scheme not in SCHEMES or weight_bits not in (7, 8):
+        raise ValueError(f"scheme must be one of {SCHEMES}, weight_bits 7 or 8")
     model = load_model_with_shape_infer(Path(fp32_path))
     int8_nodes = plan.nodes_in("int8")
     rewrite = scheme == "onnxruntime" and integer_hardswish_ops
@@ -59,11 +61,12 @@ def quantize(
             low = min(low, -HARDSWISH_KNEE)
         intervals[name] = TensorData(lowest=np.float32(min(low, 0.0)), highest=np.float32(max(high, 0.0)))
     symmetric = scheme == "tensorrt"
+    reduce_range = weight_bits == 7 and not symmetric  # TensorRT's GPU kernels sum int8 products in int32
     op_types = [op for op in INT8_OPS if not (symmetric and op == "HardSwish")]  # TensorRT fuses it into the Conv
     quantizer = QDQQuantizer(
         model,
         True,  # per-channel weights
-        False,  # reduce_range: not needed with VNNI
+        reduce_range,
         QuantType.QInt8,
         QuantType.QInt8 if symmetric else QuantType.QUInt8,
         TensorsData(CalibrationMethod.MinMax, intervals),
@@ -81,7 +84,7 @@ def quantize(
     return {
         "scheme": scheme,
         "activations": "int8 symmetric" if symmetric else "uint8 asymmetric",
-        "weights": "int8 per-channel symmetric",
+        "weights": "int8 per-channel symmetric" + (", 7-bit range [-64, 64] (exact on x86 without VNNI)" if reduce_range else ""),
         "quantized_nodes": len(int8_nodes),
         "integer_hardswish": rewritten,
         **({"fusable_conv_epilogues": epilogues, "placement": "inputs of Conv and residual Add (TensorRT's recommendation)"} if symmetric else {}),

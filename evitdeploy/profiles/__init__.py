@@ -24,6 +24,7 @@ else:  # Python 3.10 (JetPack 6)
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from evitdeploy import limits
+from evitdeploy.device import cpu
 from evitdeploy.errors import EXIT_BACKEND_UNAVAILABLE, UserError
 from evitdeploy.parity import Tolerances, tolerances_for
 
@@ -58,6 +59,7 @@ class Profile:
     host_gpu: Optional[str] = None
     candidates: tuple[str, ...] = ()  # backends `deploy --precision auto` measures; () means (backend,)
     delegate: str = ""  # ExecuTorch's delegate ("xnnpack", "coreml"); "" for every other backend
+    int8_kernels: str = ""  # x86 INT8 kernel class its INT8 is for (any, vnni, avx2); "" where it does not apply
 
     def __post_init__(self) -> None:
         if not self.candidates:
@@ -149,6 +151,7 @@ class ProfileFile(BaseModel):
     precisions: list[str]
     candidates: list[str] = []  # backend folders `deploy --precision auto` measures; must include backend
     delegate: Optional[str] = None  # one of the backend's delegates (ExecuTorch: xnnpack, coreml)
+    int8_kernels: Optional[Literal[cpu.TARGETS]] = None  # the x86 INT8 kernel class its INT8 is for
     notes: list[str] = []
     input: _InputTable = _InputTable()
     bench: _BenchTable = _BenchTable()
@@ -199,6 +202,9 @@ class ProfileFile(BaseModel):
             )
         if self.delegate == "coreml" and set(self.precisions) - {"fp32"}:
             raise ValueError(f"the Core ML delegate takes fp32 only, but precisions is {self.precisions}; use precisions = [\"fp32\"]")
+        if self.int8_kernels is not None and not any(b.x86_int8_kernels for b in offering):
+            with_kernels = [b.folder for b in known.values() if b.x86_int8_kernels]
+            raise ValueError(f"int8_kernels is for backends whose INT8 runs on x86 integer kernels ({', '.join(with_kernels)}); drop int8_kernels")
         if shape.min and shape.max and any(lo > hi for lo, hi in zip(shape.min, shape.max)):
             raise ValueError(f"[input] min {shape.min} exceeds max {shape.max}; min <= max on every axis")
         return self
@@ -277,6 +283,7 @@ def parse_profile(text: str, name: str, source: str) -> Profile:
         host_gpu=host.gpu,
         candidates=tuple(dict.fromkeys(checked.candidates)),
         delegate=checked.delegate or "",
+        int8_kernels=checked.int8_kernels or "",
     )
 
 

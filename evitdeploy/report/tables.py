@@ -55,7 +55,9 @@ def parity_table(report: dict) -> Table:
     for key, value in report.get("metrics", {}).items():
         op, limit = gates.get(key, ("", None))
         table.add_row(as_written(key), as_written(_fmt(value, 6)), f"{op} {as_written(_fmt(limit, 6))}" if limit is not None else "")
-    table.caption = f"data: {as_written(report.get('data', ''))}" + "".join(f"\n[red]{as_written(f)}[/red]" for f in report.get("failures", []))
+    kernels = report.get("int8_kernels") or {}
+    judged = f"\nINT8 for {kernels['target']} x86 kernels, judged on this CPU's {kernels['this_cpu']} kernels" + (f": {kernels['note']}" if kernels.get("note") else "") if kernels else ""
+    table.caption = f"data: {as_written(report.get('data', ''))}" + as_written(judged) + "".join(f"\n[red]{as_written(f)}[/red]" for f in report.get("failures", []))
     return table
 
 
@@ -151,6 +153,9 @@ def doctor_table(diagnosis: dict) -> Table:
             versions += "\n" + ", ".join(entry["providers"])
         # escape: Rich would read "evitdeploy[tensorrt]" as a style tag and print "evitdeploy"
         table.add_row(entry["name"], status, escape(versions), escape(entry["purpose"]), "" if entry["installed"] else escape(entry["install"]))
+    kernels = diagnosis.get("cpu")
+    if kernels:
+        table.caption = escape(f"This CPU's INT8 kernels: {kernels['int8_kernels']} ({kernels['meaning']})")
     return table
 
 

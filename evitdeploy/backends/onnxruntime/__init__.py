@@ -13,4 +13,5 @@ BACKEND = Backend(
     device_runtime=("onnxruntime", "onnxruntime"),
     aliases=("onnxruntime", "ort"),
     carried=("precision_plan.json", "ranges.json"),
+    x86_int8_kernels=True,
 )

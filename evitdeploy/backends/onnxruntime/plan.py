@@ -18,7 +18,7 @@ from evitdeploy.spec import ModelSpec
 def apply_plan(fp32_path: Path, path: Path, staging: Path, spec: ModelSpec, options: ExportOptions) -> dict:
     """Calibrate, plan and write the FP16/INT8 ONNX to `path`; the plan and ranges travel with the
     artifact (their manifest sections are returned)."""
-    from evitdeploy.precision.pipeline import make_plan, write_plan, write_reduced
+    from evitdeploy.precision.pipeline import int8_kernels_section, make_plan, write_plan, write_reduced
 
     result = make_plan(fp32_path, spec, options.precision, options=options.reduced, progress=options.progress)
     options.step(f"writing the {options.precision.upper()} model following the plan")
@@ -28,4 +28,5 @@ def apply_plan(fp32_path: Path, path: Path, staging: Path, spec: ModelSpec, opti
         from evitdeploy.precision.fp16 import require_finite_storage
 
         storage = require_finite_storage(fp32_path, result.plan, validation_batch(options, spec), spec=spec)
-    return write_plan(result, staging, **({"fp16_storage_check": storage} if storage else {}), conversion=conversion)
+    sections = write_plan(result, staging, **({"fp16_storage_check": storage} if storage else {}), conversion=conversion)
+    return {**sections, **int8_kernels_section(result.plan)}

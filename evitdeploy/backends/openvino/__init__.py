@@ -14,5 +14,6 @@ BACKEND = Backend(
     aliases=("ov",),
     extra="openvino",
     carried=("precision_plan.json", "ranges.json"),
+    x86_int8_kernels=True,
     consumes=("onnxruntime",),
 )

@@ -34,7 +34,7 @@ def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
     if options.dynamic_axes:
         raise UserError("the OpenVINO target exports static shapes here", "drop --dynamic; export one IR per input size")
     precision = options.precision
-    inference = float_precision(precision, has_bf16(ov.Core()))  # refuses bf16 on a CPU without it, before any work
+    inference = float_precision(precision, has_bf16(ov.Core()), options.reduced.kernels)  # refuses bf16 on a CPU without it, before any work
     timings, sections = {}, {}
     with staged_folder(options.output) as staging, tempfile.TemporaryDirectory(prefix="evitdeploy-openvino-") as scratch:
         onnx_path = Path(scratch) / "fp32.onnx"
@@ -44,7 +44,7 @@ def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
         ir = ov.convert_model(str(onnx_path))
         timings["convert_s"] = time.perf_counter() - started
         if precision != "fp32":
-            from evitdeploy.precision.pipeline import make_plan, write_plan
+            from evitdeploy.precision.pipeline import int8_kernels_section, make_plan, write_plan
 
             started = time.perf_counter()
             result = make_plan(onnx_path, spec, precision, options=options.reduced, progress=options.progress)
@@ -53,7 +53,7 @@ def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
                 options.step("quantizing with NNCF: the plan's FP32 nodes as its ignored scope, the plan's calibration images")
                 ir, quantized = quantize(ir, onnx_path, result)
                 details.update(quantized, openvino=f"INT8 where the plan says, the rest at {inference}")
-            sections = write_plan(result, staging, **details)
+            sections = {**write_plan(result, staging, **details), **int8_kernels_section(result.plan)}
             timings["precision_s"] = time.perf_counter() - started
         model_file = PROMPTABLE_FOLDERS["encoder"] if spec.promptable else BACKEND.model_file
         model_dir = staging / model_file

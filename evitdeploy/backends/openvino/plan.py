@@ -3,7 +3,9 @@
 INT8 = `nncf.quantize` of the FP32 IR on the plan's calibration images, with the OpenVINO ops the
 plan's FP32 nodes became as its ignored scope, and NNCF's settings moved to what our plan assumes:
 global min/max activation ranges (NNCF's default averages per-image extremes and clips the worst
-image), no bias correction and no overflow fix, PERFORMANCE preset (symmetric). Measured on the
+image), no bias correction, PERFORMANCE preset (symmetric), and NNCF's overflow fix (7-bit weights)
+on every layer unless the model is for VNNI kernels only: oneDNN's x86 kernels without VNNI sum
+u8 x s8 pairs in a saturating int16 (evitdeploy.device.cpu). Measured on the
 trained digits references (benchmarks/openvino_cpu.py): per-image min cosine B0 0.996, B1 0.994,
 where NNCF's default INT8 keeps 0.53 and 0.74, at NNCF's default's speed (1.00x at B1, 1.03x at
 Seg-B1). Our ONNX QDQ read by OpenVINO was as accurate but 0.84-0.88x that speed: its integer
@@ -29,15 +31,17 @@ FLOAT_PRECISION = {"fp32": "f32", "bf16": "bf16"}
 INERT = ("Parameter", "Result", "Constant")
 
 
-def float_precision(precision: str, cpu_has_bf16: bool) -> str:
-    """The CPU plugin's inference precision for an artifact of this precision on this CPU."""
+def float_precision(precision: str, cpu_has_bf16: bool, int8_kernels: str = "vnni") -> str:
+    """The CPU plugin's inference precision for an artifact of this precision on this CPU. An INT8
+    model for any x86 (or AVX2-only) CPU keeps its float remainder at f32: many such CPUs have no
+    BF16, and OpenVINO refuses a bf16 model there."""
     if precision == "bf16" and not cpu_has_bf16:
         raise UserError(
             "this CPU has no BF16 (OpenVINO needs AVX512-BF16 or AMX for --precision bf16)",
             "export --precision fp32 or int8 here, or export bf16 on the CPU it will run on",
         )
     if precision == "int8":
-        return "bf16" if cpu_has_bf16 else "f32"
+        return "bf16" if cpu_has_bf16 and int8_kernels == "vnni" else "f32"
     return FLOAT_PRECISION[precision]
 
 
@@ -84,8 +88,10 @@ def quantize(model, onnx_path: Path, result) -> tuple[object, dict]:
     mapped = ops_of_nodes(onnx_path, model, kept)
     ignored = sorted({name for names in mapped.values() for name in names})
     images = result.calibration.inputs
+    seven_bit = result.plan.settings.get("weight_bits", 8) == 7
     advanced = AdvancedQuantizationParameters(
-        activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX, overflow_fix=OverflowFix.DISABLE, disable_bias_correction=True,
+        activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX, disable_bias_correction=True,
+        overflow_fix=OverflowFix.ENABLE if seven_bit else OverflowFix.DISABLE,
     )
     nncf.set_log_level(logging.ERROR)
     with contextlib.redirect_stdout(sys.stderr):  # its progress bars: stdout is for --json
@@ -94,7 +100,8 @@ def quantize(model, onnx_path: Path, result) -> tuple[object, dict]:
             preset=nncf.QuantizationPreset.PERFORMANCE, ignored_scope=nncf.IgnoredScope(names=ignored, validate=False), advanced_parameters=advanced,
         )
     return quantized, {
-        "quantizer": "nncf.quantize (PERFORMANCE preset, MINMAX ranges, no bias correction, no overflow fix)",
+        "quantizer": "nncf.quantize (PERFORMANCE preset, MINMAX ranges, no bias correction, "
+        + ("overflow fix on every layer: 7-bit weights)" if seven_bit else "no overflow fix: full 8-bit weights, for VNNI kernels)"),
         "ignored_ops": len(ignored),
         "plan_fp32_nodes_without_an_op": sum(1 for names in mapped.values() if not names),  # Transposes folded into MatMul
         "calibration_images": int(len(images)),
