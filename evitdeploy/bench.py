@@ -13,6 +13,7 @@ from typing import Callable, Optional
 
 from evitdeploy.device.metrics import latency_stats as summarize  # noqa: F401  (one implementation, also on the device)
 from evitdeploy.device.metrics import time_turns
+from evitdeploy.device import cpu
 
 BENCH_SCHEMA = 2  # 2: host fingerprint, artifact identity and raw samples on every result
 
@@ -59,6 +60,7 @@ def host_info(threads: Optional[int]) -> dict:
         "platform": platform.platform(),
         "python": platform.python_version(),
         "load_average_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        "int8_kernels": cpu.kernel_class(),  # INT8 speed and accuracy depend on it (evitdeploy.device.cpu)
     }
 
 

@@ -30,7 +30,7 @@ README = "README.txt"
 # The device code a bundle carries: evitdeploy/device/ as a package of this name (its modules
 # import each other relatively), plus the target's backends/<folder>/device.py as its runtime.py.
 DEVICE_PACKAGE = "evitdeploy_device"
-DEVICE_FILES = ("__init__.py", "metrics.py", "integrity.py", "prompts.py", "runtimes.py", "verify.py")
+DEVICE_FILES = tuple(sorted(path.name for path in Path(device.__file__).parent.glob("*.py")))  # every module: they import each other
 DEVICE_RUNTIME = "runtime.py"
 # verify.py itself only finds the package: `python3 -I verify.py` leaves the script's folder off
 # sys.path, and no __pycache__ may appear in the bundle (a signed bundle must stay as signed).
@@ -120,6 +120,7 @@ def _readme(manifest: dict) -> str:
                 if latency else f"    latency not measured there: {bundle['budget']['host']}",
             ]
         ),
+        *_int8_kernels_lines(manifest),
         "",
         "Commands that made it:",
         *(f"    {command}" for command in bundle["commands"].values() if command),
@@ -127,6 +128,20 @@ def _readme(manifest: dict) -> str:
     if profile["notes"]:
         lines += ["", "Notes for this device:", *(f"  - {note}" for note in profile["notes"])]
     return "\n".join(lines) + "\n"
+
+
+def _int8_kernels_lines(manifest: dict) -> list[str]:
+    """For an INT8 model on x86 integer kernels: which CPUs it is for, and where it was judged."""
+    kernels = manifest.get("int8_kernels")
+    if not kernels:
+        return []
+    from evitdeploy.device import cpu
+
+    made_for = "any x86 CPU" if kernels["target"] == cpu.ANY else f"{kernels['target'].upper()} CPUs"
+    line = f"INT8 for {made_for} ({kernels['weight_bits']}-bit weights on the GEMM convolutions), judged on {kernels['judged_on']} kernels where it was made."
+    note = cpu.judged_note(kernels["target"], kernels["judged_on"])
+    return [line + (f" {note[0].upper()}{note[1:]}." if note else ""),
+            "verify.py names this device's INT8 kernel class" + (" and refuses the model on a CPU without VNNI." if kernels["target"] == cpu.VNNI else ".")]
 
 
 def _promptable_lines(manifest: dict) -> list[str]:
@@ -197,7 +212,8 @@ def write_bundle(
         }
         draft = {"bundle": bundle, "spec": spec.to_dict(), "target": artifact.target, "precision": artifact.precision,
                  "model_file": artifact.model_file.name, "toolchain": artifact.manifest.get("toolchain", {}),
-                 "export": artifact.manifest.get("export", {}), "models": artifact.manifest.get("models")}
+                 "export": artifact.manifest.get("export", {}), "models": artifact.manifest.get("models"),
+                 "int8_kernels": artifact.manifest.get("int8_kernels")}
         write_text(folder / README, _readme(draft))
         manifest = build_manifest(folder, artifact.target, artifact.precision, spec=spec, model_file=artifact.model_file.name, **inherited, bundle=bundle)
         write_json(folder / MANIFEST, manifest)

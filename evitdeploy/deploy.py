@@ -70,6 +70,11 @@ def _commands(model: str, profile, *, precision: str, checkpoint, reduced, outpu
     }
 
 
+def _kernels_of(check: dict) -> dict:
+    """The parity report's x86 INT8 kernel classes (made for, judged on), where it has them."""
+    return {"int8_kernels": check["int8_kernels"]} if check.get("int8_kernels") else {}
+
+
 def candidate_backend(profile, name: str) -> str:
     """The folder of one of the profile's candidate backends, from any spelling of its name."""
     from evitdeploy.backends import find
@@ -224,7 +229,8 @@ def deploy(
             "tolerances": asdict(tolerances),
             "budget": budget,
             "bench": {"threads": profile.threads, "warmup": profile.warmup, "count": profile.count},
-            "check": {**check["metrics"], "passed": check["passed"], "failures": check["failures"], "data": source, "skipped": check.get("skipped")},
+            "check": {**check["metrics"], "passed": check["passed"], "failures": check["failures"], "data": source, "skipped": check.get("skipped"),
+                      **_kernels_of(check)},
             "latency": stats,
             "made_on": host_info(profile.threads),
             "commands": _commands(
@@ -253,7 +259,8 @@ def deploy(
         "bundle": str(output),
         "passed": not failures,
         "failures": failures,
-        "check": {"passed": check["passed"], "metrics": check["metrics"], "tolerances": check["tolerances"], "data": source, "skipped": check.get("skipped")},
+        "check": {"passed": check["passed"], "metrics": check["metrics"], "tolerances": check["tolerances"], "data": source, "skipped": check.get("skipped"),
+                  **_kernels_of(check)},
         "latency": {**stats, "threads": profile.threads} if stats else None,
         "budget": budget,
         "sizes": {"model_bytes": model_bytes, "extra_bytes": bundle.extra_bytes(manifest), "files": len(manifest["files"]) + 1 + (signature is not None)},

@@ -256,7 +256,12 @@ def test_plan_verb_explains_every_block(cli, tmp_path):
                  "--save", tmp_path / "plan.json", "--json")
     assert result.exit_code == 0, result.output
     plan = json.loads(result.stdout)
-    assert len(plan["sensitivity"]) == len([g for g in plan["groups"] if g["counts"].get("int8")])
+    # every block the rules quantized is ranked: those still INT8, and those the search moved to FP32 (host kernels decide which)
+    ranked = [entry["group"] for entry in plan["sensitivity"]]
+    still_int8 = {g["group"] for g in plan["groups"] if g["counts"].get("int8")}
+    moved = set(plan["summary"]["float_groups"])
+    assert len(ranked) == len(set(ranked)) and set(ranked) == still_int8 | moved and not still_int8 & moved
+    assert all(0.0 <= entry["error"] <= 2.0 and "cosine_min" in entry for entry in plan["sensitivity"])
     assert "ranges" in json.loads((tmp_path / "plan.json").read_text())
     table = cli("plan", "efficientvit_b0", "--precision", "fp16", "--height", "64", "--width", "64", "--calib-count", "4")
     assert table.exit_code == 0 and "LiteMLA" in table.stdout

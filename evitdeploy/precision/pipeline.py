@@ -22,7 +22,7 @@ from evitdeploy.spec import ModelSpec
 
 PLAN_FILE = "precision_plan.json"  # the plan and ranges travel with every reduced-precision artifact
 RANGES_FILE = "ranges.json"
-HELD_OUT_COUNT = 16
+HELD_OUT_COUNT = 64  # 16 missed the tail: a plan that met 0.99 on 16 images kept 0.983 over 1078 held-out digits
 HELD_OUT_SEED_OFFSET = 1000
 
 
