@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 EVIT := $(VENV)/bin/evitdeploy
 DEMO := demo-out
 
-.PHONY: install demo test test-slow bench bench-gate bench-precision bench-deploy bench-tflite bench-executorch bench-coreml bench-openvino bench-sam bench-farm bench-gpu gpu-carry clean
+.PHONY: install qemu demo test test-slow bench-int8-kernels bench bench-gate bench-precision bench-deploy bench-tflite bench-executorch bench-coreml bench-openvino bench-sam bench-farm bench-gpu gpu-carry clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ demo: install
 test: install
 	$(PY) -m pytest
 
+# QEMU user mode (Debian's qemu-user): the INT8 tests and make bench-int8-kernels also run the AVX2-only x86 kernels
+qemu:
+	command -v qemu-x86_64 >/dev/null || (apt-get update -qq && apt-get install -y -qq qemu-user)
+
 test-slow: install
 	$(PY) -m pytest -m slow
 
@@ -53,6 +57,9 @@ bench-deploy: install
 
 bench-openvino: install
 	$(PY) benchmarks/openvino_cpu.py
+
+bench-int8-kernels: install
+	$(PY) benchmarks/int8_kernels.py
 
 bench-sam: install
 	$(PY) benchmarks/sam_cpu.py

@@ -67,7 +67,7 @@ def export_model(request: ExportRequest, progress: Progress = None) -> Artifact:
             f"--delegate {request.delegate!r} is not one {backend.name} takes" if backend.delegates else f"--delegate is for --target {', '.join(offering)}",
             f"choose one of: {', '.join(backend.delegates)}" if backend.delegates else f"drop --delegate; {backend.name} picks its own execution provider",
         )
-    reduced = _int8_kernels_for(request.reduced or PrecisionOptions(), backend, precision, request.profile)
+    reduced = _int8_kernels_for(request.reduced or PrecisionOptions(), backend, precision=precision, profile=request.profile)
     reduced.check()
     _require_memory_for_export(spec, dynamic, precision=precision, reduced=reduced)
     from evitdeploy.graph import MAX_OPSET, default_opset
@@ -105,7 +105,7 @@ def export_model(request: ExportRequest, progress: Progress = None) -> Artifact:
     return export(model, spec, target, options=options)
 
 
-def _int8_kernels_for(reduced, backend, precision: str, profile):
+def _int8_kernels_for(reduced, backend, *, precision: str, profile):
     """The options with the x86 INT8 kernel class the export is for: the flag's, else the profile's,
     else any x86. A flag that cannot apply (not int8, or a backend with its own kernels) is refused."""
     from dataclasses import replace

@@ -137,8 +137,7 @@ def _int8_kernels_lines(manifest: dict) -> list[str]:
         return []
     from evitdeploy.device import cpu
 
-    made_for = "any x86 CPU" if kernels["target"] == cpu.ANY else f"{kernels['target'].upper()} CPUs"
-    line = f"INT8 for {made_for} ({kernels['weight_bits']}-bit weights on the GEMM convolutions), judged on {kernels['judged_on']} kernels where it was made."
+    line = f"INT8 for {cpu.made_for(kernels['target'])} ({kernels['weight_bits']}-bit weights on the GEMM convolutions), judged on {kernels['judged_on']} kernels where it was made."
     note = cpu.judged_note(kernels["target"], kernels["judged_on"])
     return [line + (f" {note[0].upper()}{note[1:]}." if note else ""),
             "verify.py names this device's INT8 kernel class" + (" and refuses the model on a CPU without VNNI." if kernels["target"] == cpu.VNNI else ".")]

@@ -307,7 +307,7 @@ def test_an_x86_int8_bundle_says_which_cpus_it_is_for(int8_bundle):
     assert summary["check"]["int8_kernels"]["target"] == "any" and summary["check"]["int8_kernels"]["this_cpu"] == cpu.kernel_class()
     assert "--int8-kernels any" in summary["commands"]["export"]
     readme = (folder / "README.txt").read_text()
-    assert "INT8 for any x86 CPU (7-bit weights on the GEMM convolutions), judged on " + cpu.kernel_class() in readme
+    assert "INT8 for any CPU (7-bit weights on the GEMM convolutions), judged on " + cpu.kernel_class() in readme
     report = _run([sys.executable, "-I", "verify.py", "--json", "--count", "2"], cwd=folder)
     assert report.returncode == 0, report.stderr
     assert json.loads(report.stdout)["host"]["int8_kernels"] == cpu.kernel_class()
@@ -318,4 +318,4 @@ def test_verify_py_on_an_avx2_cpu_names_it_and_passes(int8_bundle):
     folder, _ = int8_bundle
     report = _run(_on_avx2("-I", "verify.py", "--count", "0"), cwd=folder)  # emulated latency means nothing
     assert report.returncode == 0, report.stdout + emulation.quiet(report.stderr)
-    assert "INT8 kernels avx2 (the model is for any x86 kernels)" in report.stdout and "PASSED" in report.stdout
+    assert "INT8 kernels avx2 (the model is for any CPU)" in report.stdout and "PASSED" in report.stdout

@@ -107,7 +107,9 @@ def test_trained_digits_int8_follows_the_plan_and_keeps_accuracy(tmp_path, digit
         height=64, width=64, reduced=PrecisionOptions(calib=str(tmp_path / "calib.npz"), calib_count=64),
     ))
     settings = artifact.manifest["export"]["openvino"]
-    assert settings["fake_quantize_ops"] > 0 and settings["inference_precision"] == ("bf16" if cpu_has_bf16() else "f32")
+    # made for any x86 (the default): 7-bit weights (NNCF's overflow fix) and an f32 float part every x86 compiles
+    assert settings["fake_quantize_ops"] > 0 and settings["inference_precision"] == "f32"
+    assert artifact.manifest["int8_kernels"]["target"] == "any"
     assert artifact.manifest["precision_plan"]["summary"]["nodes"]["fp32"] > 0
     test_images, labels = trained.digits_images("test")
     inputs = preprocess(list(test_images), trained.digits_spec(), 64, 64)

@@ -20,7 +20,7 @@ ARM_DOTPROD, ARM_NEON, UNKNOWN = "arm-dotprod", "arm-neon", "unknown"
 CLASSES = (AMX, VNNI, AVX2, ARM_DOTPROD, ARM_NEON, UNKNOWN)
 SATURATING = (AVX2,)  # u8 x s8 pair sums saturate in int16 (VPMADDUBSW)
 
-# What an x86 INT8 export is made for (`--int8-kernels`, a profile's `int8_kernels`).
+# What an INT8 export is made for (`--int8-kernels`, a profile's `int8_kernels`): any CPU, or x86 ones of a class.
 ANY = "any"
 TARGETS = (ANY, VNNI, AVX2)
 WEIGHT_BITS = {ANY: 7, AVX2: 7, VNNI: 8}
@@ -81,6 +81,11 @@ def kernel_class(flags=None, features=None, machine=None) -> str:
     return UNKNOWN
 
 
+def made_for(target: str) -> str:
+    """The CPUs an INT8 model is for, in words."""
+    return "any CPU" if target == ANY else target.upper() + " CPUs"
+
+
 def is_x86(found: str) -> bool:
     return found in (AMX, VNNI, AVX2)
 
@@ -96,11 +101,10 @@ def refusal(target, found: str, what: str = "this INT8 model"):
 
 
 def judged_note(target, found: str):
-    """A line when this CPU runs other INT8 kernels than the ones the model was made for; None when the same."""
-    if target not in TARGETS:
-        return None
-    if not is_x86(found):
-        return "an x86 INT8 model (for " + target + " kernels) judged on " + found + " kernels: the x86 CPUs it is for may differ"
+    """A line when this CPU runs other INT8 kernels than the ones the model was made for; None when
+    they give the same sums (a model for any CPU has 7-bit GEMM weights, exact on every kernel class)."""
+    if target in (VNNI, AVX2) and not is_x86(found):
+        return "made for " + target.upper() + " x86 kernels and judged on " + found + " kernels here: the CPUs it is for run other kernels"
     if target == AVX2 and found != AVX2:
         return "made for AVX2-only CPUs and judged on " + found.upper() + " kernels here; its 7-bit weights sum exactly on both"
     return None

@@ -191,7 +191,7 @@ def _print(report: dict) -> None:
     if signature.get("checked"):
         print(f"signature {signature['file']} verified with {signature['public_key']}: no file changed since signing")
     host = report["host"]
-    print(f"cpu       {host['machine']}, INT8 kernels {host['int8_kernels']}" + (f" (the model is for {host['model_is_for']} x86 kernels)" if host.get("model_is_for") else "")
+    print(f"cpu       {host['machine']}, INT8 kernels {host['int8_kernels']}" + (f" (the model is for {cpu.made_for(host['model_is_for'])})" if host.get("model_is_for") else "")
           + f": {host['meaning']}")
     for line in report["warnings"]:
         print(f"warning   {line}")

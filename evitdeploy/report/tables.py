@@ -55,9 +55,11 @@ def parity_table(report: dict) -> Table:
     for key, value in report.get("metrics", {}).items():
         op, limit = gates.get(key, ("", None))
         table.add_row(as_written(key), as_written(_fmt(value, 6)), f"{op} {as_written(_fmt(limit, 6))}" if limit is not None else "")
+    from evitdeploy.device.cpu import made_for
+
     kernels = report.get("int8_kernels") or {}
-    judged = f"\nINT8 for {kernels['target']} x86 kernels, judged on this CPU's {kernels['this_cpu']} kernels" + (f": {kernels['note']}" if kernels.get("note") else "") if kernels else ""
-    table.caption = f"data: {as_written(report.get('data', ''))}" + as_written(judged) + "".join(f"\n[red]{as_written(f)}[/red]" for f in report.get("failures", []))
+    judged = f"INT8 for {made_for(kernels['target'])}, judged on this CPU's {kernels['this_cpu']} kernels" + (f": {kernels['note']}" if kernels.get("note") else "") if kernels else ""
+    table.caption = f"data: {as_written(report.get('data', ''))}" + (f"\n{as_written(judged)}" if judged else "") + "".join(f"\n[red]{as_written(f)}[/red]" for f in report.get("failures", []))
     return table
 
 
