@@ -69,6 +69,8 @@ def export_model(request: ExportRequest, progress: Progress = None) -> Artifact:
         )
     reduced = _int8_kernels_for(request.reduced or PrecisionOptions(), backend, precision=precision, profile=request.profile)
     reduced.check()
+    if precision == "int8":
+        reduced.require_int8_kernels_here()  # before the model is built: its search and validation run on this CPU's kernels
     _require_memory_for_export(spec, dynamic, precision=precision, reduced=reduced)
     from evitdeploy.graph import MAX_OPSET, default_opset
 
@@ -106,14 +108,15 @@ def export_model(request: ExportRequest, progress: Progress = None) -> Artifact:
 
 
 def _int8_kernels_for(reduced, backend, *, precision: str, profile):
-    """The options with the x86 INT8 kernel class the export is for: the flag's, else the profile's,
-    else any x86. A flag that cannot apply (not int8, or a backend with its own kernels) is refused."""
+    """The options with the x86 INT8 kernel class the export (or, with no backend, the plan) is for:
+    the flag's, else the profile's, else any CPU. A flag that cannot apply (not int8, or a backend
+    with its own kernels) is refused."""
     from dataclasses import replace
 
     if reduced.int8_kernels is not None:
         if precision != "int8":
             raise UserError("--int8-kernels is for --precision int8", "drop --int8-kernels")
-        if not backend.x86_int8_kernels:
+        if backend is not None and not backend.x86_int8_kernels:
             from evitdeploy.backends import BACKENDS
 
             offering = [b.name for b in BACKENDS.values() if b.x86_int8_kernels]
@@ -173,7 +176,7 @@ def plan_model(request: PlanRequest, progress: Progress = None) -> dict:
     if torch_fp16 is not None:
         _require_torch_device(torch_fp16, precision)
     limits.check_seed(seed)
-    reduced = request.reduced or PrecisionOptions()
+    reduced = _int8_kernels_for(request.reduced or PrecisionOptions(), None, precision=precision, profile=None)
     reduced.check()
     spec = get_spec(model_name).with_input(None, request.height, request.width)
     memory.require_fits(spec, "plan", f"a {precision} plan for {spec.name} at {spec.height}x{spec.width}", calib_count=reduced.count_for(spec.height, spec.width))
