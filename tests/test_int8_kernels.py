@@ -27,7 +27,7 @@ from evitdeploy.device.metrics import cosine_per_sample
 from evitdeploy.models import trained
 from evitdeploy.precision.options import PrecisionOptions
 from evitdeploy.precision.plan import PrecisionPlan
-from evitdeploy.precision.qdq import gemm_conv_weights, quantize
+from evitdeploy.precision.qdq import quantize
 from evitdeploy.precision.ranges import Ranges
 from evitdeploy.requests import ExportRequest
 from tests.conftest import Cli, assert_clean_error
