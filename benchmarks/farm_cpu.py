@@ -60,7 +60,7 @@ import numpy as np  # noqa: E402
 
 from evitdeploy import api, gate  # noqa: E402
 from evitdeploy.bench import host_info  # noqa: E402
-from evitdeploy.device.runtimes import _native_stderr_silenced as native_stderr_silenced  # noqa: E402
+from evitdeploy.device.runtimes import native_stderr_silenced  # noqa: E402
 from evitdeploy.requests import BenchRequest  # noqa: E402
 from evitdeploy.sweep import OK, Cell, CellSettings, make_executor, plan_cells, run_sweep  # noqa: E402
 from evitdeploy.sweep.farm.resources import advertised, installed_backends  # noqa: E402

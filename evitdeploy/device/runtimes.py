@@ -31,7 +31,7 @@ def runtime_versions(runtime, manifest: dict) -> dict:
     if getattr(runtime, "TARGET", None) != target:
         raise BundleError(f"this verifier cannot run {target!r} bundles", "verify it with the evitdeploy that made it", 3)
     module_name, package = runtime.RUNTIME
-    quiet = _native_stderr_silenced if getattr(runtime, "SILENCE_NATIVE_LOAD", False) else contextlib.nullcontext
+    quiet = native_stderr_silenced if getattr(runtime, "SILENCE_NATIVE_LOAD", False) else contextlib.nullcontext
     with quiet():  # ExecuTorch's import logs torchao/pytree noise; failures still raise
         refusal = runtime.cannot_run_here(manifest) if hasattr(runtime, "cannot_run_here") else None
     if refusal:
@@ -68,7 +68,7 @@ def version_findings(manifest: dict, versions: dict, runtime) -> tuple:
 
 
 @contextlib.contextmanager
-def _native_stderr_silenced():
+def native_stderr_silenced():
     """A runtime's C++ side (LiteRT: an "INFO: Created ... delegate" and a deprecation line tagged
     "ERROR:" on every load) writes to file descriptor 2; neither is an error. Load failures still
     raise in Python."""
@@ -91,7 +91,7 @@ def _native_stderr_silenced():
 def open_model(folder, manifest: dict, threads, runtime) -> tuple:
     """(infer(batch) -> outputs, the runtime's providers) for the bundle's model on this device."""
     path = Path(folder) / manifest["model_file"]
-    quiet = _native_stderr_silenced() if getattr(runtime, "SILENCE_NATIVE_LOAD", False) else contextlib.nullcontext()
+    quiet = native_stderr_silenced() if getattr(runtime, "SILENCE_NATIVE_LOAD", False) else contextlib.nullcontext()
     with quiet:
         infer = runtime.open_model(path, manifest, threads)
     return infer, list(getattr(infer, "providers", []))

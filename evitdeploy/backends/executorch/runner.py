@@ -19,7 +19,7 @@ import numpy as np
 from evitdeploy.backends.executorch import BACKEND
 from evitdeploy.backends.executorch.device import delegates_in, executorch_method, executorch_run, input_shapes, missing_delegates
 from evitdeploy.backends.runner import Runner, TensorMeta
-from evitdeploy.device.runtimes import _native_stderr_silenced
+from evitdeploy.device.runtimes import native_stderr_silenced
 from evitdeploy.errors import EXIT_BACKEND_UNAVAILABLE, BackendUnavailable, UserError, first_line
 from evitdeploy.spec import ModelSpec
 
@@ -28,7 +28,7 @@ from evitdeploy.spec import ModelSpec
 def quiet_runtime():
     """ExecuTorch and torchao log noise on import and load (cpuinfo lines, optional CUDA kernels
     torchao cannot load on a CPU build, a pytree deprecation); none of it is an error."""
-    with _native_stderr_silenced(), warnings.catch_warnings():
+    with native_stderr_silenced(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         yield
 

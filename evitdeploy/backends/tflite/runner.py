@@ -14,7 +14,7 @@ from typing import Optional
 import numpy as np
 
 from evitdeploy.backends.tflite.device import tflite_interpreter, tflite_run, tflite_run_named
-from evitdeploy.device.runtimes import _native_stderr_silenced
+from evitdeploy.device.runtimes import native_stderr_silenced
 from evitdeploy.errors import BackendUnavailable, UserError, first_line
 from evitdeploy.backends.runner import Runner, TensorMeta
 from evitdeploy.spec import ModelSpec
@@ -45,7 +45,7 @@ class TFLiteRunner(Runner):
         if not self.model_path.is_file():
             raise UserError(f"TFLite model not found: {self.model_path}", "pass an artifact folder or a .tflite file")
         try:
-            with _native_stderr_silenced():  # LiteRT's load-time log lines (why: device.py)
+            with native_stderr_silenced():  # LiteRT's load-time log lines (why: device.py)
                 self.interpreter = tflite_interpreter(self.model_path, self.threads)
         except (ValueError, RuntimeError) as exc:
             first = first_line(exc)
