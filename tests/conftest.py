@@ -1,25 +1,14 @@
+"""Fixtures (injected, never imported: shared code is in helpers.py) and the markers that skip
+where this host lacks what a test needs."""
+
 from __future__ import annotations
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from evitdeploy.cli import app
+from helpers import Cli
 
 torch.set_num_threads(2)
-
-
-class Cli:
-    """Runs `evitdeploy ...` in-process and keeps stdout, stderr and the exit code apart."""
-
-    def __init__(self):
-        self.runner = CliRunner()
-
-    def __call__(self, *args: str):
-        result = self.runner.invoke(app, [str(a) for a in args])
-        if result.exception and not isinstance(result.exception, SystemExit):
-            raise result.exception
-        return result
 
 
 @pytest.fixture
@@ -53,17 +42,6 @@ def b0_64_bundle(tmp_path_factory):
     result = Cli()("deploy", "--profile", "x86-cpu", "--model", "efficientvit_b0", "--height", "64", "--width", "64", "--samples", "2", "-o", folder)
     assert result.exit_code in (0, 1), result.output
     return folder
-
-
-def assert_clean_error(result, code: int, *fragments: str) -> None:
-    """One clear line, the right exit code, no traceback."""
-    text = result.stderr + result.stdout
-    assert result.exit_code == code, text
-    assert "Traceback" not in text
-    errors = [line for line in text.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, text  # progress lines may precede it; the error itself is one line
-    for fragment in fragments:
-        assert fragment in text, text
 
 
 @pytest.fixture(scope="session")
@@ -103,3 +81,42 @@ def sam_checkpoint_path():
     from evitdeploy.models.trained_sam import promptable_checkpoint
 
     return promptable_checkpoint()
+
+
+@pytest.fixture(scope="session")
+def photo(tmp_path_factory):
+    """A real photo, wider than tall (451x300): the square and 1:2 models each see a centre crop."""
+    from PIL import Image
+    from skimage import data
+
+    path = tmp_path_factory.mktemp("photos") / "cat.png"
+    Image.fromarray(data.chelsea()).save(path)
+    return path
+
+
+def _host_lacks(marker: str) -> str:
+    """Why this host cannot run a test with this hardware marker ("" where it can)."""
+    if marker == "macos":
+        import platform
+
+        return "" if platform.system() == "Darwin" else "needs macOS (Core ML predicts only on macOS)"
+    if marker == "gpu":
+        return "" if torch.cuda.is_available() else "needs an NVIDIA GPU (CUDA)"
+    from evitdeploy.backends.tensorrt import runtime
+
+    return "" if runtime.hasattr_builder() else "needs TensorRT (pip install 'evitdeploy[tensorrt]' on a host with an NVIDIA GPU)"
+
+
+def pytest_collection_modifyitems(config, items):
+    """The hardware markers skip, with the reason, where this host lacks the hardware or library."""
+    lacks = {}
+    for item in items:
+        reasons = []
+        for marker in ("macos", "gpu", "tensorrt"):
+            if item.get_closest_marker(marker) is not None:
+                if marker not in lacks:
+                    lacks[marker] = _host_lacks(marker)
+                reasons.append(lacks[marker])
+        reasons = [r for r in reasons if r]
+        if reasons:
+            item.add_marker(pytest.mark.skip(reason="; ".join(reasons)))

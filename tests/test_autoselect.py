@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from conftest import assert_clean_error
+from helpers import X86_TEST_PROFILE, assert_clean_error
 from evitdeploy.autoselect import candidate_rows, winner_of
 from evitdeploy.gate import simulated_latencies
 from evitdeploy.profiles import load_profile
@@ -83,35 +83,9 @@ def test_shipped_x86_profiles_list_onnxruntime_and_openvino_as_candidates():
     assert load_profile("arm64-cpu").candidates == ("onnxruntime",)  # none listed: its own backend
 
 
-PROFILE = """
-description = "x86 test device"
-backend = "openvino"
-precision = "{precision}"
-precisions = {precisions}
-candidates = {candidates}
-[input]
-height = 64
-width = 64
-[bench]
-threads = 2
-warmup = 5
-count = 30
-[budget]
-latency_ms = 33.3
-[tolerances.fp32]
-max_abs = {max_abs}
-min_cosine = 0.99999
-[tolerances.int8]
-min_cosine = 0.98
-min_top1 = 0.9
-[host]
-machine = ["x86_64", "amd64"]
-"""
-
-
 def write_profile(tmp_path, precisions='["fp32", "int8"]', candidates='["onnxruntime", "openvino"]', max_abs="1e-4", precision="fp32"):
     path = tmp_path / "mine.toml"
-    path.write_text(PROFILE.format(precision=precision, precisions=precisions, candidates=candidates, max_abs=max_abs))
+    path.write_text(X86_TEST_PROFILE.format(precision=precision, precisions=precisions, candidates=candidates, max_abs=max_abs))
     return path
 
 

@@ -4,7 +4,7 @@ import shutil
 import pytest
 import torch
 
-from conftest import assert_clean_error
+from helpers import assert_clean_error
 from evitdeploy import __version__
 from evitdeploy.models import create_model, get_spec
 
@@ -164,7 +164,7 @@ def test_b1_cityscapes_segmentation_at_full_resolution_keeps_fp32_parity(cli, tm
     assert report["metrics"]["pixel_agreement"] >= 0.999 and report["metrics"]["max_abs_error"] <= 1e-4
 
 
-# ---- usage errors and --json refusals: the same one-line contract as every other error (issue 16 #18, #19) ----
+# ---- usage errors and --json refusals: the same one-line contract as every other error ----
 
 
 @pytest.mark.parametrize(

@@ -12,18 +12,16 @@ import pytest
 
 pytest.importorskip("coremltools", reason="the coreml extra is not installed: pip install 'evitdeploy[coreml]'")
 
-from conftest import assert_clean_error  # noqa: E402
+from helpers import assert_clean_error, on_device  # noqa: E402
 from evitdeploy import api  # noqa: E402
 from evitdeploy.precision.options import PrecisionOptions  # noqa: E402
 from evitdeploy.requests import CheckRequest, ExportRequest  # noqa: E402
 from evitdeploy.backends.coreml.export import MODEL_DIR, check_package, convert  # noqa: E402
-from test_deploy import on_device  # noqa: E402
 
 CASES = {  # trained weights: the plan's FP32 islands then come from real ranges, not random ones
     "cls": ("efficientvit_b0", 64, 64),
     "seg": ("efficientvit_seg_b0_cityscapes", 128, 256),
 }
-macos = pytest.mark.skipif(platform.system() != "Darwin", reason="Core ML predicts only on macOS")
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +129,7 @@ def test_iphone_bundle_is_complete_and_refuses_a_tampered_package(tmp_path, cli)
     assert_clean_error(cli("verify", folder), 2, "does not match the sha256")
 
 
-@macos
+@pytest.mark.macos
 def test_parity_on_macos(coreml_exports):
     for precision in ("fp32", "fp16", "int8"):
         report = api.check_artifact(CheckRequest(path=coreml_exports["cls", precision].folder, samples=4))

@@ -11,14 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import assert_clean_error
+from helpers import assert_clean_error
 
 pytest.importorskip("coremltools", reason="the Core ML target is an optional extra (pip install 'evitdeploy[coreml]')")
 
 from evitdeploy.backends.coreml.export import DECODER_POINTS  # noqa: E402
 from evitdeploy.backends.coreml.runner import decoder_points, import_coremltools  # noqa: E402
-
-macos = pytest.mark.skipif(platform.system() != "Darwin", reason="Core ML predicts only on macOS")
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +61,7 @@ def test_check_here_says_prediction_needs_macos(cli, sam_coreml):
     assert_clean_error(cli("check", sam_coreml.folder), 3, "macOS")
 
 
-@macos
+@pytest.mark.macos
 def test_parity_on_macos(cli, sam_coreml):
     check = sam_coreml.manifest["validation"]["checks"][0]
     assert check["passed"] and check["metrics"]["mask_iou_min"] >= 0.99
@@ -72,7 +70,7 @@ def test_parity_on_macos(cli, sam_coreml):
     assert json.loads(result.stdout)["metrics"]["mask_iou_min"] >= 0.99
 
 
-@macos
+@pytest.mark.macos
 def test_more_points_than_the_decoder_takes_are_refused_on_macos(sam_coreml):
     from evitdeploy.backends.coreml.runner import CoreMLRunner
     from evitdeploy.errors import UserError

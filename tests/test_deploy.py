@@ -11,33 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import Cli, assert_clean_error
+from helpers import Cli, assert_clean_error, on_device, rewrite_manifest
 from evitdeploy.device.integrity import sha256_of
 from evitdeploy.device.runtimes import version_findings
-
-# A fresh interpreter in which torch, evitdeploy and the rest of our toolchain cannot be imported:
-# what a device has (numpy + the runtime), proven by refusing the imports, then verify.py run as __main__.
-BLOCKED = ("torch", "evitdeploy", "onnx", "onnxslim", "skimage", "scipy", "typer", "rich", "matplotlib", "litert_torch", "ai_edge_quantizer", "jax")
-DEVICE = """
-import runpy, sys
-blocked = set(sys.argv[1].split(","))
-class DeviceOnly:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in blocked:
-            raise ImportError(name + " is not on the device")
-sys.meta_path.insert(0, DeviceOnly())
-sys.argv = sys.argv[2:]
-runpy.run_path(sys.argv[0], run_name="__main__")
-"""
-
-
-def on_device(script: Path, *args: str, blocked: tuple = BLOCKED) -> subprocess.CompletedProcess:
-    """`script` (a bundle's verify.py) as a device runs it: a fresh interpreter, in the bundle's
-    folder, where the modules in `blocked` (torch, evitdeploy, ...) do not import."""
-    return subprocess.run(
-        [sys.executable, "-I", "-c", DEVICE, ",".join(blocked), str(script), *args], cwd=Path(script).parent, capture_output=True, text=True, timeout=120,
-    )
-
 
 def deploy_cli(*args) -> object:
     return Cli()("deploy", *map(str, args))
@@ -64,12 +40,6 @@ def copy_bundle(folder: Path, tmp_path: Path) -> Path:
     import shutil
 
     return Path(shutil.copytree(folder, tmp_path / folder.name))
-
-
-def rewrite_manifest(folder: Path, change) -> None:
-    manifest = json.loads((folder / "manifest.json").read_text())
-    change(manifest)
-    (folder / "manifest.json").write_text(json.dumps(manifest))
 
 
 def test_deploy_fp32_writes_a_complete_bundle(fp32_bundle):

@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("executorch", reason="the executorch extra is not installed: pip install 'evitdeploy[executorch]'")
 pytest.importorskip("executorch.runtime", reason="the executorch extra is not installed: pip install 'evitdeploy[executorch]'")
 
-from conftest import Cli  # noqa: E402
+from helpers import Cli  # noqa: E402
 from evitdeploy.backends.executorch.export import DECODER_POINTS  # noqa: E402
 
 

@@ -1,4 +1,4 @@
-"""Sweeps on a real multi-node Ray cluster on this machine (issue 19, "Proof").
+"""Sweeps on a real multi-node Ray cluster on this machine: the farm proven end to end.
 
 Ray's own `ray.cluster_utils.Cluster` starts a head and nodes on 127.0.0.1 (Ray binds loopback only
 when told this is a one-machine cluster, below); the nodes advertise profiles as the farm's custom
@@ -23,7 +23,7 @@ import pytest
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # before Ray is imported: the cluster listens on 127.0.0.1 only
 pytest.importorskip("ray", reason="the farm tests need ray (pip install 'evitdeploy[farm]')")
 
-from conftest import assert_clean_error  # noqa: E402
+from helpers import X86_TEST_PROFILE, assert_clean_error  # noqa: E402
 from evitdeploy.errors import UserError  # noqa: E402
 from evitdeploy.sweep import read_records  # noqa: E402
 from evitdeploy.sweep.farm.executor import unservable  # noqa: E402
@@ -214,10 +214,8 @@ def test_sweep_executor_ray_without_address_starts_ray_here(tmp_path):
 
 
 def test_deploy_auto_measures_the_candidates_on_a_farm_node_of_the_profile(farm, tmp_path):
-    from test_autoselect import PROFILE
-
     profile = tmp_path / "x86-cpu.toml"  # a profile's name is its file's: the farm has an x86-cpu node
-    profile.write_text(PROFILE.format(precision="fp32", precisions='["fp32"]', candidates='["onnxruntime", "openvino"]', max_abs="1e-4"))
+    profile.write_text(X86_TEST_PROFILE.format(precision="fp32", precisions='["fp32"]', candidates='["onnxruntime", "openvino"]', max_abs="1e-4"))
     run = subprocess.run(
         [sys.executable, "-m", "evitdeploy", "deploy", "--profile", str(profile), "--model", "efficientvit_b0", "-p", "auto", "--samples", "1",
          "--executor", "ray", "--address", farm.address, "-o", "bundle", "--json"],

@@ -1,5 +1,5 @@
-"""Property-based fuzzing of every verb (issue 16, "Proof"): generated argument lists and damaged
-manifests, bundles and result files. For every example:
+"""Property-based fuzzing of every verb, the proof that untrusted input is refused cleanly everywhere:
+generated argument lists and damaged manifests, bundles and result files. For every example:
 
 - the exit code is 0, 1, 2 or 3 and no exception escapes (no traceback);
 - a refusal (exit 2 or 3) is exactly one `error:` line, and with --json also the error as JSON on stdout;

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import assert_clean_error
+from helpers import assert_clean_error
 from evitdeploy.gate import GateSettings, compare_samples, parse_threshold, simulated_latencies
 from evitdeploy.errors import UserError
 
@@ -72,7 +72,7 @@ def test_bad_thresholds_are_refused(text):
 
 @pytest.fixture(scope="module")
 def bench_file(b0_artifact, tmp_path_factory):
-    from conftest import Cli
+    from helpers import Cli
 
     path = tmp_path_factory.mktemp("gate") / "bench.json"
     result = Cli()("bench", b0_artifact, "--threads", "1", "--warmup", "2", "--count", "20", "--save", path, "--json")

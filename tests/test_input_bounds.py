@@ -1,4 +1,4 @@
-"""Flags and sizes at the door (issue 16 items 1, 7, 8, 22): a manifest's spec beats --model, seeds
+"""Flags and sizes at the door: a manifest's spec beats --model, seeds
 and counts are bounded (in --help too), and a size that cannot fit this host's memory is refused
 before anything is built or written."""
 
@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import assert_clean_error
+from helpers import assert_clean_error
 from evitdeploy import api, limits
 from evitdeploy.errors import UserError
 from evitdeploy.models import get_spec
@@ -25,7 +25,7 @@ def b0_64(b0_64_artifact):
 
 @pytest.fixture(scope="module")
 def b0_dynamic(tmp_path_factory):
-    from conftest import Cli
+    from helpers import Cli
 
     folder = tmp_path_factory.mktemp("b0-dyn") / "art"
     result = Cli()("export", "--model", "efficientvit_b0", "--height", "64", "--width", "64", "--dynamic", "height,width", "-o", folder)
@@ -33,7 +33,7 @@ def b0_dynamic(tmp_path_factory):
     return folder
 
 
-# ---- item 1: --model on an artifact with a manifest ----
+# ---- --model on an artifact with a manifest ----
 
 
 def test_bench_and_check_with_the_same_model_use_the_manifest_size(cli, b0_64):
@@ -56,7 +56,7 @@ def test_api_model_contradicting_the_manifest_is_a_user_error(b0_64):
         api.bench_artifact(BenchRequest(path=b0_64, model_name="efficientvit_seg_b0_cityscapes", count=1, warmup=0))
 
 
-# ---- item 7: --seed ----
+# ---- --seed ----
 
 
 @pytest.mark.parametrize("verb", ["export", "deploy"])
@@ -84,7 +84,7 @@ def test_api_refuses_a_seed_out_of_range(tmp_path, seed):
     assert not (tmp_path / "out").exists()
 
 
-# ---- item 22: counts and times ----
+# ---- counts and times ----
 
 ABSURD = "1000000000000000000000"
 
@@ -170,7 +170,7 @@ def test_api_bounds_counts(b0_64, tmp_path):
         PrecisionOptions(search_budget=10**21).check()
 
 
-# ---- item 8: sizes that cannot fit this host's memory ----
+# ---- sizes that cannot fit this host's memory ----
 
 
 def test_a_huge_export_is_refused_at_once_with_the_estimate(cli, tmp_path, monkeypatch):

@@ -30,7 +30,7 @@ from evitdeploy.precision.plan import PrecisionPlan
 from evitdeploy.precision.qdq import quantize
 from evitdeploy.precision.ranges import Ranges
 from evitdeploy.requests import ExportRequest
-from tests.conftest import Cli, assert_clean_error
+from helpers import Cli, assert_clean_error
 
 QEMU = emulation.qemu()
 needs_qemu = pytest.mark.skipif(

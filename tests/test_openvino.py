@@ -11,8 +11,7 @@ import pytest
 
 pytest.importorskip("openvino", reason="the openvino extra is not installed (pip install 'evitdeploy[openvino]')")
 
-from conftest import assert_clean_error  # noqa: E402
-from test_deploy import BLOCKED, on_device  # noqa: E402
+from helpers import BLOCKED, assert_clean_error, on_device  # noqa: E402
 from evitdeploy import api  # noqa: E402
 from evitdeploy.backends import get_backend  # noqa: E402
 from evitdeploy.backends.openvino.device import has_bf16  # noqa: E402

@@ -88,7 +88,7 @@ def test_check_atol_off_turns_the_max_abs_gate_off():
 
 
 def test_check_atol_accepts_off_on_the_command_line(cli, tmp_path):
-    from conftest import assert_clean_error
+    from helpers import assert_clean_error
 
     assert_clean_error(cli("check", tmp_path / "missing", "--atol", "loose"), 2, "--atol")
     off = cli("check", tmp_path / "missing", "--atol", "off")  # parsed, then the artifact is missing

@@ -8,7 +8,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import assert_clean_error
+from helpers import assert_clean_error
 from evitdeploy.precision.calibset import build_calibration_set, varied_images
 from evitdeploy.precision.plan import (
     PrecisionPlan, fp16_plan, group_of, int8_plan, is_attention_core, module_path,

@@ -11,7 +11,8 @@ from evitdeploy.requests import ExportRequest
 from evitdeploy.models import trained
 
 
-def _logits(path, inputs):
+def onnx_logits(path, inputs):
+    """An exported model's logits from ONNX Runtime on the CPU, one image at a time."""
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return np.concatenate([session.run(None, {"image": inputs[i : i + 1]})[0] for i in range(len(inputs))])
 
@@ -44,8 +45,8 @@ def digits_exports(tmp_path_factory, digits_checkpoint_path):
 
 def test_int8_plan_keeps_digits_accuracy_within_a_point(digits_exports):
     artifacts, inputs, labels, _ = digits_exports
-    fp32 = _logits(artifacts["fp32"].model_file, inputs)
-    int8 = _logits(artifacts["int8"].model_file, inputs)
+    fp32 = onnx_logits(artifacts["fp32"].model_file, inputs)
+    int8 = onnx_logits(artifacts["int8"].model_file, inputs)
     fp32_accuracy = trained.classification_accuracy(fp32, labels)
     assert fp32_accuracy > 0.93
     assert trained.classification_accuracy(int8, labels) >= fp32_accuracy - 0.01
@@ -59,15 +60,15 @@ def test_the_plan_beats_naive_full_quantization_by_a_wide_margin(digits_exports)
     train_images, _ = trained.digits_images("train")
     calibration = preprocess(list(train_images[:64]), trained.digits_spec(), 64, 64)
     naive_quantize(artifacts["fp32"].model_file, folder / "naive.onnx", calibration)
-    naive = trained.classification_accuracy(_logits(folder / "naive.onnx", inputs), labels)
-    planned = trained.classification_accuracy(_logits(artifacts["int8"].model_file, inputs), labels)
+    naive = trained.classification_accuracy(onnx_logits(folder / "naive.onnx", inputs), labels)
+    planned = trained.classification_accuracy(onnx_logits(artifacts["int8"].model_file, inputs), labels)
     assert planned - naive >= 0.10, (planned, naive)
 
 
 def test_fp16_plan_leaves_digits_accuracy_unchanged(digits_exports):
     artifacts, inputs, labels, _ = digits_exports
-    fp32 = trained.classification_accuracy(_logits(artifacts["fp32"].model_file, inputs), labels)
-    fp16 = trained.classification_accuracy(_logits(artifacts["fp16"].model_file, inputs), labels)
+    fp32 = trained.classification_accuracy(onnx_logits(artifacts["fp32"].model_file, inputs), labels)
+    fp16 = trained.classification_accuracy(onnx_logits(artifacts["fp16"].model_file, inputs), labels)
     assert abs(fp16 - fp32) <= 0.002
 
 
@@ -95,8 +96,8 @@ def test_int8_plan_keeps_the_mosaic_segmenter_accurate(tmp_path, mosaic_checkpoi
     }
     test_photos, test_labels = trained.digit_mosaics(4, height, width, seed=2, split="test")
     inputs = preprocess(list(test_photos), trained.mosaic_spec(height, width), height, width)
-    fp32 = _logits(artifacts["fp32"].model_file, inputs)
-    int8 = _logits(artifacts["int8"].model_file, inputs)
+    fp32 = onnx_logits(artifacts["fp32"].model_file, inputs)
+    int8 = onnx_logits(artifacts["int8"].model_file, inputs)
     assert (fp32.argmax(1) == int8.argmax(1)).mean() >= 0.97
     fp32_miou = trained.segmentation_scores(fp32, test_labels)["miou"]
     assert fp32_miou > 0.7

@@ -10,22 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import Cli, assert_clean_error
+from helpers import Cli, assert_clean_error
 from evitdeploy import predict as predicting
 from evitdeploy import rendering
 from evitdeploy.labels import class_names, imagenet_labels, palette
 from evitdeploy.models import get_spec
 from evitdeploy.requests import PredictRequest
-
-
-@pytest.fixture(scope="module")
-def photo(tmp_path_factory):
-    """A real photo, wider than tall (451x300): the square and 1:2 models each see a centre crop."""
-    from skimage import data
-
-    path = tmp_path_factory.mktemp("photos") / "cat.png"
-    Image.fromarray(data.chelsea()).save(path)
-    return path
 
 
 @pytest.fixture(scope="module")

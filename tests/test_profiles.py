@@ -7,7 +7,7 @@ import platform
 
 import pytest
 
-from conftest import assert_clean_error
+from helpers import assert_clean_error
 from evitdeploy.errors import UserError
 from evitdeploy.profiles import host_kind, list_profiles, load_profile, parse_profile, require_backend
 

@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from conftest import assert_clean_error
+from helpers import assert_clean_error
 from evitdeploy.plots import loglog_slope, pareto_front
 from evitdeploy.sweep import read_records
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import assert_clean_error
+from helpers import assert_clean_error
 from evitdeploy.device import prompts
 from evitdeploy.models import MODELS, build_model, create_model, get_spec
 from evitdeploy.models.checkpoint import detect_layout, reference_to_ours
@@ -240,7 +240,7 @@ def test_predict_draws_the_mask_of_a_prompt(cli, sam_onnx, tmp_path):
 
 @pytest.fixture(scope="module")
 def sam_bundle(tmp_path_factory):
-    from conftest import Cli
+    from helpers import Cli
 
     folder = tmp_path_factory.mktemp("sam-bundle") / "tiny-x86"
     result = Cli()("deploy", "--profile", "x86-cpu", "--model", "efficientvit_sam_tiny", "--samples", "2", "-o", folder, "--json")
@@ -252,7 +252,7 @@ def sam_bundle(tmp_path_factory):
 
 def test_a_sam_bundle_verifies_itself_on_the_device(sam_bundle):
     """verify.py with numpy + onnxruntime only: the recorded prompts through both models, PyTorch's masks."""
-    from test_deploy import on_device
+    from helpers import on_device
 
     folder, summary = sam_bundle
     assert summary["check"]["metrics"]["prompts"] == 16
@@ -271,7 +271,7 @@ def test_a_sam_bundle_with_damaged_prompts_is_refused(sam_bundle, tmp_path):
     import shutil
 
     from evitdeploy.device.integrity import sha256_of
-    from test_deploy import on_device
+    from helpers import on_device
 
     folder = tmp_path / "copy"
     shutil.copytree(sam_bundle[0], folder)

@@ -13,9 +13,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from conftest import Cli, assert_clean_error
-from test_deploy import BLOCKED
-from test_deploy import on_device as run_on_device
+from helpers import BLOCKED, Cli, assert_clean_error, manifest_of, rewrite_manifest
+from helpers import on_device as run_on_device
 from evitdeploy.device.integrity import SIGNATURE, sha256_of
 
 DEPLOY = ("deploy", "--profile", "x86-cpu", "--model", "efficientvit_b0", "--height", "64", "--width", "64", "--samples", "1")
@@ -59,16 +58,6 @@ def signed(tmp_path_factory, keys):
 @pytest.fixture
 def bundle(signed, tmp_path) -> Path:
     return Path(shutil.copytree(signed[0], tmp_path / "b0"))
-
-
-def manifest_of(folder: Path) -> dict:
-    return json.loads((folder / "manifest.json").read_text())
-
-
-def rewrite_manifest(folder: Path, change) -> None:
-    manifest = manifest_of(folder)
-    change(manifest)
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
 
 
 def edit_weight(folder: Path) -> None:

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from conftest import assert_clean_error
+from helpers import assert_clean_error
 from evitdeploy.sweep import parse_resolution, read_records
 from evitdeploy.errors import UserError
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import assert_clean_error
+from helpers import RecordingTensorRT, assert_clean_error
 from evitdeploy.backends.tensorrt import export as trt_exporter
 from evitdeploy.backends.tensorrt import runtime as trt_runtime
 from evitdeploy.backends.tensorrt.plan import build_script, fp32_nodes, layer_precisions, node_of_layer, shapes, trtexec_command
@@ -243,7 +243,7 @@ def test_jetson_deploy_without_tensorrt_writes_the_onnx_plan_and_recipe(precisio
     import numpy as np
 
     from evitdeploy.models import trained
-    from test_deploy import on_device
+    from helpers import on_device
 
     np.savez(tmp_path / "calib.npz", image=trained.digits_images("train")[0][:32])
     np.savez(tmp_path / "check.npz", image=trained.digits_images("test")[0][:8])
@@ -315,8 +315,6 @@ def test_absent_tensorrt_is_exit_3_with_install_guidance(cli, tmp_path):
 @pytest.mark.tensorrt
 @pytest.mark.gpu
 def test_fp16_engine_builds_with_the_plan_pinned(tmp_path):
-    if not trt_runtime.hasattr_builder():
-        pytest.skip("needs TensorRT and an NVIDIA GPU")
     from evitdeploy import api
 
     artifact = api.export_model(
@@ -337,111 +335,6 @@ def test_a100_recipe_has_a_dynamic_batch_onnx_and_range(tmp_path, cli):
     assert dims[0].dim_param and not dims[0].dim_value  # the batch the engine's profile ranges over
     script = (folder / "build_engine.sh").read_text()
     assert "--minShapes=image:1x3x64x64" in script and "--maxShapes=image:64x3x64x64" in script
-
-
-class RecordingTensorRT:
-    """Stands in for TensorRT (it cannot be installed here) only to run `build_engine` and record
-    what it asks for. Every attribute it offers is a name from the real API (the stub checks above
-    hold the exporter to those). The "parser" makes one layer per ONNX node, named after it as
-    TensorRT's parser does, plus a second layer "NODE_output_0" for each MatMul (a node split into
-    two layers) and an unnamed constant."""
-
-    class DataType:
-        FLOAT = "FLOAT"
-
-    class BuilderFlag:
-        FP16, INT8, OBEY_PRECISION_CONSTRAINTS = "FP16", "INT8", "OBEY_PRECISION_CONSTRAINTS"
-
-    class MemoryPoolType:
-        WORKSPACE = "WORKSPACE"
-
-    class Logger:
-        WARNING = "WARNING"
-
-        def __init__(self, severity):
-            self.severity = severity
-
-    class Layer:
-        def __init__(self, name):
-            self.name, self.precision, self.num_outputs, self.output_types = name, None, 1, {}
-
-        def set_output_type(self, index, dtype):
-            self.output_types[index] = dtype
-
-    def __init__(self):
-        self.record = {"flags": set(), "shapes": None, "workspace": None, "cache_in": None}
-        self.layers = []
-        outer = self
-
-        class Network:
-            @property
-            def num_layers(self):
-                return len(outer.layers)
-
-            def get_layer(self, i):
-                return outer.layers[i]
-
-        class Parser:
-            num_errors = 0
-
-            def __init__(self, network, logger):
-                pass
-
-            def parse_from_file(self, path):
-                import onnx
-
-                for node in onnx.load(path).graph.node:
-                    outer.layers.append(outer.Layer(node.name))
-                    if node.op_type == "MatMul":
-                        outer.layers.append(outer.Layer(node.name + "_output_0"))
-                outer.layers.append(outer.Layer("(Unnamed Layer* 3) [Constant]"))
-                return True
-
-        class Cache:
-            def serialize(self):
-                return b"cache-out"
-
-        class Config:
-            def set_flag(self, flag):
-                outer.record["flags"].add(flag)
-
-            def set_memory_pool_limit(self, pool, size):
-                outer.record["workspace"] = (pool, size)
-
-            def add_optimization_profile(self, profile):
-                outer.record["profile_added"] = True
-
-            def create_timing_cache(self, data):
-                outer.record["cache_in"] = data
-                return Cache()
-
-            def set_timing_cache(self, cache, ignore_mismatch):
-                pass
-
-            def get_timing_cache(self):
-                return Cache()
-
-        class Profile:
-            def set_shape(self, name, low, opt, high):
-                outer.record["shapes"] = (name, low, opt, high)
-
-        class Builder:
-            def __init__(self, logger):
-                pass
-
-            def create_network(self, flags):
-                return Network()
-
-            def create_builder_config(self):
-                return Config()
-
-            def create_optimization_profile(self):
-                return Profile()
-
-            def build_serialized_network(self, network, config):
-                return b"engine"
-
-        self.Network, self.OnnxParser, self.Builder = Network, Parser, Builder
 
 
 def test_build_engine_pins_every_layer_of_the_plans_fp32_nodes(fp16_plan, tmp_path):

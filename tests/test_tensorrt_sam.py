@@ -19,10 +19,7 @@ from evitdeploy.backends.tensorrt.plan import DECODER_ROWS, decoder_shapes, fp32
 from evitdeploy.device.prompts import DECODER_INPUTS
 from evitdeploy.models import get_spec
 from evitdeploy.requests import CheckRequest, ExportRequest
-from test_tensorrt import RecordingTensorRT
-
-needs_tensorrt = pytest.mark.skipif(not trt_runtime.hasattr_builder(), reason="needs TensorRT and an NVIDIA GPU (not installable on this host)")
-
+from helpers import RecordingTensorRT
 
 @pytest.fixture(scope="module")
 def recipes(tmp_path_factory):
@@ -266,7 +263,6 @@ def test_build_in_a_sam_bundle_builds_both_engines_and_checks_them(cli, tmp_path
 
 @pytest.mark.tensorrt
 @pytest.mark.gpu
-@needs_tensorrt
 def test_sam_engines_build_and_run_every_prompt_size(tmp_path):
     """On a GPU with TensorRT: both engines built, the decoder engine fed 1 to 16 points (its input
     shapes set per call) against decoder.onnx, and `check` passing on the engine pair."""
@@ -293,7 +289,6 @@ def test_sam_engines_build_and_run_every_prompt_size(tmp_path):
 
 @pytest.mark.tensorrt
 @pytest.mark.gpu
-@needs_tensorrt
 def test_build_on_the_device_builds_and_checks_a_sam_bundle(cli, tmp_path):
     """On a GPU with TensorRT: `evitdeploy build` on an INT8 SAM bundle builds both engines and
     passes parity against reference.npz."""

@@ -11,13 +11,12 @@ import pytest
 
 pytest.importorskip("litert_torch", reason="the tflite extra is not installed: pip install 'evitdeploy[tflite]'")
 
-from conftest import assert_clean_error  # noqa: E402
+from helpers import assert_clean_error, on_device  # noqa: E402
 from evitdeploy import api  # noqa: E402
 from evitdeploy.errors import UserError  # noqa: E402
 from evitdeploy.precision.options import PrecisionOptions  # noqa: E402
 from evitdeploy.requests import BenchRequest, CheckRequest, ExportRequest  # noqa: E402
 from evitdeploy.backends.tflite.plan import decide, module_path_of, read_ops  # noqa: E402
-from test_deploy import on_device  # noqa: E402
 
 CASES = {  # trained weights (random ones are for plumbing, not numerics), at small sizes
     "cls": ("efficientvit_b0", 64, 64),  # the digits classifier

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from conftest import assert_clean_error
+from helpers import assert_clean_error
 
 pytest.importorskip("litert_torch", reason="the TFLite target is an optional extra (pip install 'evitdeploy[tflite]')")
 pytest.importorskip("ai_edge_litert", reason="the TFLite target is an optional extra (pip install 'evitdeploy[tflite]')")
@@ -23,16 +23,6 @@ def sam_tflite(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("sam") / "tiny-tflite"
     return export_model(ExportRequest(model="efficientvit_sam_tiny", target="tflite", output=folder))
-
-
-@pytest.fixture(scope="module")
-def photo(tmp_path_factory):
-    from PIL import Image
-    from skimage import data
-
-    path = tmp_path_factory.mktemp("photos") / "cat.png"
-    Image.fromarray(data.chelsea()).save(path)
-    return path
 
 
 def test_an_fp32_export_is_encoder_plus_a_fixed_points_decoder_and_validated(sam_tflite):

@@ -22,7 +22,8 @@ from evitdeploy.models.trained import (
 )
 
 
-def _logits(model, inputs: np.ndarray, batch: int = 8) -> np.ndarray:
+def torch_logits(model, inputs: np.ndarray, batch: int = 8) -> np.ndarray:
+    """The PyTorch model's logits, `batch` images at a time."""
     x = torch.from_numpy(inputs)
     with torch.no_grad():
         return torch.cat([model(x[i : i + batch]) for i in range(0, len(x), batch)]).numpy()
@@ -42,7 +43,7 @@ def test_the_digits_classifier_loads_as_a_10_class_b0_and_is_accurate_on_held_ou
     model, spec = build_model(get_spec("efficientvit_b0"), digits_checkpoint_path)
     assert spec.num_classes == 10
     images, labels = digits_images("test")
-    logits = _logits(model, preprocess(list(images), spec, 64, 64))
+    logits = torch_logits(model, preprocess(list(images), spec, 64, 64))
     assert logits.shape == (539, 10)
     assert classification_accuracy(logits, labels) >= 0.93  # 0.983 measured
 
@@ -80,7 +81,7 @@ def test_missing_scikit_learn_is_a_user_error_with_the_install_hint(monkeypatch)
 def test_the_mosaic_segmenter_beats_the_all_background_baseline(mosaic_checkpoint_path, height, width, count):
     model, spec = build_model(mosaic_spec(height, width), mosaic_checkpoint_path)
     photos, labels = digit_mosaics(count, height, width, seed=12345, split="test")
-    logits = _logits(model, preprocess(list(photos), spec, height, width), batch=4)
+    logits = torch_logits(model, preprocess(list(photos), spec, height, width), batch=4)
     assert logits.shape == (count, 11, height // 8, width // 8)
     scores = segmentation_scores(logits, labels)
     baseline = (labels == BACKGROUND).mean()  # all-background: 0.911 (128x256), 0.913 (512x1024)

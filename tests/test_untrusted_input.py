@@ -1,4 +1,4 @@
-"""Issue 16: files from outside (artifact and bundle manifests, reference data, result files, paths)
+"""Files from outside (artifact and bundle manifests, reference data, result files, paths)
 are validated at the door: one `error:` line naming the file and field, exit 2, no traceback,
 nothing left behind. Every mutation keeps the manifest's sha256 values consistent, so it reaches
 the parser instead of the integrity check."""
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import assert_clean_error
+from helpers import assert_clean_error
 from fuzz.mutators import rehash
 
 

@@ -1,0 +1,206 @@
+"""Helpers shared by the test modules: the in-process CLI, the error contract, the device
+interpreter, manifest edits and the TensorRT stand-in. Fixtures live in conftest.py (injected,
+not imported); test modules import from here, never from each other or from conftest."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from evitdeploy.cli import app
+
+
+class Cli:
+    """Runs `evitdeploy ...` in-process and keeps stdout, stderr and the exit code apart."""
+
+    def __init__(self):
+        self.runner = CliRunner()
+
+    def __call__(self, *args: str):
+        result = self.runner.invoke(app, [str(a) for a in args])
+        if result.exception and not isinstance(result.exception, SystemExit):
+            raise result.exception
+        return result
+
+
+def assert_clean_error(result, code: int, *fragments: str) -> None:
+    """One clear line, the right exit code, no traceback."""
+    text = result.stderr + result.stdout
+    assert result.exit_code == code, text
+    assert "Traceback" not in text
+    errors = [line for line in text.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, text  # progress lines may precede it; the error itself is one line
+    for fragment in fragments:
+        assert fragment in text, text
+
+
+# A fresh interpreter in which torch, evitdeploy and the rest of our toolchain cannot be imported:
+# what a device has (numpy + the runtime), proven by refusing the imports, then verify.py run as __main__.
+BLOCKED = ("torch", "evitdeploy", "onnx", "onnxslim", "skimage", "scipy", "typer", "rich", "matplotlib", "litert_torch", "ai_edge_quantizer", "jax")
+DEVICE = """
+import runpy, sys
+blocked = set(sys.argv[1].split(","))
+class DeviceOnly:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in blocked:
+            raise ImportError(name + " is not on the device")
+sys.meta_path.insert(0, DeviceOnly())
+sys.argv = sys.argv[2:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def on_device(script: Path, *args: str, blocked: tuple = BLOCKED) -> subprocess.CompletedProcess:
+    """`script` (a bundle's verify.py) as a device runs it: a fresh interpreter, in the bundle's
+    folder, where the modules in `blocked` (torch, evitdeploy, ...) do not import."""
+    return subprocess.run(
+        [sys.executable, "-I", "-c", DEVICE, ",".join(blocked), str(script), *args], cwd=Path(script).parent, capture_output=True, text=True, timeout=120,
+    )
+
+
+def manifest_of(folder: Path) -> dict:
+    return json.loads((Path(folder) / "manifest.json").read_text())
+
+
+def rewrite_manifest(folder: Path, change) -> None:
+    """Apply `change` to a bundle's manifest.json in place (hashes are not redone: that is the caller's)."""
+    manifest = manifest_of(folder)
+    change(manifest)
+    (Path(folder) / "manifest.json").write_text(json.dumps(manifest, indent=2))
+
+
+# A device profile for `--precision auto`: an x86 host that can take ONNX Runtime and OpenVINO; the
+# fields in braces are the test's (str.format).
+X86_TEST_PROFILE = """
+description = "x86 test device"
+backend = "openvino"
+precision = "{precision}"
+precisions = {precisions}
+candidates = {candidates}
+[input]
+height = 64
+width = 64
+[bench]
+threads = 2
+warmup = 5
+count = 30
+[budget]
+latency_ms = 33.3
+[tolerances.fp32]
+max_abs = {max_abs}
+min_cosine = 0.99999
+[tolerances.int8]
+min_cosine = 0.98
+min_top1 = 0.9
+[host]
+machine = ["x86_64", "amd64"]
+"""
+
+
+class RecordingTensorRT:
+    """Stands in for TensorRT (it cannot be installed here) only to run `build_engine` and record
+    what it asks for. Every attribute it offers is a name from the real API (the stub checks in test_tensorrt.py
+    hold the exporter to those). The "parser" makes one layer per ONNX node, named after it as
+    TensorRT's parser does, plus a second layer "NODE_output_0" for each MatMul (a node split into
+    two layers) and an unnamed constant."""
+
+    class DataType:
+        FLOAT = "FLOAT"
+
+    class BuilderFlag:
+        FP16, INT8, OBEY_PRECISION_CONSTRAINTS = "FP16", "INT8", "OBEY_PRECISION_CONSTRAINTS"
+
+    class MemoryPoolType:
+        WORKSPACE = "WORKSPACE"
+
+    class Logger:
+        WARNING = "WARNING"
+
+        def __init__(self, severity):
+            self.severity = severity
+
+    class Layer:
+        def __init__(self, name):
+            self.name, self.precision, self.num_outputs, self.output_types = name, None, 1, {}
+
+        def set_output_type(self, index, dtype):
+            self.output_types[index] = dtype
+
+    def __init__(self):
+        self.record = {"flags": set(), "shapes": None, "workspace": None, "cache_in": None}
+        self.layers = []
+        outer = self
+
+        class Network:
+            @property
+            def num_layers(self):
+                return len(outer.layers)
+
+            def get_layer(self, i):
+                return outer.layers[i]
+
+        class Parser:
+            num_errors = 0
+
+            def __init__(self, network, logger):
+                pass
+
+            def parse_from_file(self, path):
+                import onnx
+
+                for node in onnx.load(path).graph.node:
+                    outer.layers.append(outer.Layer(node.name))
+                    if node.op_type == "MatMul":
+                        outer.layers.append(outer.Layer(node.name + "_output_0"))
+                outer.layers.append(outer.Layer("(Unnamed Layer* 3) [Constant]"))
+                return True
+
+        class Cache:
+            def serialize(self):
+                return b"cache-out"
+
+        class Config:
+            def set_flag(self, flag):
+                outer.record["flags"].add(flag)
+
+            def set_memory_pool_limit(self, pool, size):
+                outer.record["workspace"] = (pool, size)
+
+            def add_optimization_profile(self, profile):
+                outer.record["profile_added"] = True
+
+            def create_timing_cache(self, data):
+                outer.record["cache_in"] = data
+                return Cache()
+
+            def set_timing_cache(self, cache, ignore_mismatch):
+                pass
+
+            def get_timing_cache(self):
+                return Cache()
+
+        class Profile:
+            def set_shape(self, name, low, opt, high):
+                outer.record["shapes"] = (name, low, opt, high)
+
+        class Builder:
+            def __init__(self, logger):
+                pass
+
+            def create_network(self, flags):
+                return Network()
+
+            def create_builder_config(self):
+                return Config()
+
+            def create_optimization_profile(self):
+                return Profile()
+
+            def build_serialized_network(self, network, config):
+                return b"engine"
+
+        self.Network, self.OnnxParser, self.Builder = Network, Parser, Builder
