@@ -355,6 +355,9 @@ def recipe_hash(recipe) -> str:
 
 
 def _cached(name: str, recipe, train: Callable, cache_dir: Optional[Path]) -> Path:
+    """The cached checkpoint, trained once even when several processes (parallel test workers, two
+    commands) ask at the same time: the first trains under a file lock, the others wait and read it."""
+    from filelock import FileLock  # torch's own dependency
     from safetensors.torch import save
 
     from evitdeploy.artifact import write_bytes
@@ -363,8 +366,11 @@ def _cached(name: str, recipe, train: Callable, cache_dir: Optional[Path]) -> Pa
     path = folder / f"{name}-{recipe_hash(recipe)}.safetensors"
     if path.is_file():
         return path
-    model = train()
     folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    write_bytes(path, save(state))  # temp + rename: a concurrent or killed run never leaves half a file
+    with FileLock(str(path) + ".lock"):
+        if path.is_file():  # trained by another process while this one waited
+            return path
+        model = train()
+        state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+        write_bytes(path, save(state))  # temp + rename: a killed run never leaves half a file
     return path
