@@ -54,12 +54,11 @@ from __future__ import annotations
 
 import math
 import os
-from typing import TYPE_CHECKING, Optional
+from dataclasses import replace
+from typing import Optional
 
 from evitdeploy.errors import UserError
-
-if TYPE_CHECKING:  # memory sits below the spec it sizes (spec.with_input asks it for a size that fits)
-    from evitdeploy.spec import ModelSpec
+from evitdeploy.spec import InputSizeError, ModelSpec
 
 ENV_LIMIT = "EVITDEPLOY_MEMORY_LIMIT_GB"
 GB = 1e9
@@ -201,6 +200,12 @@ def fits(spec: ModelSpec, operation: str, share: float = 1.0, **extra) -> bool:
     return limit is None or estimate_bytes(spec, operation, **extra) <= share * limit
 
 
+def at_size(spec: ModelSpec, batch: int, height: int, width: int) -> ModelSpec:
+    """The spec at another input shape, unvalidated: only its memory is asked about (a SAM model
+    takes one size, yet how much a smaller one would need is still a fair question)."""
+    return replace(spec, input_shape=(batch, spec.input_shape[1], height, width))
+
+
 def largest_fitting(spec: ModelSpec, operation: str = "export", **extra) -> tuple[int, int]:
     """The largest height x width of the spec's aspect ratio (multiples of its size_multiple, no
     larger than the spec's) that fits this host for `operation` with 10% to spare (the memory
@@ -214,11 +219,27 @@ def largest_fitting(spec: ModelSpec, operation: str = "export", **extra) -> tupl
     low, high = 2, max(2, spec.height // m)  # the answer is in [low, high]; low is the floor
     while low < high:
         middle = (low + high + 1) // 2
-        if fits(spec.with_input(None, *size(middle)), operation, 0.9, **extra):
+        if fits(at_size(spec, spec.input_shape[0], *size(middle)), operation, 0.9, **extra):
             low = middle
         else:
             high = middle - 1
     return size(low)
+
+
+def fitting_size(spec: ModelSpec, height: int, width: int, operation: str = "export") -> tuple[int, int]:
+    """(height, width), or the largest size of that aspect ratio `operation` fits in this host's
+    memory when that one does not: a size suggested to the user is never one that is then refused."""
+    aligned = at_size(spec, spec.input_shape[0], height, width)
+    return (height, width) if fits(aligned, operation) else largest_fitting(aligned, operation)
+
+
+def with_input(spec: ModelSpec, batch: Optional[int] = None, height: Optional[int] = None, width: Optional[int] = None) -> ModelSpec:
+    """spec.with_input for a size the user asked for: a size the model cannot take is refused with
+    the nearest one it takes that also fits this host's memory for an export."""
+    try:
+        return spec.with_input(batch, height, width)
+    except InputSizeError as error:
+        raise UserError(error.message, error.suggest(*fitting_size(spec, *error.nearest)), error.exit_code) from None
 
 
 def require_fits(spec: ModelSpec, operation: str, what: Optional[str] = None, **extra) -> None:
@@ -230,9 +251,11 @@ def require_fits(spec: ModelSpec, operation: str, what: Optional[str] = None, **
     if needed <= limit:
         return
     batch, _, height, width = spec.input_shape
-    h, w = largest_fitting(spec.with_input(1, None, None), operation, **extra)
     what = what or f"{operation} of {spec.name} at {height}x{width}" + (f", batch {batch}" if batch > 1 else "")
-    raise UserError(
-        f"{what} needs about {needed / GB:.1f} GB of memory; {limit / GB:.1f} GB is {source}",
-        f"use a smaller size (about {h}x{w} fits here" + (", at batch 1" if batch > 1 else "") + f"), or a host with more memory ({ENV_LIMIT} overrides the limit)",
-    )
+    more = f"a host with more memory ({ENV_LIMIT} overrides the limit)"
+    if spec.promptable:  # SAM takes its one size: only more memory helps
+        hint = f"use {more}; {spec.name} takes {height}x{width} images only"
+    else:
+        h, w = largest_fitting(at_size(spec, 1, height, width), operation, **extra)
+        hint = f"use a smaller size (about {h}x{w} fits here" + (", at batch 1" if batch > 1 else "") + f"), or {more}"
+    raise UserError(f"{what} needs about {needed / GB:.1f} GB of memory; {limit / GB:.1f} GB is {source}", hint)

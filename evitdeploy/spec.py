@@ -129,24 +129,24 @@ class ModelSpec:
         return cls(**fields)
 
 
+class InputSizeError(UserError):
+    """A height x width the backbone cannot take. `nearest` is the closest size it takes; the size
+    suggested to the user also has to fit the host's memory, which memory.with_input knows."""
+
+    def __init__(self, spec: ModelSpec, height: int, width: int):
+        m = spec.size_multiple
+        self.nearest = tuple(max(2 * m, round(v / m) * m) for v in (height, width))
+        super().__init__(
+            f"input size {height}x{width} does not fit {spec.name}: height and width must be multiples of {m} and at least {2 * m}",
+            self.suggest(*self.nearest),
+        )
+
+    @staticmethod
+    def suggest(height: int, width: int) -> str:
+        return f"try --height {height} --width {width}"
+
+
 def check_input_size(spec: ModelSpec, height: int, width: int) -> None:
     m = spec.size_multiple
     if height < 2 * m or width < 2 * m or height % m or width % m:
-        def near(v: int) -> int:
-            return max(2 * m, round(v / m) * m)
-
-        raise UserError(
-            f"input size {height}x{width} does not fit {spec.name}: height and width must be multiples "
-            f"of {m} and at least {2 * m}",
-            "try --height {} --width {}".format(*_fitting(spec, near(height), near(width))),
-        )
-
-
-def _fitting(spec: ModelSpec, height: int, width: int) -> tuple[int, int]:
-    """(height, width), or the largest size of that aspect ratio an export fits in this host's
-    memory when that one does not: a suggested size is never one that is then refused."""
-    from evitdeploy import memory
-
-    n, c, _, _ = spec.input_shape
-    aligned = replace(spec, input_shape=(n, c, height, width))
-    return (height, width) if memory.fits(aligned, "export") else memory.largest_fitting(aligned, "export")
+        raise InputSizeError(spec, height, width)
