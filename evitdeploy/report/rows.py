@@ -194,7 +194,25 @@ def parse_columns(text: Optional[str]) -> Optional[tuple[str, ...]]:
     return columns
 
 
-def _errors(rows: list[dict]) -> list[str]:
+def number_text(value, digits: int = 3) -> str:
+    """The one number format of every table and report: `digits` decimals, or significant digits
+    for the very small and the very large; "-" for a value that is not there."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}" if abs(value) < 1e-2 or abs(value) >= 1e4 else f"{value:.{digits}f}"
+    return str(value)
+
+
+def cell_text(row: dict, column: str) -> str:
+    """A row's value in `column` as the terminal, Markdown and HTML reports all show it."""
+    value = row.get(column)
+    digits = COLUMNS[column][1]
+    return number_text(float(value), digits) if digits and value is not None else ("-" if value is None else str(value))
+
+
+def error_lines(rows: list[dict]) -> list[str]:
+    """One line per row that failed: where, and why."""
     return [
         f"{r['model']} {r['target']}/{r['precision']} {r['resolution']}" + (f" on {r['device']}" if r.get("device") else "") + f": {r['error']}"
         for r in rows if r.get("error")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from evitdeploy.report.tables import _fmt, as_written
+from evitdeploy.report.rows import number_text
+from evitdeploy.report.tables import as_written
 
 
 def _parity(row: dict) -> str:
@@ -25,7 +26,7 @@ def selection_table(selection: dict) -> Table:
             "[green]✓[/green]" if row["winner"] else "",
             as_written(row["backend"]),
             as_written(row["precision"]),
-            _fmt(row["latency_ms"], 3),
+            number_text(row["latency_ms"], 3),
             _parity(row),
             as_written(row["why"] or ""),
         )

@@ -1,8 +1,9 @@
-"""Every verb's Rich terminal tables, together so they share one escaping (`as_written`) and number format (`_fmt`)."""
+"""Every verb's Rich terminal tables, together so they share one escaping (`as_written`) and
+number format (`rows.number_text`, which the Markdown and HTML reports use too)."""
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, get_args
 
 from rich import box
 from rich.markup import escape
@@ -10,21 +11,16 @@ from rich.table import Table
 from rich.text import Text
 
 from evitdeploy.errors import one_line
-from evitdeploy.report.rows import COLUMNS, TERMINAL_COLUMNS, _errors, shown_columns
+from evitdeploy.report.rows import COLUMNS, TERMINAL_COLUMNS, cell_text, error_lines, number_text, shown_columns
+from evitdeploy.schemas import Precision
+
+PRECISION_ORDER = get_args(Precision)  # columns of the precisions a plan holds, widest first
 
 
 def as_written(value) -> str:
     """User-supplied text (names, paths, messages from files) for a Rich title, caption or cell:
     escaped, so `[/]` or `[bold]` in a model name or a path prints as written, on one line."""
     return escape(one_line(value))
-
-
-def _fmt(value, digits: int = 3) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}g}" if abs(value) < 1e-2 or abs(value) >= 1e4 else f"{value:.{digits}f}"
-    return str(value)
 
 
 def models_table(models: list[dict]) -> Table:
@@ -54,7 +50,7 @@ def parity_table(report: dict) -> Table:
     }
     for key, value in report.get("metrics", {}).items():
         op, limit = gates.get(key, ("", None))
-        table.add_row(as_written(key), as_written(_fmt(value, 6)), f"{op} {as_written(_fmt(limit, 6))}" if limit is not None else "")
+        table.add_row(as_written(key), as_written(number_text(value, 6)), f"{op} {as_written(number_text(limit, 6))}" if limit is not None else "")
     from evitdeploy.device.cpu import made_for
 
     kernels = report.get("int8_kernels") or {}
@@ -65,12 +61,16 @@ def parity_table(report: dict) -> Table:
 
 def _agreement(scores: dict) -> str:
     value = scores.get("top1_agreement", scores.get("pixel_agreement"))
-    return _fmt(value, 4)
+    return number_text(value, 4)
+
+
+def _precision_rank(precision: str) -> tuple:
+    return (PRECISION_ORDER.index(precision) if precision in PRECISION_ORDER else len(PRECISION_ORDER), precision)
 
 
 def plan_table(plan: dict) -> list[Table]:
     """The plan per block, then (INT8) the sensitivity ranking and the search's steps."""
-    precisions = [p for p in ("fp32", "fp16", "int8") if p in plan["summary"]["nodes"]]
+    precisions = sorted(plan["summary"]["nodes"], key=_precision_rank)  # every precision the plan holds, bf16 too
     calibration = plan.get("calibration", {})
     groups = Table(
         title=f"Precision plan {plan['model']} {plan['precision']} at {'x'.join(map(str, plan['input_shape'][2:]))} "
@@ -89,7 +89,7 @@ def plan_table(plan: dict) -> list[Table]:
         for column in ("rank", "block", "1 - cosine", "min cosine", "agreement"):
             ranking.add_column(column, justify="right" if column != "block" else "left")
         for rank, entry in enumerate(plan["sensitivity"], 1):
-            ranking.add_row(str(rank), entry["group"], _fmt(entry["error"]), _fmt(entry["cosine_min"], 6), _agreement(entry))
+            ranking.add_row(str(rank), entry["group"], number_text(entry["error"]), number_text(entry["cosine_min"], 6), _agreement(entry))
         tables.append(ranking)
     search = plan.get("search")
     if search:
@@ -102,8 +102,8 @@ def plan_table(plan: dict) -> list[Table]:
             steps.add_column(column, justify="right" if column != "blocks in FP32" else "left")
         for index, step in enumerate(search["steps"]):
             steps.add_row(
-                str(index), ", ".join(step["float_groups"]) or "(rules only)", _fmt(step["cosine_min"], 6),
-                _fmt(step["cosine_mean"], 6), _agreement(step), str(step["nonfinite"]),
+                str(index), ", ".join(step["float_groups"]) or "(rules only)", number_text(step["cosine_min"], 6),
+                number_text(step["cosine_mean"], 6), _agreement(step), str(step["nonfinite"]),
             )
         tables.append(steps)
     numerics = plan.get("torch_fp16")
@@ -113,7 +113,7 @@ def plan_table(plan: dict) -> list[Table]:
             fp16.add_column(column, justify="right" if column != "FP16" else "left")
         for label, title in (("plain", "plain (every op FP16)"), ("plan", "the plan")):
             m = numerics[label]
-            fp16.add_row(title, str(m["nonfinite_outputs"]), _fmt(m["cosine_min"], 6), _fmt(m["max_abs_error"]), _agreement(m), _verdict(m["passed"]))
+            fp16.add_row(title, str(m["nonfinite_outputs"]), number_text(m["cosine_min"], 6), number_text(m["max_abs_error"]), _agreement(m), _verdict(m["passed"]))
         tables.append(fp16)
     return tables
 
@@ -128,16 +128,16 @@ def bench_table(summary: dict) -> Table:
         table.add_row(
             as_written(result["label"]),
             "x".join(map(str, result["input_shape"])),
-            *(_fmt(s[k], 4) for k in ("median_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms")),
-            _fmt(result["ms_per_megapixel"], 4),
-            _fmt(s["throughput_per_s"], 4),
+            *(number_text(s[k], 4) for k in ("median_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms")),
+            number_text(result["ms_per_megapixel"], 4),
+            number_text(s["throughput_per_s"], 4),
             str(s["count"]),
         )
         if "gpu_compute" in result:  # TensorRT: GPU compute time from CUDA events, as trtexec reports it
             g = result["gpu_compute"]
             table.add_row(
-                f"{as_written(result['label'])} GPU compute", "", *(_fmt(g[k], 4) for k in ("median_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms")),
-                _fmt(result["ms_per_megapixel"] * g["median_ms"] / s["median_ms"], 4), _fmt(g["throughput_per_s"], 4), str(g["count"]),
+                f"{as_written(result['label'])} GPU compute", "", *(number_text(g[k], 4) for k in ("median_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms")),
+                number_text(result["ms_per_megapixel"] * g["median_ms"] / s["median_ms"], 4), number_text(g["throughput_per_s"], 4), str(g["count"]),
             )
     if "speedup_vs_torch" in summary:
         table.caption = f"speedup vs PyTorch eager (median): {summary['speedup_vs_torch']:.2f}x"
@@ -193,7 +193,7 @@ def deploy_table(summary: dict) -> Table:
     exported = f"{sizes['model_bytes'] / 1e6:.2f} MB model" + (
         f"; plan {', '.join(f'{n} {p}' for p, n in sorted(plan['nodes'].items()))} nodes" if plan else ""
     )
-    table.add_row("export", as_written(exported), "-", _fmt(seconds["export"], 3))
+    table.add_row("export", as_written(exported), "-", number_text(seconds["export"], 3))
     if check.get("skipped"):
         parity = f"not run here: {check['skipped']}; the bundle carries the PyTorch outputs for it"
     elif "prompts" in metrics:  # a promptable model
@@ -202,7 +202,7 @@ def deploy_table(summary: dict) -> Table:
     else:
         agreement = f"top-1 {metrics['top1_agreement']:.3f}" if "top1_agreement" in metrics else f"pixels {metrics.get('pixel_agreement', 0):.4f}"
         parity = f"{metrics.get('samples')} photos vs PyTorch: min cosine {metrics.get('cosine_min', 0):.6f}, max abs {metrics.get('max_abs_error', 0):.3g}, {agreement}"
-    table.add_row("check", as_written(parity), _verdict(check["passed"]), _fmt(seconds["check"], 3))
+    table.add_row("check", as_written(parity), _verdict(check["passed"]), number_text(seconds["check"], 3))
     storage = summary.get("fp16_storage_check")
     if storage:  # FP16 numerics where the FP16 kernels are not here (a TensorRT recipe) or hide overflow (ORT CPU)
         planned, plain = storage["planned"], storage["plain"]
@@ -218,9 +218,9 @@ def deploy_table(summary: dict) -> Table:
         timing = "not measured here"
     if budget["latency_ms"] is not None:
         timing += f"; budget {budget['statistic']} {budget['latency_ms']} ms " + ("" if budget["judged"] else f"not judged: {budget['host']}")
-    table.add_row("bench", as_written(timing), _verdict(budget["passed"]), _fmt(seconds["bench"], 3))
+    table.add_row("bench", as_written(timing), _verdict(budget["passed"]), number_text(seconds["bench"], 3))
     signed = f", signed ({summary['signature']})" if summary.get("signed") else ""
-    table.add_row("bundle", f"{as_written(summary['bundle'])}: {sizes['files']} files, {sizes['extra_bytes'] / 1e6:.2f} MB beyond the model{signed}", "-", _fmt(seconds["bundle"], 3))
+    table.add_row("bundle", f"{as_written(summary['bundle'])}: {sizes['files']} files, {sizes['extra_bytes'] / 1e6:.2f} MB beyond the model{signed}", "-", number_text(seconds["bundle"], 3))
     table.caption = as_written("; ".join(summary["failures"]) if summary["failures"] else f"on the device: {summary['commands']['verify_on_device']}")
     return table
 
@@ -238,10 +238,10 @@ def verification_table(report: dict) -> Table:
         table.add_row("signature", f"{signature['file']} verified with {escape(signature['public_key'])}: no file changed since signing")
     elif signature.get("signed"):
         table.add_row("signature", f"{signature['file']} present, not checked (no --public-key)")
-    table.add_row("parity vs PyTorch", ", ".join(f"{k} {_fmt(metrics[k], 6)}" for k in keys if k in metrics))
+    table.add_row("parity vs PyTorch", ", ".join(f"{k} {number_text(metrics[k], 6)}" for k in keys if k in metrics))
     drift = report["drift_from_making_host"]
     if drift:
-        table.add_row("vs making host", f"max abs {_fmt(drift.get('max_abs_error'), 3)}, min cosine {_fmt(drift.get('cosine_min'), 6)}")
+        table.add_row("vs making host", f"max abs {number_text(drift.get('max_abs_error'), 3)}, min cosine {number_text(drift.get('cosine_min'), 6)}")
     if report["latency"]:
         latency = report["latency"]
         table.add_row("latency", f"median {latency['median_ms']:.3f} ms, p90 {latency['p90_ms']:.3f}, p99 {latency['p99_ms']:.3f} ({latency['count']} runs)")
@@ -265,7 +265,7 @@ def gate_table(report: dict) -> Table:
         table.add_column(column, justify="left" if column in ("side", "artifact") else "right")
     for name in ("baseline", "new"):
         side, s = report[name], report[name]["stats"]
-        table.add_row(name, as_written(side.get("artifact")), *(_fmt(s[k], 4) for k in ("median_ms", "p90_ms", "p99_ms", "std_ms")), str(s["count"]))
+        table.add_row(name, as_written(side.get("artifact")), *(number_text(s[k], 4) for k in ("median_ms", "p90_ms", "p99_ms", "std_ms")), str(s["count"]))
     low, high = report["ratio_interval"] or (float("nan"), float("nan"))
     notes = [
         as_written(report["reason"]),
@@ -278,18 +278,12 @@ def gate_table(report: dict) -> Table:
     return table
 
 
-def _cell(row: dict, column: str) -> str:
-    value = row.get(column)
-    digits = COLUMNS[column][1]
-    return _fmt(float(value), digits) if digits and value is not None else ("-" if value is None else str(value))
-
-
 def rows_table(rows: list[dict], columns: Optional[tuple[str, ...]] = None) -> Table:
     columns = shown_columns(rows, columns, TERMINAL_COLUMNS)
     table = Table(title="evitdeploy results", box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
     for column in columns:
         table.add_column(COLUMNS[column][0], justify="right" if COLUMNS[column][1] else "left", no_wrap=True)
     for row in rows:
-        table.add_row(*(Text(_cell(row, c)) for c in columns))
-    table.caption = "\n".join(f"[red]{escape(e)}[/red]" for e in _errors(rows)) or None
+        table.add_row(*(Text(cell_text(row, c)) for c in columns))
+    table.caption = "\n".join(f"[red]{escape(e)}[/red]" for e in error_lines(rows)) or None
     return table

@@ -11,14 +11,13 @@ from pathlib import Path
 from typing import Optional
 
 from evitdeploy.errors import UserError
-from evitdeploy.report.rows import COLUMNS, DEFAULT_COLUMNS, _errors, shown_columns
-from evitdeploy.report.tables import _cell
+from evitdeploy.report.rows import COLUMNS, DEFAULT_COLUMNS, cell_text, error_lines, shown_columns
 
 
 def _markdown_table(rows: list[dict], columns: tuple[str, ...]) -> str:
     header = "| " + " | ".join(COLUMNS[c][0] for c in columns) + " |"
     rule = "|" + "|".join("---:" if COLUMNS[c][1] else "---" for c in columns) + "|"
-    body = ["| " + " | ".join(_cell(r, c).replace("|", "\\|") for c in columns) + " |" for r in rows]
+    body = ["| " + " | ".join(cell_text(r, c).replace("|", "\\|") for c in columns) + " |" for r in rows]
     return "\n".join([header, rule, *body])
 
 
@@ -53,7 +52,7 @@ def write_report(rows: list[dict], output: Path, columns: Optional[tuple[str, ..
     try:
         if output.suffix == ".md":
             parts = [f"# {title}", "", _markdown_table(rows, columns), ""]
-            parts += [f"- {error}" for error in _errors(rows)] + ([""] if _errors(rows) else [])
+            parts += [f"- {error}" for error in error_lines(rows)] + ([""] if error_lines(rows) else [])
             for name, png in figures.items():
                 if png is None:
                     parts += [f"_{_FIGURE_TITLES[name]}: no rows with the data it needs._", ""]
@@ -73,10 +72,10 @@ def write_report(rows: list[dict], output: Path, columns: Optional[tuple[str, ..
 def _html(rows: list[dict], columns: tuple[str, ...], *, figures: dict, title: str) -> str:
     head = "".join(f"<th>{html.escape(COLUMNS[c][0])}</th>" for c in columns)
     body = "".join(
-        "<tr>" + "".join(f"<td class='{'num' if COLUMNS[c][1] else ''}'>{html.escape(_cell(r, c))}</td>" for c in columns) + "</tr>"
+        "<tr>" + "".join(f"<td class='{'num' if COLUMNS[c][1] else ''}'>{html.escape(cell_text(r, c))}</td>" for c in columns) + "</tr>"
         for r in rows
     )
-    errors = "".join(f"<li>{html.escape(e)}</li>" for e in _errors(rows))
+    errors = "".join(f"<li>{html.escape(e)}</li>" for e in error_lines(rows))
     images = (f"<ul class='errors'>{errors}</ul>" if errors else "") + "".join(
         f"<h2>{html.escape(_FIGURE_TITLES[name])}</h2>"
         + (f"<img alt='{name}' src='data:image/png;base64,{base64.b64encode(png).decode()}'>" if png else "<p><em>no rows with the data it needs</em></p>")
