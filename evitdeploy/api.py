@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from evitdeploy import limits, memory
-from evitdeploy.backends import open_artifact, runner_for
+from evitdeploy.backends import get_backend, open_artifact, runner_for
 from evitdeploy.artifact import Artifact, model_sha256, model_size, prepare_output, sha256_of
 from evitdeploy.errors import EXIT_BACKEND_UNAVAILABLE, UserError
 from evitdeploy.parity import tolerances_for
@@ -46,10 +46,10 @@ def parse_dynamic(value) -> tuple[str, ...]:
 
 def export_model(request: ExportRequest, progress: Progress = None) -> Artifact:
     """Export `request.model` to `request.target` and validate it; `request.reduced` sets
-    calibration and planning for fp16/int8, `request.channels_last` gives a TFLite model an NHWC input."""
+    calibration and planning for fp16/int8, `request.backend_options` the options the target declares."""
+    from evitdeploy.backends import check_options, export, get_backend
     from evitdeploy.backends.options import ExportOptions
     from evitdeploy.precision.options import PrecisionOptions
-    from evitdeploy.backends import export, get_backend
     from evitdeploy.models import get_spec
 
     model_name, target, precision, checkpoint, seed = request.model, request.target, request.precision, request.checkpoint, request.seed
@@ -57,21 +57,12 @@ def export_model(request: ExportRequest, progress: Progress = None) -> Artifact:
     spec = get_spec(model_name).with_input(request.batch, request.height, request.width)
     dynamic = parse_dynamic(request.dynamic)  # exact names, unknown ones refused (a Python caller skips the CLI's parsing)
     backend = get_backend(target, precision)  # refuses an unknown target or a precision it does not build
-    if request.channels_last and backend.name != "tflite":
-        raise UserError("--nhwc is for --target tflite", "drop --nhwc; ONNX models take NCHW")
-    if request.delegate and request.delegate not in backend.delegates:
-        from evitdeploy.backends import BACKENDS
-
-        offering = [b.name for b in BACKENDS.values() if b.delegates]
-        raise UserError(
-            f"--delegate {request.delegate!r} is not one {backend.name} takes" if backend.delegates else f"--delegate is for --target {', '.join(offering)}",
-            f"choose one of: {', '.join(backend.delegates)}" if backend.delegates else f"drop --delegate; {backend.name} picks its own execution provider",
-        )
+    backend_options = check_options(backend, request.backend_options, precision)
     reduced = _int8_kernels_for(request.reduced or PrecisionOptions(), backend, precision=precision, profile=request.profile)
     reduced.check()
     if precision == "int8":
         reduced.require_int8_kernels_here()  # before the model is built: its search and validation run on this CPU's kernels
-    _require_memory_for_export(spec, dynamic, precision=precision, reduced=reduced)
+    require_memory_for_export(spec, dynamic, precision=precision, reduced=reduced)
     from evitdeploy.graph import MAX_OPSET, default_opset
 
     opset = default_opset(spec) if request.opset is None else request.opset
@@ -99,10 +90,8 @@ def export_model(request: ExportRequest, progress: Progress = None) -> Artifact:
         source=weights,
         progress=progress,
         reduced=reduced,
-        channels_last=request.channels_last,
         profile=request.profile,
-        engine=request.engine,
-        delegate=request.delegate,
+        backend_options=backend_options,
     )
     return export(model, spec, target, options=options)
 
@@ -130,7 +119,7 @@ def _int8_kernels_for(reduced, backend, *, precision: str, profile):
     return reduced
 
 
-def _require_memory_for_export(spec: ModelSpec, dynamic, *, precision: str, reduced) -> None:
+def require_memory_for_export(spec: ModelSpec, dynamic, *, precision: str, reduced) -> None:
     """Refuse an export this host cannot hold, before any folder exists or the model is built. A
     dynamic export is validated at one more, larger shape too (backends/onnxruntime/export.py validate)."""
     from dataclasses import replace
@@ -208,7 +197,8 @@ def _require_torch_device(device: str, precision: str) -> None:
         raise UserError(f"--torch-fp16 {device!r} is not a device evitdeploy checks on", "use cpu or cuda (cuda:N)")
 
 
-def _resolve(path: Path, model_name: Optional[str]) -> Artifact:
+def resolve_artifact(path: Path, model_name: Optional[str]) -> Artifact:
+    """The artifact at `path`; `model_name` describes only a bare model file without a manifest."""
     spec = None
     if model_name:
         from evitdeploy.models import get_spec
@@ -267,7 +257,7 @@ def check_artifact(request: CheckRequest, progress: Progress = None) -> dict:
     limits.check_range("--samples", samples, 1, high=limits.SAMPLES_MAX)
     limits.check_range("--threads", threads, 1, high=limits.THREADS_MAX)
     _step(progress, f"verifying {request.path}")
-    artifact = _resolve(Path(request.path), request.model_name)
+    artifact = resolve_artifact(Path(request.path), request.model_name)
     spec = _sized_spec(artifact, request.batch, height=request.height, width=request.width)
     memory.require_fits(spec, "check", f"checking {spec.name} at {spec.height}x{spec.width}" + (f", batch {spec.input_shape[0]}" if spec.input_shape[0] > 1 else "") + f" on {samples} inputs", images=samples)
     int8_kernels_here(artifact)  # refuses, before any work, an INT8 model whose parity this CPU would get wrong by luck
@@ -427,7 +417,7 @@ def bench_artifact(request: BenchRequest, progress: Progress = None) -> dict:
     warmup, count, min_time_s = request.warmup, request.count, request.min_time_s
     _check_counts(warmup, count, min_time_s=min_time_s, threads=request.threads)
     threads = request.threads or os.cpu_count()
-    artifact = _resolve(Path(request.path), request.model_name)
+    artifact = resolve_artifact(Path(request.path), request.model_name)
     spec = _sized_spec(artifact, request.batch, height=request.height, width=request.width)
     memory.require_fits(spec, "bench", f"benchmarking {spec.name} at {spec.height}x{spec.width}" + (f", batch {spec.input_shape[0]}" if spec.input_shape[0] > 1 else ""))
     feed = _bench_feed(spec)
@@ -438,7 +428,7 @@ def bench_artifact(request: BenchRequest, progress: Progress = None) -> dict:
         runner.check_spec(spec)
         results = [bench_runner(runner, feed, f"{artifact.target}/{artifact.precision}", warmup=warmup, count=count, min_time_s=min_time_s)]
         results[0]["providers"] = runner.providers
-        if hasattr(runner, "gpu_times_ms"):  # a TensorRT engine: trtexec's separate profile run, GPU compute time
+        if get_backend(artifact.target).gpu_compute_timing:  # trtexec's separate profile run: GPU compute time alone
             _step(progress, "timing GPU compute (CUDA events, buffers bound once)")
             from evitdeploy.device.metrics import latency_stats
 
@@ -491,7 +481,7 @@ def bench_interleaved(request: InterleaveRequest, progress: Progress = None) -> 
     _check_counts(warmup, count, min_time_s=min_time_s, threads=request.threads)
     limits.check_range("--block", block, 1, high=limits.BLOCK_MAX)
     threads = request.threads or os.cpu_count()
-    base_artifact, new_artifact = _resolve(Path(request.baseline_path), None), _resolve(Path(request.new_path), None)
+    base_artifact, new_artifact = resolve_artifact(Path(request.baseline_path), None), resolve_artifact(Path(request.new_path), None)
     base_spec, new_spec = base_artifact.spec, new_artifact.spec
     for spec in (base_spec, new_spec):
         memory.require_fits(spec, "bench", f"benchmarking {spec.name} at {spec.height}x{spec.width}")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from evitdeploy.errors import EXIT_BACKEND_UNAVAILABLE, UserError
+from evitdeploy.requests import DeployRequest
 
 Progress = Optional[Callable[[str], None]]
 NOT_RUN = "not-run"  # a candidate whose backend is not installed here (local executor only)
@@ -122,42 +123,29 @@ def _rank(row: dict) -> tuple:
 # The flow: refuse what cannot be measured fairly, measure, choose, deploy the winner.
 
 
-def deploy_fastest(
-    profile_name: str,
-    model_name: str,
-    output: Optional[Path] = None,
-    *,
-    checkpoint: Optional[Path] = None,
-    reduced=None,
-    data: Optional[Path] = None,
-    samples: int = 8,
-    seed: int = 0,
-    force: bool = False,
-    progress: Progress = None,
-    height: Optional[int] = None,
-    width: Optional[int] = None,
-    sign_key: Optional[Path] = None,
-    executor: str = "local",
-    address: Optional[str] = None,
-) -> dict:
-    """Measure the profile's candidates, deploy the winner; the deploy summary gains `selection`.
-    With no passing candidate nothing is deployed and the summary fails, with the table."""
+def deploy_fastest(request: DeployRequest, progress: Progress = None) -> dict:
+    """Measure the profile's candidates, deploy the winner (`request` with its precision and
+    backend); the deploy summary gains `selection`. With no passing candidate nothing is deployed
+    and the summary fails, with the table."""
     from evitdeploy.deploy import deploy
     from evitdeploy.profiles import load_profile
     from evitdeploy.sweep import CellSettings, make_executor, run_sweep
 
-    profile = load_profile(profile_name)
-    _require_measurable(profile, reduced)
-    size = _input_size(profile, model_name, height=height, width=width)
+    model_name, executor = request.model, request.executor or "local"
+    if request.backend is not None:
+        raise UserError("--backend picks one backend; --precision auto measures every candidate of the profile", "drop --backend, or pass -p PRECISION")
+    profile = load_profile(request.profile)
+    _require_measurable(profile, request.reduced, request.backend_options)
+    size = _input_size(profile, model_name, height=request.height, width=request.width)
     settings = CellSettings(
-        samples=samples, warmup=profile.warmup, count=profile.count, data=str(data) if data else None, seed=seed,
-        checkpoint=str(checkpoint) if checkpoint else None,
+        samples=request.samples, warmup=profile.warmup, count=profile.count, data=str(request.data) if request.data else None, seed=request.seed,
+        checkpoint=str(request.checkpoint) if request.checkpoint else None,
     )
-    cells, not_run = _plan(profile, model_name, size, samples=samples, local=executor == "local")
-    _check_inputs(profile, model_name, size, settings=settings, sign_key=sign_key)
-    output = Path(output or f"{model_name}-{profile.name}-auto")
-    folder = _refuse_existing(output, force)
-    runner = make_executor(executor, address)
+    cells, not_run = _plan(profile, model_name, size, samples=request.samples, local=executor == "local")
+    _check_inputs(profile, model_name, size, settings=settings, sign_key=request.sign_key)
+    output = Path(request.output or f"{model_name}-{profile.name}-auto")
+    folder = _refuse_existing(output, request.force)
+    runner = make_executor(executor, request.address)
     if folder.exists():  # forced: measure afresh (a stale results file would be resumed, not re-measured)
         shutil.rmtree(folder)
     measuring = (lambda message: progress(f"candidate {message}")) if progress else None
@@ -175,17 +163,16 @@ def deploy_fastest(
             "kind": "deploy", "profile": profile.name, "model": model_name, "target": None, "precision": "auto", "bundle": None, "passed": False,
             "failures": [f"no candidate passes the {profile.name} tolerances; nothing deployed"], "selection": selection,
         }
-    summary = deploy(
-        profile_name, model_name, output, precision=winner["precision"], backend=winner["backend"], checkpoint=checkpoint, reduced=reduced,
-        data=data, samples=samples, seed=seed, force=force, progress=progress, height=height, width=width, sign_key=sign_key,
-    )
-    return {**summary, "selection": selection}
+    chosen = replace(request, output=output, precision=winner["precision"], backend=winner["backend"], executor=None, address=None)
+    return {**deploy(chosen, progress=progress), "selection": selection}
 
 
-def _require_measurable(profile, reduced) -> None:
+def _require_measurable(profile, reduced, backend_options) -> None:
     """Refuse what the candidates would not be measured with, so the bundle is what was chosen."""
     from evitdeploy.precision.options import PrecisionOptions
 
+    if backend_options:
+        raise UserError("--precision auto measures every candidate with the profile's own options", "drop --option, or put it in the profile's [options]")
     if reduced is not None and reduced != PrecisionOptions():
         raise UserError(
             "--precision auto measures every candidate with the default calibration and precision plan, so it takes no "

@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 
 from evitdeploy import __version__, limits
-from evitdeploy.backends import BACKENDS
+from evitdeploy.backends import BACKENDS, option_help, options_help, parse_option_flags
 from evitdeploy.errors import EXIT_CHECK_FAILED, UserError, one_line
 
 def _click_exceptions():
@@ -116,6 +116,9 @@ INT8_KERNELS_OPTION = typer.Option(
     None, "--int8-kernels",
     help="x86 CPUs the INT8 model is for (onnx, openvino): any (7-bit weights, exact on every x86), vnni (full 8-bit weights, "
     "VNNI/AMX CPUs only: AVX2-only CPUs saturate them and check refuses it there) or avx2 [default: the profile's, else any].",
+)
+OPTION_OPTION = typer.Option(
+    None, "--option", "-O", metavar="NAME=VALUE", help=f"An option the target declares, NAME=VALUE (repeatable); the targets' options: {options_help()}.",
 )
 SEARCH_BUDGET_OPTION = typer.Option(6, "--search-budget", max=limits.SEARCH_BUDGET_MAX, help="At most this many blocks the INT8 search may move to FP32 (0: rules only).")
 
@@ -233,8 +236,9 @@ def export(
     dynamic: str = typer.Option("", "--dynamic", help="Dynamic axes: comma list of batch,height,width, or 'all'."),
     opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset, 17-20 [default: 17 for B models; 20 for L models, whose GELU is one op there]."),
     simplify: bool = typer.Option(True, "--simplify/--no-simplify", help="Simplify the graph with onnxslim."),
-    nhwc: bool = typer.Option(False, "--nhwc", help="TFLite: NHWC (channels-last) input, as camera frames come; no transpose in front of the model."),
-    delegate: str = typer.Option("", "--delegate", help="ExecuTorch: xnnpack (CPU, ARM phones; fp32/int8) or coreml (Apple; fp32, predicts only in an app) [default: xnnpack]."),
+    option: Optional[list[str]] = OPTION_OPTION,
+    nhwc: bool = typer.Option(False, "--nhwc", help=f"Short for --option nhwc=true ({option_help('nhwc')})."),
+    delegate: str = typer.Option("", "--delegate", help=f"Short for --option delegate=NAME ({option_help('delegate')}) [default: the first]."),
     data: Optional[Path] = typer.Option(None, "--data", help="Image folder or .npz for validation [default: scikit-image sample photos]."),
     seed: int = SEED_OPTION,
     attention_eps: Optional[float] = typer.Option(None, "--attention-eps", help="Override LiteMLA's normalizer eps (default: the checkpoint's)."),
@@ -265,7 +269,7 @@ def export(
     request = ExportRequest(
         model=model, target=target, precision=precision, output=output, checkpoint=checkpoint, batch=batch, height=height, width=width,
         dynamic=parse_dynamic(dynamic), opset=opset, simplify=simplify, force=force, seed=seed, attention_eps=attention_eps, data=data,
-        reduced=reduced, channels_last=nhwc, delegate=delegate,
+        reduced=reduced, backend_options=parse_option_flags(option, nhwc=nhwc, delegate=delegate),
     )
     with progress(not as_json) as step:
         artifact = export_model(request, progress=step)
@@ -757,6 +761,7 @@ def deploy(
         "that passes its tolerances [default: the profile's].",
     ),
     backend: Optional[str] = typer.Option(None, "--backend", help="One of the profile's candidate backends instead of its own (see its candidates)."),
+    option: Optional[list[str]] = OPTION_OPTION,
     executor: Optional[str] = typer.Option(
         None, "--executor", help="With --precision auto: measure the candidates on this host (local) or on a Ray farm node of the profile (ray) [default: local].",
     ),
@@ -796,32 +801,22 @@ def deploy(
     OUTPUT-candidates/ beside the bundle (OUTPUT is MODEL-PROFILE-auto unless -o says). Exit 1,
     with no bundle, when no candidate passes.
     """
-    from evitdeploy.deploy import deploy as run_deploy
+    from evitdeploy.autoselect import deploy_fastest
+    from evitdeploy.deploy import deploy as deploy_one
     from evitdeploy.report.tables import deploy_table
+    from evitdeploy.requests import DeployRequest
 
     reduced = _precision_options(
         calib=calib, calib_count=calib_count, calib_method=calib_method, fp16_io=fp16_io, fp16_margin=fp16_margin,
         min_cosine=min_cosine_target, search_budget=search_budget, int8_kernels=int8_kernels,
     )
-    auto = precision == "auto"
-    for flag, value in (("--executor", executor), ("--address", address)):
-        if value is not None and not auto:
-            raise UserError(f"{flag} is for --precision auto", f"drop {flag}, or add --precision auto")
-    if auto and backend is not None:
-        raise UserError("--backend picks one backend; --precision auto measures every candidate of the profile", "drop --backend, or pass -p PRECISION")
+    request = DeployRequest(
+        profile=profile, model=model, output=output, precision=precision, backend=backend, checkpoint=checkpoint, reduced=reduced,
+        backend_options=parse_option_flags(option), data=data, samples=samples, seed=seed, force=force, height=height, width=width,
+        sign_key=sign_key, executor=executor, address=address,
+    )
     with progress(not as_json) as step:
-        if auto:
-            from evitdeploy.autoselect import deploy_fastest
-
-            summary = deploy_fastest(
-                profile, model, output, checkpoint=checkpoint, reduced=reduced, data=data, samples=samples, seed=seed, force=force, progress=step,
-                height=height, width=width, sign_key=sign_key, executor=executor or "local", address=address,
-            )
-        else:
-            summary = run_deploy(
-                profile, model, output, precision=precision, checkpoint=checkpoint, reduced=reduced, data=data, samples=samples, seed=seed,
-                force=force, progress=step, height=height, width=width, sign_key=sign_key, backend=backend,
-            )
+        summary = (deploy_fastest if precision == "auto" else deploy_one)(request, progress=step)
     _save(summary, save)
     if as_json:
         print(json.dumps(summary, indent=2))

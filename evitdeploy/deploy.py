@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Optional
 
 from evitdeploy import limits
 from evitdeploy.artifact import folder_kept_on_success, model_size, prepare_output
 from evitdeploy.errors import UserError
+from evitdeploy.precision.options import PrecisionOptions
+from evitdeploy.requests import BenchRequest, CheckRequest, DeployRequest, ExportRequest
+
+Progress = Optional[Callable[[str], None]]
 
 STAGES = ("export", "check", "bench", "bundle")
 
@@ -38,32 +42,28 @@ def _precision_flags(reduced, precision: str) -> str:
     return text + (" --fp16-io" if reduced.fp16_io else "")
 
 
-def _require_memory(model_name: str, profile, *, precision: str, reduced, samples: int, height, width) -> None:
+def _require_memory(spec, profile, *, precision: str, reduced, samples: int) -> None:
     """Refuse, before anything is written, a deploy whose export or check cannot fit this host."""
     from evitdeploy import api, memory
-    from evitdeploy.precision.options import PrecisionOptions
-    from evitdeploy.models import get_spec
 
-    spec = get_spec(model_name).with_input(profile.batch, height, width)
-    api._require_memory_for_export(spec, profile.dynamic, precision=precision, reduced=reduced or PrecisionOptions())
+    api.require_memory_for_export(spec, profile.dynamic, precision=precision, reduced=reduced)
     memory.require_fits(spec, "check", f"checking {spec.name} at {spec.height}x{spec.width} on {samples} inputs", images=samples)
 
 
-def _commands(model: str, profile, *, precision: str, checkpoint, reduced, output: Path, spec, signed: bool = False, backend_flag: str = "") -> dict:
+def _commands(plan: "Plan", *, spec, signed: bool) -> dict:
     """The exact commands: this deploy, the export it ran, and the verification on the device."""
-    from evitdeploy.backends import get_backend
-    from evitdeploy.precision.options import PrecisionOptions
+    from evitdeploy.backends import option_flags
 
-    if precision == "int8" and profile.int8_kernels and get_backend(profile.backend).x86_int8_kernels and not (reduced and reduced.int8_kernels):
-        reduced = replace(reduced or PrecisionOptions(), int8_kernels=profile.int8_kernels)  # what export_model took from the profile
-    options = (f" --checkpoint {checkpoint}" if checkpoint else "") + _precision_flags(reduced, precision)
+    request, profile, output = plan.request, plan.profile, plan.output
+    options = (f" --checkpoint {request.checkpoint}" if request.checkpoint else "") + _precision_flags(plan.reduced, plan.precision)
     shape = f" --height {spec.height} --width {spec.width}"
-    dynamic = (f" --dynamic {','.join(profile.dynamic)}" if profile.dynamic else "") + (" --nhwc" if profile.nhwc else "")
-    dynamic += f" --delegate {profile.delegate}" if profile.delegate and profile.target == "executorch" else ""
+    given = {**profile.backend_options, **request.backend_options}
+    export_flags = (f" --dynamic {','.join(profile.dynamic)}" if profile.dynamic else "") + option_flags(plan.backend, given)
+    deploy_flags = (f" --backend {profile.backend}" if plan.other_backend else "") + option_flags(plan.backend, request.backend_options)
     where = profile.source if profile.source.endswith(".toml") else profile.name
     return {
-        "deploy": f"evitdeploy deploy --profile {where} --model {model}{backend_flag} --precision {precision}{shape}{options} -o {output}",
-        "export": f"evitdeploy export --model {model} --target {profile.target} --precision {precision} --batch {spec.input_shape[0]}{shape}{dynamic}{options}",
+        "deploy": f"evitdeploy deploy --profile {where} --model {request.model}{deploy_flags} --precision {plan.precision}{shape}{options} -o {output}",
+        "export": f"evitdeploy export --model {request.model} --target {profile.target} --precision {plan.precision} --batch {spec.input_shape[0]}{shape}{export_flags}{options}",
         "verify_on_device": "python3 verify.py" + (" --public-key PUB.pem" if signed else ""),
         "verify_with_evitdeploy": f"evitdeploy verify {output}" + (" --public-key PUB.pem" if signed else ""),
         **({"verify_signature": f"model_signing verify key --signature {output}/model.sig --public_key PUB.pem {output}"} if signed else {}),
@@ -109,157 +109,213 @@ def input_size(profile, model_name: str, *, height: Optional[int], width: Option
     return height or profile.height or spec.height, width or profile.width or spec.width
 
 
-def deploy(
-    profile_name: str,
-    model_name: str,
-    output: Optional[Path] = None,
-    *,
-    precision: Optional[str] = None,
-    checkpoint: Optional[Path] = None,
-    reduced=None,
-    data: Optional[Path] = None,
-    samples: int = 8,
-    seed: int = 0,
-    force: bool = False,
-    progress: Optional[Callable[[str], None]] = None,
-    height: Optional[int] = None,
-    width: Optional[int] = None,
-    sign_key: Optional[Path] = None,
-    backend: Optional[str] = None,
-) -> dict:
-    """Run the whole flow for a profile; the bundle is written even when a verdict fails, so the
-    evidence can be read, and the summary says so. With `sign_key` (a PEM EC private key) the
-    bundle is signed in the OpenSSF model-signing format (model.sig). `backend`: one of the
-    profile's candidates instead of its own backend (what `--precision auto` chose)."""
-    from evitdeploy import api, bundle
-    from evitdeploy.bench import host_info
-    from evitdeploy.data import load_inputs_and_sizes
-    from evitdeploy.precision.options import PrecisionOptions
-    from evitdeploy.models import get_spec
-    from evitdeploy.profiles import backend_status, host_kind, load_profile, require_backend
-    from evitdeploy.requests import BenchRequest, CheckRequest, ExportRequest
+@dataclass(frozen=True)
+class Plan:
+    """What a deploy will do, settled (and refused where it cannot be done) before anything is written."""
 
-    profile = load_profile(profile_name)
-    backend_flag = ""  # another candidate than the profile's own backend: the commands and the default name say which
-    if backend is not None and candidate_backend(profile, backend) != profile.backend:
-        profile = replace(profile, backend=candidate_backend(profile, backend))
-        backend_flag = f" --backend {profile.backend}"
-    status = backend_status(profile)
-    recipe_only = profile.backend == "tensorrt" and status["built"] and not status["installed"]
-    if not recipe_only:  # TensorRT absent: the bundle carries the ONNX + plan + build recipe for the device
+    request: DeployRequest
+    profile: object  # profiles.Profile, its backend the one deployed
+    backend: object  # that backend's descriptor
+    other_backend: bool  # a candidate other than the profile's own backend (what --precision auto chose)
+    precision: str
+    height: int
+    width: int
+    promptable: bool
+    reduced: PrecisionOptions  # with the profile's INT8 kernel class where the backend has one
+    backend_options: dict  # the profile's, then the request's
+    output: Path
+    signature: Optional[dict]
+
+
+@dataclass
+class Checked:
+    """The check stage: the parity report and the arrays the bundle carries."""
+
+    check: dict
+    inputs: object
+    sizes: list
+    source: str
+    expected: object = None  # PyTorch's outputs (not for a promptable model: its bundle carries prompts)
+    outputs: object = None  # the artifact's outputs here (None where it cannot run here)
+    runs_here: bool = True
+
+
+def deploy(request: DeployRequest, progress: Progress = None) -> dict:
+    """Run the whole flow for a profile; the bundle is written even when a verdict fails, so the
+    evidence can be read, and the summary says so. With `request.sign_key` the bundle is signed in
+    the OpenSSF model-signing format (model.sig). Precision "auto" is `autoselect.deploy_fastest`."""
+    for flag, value in (("--executor", request.executor), ("--address", request.address)):
+        if value is not None:
+            raise UserError(f"{flag} is for --precision auto", f"drop {flag}, or add --precision auto")
+    plan = plan_deploy(request)
+    prepare_output(plan.output, request.force)
+    seconds = {"bench": 0.0}
+    with folder_kept_on_success(plan.output.parent), tempfile.TemporaryDirectory(prefix=f".{plan.output.name}.work-", dir=plan.output.parent) as scratch:
+        started = time.perf_counter()
+        artifact = _export(plan, Path(scratch) / "artifact", progress=_staged(progress, 0))
+        seconds["export"], started = time.perf_counter() - started, time.perf_counter()
+        checked = _check(plan, artifact, progress=_staged(progress, 1))
+        seconds["check"], started = time.perf_counter() - started, time.perf_counter()
+        bench, budget = _bench(plan, artifact, checked, progress=_staged(progress, 2))
+        seconds["bench"], started = (time.perf_counter() - started if bench else 0.0), time.perf_counter()
+        manifest = _bundle(plan, artifact, checked, bench=bench, budget=budget, progress=_staged(progress, 3))
+        seconds["bundle"] = time.perf_counter() - started
+    return _summary(plan, checked, bench=bench, budget=budget, manifest=manifest, seconds=seconds)
+
+
+def plan_deploy(request: DeployRequest) -> Plan:
+    """The deploy settled: profile and backend, precision, size, options; every refusal that needs
+    no work (an unknown model or backend, a precision the profile lacks, memory, a key that cannot
+    sign) happens here, before anything is written."""
+    from evitdeploy.backends import check_options, get_backend
+    from evitdeploy.models import get_spec
+    from evitdeploy.profiles import backend_status, load_profile, require_backend
+
+    profile = load_profile(request.profile)
+    other = request.backend is not None and candidate_backend(profile, request.backend) != profile.backend
+    if other:
+        profile = replace(profile, backend=candidate_backend(profile, request.backend))
+    backend = get_backend(profile.backend)
+    given = {**profile.backend_options, **request.backend_options}
+    if backend.builds_on_device and not backend_status(profile)["installed"]:  # the bundle carries what the device builds from
+        given[backend.builds_on_device] = False
+    else:
         require_backend(profile)
-    promptable = get_spec(model_name).promptable  # an unknown model fails before anything runs
-    height, width = input_size(profile, model_name, height=height, width=width)
+    promptable = get_spec(request.model).promptable  # an unknown model fails before anything runs
+    height, width = input_size(profile, request.model, height=request.height, width=request.width)
     offered = profile.precisions_for(profile.backend)
-    precision = precision or (profile.precision if profile.precision in offered else offered[0])
+    precision = request.precision or (profile.precision if profile.precision in offered else offered[0])
     require_precision(profile, precision)
-    limits.check_range("--samples", samples, 1, high=limits.SAMPLES_MAX)
-    limits.check_seed(seed)
-    _require_memory(
-        model_name, profile, precision=precision, reduced=reduced, samples=samples, height=height, width=width,
-    )
+    check_options(backend, given, precision)
+    limits.check_range("--samples", request.samples, 1, high=limits.SAMPLES_MAX)
+    limits.check_seed(request.seed)
+    reduced = request.reduced or PrecisionOptions()
+    if precision == "int8" and profile.int8_kernels and backend.x86_int8_kernels and not reduced.int8_kernels:
+        reduced = replace(reduced, int8_kernels=profile.int8_kernels)  # what the export takes from the profile
+    spec = get_spec(request.model).with_input(profile.batch, height, width)
+    _require_memory(spec, profile, precision=precision, reduced=reduced, samples=request.samples)
     signature = None
-    if sign_key is not None:  # a key that cannot sign is refused before anything is written
+    if request.sign_key is not None:  # a key that cannot sign is refused before anything is written
         from evitdeploy.signing import signature_section
 
-        signature = signature_section(Path(sign_key))
-    output = Path(output or f"{model_name}-{profile.name}{'-' + profile.backend if backend_flag else ''}-{precision}")
-    prepare_output(output, force)
-    seconds = {"bench": 0.0}
-    with folder_kept_on_success(output.parent), tempfile.TemporaryDirectory(prefix=f".{output.name}.work-", dir=output.parent) as scratch:
-        started = time.perf_counter()
-        request = ExportRequest(
-            model=model_name, target=profile.target, precision=precision, output=Path(scratch) / "artifact", checkpoint=checkpoint,
-            batch=profile.batch, height=height, width=width, dynamic=tuple(a for a in profile.dynamic if a == "batch" or not promptable), seed=seed, data=data,
-            reduced=reduced or PrecisionOptions(), channels_last=profile.nhwc, profile=profile, engine=not recipe_only,
-            delegate=profile.delegate if profile.target == "executorch" else "",
-        )
-        artifact = api.export_model(request, progress=_staged(progress, 0))
-        seconds["export"] = time.perf_counter() - started
+        signature = signature_section(Path(request.sign_key))
+    output = Path(request.output or f"{request.model}-{profile.name}{'-' + profile.backend if other else ''}-{precision}")
+    return Plan(request, profile, backend, other, precision, height, width, promptable, reduced, given, output, signature)
 
-        started = time.perf_counter()
-        spec = artifact.spec
-        inputs, sizes, source = load_inputs_and_sizes(spec, (spec.height, spec.width), source=data, count=samples)
-        tolerances = profile.tolerances_for(precision)
-        on_kind, why = host_kind(profile)
-        budget_ms = profile.budget_for(model_name)
-        cannot_run = api.predicts_here(artifact)
-        if promptable:  # parity by prompt (mask IoU): PyTorch's masks for the bundle, the artifact's check here
-            expected, outputs = None, None
-            if not cannot_run:
-                check = api.check_artifact(CheckRequest(path=artifact.folder, checkpoint=checkpoint, data=data, samples=samples, threads=profile.threads,
-                                                        tolerance_overrides=asdict(tolerances)), progress=_staged(progress, 1))
-        if cannot_run:  # the bundle still carries the PyTorch outputs for verify.py where it can run
-            expected = None if promptable else api.reference_outputs(artifact, spec, inputs, checkpoint=checkpoint)
-            outputs, bench, stats, measured = None, None, None, None
-            check = {"kind": "parity", "passed": None, "failures": [], "metrics": {}, "tolerances": asdict(tolerances), "skipped": cannot_run}
-            judged, why = False, cannot_run
-            seconds["check"] = time.perf_counter() - started
-        else:
-            if not promptable:
-                check, expected, outputs = api.parity_report(
-                    artifact, spec, inputs, source=source, tolerances=tolerances, threads=profile.threads, checkpoint=checkpoint,
-                    progress=_staged(progress, 1),
-                )
-            seconds["check"] = time.perf_counter() - started
-            cannot_time = api.times_here(artifact)
-            if cannot_time:
-                bench, stats, measured, judged, why = None, None, None, False, cannot_time
-                check["of"] = cannot_time
-            else:
-                started = time.perf_counter()
-                bench = api.bench_artifact(
-                    BenchRequest(path=artifact.folder, threads=profile.threads, warmup=profile.warmup, count=profile.count), progress=_staged(progress, 2),
-                )
-                seconds["bench"] = time.perf_counter() - started
-                stats = bench["results"][0]["stats"]
-                measured = stats[f"{profile.statistic}_ms"]
-                judged = on_kind and budget_ms is not None
-        budget = {
-            "statistic": profile.statistic, "latency_ms": budget_ms, "measured_ms": measured, "judged": judged, "host": why,
-            "passed": (measured <= budget_ms) if judged else None,
-        }
 
-        started = time.perf_counter()
-        step = _staged(progress, 3)
-        if step:
-            step(f"writing {output}")
-        count = bundle.reference_count(spec.input_shape)
-        sections = {
-            "tolerances": asdict(tolerances),
-            "budget": budget,
-            "bench": {"threads": profile.threads, "warmup": profile.warmup, "count": profile.count},
-            "check": {**check["metrics"], "passed": check["passed"], "failures": check["failures"], "data": source, "skipped": check.get("skipped"),
-                      **_kernels_of(check)},
-            "latency": stats,
-            "made_on": host_info(profile.threads),
-            "commands": _commands(
-                model_name, profile, precision=precision, checkpoint=checkpoint, reduced=reduced, output=output, spec=spec, signed=signature is not None,
-                backend_flag=backend_flag,
-            ),
-            **({"signature": signature} if signature else {}),
-        }
-        reports = {"check.json": check, **({"bench.json": bench} if bench else {})}
-        prompted = api.promptable_reference(artifact, spec, inputs[:count], sizes=sizes[:count], checkpoint=checkpoint) if promptable else None
-        manifest = bundle.write_bundle(
-            output, artifact, profile, inputs=inputs[:count], expected=None if promptable else expected[:count],
-            host_outputs=None if outputs is None else outputs[:count], sections=sections, reports=reports, sign_key=sign_key, prompted=prompted,
+def _export(plan: Plan, folder: Path, *, progress: Progress):
+    from evitdeploy import api
+
+    request, profile = plan.request, plan.profile
+    return api.export_model(
+        ExportRequest(
+            model=request.model, target=profile.target, precision=plan.precision, output=folder, checkpoint=request.checkpoint,
+            batch=profile.batch, height=plan.height, width=plan.width, seed=request.seed, data=request.data, reduced=plan.reduced,
+            dynamic=tuple(a for a in profile.dynamic if a == "batch" or not plan.promptable), profile=profile, backend_options=plan.backend_options,
+        ),
+        progress=progress,
+    )
+
+
+def _check(plan: Plan, artifact, *, progress: Progress) -> Checked:
+    """Parity with the profile's tolerances where the artifact runs here; else the PyTorch outputs
+    the bundle's verify.py compares with on the device."""
+    from evitdeploy import api
+    from evitdeploy.data import load_inputs_and_sizes
+
+    request, spec = plan.request, artifact.spec
+    inputs, sizes, source = load_inputs_and_sizes(spec, (spec.height, spec.width), source=request.data, count=request.samples)
+    tolerances = plan.profile.tolerances_for(plan.precision)
+    cannot_run = api.predicts_here(artifact)
+    if cannot_run:
+        expected = None if plan.promptable else api.reference_outputs(artifact, spec, inputs, checkpoint=request.checkpoint)
+        check = {"kind": "parity", "passed": None, "failures": [], "metrics": {}, "tolerances": asdict(tolerances), "skipped": cannot_run}
+        return Checked(check, inputs, sizes, source, expected=expected, runs_here=False)
+    if plan.promptable:  # parity by prompt (mask IoU): PyTorch's masks go into the bundle separately
+        check = api.check_artifact(
+            CheckRequest(path=artifact.folder, checkpoint=request.checkpoint, data=request.data, samples=request.samples,
+                         threads=plan.profile.threads, tolerance_overrides=asdict(tolerances)),
+            progress=progress,
         )
-        seconds["bundle"] = time.perf_counter() - started
+        return Checked(check, inputs, sizes, source)
+    check, expected, outputs = api.parity_report(
+        artifact, spec, inputs, source=source, tolerances=tolerances, threads=plan.profile.threads, checkpoint=request.checkpoint, progress=progress,
+    )
+    return Checked(check, inputs, sizes, source, expected=expected, outputs=outputs)
+
+
+def _bench(plan: Plan, artifact, checked: Checked, *, progress: Progress) -> tuple[Optional[dict], dict]:
+    """(the bench report or None, the budget verdict): latency judged only on a host of the profile's kind."""
+    from evitdeploy import api
+    from evitdeploy.profiles import host_kind
+
+    profile = plan.profile
+    on_kind, why = host_kind(profile)
+    budget_ms = profile.budget_for(plan.request.model)
+    bench, measured, judged = None, None, False
+    if not checked.runs_here:
+        why = checked.check["skipped"]
+    elif api.times_here(artifact):
+        why = checked.check["of"] = api.times_here(artifact)
+    else:
+        bench = api.bench_artifact(BenchRequest(path=artifact.folder, threads=profile.threads, warmup=profile.warmup, count=profile.count), progress=progress)
+        measured = bench["results"][0]["stats"][f"{profile.statistic}_ms"]
+        judged = on_kind and budget_ms is not None
+    return bench, {
+        "statistic": profile.statistic, "latency_ms": budget_ms, "measured_ms": measured, "judged": judged, "host": why,
+        "passed": (measured <= budget_ms) if judged else None,
+    }
+
+
+def _bundle(plan: Plan, artifact, checked: Checked, *, bench: Optional[dict], budget: dict, progress: Progress) -> dict:
+    """Write the bundle (its manifest returned): the artifact, the reference data, the reports."""
+    from evitdeploy import api, bundle
+    from evitdeploy.bench import host_info
+
+    profile, spec, check = plan.profile, artifact.spec, checked.check
+    if progress:
+        progress(f"writing {plan.output}")
+    count = bundle.reference_count(spec.input_shape)
+    sections = {
+        "tolerances": asdict(profile.tolerances_for(plan.precision)),
+        "budget": budget,
+        "bench": {"threads": profile.threads, "warmup": profile.warmup, "count": profile.count},
+        "check": {**check["metrics"], "passed": check["passed"], "failures": check["failures"], "data": checked.source, "skipped": check.get("skipped"),
+                  **_kernels_of(check)},
+        "latency": bench["results"][0]["stats"] if bench else None,
+        "made_on": host_info(profile.threads),
+        "commands": _commands(plan, spec=spec, signed=plan.signature is not None),
+        **({"signature": plan.signature} if plan.signature else {}),
+    }
+    reports = {"check.json": check, **({"bench.json": bench} if bench else {})}
+    inputs, sizes = checked.inputs[:count], checked.sizes[:count]
+    prompted = api.promptable_reference(artifact, spec, inputs, sizes=sizes, checkpoint=plan.request.checkpoint) if plan.promptable else None
+    return bundle.write_bundle(
+        plan.output, artifact, profile, inputs=inputs, expected=None if checked.expected is None else checked.expected[:count],
+        host_outputs=None if checked.outputs is None else checked.outputs[:count], sections=sections, reports=reports,
+        sign_key=plan.request.sign_key, prompted=prompted,
+    )
+
+
+def _summary(plan: Plan, checked: Checked, *, bench: Optional[dict], budget: dict, manifest: dict, seconds: dict) -> dict:
+    from evitdeploy import bundle
+
+    profile, check, output, signature = plan.profile, checked.check, plan.output, plan.signature
+    stats = bench["results"][0]["stats"] if bench else None
     failures = list(check["failures"])
-    if judged and not budget["passed"]:
-        failures.append(f"{profile.statistic} latency {measured:.2f} ms exceeds the {profile.name} budget of {budget_ms} ms")
+    if budget["judged"] and not budget["passed"]:
+        failures.append(f"{profile.statistic} latency {budget['measured_ms']:.2f} ms exceeds the {profile.name} budget of {budget['latency_ms']} ms")
     model_bytes = sum(model_size(output / name) for name in (manifest.get("models") or {"model": manifest["model_file"]}).values())  # files or package folders
     return {
         "kind": "deploy",
         "profile": profile.name,
-        "model": model_name,
+        "model": plan.request.model,
         "target": profile.target,
-        "precision": precision,
+        "precision": plan.precision,
         "bundle": str(output),
         "passed": not failures,
         "failures": failures,
-        "check": {"passed": check["passed"], "metrics": check["metrics"], "tolerances": check["tolerances"], "data": source, "skipped": check.get("skipped"),
+        "check": {"passed": check["passed"], "metrics": check["metrics"], "tolerances": check["tolerances"], "data": checked.source, "skipped": check.get("skipped"),
                   **_kernels_of(check)},
         "latency": {**stats, "threads": profile.threads} if stats else None,
         "budget": budget,

@@ -19,6 +19,7 @@ class Tool:
     install: str
     core: bool = False
     predicts_on: str = ""  # backends only: where its runner predicts
+    backend: object = None  # backends only: its descriptor
 
 
 TOOLS = (  # what is not a backend: the reference, sample photos, TensorRT's tooling, signing
@@ -33,7 +34,10 @@ TOOLS = (  # what is not a backend: the reference, sample photos, TensorRT's too
 def _rows() -> list[Tool]:
     from evitdeploy.backends import BACKENDS
 
-    backends = [Tool(b.folder, tuple(p.distribution for p in b.packages), b.title, install=b.install, core=not b.extra, predicts_on=b.predicts_on) for b in BACKENDS.values()]
+    backends = [
+        Tool(b.folder, tuple(p.distribution for p in b.packages), b.title, install=b.install, core=not b.extra, predicts_on=b.predicts_on, backend=b)
+        for b in BACKENDS.values()
+    ]
     return [*TOOLS[:2], *backends, *TOOLS[2:]]
 
 
@@ -56,18 +60,13 @@ def diagnose() -> dict:
         entry = {"name": row.name, "packages": list(row.packages), "purpose": row.purpose, "install": row.install, "core": row.core, "installed": present, "versions": versions}
         if row.predicts_on:
             entry["predicts_on"] = row.predicts_on
-        if row.name == "onnxruntime" and present:
-            entry["providers"] = _ort_providers()
+        if row.backend is not None and row.backend.lists_providers and present:
+            from evitdeploy.backends import module
+
+            entry["providers"] = module(row.backend, "runner").available_providers()
         entries.append(entry)
     core_ok = all(e["installed"] for e in entries if e["core"])
     from evitdeploy.device import cpu
 
     return {"core_ok": core_ok, "backends": entries, "cpu": cpu.describe()}
 
-
-def _ort_providers() -> list[str]:
-    try:
-        import onnxruntime
-    except Exception:
-        return []
-    return list(onnxruntime.get_available_providers())

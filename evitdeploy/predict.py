@@ -350,7 +350,7 @@ def predict(request: PredictRequest, progress: Progress = None) -> dict:
     _step(progress, f"reading {image_path}")
     image = read_image(image_path)
     height, width = image.shape[:2]
-    artifact = api._resolve(Path(request.path), request.model_name)  # the manifest's spec; --model only for a bare file
+    artifact = api.resolve_artifact(Path(request.path), request.model_name)  # the manifest's spec; --model only for a bare file
     spec = artifact.spec
     predictor = PREDICTORS.get(spec.task)
     if predictor is None:

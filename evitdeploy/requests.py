@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Mapping, Optional, Union
 
 from evitdeploy.precision.options import PrecisionOptions
 
@@ -35,10 +35,33 @@ class ExportRequest:
     attention_eps: Optional[float] = None
     data: Optional[Path] = None  # validation images [default: the sample photos]
     reduced: PrecisionOptions = field(default_factory=PrecisionOptions)  # calibration and planning for fp16/bf16/int8
-    channels_last: bool = False  # TFLite: an NHWC input
     profile: Any = None  # the deploy profile (profiles.Profile) exporting for, if any
-    engine: bool = True  # TensorRT: build the engine here (False: the ONNX + plan + recipe only)
-    delegate: str = ""  # ExecuTorch: "xnnpack" ("" too) or "coreml"
+    backend_options: Mapping[str, Any] = field(default_factory=dict)  # options the target declares ({"nhwc": True}, {"delegate": "coreml"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeployRequest:
+    """`deploy`: export -> check -> bench -> bundle for a device profile, one verdict. With
+    precision "auto" every candidate of the profile is measured and the fastest that passes is
+    deployed (`executor`/`address`: where the candidates are measured)."""
+
+    profile: str  # a shipped profile's name or a .toml path
+    model: str
+    output: Optional[Path] = None  # None: MODEL-PROFILE-PRECISION (MODEL-PROFILE-auto)
+    precision: Optional[str] = None  # None: the profile's; "auto": measure every candidate
+    backend: Optional[str] = None  # one of the profile's candidates instead of its own backend
+    checkpoint: Optional[Path] = None
+    reduced: PrecisionOptions = field(default_factory=PrecisionOptions)
+    backend_options: Mapping[str, Any] = field(default_factory=dict)  # over the profile's [options]
+    data: Optional[Path] = None
+    samples: int = 8
+    seed: int = 0
+    force: bool = False
+    height: Optional[int] = None
+    width: Optional[int] = None
+    sign_key: Optional[Path] = None  # a PEM EC private key: the bundle is signed (model.sig)
+    executor: Optional[str] = None  # with precision "auto": local or ray [default: local]
+    address: Optional[str] = None  # with executor ray: HOST:PORT or auto
 
 
 @dataclass(frozen=True, kw_only=True)

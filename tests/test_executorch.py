@@ -301,8 +301,8 @@ def test_shipped_executorch_profiles_name_their_delegate():
     from evitdeploy.profiles import load_profile
 
     pixel, iphone = load_profile("pixel-8-executorch"), load_profile("iphone-15-executorch")
-    assert (pixel.target, pixel.delegate, pixel.precision) == ("executorch", "xnnpack", "int8")
-    assert (iphone.target, iphone.delegate, iphone.precisions) == ("executorch", "coreml", ("fp32",))
+    assert (pixel.target, pixel.backend_options["delegate"], pixel.precision) == ("executorch", "xnnpack", "int8")
+    assert (iphone.target, iphone.backend_options["delegate"], iphone.precisions) == ("executorch", "coreml", ("fp32",))
 
 
 # -- the Core ML delegate -------------------------------------------------------------------------

@@ -19,6 +19,41 @@ class Package:
 
 
 @dataclass(frozen=True)
+class Choice:
+    """One value an option may take, where it builds fewer precisions than its backend."""
+
+    value: str
+    precisions: tuple[str, ...] = ()  # () = every precision of the backend
+    title: str = ""  # how a refusal names it ("the Core ML delegate")
+    instead: str = ""  # the hint when a precision is refused ("use --target coreml for ...")
+
+
+@dataclass(frozen=True)
+class Option:
+    """An export option one backend takes: `--option NAME=VALUE` on the command line (or the
+    option's own flag), an `[options]` table in a profile, `backend_options` in a request. The
+    registry validates it once (`evitdeploy.backends.check_options`); only the backend reads it."""
+
+    name: str
+    help: str
+    choices: tuple[Choice, ...] = ()  # the values it takes, the default first; () = a true/false switch
+    flag: str = ""  # a command-line flag of its own ("--nhwc"), besides --option NAME=VALUE
+    on_by_default: bool = False  # a switch's default
+
+    @property
+    def default(self):
+        return self.choices[0].value if self.choices else self.on_by_default
+
+    @property
+    def spelled(self) -> str:
+        """How a refusal on the command line names it."""
+        return self.flag or f"--option {self.name}"
+
+    def choice(self, value) -> "Choice | None":
+        return next((c for c in self.choices if c.value == value), None)
+
+
+@dataclass(frozen=True)
 class Backend:
     name: str  # the target as the CLI, manifests and bundles spell it ("onnx", "trt")
     folder: str  # its package under evitdeploy/backends/ (also the name profiles use)
@@ -36,13 +71,25 @@ class Backend:
     version_bound: bool = False  # a serialized engine loads only on the runtime version that built it
     predicts_on: str = "any host"  # where its runner predicts ("macOS", "an NVIDIA GPU with TensorRT")
     consumes: tuple[str, ...] = ()  # other backends' folders it may import (TensorRT and OpenVINO read the ONNX export)
-    delegates: tuple[str, ...] = ()  # what --delegate may choose (ExecuTorch), the default first
+    options: tuple[Option, ...] = ()  # export options of its own (TFLite's nhwc, ExecuTorch's delegate, TensorRT's engine)
+    builds_on_device: str = ""  # the switch option that, off, leaves the build to the device: deploy turns it off where the runtime is missing
+    gpu_compute_timing: bool = False  # its runner also times GPU compute alone (`gpu_times_ms`), as trtexec does
+    lists_providers: bool = False  # its runner module's `available_providers()` lists execution providers (doctor)
+    package: str = ""  # the Python package holding its modules [default: evitdeploy.backends.<folder>]
     x86_int8_kernels: bool = False  # its INT8 runs on x86 integer kernels whose class decides accuracy (--int8-kernels)
     declined: tuple[tuple[str, str], ...] = ()  # (precision, why it is not built): the refusal says why, not just "unsupported"
 
     @property
     def suffix(self) -> str:
         return "." + self.model_file.rsplit(".", 1)[1]
+
+    @property
+    def modules(self) -> str:
+        """Where its export/runner/plan/device modules live."""
+        return self.package or f"evitdeploy.backends.{self.folder}"
+
+    def option(self, name: str) -> "Option | None":
+        return next((o for o in self.options if o.name == name), None)
 
     @property
     def names(self) -> tuple[str, ...]:

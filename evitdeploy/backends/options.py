@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Mapping, Optional
 
 from evitdeploy.precision.options import PrecisionOptions
 
@@ -22,10 +22,8 @@ class ExportOptions:
     source: dict = field(default_factory=dict)  # where the weights came from, for the manifest
     progress: Optional[Callable[[str], None]] = None  # called with a step name as each step starts
     reduced: PrecisionOptions = field(default_factory=PrecisionOptions)  # calibration and plan for fp16/int8
-    channels_last: bool = False  # NHWC model input (TFLite: a phone camera's frame order)
     profile: Optional[object] = None  # the deploy profile (TensorRT: optimization-profile shape range)
-    engine: bool = True  # TensorRT: build the engine here; False writes the ONNX + build recipe for the device
-    delegate: str = ""  # ExecuTorch: "xnnpack" (default) or "coreml"
+    backend_options: Mapping[str, Any] = field(default_factory=dict)  # every option the backend declares, checked (backends.check_options)
 
     def step(self, name: str) -> None:
         if self.progress:

@@ -12,9 +12,9 @@ it builds). Each candidate is measured at the profile's `precisions` it builds, 
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Literal, Optional, Union
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -31,35 +31,50 @@ from evitdeploy.parity import Tolerances, tolerances_for
 PROFILES_DIR = Path(__file__).parent
 
 
+def _from(key: str, convert=None):
+    """A Profile field read from the validated TOML at `key` ("input.batch"), converted by `convert`."""
+    return field(metadata={"toml": key, "convert": convert})
+
+
+def _lowered(values) -> tuple:
+    return tuple(value.lower() for value in values)
+
+
+def _dumped(tables: dict) -> dict:
+    return {precision: table.model_dump(exclude_none=True) for precision, table in tables.items()}
+
+
 @dataclass(frozen=True)
 class Profile:
-    name: str
-    description: str
-    backend: str
-    precision: str
-    precisions: tuple[str, ...]
-    source: str  # the TOML it came from
-    notes: tuple[str, ...] = ()
-    batch: int = 1
-    height: Optional[int] = None  # None: the model's own size
-    width: Optional[int] = None
-    dynamic: tuple[str, ...] = ()
-    nhwc: bool = False  # channels-last model input (TFLite only)
-    shape_min: tuple[int, ...] = ()  # per dynamic axis, for engines with optimization profiles
-    shape_max: tuple[int, ...] = ()
-    threads: Optional[int] = None
-    warmup: int = 10
-    count: int = 50
-    statistic: str = "median"
-    latency_ms: Optional[float] = None
-    model_budgets: dict = field(default_factory=dict)
-    tolerances: dict = field(default_factory=dict)  # precision -> overrides of parity's defaults
-    host_machines: tuple[str, ...] = ()
-    host_device_model: Optional[str] = None
-    host_gpu: Optional[str] = None
-    candidates: tuple[str, ...] = ()  # backends `deploy --precision auto` measures; () means (backend,)
-    delegate: str = ""  # ExecuTorch's delegate ("xnnpack", "coreml"); "" for every other backend
-    int8_kernels: str = ""  # x86 INT8 kernel class its INT8 is for (any, vnni, avx2); "" where it does not apply
+    """A profile as the code reads it: the validated TOML (ProfileFile), its tables flattened.
+    Each field names the key it is read from; `parse_profile` copies none by hand."""
+
+    name: str = field(metadata={"toml": None})  # the file's stem or the shipped name
+    source: str = field(metadata={"toml": None})  # the TOML it came from
+    description: str = _from("description")
+    backend: str = _from("backend")
+    precision: str = _from("precision")
+    precisions: tuple[str, ...] = _from("precisions", tuple)
+    notes: tuple[str, ...] = _from("notes", tuple)
+    batch: int = _from("input.batch")
+    height: Optional[int] = _from("input.height")  # None: the model's own size
+    width: Optional[int] = _from("input.width")
+    dynamic: tuple[str, ...] = _from("input.dynamic", tuple)
+    shape_min: tuple[int, ...] = _from("input.min", tuple)  # per dynamic axis, for engines with optimization profiles
+    shape_max: tuple[int, ...] = _from("input.max", tuple)
+    threads: Optional[int] = _from("bench.threads")
+    warmup: int = _from("bench.warmup")
+    count: int = _from("bench.count")
+    statistic: str = _from("budget.statistic")
+    latency_ms: Optional[float] = _from("budget.latency_ms")
+    model_budgets: dict = _from("budget.models", dict)
+    tolerances: dict = _from("tolerances", _dumped)  # precision -> overrides of parity's defaults
+    host_machines: tuple[str, ...] = _from("host.machine", _lowered)
+    host_device_model: Optional[str] = _from("host.device_model")
+    host_gpu: Optional[str] = _from("host.gpu")
+    candidates: tuple[str, ...] = _from("candidates", lambda names: tuple(dict.fromkeys(names)))  # backends `deploy --precision auto` measures; () means (backend,)
+    backend_options: dict = _from("given_options", dict)  # options its backend declares, as given ({"delegate": "coreml"})
+    int8_kernels: str = _from("int8_kernels", lambda kernels: kernels or "")  # x86 INT8 kernel class its INT8 is for; "" where it does not apply
 
     def __post_init__(self) -> None:
         if not self.candidates:
@@ -107,7 +122,7 @@ class _InputTable(BaseModel):
     height: Optional[_Size] = None
     width: Optional[_Size] = None
     dynamic: list[Literal["batch", "height", "width"]] = []
-    nhwc: bool = False  # channels-last model input (TFLite only)
+    nhwc: bool = False  # the older spelling of [options] nhwc = true
     min: list[Annotated[int, Field(ge=1)]] = []  # per dynamic axis, for engines with optimization profiles
     max: list[Annotated[int, Field(ge=1)]] = []
 
@@ -150,7 +165,8 @@ class ProfileFile(BaseModel):
     precision: str
     precisions: list[str]
     candidates: list[str] = []  # backend folders `deploy --precision auto` measures; must include backend
-    delegate: Optional[str] = None  # one of the backend's delegates (ExecuTorch: xnnpack, coreml)
+    options: dict[str, Union[bool, str]] = {}  # options its backend declares (see docs/backends/), checked by the registry
+    delegate: Optional[str] = None  # the older spelling of [options] delegate
     int8_kernels: Optional[Literal[cpu.TARGETS]] = None  # the x86 INT8 kernel class its INT8 is for
     notes: list[str] = []
     input: _InputTable = _InputTable()
@@ -159,9 +175,23 @@ class ProfileFile(BaseModel):
     tolerances: dict[str, _TolerancesTable] = {}
     host: _HostTable = _HostTable()
 
+    @property
+    def given_options(self) -> dict:
+        """The backend options the file sets, in either spelling."""
+        older = {"nhwc": True} if self.input.nhwc else {}
+        older.update({"delegate": self.delegate} if self.delegate is not None else {})
+        return {**older, **self.options}
+
+    @property
+    def _option_keys(self) -> dict:
+        """How the file spelled each option, for its refusals."""
+        older = {"nhwc": "[input] nhwc"} if self.input.nhwc else {}
+        older.update({"delegate": "delegate"} if self.delegate is not None else {})
+        return {**older, **{name: f"[options] {name}" for name in self.options}}
+
     @model_validator(mode="after")
     def _consistent(self) -> "ProfileFile":
-        from evitdeploy.backends import BACKENDS
+        from evitdeploy.backends import BACKENDS, check_options
 
         shape = self.input
         known = {b.folder: b for b in BACKENDS.values()}
@@ -190,18 +220,11 @@ class ProfileFile(BaseModel):
         for label, values in (("min", shape.min), ("max", shape.max)):
             if values and len(values) != len(shape.dynamic):
                 raise ValueError(f"[input] {label} has {len(values)} values for {len(shape.dynamic)} dynamic axes; give one value per axis in dynamic")
-        if shape.nhwc and self.backend != "tflite":
-            raise ValueError('[input] nhwc is for the tflite backend; drop nhwc, or use backend = "tflite"')
-        if shape.nhwc and any(b.folder != "tflite" for b in offering):
-            raise ValueError("[input] nhwc is for the tflite backend, and not every candidate is tflite; drop nhwc, or those candidates")
-        if self.delegate is not None and self.delegate not in backend.delegates:
-            with_delegates = [b.folder for b in known.values() if b.delegates]
-            raise ValueError(
-                f"delegate {self.delegate!r} is not one {self.backend} takes; use one of: {', '.join(backend.delegates)}" if backend.delegates
-                else f"delegate is for the {', '.join(with_delegates)} backend; drop delegate, or use backend = \"{with_delegates[0]}\""
-            )
-        if self.delegate == "coreml" and set(self.precisions) - {"fp32"}:
-            raise ValueError(f"the Core ML delegate takes fp32 only, but precisions is {self.precisions}; use precisions = [\"fp32\"]")
+        for candidate in offering:  # every candidate takes the options: deploy passes them to whichever it uses
+            try:
+                check_options(candidate, self.given_options, self.precisions, keys=self._option_keys)
+            except UserError as exc:
+                raise ValueError(f"{exc.message}; {exc.hint}") from None
         if self.int8_kernels is not None and not any(b.x86_int8_kernels for b in offering):
             with_kernels = [b.folder for b in known.values() if b.x86_int8_kernels]
             raise ValueError(f"int8_kernels is for backends whose INT8 runs on x86 integer kernels ({', '.join(with_kernels)}); drop int8_kernels")
@@ -255,36 +278,21 @@ def parse_profile(text: str, name: str, source: str) -> Profile:
         checked = ProfileFile.model_validate(data)
     except ValidationError as exc:
         raise _bad(source, _problem(exc.errors(include_url=False)[0]), "fix the value; the shipped TOML files show the format") from None
-    shape, bench, budget, host = checked.input, checked.bench, checked.budget, checked.host
-    return Profile(
-        name=name,
-        description=checked.description,
-        backend=checked.backend,
-        precision=checked.precision,
-        precisions=tuple(checked.precisions),
-        source=source,
-        notes=tuple(checked.notes),
-        batch=shape.batch,
-        height=shape.height,
-        width=shape.width,
-        dynamic=tuple(shape.dynamic),
-        nhwc=shape.nhwc,
-        shape_min=tuple(shape.min),
-        shape_max=tuple(shape.max),
-        threads=bench.threads,
-        warmup=bench.warmup,
-        count=bench.count,
-        statistic=budget.statistic,
-        latency_ms=budget.latency_ms,
-        model_budgets=dict(budget.models),
-        tolerances={p: table.model_dump(exclude_none=True) for p, table in checked.tolerances.items()},
-        host_machines=tuple(m.lower() for m in host.machine),
-        host_device_model=host.device_model,
-        host_gpu=host.gpu,
-        candidates=tuple(dict.fromkeys(checked.candidates)),
-        delegate=checked.delegate or "",
-        int8_kernels=checked.int8_kernels or "",
-    )
+    return _flattened(checked, name=name, source=source)
+
+
+def _flattened(checked: "ProfileFile", **given) -> Profile:
+    values = dict(given)
+    for item in fields(Profile):
+        key = item.metadata["toml"]
+        if key is None:
+            continue
+        value = checked
+        for part in key.split("."):
+            value = getattr(value, part)
+        convert = item.metadata["convert"]
+        values[item.name] = convert(value) if convert else value
+    return Profile(**values)
 
 
 def shipped_names() -> list[str]:

@@ -1,6 +1,6 @@
 """ExecuTorch .pte for apps that already link PyTorch's on-device runtime (XNNPACK; Core ML delegate)."""
 
-from evitdeploy.backends.descriptor import Backend, Package
+from evitdeploy.backends.descriptor import Backend, Choice, Option, Package
 
 BACKEND = Backend(
     name="executorch",
@@ -14,7 +14,18 @@ BACKEND = Backend(
     device_imports=("torch",),  # pip executorch requires torch: its Python runtime takes and returns torch tensors
     aliases=("et", "pte"),
     extra="executorch",
-    delegates=("xnnpack", "coreml"),
+    options=(
+        Option(
+            "delegate",
+            "xnnpack (CPU, ARM phones; fp32/int8) or coreml (Apple; fp32, predicts only in an app)",
+            choices=(
+                Choice("xnnpack"),
+                Choice("coreml", precisions=("fp32",), title="the Core ML delegate",
+                       instead="the plan's INT8 is applied through XNNPACK's quantizer: use --delegate xnnpack for int8, or --target coreml for Core ML's own FP16/INT8 following the plan"),
+            ),
+            flag="--delegate",
+        ),
+    ),
     consumes=("coreml",),  # the Core ML delegate converts with coremltools, imported as the coreml backend does
     carried=("precision_plan.json", "ranges.json", "executorch_plan.json"),
     declined=(

@@ -39,7 +39,7 @@ MODEL_FILE = "model.pte"
 PROMPTABLE_FILES = {"encoder": "encoder.pte", "decoder": "decoder.pte"}  # a SAM artifact's two programs
 DECODER_POINTS = 8  # prompt points the decoder is built for: 7 clicks, or a box and 6 (recorded as export.decoder_points)
 OPS_FILE = "executorch_plan.json"
-DELEGATES = {"xnnpack": "XnnpackBackend", "coreml": "CoreMLBackend"}  # BACKEND.delegates -> the runtime's backend id
+DELEGATES = {"xnnpack": "XnnpackBackend", "coreml": "CoreMLBackend"}  # the delegate option's choices -> the runtime's backend id
 COREML_TARGET = "iOS17"
 TOOLCHAIN = ("torch", "executorch", "torchao", "numpy")
 
@@ -135,12 +135,7 @@ def _rewritten(model, delegate: str, record: dict):
 
 def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
     import_lowering()
-    delegate = options.delegate or BACKEND.delegates[0]
-    if delegate == "coreml" and options.precision != "fp32":
-        raise UserError(
-            f"the Core ML delegate takes fp32 here, not {options.precision}: the plan's INT8 is applied through XNNPACK's quantizer",
-            "use --delegate xnnpack for int8, or --target coreml for Core ML's own FP16/INT8 following the plan",
-        )
+    delegate = options.backend_options["delegate"]  # checked by the registry: a Core ML delegate export is fp32
     if options.dynamic_axes:
         raise UserError("the ExecuTorch target exports static shapes", "drop --dynamic; export one .pte per input size")
     import torch

@@ -14,4 +14,5 @@ BACKEND = Backend(
     aliases=("onnxruntime", "ort"),
     carried=("precision_plan.json", "ranges.json"),
     x86_int8_kernels=True,
+    lists_providers=True,
 )

@@ -138,3 +138,12 @@ def for_artifact(artifact, threads: Optional[int] = None, taking_turns: bool = F
     # Two sessions taking turns: no thread-pool spinning (an idle pool's spinning threads steal the
     # busy one's cores) and workers pinned to the same cores (both see the same neighbours).
     return OnnxRuntimeRunner(artifact.model_file, threads=threads, spinning=not taking_turns, pin_threads=taking_turns)
+
+
+def available_providers() -> list[str]:
+    """The execution providers this ONNX Runtime build offers (doctor lists them); [] when it does not import."""
+    try:
+        import onnxruntime
+    except Exception:
+        return []
+    return list(onnxruntime.get_available_providers())

@@ -170,12 +170,12 @@ def prepare_onnx(model, spec: ModelSpec, precision: str, folder: Path, scratch: 
 
 
 def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
-    """With TensorRT and a GPU: the engine(s). With options.engine False (deploy for a device, where
+    """With TensorRT and a GPU: the engine(s). With options.backend_options["engine"] False (deploy for a device, where
     engines must be built): the ONNX, the plan and the recipe, without TensorRT."""
     from evitdeploy.graph import default_opset, with_dynamic_axes, write_decoder_graph
 
-    trt = import_tensorrt() if options.engine else None
-    identity = gpu_identity() if options.engine else {}
+    trt = import_tensorrt() if options.backend_options["engine"] else None
+    identity = gpu_identity() if options.backend_options["engine"] else {}
     spec = with_dynamic_axes(spec, options.dynamic_axes)  # the ONNX input's dynamic axes match the profile's range
     shape_range = shapes(spec, options.profile)
     with staged_folder(options.output) as staging, tempfile.TemporaryDirectory(prefix="evitdeploy-trt-") as scratch:

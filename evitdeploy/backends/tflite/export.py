@@ -104,7 +104,7 @@ def convert_decoder(decoder, spec: ModelSpec, path: Path) -> None:
 
 def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
     import_converter()
-    if options.channels_last:
+    if options.backend_options["nhwc"]:
         spec = replace(spec, layout="NHWC")
     if options.precision != "fp32":
         import_quantizer()
@@ -117,7 +117,7 @@ def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
         float_path = Path(scratch) / "fp32.tflite" if options.precision != "fp32" else path
         started = time.perf_counter()
         options.step("converting with litert-torch (PyTorch -> .tflite)")
-        convert(model, spec, float_path, channels_last=options.channels_last)
+        convert(model, spec, float_path, channels_last=options.backend_options["nhwc"])
         timings["convert_s"] = time.perf_counter() - started
         sections, promptable = {}, {}
         if options.precision != "fp32":
@@ -146,7 +146,7 @@ def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
             source=options.source,
             export={
                 "exporter": "litert-torch (torch.export)",
-                "layout": "NHWC input (channels last, as camera frames come)" if options.channels_last
+                "layout": "NHWC input (channels last, as camera frames come)" if options.backend_options["nhwc"]
                 else "NCHW input (one TRANSPOSE to NHWC inside the model; --nhwc removes it)",
                 "io": validation.pop("io"),
                 "ops": validation.pop("ops"),
@@ -182,7 +182,7 @@ def _reduce(model, spec: ModelSpec, float_path: Path, path: Path, staging: Path,
         ranges = None
         if options.precision == "int8":
             images = result.calibration.inputs
-            ranges = calibrate(float_model, float_path, images.transpose(0, 2, 3, 1) if options.channels_last else images, manager=manager)
+            ranges = calibrate(float_model, float_path, images.transpose(0, 2, 3, 1) if options.backend_options["nhwc"] else images, manager=manager)
         quantized = quantizer.quantize(ranges)
     write_bytes(path, bytes(quantized.quantized_model))
     write_json(staging / OPS_FILE, {"precision": options.precision, "ops": [d.__dict__ for d in decisions]})
