@@ -27,7 +27,7 @@ from evitdeploy.data import IMAGE_SUFFIXES, preprocess
 from evitdeploy.errors import EXIT_BACKEND_UNAVAILABLE, EXIT_CHECK_FAILED, UserError
 from evitdeploy.labels import class_names, palette
 from evitdeploy.requests import PredictRequest
-from evitdeploy.spec import PROMPTABLE, ModelSpec
+from evitdeploy.spec import CLASSIFICATION, PROMPTABLE, SEGMENTATION, ModelSpec
 
 TOP_MAX = 20  # --top: labels a classifier lists, classes a segmenter's legend shows
 MAX_MEGAPIXELS = 50  # a larger image is refused before it is decoded (its float copies would take GBs)
@@ -226,7 +226,7 @@ def segment_prompted(image: np.ndarray, *, spec: ModelSpec, run: Run, request: P
     return result, rendering.draw_text_band(drawn, [f"mask {best}: predicted IoU {ious[best]:.3f}, {masks[best].mean():.1%} of the image"])
 
 
-PREDICTORS: dict[str, Callable] = {"classification": classify, "segmentation": segment, PROMPTABLE: segment_prompted}
+PREDICTORS: dict[str, Callable] = {CLASSIFICATION: classify, SEGMENTATION: segment, PROMPTABLE: segment_prompted}
 PROMPTED: frozenset[str] = frozenset({PROMPTABLE})  # the tasks that take --point / --box
 
 

@@ -5,7 +5,8 @@ another host, another version, a hand edit. Each is checked here, before any cod
 it, so a malformed file is one line naming the file, the field and what was expected, never a
 KeyError deep inside a verb. Only the fields evitdeploy reads are declared; other keys are kept
 (a newer writer may add some). The device's verify.py cannot import this (numpy only) and keeps
-its own checks of the few fields it reads (device.integrity.MANIFEST_FIELDS).
+its own checks of the few fields it reads (device.integrity.MANIFEST_FIELDS, held equal to these
+schemas by tests/test_manifest_contract.py); the task names are the device's (integrity.TASKS).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from evitdeploy import limits
 from evitdeploy.device import cpu
+from evitdeploy.device.integrity import PROMPTABLE, TASKS
 from evitdeploy.errors import UserError
 
 MAX_JSON_BYTES = 256 << 20  # a results file larger than this is not one evitdeploy wrote
@@ -56,7 +58,7 @@ class SpecSchema(_Schema):
     """evitdeploy.spec.ModelSpec as a manifest carries it."""
 
     name: Name
-    task: Literal["classification", "segmentation", "promptable_segmentation"]
+    task: Literal[TASKS]
     family: str
     dataset: str
     num_classes: Annotated[int, Field(ge=1, le=1_000_000)]
@@ -80,7 +82,7 @@ class SpecSchema(_Schema):
         height, width, multiple = self.input_shape[2], self.input_shape[3], self.size_multiple
         if height % multiple or width % multiple or min(height, width) < 2 * multiple:
             raise ValueError(f"input_shape {height}x{width} is not a multiple of size_multiple {multiple} (at least {2 * multiple})")
-        if self.task == "promptable_segmentation" and (len(self.embedding) != 3 or self.prompt_frame < 1):
+        if self.task == PROMPTABLE and (len(self.embedding) != 3 or self.prompt_frame < 1):
             raise ValueError("a promptable model needs embedding (C, H, W) and a prompt_frame")
         return self
 
@@ -124,7 +126,7 @@ class ArtifactManifest(_Schema):
 
     @model_validator(mode="after")
     def _two_models_for_sam(self) -> "ArtifactManifest":
-        if self.spec.task == "promptable_segmentation" and set(self.models) != {"encoder", "decoder"}:
+        if self.spec.task == PROMPTABLE and set(self.models) != {"encoder", "decoder"}:
             raise ValueError("a promptable artifact names its encoder and decoder files under 'models'")
         for name in self.models.values():
             if name not in self.files and not any(f.startswith(name + "/") for f in self.files):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Optional
 
-from evitdeploy.device.prompts import PROMPTABLE
+from evitdeploy.device.integrity import CLASSIFICATION, PROMPTABLE, SEGMENTATION, TASKS  # noqa: F401 (spec.task's names, defined once)
 from evitdeploy.errors import UserError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -39,7 +39,7 @@ def parse_dynamic_axes(value) -> tuple[str, ...]:
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
-    task: str  # "classification" | "segmentation" | "promptable_segmentation" (SAM: encoder + prompt decoder)
+    task: str  # one of TASKS: CLASSIFICATION, SEGMENTATION or PROMPTABLE (SAM: encoder + prompt decoder)
     family: str  # backbone variant: b0..b3, l1..l3; sam_l0..sam_xl1
     dataset: str  # what the head was made for: imagenet, cityscapes, ade20k; sa1b
     num_classes: int
@@ -83,7 +83,7 @@ class ModelSpec:
 
     @property
     def output_meaning(self) -> str:
-        if self.task == "classification":
+        if self.task == CLASSIFICATION:
             return f"class logits (N, {self.num_classes})"
         if self.promptable:
             return (f"encoder: image embeddings (N, {', '.join(map(str, self.embedding))}); decoder: {self.mask_count} low-res mask "
@@ -91,7 +91,7 @@ class ModelSpec:
         return f"per-pixel class logits at stride {self.output_stride} (N, {self.num_classes}, H/8, W/8)"
 
     def output_shape(self, batch: int, height: int, width: int) -> tuple[int, ...]:
-        if self.task == "classification":
+        if self.task == CLASSIFICATION:
             return (batch, self.num_classes)
         if self.promptable:
             return (batch, *self.embedding)

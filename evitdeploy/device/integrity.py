@@ -20,6 +20,12 @@ FORMAT = 1  # the newest manifest format this code understands
 MANIFEST = "manifest.json"
 REFERENCE = "reference.npz"
 SIGNATURE = "model.sig"  # OpenSSF model-signing signature, when the bundle was signed (deploy --sign-key)
+# What a model's outputs mean (a manifest's spec.task), named once here, where the device can read
+# them: evitdeploy's spec and schemas import these.
+CLASSIFICATION = "classification"
+SEGMENTATION = "segmentation"
+PROMPTABLE = "promptable_segmentation"  # a SAM-like model: an image encoder and a prompt decoder
+TASKS = (CLASSIFICATION, SEGMENTATION, PROMPTABLE)
 
 
 class BundleError(Exception):
@@ -58,6 +64,7 @@ def _text(value) -> bool:
 
 # The fields verification reads, and what each must be: every bundle is checked against this list
 # before anything indexes into it (evitdeploy's own schemas need pydantic; a device has numpy only).
+# tests/test_manifest_contract.py keeps it in step with evitdeploy.schemas.BundleManifest.
 MANIFEST_FIELDS = (
     ("target", _text, "a target name"),
     ("precision", _text, "a precision name"),
@@ -67,7 +74,7 @@ MANIFEST_FIELDS = (
     ("toolchain", lambda v: isinstance(v, dict), "an object of package versions"),
     ("spec", lambda v: isinstance(v, dict), "an object"),
     ("spec.name", _text, "a model name"),
-    ("spec.task", lambda v: v in ("classification", "segmentation", "promptable_segmentation"), "classification, segmentation or promptable_segmentation"),
+    ("spec.task", lambda v: v in TASKS, ", ".join(TASKS[:-1]) + " or " + TASKS[-1]),
     ("spec.input_shape", lambda v: isinstance(v, list) and len(v) == 4 and all(_is_int(d, 1, 1 << 16) for d in v), "4 positive integers (N, C, H, W)"),
     ("spec.output_name", _text, "an output name"),
     ("spec.input_name", _text, "an input name"),
@@ -90,16 +97,16 @@ MANIFEST_FIELDS = (
     ("bundle.profile.host_device_model", _optional(lambda v: isinstance(v, str)), "null or a board name"),
     ("bundle.profile.host_gpu", _optional(lambda v: isinstance(v, str)), "null or a GPU name"),
 )
-# Sections only some bundles carry: checked when their top-level key is there.
+# Sections only some bundles carry: checked when their top-level key is there and not null.
 OPTIONAL_FIELDS = (
-    ("int8_kernels", lambda v: isinstance(v, dict), "an object"),
+    ("int8_kernels", _optional(lambda v: isinstance(v, dict)), "null or an object"),
     ("int8_kernels.target", lambda v: v in cpu.TARGETS, "one of " + ", ".join(cpu.TARGETS)),
 )
 
 
 def check_manifest_fields(path: Path, manifest: dict) -> None:
     """Every field verify.py reads is present with the type it needs, else one BundleError naming it."""
-    present = tuple(field for field in OPTIONAL_FIELDS if field[0].split(".")[0] in manifest)
+    present = tuple(field for field in OPTIONAL_FIELDS if manifest.get(field[0].split(".")[0]) is not None)
     for dotted, valid, expected in MANIFEST_FIELDS + present:
         value, found = manifest, True
         for key in dotted.split("."):

@@ -151,7 +151,7 @@ def verify(folder, runtime, threads=None, warmup=None, count=None, judge_budget:
     threads = threads or bundle["bench"].get("threads")
     warmup = bundle["bench"]["warmup"] if warmup is None else warmup
     count = bundle["bench"]["count"] if count is None else count
-    run = _run_promptable if spec["task"] == prompts.PROMPTABLE else _run_model
+    run = _run_promptable if spec["task"] == integrity.PROMPTABLE else _run_model
     parity, drift, latency, providers, extra = run(folder, manifest, runtime, threads=threads, timing=(warmup, count))
     budget = bundle.get("budget") or {}
     profile = bundle["profile"]

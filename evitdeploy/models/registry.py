@@ -9,7 +9,7 @@ from typing import Optional
 
 from evitdeploy.errors import UserError
 from evitdeploy.models.configs import BACKBONES, SAM_MODELS, SEG_HEADS, SamConfig
-from evitdeploy.spec import PROMPTABLE, ModelSpec
+from evitdeploy.spec import CLASSIFICATION, PROMPTABLE, SEGMENTATION, ModelSpec
 
 _SEG_RESOLUTION = {"cityscapes": (1024, 2048), "ade20k": (512, 512)}
 
@@ -24,13 +24,13 @@ def _entries() -> dict[str, ModelEntry]:
     entries = {}
     for family, cfg in BACKBONES.items():
         name = f"efficientvit_{family}"
-        spec = ModelSpec(name, "classification", family, dataset="imagenet", num_classes=1000, input_shape=(1, 3, 224, 224))
+        spec = ModelSpec(name, CLASSIFICATION, family, dataset="imagenet", num_classes=1000, input_shape=(1, 3, 224, 224))
         entries[name] = ModelEntry(spec, f"EfficientViT-{family.upper()} ImageNet classifier")
     for (family, dataset), head in SEG_HEADS.items():
         name = f"efficientvit_seg_{family}_{dataset}"
         h, w = _SEG_RESOLUTION[dataset]
         spec = ModelSpec(
-            name, "segmentation", family, dataset=dataset, num_classes=head.num_classes, input_shape=(1, 3, h, w), output_stride=8
+            name, SEGMENTATION, family, dataset=dataset, num_classes=head.num_classes, input_shape=(1, 3, h, w), output_stride=8
         )
         entries[name] = ModelEntry(spec, f"EfficientViT-{family.upper()} {dataset} segmentation")
     for family, cfg in SAM_MODELS.items():
@@ -74,7 +74,7 @@ def create_model(spec: ModelSpec, seed: int = 0):
 
             return EfficientViTSam(SAM_MODELS[spec.family.removeprefix("sam_")], eps=spec.attention_eps).eval()
         cfg = BACKBONES[spec.family]
-        if spec.task == "classification":
+        if spec.task == CLASSIFICATION:
             model = EfficientViTClassifier(cfg, spec.num_classes, eps=spec.attention_eps)
         else:
             head = replace(SEG_HEADS[(spec.family, spec.dataset)], num_classes=spec.num_classes)
