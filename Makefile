@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 EVIT := $(VENV)/bin/evitdeploy
 DEMO := demo-out
 
-.PHONY: install qemu demo test test-slow bench-int8-kernels bench bench-gate bench-precision bench-deploy bench-tflite bench-executorch bench-coreml bench-openvino bench-sam bench-farm bench-gpu gpu-carry clean
+.PHONY: install qemu demo test test-fast test-slow bench-int8-kernels bench bench-gate bench-precision bench-deploy bench-tflite bench-executorch bench-coreml bench-openvino bench-sam bench-sam-precision bench-farm bench-gpu bench-tiny gpu-carry clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,15 +33,21 @@ demo: install
 	# backend and precision on purpose. The gate passes when the choice is not slower beyond noise.
 	$(EVIT) gate --interleave $(DEMO)/b0-intel-cpu-fp32 $(DEMO)/b0-intel-cpu-auto --allow-mismatch --threads 2 --count 100 --markdown $(DEMO)/gate.md
 
+# Every tier CI checks (fast, default and slow), on 2 workers: a module's tests share a worker (its module
+# fixtures are built once) and the Ray tests share one (one cluster at a time); see tests/conftest.py.
 test: install
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadgroup
+
+# The fast tier: no export above 64 px, no subprocess, no training, no Ray; under a minute.
+test-fast: install
+	$(PY) -m pytest -m fast
 
 # QEMU user mode (Debian's qemu-user): the INT8 tests and make bench-int8-kernels also run the AVX2-only x86 kernels
 qemu:
 	command -v qemu-x86_64 >/dev/null || (apt-get update -qq && apt-get install -y -qq qemu-user)
 
 test-slow: install
-	$(PY) -m pytest -m slow
+	$(PY) -m pytest -m slow -n 2 --dist loadgroup
 
 bench: install
 	$(PY) benchmarks/onnx_cpu.py
@@ -64,6 +70,10 @@ bench-int8-kernels: install
 bench-sam: install
 	$(PY) benchmarks/sam_cpu.py
 
+# What FP16 and INT8 (planned, plain, NNCF's default) do to the trained SAM-tiny's masks on ONNX Runtime and OpenVINO.
+bench-sam-precision: install
+	$(PY) benchmarks/sam_precision.py
+
 # The same grid swept with --executor local and on a 2-node Ray cluster on 127.0.0.1; bench latency alone vs under the farm.
 bench-farm: install
 	$(PY) benchmarks/farm_cpu.py
@@ -77,11 +87,15 @@ bench-executorch: install
 bench-coreml: install
 	$(PY) benchmarks/coreml_cpu.py
 
-# Issue 9's GPU checks (FP16 numerics of the plan on CUDA, PyTorch latency, TensorRT engines where
+# The GPU checks (FP16 numerics of the plan on CUDA, PyTorch latency, TensorRT engines where
 # TensorRT imports) on a host with an NVIDIA GPU and this venv; `gpu-carry` packs what a GPU machine
 # without a package index needs (then `sh benchmarks/gpu_device.sh` there; see README).
 bench-gpu: install
 	$(PY) benchmarks/gpu_trt.py
+
+# Every benchmark in its tiny mode (`--tiny`: every code path in seconds, figures meaningless), the slow ones too.
+bench-tiny: install
+	$(PY) -m pytest -q -m "slow or not slow" tests/test_benchmarks.py
 
 gpu-carry: install
 	rm -rf .gpu-carry && mkdir -p .gpu-carry/wheels .gpu-carry/trained

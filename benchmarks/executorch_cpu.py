@@ -1,6 +1,6 @@
 """The ExecuTorch target (.pte on XNNPACK), measured in one run on this host (needs the executorch extra).
 
-    .venv/bin/python benchmarks/executorch_cpu.py [--sections convert,latency,partition,trained,sam] [--threads 2]
+    .venv/bin/python benchmarks/executorch_cpu.py [--sections convert,latency,partition,trained,sam] [--threads 2] [--tiny]
 
 1. convert: `export --target executorch` of B0 and B1 at 224, FP32: lowering time (manifest
    export.seconds.lower_s; target: B1 < 60 s), whole export time, .pte size, FP32 parity against
@@ -20,6 +20,8 @@
 4. sam: efficientvit_sam_tiny (trained checkpoint) as FP32 .pte pair: the export validation's mask
    IoU and `check`'s (target >= 0.99).
 The CPU and the flags every figure depends on are printed first.
+--tiny: B0 only at 64x64, a few images and runs, the mosaic at 64x128, SAM-tiny with random weights
+(a smoke run of every section).
 """
 
 from __future__ import annotations
@@ -29,49 +31,54 @@ import contextlib
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from evitdeploy import api
-from evitdeploy.bench import host_info
 from evitdeploy.data import preprocess
 from evitdeploy.device.metrics import cosine_per_sample
 from evitdeploy.models import build_model, trained
 from evitdeploy.precision.options import PrecisionOptions
-from evitdeploy.requests import CheckRequest, ExportRequest
+from evitdeploy.requests import CheckRequest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from openvino_cpu import cpu_facts  # noqa: E402  (CPU model + avx512_vnni / avx512_bf16 / AMX flags)
-from tflite_cpu import alternating_medians, runner  # noqa: E402  (the same alternating rounds as the TFLite figures)
-
-MADE: dict = {}  # one export per (model, target, precision, size, weights, calibration), reused by every section
+from common import Exports, add_tiny_flag, alternating_medians, cpu_facts, host_line, outputs_per_image, require
 
 
-def export(folder: Path, model: str, target: str, precision: str, height=224, width=224, checkpoint=None, calib=None, count=None):
+@dataclass(frozen=True)
+class Scale:
+    models: tuple = ("efficientvit_b0", "efficientvit_b1")
+    int8_model: str = "efficientvit_b1"  # the convert section's INT8 export
+    size: int = 224  # convert, latency and partition sections
+    photos: int = 8  # check's samples
+    calib: int = 32  # INT8 calibration photos at `size`
+    rounds: int = 4
+    runs: int = 30  # per round; the partition section's traced runs too
+    digits: int = 0  # held-out digits (0: all)
+    digits_calib: int = 64
+    mosaic: tuple = (128, 256)
+    mosaic_calib: int = 16
+    mosaic_test: int = 4
+    sam_trained: bool = True  # False: random weights (no training on first use)
+
+
+TINY = Scale(models=("efficientvit_b0",), int8_model="efficientvit_b0", size=64, photos=2, calib=2, rounds=2, runs=3, digits=8, digits_calib=4,
+             mosaic=(64, 128), mosaic_calib=2, mosaic_test=1, sam_trained=False)
+EXPORTS: Exports  # one export per (model, target, precision, size, weights, calibration), reused by every section (set in main)
+
+
+def export(model: str, target: str, precision: str, height, width, checkpoint=None, calib=None, count=None):
     """(artifact, seconds the export took): each distinct export is made once."""
-    key = (model, target, precision, height, width, str(checkpoint), str(calib), count)
-    if key not in MADE:
-        started = time.perf_counter()
-        with contextlib.redirect_stderr(open("/dev/null", "w")):
-            artifact = api.export_model(ExportRequest(
-                model=model, target=target, precision=precision, output=folder / f"{model}-{target}-{precision}-{height}x{width}-{len(MADE)}",
-                checkpoint=checkpoint, height=height, width=width, reduced=PrecisionOptions(calib=calib, calib_count=count), force=True,
-            ))
-        MADE[key] = (artifact, time.perf_counter() - started)
-    return MADE[key]
+    return EXPORTS(model, target, precision, checkpoint=checkpoint, height=height, width=width, reduced=PrecisionOptions(calib=calib, calib_count=count))
 
 
-def logits(artifact, inputs: np.ndarray, threads: int) -> np.ndarray:
-    with runner(artifact, threads) as r:
-        return np.concatenate([r.infer({artifact.spec.input_name: inputs[i : i + 1]})[artifact.spec.output_name] for i in range(len(inputs))])
-
-
-def section_convert(folder: Path, threads: int) -> None:
-    print("## 1. export --target executorch (XNNPACK), FP32 parity vs PyTorch on 8 photos, 224x224", flush=True)
-    for model in ("efficientvit_b0", "efficientvit_b1"):
-        artifact, seconds = export(folder, model, "executorch", "fp32")
-        check = api.check_artifact(CheckRequest(path=artifact.folder, samples=8, threads=threads))
+def section_convert(folder: Path, threads: int, scale: Scale) -> None:
+    size = scale.size
+    print(f"## 1. export --target executorch (XNNPACK), FP32 parity vs PyTorch on {scale.photos} photos, {size}x{size}", flush=True)
+    for model in scale.models:
+        artifact, seconds = export(model, "executorch", "fp32", size, size)
+        check = api.check_artifact(CheckRequest(path=artifact.folder, samples=scale.photos, threads=threads))
         spent, part = artifact.manifest["export"]["seconds"], artifact.manifest["export"]["partition"]["model"]
         outside = ", ".join(f"{op} {n}" for op, n in part["outside_delegate"].items()) or "none"
         print(f"{model}: lowering {spent['lower_s']:.1f} s (target B1 < 60 s), whole export {seconds:.1f} s (validation {spent['validate_s']:.1f} s), "
@@ -79,35 +86,39 @@ def section_convert(folder: Path, threads: int) -> None:
               f"min cosine {check['metrics']['cosine_min']:.8f}, check {'passed' if check['passed'] else 'FAILED'}")
         print(f"  partition: {part['delegated_subgraphs']} delegated subgraphs ({part['delegated_nodes']} nodes in {part['delegate']}), "
               f"{part['non_delegated_nodes']} nodes outside; outside by type: {outside}")
-    artifact, seconds = export(folder, "efficientvit_b1", "executorch", "int8", count=32)
+    artifact, seconds = export(scale.int8_model, "executorch", "int8", size, size, count=scale.calib)
     spent = artifact.manifest["export"]["seconds"]
-    print(f"efficientvit_b1 INT8 (plan, 32 calibration photos): whole export {seconds:.1f} s = plan + PT2E {spent['precision_s']:.1f} s, "
+    print(f"{scale.int8_model} INT8 (plan, {scale.calib} calibration photos): whole export {seconds:.1f} s = plan + PT2E {spent['precision_s']:.1f} s, "
           f"lowering {spent['lower_s']:.1f} s, validation {spent['validate_s']:.1f} s; "
           f"outside XNNPACK: {artifact.manifest['export']['partition']['model']['non_delegated_nodes']} nodes", flush=True)
 
 
-def section_latency(folder: Path, threads: int) -> None:
-    print(f"\n## 2. latency at 224x224, {threads} threads, 4 alternating rounds of 30 runs (median of all 120)", flush=True)
-    for model in ("efficientvit_b0", "efficientvit_b1"):
-        artifacts = {(t, p): export(folder, model, t, p, count=32 if p == "int8" else None)[0] for t in ("executorch", "onnx") for p in ("fp32", "int8")}
-        feed = {"image": preprocess(trained.digits_images("test")[0][:1], artifacts["onnx", "fp32"].spec, 224, 224)}
-        medians = alternating_medians(artifacts, feed, threads)
+def section_latency(folder: Path, threads: int, scale: Scale) -> None:
+    size = scale.size
+    print(f"\n## 2. latency at {size}x{size}, {threads} threads, {scale.rounds} alternating rounds of {scale.runs} runs "
+          f"(median of all {scale.rounds * scale.runs})", flush=True)
+    for model in scale.models:
+        artifacts = {(t, p): export(model, t, p, size, size, count=scale.calib if p == "int8" else None)[0]
+                     for t in ("executorch", "onnx") for p in ("fp32", "int8")}
+        feed = {"image": preprocess(trained.digits_images("test")[0][:1], artifacts["onnx", "fp32"].spec, size, size)}
+        medians = alternating_medians(artifacts, feed, threads, scale.rounds, scale.runs)
         print(f"{model}: " + "  ".join(f"{t}/{p} {medians[t, p]:.3f} ms" for t, p in medians))
         m = {f"{t[0]}{p}": v for (t, p), v in medians.items()}  # efp32, eint8, ofp32, oint8
         print(f"  INT8 speedup over FP32: ExecuTorch {m['efp32'] / m['eint8']:.2f}x (target > 1 at B1), ONNX Runtime {m['ofp32'] / m['oint8']:.2f}x; "
               f"ExecuTorch vs ONNX Runtime (ORT ms / ET ms): FP32 {m['ofp32'] / m['efp32']:.2f}x, INT8 {m['oint8'] / m['eint8']:.2f}x", flush=True)
 
 
-def section_partition(folder: Path, threads: int) -> None:
+def section_partition(folder: Path, threads: int, scale: Scale) -> None:
     """What the ops left outside XNNPACK cost: ExecuTorch's own event tracer (ETDump) per op."""
     from evitdeploy.backends.executorch.profile import op_profile
 
-    print(f"\n## 2b. the partition's cost at 224x224, {threads} threads (ETDump, per-event medians of 30 traced runs)", flush=True)
-    for model in ("efficientvit_b0", "efficientvit_b1"):
+    size = scale.size
+    print(f"\n## 2b. the partition's cost at {size}x{size}, {threads} threads (ETDump, per-event medians of {scale.runs} traced runs)", flush=True)
+    for model in scale.models:
         for precision in ("fp32", "int8"):
-            artifact = export(folder, model, "executorch", precision, count=32 if precision == "int8" else None)[0]
-            batch = preprocess(trained.digits_images("test")[0][:1], artifact.spec, 224, 224)
-            found = op_profile(artifact.model_file, batch, runs=30, threads=threads)
+            artifact = export(model, "executorch", precision, size, size, count=scale.calib if precision == "int8" else None)[0]
+            batch = preprocess(trained.digits_images("test")[0][:1], artifact.spec, size, size)
+            found = op_profile(artifact.model_file, batch, runs=scale.runs, threads=threads)
             ops = ", ".join(f"{op} {ms:.3f}" for op, ms in found["portable_by_op_ms"].items())
             print(f"{model} {precision}: XNNPACK calls {found['delegate_ms']:.3f} ms, portable kernels {found['portable_ms']:.3f} ms "
                   f"= {100 * found['portable_share']:.1f}% of the two; by op (ms): {ops}", flush=True)
@@ -149,7 +160,7 @@ def run_pte(path: Path, inputs: np.ndarray, threads: int, contiguous: bool = Tru
     return np.concatenate([method.execute([wrap(inputs[i : i + 1])])[0].numpy() for i in range(len(inputs))])
 
 
-def section_trained(folder: Path, threads: int) -> None:
+def section_trained(folder: Path, threads: int, scale: Scale) -> None:
     import torch
 
     print("\n## 3. trained references: INT8 .pte following the shared plan vs FP32 .pte", flush=True)
@@ -157,52 +168,55 @@ def section_trained(folder: Path, threads: int) -> None:
 
     train, _ = trained.digits_images("train")
     calib = folder / "digits-calib.npz"
-    np.savez(calib, image=train[:64])
+    np.savez(calib, image=train[: scale.digits_calib])
     test, labels = trained.digits_images("test")
+    if scale.digits:
+        test, labels = test[: scale.digits], labels[: scale.digits]
     inputs = preprocess(list(test), trained.digits_spec(), 64, 64)
-    arts = {p: export(folder, "efficientvit_b0", "executorch", p, 64, 64, trained.digits_checkpoint(), str(calib), 64)[0] for p in ("fp32", "int8")}
-    results = {p: logits(a, inputs, threads) for p, a in arts.items()}
+    arts = {p: export("efficientvit_b0", "executorch", p, 64, 64, trained.digits_checkpoint(), str(calib), scale.digits_calib)[0] for p in ("fp32", "int8")}
+    results = {p: outputs_per_image(a, inputs, threads) for p, a in arts.items()}
     accuracy = {p: trained.classification_accuracy(v, labels) for p, v in results.items()}
     cosine = cosine_per_sample(results["fp32"], results["int8"])
     print(f"digits B0 64x64 ({len(labels)} held-out): FP32 {100 * accuracy['fp32']:.2f}%, INT8 {100 * accuracy['int8']:.2f}% "
           f"(target within 1 point); per-image cosine min {cosine.min():.5f}, median {np.median(cosine):.5f} (target >= 0.99)")
-    calibration = build_calibration_set(trained.digits_spec(), source=str(calib), count=64).inputs
+    calibration = build_calibration_set(trained.digits_spec(), source=str(calib), count=scale.digits_calib).inputs
     everything = run_pte(everything_int8(folder, calibration), inputs, threads)
     cosine = cosine_per_sample(results["fp32"], everything)
     print(f"  contrast, every op quantized by PT2E (XNNPACKQuantizer, no filter, same {len(calibration)} calibration images): "
           f"{100 * trained.classification_accuracy(everything, labels):.2f}%, per-image cosine min {cosine.min():.5f}, median {np.median(cosine):.5f}")
     strided = np.ascontiguousarray(inputs.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)  # NCHW view of NHWC memory
     raw = trained.classification_accuracy(run_pte(arts["fp32"].model_file, strided, threads, contiguous=False), labels)
-    ours = trained.classification_accuracy(logits(arts["fp32"], strided, threads), labels)
+    ours = trained.classification_accuracy(outputs_per_image(arts["fp32"], strided, threads), labels)
     print(f"  contiguity: FP32 .pte fed a channels-last strided NCHW view: executorch.runtime directly {100 * raw:.2f}%, our runner {100 * ours:.2f}%")
-    height, width = 128, 256
-    mosaics, _ = trained.digit_mosaics(16, height, width, seed=1, split="train")
+    height, width = scale.mosaic
+    mosaics, _ = trained.digit_mosaics(scale.mosaic_calib, height, width, seed=1, split="train")
     np.savez(folder / "mosaic-calib.npz", image=mosaics)
-    photos, truth = trained.digit_mosaics(4, height, width, seed=2, split="test")
+    photos, truth = trained.digit_mosaics(scale.mosaic_test, height, width, seed=2, split="test")
     spec = trained.mosaic_spec(height, width)
     inputs = preprocess(list(photos), spec, height, width)
-    results = {p: logits(export(folder, "efficientvit_seg_b0_cityscapes", "executorch", p, height, width, trained.mosaic_checkpoint(),
-                                str(folder / "mosaic-calib.npz"), 16)[0], inputs, threads) for p in ("fp32", "int8")}
+    results = {p: outputs_per_image(export("efficientvit_seg_b0_cityscapes", "executorch", p, height, width, trained.mosaic_checkpoint(),
+                                           str(folder / "mosaic-calib.npz"), scale.mosaic_calib)[0], inputs, threads) for p in ("fp32", "int8")}
     model, _ = build_model(spec, trained.mosaic_checkpoint())
     with torch.no_grad():
         results["pytorch"] = model.eval()(torch.from_numpy(inputs)).numpy()
     agree = {p: float((results[p].argmax(1) == results[q].argmax(1)).mean()) for p, q in (("fp32", "pytorch"), ("int8", "fp32"))}
     miou = {p: trained.segmentation_scores(v, truth)["miou"] for p, v in results.items()}
-    print(f"mosaic Seg-B0 {height}x{width} (4 test mosaics): pixel agreement FP32 .pte vs PyTorch {100 * agree['fp32']:.3f}% (target >= 99.9%), "
+    print(f"mosaic Seg-B0 {height}x{width} ({len(photos)} test mosaics): pixel agreement FP32 .pte vs PyTorch {100 * agree['fp32']:.3f}% (target >= 99.9%), "
           f"INT8 vs FP32 .pte {100 * agree['int8']:.2f}%; mIoU PyTorch {miou['pytorch']:.4f}, FP32 {miou['fp32']:.4f}, INT8 {miou['int8']:.4f}", flush=True)
 
 
-def section_sam(folder: Path, threads: int) -> None:
+def section_sam(folder: Path, threads: int, scale: Scale) -> None:
     from evitdeploy.models.trained_sam import promptable_checkpoint
 
-    print("\n## 4. efficientvit_sam_tiny (trained) as an FP32 .pte pair (encoder + prompt decoder)", flush=True)
+    weights = "trained" if scale.sam_trained else "random weights"
+    print(f"\n## 4. efficientvit_sam_tiny ({weights}) as an FP32 .pte pair (encoder + prompt decoder)", flush=True)
     try:
-        artifact, seconds = export(folder, "efficientvit_sam_tiny", "executorch", "fp32", None, None, promptable_checkpoint())
+        artifact, seconds = export("efficientvit_sam_tiny", "executorch", "fp32", None, None, promptable_checkpoint() if scale.sam_trained else None)
     except Exception as exc:  # the brief: say what failed, in one line, and go on
         print(f"SAM export FAILED: {type(exc).__name__}: {str(getattr(exc, 'message', exc)).splitlines()[0]}")
         return
     metrics = artifact.manifest["validation"]["checks"][0]["metrics"]
-    check = api.check_artifact(CheckRequest(path=artifact.folder, samples=8, threads=threads))
+    check = api.check_artifact(CheckRequest(path=artifact.folder, samples=scale.photos, threads=threads))
     spent = artifact.manifest["export"]["seconds"]
     print(f"export {seconds:.1f} s (encoder lowering {spent['lower_s']:.1f} s, decoder {spent['decoder_lower_s']:.1f} s); "
           f"export validation mask IoU min {metrics['mask_iou_min']:.4f} mean {metrics['mask_iou_mean']:.4f} ({metrics.get('prompts')} prompts); "
@@ -211,26 +225,29 @@ def section_sam(folder: Path, threads: int) -> None:
 
 
 def main() -> None:
+    global EXPORTS
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sections", default="convert,latency,partition,trained,sam")
     parser.add_argument("--threads", type=int, default=2)
+    add_tiny_flag(parser)
     args = parser.parse_args()
+    require(("executorch",), "the executorch extra: pip install -e '.[executorch]'", args.tiny)
     import torch
 
     torch.set_num_threads(args.threads)
+    scale = TINY if args.tiny else Scale()
     sections, started = args.sections.split(","), time.perf_counter()
-    facts = {**host_info(args.threads), **cpu_facts()}
-    print(f"{facts['cpu']}; {facts['logical_cpus']} CPUs; flags {' '.join(facts['flags']) or 'none of avx512_vnni, avx512_bf16, amx'}; "
-          f"{args.threads} threads; load {facts['load_average_1m']:.1f}\n", flush=True)
+    facts = cpu_facts(args.threads)
+    print(f"{host_line(facts)}; {args.threads} threads\n", flush=True)
     with tempfile.TemporaryDirectory(prefix="evitdeploy-bench-executorch-") as scratch:
+        EXPORTS = Exports(Path(scratch))
         for name, section in (("convert", section_convert), ("latency", section_latency), ("partition", section_partition),
                               ("trained", section_trained), ("sam", section_sam)):
             if name in sections:
-                section(Path(scratch), args.threads)
+                section(Path(scratch), args.threads, scale)
     print(f"\ntotal {(time.perf_counter() - started) / 60:.1f} min; load average {facts['load_average_1m']:.1f} at start, "
-          f"{host_info(args.threads)['load_average_1m']:.1f} at end")
+          f"{cpu_facts()['load_average_1m']:.1f} at end")
     sys.stdout.flush()
-
 
 if __name__ == "__main__":
     main()

@@ -3,7 +3,7 @@
 The farm: two Ray nodes on 127.0.0.1 (`ray.cluster_utils.Cluster`; needs the farm extra).
 
     .venv/bin/python benchmarks/farm_cpu.py [--models efficientvit_b0,efficientvit_b1] [--resolution 224]
-        [--farm-first] [--skip-latency] [--latency-count 100] [--json results.json]
+        [--farm-first] [--skip-latency] [--latency-count 100] [--json results.json] [--tiny]
 
 The nodes: head = profile x86-cpu, second = profile intel-cpu, 1 CPU each, both advertising every
 backend installed here. The cells carry no profile, so a cell's export + check runs on either node
@@ -38,6 +38,7 @@ promises that nothing else runs on the bench's own node: compare "farm, nothing 
 thread where the local sweep uses all of them. Keeping exports off the bench node altogether is not
 expressible: an export and a bench ask for the same kinds of resource (the node, the backend).
 The CPU flags and the load average are printed first and saved with the results.
+--tiny: B0 at 64x64, 3 timed runs per bench (a smoke run of both sections; it still starts the cluster).
 """
 
 from __future__ import annotations
@@ -46,9 +47,9 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # before ray is imported: the cluster binds 127.0.0.1 only
@@ -65,8 +66,7 @@ from evitdeploy.requests import BenchRequest  # noqa: E402
 from evitdeploy.sweep import OK, Cell, CellSettings, make_executor, plan_cells, run_sweep  # noqa: E402
 from evitdeploy.sweep.farm.resources import advertised, installed_backends  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).parent))
-from openvino_cpu import cpu_facts  # noqa: E402  (CPU model + avx512_vnni / avx512_bf16 / AMX flags)
+from common import add_tiny_flag, cpu_facts, host_line, require  # noqa: E402
 
 TARGETS = ["onnx", "tflite", "openvino"]
 NODES = ("x86-cpu", "intel-cpu")  # the head's profile, the second node's
@@ -204,7 +204,7 @@ def overlap_s(interval: list[float], others: list[list[float]]) -> float:
 def latency(args, farm, scratch: Path, local_records: list[dict]) -> dict:
     """The first model's ONNX INT8 benched in this process alone, on the farm beside the grid's heaviest
     other export, on the farm with nothing beside it, and alone again."""
-    settings = CellSettings(samples=2, warmup=5, count=args.latency_count, threads=1)
+    settings = CellSettings(samples=2, warmup=GRID_SETTINGS.warmup, count=args.latency_count, threads=1)
     model = args.models.split(",")[0]
     bench_cell = plan_cells([model], ["onnx"], ["int8"], [args.resolution], samples=settings.samples)
     local = next(r for r in local_records if Cell.from_dict(r["cell"]) == bench_cell[0])
@@ -283,11 +283,16 @@ def main() -> None:
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--latency-count", type=int, default=100, help="samples of each latency bench (100 at B0: ~0.3 s of the export beside it)")
     parser.add_argument("--json", type=Path, help="write every figure, the host and its CPU flags here")
+    add_tiny_flag(parser)
     args = parser.parse_args()
+    require(("ray",), "the farm extra: pip install -e '.[farm]'", args.tiny)
+    if args.tiny:
+        global GRID_SETTINGS
+        args.models, args.resolution, args.latency_count = "efficientvit_b0", "64", 3
+        GRID_SETTINGS = replace(GRID_SETTINGS, warmup=1, count=3)
     started = time.perf_counter()
-    facts = {**host_info(GRID_SETTINGS.threads), **cpu_facts()}
-    print(f"{facts['cpu']}; {facts['logical_cpus']} CPUs; flags {' '.join(facts['flags']) or 'none of avx512_vnni, avx512_bf16, amx'}; "
-          f"load {facts['load_average_1m']:.1f}; backends {', '.join(installed_backends())}", flush=True)
+    facts = cpu_facts(GRID_SETTINGS.threads)
+    print(f"{host_line(facts)}; backends {', '.join(installed_backends())}", flush=True)
     results = {"host": facts, "models": args.models, "resolution": args.resolution, "farm_first": args.farm_first,
                "nodes": [{"profile": profile, "num_cpus": 1} for profile in NODES]}
     farm_started = time.perf_counter()

@@ -1,6 +1,6 @@
 """How often does the latency gate cry wolf, and how often does it catch a real slowdown?
 
-    .venv/bin/python benchmarks/gate_noise.py [--trials 2000] [--host-repeats 10] [--count 100] [--skip-host]
+    .venv/bin/python benchmarks/gate_noise.py [--trials 2000] [--host-repeats 10] [--count 100] [--skip-host] [--tiny]
 
 1. Simulation (seeded): baseline and new samples drawn from log-normal jitter of a given relative
    size plus 5% stragglers 30-100% slower; the share of trials the gate flags as a regression, for
@@ -14,6 +14,7 @@
      interleaved timing sees it on both sides.
    - A/B: our export vs the naive export of the same weights (textbook LiteMLA, no graph
      preparation): a real slowdown the gate should flag every time; its size is measured here.
+--tiny: 20 trials, B0 at 64x64, 1 repeat of 5 samples (a smoke run of both parts).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import numpy as np
 
 from evitdeploy.gate import GateSettings, compare_samples, simulated_latencies
 
-sys.path.insert(0, str(Path(__file__).parent))
+from common import add_tiny_flag, naive_export
 
 SETTINGS = GateSettings(threshold=0.05, alpha=0.01)
 
@@ -68,16 +69,15 @@ def neighbour():
         process.wait()
 
 
-def host(repeats: int, count: int, threads: int) -> None:
+def host(repeats: int, count: int, threads: int, size: int = 224) -> None:
     from evitdeploy.bench import measure, measure_interleaved
     from evitdeploy.data import load_inputs
     from evitdeploy.backends.options import ExportOptions
     from evitdeploy.backends import export
     from evitdeploy.models import build_model, get_spec
     from evitdeploy.backends.onnxruntime.runner import OnnxRuntimeRunner
-    from onnx_cpu import naive_export
 
-    spec = get_spec("efficientvit_b0")
+    spec = get_spec("efficientvit_b0").with_input(1, size, size)
     workdir = Path(tempfile.mkdtemp(prefix="gate-noise-"))
     try:
         model, spec = build_model(spec, None, 0, None)
@@ -104,7 +104,7 @@ def host(repeats: int, count: int, threads: int) -> None:
                     reports.append(compare_samples(np.array(base), np.array(new), SETTINGS, interval=False))
             return reports
 
-        print(f"## This host: efficientvit_b0 224x224, {threads} threads, {count} samples per side, {repeats} repeats")
+        print(f"## This host: efficientvit_b0 {size}x{size}, {threads} threads, {count} samples per side, {repeats} repeats")
         print(f"{'comparison':<34} {'mode':<12} {'flagged':>8} {'median ratio (min..max)':>26}")
         comparisons = (
             ("A/A (same model)", ours, ours, False),
@@ -129,10 +129,13 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-host", action="store_true")
+    add_tiny_flag(parser)
     args = parser.parse_args()
+    if args.tiny:
+        args.trials, args.host_repeats, args.count = 20, 1, 5
     simulation(args.trials)
     if not args.skip_host:
-        host(args.host_repeats, args.count, args.threads)
+        host(args.host_repeats, args.count, args.threads, 64 if args.tiny else 224)
 
 
 if __name__ == "__main__":

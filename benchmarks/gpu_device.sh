@@ -1,5 +1,5 @@
 #!/bin/sh
-# Issue 9's GPU checks on a lent GPU machine that cannot reach a package index (see README,
+# The GPU checks (benchmarks/gpu_trt.py, the `gpu`/`tensorrt` tests) on a lent GPU machine that cannot reach a package index (see README,
 # "GPU checks"). Run from the repository root after `make gpu-carry` here; the machine needs
 # python3 with CUDA PyTorch, onnx, onnxruntime, scikit-image, scikit-learn, typer and rich.
 #   .gpu-carry/wheels   what the machine lacks (onnxslim), installed without an index

@@ -1,7 +1,8 @@
-"""Issue 9's GPU checks in one command, for a host with an NVIDIA GPU (TensorRT optional).
+"""The GPU checks in one command, for a host with an NVIDIA GPU (TensorRT optional): FP16 numerics of
+the precision plan on CUDA, PyTorch latency, and TensorRT engines where TensorRT imports.
 
     python benchmarks/gpu_trt.py [--families b0,b1] [--height 1024 --width 2048] [--device cuda]
-        [--sections numerics,torch_latency,tensorrt] [--orin-scale X] [--save results.json]
+        [--sections numerics,torch_latency,tensorrt] [--orin-scale X] [--save results.json] [--tiny]
 
 1. numerics: the trained digit-mosaic segmenters (Seg-B0 and Seg-B1, 11 classes, see
    evitdeploy.models.trained) at Cityscapes resolution, FP16 in PyTorch on the device: plain FP16
@@ -20,6 +21,8 @@
 
 Runs on a CPU too (`--device cpu --height 256 --width 512`) to check the script itself; the
 plans are made on the CPU with ONNX Runtime either way (ranges at the measured resolution).
+--tiny: Seg-B0 at 64x128, one test mosaic, a few timed runs, on CUDA where one is visible, else on
+the CPU (a smoke run of every section; engines only with TensorRT on CUDA).
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from common import add_tiny_flag
 
 # TensorRT FP16, batch 1, data transfer included: mit-han-lab/efficientvit,
 # applications/efficientvit_seg/README.md ("Jetson Orin" column, 1024x2048 Cityscapes).
@@ -171,7 +176,7 @@ def tensorrt(family: str, args, work: Path) -> dict:
             ExportRequest(
                 model=f"efficientvit_seg_{family}_cityscapes", target="trt", precision=precision,
                 output=work / f"trt_{family}_{precision}", checkpoint=checkpoint, height=args.height, width=args.width,
-                engine=engines, reduced=PrecisionOptions(calib=str(work / "calib_trt.npz"), calib_count=4),
+                backend_options={"engine": engines}, reduced=PrecisionOptions(calib=str(work / "calib_trt.npz"), calib_count=4),
             ),
         )
         entry = {"export_s": round(time.perf_counter() - started, 1)}
@@ -233,7 +238,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--orin-scale", type=float, help="how many times faster than a Jetson AGX Orin this GPU is taken to be")
     parser.add_argument("--save", type=Path)
+    add_tiny_flag(parser)
     args = parser.parse_args()
+    if args.tiny:
+        import torch
+
+        args.families, args.height, args.width, args.images, args.warmup, args.count, args.rounds = "b0", 64, 128, 1, 1, 4, 2
+        args.device = args.device if torch.cuda.is_available() else "cpu"
     chosen = [s.strip() for s in args.sections.split(",") if s.strip()]
     if any(s not in SECTIONS for s in chosen):
         sys.exit(f"unknown section in {args.sections!r}; choose from {', '.join(SECTIONS)}")

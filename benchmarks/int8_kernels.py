@@ -1,6 +1,6 @@
 """INT8 on the x86 kernels that run it, measured in one run (`make bench-int8-kernels`).
 
-    .venv/bin/python benchmarks/int8_kernels.py [--sections accuracy,speed] [--threads 2] [--rounds 4] [--digits 256]
+    .venv/bin/python benchmarks/int8_kernels.py [--sections accuracy,speed] [--threads 2] [--rounds 4] [--digits 256] [--tiny]
 
 1. accuracy: the trained references, INT8 following the plan, made for any x86 (7-bit weights on
    the GEMM convolutions; OpenVINO: NNCF's overflow fix, f32 float remainder) and for VNNI (full 8
@@ -13,6 +13,8 @@
 2. speed: B1 at 224 (random init, `--search-budget 0` so both schemes quantize the same nodes):
    any vs vnni on this host, ONNX Runtime and OpenVINO, timed in alternating rounds.
 The CPU flags every figure depends on are printed first.
+--tiny: 8 digits, the mosaic at 64x128, the speed section on B0 at 64x64 with a few runs (a smoke run
+of every section; the AVX2-only columns still need QEMU).
 """
 
 from __future__ import annotations
@@ -21,58 +23,64 @@ import argparse
 import json
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tflite_cpu import alternating_medians  # noqa: E402  (the benchmarks' one alternating-rounds timer)
+from evitdeploy import emulation
+from evitdeploy.data import preprocess
+from evitdeploy.device import cpu
+from evitdeploy.device.metrics import cosine_per_sample
+from evitdeploy.models import trained
+from evitdeploy.precision.options import PrecisionOptions
 
-from evitdeploy import api, emulation  # noqa: E402
-from evitdeploy.data import preprocess  # noqa: E402
-from evitdeploy.device import cpu  # noqa: E402
-from evitdeploy.device.metrics import cosine_per_sample  # noqa: E402
-from evitdeploy.models import trained  # noqa: E402
-from evitdeploy.precision.options import PrecisionOptions  # noqa: E402
-from evitdeploy.requests import ExportRequest  # noqa: E402
+from common import Exports, add_tiny_flag, alternating_medians, cpu_facts
 
 QEMU = emulation.qemu()
-FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8")
 # A model for VNNI is refused where the CPU has none (its sums saturate here): made only on VNNI/AMX hosts.
 TARGETS = ("any",) if cpu.kernel_class() in cpu.SATURATING else ("any", "vnni")
 BACKENDS = {"onnx": "ONNX Runtime", "openvino": "OpenVINO"}
 
-def cpu_facts() -> dict:
-    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "unknown")
-    return {"cpu": model, "flags": [f for f in FLAGS if f in set(text.split())], "int8_kernels": cpu.kernel_class()}
+
+@dataclass(frozen=True)
+class Scale:
+    digits_calib: int = 64
+    mosaic: tuple = (256, 512)
+    mosaic_calib: int = 16
+    mosaic_test: int = 4
+    speed: tuple = ("efficientvit_b1", 224)  # the speed section's model and size
+    runs: int = 30  # per round
+
+
+TINY = Scale(digits_calib=4, mosaic=(64, 128), mosaic_calib=2, mosaic_test=1, speed=("efficientvit_b0", 64), runs=3)
+EXPORTS: dict = {}  # folder -> its Exports
 
 
 def export(folder: Path, model: str, target: str, precision: str, height: int, width: int, *, checkpoint=None, calib=None, count=None,
            kernels=None, budget: int = 6):
-    name = f"{model}-{target}-{precision}-{kernels or 'na'}-{height}"
-    return api.export_model(ExportRequest(
-        model=model, target=target, precision=precision, output=folder / name, checkpoint=checkpoint, height=height, width=width, force=True,
-        reduced=PrecisionOptions(calib=calib, calib_count=count, int8_kernels=kernels, search_budget=budget),
-    ))
+    exports = EXPORTS.setdefault(folder, Exports(folder))
+    return exports.artifact(model, target, precision, checkpoint=checkpoint, height=height, width=width,
+                            reduced=PrecisionOptions(calib=calib, calib_count=count, int8_kernels=kernels, search_budget=budget))
 
 
-def section_accuracy(folder: Path, digits_count: int) -> None:
+def section_accuracy(folder: Path, digits_count: int, scale: Scale) -> None:
     print("\n## 1. accuracy: INT8 (plan) for any x86 vs for VNNI, on this host's kernels and on AVX2-only kernels (QEMU -cpu Haswell)")
     if QEMU is None:
         print("(qemu-x86_64 is not installed: apt-get install qemu-user; AVX2-only columns skipped)")
     train, _ = trained.digits_images("train")
-    np.savez(folder / "digits-calib.npz", image=train[:64])
+    np.savez(folder / "digits-calib.npz", image=train[: scale.digits_calib])
     test, labels = trained.digits_images("test")
     cases = [
-        ("digits B0 64x64", "efficientvit_b0", 64, 64, trained.digits_checkpoint(), str(folder / "digits-calib.npz"), 64,
+        ("digits B0 64x64", "efficientvit_b0", 64, 64, trained.digits_checkpoint(), str(folder / "digits-calib.npz"), scale.digits_calib,
          preprocess(list(test[:digits_count]), trained.digits_spec(), 64, 64), labels[:digits_count]),
     ]
-    calib, _ = trained.digit_mosaics(16, 256, 512, seed=1, split="train")
+    height, width = scale.mosaic
+    calib, _ = trained.digit_mosaics(scale.mosaic_calib, height, width, seed=1, split="train")
     np.savez(folder / "mosaic-calib.npz", image=calib)
-    photos, truth = trained.digit_mosaics(4, 256, 512, seed=2, split="test")
-    cases.append(("mosaic Seg-B0 256x512", "efficientvit_seg_b0_cityscapes", 256, 512, trained.mosaic_checkpoint(), str(folder / "mosaic-calib.npz"), 16,
-                  preprocess(list(photos), trained.mosaic_spec(256, 512), 256, 512), truth))
+    photos, truth = trained.digit_mosaics(scale.mosaic_test, height, width, seed=2, split="test")
+    cases.append((f"mosaic Seg-B0 {height}x{width}", "efficientvit_seg_b0_cityscapes", height, width, trained.mosaic_checkpoint(),
+                  str(folder / "mosaic-calib.npz"), scale.mosaic_calib, preprocess(list(photos), trained.mosaic_spec(height, width), height, width), truth))
     print("| model | backend | made for | plan FP32 blocks | kernels | inference | min cosine | top-1 / mIoU (FP32) |")
     print("|---|---|---|---|---|---|---:|---:|")
     for title, model, height, width, checkpoint, calibration, count, inputs, truth in cases:
@@ -102,16 +110,18 @@ def _scorer(model: str, truth):
     return lambda logits: f"{100 * trained.classification_accuracy(logits, truth):.2f}%"
 
 
-def section_speed(folder: Path, threads: int, rounds: int) -> None:
+def section_speed(folder: Path, threads: int, rounds: int, scale: Scale) -> None:
     if len(TARGETS) == 1:
         print("\n## 2. speed: skipped, this CPU has no VNNI: only the 7-bit scheme is made here")
         return
-    print(f"\n## 2. speed: B1 at 224, random init, rules-only plan (--search-budget 0), {threads} threads, {rounds} alternating rounds of 30")
-    artifacts = {(target, kernels): export(folder, "efficientvit_b1", target, "int8", 224, 224, kernels=kernels, budget=0)
+    model, size = scale.speed
+    print(f"\n## 2. speed: {model} at {size}, random init, rules-only plan (--search-budget 0), {threads} threads, "
+          f"{rounds} alternating rounds of {scale.runs}")
+    artifacts = {(target, kernels): export(folder, model, target, "int8", size, size, kernels=kernels, budget=0)
                  for target in BACKENDS for kernels in TARGETS}
-    artifacts[("onnx", "fp32")] = export(folder, "efficientvit_b1", "onnx", "fp32", 224, 224)
-    feed = {"image": preprocess(trained.digits_images("test")[0][:1], artifacts[("onnx", "fp32")].spec, 224, 224)}
-    medians = alternating_medians(artifacts, feed, threads, rounds=rounds)
+    artifacts[("onnx", "fp32")] = export(folder, model, "onnx", "fp32", size, size)
+    feed = {"image": preprocess(trained.digits_images("test")[0][:1], artifacts[("onnx", "fp32")].spec, size, size)}
+    medians = alternating_medians(artifacts, feed, threads, rounds=rounds, count=scale.runs)
     for target in BACKENDS:
         precision = {k: artifacts[target, k].manifest["export"].get("openvino", {}).get("inference_precision", "-") for k in TARGETS}
         print(f"{BACKENDS[target]}: any (7-bit, float part {precision['any']}) {medians[target, 'any']:.3f} ms, "
@@ -126,14 +136,18 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--digits", type=int, default=256, help="held-out digits for the accuracy section")
+    add_tiny_flag(parser)
     args = parser.parse_args()
-    print(json.dumps(cpu_facts()))
+    scale = TINY if args.tiny else Scale()
+    if args.tiny:
+        args.digits, args.rounds = 8, 2
+    print(json.dumps(cpu_facts(args.threads)))
     sections = args.sections.split(",")
     with tempfile.TemporaryDirectory(prefix="evitdeploy-bench-int8-kernels-") as scratch:
         if "accuracy" in sections:
-            section_accuracy(Path(scratch), args.digits)
+            section_accuracy(Path(scratch), args.digits, scale)
         if "speed" in sections:
-            section_speed(Path(scratch), args.threads, args.rounds)
+            section_speed(Path(scratch), args.threads, args.rounds, scale)
     sys.stdout.flush()
 
 

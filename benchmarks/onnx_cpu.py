@@ -1,7 +1,7 @@
 """ONNX Runtime CPU latency: our export vs PyTorch eager vs a naive export, in one run.
 
     .venv/bin/python benchmarks/onnx_cpu.py [--threads 2] [--cases b0,b1,l1,seg512,seg1024,seg2048]
-        [--min-seconds 3] [--profile-l1] [--save results.json]
+        [--min-seconds 3] [--profile-l1] [--save results.json] [--tiny]
 
 "naive" = the textbook formulation (LiteMLA with tokens on axis -2 and a ones row padded onto v;
 F.interpolate bicubic: timm's and the reference's) with the same weights, exported with plain torch.onnx.export (opset 17)
@@ -19,7 +19,6 @@ import shutil
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +32,8 @@ from evitdeploy.models import build_model, get_spec
 from evitdeploy.backends.onnxruntime.runner import OnnxRuntimeRunner
 from evitdeploy.backends.torch.runner import TorchRunner
 
+from common import add_tiny_flag, naive_export, ort_op_profile
+
 CASES = {
     "b0": ("efficientvit_b0", 224, 224),
     "b1": ("efficientvit_b1", 224, 224),
@@ -40,39 +41,8 @@ CASES = {
     "seg512": ("efficientvit_seg_b1_cityscapes", 512, 512),
     "seg1024": ("efficientvit_seg_b1_cityscapes", 1024, 1024),
     "seg2048": ("efficientvit_seg_b1_cityscapes", 1024, 2048),
+    "tiny": ("efficientvit_b0", 64, 64),  # --tiny
 }
-
-
-def naive_export(model, spec, path: Path) -> None:
-    """The textbook formulation, plain torch.onnx.export, no graph preparation."""
-    model.set_formulation("textbook")
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model, (torch.zeros(spec.input_shape),), str(path), dynamo=False, opset_version=17,
-            input_names=[spec.input_name], output_names=[spec.output_name],
-        )
-
-
-def op_profile(model_path: Path, feed: dict, threads: int, runs: int = 10) -> list[tuple[str, float]]:
-    """Share of kernel time per ONNX op type, from ONNX Runtime's profiler."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.enable_profiling = True
-    options.profile_file_prefix = str(model_path.with_suffix(""))
-    session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
-    for _ in range(runs):
-        session.run(None, feed)
-    trace = json.loads(Path(session.end_profiling()).read_text())
-    totals: dict[str, float] = {}
-    for event in trace:
-        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
-            op = event["args"].get("op_name", "?")
-            totals[op] = totals.get(op, 0.0) + event["dur"]
-    whole = sum(totals.values()) or 1.0
-    return sorted(((op, t / whole) for op, t in totals.items()), key=lambda x: -x[1])
 
 
 def run_case(key: str, threads: int, min_seconds: float, rounds: int, workdir: Path, profile: bool) -> dict:
@@ -122,8 +92,8 @@ def run_case(key: str, threads: int, min_seconds: float, rounds: int, workdir: P
         "max_abs_naive_vs_eager": float(np.abs(outputs["naive"] - outputs["eager"]).max()),
     }
     if profile:
-        result["op_profile_ours"] = op_profile(ours_dir / "model.onnx", feed, threads)[:8]
-        result["op_profile_naive"] = op_profile(naive_path, feed, threads)[:8]
+        result["op_profile_ours"] = ort_op_profile(ours_dir / "model.onnx", feed, threads)[:8]
+        result["op_profile_naive"] = ort_op_profile(naive_path, feed, threads)[:8]
     return result
 
 
@@ -135,13 +105,16 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile-l1", action="store_true", help="ORT per-op profile for L1 (and B1)")
     parser.add_argument("--save", type=Path)
+    add_tiny_flag(parser)
     args = parser.parse_args(argv)
+    if args.tiny:
+        args.cases, args.min_seconds, args.rounds, args.profile_l1 = "tiny", 0.05, 2, True
     torch.set_num_threads(args.threads)
     results = []
     workdir = Path(tempfile.mkdtemp(prefix="evit-bench-"))
     try:
         for key in args.cases.split(","):
-            result = run_case(key, args.threads, args.min_seconds, args.rounds, workdir, args.profile_l1 and key in ("l1", "b1"))
+            result = run_case(key, args.threads, args.min_seconds, args.rounds, workdir, args.profile_l1 and key in ("l1", "b1", "tiny"))
             results.append(result)
             m = result["median_ms"]
             print(

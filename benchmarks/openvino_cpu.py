@@ -1,8 +1,8 @@
-"""OpenVINO on this x86 CPU, measured in one run: the issue-17 targets (needs the openvino extra;
-NNCF's default INT8, the comparison, needs `pip install nncf` beside it).
+"""OpenVINO on this x86 CPU, measured in one run: its speed and accuracy targets against ONNX Runtime
+and NNCF (needs the openvino extra; NNCF's default INT8, the comparison, needs `pip install nncf` beside it).
 
     .venv/bin/python benchmarks/openvino_cpu.py [--sections speed,accuracy,profile] [--models b1,seg]
-        [--threads 2] [--rounds 8] [--save results.json]
+        [--threads 2] [--rounds 8] [--save results.json] [--tiny]
 
 1. speed: B1@224 and Seg-B1@512x1024 (random weights; speed only), contenders taking turns in
    rounds (each round: every contender `--per-round` times, the order reversed every turn; medians
@@ -17,6 +17,8 @@ NNCF's default INT8, the comparison, needs `pip install nncf` beside it).
 3. profile: where B1@224's time goes in OpenVINO (PERF_COUNT, share of real time by layer type and
    kernel) for bf16 and our INT8: why INT8 is or is not faster than the float graph on this CPU.
 The CPU flags every figure depends on are printed first and saved with the results.
+--tiny: B0 at 64x64 for speed and profile, the B0 digits classifier on 8 digits, a few runs (a smoke
+run of every section).
 """
 
 from __future__ import annotations
@@ -26,59 +28,32 @@ import contextlib
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
-from evitdeploy import api
 from evitdeploy.backends import runner_for
 from evitdeploy.backends.openvino.device import compile_ir, describe, has_bf16
 from evitdeploy.data import load_inputs, preprocess
 from evitdeploy.device.metrics import cosine_per_sample, time_turns
 from evitdeploy.models import build_model, trained
 from evitdeploy.precision.options import PrecisionOptions
-from evitdeploy.requests import ExportRequest
 
-CASES = {"b1": ("efficientvit_b1", 224, 224, None), "seg": ("efficientvit_seg_b1_cityscapes", 512, 1024, 16)}
-FLAGS = ("avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
+from common import Exports, add_tiny_flag, cpu_facts, host_line, nncf_default, require
+
+CASES = {"b1": ("efficientvit_b1", 224, 224, None), "seg": ("efficientvit_seg_b1_cityscapes", 512, 1024, 16),
+         "tiny": ("efficientvit_b0", 64, 64, 2)}  # (model, height, width, INT8 calibration images)
+FAMILIES = ("b0", "b1")  # the accuracy section's trained digits classifiers
+DIGITS = (0, 64)  # the accuracy section's held-out digits (0: all) and calibration digits
+PROFILED = ("b1", 50)  # the profile section's case and runs
 
 
-def cpu_facts() -> dict:
-    import openvino as ov
-
-    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "unknown")
-    words = set(text.split())
-    return {
-        "cpu": model,
-        "flags": [f for f in FLAGS if f in words],
-        "openvino": ov.__version__,
-        "openvino_capabilities": list(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")),
-    }
+EXPORTS: dict = {}  # folder -> its Exports
 
 
 def export(folder: Path, model: str, target: str, precision: str, height: int, width: int, **extra):
-    started = time.perf_counter()
-    with contextlib.redirect_stderr(open("/dev/null", "w")):
-        artifact = api.export_model(ExportRequest(
-            model=model, target=target, precision=precision, output=folder / f"{model}-{target}-{precision}", height=height, width=width, **extra,
-        ))
-    print(f"  exported {target} {precision}: {time.perf_counter() - started:.0f} s", flush=True)
-    return artifact
-
-
-def nncf_default(fp32_onnx: Path, calibration: np.ndarray, output: Path) -> Path:
-    """NNCF's default post-training INT8 (no ignored scope, default preset) of the FP32 IR."""
-    import nncf
-    import openvino as ov
-
-    started = time.perf_counter()
-    quantized = nncf.quantize(ov.convert_model(str(fp32_onnx)), nncf.Dataset([calibration[i : i + 1] for i in range(len(calibration))]), subset_size=len(calibration))
-    output.mkdir(parents=True)
-    ov.save_model(quantized, str(output / "model.xml"), compress_to_fp16=False)
-    print(f"  NNCF default INT8: {time.perf_counter() - started:.0f} s", flush=True)
-    return output
+    exports = EXPORTS.setdefault(folder, Exports(folder, announce=True))
+    return exports(model, target, precision, height=height, width=width, **extra)[0]
 
 
 def ir_infer(model_dir: Path, precision: str, threads: int):
@@ -156,7 +131,9 @@ def accuracy(args, bf16: bool) -> dict:
     results = {}
     train, _ = trained.digits_images("train")
     test, labels = trained.digits_images("test")
-    for family in ("b0", "b1"):
+    if DIGITS[0]:
+        test, labels = test[: DIGITS[0]], labels[: DIGITS[0]]
+    for family in FAMILIES:
         checkpoint = trained.digits_checkpoint(family=family)
         spec = trained.digits_spec(family=family)
         inputs = preprocess(list(test), spec, 64, 64)
@@ -166,8 +143,8 @@ def accuracy(args, bf16: bool) -> dict:
         fp32_top1 = trained.classification_accuracy(fp32, labels)
         print(f"digits {family.upper()} (PyTorch FP32 top-1 {100 * fp32_top1:.2f}%)", flush=True)
         with tempfile.TemporaryDirectory(prefix="evitdeploy-ovacc-") as scratch:
-            np.savez(Path(scratch) / "calib.npz", image=train[:64])
-            found = contenders(Path(scratch), spec.name, 64, 64, 64, args.threads, bf16, checkpoint=checkpoint, calib=str(Path(scratch) / "calib.npz"))
+            np.savez(Path(scratch) / "calib.npz", image=train[: DIGITS[1]])
+            found = contenders(Path(scratch), spec.name, 64, 64, DIGITS[1], args.threads, bf16, checkpoint=checkpoint, calib=str(Path(scratch) / "calib.npz"))
             rows = {}
             for name, infer in found.items():
                 logits = np.concatenate([infer(inputs[i : i + 1]) for i in range(len(inputs))])
@@ -194,16 +171,16 @@ def op_profile(model_dir: Path, precision: str, x: np.ndarray, threads: int, run
 
 
 def profile(args, bf16: bool) -> dict:
-    model, height, width, calib_count = CASES["b1"]
+    model, height, width, calib_count = CASES[PROFILED[0]]
     print(f"per-op profile, {model} @ {height}x{width}", flush=True)
     results = {}
     with tempfile.TemporaryDirectory(prefix="evitdeploy-ovprof-") as scratch:
         f32 = export(Path(scratch), model, "openvino", "fp32", height, width)
-        ours = export(Path(scratch), model, "openvino", "int8", height, width)
+        ours = export(Path(scratch), model, "openvino", "int8", height, width, reduced=PrecisionOptions(calib_count=calib_count))
         x = load_inputs(build_model_spec(model, height, width), height, width, None, count=1)[0]
         float_hint = "bf16" if bf16 else "f32"
         for label, artifact, hint in ((f"float ({float_hint})", f32, float_hint), (f"INT8 ours ({float_hint})", ours, float_hint)):
-            results[label] = op_profile(artifact.model_file, hint, x, args.threads)
+            results[label] = op_profile(artifact.model_file, hint, x, args.threads, runs=PROFILED[1])
             print(f"  {label}: " + ", ".join(f"{k} {v}%" for k, v in results[label].items()), flush=True)
     return results
 
@@ -216,12 +193,19 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--per-round", type=int, default=10)
     parser.add_argument("--save", type=Path)
+    add_tiny_flag(parser)
     args = parser.parse_args()
+    require(("openvino",), "the openvino extra: pip install -e '.[openvino]'", args.tiny)
+    if args.tiny:
+        global FAMILIES, DIGITS, PROFILED
+        args.models, args.rounds, args.per_round = "tiny", 2, 2
+        FAMILIES, DIGITS, PROFILED = ("b0",), (8, 4), ("tiny", 3)
     import openvino as ov
 
-    facts = cpu_facts()
-    bf16 = has_bf16(ov.Core())
-    print(f"{facts['cpu']}; flags {' '.join(facts['flags']) or 'none of ' + ', '.join(FLAGS)}; OpenVINO {facts['openvino']} {facts['openvino_capabilities']}; {args.threads} threads", flush=True)
+    core = ov.Core()
+    facts = {**cpu_facts(args.threads), "openvino": ov.__version__, "openvino_capabilities": list(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))}
+    bf16 = has_bf16(core)
+    print(f"{host_line(facts)}; OpenVINO {facts['openvino']} {facts['openvino_capabilities']}; {args.threads} threads", flush=True)
     results = {"host": facts, "threads": args.threads}
     if "speed" in args.sections:
         results["speed"] = speed(args, bf16)

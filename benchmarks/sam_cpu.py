@@ -2,7 +2,7 @@
 repository's, the prompt decoder per prompt size, and reduced precision on the trained tiny model.
 
     .venv/bin/python benchmarks/sam_cpu.py [--quick] [--sections encoder,decoder,precision]
-        [--threads 2] [--json results.json]
+        [--threads 2] [--json results.json] [--tiny]
 
 1. encoder: L0@512 and XL0@1024 (random weights: speed only), the same weights exported twice and
    timed in turns on ONNX Runtime CPU. "reference" = the reference repository's
@@ -28,6 +28,8 @@ and saved with the results; runners taking turns do not spin and ONNX Runtime's 
 Measured here (AMD EPYC, 2 cores shared with other jobs, load average ~4): `--quick` 3.0-4.2 min, the
 full run 5.3-7.0 min, exports included, once the tiny checkpoint is cached (training it on the
 first run took 29 min on the same busy host).
+--tiny: efficientvit_sam_tiny with random weights in every section, a couple of runs each (a smoke
+run of every section; an INT8/FP16 export its parity gate refuses is listed as refused).
 """
 
 from __future__ import annotations
@@ -44,11 +46,9 @@ from pathlib import Path
 
 import numpy as np
 
-from evitdeploy import api
 from evitdeploy.backends import runner_for
 from evitdeploy.backends.onnxruntime.runner import OnnxRuntimeRunner
 from evitdeploy.backends.promptable import artifact_models, decoder_bench_feed
-from evitdeploy.bench import host_info
 from evitdeploy.data import letterbox, load_inputs
 from evitdeploy.device.metrics import cosine_per_sample, time_turns
 from evitdeploy.device.prompts import DECODER_INPUTS
@@ -56,39 +56,22 @@ from evitdeploy.errors import UserError
 from evitdeploy.models import build_model, get_spec
 from evitdeploy.models.trained_sam import promptable_checkpoint, promptable_data
 from evitdeploy.precision.options import PrecisionOptions
-from evitdeploy.requests import ExportRequest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from onnx_cpu import op_profile  # noqa: E402  (the ORT per-op profile every benchmark here shares)
-from openvino_cpu import cpu_facts  # noqa: E402  (CPU model + avx512_vnni / avx512_bf16 / AMX flags)
+from common import Exports, add_tiny_flag, cpu_facts, host_line, ort_op_profile
 
 ENCODERS = {"l0": "efficientvit_sam_l0", "xl0": "efficientvit_sam_xl0"}
+DECODER_OF = "l0"  # the decoder section's model (the prompt decoder is the same network for all five)
 TINY = "efficientvit_sam_tiny"
+TRAINED_TINY = True  # the precision section's weights (--tiny: random, no training on first use)
+CALIBRATION_MOSAICS = 16
 POINTS = (1, 4, 16)
 REFERENCE_OPSET = 17  # export_encoder.py's default
 # (warmup, runs per contender, profiled runs); XL0 at 1024 takes seconds per run on 2 threads
 COUNTS = {
     "full": {"l0": (2, 20, 10), "xl0": (1, 5, 3), "decoder": (5, 50), "precision": (5, 50)},
     "quick": {"l0": (1, 5, 3), "decoder": (2, 10), "precision": (2, 10)},
+    "tiny": {"tiny": (1, 2, 2), "decoder": (1, 2), "precision": (1, 2)},
 }
-
-
-class Exports:
-    """Artifacts exported once per (model, target, precision) into a scratch folder, reused by every section."""
-
-    def __init__(self, folder: Path):
-        self.folder, self.made = folder, {}
-
-    def get(self, model: str, target: str, precision: str, **extra):
-        key = (model, target, precision)
-        if key not in self.made:
-            started = time.perf_counter()
-            with contextlib.redirect_stderr(open("/dev/null", "w")):
-                self.made[key] = api.export_model(ExportRequest(
-                    model=model, target=target, precision=precision, output=self.folder / "-".join(key), **extra,
-                ))
-            print(f"  exported {model} {target} {precision}: {time.perf_counter() - started:.0f} s", flush=True)
-        return self.made[key]
 
 
 def reference_export(model, spec, path: Path) -> None:
@@ -127,7 +110,7 @@ def encoder_case(key: str, exports: Exports, scratch: Path, threads: int, counts
     warmup, count, profiled = counts
     name = ENCODERS[key]
     print(f"{name} @ {get_spec(name).height}: reference export vs ours, ONNX Runtime CPU", flush=True)
-    ours = exports.get(name, "onnx", "fp32")
+    ours = exports.artifact(name, "onnx", "fp32")
     model, spec = build_model(get_spec(name))  # seed 0: the weights the export drew (max |diff| below proves it)
     reference_path = scratch / f"{key}-reference.onnx"
     reference_export(model, spec, reference_path)
@@ -140,7 +123,7 @@ def encoder_case(key: str, exports: Exports, scratch: Path, threads: int, counts
     megapixels = spec.height * spec.width / 1e6
     profiles, counted = {}, {}
     for label, (path, feed) in feeds.items():
-        shares = op_profile(Path(path), feed, threads, runs=profiled)
+        shares = ort_op_profile(Path(path), feed, threads, runs=profiled)
         profiles[label] = [{"op": op, "share": round(share, 4), "approx_ms": round(share * medians[label], 2)} for op, share in shares]
         counted[label] = dict(op_counts(Path(path)).most_common())
     return {
@@ -155,9 +138,9 @@ def encoder_case(key: str, exports: Exports, scratch: Path, threads: int, counts
 
 def decoder_section(exports: Exports, threads: int, counts: tuple) -> dict:
     warmup, count = counts
-    name = ENCODERS["l0"]
+    name = ENCODERS[DECODER_OF]
     print(f"{name} prompt decoder: ONNX Runtime vs OpenVINO at {', '.join(map(str, POINTS))} points", flush=True)
-    pairs = {"onnxruntime": artifact_models(exports.get(name, "onnx", "fp32")), "openvino": artifact_models(exports.get(name, "openvino", "fp32"))}
+    pairs = {"onnxruntime": artifact_models(exports.artifact(name, "onnx", "fp32")), "openvino": artifact_models(exports.artifact(name, "openvino", "fp32"))}
     spec = pairs["onnxruntime"]["encoder"].spec
     with runner_for(pairs["onnxruntime"]["encoder"], threads) as encoder:
         embedding = encoder.infer({spec.input_name: sample_image(spec)})[spec.output_name]
@@ -174,8 +157,10 @@ def decoder_section(exports: Exports, threads: int, counts: tuple) -> dict:
     }
 
 
-def tiny_checkpoint() -> Path:
-    """The trained tiny reference's weights: trained on first use, then cached."""
+def tiny_checkpoint():
+    """The trained tiny reference's weights: trained on first use, then cached (None: random weights)."""
+    if not TRAINED_TINY:
+        return None
     started = time.perf_counter()
     path = promptable_checkpoint()
     print(f"  trained checkpoint {path.name}: {time.perf_counter() - started:.0f} s", flush=True)
@@ -193,16 +178,17 @@ def precision_section(exports: Exports, scratch: Path, threads: int, counts: tup
     print(f"{TINY} @ 256: INT8 and FP16 (planned) against FP32, encoder", flush=True)
     checkpoint = tiny_checkpoint()
     calibration = scratch / "mosaics_sam_256_train.npz"  # benchmarks/sam_precision.py's calibration images
-    np.savez(calibration, image=promptable_data(16, seed=3, split="train")[0])
+    np.savez(calibration, image=promptable_data(CALIBRATION_MOSAICS, seed=3, split="train")[0])
     reduced = PrecisionOptions(calib=str(calibration))
-    spec = exports.get(TINY, "onnx", "fp32", checkpoint=checkpoint).spec
+    spec = exports.artifact(TINY, "onnx", "fp32", checkpoint=checkpoint).spec
     x = letterbox(list(promptable_data(1, seed=7, split="test")[0]), spec)  # a held-out mosaic
-    results = {"model": TINY, "weights": checkpoint.name, "warmup": warmup, "runs": count, "calibration": "16 train digit mosaics (seed 3)"}
+    results = {"model": TINY, "weights": checkpoint.name if checkpoint else "random", "warmup": warmup, "runs": count,
+               "calibration": f"{CALIBRATION_MOSAICS} train digit mosaics (seed 3)"}
     for target, precisions in (("onnx", ("fp32", "int8", "fp16")), ("openvino", ("fp32", "int8"))):
         rows, runners = {}, {}
         for precision in precisions:
             try:
-                artifact = exports.get(TINY, target, precision, checkpoint=checkpoint, reduced=reduced if precision != "fp32" else PrecisionOptions())
+                artifact = exports.artifact(TINY, target, precision, checkpoint=checkpoint, reduced=reduced if precision != "fp32" else PrecisionOptions())
             except UserError as refused:  # the export's parity gate: nothing to time, the refusal is the result
                 if precision == "fp32":
                     raise
@@ -284,18 +270,21 @@ def main(argv=None) -> int:
     parser.add_argument("--sections", default="encoder,decoder,precision")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, help="write every figure, the host and its CPU flags here")
+    add_tiny_flag(parser)
     args = parser.parse_args(argv)
     import torch
 
+    if args.tiny:
+        global ENCODERS, DECODER_OF, TRAINED_TINY, CALIBRATION_MOSAICS
+        ENCODERS, DECODER_OF, TRAINED_TINY, CALIBRATION_MOSAICS = {"tiny": TINY}, "tiny", False, 2
     torch.set_num_threads(args.threads)
-    counts = COUNTS["quick" if args.quick else "full"]
+    counts = COUNTS["tiny" if args.tiny else "quick" if args.quick else "full"]
     started = time.perf_counter()
-    facts = {**host_info(args.threads), **cpu_facts()}
-    print(f"{facts['cpu']}; flags {' '.join(facts['flags']) or 'none of avx512_vnni, avx512_bf16, amx'}; {args.threads} threads; "
-          f"load {facts['load_average_1m']:.1f}", flush=True)
+    facts = cpu_facts(args.threads)
+    print(f"{host_line(facts)}; {args.threads} threads", flush=True)
     results = {"host": facts, "threads": args.threads, "quick": args.quick}
     with tempfile.TemporaryDirectory(prefix="evitdeploy-sambench-") as scratch:
-        exports = Exports(Path(scratch))
+        exports = Exports(Path(scratch), announce=True)
         if "encoder" in args.sections:
             results["encoder"] = {key: encoder_case(key, exports, Path(scratch), args.threads, counts[key]) for key in ENCODERS if key in counts}
         if "decoder" in args.sections:
@@ -303,7 +292,7 @@ def main(argv=None) -> int:
         if "precision" in args.sections:
             results["precision"] = precision_section(exports, Path(scratch), args.threads, counts["precision"])
     results["wall_s"] = time.perf_counter() - started
-    results["load_average_1m_end"] = host_info(args.threads)["load_average_1m"]
+    results["load_average_1m_end"] = cpu_facts(args.threads)["load_average_1m"]
     render(results)
     print(f"total {results['wall_s'] / 60:.1f} min; load average {facts['load_average_1m']:.1f} at start, {results['load_average_1m_end']:.1f} at end")
     if args.json:

@@ -2,7 +2,7 @@
 to its masks, with and without the plan, on ONNX Runtime and OpenVINO (accuracy; speed is
 benchmarks/sam_cpu.py's).
 
-    .venv/bin/python benchmarks/sam_precision.py [--images 12] [--threads 2] [--save results.json]
+    .venv/bin/python benchmarks/sam_precision.py [--images 12] [--threads 2] [--save results.json] [--tiny]
 
 The model: `efficientvit_sam_tiny` trained on digit mosaics (evitdeploy.models.trained_sam; cached
 after its first ~3 minutes). Held-out "test" mosaics, every digit prompted four ways (a point, two
@@ -20,6 +20,9 @@ Contenders (the decoder is FP32 in every one: the plans cover the encoder):
   every op type), the same calibration images
 - ov f32 / ov int8 plan: `export --target openvino`
 - ov int8 NNCF default: nncf.quantize of the FP32 encoder's IR, the same calibration images
+
+--tiny: random weights (no training on first use), 1 held-out mosaic, 2 calibration mosaics (a
+smoke run of every contender; its IoUs mean nothing).
 """
 
 from __future__ import annotations
@@ -33,7 +36,6 @@ from pathlib import Path
 
 import numpy as np
 
-from evitdeploy import api
 from evitdeploy.backends import runner_for
 from evitdeploy.backends.promptable import artifact_models, runner_pair
 from evitdeploy.backends.torch.runner import TorchDecoderRunner, TorchRunner
@@ -42,31 +44,13 @@ from evitdeploy.device.prompts import MASK_THRESHOLD, decoder_feed, masks_for_im
 from evitdeploy.models import build_model
 from evitdeploy.models.trained_sam import promptable_checkpoint, promptable_data, promptable_spec
 from evitdeploy.precision.options import PrecisionOptions
-from evitdeploy.requests import ExportRequest
+
+from common import Exports, add_tiny_flag, cpu_facts, host_line, nncf_default
 
 
-def cpu_flags() -> dict:
-    flags = set()
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as handle:
-        for line in handle:
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    from evitdeploy.bench import host_info
-
-    return {"cpu": host_info(None)["cpu"], **{f: f in flags for f in ("avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16")}}
-
-
-def export(folder: Path, target: str, precision: str, checkpoint: Path, calib: Path):
-    started = time.perf_counter()
+def export(exports: Exports, target: str, precision: str, checkpoint, calib: Path):
     reduced = PrecisionOptions(calib=str(calib)) if precision != "fp32" else PrecisionOptions()
-    with contextlib.redirect_stderr(open("/dev/null", "w")):
-        artifact = api.export_model(ExportRequest(
-            model="efficientvit_sam_tiny", target=target, precision=precision, checkpoint=checkpoint, output=folder / f"{target}-{precision}",
-            reduced=reduced,
-        ))
-    print(f"  exported {target} {precision}: {time.perf_counter() - started:.0f} s", flush=True)
-    return artifact
+    return exports.artifact("efficientvit_sam_tiny", target, precision, checkpoint=checkpoint, reduced=reduced)
 
 
 def pair_of(artifact, threads: int):
@@ -122,11 +106,14 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=12, help="held-out mosaics (each with ~7 digits x 4 prompts)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--save", type=Path, default=None)
+    add_tiny_flag(parser)
     args = parser.parse_args()
+    if args.tiny:
+        args.images = 1
     started = time.perf_counter()
-    host = cpu_flags()
-    print(f"host: {host}", flush=True)
-    checkpoint = promptable_checkpoint(progress=lambda s: print(f"  {s}", flush=True))
+    host = cpu_facts(args.threads)
+    print(host_line(host), flush=True)
+    checkpoint = None if args.tiny else promptable_checkpoint(progress=lambda s: print(f"  {s}", flush=True))
     model, spec = build_model(promptable_spec(), checkpoint)
     photos, prompts, truth = promptable_data(args.images, seed=7, split="test")
     inputs = letterbox(list(photos), spec)
@@ -140,10 +127,11 @@ def main() -> None:
     rows = [scores("torch fp32", reference, reference, masks)]
     with tempfile.TemporaryDirectory(prefix="evitdeploy-samprec-") as scratch:
         folder = Path(scratch)
-        calib_photos, _, _ = promptable_data(16, seed=3, split="train")
+        calib_photos, _, _ = promptable_data(2 if args.tiny else 16, seed=3, split="train")
         np.savez(folder / "calib.npz", image=calib_photos)
         calibration = letterbox(list(calib_photos), spec)
-        artifacts = {key: export(folder, *key, checkpoint=checkpoint, calib=folder / "calib.npz") for key in (
+        exports = Exports(folder, announce=True)
+        artifacts = {key: export(exports, *key, checkpoint=checkpoint, calib=folder / "calib.npz") for key in (
             ("onnx", "fp32"), ("onnx", "fp16"), ("onnx", "int8"), ("openvino", "fp32"), ("openvino", "int8"))}
         fp32_encoder = artifacts[("onnx", "fp32")].folder / "encoder.onnx"
         storage = artifacts[("onnx", "fp16")].manifest["precision_plan"].get("fp16_storage_check")
@@ -164,8 +152,6 @@ def main() -> None:
         }
         with contextlib.suppress(ImportError):
             import nncf  # noqa: F401  (NNCF default is a contender only where nncf is installed)
-
-            from openvino_cpu import nncf_default
 
             ir = nncf_default(fp32_encoder, calibration, folder / "encoder-nncf")
             contenders["ov int8 NNCF default"] = lambda: ir_encoder_pair(ir, artifacts[("openvino", "fp32")], args.threads)
