@@ -35,7 +35,7 @@ from evitdeploy.device.metrics import cosine_per_sample
 from evitdeploy.models import trained
 from evitdeploy.precision.options import PrecisionOptions
 
-from common import Exports, add_tiny_flag, alternating_medians, cpu_facts
+from common import Exports, add_tiny_flag, alternating_medians, cpu_facts, require
 
 QEMU = emulation.qemu()
 # A model for VNNI is refused where the CPU has none (its sums saturate here): made only on VNNI/AMX hosts.
@@ -138,6 +138,7 @@ def main() -> None:
     parser.add_argument("--digits", type=int, default=256, help="held-out digits for the accuracy section")
     add_tiny_flag(parser)
     args = parser.parse_args()
+    require(("openvino",), "the openvino extra: pip install -e '.[openvino]'", args.tiny)
     scale = TINY if args.tiny else Scale()
     if args.tiny:
         args.digits, args.rounds = 8, 2

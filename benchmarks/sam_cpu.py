@@ -57,7 +57,7 @@ from evitdeploy.models import build_model, get_spec
 from evitdeploy.models.trained_sam import promptable_checkpoint, promptable_data
 from evitdeploy.precision.options import PrecisionOptions
 
-from common import Exports, add_tiny_flag, cpu_facts, host_line, ort_op_profile
+from common import Exports, add_tiny_flag, cpu_facts, host_line, ort_op_profile, require
 
 ENCODERS = {"l0": "efficientvit_sam_l0", "xl0": "efficientvit_sam_xl0"}
 DECODER_OF = "l0"  # the decoder section's model (the prompt decoder is the same network for all five)
@@ -272,6 +272,7 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path, help="write every figure, the host and its CPU flags here")
     add_tiny_flag(parser)
     args = parser.parse_args(argv)
+    require(("openvino",), "the openvino extra: pip install -e '.[openvino]'", args.tiny)
     import torch
 
     if args.tiny:

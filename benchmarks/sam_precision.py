@@ -45,7 +45,7 @@ from evitdeploy.models import build_model
 from evitdeploy.models.trained_sam import promptable_checkpoint, promptable_data, promptable_spec
 from evitdeploy.precision.options import PrecisionOptions
 
-from common import Exports, add_tiny_flag, cpu_facts, host_line, nncf_default
+from common import Exports, add_tiny_flag, cpu_facts, host_line, nncf_default, require
 
 
 def export(exports: Exports, target: str, precision: str, checkpoint, calib: Path):
@@ -108,6 +108,7 @@ def main() -> None:
     parser.add_argument("--save", type=Path, default=None)
     add_tiny_flag(parser)
     args = parser.parse_args()
+    require(("openvino",), "the openvino extra: pip install -e '.[openvino]'", args.tiny)
     if args.tiny:
         args.images = 1
     started = time.perf_counter()

@@ -71,7 +71,8 @@ def section_latency(exports: Exports, threads: int, scale: Scale) -> None:
     print(f"\n## 2. latency at {size}x{size}, {threads} threads, {scale.rounds} alternating rounds of {scale.runs} runs "
           f"(median of all {scale.rounds * scale.runs})")
     for model in scale.models:
-        artifacts = {(t, p): export(exports, model, t, p, size, size, count=scale.calib)[0] for t in ("tflite", "onnx") for p in ("fp32", "int8")}
+        artifacts = {(t, p): export(exports, model, t, p, size, size, count=scale.calib if p == "int8" else None)[0]
+                     for t in ("tflite", "onnx") for p in ("fp32", "int8")}
         feed = {"image": preprocess(trained.digits_images("test")[0][:1], artifacts["onnx", "fp32"].spec, size, size)}
         medians = alternating_medians(artifacts, feed, threads, scale.rounds, scale.runs)
         cells = "  ".join(f"{t}/{p} {medians[t, p]:.3f} ms" for t, p in medians)

@@ -58,6 +58,28 @@ def test_benchmark_runs_in_tiny_mode(script):
         assert re.search(pattern, done.stdout), f"{script} did not print /{pattern}/\n{shown}"
 
 
+BLOCKED = (
+    "import runpy, sys\n"
+    "class Absent:\n"
+    "    def find_spec(self, name, path=None, target=None):\n"
+    "        if name.split('.')[0] == 'coremltools':\n"
+    "            raise ImportError(name)\n"
+    "sys.meta_path.insert(0, Absent())\n"
+    "sys.argv = sys.argv[1:]\n"
+    "sys.path.insert(0, sys.argv[0].rsplit('/', 1)[0])\n"  # as `python benchmarks/x.py` would
+    "runpy.run_path(sys.argv[0], run_name='__main__')\n"
+)
+
+
+@pytest.mark.parametrize(("flags", "exit_code"), [(["--tiny"], 0), ([], 3)])
+def test_benchmark_without_its_backend_says_skipped(flags, exit_code):
+    """Tiny mode passes where a backend is absent (exit 0), a real run says it cannot run (exit 3)."""
+    done = subprocess.run([sys.executable, "-c", BLOCKED, str(BENCHMARKS / "coreml_cpu.py"), *flags], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == exit_code, done.stdout + done.stderr
+    assert done.stdout.startswith("skipped: coremltools not installed"), done.stdout + done.stderr
+
+
 def _imports(path: Path):
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module:
