@@ -200,10 +200,11 @@ def fits(spec: ModelSpec, operation: str, share: float = 1.0, **extra) -> bool:
     return limit is None or estimate_bytes(spec, operation, **extra) <= share * limit
 
 
-def at_size(spec: ModelSpec, batch: int, height: int, width: int) -> ModelSpec:
-    """The spec at another input shape, unvalidated: only its memory is asked about (a SAM model
-    takes one size, yet how much a smaller one would need is still a fair question)."""
-    return replace(spec, input_shape=(batch, spec.input_shape[1], height, width))
+def at_size(spec: ModelSpec, height: int, width: int, *, batch: Optional[int] = None) -> ModelSpec:
+    """The spec at another input size (and batch), unvalidated: only its memory is asked about (a
+    SAM model takes one size, yet how much a smaller one would need is still a fair question)."""
+    n, c, _, _ = spec.input_shape
+    return replace(spec, input_shape=(n if batch is None else batch, c, height, width))
 
 
 def largest_fitting(spec: ModelSpec, operation: str = "export", **extra) -> tuple[int, int]:
@@ -219,7 +220,7 @@ def largest_fitting(spec: ModelSpec, operation: str = "export", **extra) -> tupl
     low, high = 2, max(2, spec.height // m)  # the answer is in [low, high]; low is the floor
     while low < high:
         middle = (low + high + 1) // 2
-        if fits(at_size(spec, spec.input_shape[0], *size(middle)), operation, 0.9, **extra):
+        if fits(at_size(spec, *size(middle)), operation, 0.9, **extra):
             low = middle
         else:
             high = middle - 1
@@ -229,7 +230,7 @@ def largest_fitting(spec: ModelSpec, operation: str = "export", **extra) -> tupl
 def fitting_size(spec: ModelSpec, height: int, width: int, operation: str = "export") -> tuple[int, int]:
     """(height, width), or the largest size of that aspect ratio `operation` fits in this host's
     memory when that one does not: a size suggested to the user is never one that is then refused."""
-    aligned = at_size(spec, spec.input_shape[0], height, width)
+    aligned = at_size(spec, height, width)
     return (height, width) if fits(aligned, operation) else largest_fitting(aligned, operation)
 
 
@@ -256,6 +257,6 @@ def require_fits(spec: ModelSpec, operation: str, what: Optional[str] = None, **
     if spec.promptable:  # SAM takes its one size: only more memory helps
         hint = f"use {more}; {spec.name} takes {height}x{width} images only"
     else:
-        h, w = largest_fitting(at_size(spec, 1, height, width), operation, **extra)
+        h, w = largest_fitting(at_size(spec, height, width, batch=1), operation, **extra)
         hint = f"use a smaller size (about {h}x{w} fits here" + (", at batch 1" if batch > 1 else "") + f"), or {more}"
     raise UserError(f"{what} needs about {needed / GB:.1f} GB of memory; {limit / GB:.1f} GB is {source}", hint)
