@@ -1,22 +1,29 @@
-"""The one runner contract every backend implements (in the spirit of Polygraphy's runners)."""
+"""The one runner contract every backend implements (in the spirit of Polygraphy's runners).
+
+Polygraphy's runners also declare input metadata and check each feed against it before inferring;
+ours do not: `infer` is what the shared timing loop measures, so it carries no per-call checks, and
+a model file is compared with its spec once, after loading (`check_spec`)."""
 
 from __future__ import annotations
 
+import importlib
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 
 import numpy as np
 
+from evitdeploy.errors import BackendUnavailable
 
-@dataclass(frozen=True)
-class TensorMeta:
-    name: str
-    shape: tuple  # ints, or strings for dynamic dimensions
-    dtype: str
+
+def import_runtime(module: str, what: str, install: str):
+    """A backend's runtime module; missing, one line naming `what` is missing and how to install it (exit 3)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise BackendUnavailable(what, install) from exc
 
 
 class Runner(ABC):
-    """load -> input_metadata / infer (numpy in, numpy out) -> close; usable as a context manager."""
+    """load -> infer (numpy in, numpy out) -> close; usable as a context manager."""
 
     backend: str = "base"
 
@@ -24,10 +31,13 @@ class Runner(ABC):
     def load(self) -> None: ...
 
     @abstractmethod
-    def input_metadata(self) -> list[TensorMeta]: ...
-
-    @abstractmethod
     def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+    @property
+    def providers(self) -> list[str]:
+        """Where inference runs (execution providers, delegate, compute units), recorded beside
+        every latency; [] before load or where the runtime does not say."""
+        return []
 
     def check_spec(self, spec) -> None:
         """Refuse a model file whose inputs/outputs differ from its spec, where the runtime tells."""

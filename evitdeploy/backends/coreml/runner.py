@@ -14,19 +14,15 @@ from typing import Optional
 import numpy as np
 
 from evitdeploy.backends.coreml import BACKEND
-from evitdeploy.errors import EXIT_BACKEND_UNAVAILABLE, BackendUnavailable, UserError
-from evitdeploy.backends.runner import Runner, TensorMeta
+from evitdeploy.backends.runner import Runner, import_runtime
+from evitdeploy.errors import EXIT_BACKEND_UNAVAILABLE, UserError
 from evitdeploy.spec import ModelSpec
 
 
 def import_coremltools():
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stderr(_Sink()):
-            warnings.simplefilter("ignore")
-            import coremltools
-    except ImportError as exc:
-        raise BackendUnavailable("coremltools (Core ML packages)", BACKEND.install) from exc
-    return coremltools
+    with warnings.catch_warnings(), contextlib.redirect_stderr(_Sink()):
+        warnings.simplefilter("ignore")
+        return import_runtime("coremltools", "coremltools (Core ML packages)", BACKEND.install)
 
 
 class _Sink:
@@ -63,11 +59,6 @@ class CoreMLRunner(Runner):
     @property
     def providers(self) -> list[str]:
         return [f"Core ML ({self.compute_units})"] if self.model else []
-
-    def input_metadata(self) -> list[TensorMeta]:
-        if self.decoder_points:
-            return [TensorMeta(i.name, tuple(i.type.multiArrayType.shape), "float32") for i in self.model.get_spec().description.input]
-        return [TensorMeta(self.spec.input_name, tuple(self.spec.input_shape), "float32")]
 
     def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self.decoder_points:

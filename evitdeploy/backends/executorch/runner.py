@@ -18,9 +18,9 @@ import numpy as np
 
 from evitdeploy.backends.executorch import BACKEND
 from evitdeploy.backends.executorch.device import delegates_in, executorch_method, executorch_run, input_shapes, missing_delegates
-from evitdeploy.backends.runner import Runner, TensorMeta
+from evitdeploy.backends.runner import Runner, import_runtime
 from evitdeploy.device.runtimes import native_stderr_silenced
-from evitdeploy.errors import EXIT_BACKEND_UNAVAILABLE, BackendUnavailable, UserError, first_line
+from evitdeploy.errors import EXIT_BACKEND_UNAVAILABLE, UserError, first_line
 from evitdeploy.spec import ModelSpec
 
 
@@ -35,13 +35,8 @@ def quiet_runtime():
 
 def import_executorch(name: str = "executorch.runtime", purpose: str = "its Python runtime runs .pte files"):
     """An ExecuTorch module, imported quietly; missing, the one line that says how to install it."""
-    import importlib
-
-    try:
-        with quiet_runtime():
-            return importlib.import_module(name)
-    except ImportError as exc:
-        raise BackendUnavailable(f"executorch ({purpose})", BACKEND.install) from exc
+    with quiet_runtime():
+        return import_runtime(name, f"executorch ({purpose})", BACKEND.install)
 
 
 def delegates_of(artifact) -> list[str]:
@@ -89,10 +84,6 @@ class ExecuTorchRunner(Runner):
     @property
     def providers(self) -> list[str]:
         return [f"ExecuTorch ({', '.join(self.delegates) or 'XnnpackBackend'})"] if self.method else []
-
-    def input_metadata(self) -> list[TensorMeta]:
-        names = self.names if self.decoder_points else [self.spec.input_name]
-        return [TensorMeta(name, shape, "float32") for name, shape in zip(names, self.shapes)]
 
     def check_spec(self, spec) -> None:
         if not self.decoder_points and self.shapes and tuple(self.shapes[0]) != tuple(spec.input_shape):

@@ -8,20 +8,16 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from evitdeploy.backends.onnxruntime.device import ONNX_PROVIDERS, onnx_providers, onnx_session
-from evitdeploy.errors import BackendUnavailable, UserError, first_line
-from evitdeploy.backends.runner import Runner, TensorMeta
+from evitdeploy.backends.onnxruntime import BACKEND
+from evitdeploy.backends.onnxruntime.device import onnx_providers, onnx_session
+from evitdeploy.backends.runner import Runner, import_runtime
+from evitdeploy.errors import UserError, first_line
 
 _NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
-PREFERRED_PROVIDERS = ONNX_PROVIDERS  # one order for check, bench and a bundle's verify.py (why: device.py)
 
 
 def import_onnxruntime():
-    try:
-        import onnxruntime
-    except ImportError as exc:
-        raise BackendUnavailable("onnxruntime", "pip install onnxruntime") from exc
-    return onnxruntime
+    return import_runtime("onnxruntime", "onnxruntime", BACKEND.install)
 
 
 def worker_affinities(threads: Optional[int]) -> str:
@@ -95,9 +91,6 @@ class OnnxRuntimeRunner(Runner):
     @property
     def providers(self) -> list[str]:
         return list(self.session.get_providers()) if self.session else []
-
-    def input_metadata(self) -> list[TensorMeta]:
-        return [TensorMeta(i.name, tuple(i.shape), i.type) for i in self.session.get_inputs()]
 
     def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Inputs are cast to the types the model declares (an --fp16-io model takes float16)."""

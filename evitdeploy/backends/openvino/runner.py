@@ -9,17 +9,13 @@ import numpy as np
 
 from evitdeploy.backends.openvino import BACKEND
 from evitdeploy.backends.openvino.device import compile_ir, describe, settings
-from evitdeploy.backends.runner import Runner, TensorMeta
-from evitdeploy.errors import EXIT_BACKEND_UNAVAILABLE, BackendUnavailable, UserError, first_line
+from evitdeploy.backends.runner import Runner, import_runtime
+from evitdeploy.errors import EXIT_BACKEND_UNAVAILABLE, UserError, first_line
 from evitdeploy.spec import ModelSpec
 
 
 def import_openvino():
-    try:
-        import openvino
-    except ImportError as exc:
-        raise BackendUnavailable("openvino", BACKEND.install) from exc
-    return openvino
+    return import_runtime("openvino", "openvino", BACKEND.install)
 
 
 class OpenVINORunner(Runner):
@@ -46,9 +42,6 @@ class OpenVINORunner(Runner):
     @property
     def providers(self) -> list[str]:
         return [describe(self.properties)] if self.request else []
-
-    def input_metadata(self) -> list[TensorMeta]:
-        return [TensorMeta(self.spec.input_name, tuple(self.spec.input_shape), "float32")]
 
     def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if len(feed) > 1:  # a promptable model's decoder: inputs and outputs by name

@@ -17,7 +17,7 @@ from typing import Optional
 import numpy as np
 
 from evitdeploy.errors import EXIT_BACKEND_UNAVAILABLE, UserError
-from evitdeploy.backends.runner import Runner, TensorMeta
+from evitdeploy.backends.runner import Runner
 from evitdeploy.spec import ModelSpec
 
 # Every TensorRT name used here ("Class.member"); tests check them against tensorrt-stubs.
@@ -78,12 +78,6 @@ class TensorRTRunner(Runner):
     @property
     def providers(self) -> list[str]:
         return ["TensorRT"] if self.engine else []
-
-    def input_metadata(self) -> list[TensorMeta]:
-        """Every input the engine takes (a dynamic dimension as "dynamic"); the spec's before load."""
-        if self.engine is None:
-            return [TensorMeta(self.spec.input_name, tuple(self.spec.input_shape), "float32")]
-        return [TensorMeta(n, tuple(d if d >= 0 else "dynamic" for d in self.engine.get_tensor_shape(n)), "float32") for n in self.inputs]
 
     def _bind(self, feed: dict[str, np.ndarray]) -> dict:
         """Device buffers for this feed (every input copied in on the engine's stream, its shape

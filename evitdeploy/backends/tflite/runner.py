@@ -15,19 +15,15 @@ import numpy as np
 
 from evitdeploy.backends.tflite.device import tflite_interpreter, tflite_run, tflite_run_named
 from evitdeploy.device.runtimes import native_stderr_silenced
-from evitdeploy.errors import BackendUnavailable, UserError, first_line
-from evitdeploy.backends.runner import Runner, TensorMeta
+from evitdeploy.errors import UserError, first_line
+from evitdeploy.backends.runner import Runner, import_runtime
 from evitdeploy.spec import ModelSpec
 
 RUNTIME_INSTALL = "pip install 'evitdeploy[litert-runtime]' (the runtime only) or 'evitdeploy[tflite]'"
 
 
 def import_litert():
-    try:
-        import ai_edge_litert.interpreter as interpreter
-    except ImportError as exc:
-        raise BackendUnavailable("ai-edge-litert (the LiteRT runtime)", RUNTIME_INSTALL) from exc
-    return interpreter
+    return import_runtime("ai_edge_litert.interpreter", "ai-edge-litert (the LiteRT runtime)", RUNTIME_INSTALL)
 
 
 class TFLiteRunner(Runner):
@@ -60,12 +56,6 @@ class TFLiteRunner(Runner):
     @property
     def providers(self) -> list[str]:
         return ["LiteRT XNNPACK"] if self.interpreter else []
-
-    def input_metadata(self) -> list[TensorMeta]:
-        if self.decoder_points:
-            details = self.interpreter.get_signature_runner().get_input_details()
-            return [TensorMeta(name, tuple(int(n) for n in d["shape"]), np.dtype(d["dtype"]).name) for name, d in details.items()]
-        return [TensorMeta(d["name"], tuple(int(n) for n in d["shape"]), np.dtype(d["dtype"]).name) for d in self.interpreter.get_input_details()]
 
     def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self.decoder_points:

@@ -6,7 +6,7 @@ from typing import Optional
 
 import numpy as np
 
-from evitdeploy.backends.runner import Runner, TensorMeta
+from evitdeploy.backends.runner import Runner
 from evitdeploy.spec import ModelSpec
 
 
@@ -26,9 +26,6 @@ class TorchRunner(Runner):
         if self.threads:
             self._previous_threads = torch.get_num_threads()
             torch.set_num_threads(self.threads)
-
-    def input_metadata(self) -> list[TensorMeta]:
-        return [TensorMeta(self.spec.input_name, self.spec.input_shape, self.spec.dtype)]
 
     def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
@@ -60,9 +57,6 @@ class TorchDecoderRunner(Runner):
 
     def load(self) -> None:
         self.decoder.eval()
-
-    def input_metadata(self) -> list[TensorMeta]:
-        return [TensorMeta(name, (), "float32") for name in self.decoder.input_names]
 
     def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
