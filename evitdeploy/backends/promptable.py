@@ -46,12 +46,8 @@ def reference_outputs(model, spec: ModelSpec, inputs: np.ndarray, *, sizes: list
     """PyTorch's outputs (the textbook formulation: the reference's own arithmetic)."""
     from evitdeploy.backends.torch.runner import TorchDecoderRunner, TorchRunner
 
-    model.set_formulation("textbook")
-    try:
-        with TorchRunner(model, spec) as encoder, TorchDecoderRunner(model.decoder(spec.multimask)) as decoder:
-            return prompted_outputs(*runner_pair(encoder, decoder, spec), inputs, sizes=sizes, spec=spec)
-    finally:
-        model.set_formulation("deploy")
+    with model.formulation("textbook"), TorchRunner(model, spec) as encoder, TorchDecoderRunner(model.decoder(spec.multimask)) as decoder:
+        return prompted_outputs(*runner_pair(encoder, decoder, spec), inputs, sizes=sizes, spec=spec)
 
 
 def compare_prompted(reference: dict, candidate: dict, *, precision: str, tolerances) -> dict:
@@ -94,12 +90,8 @@ def bundle_reference(model, spec: ModelSpec, inputs: np.ndarray, *, sizes: list)
     feeds = parity_feeds(sizes, frame=spec.prompt_frame, embedding=spec.embedding)
     from evitdeploy.backends.torch.runner import TorchDecoderRunner, TorchRunner
 
-    model.set_formulation("textbook")
-    try:
-        with TorchRunner(model, spec) as encoder, TorchDecoderRunner(model.decoder(spec.multimask)) as decoder:
-            expected = device_prompted_outputs(*runner_pair(encoder, decoder, spec), inputs, feeds=feeds)
-    finally:
-        model.set_formulation("deploy")
+    with model.formulation("textbook"), TorchRunner(model, spec) as encoder, TorchDecoderRunner(model.decoder(spec.multimask)) as decoder:
+        expected = device_prompted_outputs(*runner_pair(encoder, decoder, spec), inputs, feeds=feeds)
     return {**flat_feeds(feeds), "expected_masks": expected["low_res_masks"].astype(np.float16), "expected_iou": expected["iou_predictions"]}
 
 

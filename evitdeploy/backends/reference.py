@@ -16,24 +16,20 @@ def against_reference(model, spec, candidate, batches, precision: str, what: str
     from evitdeploy.backends.torch.runner import TorchRunner
 
     checks = []
-    model.set_formulation("textbook")
-    try:
-        with TorchRunner(model, spec) as reference:
-            for batch in batches:
-                feed = {spec.input_name: batch}
-                report = compare(
-                    spec, reference.infer(feed)[spec.output_name], candidate.infer(feed)[spec.output_name],
-                    precision=precision, tolerances=tolerances_for(precision),
+    with model.formulation("textbook"), TorchRunner(model, spec) as reference:
+        for batch in batches:
+            feed = {spec.input_name: batch}
+            report = compare(
+                spec, reference.infer(feed)[spec.output_name], candidate.infer(feed)[spec.output_name],
+                precision=precision, tolerances=tolerances_for(precision),
+            )
+            checks.append({"input_shape": list(batch.shape), **report})
+            if not report["passed"]:
+                raise UserError(
+                    f"{what} does not match PyTorch at input {tuple(batch.shape)}: {'; '.join(report['failures'])}",
+                    f"nothing was written; {hint}",
+                    EXIT_CHECK_FAILED,
                 )
-                checks.append({"input_shape": list(batch.shape), **report})
-                if not report["passed"]:
-                    raise UserError(
-                        f"{what} does not match PyTorch at input {tuple(batch.shape)}: {'; '.join(report['failures'])}",
-                        f"nothing was written; {hint}",
-                        EXIT_CHECK_FAILED,
-                    )
-    finally:
-        model.set_formulation("deploy")
     return checks
 
 

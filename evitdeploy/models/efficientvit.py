@@ -7,7 +7,9 @@ stage 4 of L models hold EfficientViT blocks (LiteMLA context + MBConv local).
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from functools import partial
+from typing import Iterator
 
 import torch
 import torch.nn as nn
@@ -117,6 +119,10 @@ class Backbone(nn.Module):
     def set_formulation(self, formulation: str) -> None:
         set_formulation(self, formulation)
 
+    def formulation(self, formulation: str):
+        """`with model.formulation("textbook"):` the block runs it, and the model is back on "deploy" after."""
+        return in_formulation(self, formulation)
+
 
 def set_attention(root: nn.Module, eps: float) -> None:
     """Set every LiteMLA's normalizer eps under `root` (eps is part of a checkpoint's identity)."""
@@ -135,6 +141,17 @@ def set_formulation(root: nn.Module, formulation: str) -> None:
             module.formulation = "channel_first" if formulation == "deploy" else "token_first"
         elif isinstance(module, BicubicUpsample):
             module.formulation = "conv" if formulation == "deploy" else "interpolate"
+
+
+@contextmanager
+def in_formulation(root: nn.Module, formulation: str) -> Iterator[nn.Module]:
+    """`root` in `formulation` inside the block, then "deploy" again, the formulation every model is
+    built in and exported from (also when the block raises)."""
+    set_formulation(root, formulation)
+    try:
+        yield root
+    finally:
+        set_formulation(root, "deploy")
 
 
 class ClassifierHead(nn.Module):

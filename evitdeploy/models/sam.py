@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from evitdeploy.models.configs import SamConfig
-from evitdeploy.models.efficientvit import Backbone, set_attention, set_formulation
+from evitdeploy.models.efficientvit import Backbone, in_formulation, set_attention, set_formulation
 from evitdeploy.models.layers import BicubicUpsample, ConvNormAct, GELUTanh, ResidualBlock, local_block
 from evitdeploy.models.prompt import LayerNorm2d, MaskDecoder, PromptDecoder, PromptEncoder, TwoWayTransformer
 
@@ -100,3 +100,7 @@ class EfficientViTSam(nn.Module):
 
     def set_formulation(self, formulation: str) -> None:
         set_formulation(self, formulation)
+
+    def formulation(self, formulation: str):
+        """`with model.formulation("textbook"):` the block runs it, and the model is back on "deploy" after."""
+        return in_formulation(self, formulation)
