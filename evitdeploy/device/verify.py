@@ -20,12 +20,25 @@ import json
 import platform
 import sys
 import types
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
 from . import cpu, integrity, metrics, prompts, runtimes
 from .integrity import MANIFEST, SIGNATURE, BundleError, first_line
+
+
+@dataclass
+class ModelRun:
+    """What running the bundle's model(s) here found."""
+
+    parity: dict  # passed, failures, metrics: against the PyTorch outputs the bundle carries
+    drift: dict  # metrics against the making host's own outputs of this artifact ({} when not carried)
+    latency: Optional[dict]  # latency_stats, or None when --count 0
+    providers: list  # where the runtime ran the model
+    extra: dict = field(default_factory=dict)  # report keys of a promptable bundle (decoder latency, what latency measures)
 
 
 def latency_input(inputs: np.ndarray, batch: int) -> np.ndarray:
@@ -51,8 +64,8 @@ def _open(folder, manifest: dict, *, threads, runtime, model_file: str):
         raise BundleError(f"{model_file} cannot be loaded by this runtime ({first_line(exc)})", "re-copy the bundle from where it was made") from None
 
 
-def _run_model(folder, manifest: dict, runtime, threads, timing) -> tuple:
-    """One model on the reference images: (parity, drift from the making host, latency, providers, {})."""
+def _run_model(folder, manifest: dict, runtime, threads, timing) -> ModelRun:
+    """One model on the reference images: parity, drift from the making host, latency."""
     spec, bundle = manifest["spec"], manifest["bundle"]
     inputs, expected, host_outputs = integrity.load_reference(folder, spec)
     infer, providers = _open(folder, manifest, threads=threads, runtime=runtime, model_file=manifest["model_file"])
@@ -66,7 +79,7 @@ def _run_model(folder, manifest: dict, runtime, threads, timing) -> tuple:
     drift = metrics.compare_outputs(spec["task"], host_outputs, outputs, tolerances={})["metrics"] if host_outputs is not None else {}
     warmup, count = timing
     latency = metrics.latency_stats(metrics.time_model(infer, latency_input(inputs, batch), warmup, count=count), batch) if count > 0 else None
-    return parity, drift, latency, providers, {}
+    return ModelRun(parity=parity, drift=drift, latency=latency, providers=providers)
 
 
 def int8_kernels(manifest: dict) -> dict:
@@ -91,7 +104,7 @@ def _padded(decode, points: int):
     return infer
 
 
-def _run_promptable(folder, manifest: dict, runtime, threads, timing) -> tuple:
+def _run_promptable(folder, manifest: dict, runtime, threads, timing) -> ModelRun:
     """A promptable (SAM) bundle: the encoder on the reference images, the decoder on the recorded
     prompts; mask IoU, IoU-prediction error and cosine against PyTorch's masks. Latency is the
     encoder's per image (what the budget judges) and, beside it, the decoder's per prompt."""
@@ -118,7 +131,7 @@ def _run_promptable(folder, manifest: dict, runtime, threads, timing) -> tuple:
         latency = metrics.latency_stats(metrics.time_model(encode, first, warmup, count=count), 1)
         feed = dict(feeds[0][1], image_embeddings=np.asarray(encode(first), np.float32))
         decoder_latency = metrics.latency_stats(metrics.time_turns([lambda: decode(feed)], warmup, count)[0], 1)
-    return parity, {}, latency, providers, {"decoder_latency": decoder_latency, "latency_of": "the encoder, per image"}
+    return ModelRun(parity=parity, drift={}, latency=latency, providers=providers, extra={"decoder_latency": decoder_latency, "latency_of": "the encoder, per image"})
 
 
 def verify(folder, runtime, threads=None, warmup=None, count=None, judge_budget: bool = True, public_key=None, schema_check=None) -> dict:
@@ -152,7 +165,8 @@ def verify(folder, runtime, threads=None, warmup=None, count=None, judge_budget:
     warmup = bundle["bench"]["warmup"] if warmup is None else warmup
     count = bundle["bench"]["count"] if count is None else count
     run = _run_promptable if spec["task"] == integrity.PROMPTABLE else _run_model
-    parity, drift, latency, providers, extra = run(folder, manifest, runtime, threads=threads, timing=(warmup, count))
+    ran = run(folder, manifest, runtime, threads=threads, timing=(warmup, count))
+    parity, latency = ran.parity, ran.latency
     budget = bundle.get("budget") or {}
     profile = bundle["profile"]
     on_kind, why = runtimes.host_matches(profile["name"], profile["host_machines"], profile["host_device_model"], gpu=profile["host_gpu"])
@@ -174,11 +188,11 @@ def verify(folder, runtime, threads=None, warmup=None, count=None, judge_budget:
         "warnings": warnings,
         "signature": signature,
         "parity": {**parity, "tolerances": bundle["tolerances"], "vs": "PyTorch FP32 outputs recorded when the bundle was made"},
-        "drift_from_making_host": drift,
+        "drift_from_making_host": ran.drift,
         "latency": latency,
-        **extra,
+        **ran.extra,
         "budget": {**budget, "judged": judged, "host": why},
-        "runtime": {**versions, "providers": providers, "threads": threads},
+        "runtime": {**versions, "providers": ran.providers, "threads": threads},
         "host": {"machine": platform.machine(), "platform": platform.platform(), **kernels},
     }
 
