@@ -44,7 +44,7 @@ class LiteMLA(nn.Module):
         self.dim = head_dim
         self.formulation = "channel_first"
         # The float32 island below. Off only to reproduce what an exported graph does under a bare
-        # FP16 build (`trtexec --fp16`): calibration.torch_plan's "plain" FP16.
+        # FP16 build (`trtexec --fp16`): precision.torch_plan's "plain" FP16.
         self.fp32_island = True
         heads = in_channels // head_dim
         total_dim = heads * head_dim
