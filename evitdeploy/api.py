@@ -500,6 +500,6 @@ def bench_interleaved(request: InterleaveRequest, progress: Progress = None) -> 
         ):
             result = latency_result(runner, feed, f"{artifact.target}/{artifact.precision}", samples=samples, warmup=warmup)
             result["providers"] = runner.providers
-            result["thread_pool"] = {"spinning": False, "worker_affinities": getattr(runner, "applied_affinities", "")}
+            result["thread_pool"] = {"spinning": False, "worker_affinities": runner.applied_affinities}
             summaries.append(_bench_summary(artifact, spec, threads=threads, results=[result], mode="interleaved"))
     return summaries[0], summaries[1]

@@ -246,7 +246,7 @@ def _device_module(target: str):
     try:
         return module(backend, "device")
     except ModuleNotFoundError as exc:  # a backend without a device.py; any other missing module is a bug
-        if exc.name != f"evitdeploy.backends.{backend.folder}.device":
+        if exc.name != f"{backend.modules}.device":
             raise
         return None
 

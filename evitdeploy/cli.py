@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 
 from evitdeploy import __version__, limits
-from evitdeploy.backends import BACKENDS, option_help, options_help, parse_option_flags
+from evitdeploy.backends import BACKENDS, check_grid_options, option_help, options_help, parse_option_flags
 from evitdeploy.errors import EXIT_CHECK_FAILED, UserError, one_line
 
 def _click_exceptions():
@@ -641,6 +641,7 @@ def sweep(
     min_time: float = typer.Option(0.0, "--min-time", max=limits.MIN_TIME_MAX_S, help="Keep timing each cell for at least this many seconds."),
     data: Optional[Path] = typer.Option(None, "--data", help="Image folder or .npz for parity [default: scikit-image sample photos]."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Run again the cells recorded as failed."),
+    option: Optional[list[str]] = OPTION_OPTION,
     executor: str = typer.Option("local", "--executor", help="local: every cell on this host, in turn. ray: over a Ray cluster (evitdeploy[farm])."),
     address: Optional[str] = typer.Option(
         None, "--address", help="With --executor ray: the head's HOST:PORT, or 'auto' for the cluster running here [default: start Ray on this machine alone].",
@@ -677,7 +678,13 @@ def sweep(
         models, split_list(target or "onnx", "targets"), split_list(precision, "precisions"), resolutions=list(dict.fromkeys(resolutions)), samples=samples,
         profiles=profiles,
     )
-    settings = CellSettings(samples=samples, warmup=warmup, count=count, min_time_s=min_time, threads=threads, data=str(data) if data else None)
+    backend_options = parse_option_flags(option)
+    if backend_options and profiles:
+        raise UserError("--option and --profile both set the cells' options", "put the options in the profile's [options], or drop --profile")
+    check_grid_options({cell.target for cell in cells}, backend_options)
+    settings = CellSettings(
+        samples=samples, warmup=warmup, count=count, min_time_s=min_time, threads=threads, data=str(data) if data else None, backend_options=backend_options,
+    )
     if output.name in ("", ".", ".."):  # ".", "/": no file name to append to, nor to name the artifacts after
         raise UserError(f"--output {output} names a folder; sweep appends its results to a file", "e.g. --output results.jsonl")
     folder = artifacts or output.with_name(output.stem + "-artifacts")
@@ -876,7 +883,7 @@ def build(
         print(json.dumps(report, indent=2))
     else:
         gpu = report["gpu_compute"]
-        _say(f"engine built ({report['engine'].get('gpu')}, TensorRT {report['tensorrt']}, {report['engine'].get('pinned_fp32_layers')} layers pinned FP32); "
+        _say(f"engine built ({report['engine'].get('gpu')}, {report['runtime']}, {report['engine'].get('pinned_fp32_layers')} layers pinned FP32); "
                   f"parity {'PASSED' if report['passed'] else 'FAILED: ' + '; '.join(report['failures'])}; "
                   f"GPU compute median {gpu['median_ms']:.3f} ms, p90 {gpu['p90_ms']:.3f}, p99 {gpu['p99_ms']:.3f}")
         decoder = report.get("decoder_gpu_compute")

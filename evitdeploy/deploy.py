@@ -200,7 +200,10 @@ def plan_deploy(request: DeployRequest) -> Plan:
 
         signature = signature_section(Path(request.sign_key))
     output = Path(request.output or f"{request.model}-{profile.name}{'-' + profile.backend if other else ''}-{precision}")
-    return Plan(request, profile, backend, other, precision, height, width, promptable, reduced, given, output, signature)
+    return Plan(
+        request=request, profile=profile, backend=backend, other_backend=other, precision=precision, height=height, width=width,
+        promptable=promptable, reduced=reduced, backend_options=given, output=output, signature=signature,
+    )
 
 
 def _export(plan: Plan, folder: Path, *, progress: Progress):
@@ -230,18 +233,18 @@ def _check(plan: Plan, artifact, *, progress: Progress) -> Checked:
     if cannot_run:
         expected = None if plan.promptable else api.reference_outputs(artifact, spec, inputs, checkpoint=request.checkpoint)
         check = {"kind": "parity", "passed": None, "failures": [], "metrics": {}, "tolerances": asdict(tolerances), "skipped": cannot_run}
-        return Checked(check, inputs, sizes, source, expected=expected, runs_here=False)
+        return Checked(check, inputs, sizes=sizes, source=source, expected=expected, runs_here=False)
     if plan.promptable:  # parity by prompt (mask IoU): PyTorch's masks go into the bundle separately
         check = api.check_artifact(
             CheckRequest(path=artifact.folder, checkpoint=request.checkpoint, data=request.data, samples=request.samples,
                          threads=plan.profile.threads, tolerance_overrides=asdict(tolerances)),
             progress=progress,
         )
-        return Checked(check, inputs, sizes, source)
+        return Checked(check, inputs, sizes=sizes, source=source)
     check, expected, outputs = api.parity_report(
         artifact, spec, inputs, source=source, tolerances=tolerances, threads=plan.profile.threads, checkpoint=request.checkpoint, progress=progress,
     )
-    return Checked(check, inputs, sizes, source, expected=expected, outputs=outputs)
+    return Checked(check, inputs, sizes=sizes, source=source, expected=expected, outputs=outputs)
 
 
 def _bench(plan: Plan, artifact, checked: Checked, *, progress: Progress) -> tuple[Optional[dict], dict]:

@@ -73,3 +73,64 @@ def test_no_call_passes_more_than_three_positional_arguments():
         for path in _python_files(ROOT / checked):
             found += long_positional_calls(path.read_text(), names, str(path.relative_to(ROOT)))
     assert not found, "pass the arguments after the third by keyword:\n" + "\n".join(found)
+
+
+# -- no module outside evitdeploy/backends/ branches on a backend's name ---------------------------
+# What a backend is and takes lives in its descriptor (options, capabilities); code elsewhere asks
+# the registry. A comparison with a backend's name, a lookup by it, or a runner capability sniffed
+# with hasattr/getattr is how backend knowledge leaks out of its folder.
+
+
+def backend_spellings() -> set[str]:
+    from evitdeploy.backends import BACKENDS
+
+    return {name for backend in BACKENDS.values() for name in backend.names}
+
+
+def _named(node, spellings: set[str]) -> bool:
+    if isinstance(node, ast.Constant):
+        return isinstance(node.value, str) and node.value in spellings
+    return isinstance(node, (ast.Tuple, ast.List, ast.Set)) and any(_named(item, spellings) for item in node.elts)
+
+
+def backend_name_branches(source: str, spellings: set[str], filename: str = "<source>") -> list[str]:
+    """`file:line: why` for every comparison with a backend's name, subscript or registry lookup by
+    it, and hasattr/getattr sniffing of a runner."""
+    found = []
+    for node in ast.walk(ast.parse(source, filename)):
+        if isinstance(node, ast.Compare) and any(_named(side, spellings) for side in (node.left, *node.comparators)):
+            found.append((node.lineno, "compares with a backend's name"))
+        elif isinstance(node, ast.Subscript) and _named(node.slice, spellings):
+            found.append((node.lineno, "looks up by a backend's name"))
+        elif isinstance(node, ast.Call):
+            func = node.func
+            name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+            if name in ("get_backend", "find", "canonical_target") and node.args and _named(node.args[0], spellings):
+                found.append((node.lineno, f"asks the registry for a backend by name ({name})"))
+            elif name in ("hasattr", "getattr") and node.args and "runner" in ast.unparse(node.args[0]):
+                found.append((node.lineno, f"sniffs a runner's capability with {name}"))
+    return [f"{filename}:{line}: {why}" for line, why in sorted(found)]
+
+
+def test_backend_name_branches_finds_a_regression():
+    spellings = {"tflite", "trt", "executorch"}
+    source = (
+        'if request.channels_last and backend.name != "tflite": pass\n'
+        'recipe_only = profile.backend in ("trt", "x")\n'
+        'options = OPTIONS["executorch"]\n'
+        'backend = get_backend("trt")\n'
+        'if hasattr(runner, "gpu_times_ms"): pass\n'
+        'help = "exports for tflite and trt"\n'  # prose: not a branch
+        'if backend.gpu_compute_timing: pass\n'
+    )
+    assert [line.split(": ", 1)[0] for line in backend_name_branches(source, spellings)] == [f"<source>:{n}" for n in (1, 2, 3, 4, 5)]
+
+
+def test_no_module_outside_the_backends_branches_on_a_backend_name():
+    spellings = backend_spellings()
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if (PACKAGE / "backends") in path.parents:
+            continue
+        found += backend_name_branches(path.read_text(), spellings, str(path.relative_to(ROOT)))
+    assert not found, "backend knowledge outside evitdeploy/backends/ (declare it in the Backend descriptor):\n" + "\n".join(found)

@@ -348,7 +348,7 @@ def test_the_tensorrt_scheme_uses_symmetric_int8_activations(b0_graph, tmp_path)
     from evitdeploy.precision.qdq import quantize
 
     path, spec, ranges = b0_graph
-    info = quantize(path, int8_plan(onnx.load(str(path)), spec), ranges, tmp_path / "trt.onnx", scheme="tensorrt")
+    info = quantize(path, int8_plan(onnx.load(str(path)), spec), ranges, tmp_path / "trt.onnx", scheme="symmetric-s8")
     model = onnx.load(str(tmp_path / "trt.onnx"))
     initializers = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     zero_points = [initializers[n.input[2]] for n in model.graph.node if n.op_type == "QuantizeLinear"]

@@ -289,7 +289,7 @@ def test_tensorrt_fp16_recipe_of_the_trained_segmenter_is_checked_for_fp16_overf
         ExportRequest(
             model="efficientvit_seg_b0_cityscapes", target="trt", precision="fp16", output=tmp_path / "trt",
             checkpoint=mosaic_checkpoint_path, height=512, width=1024,
-            reduced=PrecisionOptions(calib=str(tmp_path / "calib.npz"), calib_count=2), engine=False,
+            reduced=PrecisionOptions(calib=str(tmp_path / "calib.npz"), calib_count=2), backend_options={"engine": False},
         ),
     )
     storage = artifact.manifest["precision_plan"]["fp16_storage_check"]

@@ -26,7 +26,7 @@ def recipes(tmp_path_factory):
     """efficientvit_sam_tiny for a device, FP32 and INT8: the ONNX + plan + recipe, no TensorRT."""
     folder = tmp_path_factory.mktemp("trt-sam")
     return {
-        precision: api.export_model(ExportRequest(model="efficientvit_sam_tiny", target="trt", precision=precision, engine=False, output=folder / precision))
+        precision: api.export_model(ExportRequest(model="efficientvit_sam_tiny", target="trt", precision=precision, backend_options={"engine": False}, output=folder / precision))
         for precision in ("fp32", "int8")
     }
 

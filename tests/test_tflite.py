@@ -215,7 +215,7 @@ def test_nhwc_input_takes_camera_order_and_still_passes_parity(tmp_path, cli):
     artifact = api.export_model(
         ExportRequest(
             model="efficientvit_b0", target="tflite", precision="fp32", output=tmp_path / "nhwc", height=64, width=64,
-            channels_last=True,
+            backend_options={"nhwc": True},
         ),
     )
     assert artifact.manifest["export"]["io"]["inputs"][0]["shape"] == [1, 64, 64, 3] and artifact.spec.layout == "NHWC"

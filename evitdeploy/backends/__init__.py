@@ -91,7 +91,7 @@ def check_options(backend: Backend, given: Mapping[str, Any], precisions, *, key
         option = backend.option(name)
         if option is None:
             raise _not_taken(backend, name, spelled, in_profile=keys is not None)
-        values[name] = _checked_value(backend, option, value, spelled, in_profile=keys is not None)
+        values[name] = _checked_value(backend, option, value, spelled=spelled, in_profile=keys is not None)
         choice = option.choice(values[name])
         refused = [p for p in precisions if choice is not None and choice.precisions and p not in choice.precisions]
         if refused and keys is not None:
@@ -121,7 +121,7 @@ def _not_taken(backend: Backend, name: str, spelled: str, *, in_profile: bool) -
     return UserError(f"{spelled} is for --target {', '.join(b.name for b in offering)}", f"drop {spelled}; {takes}")
 
 
-def _checked_value(backend: Backend, option, value, spelled: str, *, in_profile: bool):
+def _checked_value(backend: Backend, option, value, *, spelled: str, in_profile: bool):
     """A switch as a bool ("true"/"false" from the command line), a choice as one of its values."""
     if not option.choices:
         if isinstance(value, bool):
@@ -134,6 +134,21 @@ def _checked_value(backend: Backend, option, value, spelled: str, *, in_profile:
         verb = "use" if in_profile else "choose"
         raise UserError(f"{spelled} {value!r} is not one {own} takes", f"{verb} one of: {', '.join(c.value for c in option.choices)}")
     return value
+
+
+def options_for(backend: Backend, given: Mapping[str, Any]) -> dict:
+    """The options of `given` that `backend` declares (a grid's options go to the targets that take them)."""
+    return {name: value for name, value in given.items() if backend.option(name)}
+
+
+def check_grid_options(targets, given: Mapping[str, Any]) -> None:
+    """Refuse an option no target of a grid takes, or a value one of them refuses."""
+    backends = [get_backend(target) for target in targets]
+    for name in given:
+        if not any(backend.option(name) for backend in backends):
+            raise _not_taken(backends[0], name, _spelled(name, None), in_profile=False)
+    for backend in backends:
+        check_options(backend, options_for(backend, given), ())
 
 
 def option_help(name: str) -> str:

@@ -29,7 +29,7 @@ class Choice:
 
 
 @dataclass(frozen=True)
-class Option:
+class BackendOption:
     """An export option one backend takes: `--option NAME=VALUE` on the command line (or the
     option's own flag), an `[options]` table in a profile, `backend_options` in a request. The
     registry validates it once (`evitdeploy.backends.check_options`); only the backend reads it."""
@@ -71,7 +71,7 @@ class Backend:
     version_bound: bool = False  # a serialized engine loads only on the runtime version that built it
     predicts_on: str = "any host"  # where its runner predicts ("macOS", "an NVIDIA GPU with TensorRT")
     consumes: tuple[str, ...] = ()  # other backends' folders it may import (TensorRT and OpenVINO read the ONNX export)
-    options: tuple[Option, ...] = ()  # export options of its own (TFLite's nhwc, ExecuTorch's delegate, TensorRT's engine)
+    options: tuple[BackendOption, ...] = ()  # export options of its own (TFLite's nhwc, ExecuTorch's delegate, TensorRT's engine)
     builds_on_device: str = ""  # the switch option that, off, leaves the build to the device: deploy turns it off where the runtime is missing
     gpu_compute_timing: bool = False  # its runner also times GPU compute alone (`gpu_times_ms`), as trtexec does
     lists_providers: bool = False  # its runner module's `available_providers()` lists execution providers (doctor)
@@ -88,7 +88,7 @@ class Backend:
         """Where its export/runner/plan/device modules live."""
         return self.package or f"evitdeploy.backends.{self.folder}"
 
-    def option(self, name: str) -> "Option | None":
+    def option(self, name: str) -> "BackendOption | None":
         return next((o for o in self.options if o.name == name), None)
 
     @property

@@ -19,7 +19,7 @@ class PrecisionOptions:
     min_cosine: float = 0.99  # INT8 search target: per-image cosine to FP32 on held-out images
     search_budget: int = 6  # at most this many blocks moved to FP32 by the search
     explain: bool = False  # rank every block even when the plan already meets the target
-    scheme: str = "onnxruntime"
+    scheme: str = "asymmetric-u8"  # precision.qdq.SCHEMES: ONNX Runtime's u8/s8 Q/DQ; TensorRT's is symmetric-s8
     int8_kernels: Optional[str] = None  # x86 INT8 kernels the model is for: any | vnni | avx2 (None: the profile's, else any)
     seed: int = 0
 

@@ -51,7 +51,9 @@ def int8_kernels_record(options: PrecisionOptions) -> dict:
     record it; check and verify.py compare it with the CPU they run on)."""
     from evitdeploy.device import cpu
 
-    if options.scheme != "onnxruntime":  # TensorRT's int8 runs on GPU kernels
+    from evitdeploy.precision.qdq import ASYMMETRIC
+
+    if options.scheme != ASYMMETRIC:  # the symmetric scheme is TensorRT's: its int8 runs on GPU kernels
         return {}
     return {"int8_kernels": options.kernels, "weight_bits": options.weight_bits, "judged_on": cpu.kernel_class()}
 

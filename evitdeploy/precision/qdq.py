@@ -1,9 +1,9 @@
 """INT8 QDQ ONNX following a precision plan (onnxruntime.quantization with our measured ranges).
 
 The plan says *where* (backend-neutral); the scheme says *how* for a runtime:
-- "onnxruntime": uint8 asymmetric activations and int8 per-channel symmetric weights, the u8s8
+- "asymmetric-u8" (ONNX Runtime, OpenVINO): uint8 asymmetric activations and int8 per-channel symmetric weights, the u8s8
   path ONNX Runtime's CPU kernels (VNNI) are fastest on;
-- "tensorrt": int8 symmetric activations (zero point 0) and per-channel symmetric weights, the
+- "symmetric-s8" (TensorRT): int8 symmetric activations (zero point 0) and per-channel symmetric weights, the
   only form TensorRT accepts, with Q/DQ placed as NVIDIA's explicit-quantization guide recommends:
   on the inputs of weighted ops (Conv) and of residual Adds, not on a Conv's output that feeds its
   activation or a residual Add. A Q/DQ pair there would split the Conv from the HardSwish/Add that
@@ -14,7 +14,7 @@ Why naive INT8 EfficientViT is slower than FP32 on ONNX Runtime CPU (measured, B
 convolutions do get 2x faster as QLinearConv, but every HardSwish has no integer kernel, so each
 one becomes DequantizeLinear -> HardSigmoid -> Mul -> QuantizeLinear in float, plus layout
 transposes between ONNX Runtime's NHWC integer and NCHWc float kernels: about half the time. For
-the "onnxruntime" scheme we therefore rewrite Q/DQ around HardSwish into integer ops: with
+the asymmetric scheme we therefore rewrite Q/DQ around HardSwish into integer ops: with
 x = s*(q - z), hardsigmoid(x) = clip(x/6 + 1/2, 0, 1) is exactly q itself read with scale s/6 and
 zero point z - 3/s and clipped, so HardSwish = QLinearMul(q, Clip(q)): two passes over uint8 data,
 no float round trip. The activation range before a HardSwish is widened to include -3 so that zero
@@ -30,17 +30,18 @@ import numpy as np
 from evitdeploy.precision.plan import INT8_OPS, PrecisionPlan
 from evitdeploy.precision.ranges import Ranges
 
-SCHEMES = ("onnxruntime", "tensorrt")
+ASYMMETRIC, SYMMETRIC = "asymmetric-u8", "symmetric-s8"  # ONNX Runtime's u8 activations / s8 weights; TensorRT's s8 with zero point 0
+SCHEMES = (ASYMMETRIC, SYMMETRIC)
 HARDSWISH_KNEE = 3.0  # hardswish(x) = x * clip(x + 3, 0, 6) / 6
 
 
 def quantize(
-    fp32_path: Path, plan: PrecisionPlan, ranges: Ranges, output: Path, scheme: str = "onnxruntime",
+    fp32_path: Path, plan: PrecisionPlan, ranges: Ranges, output: Path, scheme: str = ASYMMETRIC,
     integer_hardswish_ops: bool = True, weight_bits: int = 8,
 ) -> dict:
     """Write the QDQ model for `plan` to `output`; returns what was done, for the manifest.
     `integer_hardswish_ops=False` leaves Q/DQ around HardSwish (the benchmark's comparison point).
-    `weight_bits=7` (the onnxruntime scheme): the weights of every convolution that runs as a GEMM
+    `weight_bits=7` (the asymmetric scheme): the weights of every convolution that runs as a GEMM
     in [-64, 64], so x86 kernels without VNNI, whose u8 x s8 pair sums saturate in int16, compute
     them exactly (evitdeploy.device.cpu). Depthwise convolutions keep 8 bits: their kernel widens
     each product to int32 (measured under QEMU's AVX2: identical outputs), and on the trained
@@ -55,7 +56,7 @@ def quantize(
         raise ValueError(f"scheme must be one of {SCHEMES}, weight_bits 7 or 8")
     model = load_model_with_shape_infer(Path(fp32_path))
     int8_nodes = plan.nodes_in("int8")
-    rewrite = scheme == "onnxruntime" and integer_hardswish_ops
+    rewrite = scheme == ASYMMETRIC and integer_hardswish_ops
     widened = _hardswish_inputs(model, set(int8_nodes)) if rewrite else set()
     intervals = {}
     for name in ranges.tensors:
@@ -63,7 +64,7 @@ def quantize(
         if name in widened:
             low = min(low, -HARDSWISH_KNEE)
         intervals[name] = TensorData(lowest=np.float32(min(low, 0.0)), highest=np.float32(max(high, 0.0)))
-    symmetric = scheme == "tensorrt"
+    symmetric = scheme == SYMMETRIC
     reduce_range = weight_bits == 7 and not symmetric  # TensorRT's GPU kernels sum int8 products in int32
     seven_bit = gemm_conv_weights(model, set(int8_nodes)) if reduce_range else []
     op_types = [op for op in INT8_OPS if not (symmetric and op == "HardSwish")]  # TensorRT fuses it into the Conv

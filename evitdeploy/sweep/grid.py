@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 from evitdeploy.errors import UserError
@@ -45,6 +45,7 @@ class CellSettings:
     data: Optional[str] = None
     seed: int = 0
     checkpoint: Optional[str] = None  # the weights every cell exports [default: random init]
+    backend_options: dict = field(default_factory=dict)  # each to the cells whose target declares it (a profile's cell: the profile's)
 
     def __post_init__(self) -> None:
         from evitdeploy import limits

@@ -13,6 +13,7 @@ from typing import Callable, Optional
 from evitdeploy.artifact import check_output_path
 from evitdeploy.errors import UserError
 from evitdeploy.sweep.grid import Cell, CellSettings
+from evitdeploy.sweep.interrupt import sigint_deferred, sigint_interrupts
 from evitdeploy.sweep.results import FAILED, OK, append_record, latest_cells, read_records
 from evitdeploy.sweep.stages import run_cell
 
@@ -24,7 +25,7 @@ class LocalExecutor:
 
     name = "local"
 
-    def prepare(self, cells: list[Cell], profiles: dict) -> None:
+    def prepare(self, cells: list[Cell], profiles: dict, progress: Progress = None) -> None:
         """Nothing to refuse up front: a backend missing here fails its cells with the reason."""
 
     def run(self, cells: list[Cell], *, artifacts: Path, settings: CellSettings, profiles: dict, on_record: Callable[[dict], None], progress: Progress = None) -> None:
@@ -76,7 +77,8 @@ def run_sweep(
 
     `profiles` are the Profile objects the cells name (their tolerances, threads and, on a farm,
     the nodes that bench them). Everything is checked, and the executor may refuse the grid,
-    before the first file is written.
+    before the first file is written. Ctrl-C (SIGINT) stops the sweep with KeyboardInterrupt
+    wherever it was started from, between two whole records.
     """
     executor = executor or LocalExecutor()
     by_name = {profile.name: profile for profile in profiles or ()}
@@ -101,26 +103,29 @@ def run_sweep(
         else:
             pending.append(cell)
     ran = []
-    try:
-        executor.prepare(pending, by_name)  # a grid the executor cannot serve is refused here, before any file
+    with sigint_interrupts():
         try:
-            output.parent.mkdir(parents=True, exist_ok=True)
-            output.touch()
-            artifacts.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise UserError(f"cannot write {output} or {artifacts} ({exc.strerror})", "choose paths you can write to") from exc
+            executor.prepare(pending, by_name, progress=progress)  # a grid the executor cannot serve is refused here, before any file
+            try:
+                output.parent.mkdir(parents=True, exist_ok=True)
+                output.touch()
+                artifacts.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise UserError(f"cannot write {output} or {artifacts} ({exc.strerror})", "choose paths you can write to") from exc
 
-        def record_cell(record: dict) -> None:
-            append_record(output, record)
-            cell = Cell.from_dict(record["cell"])
-            done[cell.key] = record
-            ran.append(cell.name)
-            if progress:
-                progress(f"[{len(ran)}/{len(pending)}] {cell.name}: {cell_outcome(record)}")
+            def record_cell(record: dict) -> None:
+                with sigint_deferred():  # the line and its progress line whole, then Ctrl-C is heard
+                    append_record(output, record)
+                    cell = Cell.from_dict(record["cell"])
+                    done[cell.key] = record
+                    ran.append(cell.name)
+                    if progress:
+                        progress(f"[{len(ran)}/{len(pending)}] {cell.name}: {cell_outcome(record)}")
 
-        if pending:
-            executor.run(pending, artifacts=artifacts, settings=settings, profiles=by_name, on_record=record_cell, progress=progress)
-    finally:
-        executor.close()
+            if pending:
+                executor.run(pending, artifacts=artifacts, settings=settings, profiles=by_name, on_record=record_cell, progress=progress)
+        finally:
+            with sigint_deferred():  # a farm driver leaves the cluster whole even on a second Ctrl-C
+                executor.close()
     records = [done[cell.key] for cell in cells]
     return {"output": str(output), "artifacts": str(artifacts), "executor": executor.name, "ran": ran, "skipped": skipped, "cells": records}

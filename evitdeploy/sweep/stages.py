@@ -57,9 +57,11 @@ def export_and_check(record: dict, folder: Path, settings: CellSettings, *, prof
     tolerances for a profile's cell)."""
     from evitdeploy import api
     from evitdeploy.artifact import model_size
+    from evitdeploy.backends import get_backend, options_for
     from evitdeploy.requests import CheckRequest, ExportRequest
 
     cell = Cell.from_dict(record["cell"])
+    given = profile.backend_options if profile is not None else options_for(get_backend(cell.target), settings.backend_options)
     data = Path(settings.data) if settings.data else None
     stage = "export"
     try:
@@ -67,6 +69,7 @@ def export_and_check(record: dict, folder: Path, settings: CellSettings, *, prof
         request = ExportRequest(
             model=cell.model, target=cell.target, precision=cell.precision, output=folder, height=cell.height, width=cell.width,
             force=True, seed=settings.seed, data=data, checkpoint=Path(settings.checkpoint) if settings.checkpoint else None,
+            backend_options=given,
         )
         artifact = api.export_model(request, progress=progress)
         record["seconds"]["export"] = round(time.perf_counter() - started, 3)

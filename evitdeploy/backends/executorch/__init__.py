@@ -1,6 +1,6 @@
 """ExecuTorch .pte for apps that already link PyTorch's on-device runtime (XNNPACK; Core ML delegate)."""
 
-from evitdeploy.backends.descriptor import Backend, Choice, Option, Package
+from evitdeploy.backends.descriptor import Backend, BackendOption, Choice, Package
 
 BACKEND = Backend(
     name="executorch",
@@ -15,7 +15,7 @@ BACKEND = Backend(
     aliases=("et", "pte"),
     extra="executorch",
     options=(
-        Option(
+        BackendOption(
             "delegate",
             "xnnpack (CPU, ARM phones; fp32/int8) or coreml (Apple; fp32, predicts only in an app)",
             choices=(

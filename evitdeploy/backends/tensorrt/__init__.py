@@ -1,6 +1,6 @@
 """TensorRT engines for NVIDIA GPUs and Jetson, built from the ONNX export and its precision plan."""
 
-from evitdeploy.backends.descriptor import Backend, Option, Package
+from evitdeploy.backends.descriptor import Backend, BackendOption, Package
 
 BACKEND = Backend(
     name="trt",
@@ -19,7 +19,7 @@ BACKEND = Backend(
     predicts_on="an NVIDIA GPU with TensorRT",
     consumes=("onnxruntime",),
     options=(
-        Option("engine", "build the engine here (false: the ONNX, its precision plan and the build recipe only, for the device to build)",
+        BackendOption("engine", "build the engine here (false: the ONNX, its precision plan and the build recipe only, for the device to build)",
                on_by_default=True),
     ),
     builds_on_device="engine",

@@ -64,7 +64,7 @@ def build_in_bundle(folder: Path, workspace_mib: int = DEFAULT_WORKSPACE_MIB, co
     return {
         "kind": "engine-build", "bundle": str(folder), "model": spec.name, "precision": manifest["precision"],
         "passed": parity["passed"], "failures": parity["failures"], "parity": parity, **timing,
-        "engine": export["engine"], **({"decoder_engine": export["decoder"]["engine"]} if spec.promptable else {}), "tensorrt": trt.__version__,
+        "engine": export["engine"], **({"decoder_engine": export["decoder"]["engine"]} if spec.promptable else {}), "tensorrt": trt.__version__, "runtime": f"TensorRT {trt.__version__}",
     }
 
 

@@ -150,16 +150,16 @@ def prepare_onnx(model, spec: ModelSpec, precision: str, folder: Path, scratch: 
 
     from evitdeploy.backends.reference import validation_batch
     from evitdeploy.precision.fp16 import require_finite_storage
-    from evitdeploy.precision.qdq import quantize
+    from evitdeploy.precision.qdq import SYMMETRIC, quantize
     from evitdeploy.precision.pipeline import make_plan, write_plan
 
     fp32_path = folder / onnx_file if precision != "int8" else scratch / "fp32.onnx"
     write_graph(model, spec, fp32_path, opset=default_opset(spec), simplify=True, step=options.step)
     if precision == "fp32":
         return None, {}
-    reduced = replace(options.reduced, scheme="tensorrt")
+    reduced = replace(options.reduced, scheme=SYMMETRIC)
     result = make_plan(fp32_path, spec, precision, options=reduced, progress=options.progress)
-    conversion = quantize(fp32_path, result.plan, result.ranges, output=folder / onnx_file, scheme="tensorrt") if precision == "int8" else {}
+    conversion = quantize(fp32_path, result.plan, result.ranges, output=folder / onnx_file, scheme=SYMMETRIC) if precision == "int8" else {}
     # FP16: the engine stores what the FP16 layers write in FP16; the same storage emulation as the
     # ONNX FP16 export estimates it here (plan and plain), and a plan that overflows is refused.
     storage = require_finite_storage(fp32_path, result.plan, validation_batch(options, spec), spec=spec) if precision == "fp16" else None

@@ -1,6 +1,6 @@
 """LiteRT (TFLite) for phones and small ARM boards, run on XNNPACK."""
 
-from evitdeploy.backends.descriptor import Backend, Option, Package
+from evitdeploy.backends.descriptor import Backend, BackendOption, Package
 
 BACKEND = Backend(
     name="tflite",
@@ -18,5 +18,5 @@ BACKEND = Backend(
     aliases=("litert",),
     extra="tflite",
     carried=("precision_plan.json", "ranges.json", "tflite_plan.json"),
-    options=(Option("nhwc", "NHWC (channels-last) input, as camera frames come; no transpose in front of the model", flag="--nhwc"),),
+    options=(BackendOption("nhwc", "NHWC (channels-last) input, as camera frames come; no transpose in front of the model", flag="--nhwc"),),
 )

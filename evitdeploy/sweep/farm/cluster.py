@@ -73,8 +73,9 @@ def _require_reachable(address: str, timeout_s: float = 10.0) -> None:
 
 
 def disconnect() -> None:
-    ray = import_ray()
-    if ray.is_initialized():
+    """Leave the cluster, if we are in it: Ctrl-C may have cut `import ray` or `ray.init` short."""
+    ray = sys.modules.get("ray")  # an import that Ctrl-C cut short left no `ray` to import again
+    if ray is not None and hasattr(ray, "shutdown") and ray.is_initialized():
         ray.shutdown()
 
 

@@ -19,6 +19,7 @@ from evitdeploy.sweep.farm import cluster, resources
 from evitdeploy.sweep.farm.packing import pack, unpack
 from evitdeploy.sweep.farm.tasks import bench_stage, export_stage
 from evitdeploy.sweep.grid import Cell, CellSettings
+from evitdeploy.sweep.interrupt import sigint_deferred
 from evitdeploy.sweep.results import FAILED
 from evitdeploy.sweep.stages import fail, new_record
 
@@ -64,10 +65,12 @@ class FarmExecutor:
         self.poll_s = poll_s
         self._connected = False
 
-    def prepare(self, cells: list[Cell], profiles: dict) -> None:
+    def prepare(self, cells: list[Cell], profiles: dict, progress=None) -> None:
         """Join (or start) the cluster and refuse, before any work, a grid it cannot serve."""
+        if progress:
+            progress(f"joining the Ray head at {self.address}" if self.address else "starting Ray on this machine")
+        self._connected = True  # close() leaves even a connection that Ctrl-C cut short
         cluster.connect(self.address)
-        self._connected = True
         nodes = cluster.alive_nodes()
         problem = unservable(cells, nodes)
         if problem:
@@ -102,10 +105,11 @@ class FarmExecutor:
                 while waiting and stages["export"] < window and not stages["bench"]:
                     cell = waiting.pop(0)
                     needs = resources.export_needs(_backend(cell))
-                    record_ref, artifact_ref = export_remote.options(num_returns=2, resources=needs, name=f"export {cell.name}", **each).remote(
-                        new_record(cell, settings, executor="ray"), settings, profile=profiles.get(cell.profile), **inputs,
-                    )
-                    pending[record_ref] = _Task("export", cell, record=new_record(cell, settings, executor="ray"), needs={**needs, "CPU": 1}, artifact=artifact_ref)
+                    with sigint_deferred():  # a submitted task is in `pending`, so Ctrl-C cancels it
+                        record_ref, artifact_ref = export_remote.options(num_returns=2, resources=needs, name=f"export {cell.name}", **each).remote(
+                            new_record(cell, settings, executor="ray"), settings, profile=profiles.get(cell.profile), **inputs,
+                        )
+                        pending[record_ref] = _Task("export", cell, record=new_record(cell, settings, executor="ray"), needs={**needs, "CPU": 1}, artifact=artifact_ref)
                     stages["export"] += 1
                 ready, _ = ray.wait(list(pending), num_returns=1, timeout=self.poll_s)
                 for ref in ready:
@@ -120,10 +124,11 @@ class FarmExecutor:
                     if task.stage == "export" and record["status"] != FAILED:
                         backend = _backend(task.cell)
                         needs = resources.bench_needs(backend, task.cell.profile)
-                        bench_ref = bench_remote.options(resources=needs, name=f"bench {task.cell.name}", **each).remote(
-                            record, task.artifact, settings, profile=profiles.get(task.cell.profile),
-                        )
-                        pending[bench_ref] = _Task("bench", task.cell, record=record, needs={**needs, "CPU": 1})
+                        with sigint_deferred():
+                            bench_ref = bench_remote.options(resources=needs, name=f"bench {task.cell.name}", **each).remote(
+                                record, task.artifact, settings, profile=profiles.get(task.cell.profile),
+                            )
+                            pending[bench_ref] = _Task("bench", task.cell, record=record, needs={**needs, "CPU": 1})
                         if progress:
                             where = f"a node of profile {task.cell.profile}" if task.cell.profile else f"a node with {backend}"
                             progress(f"{task.cell.name}: exported and checked on {record['nodes']['export']['host']}; benching on {where}")
@@ -134,8 +139,11 @@ class FarmExecutor:
                     last_check = time.monotonic()
                     self._drop_unservable(ray, pending, on_record)
         except KeyboardInterrupt:
-            for ref in pending:
-                ray.cancel(ref, force=True)
+            with sigint_deferred():  # a second Ctrl-C still leaves no task running
+                if progress and pending:
+                    progress(f"cancelling {len(pending)} farm task(s)")
+                for ref in pending:
+                    ray.cancel(ref, force=True)
             raise
 
     @staticmethod
