@@ -120,3 +120,20 @@ def pytest_collection_modifyitems(config, items):
         reasons = [r for r in reasons if r]
         if reasons:
             item.add_marker(pytest.mark.skip(reason="; ".join(reasons)))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """`make test` runs `-n 2 --dist loadgroup`: each module's tests go to one worker, so a module
+    fixture (an export, a bundle) is built once; tests marked `xdist_group("ray")` go to one worker
+    together, so only one Ray cluster runs at a time."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class ModuleOrGroupScheduling(LoadGroupScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            group = super()._split_scope(nodeid)  # the nodeid itself when the test has no xdist_group
+            return nodeid.split("::", 1)[0] if group == nodeid else group
+
+    return ModuleOrGroupScheduling(config, log)

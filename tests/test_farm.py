@@ -31,6 +31,10 @@ from evitdeploy.sweep.farm.packing import pack, unpack  # noqa: E402
 from evitdeploy.sweep.farm.resources import advertised  # noqa: E402
 from evitdeploy.sweep.grid import Cell  # noqa: E402
 
+# Slow tier (real clusters); under `make test` every test here shares one worker with the other
+# Ray tests, so two clusters never run at once.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
+
 BACKENDS = ["onnxruntime", "openvino"]
 STORE = 256 * 2**20
 GRID = ("--model", "efficientvit_b0", "--precision", "fp32", "--samples", "1", "--warmup", "1", "--threads", "1")
