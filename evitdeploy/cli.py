@@ -89,7 +89,8 @@ class _Group(typer.core.TyperGroup):
 
 
 app = typer.Typer(
-    help="Export EfficientViT models to deployment targets and prove they are still right and fast.",
+    help="Export EfficientViT models to deployment targets and prove they are still right and fast. Targets: "
+    + ", ".join(backend.name for backend in BACKENDS.values()) + " (`evitdeploy doctor` says which are installed).",
     cls=_Group,
     no_args_is_help=True,
     add_completion=False,
@@ -142,7 +143,7 @@ def _version_callback(value: bool) -> None:
 def main(
     version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True, help="Show the version and exit."),
 ) -> None:
-    """evitdeploy: EfficientViT from PyTorch to ONNX Runtime, TensorRT, Core ML and LiteRT, with proof."""
+    """evitdeploy: EfficientViT from PyTorch to its deployment targets, with proof."""
 
 
 def handles_errors(command):
