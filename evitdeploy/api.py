@@ -13,13 +13,10 @@ from evitdeploy.errors import EXIT_BACKEND_UNAVAILABLE, UserError
 from evitdeploy.parity import tolerances_for
 from evitdeploy.requests import BenchRequest, CheckRequest, ExportRequest, InterleaveRequest, PlanRequest
 from evitdeploy.spec import ModelSpec, parse_dynamic_axes
+from evitdeploy.progress import Progress, report_step
 
-Progress = Optional[Callable[[str], None]]
 
 
-def _step(progress: Progress, name: str) -> None:
-    if progress:
-        progress(name)
 
 
 def list_models() -> list[dict]:
@@ -70,7 +67,7 @@ def export_model(request: ExportRequest, progress: Progress = None) -> Artifact:
         raise UserError(f"opset {opset} is not supported", f"use --opset 17 to {MAX_OPSET} (LayerNormalization needs 17)")
     output = Path(request.output or f"{model_name}-{target}-{precision}")
     prepare_output(output, request.force)
-    _step(progress, f"building {model_name}" + (f" from {checkpoint}" if checkpoint else f" (random init, seed {seed})"))
+    report_step(progress, f"building {model_name}" + (f" from {checkpoint}" if checkpoint else f" (random init, seed {seed})"))
     from evitdeploy.models import build_model
 
     model, spec = build_model(spec, checkpoint, seed=seed, attention_eps=request.attention_eps)
@@ -169,7 +166,7 @@ def plan_model(request: PlanRequest, progress: Progress = None) -> dict:
     reduced.check()
     spec = get_spec(model_name).with_input(None, request.height, request.width)
     memory.require_fits(spec, "plan", f"a {precision} plan for {spec.name} at {spec.height}x{spec.width}", calib_count=reduced.count_for(spec.height, spec.width))
-    _step(progress, f"building {model_name}" + (f" from {checkpoint}" if checkpoint else f" (random init, seed {seed})"))
+    report_step(progress, f"building {model_name}" + (f" from {checkpoint}" if checkpoint else f" (random init, seed {seed})"))
     model, spec = build_model(spec, checkpoint, seed=seed, attention_eps=request.attention_eps)
     with tempfile.TemporaryDirectory(prefix="evitdeploy-plan-") as scratch:
         fp32_path = Path(scratch) / "fp32.onnx"
@@ -180,7 +177,7 @@ def plan_model(request: PlanRequest, progress: Progress = None) -> dict:
         from evitdeploy.precision.torch_plan import fp16_numerics
 
         inputs, source, _ = _validation_inputs(spec, precision, reduced=reduced, data=None)
-        _step(progress, f"running FP32, plain FP16 and the plan's FP16 in PyTorch on {torch_fp16} ({len(inputs)} images)")
+        report_step(progress, f"running FP32, plain FP16 and the plan's FP16 in PyTorch on {torch_fp16} ({len(inputs)} images)")
         numerics = fp16_numerics(model, spec, result.plan, inputs=inputs, device=torch_fp16)
         made["torch_fp16"] = {"device": torch_fp16, "data": source, **{k: v["metrics"] | {"passed": v["passed"]} for k, v in numerics["reports"].items()}}
     return made
@@ -256,7 +253,7 @@ def check_artifact(request: CheckRequest, progress: Progress = None) -> dict:
     samples, threads = request.samples, request.threads
     limits.check_range("--samples", samples, 1, high=limits.SAMPLES_MAX)
     limits.check_range("--threads", threads, 1, high=limits.THREADS_MAX)
-    _step(progress, f"verifying {request.path}")
+    report_step(progress, f"verifying {request.path}")
     artifact = resolve_artifact(Path(request.path), request.model_name)
     spec = _sized_spec(artifact, request.batch, height=request.height, width=request.width)
     memory.require_fits(spec, "check", f"checking {spec.name} at {spec.height}x{spec.width}" + (f", batch {spec.input_shape[0]}" if spec.input_shape[0] > 1 else "") + f" on {samples} inputs", images=samples)
@@ -280,10 +277,10 @@ def _check_promptable(artifact: Artifact, spec: ModelSpec, request: CheckRequest
     models = artifact_models(artifact)
     with runner_for(models["encoder"], request.threads) as encoder, runner_for(models["decoder"], request.threads) as decoder:
         encoder.check_spec(spec)
-        _step(progress, f"running {len(inputs)} images and their prompts through {artifact.target}")
+        report_step(progress, f"running {len(inputs)} images and their prompts through {artifact.target}")
         got = prompted_outputs(*runner_pair(encoder, decoder, spec), inputs, sizes=sizes, spec=spec)
         versions = {**encoder.versions()}
-    _step(progress, "running them through the PyTorch reference")
+    report_step(progress, "running them through the PyTorch reference")
     expected = reference_outputs(_reference_for(artifact, spec, request.checkpoint), spec, inputs, sizes=sizes)
     header = _parity_header(artifact, spec, source=source, versions=versions)
     return {**header, "artifact_bytes": sum(model_size(m.model_file) for m in models.values()),
@@ -362,9 +359,9 @@ def parity_report(artifact: Artifact, spec: ModelSpec, inputs, *, source: str, t
 
     with runner_for(artifact, threads) as candidate:  # load first: a broken file fails fast
         candidate.check_spec(spec)
-        _step(progress, "building the PyTorch reference")
+        report_step(progress, "building the PyTorch reference")
         reference = _reference_for(artifact, spec, checkpoint)
-        _step(progress, f"running {len(inputs)} inputs through both")
+        report_step(progress, f"running {len(inputs)} inputs through both")
         with TorchRunner(reference, spec) as ref_runner:
             expected, outputs = parity_outputs(ref_runner, candidate, spec, inputs=inputs, batch=spec.input_shape[0])
             versions = {**ref_runner.versions(), **candidate.versions()}
@@ -423,13 +420,13 @@ def bench_artifact(request: BenchRequest, progress: Progress = None) -> dict:
     feed = _bench_feed(spec)
     if spec.promptable:
         return _bench_summary(artifact, spec, threads=threads, results=_bench_promptable(artifact, spec, request, feed=feed, progress=progress), mode="single")
-    _step(progress, f"benchmarking {artifact.model_file.name} on {artifact.target} ({threads} threads)")
+    report_step(progress, f"benchmarking {artifact.model_file.name} on {artifact.target} ({threads} threads)")
     with runner_for(artifact, threads) as runner:
         runner.check_spec(spec)
         results = [bench_runner(runner, feed, f"{artifact.target}/{artifact.precision}", warmup=warmup, count=count, min_time_s=min_time_s)]
         results[0]["providers"] = runner.providers
         if get_backend(artifact.target).gpu_compute_timing:  # trtexec's separate profile run: GPU compute time alone
-            _step(progress, "timing GPU compute (CUDA events, buffers bound once)")
+            report_step(progress, "timing GPU compute (CUDA events, buffers bound once)")
             from evitdeploy.device.metrics import latency_stats
 
             samples = runner.gpu_times_ms(feed[spec.input_name], warmup, len(results[0]["latency_samples_ms"]))
@@ -437,7 +434,7 @@ def bench_artifact(request: BenchRequest, progress: Progress = None) -> dict:
     if request.against_torch:
         from evitdeploy.backends.torch.runner import TorchRunner
 
-        _step(progress, "benchmarking PyTorch eager (the reference)")
+        report_step(progress, "benchmarking PyTorch eager (the reference)")
         reference = _reference_for(artifact, spec, request.checkpoint)
         with TorchRunner(reference, spec, threads=threads) as runner:
             results.append(bench_runner(runner, feed, "torch/eager", warmup=warmup, count=count, min_time_s=min_time_s))
@@ -462,12 +459,12 @@ def _bench_promptable(artifact: Artifact, spec: ModelSpec, request: BenchRequest
     timing = dict(warmup=request.warmup, count=request.count, min_time_s=request.min_time_s)
     with runner_for(models["encoder"], threads) as encoder, runner_for(models["decoder"], threads) as decoder:
         encoder.check_spec(spec)
-        _step(progress, f"benchmarking the encoder ({models['encoder'].model_file.name}) on {artifact.target} ({threads} threads)")
+        report_step(progress, f"benchmarking the encoder ({models['encoder'].model_file.name}) on {artifact.target} ({threads} threads)")
         results = [{**bench_runner(encoder, feed, f"{label} encoder", **timing), "providers": encoder.providers, "model": "encoder"}]
         embedding = encoder.infer(feed)[spec.output_name]
         fixed = artifact.manifest.get("export", {}).get("decoder_points")  # TFLite/Core ML: a decoder of fixed size
         for points in [p for p in DECODER_POINTS if not fixed or p + 1 <= fixed]:  # + SAM's padding point
-            _step(progress, f"benchmarking the decoder with {points} point{'s' if points > 1 else ''}")
+            report_step(progress, f"benchmarking the decoder with {points} point{'s' if points > 1 else ''}")
             run = bench_runner(decoder, decoder_bench_feed(spec, embedding, points), f"{label} decoder {points}pt", **timing)
             results.append({**run, "ms_per_megapixel": None, "providers": decoder.providers, "model": "decoder", "points": points})
     return results
@@ -486,7 +483,7 @@ def bench_interleaved(request: InterleaveRequest, progress: Progress = None) -> 
     for spec in (base_spec, new_spec):
         memory.require_fits(spec, "bench", f"benchmarking {spec.name} at {spec.height}x{spec.width}")
     base_feed, new_feed = _bench_feed(base_spec), _bench_feed(new_spec)
-    _step(progress, f"timing {base_artifact.folder.name} and {new_artifact.folder.name} in alternating turns ({threads} threads)")
+    report_step(progress, f"timing {base_artifact.folder.name} and {new_artifact.folder.name} in alternating turns ({threads} threads)")
     with runner_for(base_artifact, threads, taking_turns=True) as base_runner, runner_for(new_artifact, threads, taking_turns=True) as new_runner:
         base_runner.check_spec(base_spec)
         new_runner.check_spec(new_spec)

@@ -17,8 +17,8 @@ from typing import Callable, Optional
 
 from evitdeploy.errors import EXIT_BACKEND_UNAVAILABLE, UserError
 from evitdeploy.requests import DeployRequest
+from evitdeploy.progress import Progress
 
-Progress = Optional[Callable[[str], None]]
 NOT_RUN = "not-run"  # a candidate whose backend is not installed here (local executor only)
 RESULTS, ARTIFACTS = "results.jsonl", "artifacts"
 

@@ -17,8 +17,8 @@ from evitdeploy.artifact import folder_kept_on_success, model_size, prepare_outp
 from evitdeploy.errors import UserError
 from evitdeploy.precision.options import PrecisionOptions
 from evitdeploy.requests import BenchRequest, CheckRequest, DeployRequest, ExportRequest
+from evitdeploy.progress import Progress
 
-Progress = Optional[Callable[[str], None]]
 
 STAGES = ("export", "check", "bench", "bundle")
 

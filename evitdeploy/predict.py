@@ -28,18 +28,15 @@ from evitdeploy.errors import EXIT_BACKEND_UNAVAILABLE, EXIT_CHECK_FAILED, UserE
 from evitdeploy.labels import class_names, palette
 from evitdeploy.requests import PredictRequest
 from evitdeploy.spec import CLASSIFICATION, PROMPTABLE, SEGMENTATION, ModelSpec
+from evitdeploy.progress import Progress, report_step
 
 TOP_MAX = 20  # --top: labels a classifier lists, classes a segmenter's legend shows
 MAX_MEGAPIXELS = 50  # a larger image is refused before it is decoded (its float copies would take GBs)
 OVERLAY_ALPHA = 0.5
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in image pixels, x1 and y1 excluded
 Run = Callable[[dict], dict]  # a feed in, the model's outputs out: the artifact's runner, timed
-Progress = Optional[Callable[[str], None]]
 
 
-def _step(progress: Progress, name: str) -> None:
-    if progress:
-        progress(name)
 
 
 # ---- the image and what the model sees of it ----
@@ -347,7 +344,7 @@ def predict(request: PredictRequest, progress: Progress = None) -> dict:
     limits.check_range("--threads", request.threads, 1, high=limits.THREADS_MAX)
     output, image_path = Path(request.output), Path(request.image)
     _check_output(output, request.force)
-    _step(progress, f"reading {image_path}")
+    report_step(progress, f"reading {image_path}")
     image = read_image(image_path)
     height, width = image.shape[:2]
     artifact = api.resolve_artifact(Path(request.path), request.model_name)  # the manifest's spec; --model only for a bare file
@@ -361,12 +358,12 @@ def predict(request: PredictRequest, progress: Progress = None) -> dict:
         raise UserError(reason, f"run predict where {artifact.target} runs, or export for another --target", EXIT_BACKEND_UNAVAILABLE)
     api.int8_kernels_here(artifact)  # an INT8 model whose sums this CPU would saturate is refused
     memory.require_fits(spec, "bench", f"predicting with {spec.name} at {spec.height}x{spec.width}")
-    _step(progress, f"running {artifact.model_file.name} on {artifact.target}")
+    report_step(progress, f"running {artifact.model_file.name} on {artifact.target}")
     with _runner(artifact, request.threads) as runner:
         runner.check_spec(spec)
         run = _TimedRun(runner)
         result, drawn = predictor(image, spec=spec, run=run, request=request)
-    _step(progress, f"writing {output}")
+    report_step(progress, f"writing {output}")
     with folder_kept_on_success(output.parent):
         write_bytes(output, rendering.png_bytes(drawn))
     return {

@@ -32,8 +32,8 @@ import numpy as np
 
 from evitdeploy.errors import EXIT_BACKEND_UNAVAILABLE, UserError
 from evitdeploy.spec import ModelSpec
+from evitdeploy.progress import Progress
 
-Progress = Optional[Callable[[str], None]]
 
 BACKGROUND = 10  # the mosaics' label for every pixel that is not a digit's ink
 MOSAIC_CLASSES = 11

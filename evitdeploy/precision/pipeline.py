@@ -19,6 +19,7 @@ from evitdeploy.precision.ranges import Ranges, collect_ranges
 from evitdeploy.precision.options import PrecisionOptions
 from evitdeploy.precision.evaluate import outputs_of, score_outputs
 from evitdeploy.spec import ModelSpec
+from evitdeploy.progress import report_step
 
 PLAN_FILE = "precision_plan.json"  # the plan and ranges travel with every reduced-precision artifact
 RANGES_FILE = "ranges.json"
@@ -105,7 +106,7 @@ def make_plan(
     seconds = {}
     started = time.perf_counter()
     count = options.count_for(spec.height, spec.width)
-    _step(progress, f"building the calibration set ({count} images)")
+    report_step(progress, f"building the calibration set ({count} images)")
     calibration = build_calibration_set(spec, options.calib, count, seed=options.seed)
     ranges = collect_ranges(
         fp32_path, calibration.inputs, spec.input_name, calibration=calibration.report, with_entropy=options.method == "entropy",
@@ -148,6 +149,3 @@ def _search_int8(fp32_path, spec, plan, ranges, calibration: CalibrationSet, opt
     return plan
 
 
-def _step(progress, name: str) -> None:
-    if progress:
-        progress(name)

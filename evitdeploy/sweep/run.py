@@ -16,8 +16,8 @@ from evitdeploy.sweep.grid import Cell, CellSettings
 from evitdeploy.sweep.interrupt import sigint_deferred, sigint_interrupts
 from evitdeploy.sweep.results import FAILED, OK, append_record, latest_cells, read_records
 from evitdeploy.sweep.stages import run_cell
+from evitdeploy.progress import Progress
 
-Progress = Optional[Callable[[str], None]]
 
 
 class LocalExecutor:

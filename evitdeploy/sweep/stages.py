@@ -16,8 +16,8 @@ from typing import Callable, Optional
 from evitdeploy.errors import UserError
 from evitdeploy.sweep.grid import Cell, CellSettings
 from evitdeploy.sweep.results import FAILED, OK, PARITY_FAILED, SWEEP_SCHEMA
+from evitdeploy.progress import Progress
 
-Progress = Optional[Callable[[str], None]]
 
 
 def this_host(**extra) -> dict:
