@@ -26,6 +26,7 @@ class Runner(ABC):
     """load -> infer (numpy in, numpy out) -> close; usable as a context manager."""
 
     backend: str = "base"
+    applied_affinities: str = ""  # the CPUs its workers were pinned to when taking turns ("2;3", ONNX Runtime); "" for none
 
     @abstractmethod
     def load(self) -> None: ...
