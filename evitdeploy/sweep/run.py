@@ -25,7 +25,7 @@ class LocalExecutor:
 
     name = "local"
 
-    def prepare(self, cells: list[Cell], profiles: dict, progress: Progress = None) -> None:
+    def prepare(self, cells: list[Cell], profiles: dict) -> None:
         """Nothing to refuse up front: a backend missing here fails its cells with the reason."""
 
     def run(self, cells: list[Cell], *, artifacts: Path, settings: CellSettings, profiles: dict, on_record: Callable[[dict], None], progress: Progress = None) -> None:
@@ -105,7 +105,9 @@ def run_sweep(
     ran = []
     with sigint_interrupts():
         try:
-            executor.prepare(pending, by_name, progress=progress)  # a grid the executor cannot serve is refused here, before any file
+            if progress and pending:  # from here on Ctrl-C stops the sweep cleanly
+                progress(f"{len(pending)} cell(s) to run with the {executor.name} executor")
+            executor.prepare(pending, by_name)  # a grid the executor cannot serve is refused here, before any file
             try:
                 output.parent.mkdir(parents=True, exist_ok=True)
                 output.touch()

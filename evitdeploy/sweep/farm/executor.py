@@ -65,10 +65,8 @@ class FarmExecutor:
         self.poll_s = poll_s
         self._connected = False
 
-    def prepare(self, cells: list[Cell], profiles: dict, progress=None) -> None:
+    def prepare(self, cells: list[Cell], profiles: dict) -> None:
         """Join (or start) the cluster and refuse, before any work, a grid it cannot serve."""
-        if progress:
-            progress(f"joining the Ray head at {self.address}" if self.address else "starting Ray on this machine")
         self._connected = True  # close() leaves even a connection that Ctrl-C cut short
         cluster.connect(self.address)
         nodes = cluster.alive_nodes()
