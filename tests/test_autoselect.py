@@ -34,6 +34,7 @@ def by_candidate(rows: list[dict]) -> dict:
     return {(row["backend"], row["precision"]): row for row in rows}
 
 
+@pytest.mark.fast
 def test_the_fastest_passing_candidate_wins_and_every_loser_says_why():
     rows = candidate_rows([
         record("onnx", "fp32", median=4.1),
@@ -53,12 +54,14 @@ def test_the_fastest_passing_candidate_wins_and_every_loser_says_why():
     json.dumps(rows)  # JSON-ready
 
 
+@pytest.mark.fast
 def test_a_candidate_slower_only_by_noise_says_so():
     rows = candidate_rows([record("onnx", "fp32", median=2.0), record("openvino", "fp32", median=2.01, seed=1)], "median")
     loser = next(row for row in rows if not row["winner"])
     assert loser["within_noise"] is True and "within noise" in loser["why"]
 
 
+@pytest.mark.fast
 def test_the_profiles_statistic_decides():
     fast_median_slow_tail = record("onnx", "fp32", median=1.0)
     fast_median_slow_tail["bench"]["results"][0]["stats"]["p99_ms"] = 9.0
@@ -66,6 +69,7 @@ def test_the_profiles_statistic_decides():
     assert winner_of(rows)["backend"] == "openvino"
 
 
+@pytest.mark.fast
 def test_no_passing_candidate_means_no_winner_and_the_table_says_so():
     rows = candidate_rows([record("onnx", "fp32", status="parity-failed", failures=["max abs error 1e-06 > 1e-12"])], "median")
     assert winner_of(rows) is None and rows[0]["why"].startswith("missed tolerance: max abs error")
@@ -75,6 +79,7 @@ def test_no_passing_candidate_means_no_winner_and_the_table_says_so():
     assert "none passes" in text and "missed tolerance" in text
 
 
+@pytest.mark.fast
 def test_shipped_x86_profiles_list_onnxruntime_and_openvino_as_candidates():
     for name in ("x86-cpu", "intel-cpu"):
         profile = load_profile(name)
@@ -89,6 +94,7 @@ def write_profile(tmp_path, precisions='["fp32", "int8"]', candidates='["onnxrun
     return path
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize(
     "change, fragment",
     [
@@ -104,6 +110,7 @@ def test_bad_candidates_are_one_clear_line(change, fragment, cli, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["mine.toml"]
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize(
     "args, fragment",
     [
@@ -155,6 +162,7 @@ def test_auto_with_no_passing_candidate_exits_1_and_writes_no_bundle(cli, tmp_pa
     assert not (tmp_path / "out").exists() and (tmp_path / "out-candidates" / "results.jsonl").is_file()
 
 
+@pytest.mark.fast
 def test_an_existing_candidates_folder_needs_force(cli, tmp_path):
     (tmp_path / "out-candidates").mkdir()
     result = cli("deploy", "--profile", "x86-cpu", "--model", "efficientvit_b0", "-p", "auto", "--height", "64", "--width", "64", "-o", tmp_path / "out")

@@ -1,6 +1,10 @@
 import time
 
+import pytest
+
 from evitdeploy.bench import host_info, measure, summarize
+
+pytestmark = pytest.mark.fast  # statistics and timing loops on stand-ins, no export
 
 
 def test_summary_statistics_of_known_samples():

@@ -108,6 +108,7 @@ class _Payload:
         return (os.system, (f"touch {os.environ.get('EVIT_MARKER', '/tmp/evit-pwned')}",))
 
 
+@pytest.mark.fast
 def test_arbitrary_pickles_are_refused_and_never_executed(tmp_path, monkeypatch):
     marker = tmp_path / "pwned"
     monkeypatch.setenv("EVIT_MARKER", str(marker))
@@ -119,6 +120,7 @@ def test_arbitrary_pickles_are_refused_and_never_executed(tmp_path, monkeypatch)
     assert not marker.exists()
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("damage", ["truncated", "empty", "garbage", "missing"])
 def test_damaged_checkpoints_get_a_clear_error(tmp_path, damage):
     good = tmp_path / "good.pt"
@@ -154,6 +156,7 @@ def test_a_fine_tuned_checkpoint_loads_with_its_own_class_count(tmp_path):
     assert _outputs_equal(model, source)
 
 
+@pytest.mark.fast
 def test_a_fine_tuned_segmenter_loads_with_its_own_class_count(tmp_path):
     seg = get_spec("efficientvit_seg_b0_cityscapes")
     source = create_model(replace(seg, num_classes=11), seed=3)
@@ -180,6 +183,7 @@ def test_a_safetensors_file_loads_whatever_its_suffix(tmp_path, name):
     assert _outputs_equal(model, source)
 
 
+@pytest.mark.fast
 def test_a_torch_file_named_safetensors_loads_too(tmp_path):
     source = create_model(get_spec("efficientvit_b0"), seed=4)
     torch.save(source.state_dict(), tmp_path / "w.safetensors")
@@ -187,6 +191,7 @@ def test_a_torch_file_named_safetensors_loads_too(tmp_path):
     assert _outputs_equal(model, source)
 
 
+@pytest.mark.fast
 def test_a_garbage_checkpoint_says_what_is_wrong_without_a_cut_word(tmp_path):
     bad = tmp_path / "bad.bin"
     bad.write_bytes(b"\x80\x02" + bytes(range(256)) * 16)
@@ -198,6 +203,7 @@ def test_a_garbage_checkpoint_says_what_is_wrong_without_a_cut_word(tmp_path):
     assert "Unsupported operand" in message and "`torch.)" not in message, message  # the part that matters, whole
 
 
+@pytest.mark.fast
 def test_long_backend_messages_are_cut_at_a_word_with_an_ellipsis():
     from evitdeploy.errors import first_line
 
@@ -209,6 +215,7 @@ def test_long_backend_messages_are_cut_at_a_word_with_an_ellipsis():
     assert first_line(ValueError("x" * 300), limit=50) == "x" * 49 + "…"  # one long word: cut anyway
 
 
+@pytest.mark.fast
 def test_a_folder_given_as_checkpoint_says_it_is_a_folder(tmp_path):
     (tmp_path / "weights").mkdir()
     with pytest.raises(UserError) as info:

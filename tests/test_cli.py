@@ -9,17 +9,20 @@ from evitdeploy import __version__
 from evitdeploy.models import create_model, get_spec
 
 
+@pytest.mark.fast
 def test_version(cli):
     result = cli("--version")
     assert result.exit_code == 0 and __version__ in result.stdout
 
 
+@pytest.mark.fast
 def test_models_lists_the_zoo_as_json(cli):
     result = cli("models", "--json")
     names = {m["name"] for m in json.loads(result.stdout)}
     assert result.exit_code == 0 and "efficientvit_l3" in names and "efficientvit_seg_b1_cityscapes" in names
 
 
+@pytest.mark.fast
 def test_doctor_reports_core_backends_and_how_to_install_the_rest(cli):
     result = cli("doctor", "--json")
     assert result.exit_code == 0
@@ -69,6 +72,7 @@ def test_report_renders_one_table_from_saved_results(cli, b0_artifact, tmp_path)
 # ---- bad input: one line naming the problem and the fix, the exit code, no traceback ----
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize(
     "args,fragment",
     [
@@ -87,6 +91,7 @@ def test_export_bad_input(cli, tmp_path, args, fragment):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("damage,fragment", [("truncated", "corrupt or truncated"), ("empty", "is empty")])
 def test_export_with_a_damaged_checkpoint(cli, tmp_path, damage, fragment):
     path = tmp_path / "w.pt"
@@ -111,6 +116,7 @@ def test_export_refuses_an_existing_output_without_force(cli, b0_artifact):
     assert (b0_artifact / "manifest.json").read_text() == before
 
 
+@pytest.mark.fast
 def test_export_into_an_unwritable_place(cli, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
@@ -126,6 +132,7 @@ def test_tampered_artifact_fails_its_sha256(cli, b0_artifact, tmp_path, verb):
     assert_clean_error(cli(verb, copy), 2, "does not match the sha256")
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("verb", ["check", "bench"])
 @pytest.mark.parametrize("content", [b"", b"\x08\x07garbage-not-onnx" * 10])
 def test_empty_or_corrupt_onnx_file(cli, tmp_path, verb, content):
@@ -134,6 +141,7 @@ def test_empty_or_corrupt_onnx_file(cli, tmp_path, verb, content):
     assert_clean_error(cli(verb, path, "--model", "efficientvit_b0"), 2, "ONNX Runtime cannot load")
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("verb", ["check", "bench"])
 def test_missing_artifact_and_bare_onnx_without_a_model_name(cli, tmp_path, verb):
     assert_clean_error(cli(verb, tmp_path / "nope"), 2, "artifact not found")
@@ -150,6 +158,7 @@ def test_check_with_a_corrupt_data_file(cli, b0_artifact, tmp_path):
     assert_clean_error(cli("check", b0_artifact, "--data", tmp_path / "d.npz"), 2, "cannot read")
 
 
+@pytest.mark.fast
 def test_report_of_a_missing_file(cli, tmp_path):
     assert_clean_error(cli("report", tmp_path / "none.json"), 2, "not found")
 
@@ -167,6 +176,7 @@ def test_b1_cityscapes_segmentation_at_full_resolution_keeps_fp32_parity(cli, tm
 # ---- usage errors and --json refusals: the same one-line contract as every other error ----
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize(
     "args,fragment",
     [
@@ -185,6 +195,7 @@ def test_usage_errors_are_one_error_line(cli, args, fragment):
     assert "╭" not in result.stderr and "Usage:" not in result.stderr
 
 
+@pytest.mark.fast
 def test_a_newline_in_a_path_does_not_split_the_error_line(cli, tmp_path):
     result = cli("check", tmp_path / "a\nb")
     assert_clean_error(result, 2, "artifact not found", "a\\nb")
@@ -192,6 +203,7 @@ def test_a_newline_in_a_path_does_not_split_the_error_line(cli, tmp_path):
     assert_clean_error(result, 2, "invalid value for '--height'")
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize(
     "args,code",
     [
@@ -210,6 +222,7 @@ def test_json_refusals_print_the_error_as_json_on_stdout(cli, args, code):
     assert document["error"] and document["error"] in result.stderr.replace("\\n", "\n")
 
 
+@pytest.mark.fast
 def test_help_and_version_still_exit_0(cli):
     assert cli("--help").exit_code == 0 and cli("export", "--help").exit_code == 0
     assert cli("--version").exit_code == 0

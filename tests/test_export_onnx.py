@@ -85,6 +85,7 @@ def test_opset_can_be_chosen_within_the_supported_range(tmp_path):
         export_model(ExportRequest(model="efficientvit_b0", output=tmp_path / "x", opset=16))
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("dynamic", [("hieght",), ("batchx",), ("batch", "Height"), "hieght", "batchx"])
 def test_the_api_refuses_unknown_dynamic_axes_before_exporting(tmp_path, dynamic):
     with pytest.raises(UserError) as info:

@@ -22,18 +22,22 @@ def flagged_rate(slowdown: float, noise: float, n: int = 50, seed: int = 0) -> f
     return flagged / TRIALS
 
 
+@pytest.mark.fast
 def test_a_10_percent_slowdown_under_3_percent_noise_is_caught():
     assert flagged_rate(1.10, 0.03) >= 0.95
 
 
+@pytest.mark.fast
 def test_no_change_under_10_percent_noise_passes_in_99_percent_of_trials():
     assert flagged_rate(1.00, 0.10) <= 0.01
 
 
+@pytest.mark.fast
 def test_a_3_percent_slowdown_under_a_5_percent_threshold_passes():
     assert flagged_rate(1.03, 0.03) <= 0.05
 
 
+@pytest.mark.fast
 def test_the_same_slowdown_is_flagged_when_the_threshold_is_lower():
     rng = np.random.default_rng(1)
     baseline, new = simulated_latencies(rng, 200, 10.0, 0.02), simulated_latencies(rng, 200, 10.3, 0.02)
@@ -41,6 +45,7 @@ def test_the_same_slowdown_is_flagged_when_the_threshold_is_lower():
     assert compare_samples(baseline, new, GateSettings(threshold=0.02))["verdict"] == "regression"
 
 
+@pytest.mark.fast
 def test_a_large_but_noisy_difference_with_few_samples_is_not_called():
     rng = np.random.default_rng(2)
     baseline, new = simulated_latencies(rng, 5, 10.0, 0.5), simulated_latencies(rng, 5, 11.0, 0.5)
@@ -48,6 +53,7 @@ def test_a_large_but_noisy_difference_with_few_samples_is_not_called():
     assert report["verdict"] == "no change" and report["p_slower"] >= SETTINGS.alpha
 
 
+@pytest.mark.fast
 def test_faster_beyond_noise_is_reported_as_an_improvement_with_an_interval():
     rng = np.random.default_rng(3)
     report = compare_samples(simulated_latencies(rng, 60, 10.0, 0.03), simulated_latencies(rng, 60, 8.0, 0.03), SETTINGS)
@@ -56,11 +62,13 @@ def test_faster_beyond_noise_is_reported_as_an_improvement_with_an_interval():
     assert low <= report["ratio"] <= high and high < 1
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("text,value", [("5%", 0.05), ("0.05", 0.05), ("12.5%", 0.125)])
 def test_threshold_parsing(text, value):
     assert parse_threshold(text) == pytest.approx(value)
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("text", ["5", "abc", "-1%", "0%"])
 def test_bad_thresholds_are_refused(text):
     with pytest.raises(UserError):
@@ -170,6 +178,7 @@ def test_gate_usage_errors(cli, bench_file, tmp_path):
     assert_clean_error(cli("gate", "--interleave", tmp_path / "a", tmp_path / "b"), 2, "not found")
 
 
+@pytest.mark.fast
 def test_gate_help_explains_the_rule(cli):
     result = cli("gate", "--help")
     assert result.exit_code == 0 and "Mann-Whitney" in result.stdout and "--interleave" in result.stdout

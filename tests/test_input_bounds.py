@@ -59,6 +59,7 @@ def test_api_model_contradicting_the_manifest_is_a_user_error(b0_64):
 # ---- --seed ----
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("verb", ["export", "deploy"])
 def test_a_seed_beyond_torchs_range_is_refused(cli, tmp_path, verb):
     extra = ["--profile", "x86-cpu"] if verb == "deploy" else []
@@ -68,6 +69,7 @@ def test_a_seed_beyond_torchs_range_is_refused(cli, tmp_path, verb):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("verb", ["export", "deploy", "plan"])
 def test_seed_range_is_in_help(cli, verb, monkeypatch):
     monkeypatch.setenv("COLUMNS", "400")  # one line per option: a range is not wrapped
@@ -75,6 +77,7 @@ def test_seed_range_is_in_help(cli, verb, monkeypatch):
     assert str(limits.SEED_MAX) in text
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("seed", [2**64, -1])
 def test_api_refuses_a_seed_out_of_range(tmp_path, seed):
     with pytest.raises(UserError, match="--seed"):
@@ -123,6 +126,7 @@ def test_absurd_counts_are_refused_at_once(cli, b0_64, tmp_path, args):
     assert not (tmp_path / "r.jsonl").exists()
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize(
     "verb,flag,bound",
     [
@@ -173,6 +177,7 @@ def test_api_bounds_counts(b0_64, tmp_path):
 # ---- sizes that cannot fit this host's memory ----
 
 
+@pytest.mark.fast
 def test_a_huge_export_is_refused_at_once_with_the_estimate(cli, tmp_path, monkeypatch):
     monkeypatch.setenv("EVITDEPLOY_MEMORY_LIMIT_GB", "24")
     started = time.perf_counter()
@@ -182,6 +187,7 @@ def test_a_huge_export_is_refused_at_once_with_the_estimate(cli, tmp_path, monke
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.fast
 def test_8k_seg_b1_fits_24_gb_and_is_refused_at_8(cli, tmp_path, monkeypatch):
     """Measured peaks extrapolate to ~14 GB for Seg-B1 at 8192x8192 (17.5 GB with the margin): a
     24 GB host takes it; the 8 GB one of the report (killed at 7 GB) is told before it starts."""
@@ -196,6 +202,7 @@ def test_8k_seg_b1_fits_24_gb_and_is_refused_at_8(cli, tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("verb", ["deploy", "plan", "sweep"])
 def test_huge_sizes_are_refused_by_every_verb(cli, tmp_path, monkeypatch, verb):
     monkeypatch.setenv("EVITDEPLOY_MEMORY_LIMIT_GB", "24")
@@ -220,6 +227,7 @@ def test_a_dynamic_artifact_at_a_huge_size_is_refused(cli, b0_dynamic, monkeypat
     assert_clean_error(result, 2, "memory")
 
 
+@pytest.mark.fast
 def test_the_size_hint_never_suggests_a_refused_size(cli, tmp_path, monkeypatch):
     monkeypatch.setenv("EVITDEPLOY_MEMORY_LIMIT_GB", "24")
     result = cli("export", "--model", "efficientvit_seg_b1_cityscapes", "--height", "99969", "--width", "99969", "-o", tmp_path / "o")
@@ -233,6 +241,7 @@ def test_the_size_hint_never_suggests_a_refused_size(cli, tmp_path, monkeypatch)
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.fast
 def test_the_default_sizes_fit_and_the_estimate_grows_with_the_size(monkeypatch):
     from evitdeploy import memory
 
@@ -244,6 +253,7 @@ def test_the_default_sizes_fit_and_the_estimate_grows_with_the_size(monkeypatch)
     assert small < 3e9 and 2 * small < big < 4 * small
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("name", ["efficientvit_b0", "efficientvit_l3", "efficientvit_seg_b1_cityscapes", "efficientvit_seg_l2_ade20k", "efficientvit_sam_l0", "efficientvit_sam_xl0"])
 def test_the_tabulated_profiles_match_the_models(name):
     """memory.PROFILES (read without importing torch) equals what the meta device measures."""
@@ -253,6 +263,7 @@ def test_the_tabulated_profiles_match_the_models(name):
     assert memory.PROFILES[name] == pytest.approx(measure_profile(get_spec(name)), rel=0.01)
 
 
+@pytest.mark.fast
 def test_api_refuses_a_huge_size_before_writing(tmp_path, monkeypatch):
     monkeypatch.setenv("EVITDEPLOY_MEMORY_LIMIT_GB", "24")
     with pytest.raises(UserError, match="memory"):

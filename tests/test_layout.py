@@ -5,6 +5,10 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.fast  # source rules, parsed, nothing imported
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "evitdeploy"
 MAX_POSITIONAL = 3

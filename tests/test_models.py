@@ -53,6 +53,7 @@ def test_every_registered_model_builds_and_gives_its_declared_output_shape():
         assert tuple(out.shape) == spec.output_shape(2, height, width), name
 
 
+@pytest.mark.fast
 def test_channel_first_attention_equals_the_textbook_formulation():
     model, spec = build_model(get_spec("efficientvit_seg_b0_cityscapes").with_input(1, 128, 256))
     _randomize_norms(model)
@@ -64,6 +65,7 @@ def test_channel_first_attention_equals_the_textbook_formulation():
     assert torch.allclose(fast, textbook, atol=1e-5), (fast - textbook).abs().max()
 
 
+@pytest.mark.fast
 def test_attention_normalizer_runs_in_float32_when_inputs_are_half():
     # k^T v over 4096 tokens of magnitude 30 reaches ~3.7e6: past FP16's 65504.
     g = torch.Generator().manual_seed(0)
@@ -78,12 +80,14 @@ def test_attention_normalizer_runs_in_float32_when_inputs_are_half():
     assert torch.allclose(got.float(), expected, rtol=2e-3, atol=1e-2)
 
 
+@pytest.mark.fast
 def test_checkpoint_eps_is_part_of_the_model_identity():
     model, spec = build_model(get_spec("efficientvit_b0"), attention_eps=1e-15)
     assert spec.attention_eps == 1e-15
     assert all(m.eps == 1e-15 for m in model.modules() if isinstance(m, LiteMLA))
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("factor", [2, 4])
 def test_conv_bicubic_upsample_equals_interpolate(factor):
     from evitdeploy.models.layers import BicubicUpsample

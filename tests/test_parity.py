@@ -5,6 +5,8 @@ from evitdeploy.errors import UserError
 from evitdeploy.parity import Tolerances, compare, tolerances_for
 from evitdeploy.spec import ModelSpec
 
+pytestmark = pytest.mark.fast  # metrics on arrays, no export
+
 CLS = ModelSpec("m", "classification", "b0", "imagenet", 6, (1, 3, 64, 64))
 SEG = ModelSpec("s", "segmentation", "b0", "cityscapes", 3, (1, 3, 64, 64), output_stride=8)
 

@@ -22,6 +22,7 @@ from evitdeploy.models import get_spec
 SPEC = get_spec("efficientvit_b0").with_input(1, 64, 64)
 
 
+@pytest.mark.fast
 def test_calibration_set_is_deterministic_and_reports_its_sources():
     first = build_calibration_set(SPEC, None, 12, seed=3)
     again = build_calibration_set(SPEC, None, 12, seed=3)
@@ -32,6 +33,7 @@ def test_calibration_set_is_deterministic_and_reports_its_sources():
     assert first.report["count"] == 12
 
 
+@pytest.mark.fast
 def test_crops_and_flips_keep_the_originals_first():
     images = [np.full((40, 60, 3), i, np.uint8) for i in range(3)]
     varied, count = varied_images(images, 7, seed=0)
@@ -39,6 +41,7 @@ def test_crops_and_flips_keep_the_originals_first():
     assert all(v.shape[0] < 40 and v.shape[1] < 60 for v in varied[3:])
 
 
+@pytest.mark.fast
 def test_calibration_from_an_npz_of_photos(tmp_path):
     photos = np.random.default_rng(0).integers(0, 255, (5, 80, 80, 3), dtype=np.uint8)
     np.savez(tmp_path / "calib.npz", image=photos)
@@ -46,6 +49,7 @@ def test_calibration_from_an_npz_of_photos(tmp_path):
     assert calibration.inputs.shape == (5, 3, 64, 64) and calibration.report["crops_and_flips"] == 0
 
 
+@pytest.mark.fast
 def test_bad_calibration_sources_are_refused(tmp_path):
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(UserError, match="neither an image folder nor an .npz"):
@@ -54,6 +58,7 @@ def test_bad_calibration_sources_are_refused(tmp_path):
         build_calibration_set(SPEC, None, 0)
 
 
+@pytest.mark.fast
 def test_histogram_grows_without_rereading_and_gives_percentiles():
     rng = np.random.default_rng(0)
     values = [rng.standard_normal(50_000).astype(np.float32) * scale for scale in (1.0, 3.0, 10.0)]
@@ -67,6 +72,7 @@ def test_histogram_grows_without_rereading_and_gives_percentiles():
         assert histogram.percentile(percent) == pytest.approx(np.percentile(everything, percent), rel=0.03, abs=0.05)
 
 
+@pytest.mark.fast
 def test_entropy_threshold_clips_a_long_tail():
     rng = np.random.default_rng(0)
     histogram = AbsHistogram()
@@ -94,6 +100,7 @@ def _tiny_graph(path):
     return model
 
 
+@pytest.mark.fast
 def test_ranges_match_the_tensors_onnxruntime_computes(tmp_path):
     model = _tiny_graph(tmp_path / "tiny.onnx")
     inputs = np.random.default_rng(1).standard_normal((4, 1, 3, 8, 8)).astype(np.float32)
@@ -110,6 +117,7 @@ def test_ranges_match_the_tensors_onnxruntime_computes(tmp_path):
     assert Ranges.from_dict(json.loads(json.dumps(ranges.to_dict()))).tensors == ranges.tensors
 
 
+@pytest.mark.fast
 def test_module_paths_and_blocks_come_from_node_names():
     name = "/stages/stages.2/blocks/blocks.1/context_module/main/qkv/conv/Conv"
     assert module_path(name) == "stages.2.blocks.1.context_module.main.qkv.conv"
@@ -205,6 +213,7 @@ def _hardswish_qdq(scale_in: float, zero_in: int, scale_out: float, zero_out: in
     return session.run(None, {"q": np.arange(256, dtype=np.uint8)})[0].astype(int)
 
 
+@pytest.mark.fast
 def test_integer_hardswish_is_within_one_level_of_the_float_hardswish_for_every_input():
     # x in [-6, 8.3] (scale 14.3/255; x=-3 sits at an integer level), output in [-0.4, 8.3]
     scale, zero = 14.28 / 255, 107
@@ -284,6 +293,7 @@ def test_bad_precision_options_fail_cleanly_and_write_nothing(cli, tmp_path, arg
     assert not folder.exists() and not list(tmp_path.glob(".out*"))
 
 
+@pytest.mark.fast
 def test_plan_refuses_fp32(cli):
     assert_clean_error(cli("plan", "efficientvit_b0", "--precision", "fp32"), 2, "has no plan")
 
@@ -356,6 +366,7 @@ def test_the_tensorrt_scheme_uses_symmetric_int8_activations(b0_graph, tmp_path)
     assert all(z.dtype == np.int8 and not z.any() for z in zero_points)
 
 
+@pytest.mark.fast
 def test_default_calibration_count_shrinks_above_a_megapixel():
     from evitdeploy.precision.options import PrecisionOptions
 
@@ -364,6 +375,7 @@ def test_default_calibration_count_shrinks_above_a_megapixel():
     assert PrecisionOptions(calib_count=8).count_for(1024, 2048) == 8
 
 
+@pytest.mark.fast
 def test_large_tensors_keep_exact_extremes_while_the_histogram_samples():
     from evitdeploy.precision.ranges import HISTOGRAM_SAMPLE, TensorRange
 
@@ -376,6 +388,7 @@ def test_large_tensors_keep_exact_extremes_while_the_histogram_samples():
     assert stats.histogram.percentile(99.0) == pytest.approx(np.percentile(np.abs(values), 99.0), rel=0.05)
 
 
+@pytest.mark.fast
 def test_held_out_images_are_not_calibration_images(tmp_path):
     photos = np.random.default_rng(0).integers(0, 255, (20, 72, 72, 3), dtype=np.uint8)
     np.savez(tmp_path / "calib.npz", image=photos)
@@ -390,6 +403,7 @@ def test_held_out_images_are_not_calibration_images(tmp_path):
     assert not any(np.array_equal(h, c) for h in samples.inputs for c in originals.inputs)
 
 
+@pytest.mark.fast
 def test_the_default_photos_are_distinct_colour_photos():
     """scikit-image's `cat` and `chelsea` are one array, and `camera` is grayscale: neither belongs
     in a set meant to exercise a colour model's ranges."""

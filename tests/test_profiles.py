@@ -11,6 +11,8 @@ from helpers import assert_clean_error
 from evitdeploy.errors import UserError
 from evitdeploy.profiles import host_kind, list_profiles, load_profile, parse_profile, require_backend
 
+pytestmark = pytest.mark.fast  # profiles parsed and refused before anything is built
+
 SHIPPED = ("x86-cpu", "arm64-cpu", "raspberry-pi-5", "jetson-orin-nano", "jetson-agx-orin", "a100", "h100", "iphone-15", "pixel-8")
 
 GOOD = """

@@ -68,6 +68,7 @@ def test_report_merges_check_and_bench_files_of_one_artifact(cli, b0_artifact, t
     assert row["parity"] == "PASS" and row["median_ms"] > 0 and row["speedup_vs_torch"] > 0 and row["resolution"] == "128x128"
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize(
     "content,suffix,fragment",
     [
@@ -171,6 +172,7 @@ def test_a_retried_cell_replaces_its_failure_on_the_device_it_reached(cli, sweep
     assert row["device"] == "x86-cpu" and row["status"] == "failed"  # never benched: the profile it was meant for
 
 
+@pytest.mark.fast
 def test_loglog_slope_and_pareto_front():
     assert loglog_slope([0.05, 0.5, 5.0], [2.0, 20.0, 200.0]) == pytest.approx(1.0)
     assert loglog_slope([1.0, 4.0], [1.0, 16.0]) == pytest.approx(2.0)
@@ -178,6 +180,7 @@ def test_loglog_slope_and_pareto_front():
     assert pareto_front(points) == [(3.0, 1e-1), (5.0, 1e-3), (10.0, 1e-6)]
 
 
+@pytest.mark.fast
 def test_report_help_names_the_outputs(cli):
     result = cli("report", "--help")
     assert result.exit_code == 0 and "report.html" in result.stdout and "log-log" in result.stdout

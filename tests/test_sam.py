@@ -97,6 +97,7 @@ def _reference_sam_module():
     return sam
 
 
+@pytest.mark.fast
 def test_the_registry_lists_five_published_models_and_the_trained_one():
     names = [n for n, e in MODELS.items() if e.spec.promptable]
     assert names == [f"efficientvit_sam_{f}" for f in ("l0", "l1", "l2", "xl0", "xl1", "tiny")]
@@ -107,6 +108,7 @@ def test_the_registry_lists_five_published_models_and_the_trained_one():
         assert spec.embedding == (256, 64, 64) and spec.prompt_frame == 1024 and spec.low_res_size == 256
 
 
+@pytest.mark.fast
 def test_sam_geometry_matches_its_resize_longest_side():
     # SamResize.get_preprocess_shape / ResizeLongestSide.apply_coords, written out
     assert prompts.preprocess_shape(480, 640, 1024) == (768, 1024)
@@ -119,6 +121,7 @@ def test_sam_geometry_matches_its_resize_longest_side():
     assert feed["point_labels"].tolist() == [[2.0, 3.0]] and feed["mask_input"].shape == (1, 1, 256, 256)
 
 
+@pytest.mark.fast
 def test_masks_for_image_is_sams_postprocess():
     import torch.nn.functional as F
 
@@ -130,6 +133,7 @@ def test_masks_for_image_is_sams_postprocess():
     assert got.shape == (1, 3, 480, 640) and np.abs(got - expected).max() < 1e-4
 
 
+@pytest.mark.fast
 def test_mask_metrics_see_a_wrong_mask():
     rng = np.random.default_rng(1)
     ref = {"low_res_masks": rng.standard_normal((2, 3, 16, 16)), "iou_predictions": rng.random((2, 3))}
@@ -206,6 +210,7 @@ def test_a_sam_manifest_without_its_decoder_is_refused(cli, sam_onnx, tmp_path):
     assert_clean_error(cli("check", copy), 2, "encoder and decoder")
 
 
+@pytest.mark.fast
 def test_sam_takes_its_one_input_size(cli, tmp_path):
     assert_clean_error(cli("export", "--model", "efficientvit_sam_tiny", "--height", "512", "-o", tmp_path / "x"), 2, "takes 256x256")
     assert not (tmp_path / "x").exists()

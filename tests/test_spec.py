@@ -4,6 +4,8 @@ from evitdeploy.errors import UserError
 from evitdeploy.models import MODELS, get_spec
 from evitdeploy.spec import ModelSpec
 
+pytestmark = pytest.mark.fast  # no export, no model run: the registry and input-size rules
+
 
 def test_registry_has_every_backbone_and_the_reference_segmentation_heads():
     names = set(MODELS)

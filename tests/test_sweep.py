@@ -57,6 +57,7 @@ def test_retry_failed_runs_failed_cells_again(cli, sweep_results, tmp_path):
     assert len(read_records(copy)) == 6  # appended; the report reads the latest line per cell
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize(
     "args,fragment",
     [
@@ -73,6 +74,7 @@ def test_sweep_bad_input(cli, tmp_path, args, fragment):
     assert not (tmp_path / "r.jsonl").exists()
 
 
+@pytest.mark.fast
 def test_sweep_refuses_a_results_file_with_a_corrupt_line(cli, tmp_path):
     results = tmp_path / "r.jsonl"
     cell = '{"kind": "sweep-cell", "cell": {"model": "efficientvit_b0", "target": "onnx", "precision": "fp32", "height": 64, "width": 64}, "status": "failed"}'
@@ -81,17 +83,20 @@ def test_sweep_refuses_a_results_file_with_a_corrupt_line(cli, tmp_path):
     assert_clean_error(cli("sweep", *SWEEP_ARGS, "--output", tmp_path), 2, "is not a file")
 
 
+@pytest.mark.fast
 def test_resolution_parsing():
     assert parse_resolution("224") == (224, 224) and parse_resolution("1024x2048") == (1024, 2048)
     with pytest.raises(UserError):
         parse_resolution("1x2x3")
 
 
+@pytest.mark.fast
 def test_sweep_help_explains_the_matrix(cli):
     result = cli("sweep", "--help")
     assert result.exit_code == 0 and "CI matrix" in result.stdout
 
 
+@pytest.mark.fast
 def test_a_sweep_cell_records_a_package_folders_whole_size(tmp_path, monkeypatch):
     """A Core ML artifact's model is a folder (.mlpackage): its size is its files', not the entry's."""
     from evitdeploy import api
@@ -113,6 +118,7 @@ def test_a_sweep_cell_records_a_package_folders_whole_size(tmp_path, monkeypatch
     assert record["artifact_bytes"] == 123_457 + 2
 
 
+@pytest.mark.fast
 def test_sweep_takes_the_target_aliases_export_takes_under_their_canonical_name():
     from evitdeploy.sweep import plan_cells
 
@@ -121,6 +127,7 @@ def test_sweep_takes_the_target_aliases_export_takes_under_their_canonical_name(
     assert cells[0].key == plan_cells(["efficientvit_b0"], ["tflite"], ["fp32"], ["64"])[0].key
 
 
+@pytest.mark.fast
 def test_a_sweep_size_error_suggests_the_resolution_flag_sweep_has(cli, tmp_path):
     result = cli("sweep", "--model", "efficientvit_b0", "--resolution", "100x200", "--output", tmp_path / "r.jsonl")
     assert_clean_error(result, 2, "multiples of 32", "--resolution 96x192")

@@ -22,6 +22,7 @@ from evitdeploy.profiles import load_profile
 from evitdeploy.requests import BenchRequest, ExportRequest
 
 
+@pytest.mark.fast
 def test_layers_find_their_onnx_node():
     nodes = ["/stages/stages.2/Conv", "/stages/stages.2/Conv_1", "/head/MatMul"]
     assert node_of_layer("/head/MatMul", nodes) == "/head/MatMul"
@@ -81,6 +82,7 @@ def test_build_script_is_valid_shell_quoting_the_names(fp16_plan, tmp_path):
     assert shlex.split(body.split('cd "$(dirname "$0")"\n', 1)[1].replace("\\\n", " ")) == command
 
 
+@pytest.mark.fast
 def test_profile_shapes_come_from_the_profile():
     spec = get_spec("efficientvit_b0")
     a100 = load_profile("a100")
@@ -175,6 +177,7 @@ def missing_names(names, listing) -> list[str]:
     return missing
 
 
+@pytest.mark.fast
 def test_every_tensorrt_name_the_code_uses_exists_in_the_stubs():
     from evitdeploy.backends.tensorrt import runner as trt_runner
 
@@ -183,6 +186,7 @@ def test_every_tensorrt_name_the_code_uses_exists_in_the_stubs():
     assert missing_names(trt_runner.TRT_NAMES, listing) == []
 
 
+@pytest.mark.fast
 def test_the_stub_check_catches_a_misspelled_name():
     assert missing_names(["BuilderFlag.FP61", "Builder.create_netwrok", "Builderr"], stubs_listing()) == [
         "BuilderFlag.FP61", "Builder.create_netwrok", "Builderr",
@@ -215,6 +219,7 @@ def used_names(module) -> set[str]:
     return used
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("which", ["exporter", "runner"])
 def test_trt_names_lists_every_name_the_module_touches(which):
     """Nothing reaches the TensorRT API unchecked: every name used is in the module's TRT_NAMES."""
@@ -225,6 +230,7 @@ def test_trt_names_lists_every_name_the_module_touches(which):
     assert used and used <= set(module.TRT_NAMES), sorted(used - set(module.TRT_NAMES))
 
 
+@pytest.mark.fast
 def test_an_engine_from_another_tensorrt_or_gpu_is_refused():
     from evitdeploy.errors import UserError
     from evitdeploy.backends.tensorrt.runner import check_engine_host
@@ -304,6 +310,7 @@ def test_build_refuses_a_bundle_of_another_target(cli, tmp_path):
     assert_clean_error(cli("build", folder), 2, "is a onnx bundle, not a TensorRT one")
 
 
+@pytest.mark.fast
 def test_absent_tensorrt_is_exit_3_with_install_guidance(cli, tmp_path):
     if trt_runtime.hasattr_builder():
         pytest.skip("TensorRT is installed here")

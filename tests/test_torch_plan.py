@@ -115,6 +115,7 @@ def test_plan_cli_runs_the_fp16_numerics_on_a_torch_device(cli, tmp_path, digits
     assert table.exit_code == 0 and "FP16 in PyTorch on cpu" in table.stdout
 
 
+@pytest.mark.fast
 def test_plan_cli_refuses_what_it_cannot_check(cli):
     from helpers import assert_clean_error
 

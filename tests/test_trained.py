@@ -29,6 +29,7 @@ def torch_logits(model, inputs: np.ndarray, batch: int = 8) -> np.ndarray:
         return torch.cat([model(x[i : i + batch]) for i in range(0, len(x), batch)]).numpy()
 
 
+@pytest.mark.fast
 def test_digits_are_uint8_photos_with_a_fixed_held_out_split():
     train_images, train_labels = digits_images("train")
     test_images, test_labels = digits_images("test")
@@ -55,10 +56,12 @@ def test_a_trained_checkpoint_is_cached_and_reused(digits_checkpoint_path):
     assert recipe_hash(ClassifierRecipe()) in digits_checkpoint_path.name
 
 
+@pytest.mark.fast
 def test_another_recipe_gets_another_cache_name():
     assert recipe_hash(ClassifierRecipe()) != recipe_hash(replace(ClassifierRecipe(), epochs=13))
 
 
+@pytest.mark.fast
 def test_mosaics_label_each_digits_ink_on_a_dominant_background():
     photos, labels = digit_mosaics(4, 128, 256, seed=1)
     assert photos.shape == (4, 128, 256, 3) and photos.dtype == np.uint8
@@ -70,6 +73,7 @@ def test_mosaics_label_each_digits_ink_on_a_dominant_background():
     assert np.array_equal(digit_mosaics(4, 128, 256, seed=1)[1], labels)
 
 
+@pytest.mark.fast
 def test_missing_scikit_learn_is_a_user_error_with_the_install_hint(monkeypatch):
     monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
     with pytest.raises(UserError) as info:

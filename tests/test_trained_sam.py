@@ -32,6 +32,7 @@ def held_out(sam_model):
     return evaluate_promptable(sam_model, count=8, seed=12345)
 
 
+@pytest.mark.fast
 def test_instances_are_the_mosaics_digits_with_their_ink_inside_their_boxes():
     photos, instances = mosaic_instances(3, seed=4, split="train")
     same_photos, label_maps = digit_mosaics(3, 256, 256, seed=4, split="train")
@@ -49,6 +50,7 @@ def test_instances_are_the_mosaics_digits_with_their_ink_inside_their_boxes():
         assert np.array_equal(covered, labels != BACKGROUND)
 
 
+@pytest.mark.fast
 def test_prompts_hit_their_instance():
     photos, prompts, masks = promptable_data(2, seed=3, split="test")
     assert photos.shape == (2, 256, 256, 3) and photos.dtype == np.uint8

@@ -173,6 +173,7 @@ def _bench_result() -> dict:
     }
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("field,value,fragment", [
     ("results", "fast", "`results`"),
     ("model", 5, "`model`"),
@@ -188,12 +189,14 @@ def test_report_refuses_malformed_results_in_one_line(cli, tmp_path, field, valu
     assert_clean_error(cli("report", path), 2, fragment)
 
 
+@pytest.mark.fast
 def test_gate_refuses_a_baseline_whose_host_is_a_string(cli, tmp_path):
     (tmp_path / "new.json").write_text(json.dumps(_bench_result()))
     (tmp_path / "old.json").write_text(json.dumps({**_bench_result(), "host": "my laptop"}))
     assert_clean_error(cli("gate", tmp_path / "new.json", "--baseline", tmp_path / "old.json"), 2, "old.json", "`host`")
 
 
+@pytest.mark.fast
 def test_rich_markup_in_result_data_prints_as_written(cli, tmp_path):
     (tmp_path / "bench.json").write_text(json.dumps({**_bench_result(), "model": "[/]"}))
     result = cli("report", tmp_path / "bench.json")
@@ -207,11 +210,13 @@ def test_markup_in_a_deploy_output_path_prints_as_written(cli, tmp_path):
     assert "[/]" in result.stdout and (tmp_path / "[/]" / "manifest.json").is_file()
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("verb", ["check", "report", "bench", "verify"])
 def test_a_file_name_too_long_for_the_filesystem_is_one_error_line(cli, tmp_path, verb):
     assert_clean_error(cli(verb, tmp_path / ("x" * 300 + ".json")), 2)
 
 
+@pytest.mark.fast
 def test_a_refused_deploy_leaves_no_new_parent_folders(cli, tmp_path):
     result = cli("deploy", "--profile", "x86-cpu", "--model", "efficientvit_b0", "--height", "65", "-o", tmp_path / "sub" / "dir" / "b")
     assert_clean_error(result, 2)
@@ -229,6 +234,7 @@ def test_an_output_that_fails_midway_removes_the_parent_folders_it_created(tmp_p
     assert [p.name for p in tmp_path.rglob("*")] == ["kept"]
 
 
+@pytest.mark.fast
 def test_sweep_with_a_corrupt_results_file_creates_nothing(cli, tmp_path):
     results = tmp_path / "results.jsonl"
     results.write_text("{not json}\n" + json.dumps({"kind": "sweep-cell"}) + "\n")
@@ -237,12 +243,14 @@ def test_sweep_with_a_corrupt_results_file_creates_nothing(cli, tmp_path):
     assert sorted(tmp_path.iterdir()) == before
 
 
+@pytest.mark.fast
 def test_a_sweep_line_of_the_wrong_shape_is_refused_naming_its_line(cli, tmp_path):
     results = tmp_path / "results.jsonl"
     results.write_text(json.dumps({"kind": "sweep-cell", "cell": "b0", "status": "ok"}) + "\n")
     assert_clean_error(cli("report", results), 2, "line 1", "`cell`")
 
 
+@pytest.mark.fast
 def test_photos_for_a_far_other_aspect_ratio_are_cropped_before_resizing():
     from evitdeploy.data import load_inputs
     from evitdeploy.models import get_spec
@@ -259,6 +267,7 @@ def test_an_unwritable_save_path_is_refused_before_the_work(cli, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.fast
 def test_sweep_with_an_unusable_artifacts_folder_creates_nothing(cli, tmp_path):
     result = cli("sweep", "--model", "efficientvit_b0", "--resolution", "64", "-o", tmp_path / "results.jsonl", "--artifacts", tmp_path / ("n" * 300))
     assert_clean_error(result, 2, "--artifacts folder")
@@ -283,6 +292,7 @@ def test_save_into_a_new_folder_makes_it(cli, small_artifact, tmp_path):
     assert json.loads((tmp_path / "sub" / "dir" / "bench.json").read_text())["kind"] == "bench"
 
 
+@pytest.mark.fast
 def test_sweep_refuses_an_artifacts_path_that_is_a_file(cli, tmp_path):
     (tmp_path / "junk.npz").write_bytes(b"x")
     result = cli("sweep", "--model", "efficientvit_b0", "--resolution", "64", "-o", tmp_path / "results.jsonl", "--artifacts", tmp_path / "junk.npz")
