@@ -3,12 +3,16 @@ where this host lacks what a test needs."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
 from helpers import Cli
 
-torch.set_num_threads(2)
+# Two threads in one process; one per worker under `pytest -n 2` (make test), so the workers do not
+# oversubscribe the 2 cores (trained references set their own thread count while they train).
+torch.set_num_threads(1 if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1 else 2)
 
 
 @pytest.fixture
