@@ -51,7 +51,7 @@ def export_model(request: ExportRequest, progress: Progress = None) -> Artifact:
 
     model_name, target, precision, checkpoint, seed = request.model, request.target, request.precision, request.checkpoint, request.seed
     limits.check_seed(seed)
-    spec = get_spec(model_name).with_input(request.batch, request.height, request.width)
+    spec = memory.with_input(get_spec(model_name), request.batch, height=request.height, width=request.width)
     dynamic = parse_dynamic(request.dynamic)  # exact names, unknown ones refused (a Python caller skips the CLI's parsing)
     backend = get_backend(target, precision)  # refuses an unknown target or a precision it does not build
     backend_options = check_options(backend, request.backend_options, precision)
@@ -164,7 +164,7 @@ def plan_model(request: PlanRequest, progress: Progress = None) -> dict:
     limits.check_seed(seed)
     reduced = _int8_kernels_for(request.reduced or PrecisionOptions(), None, precision=precision, profile=None)
     reduced.check()
-    spec = get_spec(model_name).with_input(None, request.height, request.width)
+    spec = memory.with_input(get_spec(model_name), height=request.height, width=request.width)
     memory.require_fits(spec, "plan", f"a {precision} plan for {spec.name} at {spec.height}x{spec.width}", calib_count=reduced.count_for(spec.height, spec.width))
     report_step(progress, f"building {model_name}" + (f" from {checkpoint}" if checkpoint else f" (random init, seed {seed})"))
     model, spec = build_model(spec, checkpoint, seed=seed, attention_eps=request.attention_eps)
@@ -222,7 +222,7 @@ def _sized_spec(artifact: Artifact, batch, *, height, width) -> ModelSpec:
                 f"this artifact was exported with a static {axis} of {current[axis]}",
                 f"drop --{axis}, or re-export with --dynamic {axis}",
             )
-    return spec.with_input(batch, height, width)
+    return memory.with_input(spec, batch, height=height, width=width)
 
 
 def _reference_for(artifact: Artifact, spec: ModelSpec, checkpoint: Optional[Path]):

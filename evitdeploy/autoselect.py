@@ -15,6 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Optional
 
+from evitdeploy import memory
 from evitdeploy.errors import EXIT_BACKEND_UNAVAILABLE, UserError
 from evitdeploy.requests import DeployRequest
 from evitdeploy.progress import Progress
@@ -193,7 +194,7 @@ def _input_size(profile, model_name: str, *, height: Optional[int], width: Optio
     from evitdeploy.models import get_spec
 
     size = input_size(profile, model_name, height=height, width=width)  # an unknown model is refused here
-    get_spec(model_name).with_input(profile.batch, *size)
+    memory.with_input(get_spec(model_name), profile.batch, height=size[0], width=size[1])
     return size
 
 
@@ -203,7 +204,7 @@ def _check_inputs(profile, model_name: str, size: tuple[int, int], *, settings, 
     from evitdeploy.data import load_inputs_and_sizes
     from evitdeploy.models import build_model, get_spec
 
-    spec = get_spec(model_name).with_input(profile.batch, *size)
+    spec = memory.with_input(get_spec(model_name), profile.batch, height=size[0], width=size[1])
     build_model(spec, Path(settings.checkpoint) if settings.checkpoint else None, seed=settings.seed)
     load_inputs_and_sizes(spec, size, source=Path(settings.data) if settings.data else None, count=settings.samples)
     if sign_key is not None:

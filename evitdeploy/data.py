@@ -33,7 +33,7 @@ def sample_photos(count: int = 8) -> list[np.ndarray]:
             "pip install scikit-image, or pass --data FOLDER/.npz",
             3,
         ) from exc
-    return [_as_rgb(_PHOTO_LOADERS.get(name, lambda data: getattr(data, name)())(data)) for name in SAMPLE_PHOTOS[:count]]
+    return [as_rgb(_PHOTO_LOADERS.get(name, lambda data: getattr(data, name)())(data)) for name in SAMPLE_PHOTOS[:count]]
 
 
 def folder_photos(folder: Path, count: Optional[int] = None) -> list[np.ndarray]:
@@ -45,13 +45,13 @@ def folder_photos(folder: Path, count: Optional[int] = None) -> list[np.ndarray]
     images = []
     for path in files[:count]:
         try:
-            images.append(_as_rgb(imread(path)))
+            images.append(as_rgb(imread(path)))
         except Exception as exc:
             raise UserError(f"cannot read image {path} ({type(exc).__name__})", "remove or replace the file") from exc
     return images
 
 
-def _as_rgb(image: np.ndarray) -> np.ndarray:
+def as_rgb(image: np.ndarray) -> np.ndarray:
     if image.ndim == 2:
         image = np.stack([image] * 3, axis=-1)
     image = image[..., :3]

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Optional
 
-from evitdeploy import limits
+from evitdeploy import limits, memory
 from evitdeploy.artifact import folder_kept_on_success, model_size, prepare_output
 from evitdeploy.errors import UserError
 from evitdeploy.precision.options import PrecisionOptions
@@ -44,7 +44,7 @@ def _precision_flags(reduced, precision: str) -> str:
 
 def _require_memory(spec, profile, *, precision: str, reduced, samples: int) -> None:
     """Refuse, before anything is written, a deploy whose export or check cannot fit this host."""
-    from evitdeploy import api, memory
+    from evitdeploy import api
 
     api.require_memory_for_export(spec, profile.dynamic, precision=precision, reduced=reduced)
     memory.require_fits(spec, "check", f"checking {spec.name} at {spec.height}x{spec.width} on {samples} inputs", images=samples)
@@ -192,7 +192,7 @@ def plan_deploy(request: DeployRequest) -> Plan:
     reduced = request.reduced or PrecisionOptions()
     if precision == "int8" and profile.int8_kernels and backend.x86_int8_kernels and not reduced.int8_kernels:
         reduced = replace(reduced, int8_kernels=profile.int8_kernels)  # what the export takes from the profile
-    spec = get_spec(request.model).with_input(profile.batch, height, width)
+    spec = memory.with_input(get_spec(request.model), profile.batch, height=height, width=width)
     _require_memory(spec, profile, precision=precision, reduced=reduced, samples=request.samples)
     signature = None
     if request.sign_key is not None:  # a key that cannot sign is refused before anything is written

@@ -16,7 +16,7 @@ import warnings
 from pathlib import Path
 
 from evitdeploy.errors import UserError
-from evitdeploy.spec import ModelSpec
+from evitdeploy.spec import SEGMENTATION, ModelSpec
 
 MAX_OPSET = 20
 
@@ -85,7 +85,7 @@ def _torch_export(model, spec: ModelSpec, path: Path, opset: int) -> None:
     dims = {"batch": 0, "height": 2, "width": 3}
     input_axes = {dims[a]: a for a in spec.dynamic_axes}
     output_axes = {0: "batch"} if "batch" in spec.dynamic_axes else {}
-    if spec.task == "segmentation":
+    if spec.task == SEGMENTATION:
         output_axes.update({dims[a]: f"{a}_out" for a in spec.dynamic_axes if a != "batch"})
     dummy = torch.zeros(spec.input_shape, dtype=torch.float32)
     model.set_formulation("deploy")

@@ -47,7 +47,7 @@ def read_image(path: Path) -> np.ndarray:
     RGB conversion); its size is read from the header first, so a huge image is refused undecoded."""
     from PIL import Image
 
-    from evitdeploy.data import _as_rgb
+    from evitdeploy.data import as_rgb
 
     if not path.exists():
         raise UserError(f"image not found: {path}", "pass the path of a photo (.png, .jpg, ...)")
@@ -67,7 +67,7 @@ def read_image(path: Path) -> np.ndarray:
     from skimage.io import imread
 
     try:
-        pixels = _as_rgb(imread(path))
+        pixels = as_rgb(imread(path))
     except Exception as exc:
         raise _unreadable(path, exc) from exc
     if pixels.ndim != 3 or pixels.shape[-1] != 3 or min(pixels.shape[:2]) < 1:

@@ -6,7 +6,7 @@ it, so a malformed file is one line naming the file, the field and what was expe
 KeyError deep inside a verb. Only the fields evitdeploy reads are declared; other keys are kept
 (a newer writer may add some). The device's verify.py cannot import this (numpy only) and keeps
 its own checks of the few fields it reads (device.integrity.MANIFEST_FIELDS, held equal to these
-schemas by tests/test_manifest_contract.py); the task names are the device's (integrity.TASKS).
+schemas by tests/test_manifest_contract.py); the task names are the device's (device.tasks).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from evitdeploy import limits
 from evitdeploy.device import cpu
-from evitdeploy.device.integrity import PROMPTABLE, TASKS
+from evitdeploy.device.tasks import PROMPTABLE, TASKS
 from evitdeploy.errors import UserError
 
 MAX_JSON_BYTES = 256 << 20  # a results file larger than this is not one evitdeploy wrote

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Optional
 
-from evitdeploy.device.integrity import CLASSIFICATION, PROMPTABLE, SEGMENTATION, TASKS  # noqa: F401 (spec.task's names, defined once)
+from evitdeploy.device.tasks import CLASSIFICATION, PROMPTABLE, SEGMENTATION, TASKS  # noqa: F401 (spec.task's names, defined once)
 from evitdeploy.errors import UserError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -9,7 +9,7 @@ from typing import Literal, Union, get_args, get_origin
 import pytest
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from evitdeploy.device import integrity, prompts
+from evitdeploy.device import integrity, tasks
 from evitdeploy.models import MODELS, get_spec
 from evitdeploy.predict import PREDICTORS
 from evitdeploy.schemas import BundleManifest, SpecSchema
@@ -89,10 +89,9 @@ def test_the_device_refuses_what_the_schema_refuses_where_it_acts_on_the_value(d
 
 
 def test_task_names_are_one_list():
-    assert literal_values(SpecSchema.model_fields["task"].annotation) == integrity.TASKS
-    assert prompts.PROMPTABLE == integrity.PROMPTABLE
-    assert {get_spec(name).task for name in MODELS} == set(integrity.TASKS)  # every task has a model
-    assert set(PREDICTORS) == set(integrity.TASKS)  # and predict handles each
+    assert literal_values(SpecSchema.model_fields["task"].annotation) == tasks.TASKS
+    assert {get_spec(name).task for name in MODELS} == set(tasks.TASKS)  # every task has a model
+    assert set(PREDICTORS) == set(tasks.TASKS)  # and predict handles each
 
 
 def test_model_spec_and_its_schema_have_the_same_fields():

@@ -15,17 +15,12 @@ from pathlib import Path
 import numpy as np
 
 from . import cpu
+from .tasks import TASKS
 
 FORMAT = 1  # the newest manifest format this code understands
 MANIFEST = "manifest.json"
 REFERENCE = "reference.npz"
 SIGNATURE = "model.sig"  # OpenSSF model-signing signature, when the bundle was signed (deploy --sign-key)
-# What a model's outputs mean (a manifest's spec.task), named once here, where the device can read
-# them: evitdeploy's spec and schemas import these.
-CLASSIFICATION = "classification"
-SEGMENTATION = "segmentation"
-PROMPTABLE = "promptable_segmentation"  # a SAM-like model: an image encoder and a prompt decoder
-TASKS = (CLASSIFICATION, SEGMENTATION, PROMPTABLE)
 
 
 class BundleError(Exception):

@@ -8,6 +8,8 @@ import time
 
 import numpy as np
 
+from .tasks import CLASSIFICATION, SEGMENTATION
+
 
 def _unit_rows(x: np.ndarray) -> tuple:
     """(each row scaled to unit length, which rows are all zero); scaled by the row's max first,
@@ -61,7 +63,7 @@ def compare_outputs(task: str, reference: np.ndarray, candidate: np.ndarray, tol
         "nonfinite_outputs": int((~np.isfinite(candidate)).sum()),
         "reference_abs_max": float(np.abs(reference).max()),
     }
-    metrics.update((classification_metrics if task == "classification" else segmentation_metrics)(reference, candidate))
+    metrics.update((classification_metrics if task == CLASSIFICATION else segmentation_metrics)(reference, candidate))
     failures = []
     max_abs, min_cosine = tolerances.get("max_abs"), tolerances.get("min_cosine")  # a missing tolerance is not gated
     min_top1, min_pixels = tolerances.get("min_top1"), tolerances.get("min_pixel_agreement")
@@ -71,9 +73,9 @@ def compare_outputs(task: str, reference: np.ndarray, candidate: np.ndarray, tol
         failures.append(f"max abs error {metrics['max_abs_error']:.3g} > {max_abs:.3g}")
     if min_cosine is not None and metrics["cosine_min"] < min_cosine:
         failures.append(f"min cosine {metrics['cosine_min']:.6f} < {min_cosine}")
-    if task == "classification" and min_top1 is not None and metrics["top1_agreement"] < min_top1:
+    if task == CLASSIFICATION and min_top1 is not None and metrics["top1_agreement"] < min_top1:
         failures.append(f"top-1 agreement {metrics['top1_agreement']:.4f} < {min_top1}")
-    if task == "segmentation" and min_pixels is not None and metrics["pixel_agreement"] < min_pixels:
+    if task == SEGMENTATION and min_pixels is not None and metrics["pixel_agreement"] < min_pixels:
         failures.append(f"pixel agreement {metrics['pixel_agreement']:.5f} < {min_pixels}")
     return {"passed": not failures, "failures": failures, "metrics": metrics}
 

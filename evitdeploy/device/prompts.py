@@ -12,7 +12,6 @@ import numpy as np
 
 from .metrics import cosine_per_sample
 
-PROMPTABLE = "promptable_segmentation"  # the task name of a SAM-like model (spec.task)
 DECODER_INPUTS = ("image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input")
 DECODER_OUTPUTS = ("low_res_masks", "iou_predictions")
 MASK_THRESHOLD = 0.0  # SAM's: a pixel is in the mask where its logit is above 0

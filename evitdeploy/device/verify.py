@@ -26,7 +26,7 @@ from typing import Optional
 
 import numpy as np
 
-from . import cpu, integrity, metrics, prompts, runtimes
+from . import cpu, integrity, metrics, prompts, runtimes, tasks
 from .integrity import MANIFEST, SIGNATURE, BundleError, first_line
 
 
@@ -164,7 +164,7 @@ def verify(folder, runtime, threads=None, warmup=None, count=None, judge_budget:
     threads = threads or bundle["bench"].get("threads")
     warmup = bundle["bench"]["warmup"] if warmup is None else warmup
     count = bundle["bench"]["count"] if count is None else count
-    run = _run_promptable if spec["task"] == integrity.PROMPTABLE else _run_model
+    run = _run_promptable if spec["task"] == tasks.PROMPTABLE else _run_model
     ran = run(folder, manifest, runtime, threads=threads, timing=(warmup, count))
     parity, latency = ran.parity, ran.latency
     budget = bundle.get("budget") or {}

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from evitdeploy.device.metrics import classification_metrics, cosine_per_sample, segmentation_metrics
-from evitdeploy.spec import ModelSpec
+from evitdeploy.spec import CLASSIFICATION, ModelSpec
 
 
 def outputs_of(path: Path, inputs: np.ndarray, input_name: str, optimize: bool = True) -> np.ndarray:
@@ -37,6 +37,6 @@ def score_outputs(spec: ModelSpec, reference: np.ndarray, candidate: np.ndarray)
         "max_abs_error": float(np.abs(reference.astype(np.float64) - cleaned).max()),
         "nonfinite": int((~finite_values).sum()),
     }
-    metrics = classification_metrics if spec.task == "classification" else segmentation_metrics
+    metrics = classification_metrics if spec.task == CLASSIFICATION else segmentation_metrics
     scores.update(metrics(reference, cleaned))
     return scores

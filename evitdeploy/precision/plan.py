@@ -20,6 +20,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Iterable, Optional
 
+from evitdeploy.spec import CLASSIFICATION
+
 PLAN_FORMAT = 1
 FP16_MAX = 65504.0
 DEFAULT_FP16_MARGIN = 4.0  # headroom over the largest calibration value (other images, other scenes)
@@ -214,7 +216,7 @@ def int8_plan(model, spec, method: str = "minmax") -> PrecisionPlan:
         group = group_of(path)
         if is_attention_core(path):
             precision, reason = "fp32", "rule: LiteMLA normalizer and division stay float (no integer kernel keeps them accurate)"
-        elif group.startswith("head.classifier") and spec.task == "classification":
+        elif group.startswith("head.classifier") and spec.task == CLASSIFICATION:
             precision, reason = "fp32", "rule: classifier LayerNorm/GEMM stay float (last layers, tiny cost)"
         elif node.op_type in INT8_OPS:
             precision, reason = "int8", f"integer kernel for {node.op_type}"

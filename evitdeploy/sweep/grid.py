@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Optional
 
+from evitdeploy import memory
 from evitdeploy.errors import UserError
 
 
@@ -92,10 +93,10 @@ def plan_cells(
         spec = get_spec(model)
         for height, width in sizes:
             try:
-                spec.with_input(None, height, width)
+                memory.with_input(spec, height=height, width=width)
             except UserError as exc:
                 raise UserError(exc.message, _resolution_hint(exc.hint, spec), exc.exit_code) from None
-            _require_memory(spec.with_input(None, height, width), precisions, samples)
+            _require_memory(memory.with_input(spec, height=height, width=width), precisions, samples)
     if profiles:
         return [
             Cell(model=m, target=profile.target, precision=p, height=h, width=w, profile=profile.name)
@@ -119,7 +120,6 @@ def _resolution_hint(hint: str, spec) -> str:
 
 
 def _require_memory(spec, precisions: list[str], samples: int) -> None:
-    from evitdeploy import memory
     from evitdeploy.precision.options import PrecisionOptions
 
     where = f"{spec.name} at {spec.height}x{spec.width}"

@@ -1,7 +1,7 @@
 """ONNX Runtime on the device: a bundle carries this file as `evitdeploy_device/runtime.py`.
 
 Numpy and onnxruntime only, Python 3.8 syntax, no evitdeploy imports (see evitdeploy.device.runtimes
-for what a device module defines). The host runner imports ONNX_PROVIDERS and onnx_session from
+for what a device module defines). The host runner imports onnx_providers and onnx_session from
 here, so check, bench and a bundle's verify.py run a model on the same provider.
 """
 
