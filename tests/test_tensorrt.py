@@ -304,10 +304,8 @@ def test_tensorrt_fp16_recipe_of_the_trained_segmenter_is_checked_for_fp16_overf
     assert "--layerPrecisions=" in (artifact.folder / "build_engine.sh").read_text()
 
 
-def test_build_refuses_a_bundle_of_another_target(cli, tmp_path):
-    folder = tmp_path / "x86"
-    assert cli("deploy", "--profile", "x86-cpu", "-m", "efficientvit_b0", "--height", "64", "--width", "64", "-o", folder).exit_code == 0
-    assert_clean_error(cli("build", folder), 2, "is a onnx bundle, not a TensorRT one")
+def test_build_refuses_a_bundle_of_another_target(cli, b0_64_bundle):
+    assert_clean_error(cli("build", b0_64_bundle), 2, "is a onnx bundle, not a TensorRT one")
 
 
 @pytest.mark.fast
