@@ -18,6 +18,9 @@ pytest.importorskip("coremltools", reason="the Core ML target is an optional ext
 from evitdeploy.backends.coreml.export import DECODER_POINTS  # noqa: E402
 from evitdeploy.backends.coreml.runner import decoder_points, import_coremltools  # noqa: E402
 
+# SAM converted to Core ML (encoder and decoder): the slow tier.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def sam_coreml(tmp_path_factory):

@@ -14,7 +14,8 @@ from helpers import Cli  # noqa: E402
 from evitdeploy.backends.executorch.export import DECODER_POINTS  # noqa: E402
 
 
-# ~45 s of SAM lowering: run by `make test-slow`, and the same export + check by `make bench-executorch` (section sam).
+# ~45 s of SAM lowering: the slow tier (in `make test`, alone with `make test-slow`); `make bench-executorch`
+# (section sam) runs the same export and check.
 pytestmark = pytest.mark.slow
 
 

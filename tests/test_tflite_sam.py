@@ -15,6 +15,9 @@ pytest.importorskip("ai_edge_litert", reason="the TFLite target is an optional e
 
 from evitdeploy.backends.tflite.export import DECODER_POINTS  # noqa: E402
 
+# SAM lowered to LiteRT (encoder and decoder): the slow tier.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def sam_tflite(tmp_path_factory):

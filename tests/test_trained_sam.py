@@ -1,3 +1,6 @@
+"""The trained SAM reference (models/trained_sam.py): its mosaics and prompts, then the checkpoint's
+masks. Tests that need the checkpoint are slow: ~3 min of training on a cold cache."""
+
 from dataclasses import replace
 
 import numpy as np
@@ -70,6 +73,7 @@ def test_prompts_hit_their_instance():
     assert max(abs(a - b) for a, b in zip(jittered["box"], prompts[0][3]["box"])) <= 3
 
 
+@pytest.mark.slow
 def test_the_recipe_hash_is_deterministic_and_names_the_checkpoint(sam_checkpoint_path):
     assert recipe_hash(PromptableRecipe()) == recipe_hash(PromptableRecipe())
     assert recipe_hash(PromptableRecipe()) != recipe_hash(replace(PromptableRecipe(), steps=PromptableRecipe().steps + 1))
@@ -79,6 +83,7 @@ def test_the_recipe_hash_is_deterministic_and_names_the_checkpoint(sam_checkpoin
     assert sam_checkpoint_path.stat().st_mtime_ns == before  # cached, not retrained
 
 
+@pytest.mark.slow
 def test_the_checkpoint_loads_strictly_into_the_registered_tiny_model(sam_checkpoint_path, sam_model):
     state, layout = read_our_state(sam_checkpoint_path)
     assert layout == "timm" and set(state) == set(sam_model.state_dict())  # build_model loads strictly too
@@ -88,6 +93,7 @@ def test_the_checkpoint_loads_strictly_into_the_registered_tiny_model(sam_checkp
     assert tuple(embedding.shape[1:]) == spec.embedding
 
 
+@pytest.mark.slow
 def test_held_out_masks_are_good_for_points_and_boxes(held_out):
     # Measured on these 8 mosaics (224 prompts): 0.862 single-mask, 0.862 best multimask; per kind
     # 0.83 (point) .. 0.90 (box); 0.863 on the docstring's 32. The margin is for another machine or
@@ -100,10 +106,12 @@ def test_held_out_masks_are_good_for_points_and_boxes(held_out):
         assert held_out["per_kind"][kind]["multimask"] > 0.7, kind
 
 
+@pytest.mark.slow
 def test_the_iou_head_ranks_masks(held_out):
     assert held_out["iou_head_correlation"] > 0.5  # 0.99 measured
 
 
+@pytest.mark.slow
 def test_the_deployed_decoder_gives_the_evaluated_masks(sam_model):
     """The ONNX-form decoder (what is exported) gives what evaluate_promptable scores: token 0 alone,
     tokens 1..3 with multimask; a box and a point prompt."""
