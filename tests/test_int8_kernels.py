@@ -43,6 +43,7 @@ HOST_SATURATES = cpu.kernel_class() in cpu.SATURATING
 # --- the kernel class, from what the CPU says ------------------------------------------------
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize(
     "flags, features, machine, expected",
     [
@@ -59,6 +60,7 @@ def test_kernel_class_from_cpu_flags(flags, features, machine, expected):
     assert cpu.kernel_class(flags, features, machine) == expected
 
 
+@pytest.mark.fast
 def test_cpuid_wins_where_proc_cpuinfo_describes_another_cpu():
     # QEMU user mode passes the host's /proc/cpuinfo through; CPUID (numpy's view) is the emulated CPU's
     host_flags = {"avx2", "avx512f", "avx512_vnni", "amx_int8"}
@@ -66,6 +68,7 @@ def test_cpuid_wins_where_proc_cpuinfo_describes_another_cpu():
     assert cpu.kernel_class(host_flags, emulated, "x86_64") == cpu.AVX2
 
 
+@pytest.mark.fast
 def test_only_full_8_bit_weights_on_a_saturating_cpu_are_refused():
     message, hint = cpu.refusal(cpu.VNNI, cpu.AVX2)
     assert "saturate" in message and "--int8-kernels any" in hint
@@ -208,6 +211,7 @@ def test_check_refuses_a_vnni_only_model_where_the_cpu_has_no_vnni(cli, digits, 
     assert not folder.exists() and not list(tmp_path.glob(".out*"))
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize(
     "args, fragment",
     [
@@ -223,6 +227,7 @@ def test_int8_kernels_flag_is_refused_where_it_cannot_apply(cli, tmp_path, args,
     assert not folder.exists()
 
 
+@pytest.mark.fast
 def test_a_profiles_int8_kernels_must_fit_its_backends():
     from evitdeploy.errors import UserError
     from evitdeploy.profiles import load_profile, parse_profile
@@ -239,6 +244,7 @@ def test_a_profiles_int8_kernels_must_fit_its_backends():
 # --- OpenVINO: NNCF's overflow fix, and a float remainder every x86 compiles ---------------------
 
 
+@pytest.mark.fast
 def test_openvino_int8_for_any_x86_keeps_its_float_part_at_f32():
     from evitdeploy.backends.openvino.plan import float_precision
 
