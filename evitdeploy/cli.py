@@ -274,45 +274,14 @@ def export(
     )
     with progress(not as_json) as step:
         artifact = export_model(request, progress=step)
-    manifest = artifact.manifest
     if as_json:
-        print(json.dumps({"artifact": str(artifact.folder), "model_file": str(artifact.model_file), **manifest}, indent=2))
+        print(json.dumps({"artifact": str(artifact.folder), "model_file": str(artifact.model_file), **artifact.manifest}, indent=2))
         return
-    from evitdeploy.artifact import model_size
-    from evitdeploy.report.tables import as_written
+    from evitdeploy.report.tables import export_headline, export_lines
 
-    size = model_size(artifact.model_file)
-    check = manifest["validation"]["checks"][0].get("metrics")
-    out.print(
-        f"[green]exported[/green] {as_written(artifact.model_file)} ({size / 1e6:.2f} MB, "
-        + (f"opset {manifest['export']['opset']}, " if "opset" in manifest["export"] else f"{manifest['export']['exporter']}, ")
-        + f"input {'x'.join(map(str, artifact.spec.input_shape))}"
-        + (f", dynamic {','.join(artifact.spec.dynamic_axes)}" if artifact.spec.dynamic_axes else "")
-        + (f"); validation {_validation_text(check)} vs PyTorch" if check
-           else f"); {manifest['validation']['checks'][0].get('skipped', 'not run against PyTorch here')}")
-    )
-    package = manifest["validation"].get("package")
-    package = package.get("encoder", package) if package else None  # a SAM artifact: the encoder's package is the planned one
-    if package:
-        _say(f"package: ops by precision {package['ops_by_precision']}; {package['plan_fp32_ops']} ops kept FP32 by the plan; {package['compressed_weight_ops']} compressed weight ops")
-    for role, part in manifest["export"].get("partition", {}).items():  # ExecuTorch: what the delegate took
-        outside = ", ".join(f"{op} {n}" for op, n in part["outside_delegate"].items()) or "nothing"
-        _say(f"{role}: {part['delegate']} took {part['delegated_nodes']} ops in {part['delegated_subgraphs']} subgraphs; on portable kernels: {outside}")
-    plan = manifest.get("precision_plan")
-    if plan:
-        counts = ", ".join(f"{n} {p}" for p, n in sorted(plan["summary"]["nodes"].items()))
-        search = plan.get("search") or {}
-        _say(
-            f"plan: {counts} nodes; calibration {manifest['calibration']['count']} images ({plan['method']})"
-            + (f"; search {search['stopped']}, held-out min cosine {search['final']['cosine_min']:.5f}" if search else "")
-            + (f"; blocks kept FP32: {', '.join(plan['summary']['float_groups'])}" if plan["summary"]["float_groups"] else "")
-        )
-        storage = plan.get("fp16_storage_check")
-        if storage:
-            _say(
-                f"FP16 storage check: planned {storage['planned']['nonfinite']} NaN/Inf (min cosine "
-                f"{storage['planned']['cosine_min']:.6f}); plain FP16 would give {storage['plain']['nonfinite']} NaN/Inf"
-            )
+    out.print(export_headline(artifact))
+    for line in export_lines(artifact.manifest):
+        _say(line)
 
 
 @app.command()
@@ -372,14 +341,6 @@ def plan(
 
 
 GATE_OFF = ("off", "none")
-
-
-def _validation_text(metrics: dict) -> str:
-    """An export's or check's parity in one phrase, by what kind of metrics it has."""
-    if "mask_iou_min" in metrics:  # a promptable model: per prompt and mask
-        return (f"min mask IoU {metrics['mask_iou_min']:.4f} over {metrics['prompts']} prompts, IoU-prediction max error "
-                f"{metrics['iou_prediction_max_error']:.1e}, min low-res cosine {metrics['low_res_cosine_min']:.6f}")
-    return f"max abs err {metrics['max_abs_error']:.2e}, min cosine {metrics['cosine_min']:.6f}"
 
 
 def _tolerances(atol: Optional[str], min_cosine, min_top1, min_pixel_agreement) -> dict:

@@ -287,3 +287,57 @@ def rows_table(rows: list[dict], columns: Optional[tuple[str, ...]] = None) -> T
         table.add_row(*(Text(cell_text(row, c)) for c in columns))
     table.caption = "\n".join(f"[red]{escape(e)}[/red]" for e in error_lines(rows)) or None
     return table
+
+
+def _validation_text(metrics: dict) -> str:
+    """An export's parity in one phrase, by what kind of metrics it has."""
+    if "mask_iou_min" in metrics:  # a promptable model: per prompt and mask
+        return (f"min mask IoU {metrics['mask_iou_min']:.4f} over {metrics['prompts']} prompts, IoU-prediction max error "
+                f"{metrics['iou_prediction_max_error']:.1e}, min low-res cosine {metrics['low_res_cosine_min']:.6f}")
+    return f"max abs err {metrics['max_abs_error']:.2e}, min cosine {metrics['cosine_min']:.6f}"
+
+
+def export_headline(artifact) -> str:
+    """`exported PATH (size, opset, input); validation ... vs PyTorch`, Rich markup (paths escaped)."""
+    from evitdeploy.artifact import model_size
+
+    manifest = artifact.manifest
+    check = manifest["validation"]["checks"][0].get("metrics")
+    return (
+        f"[green]exported[/green] {as_written(artifact.model_file)} ({model_size(artifact.model_file) / 1e6:.2f} MB, "
+        + (f"opset {manifest['export']['opset']}, " if "opset" in manifest["export"] else f"{manifest['export']['exporter']}, ")
+        + f"input {'x'.join(map(str, artifact.spec.input_shape))}"
+        + (f", dynamic {','.join(artifact.spec.dynamic_axes)}" if artifact.spec.dynamic_axes else "")
+        + (f"); validation {_validation_text(check)} vs PyTorch" if check
+           else f"); {as_written(manifest['validation']['checks'][0].get('skipped', 'not run against PyTorch here'))}")
+    )
+
+
+def export_lines(manifest: dict) -> list[str]:
+    """The rest of an export's summary, plain text: what the manifest's sections say (a converter's
+    package by precision, a delegate's partition, the precision plan, the FP16 storage check)."""
+    lines = []
+    package = manifest["validation"].get("package")
+    package = package.get("encoder", package) if package else None  # a SAM artifact: the encoder's package is the planned one
+    if package:
+        lines.append(f"package: ops by precision {package['ops_by_precision']}; {package['plan_fp32_ops']} ops kept FP32 by the plan; "
+                     f"{package['compressed_weight_ops']} compressed weight ops")
+    for role, part in manifest["export"].get("partition", {}).items():  # a delegate's share of the graph
+        outside = ", ".join(f"{op} {n}" for op, n in part["outside_delegate"].items()) or "nothing"
+        lines.append(f"{role}: {part['delegate']} took {part['delegated_nodes']} ops in {part['delegated_subgraphs']} subgraphs; on portable kernels: {outside}")
+    plan = manifest.get("precision_plan")
+    if plan:
+        counts = ", ".join(f"{n} {p}" for p, n in sorted(plan["summary"]["nodes"].items()))
+        search = plan.get("search") or {}
+        lines.append(
+            f"plan: {counts} nodes; calibration {manifest['calibration']['count']} images ({plan['method']})"
+            + (f"; search {search['stopped']}, held-out min cosine {search['final']['cosine_min']:.5f}" if search else "")
+            + (f"; blocks kept FP32: {', '.join(plan['summary']['float_groups'])}" if plan["summary"]["float_groups"] else "")
+        )
+        storage = plan.get("fp16_storage_check")
+        if storage:
+            lines.append(
+                f"FP16 storage check: planned {storage['planned']['nonfinite']} NaN/Inf (min cosine "
+                f"{storage['planned']['cosine_min']:.6f}); plain FP16 would give {storage['plain']['nonfinite']} NaN/Inf"
+            )
+    return lines
