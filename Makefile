@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 EVIT := $(VENV)/bin/evitdeploy
 DEMO := demo-out
 
-.PHONY: install qemu demo test test-fast test-slow bench-int8-kernels bench bench-gate bench-precision bench-deploy bench-tflite bench-executorch bench-coreml bench-openvino bench-sam bench-sam-precision bench-farm bench-gpu bench-tiny gpu-carry clean
+.PHONY: install qemu demo lint test test-fast test-slow bench-int8-kernels bench bench-gate bench-precision bench-deploy bench-tflite bench-executorch bench-coreml bench-openvino bench-sam bench-sam-precision bench-farm bench-gpu bench-tiny gpu-carry clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ demo: install
 
 # Every tier CI checks (fast, default and slow), on 2 workers: a module's tests share a worker (its module
 # fixtures are built once) and the Ray tests share one (one cluster at a time); see tests/conftest.py.
+# ruff's linter and formatter (configured in pyproject.toml); `ruff format .` fixes what the second line finds.
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
 test: install
 	$(PY) -m pytest -n 2 --dist loadgroup
 

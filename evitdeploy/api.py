@@ -383,7 +383,7 @@ def _bench_feed(spec: ModelSpec) -> dict:
     return {spec.input_name: inputs[[0] * spec.input_shape[0]]}
 
 
-def _bench_summary(artifact: Artifact, spec: ModelSpec, threads: int, results: list[dict], mode: str) -> dict:
+def bench_summary(artifact: Artifact, spec: ModelSpec, threads: int, results: list[dict], mode: str) -> dict:
     """The bench JSON (schema BENCH_SCHEMA): artifact identity, host fingerprint, raw samples."""
     from evitdeploy.bench import BENCH_SCHEMA, host_info
 
@@ -419,7 +419,7 @@ def bench_artifact(request: BenchRequest, progress: Progress = None) -> dict:
     memory.require_fits(spec, "bench", f"benchmarking {spec.name} at {spec.height}x{spec.width}" + (f", batch {spec.input_shape[0]}" if spec.input_shape[0] > 1 else ""))
     feed = _bench_feed(spec)
     if spec.promptable:
-        return _bench_summary(artifact, spec, threads=threads, results=_bench_promptable(artifact, spec, request, feed=feed, progress=progress), mode="single")
+        return bench_summary(artifact, spec, threads=threads, results=_bench_promptable(artifact, spec, request, feed=feed, progress=progress), mode="single")
     report_step(progress, f"benchmarking {artifact.model_file.name} on {artifact.target} ({threads} threads)")
     with runner_for(artifact, threads) as runner:
         runner.check_spec(spec)
@@ -438,7 +438,7 @@ def bench_artifact(request: BenchRequest, progress: Progress = None) -> dict:
         reference = _reference_for(artifact, spec, request.checkpoint)
         with TorchRunner(reference, spec, threads=threads) as runner:
             results.append(bench_runner(runner, feed, "torch/eager", warmup=warmup, count=count, min_time_s=min_time_s))
-    summary = _bench_summary(artifact, spec, threads=threads, results=results, mode="single")
+    summary = bench_summary(artifact, spec, threads=threads, results=results, mode="single")
     if request.against_torch:
         summary["speedup_vs_torch"] = results[1]["stats"]["median_ms"] / results[0]["stats"]["median_ms"]
     return summary
@@ -498,5 +498,5 @@ def bench_interleaved(request: InterleaveRequest, progress: Progress = None) -> 
             result = latency_result(runner, feed, f"{artifact.target}/{artifact.precision}", samples=samples, warmup=warmup)
             result["providers"] = runner.providers
             result["thread_pool"] = {"spinning": False, "worker_affinities": runner.applied_affinities}
-            summaries.append(_bench_summary(artifact, spec, threads=threads, results=[result], mode="interleaved"))
+            summaries.append(bench_summary(artifact, spec, threads=threads, results=[result], mode="interleaved"))
     return summaries[0], summaries[1]

@@ -70,7 +70,7 @@ def test_a_package_folder_has_one_size_and_one_identity(tmp_path):
 
 def test_bench_summary_of_a_core_ml_package_names_its_size_and_identity(tmp_path):
     """The manifest lists a package's files, not the folder: the summary must not hash the folder."""
-    from evitdeploy.api import _bench_summary
+    from evitdeploy.api import bench_summary
     from evitdeploy.artifact import Artifact, build_manifest
     from evitdeploy.models import get_spec
 
@@ -78,7 +78,7 @@ def test_bench_summary_of_a_core_ml_package_names_its_size_and_identity(tmp_path
     spec = get_spec("efficientvit_b0").with_input(1, 64, 64)
     manifest = build_manifest(tmp_path, "coreml", "fp32", spec, package.name)
     artifact = Artifact(tmp_path, package, "coreml", "fp32", spec, manifest)
-    summary = _bench_summary(artifact, spec, 1, [], "single")
+    summary = bench_summary(artifact, spec, 1, [], "single")
     from evitdeploy.artifact import model_sha256, model_size
 
     assert summary["artifact_bytes"] == model_size(package) == sum(e["bytes"] for e in manifest["files"].values())
