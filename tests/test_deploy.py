@@ -191,6 +191,7 @@ def test_segmentation_bundle_verifies_on_the_device(tmp_path):
     assert json.loads(device.stdout)["parity"]["metrics"]["pixel_agreement"] >= 0.999
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize(
     "args, code, fragment",
     [

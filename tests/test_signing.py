@@ -212,6 +212,7 @@ def _bad_keys(folder: Path) -> dict:
     }
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("kind", ["missing", "junk", "public key", "rsa", "secp256k1", "encrypted", "folder"])
 def test_bad_sign_key_is_refused_before_anything_is_written(kind, tmp_path, cli):
     keys_folder = tmp_path / "keys"
