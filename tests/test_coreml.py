@@ -12,11 +12,11 @@ import pytest
 
 pytest.importorskip("coremltools", reason="the coreml extra is not installed: pip install 'evitdeploy[coreml]'")
 
-from helpers import assert_clean_error, on_device  # noqa: E402
-from evitdeploy import api  # noqa: E402
-from evitdeploy.precision.options import PrecisionOptions  # noqa: E402
-from evitdeploy.requests import CheckRequest, ExportRequest  # noqa: E402
-from evitdeploy.backends.coreml.export import MODEL_DIR, check_package, convert  # noqa: E402
+from helpers import assert_clean_error, on_device
+from evitdeploy import api
+from evitdeploy.precision.options import PrecisionOptions
+from evitdeploy.requests import CheckRequest, ExportRequest
+from evitdeploy.backends.coreml.export import MODEL_DIR, check_package, convert
 
 CASES = {  # trained weights: the plan's FP32 islands then come from real ranges, not random ones
     "cls": ("efficientvit_b0", 64, 64),

@@ -15,8 +15,8 @@ from helpers import assert_clean_error
 
 pytest.importorskip("coremltools", reason="the Core ML target is an optional extra (pip install 'evitdeploy[coreml]')")
 
-from evitdeploy.backends.coreml.export import DECODER_POINTS  # noqa: E402
-from evitdeploy.backends.coreml.runner import decoder_points, import_coremltools  # noqa: E402
+from evitdeploy.backends.coreml.export import DECODER_POINTS
+from evitdeploy.backends.coreml.runner import decoder_points, import_coremltools
 
 # SAM converted to Core ML (encoder and decoder): the slow tier.
 pytestmark = pytest.mark.slow

@@ -16,8 +16,8 @@ import pytest
 pytest.importorskip("executorch", reason="the executorch extra is not installed: pip install 'evitdeploy[executorch]'")
 pytest.importorskip("executorch.runtime", reason="the executorch extra is not installed: pip install 'evitdeploy[executorch]'")
 
-from helpers import BLOCKED, Cli, assert_clean_error, on_device  # noqa: E402
-from evitdeploy.errors import EXIT_CHECK_FAILED, UserError  # noqa: E402
+from helpers import BLOCKED, Cli, assert_clean_error, on_device
+from evitdeploy.errors import EXIT_CHECK_FAILED, UserError
 
 SIZE = ("--height", "64", "--width", "64")
 # verify.py of an ExecuTorch bundle needs torch (ExecuTorch's tensors are torch tensors). onnx is

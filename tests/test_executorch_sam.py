@@ -10,8 +10,8 @@ import pytest
 pytest.importorskip("executorch", reason="the executorch extra is not installed: pip install 'evitdeploy[executorch]'")
 pytest.importorskip("executorch.runtime", reason="the executorch extra is not installed: pip install 'evitdeploy[executorch]'")
 
-from helpers import Cli  # noqa: E402
-from evitdeploy.backends.executorch.export import DECODER_POINTS  # noqa: E402
+from helpers import Cli
+from evitdeploy.backends.executorch.export import DECODER_POINTS
 
 
 # ~45 s of SAM lowering: the slow tier (in `make test`, alone with `make test-slow`); `make bench-executorch`

@@ -23,13 +23,13 @@ import pytest
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # before Ray is imported: the cluster listens on 127.0.0.1 only
 pytest.importorskip("ray", reason="the farm tests need ray (pip install 'evitdeploy[farm]')")
 
-from helpers import X86_TEST_PROFILE, assert_clean_error  # noqa: E402
-from evitdeploy.errors import UserError  # noqa: E402
-from evitdeploy.sweep import read_records  # noqa: E402
-from evitdeploy.sweep.farm.executor import unservable  # noqa: E402
-from evitdeploy.sweep.farm.packing import pack, unpack  # noqa: E402
-from evitdeploy.sweep.farm.resources import NODE, advertised  # noqa: E402
-from evitdeploy.sweep.grid import Cell  # noqa: E402
+from helpers import X86_TEST_PROFILE, assert_clean_error
+from evitdeploy.errors import UserError
+from evitdeploy.sweep import read_records
+from evitdeploy.sweep.farm.executor import unservable
+from evitdeploy.sweep.farm.packing import pack, unpack
+from evitdeploy.sweep.farm.resources import NODE, advertised
+from evitdeploy.sweep.grid import Cell
 
 # Slow tier (real clusters); under `make test` every test here shares one worker with the other
 # Ray tests, so two clusters never run at once.

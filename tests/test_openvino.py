@@ -11,12 +11,12 @@ import pytest
 
 pytest.importorskip("openvino", reason="the openvino extra is not installed (pip install 'evitdeploy[openvino]')")
 
-from helpers import BLOCKED, assert_clean_error, on_device  # noqa: E402
-from evitdeploy import api  # noqa: E402
-from evitdeploy.backends import get_backend  # noqa: E402
-from evitdeploy.backends.openvino.device import has_bf16  # noqa: E402
-from evitdeploy.precision.options import PrecisionOptions  # noqa: E402
-from evitdeploy.requests import BenchRequest, ExportRequest  # noqa: E402
+from helpers import BLOCKED, assert_clean_error, on_device
+from evitdeploy import api
+from evitdeploy.backends import get_backend
+from evitdeploy.backends.openvino.device import has_bf16
+from evitdeploy.precision.options import PrecisionOptions
+from evitdeploy.requests import BenchRequest, ExportRequest
 
 
 def cpu_has_bf16() -> bool:

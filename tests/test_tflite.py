@@ -11,12 +11,12 @@ import pytest
 
 pytest.importorskip("litert_torch", reason="the tflite extra is not installed: pip install 'evitdeploy[tflite]'")
 
-from helpers import assert_clean_error, on_device  # noqa: E402
-from evitdeploy import api  # noqa: E402
-from evitdeploy.errors import UserError  # noqa: E402
-from evitdeploy.precision.options import PrecisionOptions  # noqa: E402
-from evitdeploy.requests import BenchRequest, CheckRequest, ExportRequest  # noqa: E402
-from evitdeploy.backends.tflite.plan import decide, module_path_of, read_ops  # noqa: E402
+from helpers import assert_clean_error, on_device
+from evitdeploy import api
+from evitdeploy.errors import UserError
+from evitdeploy.precision.options import PrecisionOptions
+from evitdeploy.requests import BenchRequest, CheckRequest, ExportRequest
+from evitdeploy.backends.tflite.plan import decide, module_path_of, read_ops
 
 CASES = {  # trained weights (random ones are for plumbing, not numerics), at small sizes
     "cls": ("efficientvit_b0", 64, 64),  # the digits classifier

@@ -13,7 +13,7 @@ from helpers import assert_clean_error
 pytest.importorskip("litert_torch", reason="the TFLite target is an optional extra (pip install 'evitdeploy[tflite]')")
 pytest.importorskip("ai_edge_litert", reason="the TFLite target is an optional extra (pip install 'evitdeploy[tflite]')")
 
-from evitdeploy.backends.tflite.export import DECODER_POINTS  # noqa: E402
+from evitdeploy.backends.tflite.export import DECODER_POINTS
 
 # SAM lowered to LiteRT (encoder and decoder): the slow tier.
 pytestmark = pytest.mark.slow
