@@ -66,8 +66,10 @@ def cpu_facts(threads=None) -> dict:
 
 
 def host_line(facts: dict) -> str:
-    return (f"{facts['cpu']}; {facts['logical_cpus']} CPUs; flags {' '.join(facts['flags']) or 'none of ' + ', '.join(FLAGS)}; "
-            f"INT8 kernels {facts['int8_kernels']}; load {facts['load_average_1m']:.1f}")
+    return (
+        f"{facts['cpu']}; {facts['logical_cpus']} CPUs; flags {' '.join(facts['flags']) or 'none of ' + ', '.join(FLAGS)}; "
+        f"INT8 kernels {facts['int8_kernels']}; load {facts['load_average_1m']:.1f}"
+    )
 
 
 class Exports:
@@ -156,8 +158,13 @@ def naive_export(model, spec, path: Path) -> None:
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            model, (torch.zeros(spec.input_shape),), str(path), dynamo=False, opset_version=17,
-            input_names=[spec.input_name], output_names=[spec.output_name],
+            model,
+            (torch.zeros(spec.input_shape),),
+            str(path),
+            dynamo=False,
+            opset_version=17,
+            input_names=[spec.input_name],
+            output_names=[spec.output_name],
         )
 
 

@@ -44,19 +44,24 @@ def main() -> None:
             artifact, seconds = export(exports, model, precision, size, size, count=count)
             timing = artifact.manifest["export"]["seconds"]
             package = artifact.manifest["validation"]["package"]
-            print(f"{precision}: convert {timing['convert_s']:.1f} s (plan {timing.get('precision_s', 0):.1f} s; whole export {seconds:.1f} s; target < 60 s); "
-                  f"{model_size(artifact.model_file) / 1e6:.2f} MB; ops {package['ops_by_precision']}, {package['plan_fp32_ops']} kept FP32 by the plan")
+            print(
+                f"{precision}: convert {timing['convert_s']:.1f} s (plan {timing.get('precision_s', 0):.1f} s; whole export {seconds:.1f} s; target < 60 s); "
+                f"{model_size(artifact.model_file) / 1e6:.2f} MB; ops {package['ops_by_precision']}, {package['plan_fp32_ops']} kept FP32 by the plan"
+            )
         print("\n## 2. trained digits classifiers at 64x64: package sizes")
         np.savez(folder / "calib.npz", image=trained.digits_images("train")[0][:digits])
         for family in families:
             sizes = {}
             for precision in ("fp32", "fp16", "int8"):
-                artifact, _ = export(exports, f"efficientvit_{family}", precision, 64, 64, trained.digits_checkpoint(family=family), str(folder / "calib.npz"),
-                                     digits)
+                artifact, _ = export(
+                    exports, f"efficientvit_{family}", precision, 64, 64, trained.digits_checkpoint(family=family), str(folder / "calib.npz"), digits
+                )
                 sizes[precision] = model_size(artifact.model_file)
                 package = artifact.manifest["validation"]["package"]
-                print(f"{family} {precision}: {sizes[precision] / 1e6:.2f} MB; ops {package['ops_by_precision']}; "
-                      f"{package['plan_fp32_ops']} kept FP32 by the plan; {package['compressed_weight_ops']} compressed weight ops")
+                print(
+                    f"{family} {precision}: {sizes[precision] / 1e6:.2f} MB; ops {package['ops_by_precision']}; "
+                    f"{package['plan_fp32_ops']} kept FP32 by the plan; {package['compressed_weight_ops']} compressed weight ops"
+                )
             print(f"{family}: FP16/FP32 {sizes['fp16'] / sizes['fp32']:.3f} (target ~0.5), INT8/FP32 {sizes['int8'] / sizes['fp32']:.3f} (target ~0.25)")
 
 

@@ -73,21 +73,28 @@ def main() -> None:
     add_tiny_flag(parser)
     args = parser.parse_args()
     # (the INT8 bundle's model, deploy's options, verify.py runs)
-    int8_model, options, verify_runs = ("efficientvit_b0", ("--height", "64", "--width", "64", "-n", "2", "--calib-count", "2", "--search-budget", "0"), 1) \
-        if args.tiny else ("efficientvit_b1", (), 3)
+    int8_model, options, verify_runs = (
+        ("efficientvit_b0", ("--height", "64", "--width", "64", "-n", "2", "--calib-count", "2", "--search-budget", "0"), 1)
+        if args.tiny
+        else ("efficientvit_b1", (), 3)
+    )
     scratch = Path(tempfile.mkdtemp(prefix="evitdeploy-bench-deploy-"))
     folder = args.keep or scratch
     try:
         print("## 1. deploy --profile x86-cpu --model efficientvit_b0 (FP32), the demo's core")
         seconds, summary = deploy(folder / "b0-fp32", "efficientvit_b0", "fp32", options)
-        print(f"wall {seconds:.1f} s (target < 120 s); stages {summary['seconds']}; passed {summary['passed']}; "
-              f"median {summary['latency']['median_ms']:.3f} ms; min cosine {summary['check']['metrics']['cosine_min']:.6f}")
+        print(
+            f"wall {seconds:.1f} s (target < 120 s); stages {summary['seconds']}; passed {summary['passed']}; "
+            f"median {summary['latency']['median_ms']:.3f} ms; min cosine {summary['check']['metrics']['cosine_min']:.6f}"
+        )
 
         print(f"\n## 2. {int8_model} INT8 bundle for x86-cpu")
         seconds, summary = deploy(folder / "b1-int8", int8_model, "int8", options)
         sizes = summary["sizes"]
-        print(f"deploy wall {seconds:.1f} s; model {sizes['model_bytes'] / 1e6:.2f} MB; beyond the model {sizes['extra_bytes'] / 1e6:.2f} MB "
-              f"(target < 5 MB) in {sizes['files']} files; passed {summary['passed']}")
+        print(
+            f"deploy wall {seconds:.1f} s; model {sizes['model_bytes'] / 1e6:.2f} MB; beyond the model {sizes['extra_bytes'] / 1e6:.2f} MB "
+            f"(target < 5 MB) in {sizes['files']} files; passed {summary['passed']}"
+        )
         runs = [timed([sys.executable, "-I", "-c", BLOCK, "verify.py"], cwd=folder / "b1-int8")[0] for _ in range(verify_runs)]
         print(f"verify.py (torch/evitdeploy blocked), {verify_runs} runs: median {sorted(runs)[len(runs) // 2]:.2f} s (target < 10 s)")
 

@@ -63,8 +63,21 @@ class Scale:
     sam_trained: bool = True  # False: random weights (no training on first use)
 
 
-TINY = Scale(models=("efficientvit_b0",), int8_model="efficientvit_b0", size=64, photos=2, calib=2, rounds=2, runs=3, digits=8, digits_calib=4,
-             mosaic=(64, 128), mosaic_calib=2, mosaic_test=1, sam_trained=False)
+TINY = Scale(
+    models=("efficientvit_b0",),
+    int8_model="efficientvit_b0",
+    size=64,
+    photos=2,
+    calib=2,
+    rounds=2,
+    runs=3,
+    digits=8,
+    digits_calib=4,
+    mosaic=(64, 128),
+    mosaic_calib=2,
+    mosaic_test=1,
+    sam_trained=False,
+)
 EXPORTS: Exports  # one export per (model, target, precision, size, weights, calibration), reused by every section (set in main)
 
 
@@ -81,31 +94,45 @@ def section_convert(folder: Path, threads: int, scale: Scale) -> None:
         check = api.check_artifact(CheckRequest(path=artifact.folder, samples=scale.photos, threads=threads))
         spent, part = artifact.manifest["export"]["seconds"], artifact.manifest["export"]["partition"]["model"]
         outside = ", ".join(f"{op} {n}" for op, n in part["outside_delegate"].items()) or "none"
-        print(f"{model}: lowering {spent['lower_s']:.1f} s (target B1 < 60 s), whole export {seconds:.1f} s (validation {spent['validate_s']:.1f} s), "
-              f".pte {artifact.model_file.stat().st_size / 1e6:.2f} MB; max abs {check['metrics']['max_abs_error']:.2e} (target <= 1e-4), "
-              f"min cosine {check['metrics']['cosine_min']:.8f}, check {'passed' if check['passed'] else 'FAILED'}")
-        print(f"  partition: {part['delegated_subgraphs']} delegated subgraphs ({part['delegated_nodes']} nodes in {part['delegate']}), "
-              f"{part['non_delegated_nodes']} nodes outside; outside by type: {outside}")
+        print(
+            f"{model}: lowering {spent['lower_s']:.1f} s (target B1 < 60 s), whole export {seconds:.1f} s (validation {spent['validate_s']:.1f} s), "
+            f".pte {artifact.model_file.stat().st_size / 1e6:.2f} MB; max abs {check['metrics']['max_abs_error']:.2e} (target <= 1e-4), "
+            f"min cosine {check['metrics']['cosine_min']:.8f}, check {'passed' if check['passed'] else 'FAILED'}"
+        )
+        print(
+            f"  partition: {part['delegated_subgraphs']} delegated subgraphs ({part['delegated_nodes']} nodes in {part['delegate']}), "
+            f"{part['non_delegated_nodes']} nodes outside; outside by type: {outside}"
+        )
     artifact, seconds = export(scale.int8_model, "executorch", "int8", size, size, count=scale.calib)
     spent = artifact.manifest["export"]["seconds"]
-    print(f"{scale.int8_model} INT8 (plan, {scale.calib} calibration photos): whole export {seconds:.1f} s = plan + PT2E {spent['precision_s']:.1f} s, "
-          f"lowering {spent['lower_s']:.1f} s, validation {spent['validate_s']:.1f} s; "
-          f"outside XNNPACK: {artifact.manifest['export']['partition']['model']['non_delegated_nodes']} nodes", flush=True)
+    print(
+        f"{scale.int8_model} INT8 (plan, {scale.calib} calibration photos): whole export {seconds:.1f} s = plan + PT2E {spent['precision_s']:.1f} s, "
+        f"lowering {spent['lower_s']:.1f} s, validation {spent['validate_s']:.1f} s; "
+        f"outside XNNPACK: {artifact.manifest['export']['partition']['model']['non_delegated_nodes']} nodes",
+        flush=True,
+    )
 
 
 def section_latency(folder: Path, threads: int, scale: Scale) -> None:
     size = scale.size
-    print(f"\n## 2. latency at {size}x{size}, {threads} threads, {scale.rounds} alternating rounds of {scale.runs} runs "
-          f"(median of all {scale.rounds * scale.runs})", flush=True)
+    print(
+        f"\n## 2. latency at {size}x{size}, {threads} threads, {scale.rounds} alternating rounds of {scale.runs} runs "
+        f"(median of all {scale.rounds * scale.runs})",
+        flush=True,
+    )
     for model in scale.models:
-        artifacts = {(t, p): export(model, t, p, size, size, count=scale.calib if p == "int8" else None)[0]
-                     for t in ("executorch", "onnx") for p in ("fp32", "int8")}
+        artifacts = {
+            (t, p): export(model, t, p, size, size, count=scale.calib if p == "int8" else None)[0] for t in ("executorch", "onnx") for p in ("fp32", "int8")
+        }
         feed = {"image": preprocess(trained.digits_images("test")[0][:1], artifacts["onnx", "fp32"].spec, size, size)}
         medians = alternating_medians(artifacts, feed, threads, scale.rounds, scale.runs)
         print(f"{model}: " + "  ".join(f"{t}/{p} {medians[t, p]:.3f} ms" for t, p in medians))
         m = {f"{t[0]}{p}": v for (t, p), v in medians.items()}  # efp32, eint8, ofp32, oint8
-        print(f"  INT8 speedup over FP32: ExecuTorch {m['efp32'] / m['eint8']:.2f}x (target > 1 at B1), ONNX Runtime {m['ofp32'] / m['oint8']:.2f}x; "
-              f"ExecuTorch vs ONNX Runtime (ORT ms / ET ms): FP32 {m['ofp32'] / m['efp32']:.2f}x, INT8 {m['oint8'] / m['eint8']:.2f}x", flush=True)
+        print(
+            f"  INT8 speedup over FP32: ExecuTorch {m['efp32'] / m['eint8']:.2f}x (target > 1 at B1), ONNX Runtime {m['ofp32'] / m['oint8']:.2f}x; "
+            f"ExecuTorch vs ONNX Runtime (ORT ms / ET ms): FP32 {m['ofp32'] / m['efp32']:.2f}x, INT8 {m['oint8'] / m['eint8']:.2f}x",
+            flush=True,
+        )
 
 
 def section_partition(folder: Path, threads: int, scale: Scale) -> None:
@@ -120,8 +147,11 @@ def section_partition(folder: Path, threads: int, scale: Scale) -> None:
             batch = preprocess(trained.digits_images("test")[0][:1], artifact.spec, size, size)
             found = op_profile(artifact.model_file, batch, runs=scale.runs, threads=threads)
             ops = ", ".join(f"{op} {ms:.3f}" for op, ms in found["portable_by_op_ms"].items())
-            print(f"{model} {precision}: XNNPACK calls {found['delegate_ms']:.3f} ms, portable kernels {found['portable_ms']:.3f} ms "
-                  f"= {100 * found['portable_share']:.1f}% of the two; by op (ms): {ops}", flush=True)
+            print(
+                f"{model} {precision}: XNNPACK calls {found['delegate_ms']:.3f} ms, portable kernels {found['portable_ms']:.3f} ms "
+                f"= {100 * found['portable_share']:.1f}% of the two; by op (ms): {ops}",
+                flush=True,
+            )
 
 
 def everything_int8(folder: Path, calibration: np.ndarray) -> Path:
@@ -137,8 +167,9 @@ def everything_int8(folder: Path, calibration: np.ndarray) -> Path:
     model.eval()
     sample = torch.zeros(spec.input_shape)
     with torch.no_grad(), contextlib.redirect_stdout(sys.stderr):
-        prepared = prepare_pt2e(torch.export.export(model, (sample,)).module(),
-                                XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True)))
+        prepared = prepare_pt2e(
+            torch.export.export(model, (sample,)).module(), XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+        )
         for i in range(len(calibration)):
             prepared(torch.from_numpy(np.ascontiguousarray(calibration[i : i + 1])))
         program = torch.export.export(convert_pt2e(prepared), (sample,))
@@ -177,13 +208,17 @@ def section_trained(folder: Path, threads: int, scale: Scale) -> None:
     results = {p: outputs_per_image(a, inputs, threads) for p, a in arts.items()}
     accuracy = {p: trained.classification_accuracy(v, labels) for p, v in results.items()}
     cosine = cosine_per_sample(results["fp32"], results["int8"])
-    print(f"digits B0 64x64 ({len(labels)} held-out): FP32 {100 * accuracy['fp32']:.2f}%, INT8 {100 * accuracy['int8']:.2f}% "
-          f"(target within 1 point); per-image cosine min {cosine.min():.5f}, median {np.median(cosine):.5f} (target >= 0.99)")
+    print(
+        f"digits B0 64x64 ({len(labels)} held-out): FP32 {100 * accuracy['fp32']:.2f}%, INT8 {100 * accuracy['int8']:.2f}% "
+        f"(target within 1 point); per-image cosine min {cosine.min():.5f}, median {np.median(cosine):.5f} (target >= 0.99)"
+    )
     calibration = build_calibration_set(trained.digits_spec(), source=str(calib), count=scale.digits_calib).inputs
     everything = run_pte(everything_int8(folder, calibration), inputs, threads)
     cosine = cosine_per_sample(results["fp32"], everything)
-    print(f"  contrast, every op quantized by PT2E (XNNPACKQuantizer, no filter, same {len(calibration)} calibration images): "
-          f"{100 * trained.classification_accuracy(everything, labels):.2f}%, per-image cosine min {cosine.min():.5f}, median {np.median(cosine):.5f}")
+    print(
+        f"  contrast, every op quantized by PT2E (XNNPACKQuantizer, no filter, same {len(calibration)} calibration images): "
+        f"{100 * trained.classification_accuracy(everything, labels):.2f}%, per-image cosine min {cosine.min():.5f}, median {np.median(cosine):.5f}"
+    )
     strided = np.ascontiguousarray(inputs.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)  # NCHW view of NHWC memory
     raw = trained.classification_accuracy(run_pte(arts["fp32"].model_file, strided, threads, contiguous=False), labels)
     ours = trained.classification_accuracy(outputs_per_image(arts["fp32"], strided, threads), labels)
@@ -194,15 +229,33 @@ def section_trained(folder: Path, threads: int, scale: Scale) -> None:
     photos, truth = trained.digit_mosaics(scale.mosaic_test, height, width, seed=2, split="test")
     spec = trained.mosaic_spec(height, width)
     inputs = preprocess(list(photos), spec, height, width)
-    results = {p: outputs_per_image(export("efficientvit_seg_b0_cityscapes", "executorch", p, height, width, trained.mosaic_checkpoint(),
-                                           str(folder / "mosaic-calib.npz"), scale.mosaic_calib)[0], inputs, threads) for p in ("fp32", "int8")}
+    results = {
+        p: outputs_per_image(
+            export(
+                "efficientvit_seg_b0_cityscapes",
+                "executorch",
+                p,
+                height,
+                width,
+                trained.mosaic_checkpoint(),
+                str(folder / "mosaic-calib.npz"),
+                scale.mosaic_calib,
+            )[0],
+            inputs,
+            threads,
+        )
+        for p in ("fp32", "int8")
+    }
     model, _ = build_model(spec, trained.mosaic_checkpoint())
     with torch.no_grad():
         results["pytorch"] = model.eval()(torch.from_numpy(inputs)).numpy()
     agree = {p: float((results[p].argmax(1) == results[q].argmax(1)).mean()) for p, q in (("fp32", "pytorch"), ("int8", "fp32"))}
     miou = {p: trained.segmentation_scores(v, truth)["miou"] for p, v in results.items()}
-    print(f"mosaic Seg-B0 {height}x{width} ({len(photos)} test mosaics): pixel agreement FP32 .pte vs PyTorch {100 * agree['fp32']:.3f}% (target >= 99.9%), "
-          f"INT8 vs FP32 .pte {100 * agree['int8']:.2f}%; mIoU PyTorch {miou['pytorch']:.4f}, FP32 {miou['fp32']:.4f}, INT8 {miou['int8']:.4f}", flush=True)
+    print(
+        f"mosaic Seg-B0 {height}x{width} ({len(photos)} test mosaics): pixel agreement FP32 .pte vs PyTorch {100 * agree['fp32']:.3f}% (target >= 99.9%), "
+        f"INT8 vs FP32 .pte {100 * agree['int8']:.2f}%; mIoU PyTorch {miou['pytorch']:.4f}, FP32 {miou['fp32']:.4f}, INT8 {miou['int8']:.4f}",
+        flush=True,
+    )
 
 
 def section_sam(folder: Path, threads: int, scale: Scale) -> None:
@@ -218,10 +271,12 @@ def section_sam(folder: Path, threads: int, scale: Scale) -> None:
     metrics = artifact.manifest["validation"]["checks"][0]["metrics"]
     check = api.check_artifact(CheckRequest(path=artifact.folder, samples=scale.photos, threads=threads))
     spent = artifact.manifest["export"]["seconds"]
-    print(f"export {seconds:.1f} s (encoder lowering {spent['lower_s']:.1f} s, decoder {spent['decoder_lower_s']:.1f} s); "
-          f"export validation mask IoU min {metrics['mask_iou_min']:.4f} mean {metrics['mask_iou_mean']:.4f} ({metrics.get('prompts')} prompts); "
-          f"check mask IoU min {check['metrics']['mask_iou_min']:.4f} mean {check['metrics']['mask_iou_mean']:.4f} (target >= 0.99), "
-          f"check {'passed' if check['passed'] else 'FAILED: ' + '; '.join(check['failures'])}")
+    print(
+        f"export {seconds:.1f} s (encoder lowering {spent['lower_s']:.1f} s, decoder {spent['decoder_lower_s']:.1f} s); "
+        f"export validation mask IoU min {metrics['mask_iou_min']:.4f} mean {metrics['mask_iou_mean']:.4f} ({metrics.get('prompts')} prompts); "
+        f"check mask IoU min {check['metrics']['mask_iou_min']:.4f} mean {check['metrics']['mask_iou_mean']:.4f} (target >= 0.99), "
+        f"check {'passed' if check['passed'] else 'FAILED: ' + '; '.join(check['failures'])}"
+    )
 
 
 def main() -> None:
@@ -241,13 +296,21 @@ def main() -> None:
     print(f"{host_line(facts)}; {args.threads} threads\n", flush=True)
     with tempfile.TemporaryDirectory(prefix="evitdeploy-bench-executorch-") as scratch:
         EXPORTS = Exports(Path(scratch))
-        for name, section in (("convert", section_convert), ("latency", section_latency), ("partition", section_partition),
-                              ("trained", section_trained), ("sam", section_sam)):
+        for name, section in (
+            ("convert", section_convert),
+            ("latency", section_latency),
+            ("partition", section_partition),
+            ("trained", section_trained),
+            ("sam", section_sam),
+        ):
             if name in sections:
                 section(Path(scratch), args.threads, scale)
-    print(f"\ntotal {(time.perf_counter() - started) / 60:.1f} min; load average {facts['load_average_1m']:.1f} at start, "
-          f"{cpu_facts()['load_average_1m']:.1f} at end")
+    print(
+        f"\ntotal {(time.perf_counter() - started) / 60:.1f} min; load average {facts['load_average_1m']:.1f} at start, "
+        f"{cpu_facts()['load_average_1m']:.1f} at end"
+    )
     sys.stdout.flush()
+
 
 if __name__ == "__main__":
     main()

@@ -57,16 +57,16 @@ os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # before ray is imported:
 # driver that wants one cannot hand it objects); a loopback-only cluster of this machine needs none.
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from evitdeploy import api, gate  # noqa: E402
-from evitdeploy.bench import host_info  # noqa: E402
-from evitdeploy.device.runtimes import native_stderr_silenced  # noqa: E402
-from evitdeploy.requests import BenchRequest  # noqa: E402
-from evitdeploy.sweep import OK, Cell, CellSettings, make_executor, plan_cells, run_sweep  # noqa: E402
-from evitdeploy.sweep.farm.resources import advertised, installed_backends  # noqa: E402
+from evitdeploy import api, gate
+from evitdeploy.bench import host_info
+from evitdeploy.device.runtimes import native_stderr_silenced
+from evitdeploy.requests import BenchRequest
+from evitdeploy.sweep import OK, Cell, CellSettings, make_executor, plan_cells, run_sweep
+from evitdeploy.sweep.farm.resources import advertised, installed_backends
 
-from common import add_tiny_flag, cpu_facts, host_line, require  # noqa: E402
+from common import add_tiny_flag, cpu_facts, host_line, require
 
 TARGETS = ["onnx", "tflite", "openvino"]
 NODES = ("x86-cpu", "intel-cpu")  # the head's profile, the second node's
@@ -99,9 +99,15 @@ def start_farm():
 
     backends = installed_backends()
     head, second = NODES
-    farm = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 1, "resources": advertised([head], backends), "include_dashboard": False, "object_store_memory": OBJECT_STORE_BYTES,
-    })
+    farm = Cluster(
+        initialize_head=True,
+        head_node_args={
+            "num_cpus": 1,
+            "resources": advertised([head], backends),
+            "include_dashboard": False,
+            "object_store_memory": OBJECT_STORE_BYTES,
+        },
+    )
     farm.add_node(num_cpus=1, resources=advertised([second], backends), object_store_memory=OBJECT_STORE_BYTES)
     farm.wait_for_nodes()
     return farm
@@ -175,18 +181,29 @@ def throughput(args, farm, scratch: Path) -> tuple[dict, list[dict]]:
     cells = plan_cells(models, TARGETS, ["int8"], [args.resolution], samples=GRID_SETTINGS.samples)
     print(f"\n## 1. {len(cells)} cells ({', '.join(models)} x {', '.join(TARGETS)} INT8 @ {args.resolution}), local vs farm", flush=True)
     runs = {}
-    for kind in (("ray", "local") if args.farm_first else ("local", "ray")):
+    for kind in ("ray", "local") if args.farm_first else ("local", "ray"):
         print(f"  {kind}:", flush=True)
         runs[kind] = sweep(cells, scratch / f"grid-{kind}", GRID_SETTINGS, kind, farm.address if kind == "ray" else None)
     results = {}
     for kind, run in runs.items():
         statuses = [r["status"] for r in run["records"]]
         results[kind] = {
-            "wall_s": run["wall_s"], "prepare_s": run.get("prepare_s"), "stage_seconds": stage_sums(run["records"]),
-            "statuses": {s: statuses.count(s) for s in set(statuses)}, "overhead": overhead(run),
-            "cells": [{"cell": r["cell"]["model"] + "-" + r["cell"]["target"], "status": r["status"], "seconds": r["seconds"], "timeline": r.get("timeline"),
-                       "nodes": {k: {"host": v.get("host"), "node_id": v.get("node_id"), "profiles": v.get("profiles")} for k, v in r.get("nodes", {}).items()},
-                       **({"error": r["error"]} if r.get("error") else {})} for r in run["records"]],
+            "wall_s": run["wall_s"],
+            "prepare_s": run.get("prepare_s"),
+            "stage_seconds": stage_sums(run["records"]),
+            "statuses": {s: statuses.count(s) for s in set(statuses)},
+            "overhead": overhead(run),
+            "cells": [
+                {
+                    "cell": r["cell"]["model"] + "-" + r["cell"]["target"],
+                    "status": r["status"],
+                    "seconds": r["seconds"],
+                    "timeline": r.get("timeline"),
+                    "nodes": {k: {"host": v.get("host"), "node_id": v.get("node_id"), "profiles": v.get("profiles")} for k, v in r.get("nodes", {}).items()},
+                    **({"error": r["error"]} if r.get("error") else {}),
+                }
+                for r in run["records"]
+            ],
         }
     results["local_over_farm"] = runs["local"]["wall_s"] / runs["ray"]["wall_s"]
     return results, runs["local"]["records"]
@@ -212,8 +229,11 @@ def latency(args, farm, scratch: Path, local_records: list[dict]) -> dict:
         raise SystemExit(f"{bench_cell[0].name} did not pass in the local sweep: {local.get('error')}")
     others = [r for r in local_records if r is not local and "export" in r.get("timeline", {})]
     heaviest = Cell.from_dict(max(others, key=lambda r: r["timeline"]["export"][1] - r["timeline"]["export"][0])["cell"])
-    print(f"\n## 2. bench latency of {bench_cell[0].name} ({settings.count} samples, {settings.threads} thread): alone here vs "
-          f"on the farm beside the export of {heaviest.name}, and with nothing beside it", flush=True)
+    print(
+        f"\n## 2. bench latency of {bench_cell[0].name} ({settings.count} samples, {settings.threads} thread): alone here vs "
+        f"on the farm beside the export of {heaviest.name}, and with nothing beside it",
+        flush=True,
+    )
     samples, sha256, runs = {}, {}, {}
     samples["alone_before"], sha256["alone"] = bench_alone(Path(local["artifact"]), settings)
     print(f"    alone (before): median {np.median(samples['alone_before']):.3f} ms", flush=True)
@@ -231,10 +251,13 @@ def latency(args, farm, scratch: Path, local_records: list[dict]) -> dict:
     apart = other["nodes"].get("export", {}).get("node_id") != record["nodes"]["bench"].get("node_id")
     alone = samples["alone_before"] + samples["alone_after"]
     return {
-        "cell": bench_cell[0].name, "beside": heaviest.name,
+        "cell": bench_cell[0].name,
+        "beside": heaviest.name,
         "same_model_file": len(set(sha256.values())) == 1,
-        "bench_node": record["nodes"]["bench"].get("profiles"), "export_beside_node": other["nodes"].get("export", {}).get("profiles"),
-        "bench_s": bench_span[1] - bench_span[0], "overlap_s": overlap_s(bench_span, [other["timeline"]["export"]]) if apart else 0.0,
+        "bench_node": record["nodes"]["bench"].get("profiles"),
+        "export_beside_node": other["nodes"].get("export", {}).get("profiles"),
+        "bench_s": bench_span[1] - bench_span[0],
+        "overlap_s": overlap_s(bench_span, [other["timeline"]["export"]]) if apart else 0.0,
         "median_ms": {case: float(np.median(values)) for case, values in samples.items()},
         "farm_beside_vs_alone": gate.compare_samples(alone, samples["farm_beside_export"], interval=False),
         "farm_alone_vs_alone": gate.compare_samples(alone, samples["farm_alone"], interval=False),
@@ -251,26 +274,42 @@ def render(results: dict) -> None:
         print(f"{'':24s} {'local':>10s} {'farm (2 nodes)':>15s}")
         local, farm = grid["local"], grid["ray"]
         print(f"{'wall clock':24s} {local['wall_s']:9.1f}s {farm['wall_s']:14.1f}s   local/farm {grid['local_over_farm']:.2f}x")
-        for stage, label in (("export", "sum of export seconds"), ("check", "sum of check seconds"), ("bench", "sum of bench seconds"),
-                             ("export_check_span", "sum of export+check spans")):
+        for stage, label in (
+            ("export", "sum of export seconds"),
+            ("check", "sum of check seconds"),
+            ("bench", "sum of bench seconds"),
+            ("export_check_span", "sum of export+check spans"),
+        ):
             print(f"{label:24s} {local['stage_seconds'][stage]:9.1f}s {farm['stage_seconds'][stage]:14.1f}s")
         print(f"{'cell statuses':24s} {json.dumps(local['statuses']):>10s} {json.dumps(farm['statuses']):>15s}")
         lo, fo = local["overhead"], farm["overhead"]
-        print(f"{'dispatch/task mean':24s} {lo['dispatch_mean_s']:9.2f}s {fo['dispatch_mean_s']:14.2f}s   (median {lo['dispatch_median_s']:.2f} / {fo['dispatch_median_s']:.2f} s, "
-              f"max {lo['dispatch_max_s']:.2f} / {fo['dispatch_max_s']:.2f} s, over {lo['tasks']} / {fo['tasks']} stage tasks)")
+        print(
+            f"{'dispatch/task mean':24s} {lo['dispatch_mean_s']:9.2f}s {fo['dispatch_mean_s']:14.2f}s   (median {lo['dispatch_median_s']:.2f} / {fo['dispatch_median_s']:.2f} s, "
+            f"max {lo['dispatch_max_s']:.2f} / {fo['dispatch_max_s']:.2f} s, over {lo['tasks']} / {fo['tasks']} stage tasks)"
+        )
         print(f"{'dispatch total':24s} {lo['dispatch_total_s']:9.1f}s {fo['dispatch_total_s']:14.1f}s")
         print(f"{'hand-off/cell mean':24s} {lo['handoff_mean_s']:9.2f}s {fo['handoff_mean_s']:14.2f}s   (bench start - export end, queueing included)")
-        print(f"{'joining / after last stage':24s} {lo['before_handover_s']:4.1f}s/{lo['after_last_stage_s']:3.1f}s {fo['before_handover_s']:9.1f}s/{fo['after_last_stage_s']:3.1f}s")
-        print(f"{'nodes busy (of wall)':24s} {' '.join(f'{v:.0%}' for v in lo['busy_share'].values()):>10s} {' '.join(f'{v:.0%}' for v in fo['busy_share'].values()):>15s}")
+        print(
+            f"{'joining / after last stage':24s} {lo['before_handover_s']:4.1f}s/{lo['after_last_stage_s']:3.1f}s {fo['before_handover_s']:9.1f}s/{fo['after_last_stage_s']:3.1f}s"
+        )
+        print(
+            f"{'nodes busy (of wall)':24s} {' '.join(f'{v:.0%}' for v in lo['busy_share'].values()):>10s} {' '.join(f'{v:.0%}' for v in fo['busy_share'].values()):>15s}"
+        )
     lat = results.get("latency")
     if lat:
         m = lat["median_ms"]
         print(f"\nbench {lat['cell']} ({len(lat['samples_ms']['farm_alone'])} samples each; same model file everywhere: {lat['same_model_file']})")
-        print(f"  alone here {m['alone_before']:.3f} ms before / {m['alone_after']:.3f} ms after; on the farm {m['farm_alone']:.3f} ms with nothing beside it, "
-              f"{m['farm_beside_export']:.3f} ms on node {','.join(lat['bench_node'] or [])} beside the export of {lat['beside']} on node "
-              f"{','.join(lat['export_beside_node'] or [])} ({lat['overlap_s']:.2f} s of the bench's {lat['bench_s']:.2f} s overlapped it)")
-        for key, label in (("farm_beside_vs_alone", "farm beside export vs alone here (before+after)"), ("farm_alone_vs_alone", "farm, nothing beside vs alone here"),
-                           ("farm_beside_vs_farm_alone", "farm beside export vs farm, nothing beside"), ("after_vs_before", "control: alone after vs before")):
+        print(
+            f"  alone here {m['alone_before']:.3f} ms before / {m['alone_after']:.3f} ms after; on the farm {m['farm_alone']:.3f} ms with nothing beside it, "
+            f"{m['farm_beside_export']:.3f} ms on node {','.join(lat['bench_node'] or [])} beside the export of {lat['beside']} on node "
+            f"{','.join(lat['export_beside_node'] or [])} ({lat['overlap_s']:.2f} s of the bench's {lat['bench_s']:.2f} s overlapped it)"
+        )
+        for key, label in (
+            ("farm_beside_vs_alone", "farm beside export vs alone here (before+after)"),
+            ("farm_alone_vs_alone", "farm, nothing beside vs alone here"),
+            ("farm_beside_vs_farm_alone", "farm beside export vs farm, nothing beside"),
+            ("after_vs_before", "control: alone after vs before"),
+        ):
             verdict = lat[key]
             print(f"  {label:48s} {verdict['verdict']:12s} ratio {verdict['ratio']:.3f}  p_slower {verdict['p_slower']:.2g}  ({verdict['reason']})")
 
@@ -293,8 +332,13 @@ def main() -> None:
     started = time.perf_counter()
     facts = cpu_facts(GRID_SETTINGS.threads)
     print(f"{host_line(facts)}; backends {', '.join(installed_backends())}", flush=True)
-    results = {"host": facts, "models": args.models, "resolution": args.resolution, "farm_first": args.farm_first,
-               "nodes": [{"profile": profile, "num_cpus": 1} for profile in NODES]}
+    results = {
+        "host": facts,
+        "models": args.models,
+        "resolution": args.resolution,
+        "farm_first": args.farm_first,
+        "nodes": [{"profile": profile, "num_cpus": 1} for profile in NODES],
+    }
     farm_started = time.perf_counter()
     farm = start_farm()
     results["farm_start_s"] = time.perf_counter() - farm_started

@@ -48,7 +48,9 @@ def simulation(trials: int) -> None:
             for slowdown in slowdowns:
                 rng = np.random.default_rng(0)
                 flagged = sum(
-                    compare_samples(simulated_latencies(rng, n, 10.0, noise), simulated_latencies(rng, n, 10.0 * slowdown, noise), SETTINGS, interval=False)["verdict"]
+                    compare_samples(simulated_latencies(rng, n, 10.0, noise), simulated_latencies(rng, n, 10.0 * slowdown, noise), SETTINGS, interval=False)[
+                        "verdict"
+                    ]
                     == "regression"
                     for _ in range(trials)
                 )

@@ -71,8 +71,12 @@ def make_plan(family: str, height: int, width: int, work: Path):
         started = time.perf_counter()
         made = api.plan_model(
             PlanRequest(
-                model=f"efficientvit_seg_{family}_cityscapes", precision="fp16", checkpoint=checkpoint, height=height,
-                width=width, reduced=PrecisionOptions(calib=str(work / f"calib_{family}.npz"), calib_count=2),
+                model=f"efficientvit_seg_{family}_cityscapes",
+                precision="fp16",
+                checkpoint=checkpoint,
+                height=height,
+                width=width,
+                reduced=PrecisionOptions(calib=str(work / f"calib_{family}.npz"), calib_count=2),
             ),
         )
         largest = max(r["absmax"] for r in made.pop("ranges")["tensors"].values())
@@ -174,9 +178,15 @@ def tensorrt(family: str, args, work: Path) -> dict:
         started = time.perf_counter()
         artifact = api.export_model(
             ExportRequest(
-                model=f"efficientvit_seg_{family}_cityscapes", target="trt", precision=precision,
-                output=work / f"trt_{family}_{precision}", checkpoint=checkpoint, height=args.height, width=args.width,
-                backend_options={"engine": engines}, reduced=PrecisionOptions(calib=str(work / "calib_trt.npz"), calib_count=4),
+                model=f"efficientvit_seg_{family}_cityscapes",
+                target="trt",
+                precision=precision,
+                output=work / f"trt_{family}_{precision}",
+                checkpoint=checkpoint,
+                height=args.height,
+                width=args.width,
+                backend_options={"engine": engines},
+                reduced=PrecisionOptions(calib=str(work / "calib_trt.npz"), calib_count=4),
             ),
         )
         entry = {"export_s": round(time.perf_counter() - started, 1)}

@@ -58,11 +58,19 @@ TINY = Scale(digits_calib=4, mosaic=(128, 256), mosaic_calib=8, mosaic_test=1, s
 EXPORTS: dict = {}  # folder -> its Exports
 
 
-def export(folder: Path, model: str, target: str, precision: str, height: int, width: int, *, checkpoint=None, calib=None, count=None,
-           kernels=None, budget: int = 6):
+def export(
+    folder: Path, model: str, target: str, precision: str, height: int, width: int, *, checkpoint=None, calib=None, count=None, kernels=None, budget: int = 6
+):
     exports = EXPORTS.setdefault(folder, Exports(folder))
-    return exports.artifact(model, target, precision, checkpoint=checkpoint, height=height, width=width,
-                            reduced=PrecisionOptions(calib=calib, calib_count=count, int8_kernels=kernels, search_budget=budget))
+    return exports.artifact(
+        model,
+        target,
+        precision,
+        checkpoint=checkpoint,
+        height=height,
+        width=width,
+        reduced=PrecisionOptions(calib=calib, calib_count=count, int8_kernels=kernels, search_budget=budget),
+    )
 
 
 def section_accuracy(folder: Path, digits_count: int, scale: Scale) -> None:
@@ -73,22 +81,43 @@ def section_accuracy(folder: Path, digits_count: int, scale: Scale) -> None:
     np.savez(folder / "digits-calib.npz", image=train[: scale.digits_calib])
     test, labels = trained.digits_images("test")
     cases = [
-        ("digits B0 64x64", "efficientvit_b0", 64, 64, trained.digits_checkpoint(), str(folder / "digits-calib.npz"), scale.digits_calib,
-         preprocess(list(test[:digits_count]), trained.digits_spec(), 64, 64), labels[:digits_count]),
+        (
+            "digits B0 64x64",
+            "efficientvit_b0",
+            64,
+            64,
+            trained.digits_checkpoint(),
+            str(folder / "digits-calib.npz"),
+            scale.digits_calib,
+            preprocess(list(test[:digits_count]), trained.digits_spec(), 64, 64),
+            labels[:digits_count],
+        ),
     ]
     height, width = scale.mosaic
     calib, _ = trained.digit_mosaics(scale.mosaic_calib, height, width, seed=1, split="train")
     np.savez(folder / "mosaic-calib.npz", image=calib)
     photos, truth = trained.digit_mosaics(scale.mosaic_test, height, width, seed=2, split="test")
-    cases.append((f"mosaic Seg-B0 {height}x{width}", "efficientvit_seg_b0_cityscapes", height, width, trained.mosaic_checkpoint(),
-                  str(folder / "mosaic-calib.npz"), scale.mosaic_calib, preprocess(list(photos), trained.mosaic_spec(height, width), height, width), truth))
+    cases.append(
+        (
+            f"mosaic Seg-B0 {height}x{width}",
+            "efficientvit_seg_b0_cityscapes",
+            height,
+            width,
+            trained.mosaic_checkpoint(),
+            str(folder / "mosaic-calib.npz"),
+            scale.mosaic_calib,
+            preprocess(list(photos), trained.mosaic_spec(height, width), height, width),
+            truth,
+        )
+    )
     print("| model | backend | made for | plan FP32 blocks | kernels | inference | min cosine | top-1 / mIoU (FP32) |")
     print("|---|---|---|---|---|---|---:|---:|")
     for title, model, height, width, checkpoint, calibration, count, inputs, truth in cases:
         fp32 = export(folder, model, "onnx", "fp32", height, width, checkpoint=checkpoint)
         artifacts = {
             f"{target}-{kernels}": export(folder, model, target, "int8", height, width, checkpoint=checkpoint, calib=calibration, count=count, kernels=kernels)
-            for target in BACKENDS for kernels in TARGETS
+            for target in BACKENDS
+            for kernels in TARGETS
         }
         models = {"fp32": emulation.model_of(fp32), **{key: emulation.model_of(a) for key, a in artifacts.items()}}
         runs = {"this host (" + cpu.kernel_class() + ")": emulation.outputs(models, inputs, on_avx2=False)}
@@ -100,9 +129,11 @@ def section_accuracy(folder: Path, digits_count: int, scale: Scale) -> None:
             blocks = ", ".join(artifact.manifest["precision_plan"]["summary"]["float_groups"]) or "none"
             for kernels, (found, precisions) in runs.items():
                 cosine = cosine_per_sample(reference, found[key]).min()
-                print(f"| {title} | {BACKENDS[artifact.target]} | {artifact.manifest['int8_kernels']['target']} "
-                      f"({artifact.manifest['int8_kernels']['weight_bits']}-bit) | {blocks} | {kernels} | {precisions[key]} | "
-                      f"{cosine:.4f} | {score(found[key])} ({score(reference)}) |")
+                print(
+                    f"| {title} | {BACKENDS[artifact.target]} | {artifact.manifest['int8_kernels']['target']} "
+                    f"({artifact.manifest['int8_kernels']['weight_bits']}-bit) | {blocks} | {kernels} | {precisions[key]} | "
+                    f"{cosine:.4f} | {score(found[key])} ({score(reference)}) |"
+                )
 
 
 def _scorer(model: str, truth):
@@ -116,19 +147,19 @@ def section_speed(folder: Path, threads: int, rounds: int, scale: Scale) -> None
         print("\n## 2. speed: skipped, this CPU has no VNNI: only the 7-bit scheme is made here")
         return
     model, size = scale.speed
-    print(f"\n## 2. speed: {model} at {size}, random init, rules-only plan (--search-budget 0), {threads} threads, "
-          f"{rounds} alternating rounds of {scale.runs}")
-    artifacts = {(target, kernels): export(folder, model, target, "int8", size, size, kernels=kernels, budget=0)
-                 for target in BACKENDS for kernels in TARGETS}
+    print(f"\n## 2. speed: {model} at {size}, random init, rules-only plan (--search-budget 0), {threads} threads, {rounds} alternating rounds of {scale.runs}")
+    artifacts = {(target, kernels): export(folder, model, target, "int8", size, size, kernels=kernels, budget=0) for target in BACKENDS for kernels in TARGETS}
     artifacts[("onnx", "fp32")] = export(folder, model, "onnx", "fp32", size, size)
     feed = {"image": preprocess(trained.digits_images("test")[0][:1], artifacts[("onnx", "fp32")].spec, size, size)}
     medians = alternating_medians(artifacts, feed, threads, rounds=rounds, count=scale.runs)
     for target in BACKENDS:
         precision = {k: artifacts[target, k].manifest["export"].get("openvino", {}).get("inference_precision", "-") for k in TARGETS}
-        print(f"{BACKENDS[target]}: any (7-bit, float part {precision['any']}) {medians[target, 'any']:.3f} ms, "
-              f"vnni (8-bit, float part {precision['vnni']}) {medians[target, 'vnni']:.3f} ms: "
-              f"any/vnni time {medians[target, 'any'] / medians[target, 'vnni']:.3f}; vs ORT FP32 {medians['onnx', 'fp32']:.3f} ms: "
-              f"any {medians['onnx', 'fp32'] / medians[target, 'any']:.2f}x, vnni {medians['onnx', 'fp32'] / medians[target, 'vnni']:.2f}x")
+        print(
+            f"{BACKENDS[target]}: any (7-bit, float part {precision['any']}) {medians[target, 'any']:.3f} ms, "
+            f"vnni (8-bit, float part {precision['vnni']}) {medians[target, 'vnni']:.3f} ms: "
+            f"any/vnni time {medians[target, 'any'] / medians[target, 'vnni']:.3f}; vs ORT FP32 {medians['onnx', 'fp32']:.3f} ms: "
+            f"any {medians['onnx', 'fp32'] / medians[target, 'any']:.2f}x, vnni {medians['onnx', 'fp32'] / medians[target, 'vnni']:.2f}x"
+        )
 
 
 def main() -> None:

@@ -81,7 +81,10 @@ def run_case(key: str, threads: int, min_seconds: float, rounds: int, workdir: P
     stats = {k: summarize(v) for k, v in samples.items()}
     mp = h * w / 1e6
     result = {
-        "case": key, "model": name, "input": f"{h}x{w}", "export_s": export_s,
+        "case": key,
+        "model": name,
+        "input": f"{h}x{w}",
+        "export_s": export_s,
         "median_ms": {k: s["median_ms"] for k, s in stats.items()},
         "samples": {k: s["count"] for k, s in stats.items()},
         "ours_vs_naive": stats["naive"]["median_ms"] / stats["ours"]["median_ms"],

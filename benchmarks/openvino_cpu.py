@@ -41,8 +41,11 @@ from evitdeploy.precision.options import PrecisionOptions
 
 from common import Exports, add_tiny_flag, cpu_facts, host_line, nncf_default, require
 
-CASES = {"b1": ("efficientvit_b1", 224, 224, None), "seg": ("efficientvit_seg_b1_cityscapes", 512, 1024, 16),
-         "tiny": ("efficientvit_b0", 64, 64, 2)}  # (model, height, width, INT8 calibration images)
+CASES = {
+    "b1": ("efficientvit_b1", 224, 224, None),
+    "seg": ("efficientvit_seg_b1_cityscapes", 512, 1024, 16),
+    "tiny": ("efficientvit_b0", 64, 64, 2),
+}  # (model, height, width, INT8 calibration images)
 FAMILIES = ("b0", "b1")  # the accuracy section's trained digits classifiers
 DIGITS = (0, 64)  # the accuracy section's held-out digits (0: all) and calibration digits
 PROFILED = ("b1", 50)  # the profile section's case and runs
@@ -115,7 +118,11 @@ def speed(args, bf16: bool) -> dict:
         nncf = next((m for name, m in medians.items() if name.startswith("NNCF")), None)
         results[key] = {name: {"median_ms": m, "x_ort_fp32": base / m, **({"x_nncf_default": nncf / m} if nncf else {})} for name, m in medians.items()}
         for name, row in results[key].items():
-            print(f"  {name:32s} {row['median_ms']:8.2f} ms   {row['x_ort_fp32']:5.2f}x ORT FP32" + (f"   {row['x_nncf_default']:5.2f}x NNCF default" if nncf else ""), flush=True)
+            print(
+                f"  {name:32s} {row['median_ms']:8.2f} ms   {row['x_ort_fp32']:5.2f}x ORT FP32"
+                + (f"   {row['x_nncf_default']:5.2f}x NNCF default" if nncf else ""),
+                flush=True,
+            )
     return results
 
 

@@ -59,8 +59,24 @@ class Scale:
     profiled_runs: int = 30
 
 
-TINY = Scale(digits_calib=4, digits_test=8, b1=("efficientvit_b0", 64), b1_calib=2, b1_photos=2, zoo=("b0",), zoo_size=64, zoo_calib=2,
-             seg=(64, 128), seg_calib=2, seg_test=1, fp16=(64, 128), fp16_calib=1, fp16_test=1, per_round=2, profiled_runs=2)
+TINY = Scale(
+    digits_calib=4,
+    digits_test=8,
+    b1=("efficientvit_b0", 64),
+    b1_calib=2,
+    b1_photos=2,
+    zoo=("b0",),
+    zoo_size=64,
+    zoo_calib=2,
+    seg=(64, 128),
+    seg_calib=2,
+    seg_test=1,
+    fp16=(64, 128),
+    fp16_calib=1,
+    fp16_test=1,
+    per_round=2,
+    profiled_runs=2,
+)
 
 
 def session(path: Path, threads: int):
@@ -93,8 +109,15 @@ def latencies(paths: dict[str, Path], feed: np.ndarray, threads: int, rounds: in
 def export(folder: Path, name: str, precision: str, checkpoint: Path, height: int, width: int, **reduced) -> Path:
     artifact = api.export_model(
         ExportRequest(
-            model=name, target="onnx", precision=precision, output=folder / f"{name}-{precision}-{height}x{width}",
-            checkpoint=checkpoint, height=height, width=width, force=True, reduced=PrecisionOptions(**reduced),
+            model=name,
+            target="onnx",
+            precision=precision,
+            output=folder / f"{name}-{precision}-{height}x{width}",
+            checkpoint=checkpoint,
+            height=height,
+            width=width,
+            force=True,
+            reduced=PrecisionOptions(**reduced),
         ),
     )
     return artifact.folder
@@ -246,8 +269,7 @@ def seg_section(work: Path, args) -> dict:
     inputs = preprocess(list(test_photos), spec, height, width)
     reference = outputs(fp32, inputs, args.threads)
     candidate = outputs(int8_dir / "model.onnx", inputs, args.threads)
-    medians = latencies({"fp32": fp32, "plan int8": int8_dir / "model.onnx"}, inputs[:1], args.threads, max(2, args.rounds // 4),
-                        max(1, scale.per_round // 3))
+    medians = latencies({"fp32": fp32, "plan int8": int8_dir / "model.onnx"}, inputs[:1], args.threads, max(2, args.rounds // 4), max(1, scale.per_round // 3))
     return {
         "pixel_agreement_with_fp32": float((reference.argmax(1) == candidate.argmax(1)).mean()),
         "fp32": trained.segmentation_scores(reference, test_labels),

@@ -83,8 +83,15 @@ def reference_export(model, spec, path: Path) -> None:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                model, (torch.randn(spec.input_shape),), str(path), dynamo=False, export_params=True, opset_version=REFERENCE_OPSET,
-                do_constant_folding=True, input_names=["input_image"], output_names=["image_embeddings"],
+                model,
+                (torch.randn(spec.input_shape),),
+                str(path),
+                dynamo=False,
+                export_params=True,
+                opset_version=REFERENCE_OPSET,
+                do_constant_folding=True,
+                input_names=["input_image"],
+                output_names=["image_embeddings"],
                 dynamic_axes={"input_image": {0: "batch_size"}},
             )
     finally:
@@ -127,12 +134,18 @@ def encoder_case(key: str, exports: Exports, scratch: Path, threads: int, counts
         profiles[label] = [{"op": op, "share": round(share, 4), "approx_ms": round(share * medians[label], 2)} for op, share in shares]
         counted[label] = dict(op_counts(Path(path)).most_common())
     return {
-        "model": name, "input": f"{spec.height}x{spec.width}", "warmup": warmup, "runs": count, "profiled_runs": profiled,
+        "model": name,
+        "input": f"{spec.height}x{spec.width}",
+        "warmup": warmup,
+        "runs": count,
+        "profiled_runs": profiled,
         "opset": {"reference": REFERENCE_OPSET, "ours": ours.manifest["export"]["opset"]},
-        "median_ms": medians, "reference_over_ours": medians["reference"] / medians["ours"],
+        "median_ms": medians,
+        "reference_over_ours": medians["reference"] / medians["ours"],
         "ms_per_megapixel": {label: m / megapixels for label, m in medians.items()},
         "max_abs_diff": float(np.abs(out["reference"] - out["ours"]).max()),
-        "op_profile": profiles, "op_counts": counted,
+        "op_profile": profiles,
+        "op_counts": counted,
     }
 
 
@@ -151,7 +164,10 @@ def decoder_section(exports: Exports, threads: int, counts: tuple) -> dict:
         samples = time_turns([lambda r=runtime, p=points: decoders[r].infer(feeds[p]) for runtime, points in labels], warmup=warmup, count=count)
     medians = {f"{runtime} {points}pt": float(np.median(s)) for (runtime, points), s in zip(labels, samples)}
     return {
-        "model": name, "warmup": warmup, "runs": count, "median_ms": medians,
+        "model": name,
+        "warmup": warmup,
+        "runs": count,
+        "median_ms": medians,
         "onnxruntime_over_openvino": {points: medians[f"onnxruntime {points}pt"] / medians[f"openvino {points}pt"] for points in POINTS},
         "openvino_precision": pairs["openvino"]["decoder"].manifest["export"]["openvino"]["inference_precision"],
     }
@@ -182,8 +198,13 @@ def precision_section(exports: Exports, scratch: Path, threads: int, counts: tup
     reduced = PrecisionOptions(calib=str(calibration))
     spec = exports.artifact(TINY, "onnx", "fp32", checkpoint=checkpoint).spec
     x = letterbox(list(promptable_data(1, seed=7, split="test")[0]), spec)  # a held-out mosaic
-    results = {"model": TINY, "weights": checkpoint.name if checkpoint else "random", "warmup": warmup, "runs": count,
-               "calibration": f"{CALIBRATION_MOSAICS} train digit mosaics (seed 3)"}
+    results = {
+        "model": TINY,
+        "weights": checkpoint.name if checkpoint else "random",
+        "warmup": warmup,
+        "runs": count,
+        "calibration": f"{CALIBRATION_MOSAICS} train digit mosaics (seed 3)",
+    }
     for target, precisions in (("onnx", ("fp32", "int8", "fp16")), ("openvino", ("fp32", "int8"))):
         rows, runners = {}, {}
         for precision in precisions:
@@ -196,8 +217,12 @@ def precision_section(exports: Exports, scratch: Path, threads: int, counts: tup
                 rows[precision] = {"export": f"refused: {refused.message}"}
                 continue
             recorded = artifact.manifest.get("export", {}).get("openvino", {}).get("inference_precision")
-            rows[precision] = {"export": "passed its parity gate", "inference_precision": recorded, "parity_vs_pytorch": parity_summary(artifact),
-                               "plan_nodes": artifact.manifest.get("precision_plan", {}).get("summary", {}).get("nodes")}
+            rows[precision] = {
+                "export": "passed its parity gate",
+                "inference_precision": recorded,
+                "parity_vs_pytorch": parity_summary(artifact),
+                "plan_nodes": artifact.manifest.get("precision_plan", {}).get("summary", {}).get("nodes"),
+            }
             runners[precision] = runner_for(artifact_models(artifact)["encoder"], threads, taking_turns=True)
         with contextlib.ExitStack() as stack:
             encoders = {p: stack.enter_context(r) for p, r in runners.items()}
@@ -205,8 +230,11 @@ def precision_section(exports: Exports, scratch: Path, threads: int, counts: tup
             samples = time_turns([lambda r=r: r.infer({spec.input_name: x}) for r in encoders.values()], warmup=warmup, count=count)
         medians = {p: float(np.median(s)) for p, s in zip(encoders, samples)}
         for precision in encoders:
-            rows[precision].update(median_ms=medians[precision], x_fp32=medians["fp32"] / medians[precision],
-                                   embedding_cosine_vs_fp32=float(cosine_per_sample(embeddings["fp32"], embeddings[precision]).min()))
+            rows[precision].update(
+                median_ms=medians[precision],
+                x_fp32=medians["fp32"] / medians[precision],
+                embedding_cosine_vs_fp32=float(cosine_per_sample(embeddings["fp32"], embeddings[precision]).min()),
+            )
         results[target] = rows
     return results
 
@@ -216,8 +244,10 @@ def render(results: dict) -> None:
     print()
     for case in results.get("encoder", {}).values():
         m = case["median_ms"]
-        print(f"## Encoder {case['model']} @ {case['input']}, ONNX Runtime CPU, {results['threads']} threads, "
-              f"warmup {case['warmup']} + {case['runs']} runs each, taking turns")
+        print(
+            f"## Encoder {case['model']} @ {case['input']}, ONNX Runtime CPU, {results['threads']} threads, "
+            f"warmup {case['warmup']} + {case['runs']} runs each, taking turns"
+        )
         print(f"  {'':10s} {'opset':>5s} {'median ms':>10s} {'ms/MP':>8s}")
         for label in ("reference", "ours"):
             print(f"  {label:10s} {case['opset'][label]:5d} {m[label]:10.1f} {case['ms_per_megapixel'][label]:8.1f}")
@@ -235,8 +265,10 @@ def render(results: dict) -> None:
             print(f"    {op:10s} " + "   ".join(cells))
         print()
     if results.get("encoder"):
-        print("## Encoder ms per megapixel, FP32 on ONNX Runtime (ours): " + ", ".join(
-            f"{case['model']} @ {case['input']} {case['ms_per_megapixel']['ours']:.0f}" for case in results["encoder"].values()))
+        print(
+            "## Encoder ms per megapixel, FP32 on ONNX Runtime (ours): "
+            + ", ".join(f"{case['model']} @ {case['input']} {case['ms_per_megapixel']['ours']:.0f}" for case in results["encoder"].values())
+        )
         print()
     if "decoder" in results:
         d = results["decoder"]
@@ -248,8 +280,10 @@ def render(results: dict) -> None:
         print()
     if "precision" in results:
         p = results["precision"]
-        print(f"## {p['model']} encoder @ 256 ({p['weights']}), {results['threads']} threads, warmup {p['warmup']} + {p['runs']} runs each, "
-              "taking turns per runtime")
+        print(
+            f"## {p['model']} encoder @ 256 ({p['weights']}), {results['threads']} threads, warmup {p['warmup']} + {p['runs']} runs each, "
+            "taking turns per runtime"
+        )
         print(f"  {'runtime':10s} {'precision':12s} {'median ms':>10s} {'x FP32':>7s} {'cos vs FP32':>11s}  {'plan (nodes)':22s} export (parity vs PyTorch)")
         for target in ("onnx", "openvino"):
             for precision, row in p[target].items():
@@ -259,8 +293,10 @@ def render(results: dict) -> None:
                 shown = f"{precision} ({row['inference_precision']})" if row["inference_precision"] else precision
                 parity = ", ".join(f"{k} {v:.4g}" for k, v in row["parity_vs_pytorch"].items() if k in ("mask_iou_min", "low_res_cosine_min"))
                 nodes = " ".join(f"{k} {v}" for k, v in (row["plan_nodes"] or {}).items()) or "-"
-                print(f"  {target:10s} {shown:12s} {row['median_ms']:10.2f} {row['x_fp32']:6.2f}x {row['embedding_cosine_vs_fp32']:11.5f}  "
-                      f"{nodes:22s} {row['export']}{f' ({parity})' if parity else ''}")
+                print(
+                    f"  {target:10s} {shown:12s} {row['median_ms']:10.2f} {row['x_fp32']:6.2f}x {row['embedding_cosine_vs_fp32']:11.5f}  "
+                    f"{nodes:22s} {row['export']}{f' ({parity})' if parity else ''}"
+                )
         print()
 
 

@@ -92,12 +92,18 @@ def scores(name: str, outputs: dict, reference: dict, truth: list) -> dict:
         union = np.logical_or(shown, mask).sum()
         ious.append(np.logical_and(shown, mask).sum() / union if union else 1.0)
     row = {
-        "contender": name, "mask_iou_vs_fp32_min": metrics["mask_iou_min"], "mask_iou_vs_fp32_mean": metrics["mask_iou_mean"],
-        "iou_prediction_max_error": metrics["iou_prediction_max_error"], "nonfinite": metrics["nonfinite_outputs"],
+        "contender": name,
+        "mask_iou_vs_fp32_min": metrics["mask_iou_min"],
+        "mask_iou_vs_fp32_mean": metrics["mask_iou_mean"],
+        "iou_prediction_max_error": metrics["iou_prediction_max_error"],
+        "nonfinite": metrics["nonfinite_outputs"],
         "gt_iou_mean": float(np.mean(ious)),
     }
-    print(f"  {name:<22} mask IoU vs FP32 min {row['mask_iou_vs_fp32_min']:.4f} mean {row['mask_iou_vs_fp32_mean']:.4f}  "
-          f"IoU-pred err {row['iou_prediction_max_error']:.4f}  NaN/Inf {row['nonfinite']}  GT IoU {row['gt_iou_mean']:.4f}", flush=True)
+    print(
+        f"  {name:<22} mask IoU vs FP32 min {row['mask_iou_vs_fp32_min']:.4f} mean {row['mask_iou_vs_fp32_mean']:.4f}  "
+        f"IoU-pred err {row['iou_prediction_max_error']:.4f}  NaN/Inf {row['nonfinite']}  GT IoU {row['gt_iou_mean']:.4f}",
+        flush=True,
+    )
     return row
 
 
@@ -132,8 +138,10 @@ def main() -> None:
         np.savez(folder / "calib.npz", image=calib_photos)
         calibration = letterbox(list(calib_photos), spec)
         exports = Exports(folder, announce=True)
-        artifacts = {key: export(exports, *key, checkpoint=checkpoint, calib=folder / "calib.npz") for key in (
-            ("onnx", "fp32"), ("onnx", "fp16"), ("onnx", "int8"), ("openvino", "fp32"), ("openvino", "int8"))}
+        artifacts = {
+            key: export(exports, *key, checkpoint=checkpoint, calib=folder / "calib.npz")
+            for key in (("onnx", "fp32"), ("onnx", "fp16"), ("onnx", "int8"), ("openvino", "fp32"), ("openvino", "int8"))
+        }
         fp32_encoder = artifacts[("onnx", "fp32")].folder / "encoder.onnx"
         storage = artifacts[("onnx", "fp16")].manifest["precision_plan"].get("fp16_storage_check")
         print(f"  FP16 storage check of the encoder (TensorRT-like FP16 storage, emulated here): {json.dumps(storage)}", flush=True)
@@ -158,8 +166,14 @@ def main() -> None:
             contenders["ov int8 NNCF default"] = lambda: ir_encoder_pair(ir, artifacts[("openvino", "fp32")], args.threads)
         for name, make in contenders.items():
             rows.append(scores(name, prompted_outputs(*make(), inputs, feeds=feeds), reference, masks))
-    result = {"host": host, "images": len(photos), "prompts": len(feeds), "storage_check": storage, "rows": rows,
-              "seconds": round(time.perf_counter() - started, 1)}
+    result = {
+        "host": host,
+        "images": len(photos),
+        "prompts": len(feeds),
+        "storage_check": storage,
+        "rows": rows,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
     print(f"done in {result['seconds']} s", flush=True)
     if args.save:
         args.save.write_text(json.dumps(result, indent=2))

@@ -48,8 +48,9 @@ class Scale:
     mosaic_test: int = 4
 
 
-TINY = Scale(models=("efficientvit_b0",), size=64, photos=2, calib=2, rounds=2, runs=3, digits=8, digits_calib=4, mosaics=((64, 128),),
-             mosaic_calib=2, mosaic_test=1)
+TINY = Scale(
+    models=("efficientvit_b0",), size=64, photos=2, calib=2, rounds=2, runs=3, digits=8, digits_calib=4, mosaics=((64, 128),), mosaic_calib=2, mosaic_test=1
+)
 
 
 def export(exports: Exports, model: str, target: str, precision: str, height=None, width=None, checkpoint=None, calib=None, count=None):
@@ -62,25 +63,34 @@ def section_convert(exports: Exports, scale: Scale) -> None:
         artifact, seconds = export(exports, model, "tflite", "fp32", scale.size, scale.size)
         check = api.check_artifact(CheckRequest(path=artifact.folder, samples=scale.photos))
         convert_s = artifact.manifest["export"]["seconds"]["convert_s"]
-        print(f"{model}: convert {convert_s:.1f} s (export incl. validation {seconds:.1f} s, target B1 < 60 s); "
-              f"max abs {check['metrics']['max_abs_error']:.2e} (target <= 1e-4), min cosine {check['metrics']['cosine_min']:.8f}")
+        print(
+            f"{model}: convert {convert_s:.1f} s (export incl. validation {seconds:.1f} s, target B1 < 60 s); "
+            f"max abs {check['metrics']['max_abs_error']:.2e} (target <= 1e-4), min cosine {check['metrics']['cosine_min']:.8f}"
+        )
 
 
 def section_latency(exports: Exports, threads: int, scale: Scale) -> None:
     size = scale.size
-    print(f"\n## 2. latency at {size}x{size}, {threads} threads, {scale.rounds} alternating rounds of {scale.runs} runs "
-          f"(median of all {scale.rounds * scale.runs})")
+    print(
+        f"\n## 2. latency at {size}x{size}, {threads} threads, {scale.rounds} alternating rounds of {scale.runs} runs "
+        f"(median of all {scale.rounds * scale.runs})"
+    )
     for model in scale.models:
-        artifacts = {(t, p): export(exports, model, t, p, size, size, count=scale.calib if p == "int8" else None)[0]
-                     for t in ("tflite", "onnx") for p in ("fp32", "int8")}
+        artifacts = {
+            (t, p): export(exports, model, t, p, size, size, count=scale.calib if p == "int8" else None)[0]
+            for t in ("tflite", "onnx")
+            for p in ("fp32", "int8")
+        }
         feed = {"image": preprocess(trained.digits_images("test")[0][:1], artifacts["onnx", "fp32"].spec, size, size)}
         medians = alternating_medians(artifacts, feed, threads, scale.rounds, scale.runs)
         cells = "  ".join(f"{t}/{p} {medians[t, p]:.3f} ms" for t, p in medians)
         print(f"{model}: {cells}")
-        print(f"  INT8 speedup over FP32: XNNPACK {medians['tflite', 'fp32'] / medians['tflite', 'int8']:.2f}x, "
-              f"ONNX Runtime {medians['onnx', 'fp32'] / medians['onnx', 'int8']:.2f}x; "
-              f"XNNPACK vs ONNX Runtime (ORT ms / XNNPACK ms): FP32 {medians['onnx', 'fp32'] / medians['tflite', 'fp32']:.2f}x, "
-              f"INT8 {medians['onnx', 'int8'] / medians['tflite', 'int8']:.2f}x")
+        print(
+            f"  INT8 speedup over FP32: XNNPACK {medians['tflite', 'fp32'] / medians['tflite', 'int8']:.2f}x, "
+            f"ONNX Runtime {medians['onnx', 'fp32'] / medians['onnx', 'int8']:.2f}x; "
+            f"XNNPACK vs ONNX Runtime (ORT ms / XNNPACK ms): FP32 {medians['onnx', 'fp32'] / medians['tflite', 'fp32']:.2f}x, "
+            f"INT8 {medians['onnx', 'int8'] / medians['tflite', 'int8']:.2f}x"
+        )
 
 
 def section_trained(exports: Exports, folder: Path, threads: int, scale: Scale) -> None:
@@ -93,13 +103,16 @@ def section_trained(exports: Exports, folder: Path, threads: int, scale: Scale) 
     inputs = preprocess(list(test), trained.digits_spec(), 64, 64)
     results = {}
     for precision in ("fp32", "int8"):
-        artifact, _ = export(exports, "efficientvit_b0", "tflite", precision, 64, 64, trained.digits_checkpoint(), str(folder / "digits-calib.npz"),
-                             scale.digits_calib)
+        artifact, _ = export(
+            exports, "efficientvit_b0", "tflite", precision, 64, 64, trained.digits_checkpoint(), str(folder / "digits-calib.npz"), scale.digits_calib
+        )
         results[precision] = outputs_per_image(artifact, inputs, threads)
     accuracy = {p: trained.classification_accuracy(v, labels) for p, v in results.items()}
     cosine = cosine_per_sample(results["fp32"], results["int8"])
-    print(f"digits B0 64x64 ({len(labels)} held-out): FP32 {100 * accuracy['fp32']:.2f}%, INT8 {100 * accuracy['int8']:.2f}% "
-          f"(target within 1 point); per-image cosine min {cosine.min():.5f}, median {np.median(cosine):.5f} (target >= 0.99)")
+    print(
+        f"digits B0 64x64 ({len(labels)} held-out): FP32 {100 * accuracy['fp32']:.2f}%, INT8 {100 * accuracy['int8']:.2f}% "
+        f"(target within 1 point); per-image cosine min {cosine.min():.5f}, median {np.median(cosine):.5f} (target >= 0.99)"
+    )
     for height, width in scale.mosaics:
         calib, _ = trained.digit_mosaics(scale.mosaic_calib, height, width, seed=1, split="train")
         np.savez(folder / f"mosaic-calib-{height}.npz", image=calib)
@@ -107,13 +120,24 @@ def section_trained(exports: Exports, folder: Path, threads: int, scale: Scale) 
         inputs = preprocess(list(photos), trained.mosaic_spec(height, width), height, width)
         results = {}
         for precision in ("fp32", "int8"):
-            artifact, _ = export(exports, "efficientvit_seg_b0_cityscapes", "tflite", precision, height, width,
-                                 trained.mosaic_checkpoint(), str(folder / f"mosaic-calib-{height}.npz"), scale.mosaic_calib)
+            artifact, _ = export(
+                exports,
+                "efficientvit_seg_b0_cityscapes",
+                "tflite",
+                precision,
+                height,
+                width,
+                trained.mosaic_checkpoint(),
+                str(folder / f"mosaic-calib-{height}.npz"),
+                scale.mosaic_calib,
+            )
             results[precision] = outputs_per_image(artifact, inputs, threads)
         agreement = float((results["fp32"].argmax(1) == results["int8"].argmax(1)).mean())
         miou = {p: trained.segmentation_scores(v, truth)["miou"] for p, v in results.items()}
-        print(f"mosaic Seg-B0 {height}x{width} ({len(photos)} test mosaics): pixel agreement INT8 vs FP32 {100 * agreement:.2f}% (target >= 97%); "
-              f"mIoU FP32 {miou['fp32']:.4f}, INT8 {miou['int8']:.4f}")
+        print(
+            f"mosaic Seg-B0 {height}x{width} ({len(photos)} test mosaics): pixel agreement INT8 vs FP32 {100 * agreement:.2f}% (target >= 97%); "
+            f"mIoU FP32 {miou['fp32']:.4f}, INT8 {miou['int8']:.4f}"
+        )
 
 
 def main() -> None:

@@ -23,8 +23,14 @@ SCRIPTS = sorted(p.name for p in BENCHMARKS.glob("*.py") if p.name != SHARED)
 PRINTS = {
     "coreml_cpu.py": [r"FP16/FP32 [\d.]+ \(target ~0\.5\), INT8/FP32 [\d.]+"],
     "deploy_cpu.py": [r"wall [\d.]+ s \(target < 120 s\)", r"beyond the model [\d.]+ MB", r"verify\.py .*median [\d.]+ s"],
-    "executorch_cpu.py": [r"INT8 speedup over FP32: ExecuTorch [\d.]+x", r"portable kernels [\d.]+ ms", r"per-image cosine min",
-                          r"contiguity: .*our runner", r"pixel agreement FP32 \.pte vs PyTorch", r"check mask IoU min"],
+    "executorch_cpu.py": [
+        r"INT8 speedup over FP32: ExecuTorch [\d.]+x",
+        r"portable kernels [\d.]+ ms",
+        r"per-image cosine min",
+        r"contiguity: .*our runner",
+        r"pixel agreement FP32 \.pte vs PyTorch",
+        r"check mask IoU min",
+    ],
     "farm_cpu.py": [r"wall clock .* local/farm [\d.]+x", r"control: alone after vs before"],
     "gate_noise.py": [r"false-alarm rate", r"A/B \(ours -> naive export\) +interleaved"],
     "gpu_trt.py": [r'"numerics b0"', r'"torch_latency b0"', r'"tensorrt b0"'],
@@ -88,8 +94,7 @@ BLOCKED = (
 @pytest.mark.parametrize(("flags", "exit_code"), [(["--tiny"], 0), ([], 3)])
 def test_benchmark_without_its_backend_says_skipped(flags, exit_code):
     """Tiny mode passes where a backend is absent (exit 0), a real run says it cannot run (exit 3)."""
-    done = subprocess.run([sys.executable, "-c", BLOCKED, str(BENCHMARKS / "coreml_cpu.py"), *flags], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run([sys.executable, "-c", BLOCKED, str(BENCHMARKS / "coreml_cpu.py"), *flags], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == exit_code, done.stdout + done.stderr
     assert done.stdout.startswith("skipped: coremltools not installed"), done.stdout + done.stderr
 
