@@ -13,16 +13,16 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from helpers import BLOCKED, Cli, assert_clean_error, manifest_of, rewrite_manifest
-from helpers import on_device as run_on_device
+from helpers import BLOCKED, Cli, assert_clean_error, manifest_of, on_device, rewrite_manifest
 from evitdeploy.device.integrity import SIGNATURE, sha256_of
 
 DEPLOY = ("deploy", "--profile", "x86-cpu", "--model", "efficientvit_b0", "--height", "64", "--width", "64", "--samples", "1")
 FAST = ("--count", "2", "--warmup", "0")
 
-# verify.py where torch and evitdeploy cannot be imported (a device), optionally without model-signing
-def on_device(folder: Path, *args: str, without: tuple = ()) -> subprocess.CompletedProcess:
-    return run_on_device(folder / "verify.py", *args, blocked=BLOCKED + without)
+
+def verify_py_on_device(folder: Path, *args: str, without: tuple = ()) -> subprocess.CompletedProcess:
+    """A bundle's verify.py where torch and evitdeploy cannot be imported (a device), optionally without model-signing."""
+    return on_device(folder / "verify.py", *args, blocked=BLOCKED + without)
 
 
 def write_key(path: Path, key, openssl_style: bool = True) -> Path:
@@ -156,20 +156,20 @@ def test_standard_model_signing_cli_accepts_and_refuses(bundle, keys):
 
 
 def test_verify_py_on_the_device_checks_the_signature(bundle, keys):
-    ok = on_device(bundle, "--public-key", str(keys["public"]), *FAST)
+    ok = verify_py_on_device(bundle, "--public-key", str(keys["public"]), *FAST)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert f"signature {SIGNATURE} verified" in ok.stdout and "PASSED" in ok.stdout
-    unchecked = on_device(bundle, *FAST, "--json")
+    unchecked = verify_py_on_device(bundle, *FAST, "--json")
     assert unchecked.returncode == 0, unchecked.stderr
     assert any(w.startswith("signature not checked") for w in json.loads(unchecked.stdout)["warnings"])
     edit_weight(bundle)
-    refused = on_device(bundle, "--public-key", str(keys["public"]), *FAST)
+    refused = verify_py_on_device(bundle, "--public-key", str(keys["public"]), *FAST)
     assert refused.returncode == 2 and "changed: manifest.json, model.onnx" in refused.stderr, refused.stdout + refused.stderr
     assert refused.stderr.count("error:") == 1 and "Traceback" not in refused.stderr
 
 
 def test_verify_py_without_model_signing_exits_3_with_the_hint(bundle, keys):
-    result = on_device(bundle, "--public-key", str(keys["public"]), *FAST, without=("model_signing",))
+    result = verify_py_on_device(bundle, "--public-key", str(keys["public"]), *FAST, without=("model_signing",))
     assert result.returncode == 3, result.stdout + result.stderr
     assert "pip install model-signing" in result.stderr and "Traceback" not in result.stderr
 
@@ -184,7 +184,7 @@ def test_unsigned_bundle(bundle, keys, cli):
     report = json.loads(plain.stdout)
     assert report["signature"]["signed"] is False and not any("signature" in w for w in report["warnings"])
     assert_clean_error(cli("verify", bundle, "--public-key", keys["public"], *FAST), 2, "carries no signature")
-    refused = on_device(bundle, "--public-key", str(keys["public"]), *FAST)
+    refused = verify_py_on_device(bundle, "--public-key", str(keys["public"]), *FAST)
     assert refused.returncode == 2 and "carries no signature" in refused.stderr
 
 
