@@ -132,3 +132,41 @@ def test_a_sweep_size_error_suggests_the_resolution_flag_sweep_has(cli, tmp_path
     result = cli("sweep", "--model", "efficientvit_b0", "--resolution", "100x200", "--output", tmp_path / "r.jsonl")
     assert_clean_error(result, 2, "multiples of 32", "--resolution 96x192")
     assert "--height" not in result.output and "--width" not in result.output
+
+
+STUCK_AFTER_CTRL_C = """
+import time
+import evitdeploy.sweep.interrupt as interrupt
+interrupt.GRACE_S = 1.0
+with interrupt.sigint_interrupts():
+    try:
+        print("ready", flush=True)
+        time.sleep(60)
+    except KeyboardInterrupt:
+        print("heard it; now stuck, as in a call to a busy Ray head", flush=True)
+        with interrupt.sigint_deferred():
+            time.sleep(1.5)  # a record being written: finished before the process ends
+            print("record written", flush=True)
+        time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("ignored", [False, True], ids=["from-a-terminal", "sigint-ignored-as-a-background-job"])
+def test_a_sweep_stuck_after_ctrl_c_still_ends_130_within_its_grace(ignored):
+    """Python takes SIGINT only between bytecodes: if a call hangs after Ctrl-C, the watcher ends
+    the process GRACE_S later, after the record in progress, saying "interrupted"."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    process = subprocess.Popen(
+        [sys.executable, "-c", STUCK_AFTER_CTRL_C], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignored else None,
+    )
+    assert process.stdout.readline() == "ready\n"
+    sent = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 130 and err == "interrupted\n", (process.returncode, out, err)
+    assert out.endswith("record written\n") and time.monotonic() - sent < 10
