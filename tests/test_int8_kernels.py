@@ -33,6 +33,7 @@ from evitdeploy.requests import ExportRequest
 from helpers import Cli, assert_clean_error
 
 QEMU = emulation.qemu()
+# The tests run under QEMU are in the slow tier too: emulated, each takes minutes.
 needs_qemu = pytest.mark.skipif(
     QEMU is None,
     reason="needs qemu-x86_64 on an x86-64 host to run the AVX2-only kernels (apt-get install qemu-user; .ci/run installs it)",
@@ -157,6 +158,7 @@ def test_default_int8_holds_on_this_hosts_kernels(digits):
     assert scores["any"]["cosine_min"] >= 0.99 and scores["any"]["top1"] >= scores["fp32"]["top1"] - 0.01
 
 
+@pytest.mark.slow
 @needs_qemu
 def test_avx2_kernels_saturate_full_8_bit_weights_and_sum_7_bit_ones_exactly(digits):
     """The same two models on AVX2-only kernels (QEMU) and on this host's: 7-bit GEMM weights give the
@@ -175,6 +177,7 @@ def test_avx2_kernels_saturate_full_8_bit_weights_and_sum_7_bit_ones_exactly(dig
         assert native["vnni"]["cosine_min"] >= 0.99
 
 
+@pytest.mark.slow
 @needs_qemu
 def test_check_on_avx2_refuses_a_vnni_only_model_and_judges_a_safe_one(digits, tmp_path):
     vnni = tmp_path / "vnni"
@@ -282,6 +285,7 @@ def test_openvino_int8_records_its_kernel_class_and_overflow_fix(openvino_digits
         assert "no overflow fix" in openvino_digits["vnni"].manifest["precision_plan"]["quantizer"]
 
 
+@pytest.mark.slow
 @needs_qemu
 def test_openvino_int8_for_any_x86_holds_on_avx2_kernels(digits, openvino_digits):
     held_out = np.load(digits / "held_out.npz")
@@ -319,6 +323,7 @@ def test_an_x86_int8_bundle_says_which_cpus_it_is_for(int8_bundle):
     assert json.loads(report.stdout)["host"]["int8_kernels"] == cpu.kernel_class()
 
 
+@pytest.mark.slow
 @needs_qemu
 def test_verify_py_on_an_avx2_cpu_names_it_and_passes(int8_bundle):
     folder, _ = int8_bundle
