@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import collections
 import os
+import shutil
+from pathlib import Path
+from typing import Callable
 
 import pytest
 import torch
@@ -21,32 +24,51 @@ def cli() -> Cli:
     return Cli()
 
 
-def _b0_export(tmp_path_factory, size: int):
-    folder = tmp_path_factory.mktemp("artifacts") / f"b0-{size}"
+def _made_once(tmp_path_factory, name: str, make: Callable[[Path], None]) -> Path:
+    """`make(folder)` once per run, shared by the xdist workers (each would otherwise export the same
+    model): the first one makes it under a file lock, the others wait and read it."""
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's temporary folder, above each worker's own
+    folder = root / "made-once" / name
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    done = folder.with_name(name + ".done")
+    with FileLock(str(folder) + ".lock"):
+        if not done.is_file():
+            shutil.rmtree(folder, ignore_errors=True)  # what a failed attempt left
+            make(folder)
+            done.touch()
+    return folder
+
+
+def _b0_export(folder: Path, size: int) -> None:
     result = Cli()("export", "--model", "efficientvit_b0", "--height", str(size), "--width", str(size), "--output", folder)
     assert result.exit_code == 0, result.output
-    return folder
+
+
+def _b0_64_deploy(folder: Path) -> None:
+    result = Cli()("deploy", "--profile", "x86-cpu", "--model", "efficientvit_b0", "--height", "64", "--width", "64", "--samples", "2", "-o", folder)
+    assert result.exit_code in (0, 1), result.output
 
 
 @pytest.fixture(scope="session")
 def b0_64_artifact(tmp_path_factory):
     """A B0 classifier exported at 64x64 (its manifest says 64x64; the model's default is 224)."""
-    return _b0_export(tmp_path_factory, 64)
+    return _made_once(tmp_path_factory, "b0-64", lambda folder: _b0_export(folder, 64))
 
 
 @pytest.fixture(scope="session")
 def b0_artifact(tmp_path_factory):
-    """A B0 classifier exported once per session at 128x128 (small enough for fast tests)."""
-    return _b0_export(tmp_path_factory, 128)
+    """A B0 classifier exported once per run at 128x128 (small enough for fast tests)."""
+    return _made_once(tmp_path_factory, "b0-128", lambda folder: _b0_export(folder, 128))
 
 
 @pytest.fixture(scope="session")
 def b0_64_bundle(tmp_path_factory):
     """An x86-cpu bundle of B0 at 64x64 (random weights; a parity verdict either way is fine here)."""
-    folder = tmp_path_factory.mktemp("bundles") / "b0-64-x86"
-    result = Cli()("deploy", "--profile", "x86-cpu", "--model", "efficientvit_b0", "--height", "64", "--width", "64", "--samples", "2", "-o", folder)
-    assert result.exit_code in (0, 1), result.output
-    return folder
+    return _made_once(tmp_path_factory, "b0-64-x86", _b0_64_deploy)
 
 
 @pytest.fixture(scope="session")
