@@ -377,8 +377,12 @@ def test_build_engine_pins_every_layer_of_the_plans_fp32_nodes(fp16_plan, tmp_pa
 
 def test_bench_of_an_engine_adds_gpu_compute_time_from_a_separate_run(b0_artifact, monkeypatch):
     """`bench` on a TensorRT engine adds trtexec's GPU compute figure from the runner's own timed
-    loop. The engine runner needs a GPU; an ONNX Runtime runner with that method stands in."""
+    loop, for a backend whose descriptor says it times GPU compute. The engine runner needs a GPU;
+    an ONNX Runtime runner with that method, under a descriptor with that capability, stands in."""
+    from dataclasses import replace
+
     from evitdeploy import api
+    from evitdeploy.backends import BACKENDS
     from evitdeploy.device.metrics import time_model
     from evitdeploy.report.tables import bench_table
     from evitdeploy.backends.onnxruntime.runner import OnnxRuntimeRunner
@@ -391,6 +395,7 @@ def test_bench_of_an_engine_adds_gpu_compute_time_from_a_separate_run(b0_artifac
             return time_model(lambda b: self.infer({"image": b}), batch, warmup, count)
 
     monkeypatch.setattr(api, "runner_for", lambda artifact, threads=None, taking_turns=False: TimedOnGpu(artifact.model_file, threads=1))
+    monkeypatch.setattr(api, "get_backend", lambda name, precision=None: replace(BACKENDS[name], gpu_compute_timing=True))
     summary = api.bench_artifact(BenchRequest(path=b0_artifact, warmup=2, count=7))
     gpu = summary["results"][0]["gpu_compute"]
     assert calls == [((1, 3, 128, 128), 2, 7)] and gpu["count"] == 7 and len(gpu["latency_samples_ms"]) == 7
