@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 from evitdeploy import limits, memory
 from evitdeploy.backends import get_backend, open_artifact, runner_for

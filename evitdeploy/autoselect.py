@@ -13,7 +13,7 @@ import math
 import shutil
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 from evitdeploy import memory
 from evitdeploy.errors import EXIT_BACKEND_UNAVAILABLE, UserError

@@ -11,7 +11,7 @@ import os
 import platform
 from typing import Callable, Optional
 
-from evitdeploy.device.metrics import latency_stats as summarize  # noqa: F401  (one implementation, also on the device)
+from evitdeploy.device.metrics import latency_stats as summarize
 from evitdeploy.device.metrics import time_turns
 from evitdeploy.device import cpu
 

@@ -84,6 +84,6 @@ def sign_bundle(folder: Path, private_key: Path) -> Path:
         signing.Config().use_elliptic_key_signer(private_key=private_key).set_hashing_config(
             hashing.Config().set_ignored_paths(paths=[SIGNATURE], ignore_git_paths=True)
         ).sign(folder, signature)
-    except Exception as exc:  # noqa: BLE001 (model-signing raises what its dependencies raise)
+    except Exception as exc:
         raise UserError(f"signing {folder} failed ({type(exc).__name__}: {first_line(exc)})", "check the key, or sign without --sign-key") from exc
     return signature

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import re
+import tokenize
 from pathlib import Path
 
 import pytest
@@ -138,3 +140,15 @@ def test_no_module_outside_the_backends_branches_on_a_backend_name():
             continue
         found += backend_name_branches(path.read_text(), spellings, str(path.relative_to(ROOT)))
     assert not found, "backend knowledge outside evitdeploy/backends/ (declare it in the Backend descriptor):\n" + "\n".join(found)
+
+
+def test_every_noqa_says_why():
+    """A silenced lint rule is a decision: `# noqa: CODE (why)`, never a bare `# noqa`."""
+    bare = []
+    for path in sorted([*PACKAGE.rglob("*.py"), *(ROOT / "tests").glob("*.py"), *(ROOT / "benchmarks").glob("*.py")]):
+        with path.open("rb") as source:
+            comments = [token for token in tokenize.tokenize(source.readline) if token.type == tokenize.COMMENT]
+        for token in comments:
+            if "noqa" in token.string and not re.search(r"# noqa: [A-Z]+[0-9]+(, ?[A-Z]+[0-9]+)* +\(.+\)", token.string):
+                bare.append(f"{path.relative_to(ROOT)}:{token.start[0]}: {token.string}")
+    assert not bare, "give each # noqa its reason, `# noqa: CODE (why)`:\n" + "\n".join(bare)

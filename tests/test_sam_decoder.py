@@ -236,7 +236,7 @@ def test_prompt_decoder_exports_to_onnx_with_dynamic_points(tmp_path):
 
 def test_parameter_count_equals_meta():
     meta, ours = _meta_modules(_meta(), FULL), _ours(FULL)
-    count = lambda modules: sum(p.numel() for m in modules for p in m.parameters())  # noqa: E731
+    count = lambda modules: sum(p.numel() for m in modules for p in m.parameters())  # noqa: E731 (a one-line parameter count, named for the assertions below)
     assert count(ours) == count(meta)
     assert count(ours) > 4_000_000  # SAM's decoder side is ~4.06M parameters
 

@@ -39,13 +39,13 @@ def test_a_killed_sweep_resumes_and_drops_its_half_written_line(cli, sweep_resul
     results, _ = sweep_results
     lines = results.read_text().splitlines()
     copy = tmp_path / "results.jsonl"
-    fp32_64 = next(i for i, l in enumerate(lines) if '"precision": "fp32"' in l and '"resolution": "64x64"' in l)
-    kept = [l for i, l in enumerate(lines) if i != fp32_64]
+    fp32_64 = next(i for i, line in enumerate(lines) if "\"precision\": \"fp32\"" in line and "\"resolution\": \"64x64\"" in line)
+    kept = [line for i, line in enumerate(lines) if i != fp32_64]
     copy.write_text("\n".join(kept) + "\n" + lines[fp32_64][: len(lines[fp32_64]) // 2])  # the kill
     run = cli("sweep", *SWEEP_ARGS, "--output", copy, "--artifacts", tmp_path / "art", "--json")
     assert json.loads(run.stdout)["ran"] == ["efficientvit_b0-onnx-fp32-64x64"]
     records = read_records(copy)
-    assert len(records) == 4 and all(json.loads(l) for l in copy.read_text().splitlines())
+    assert len(records) == 4 and all(json.loads(line) for line in copy.read_text().splitlines())
 
 
 def test_retry_failed_runs_failed_cells_again(cli, sweep_results, tmp_path):

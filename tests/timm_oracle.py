@@ -63,7 +63,7 @@ def import_timm():
     if importlib.util.find_spec("timm") is None:
         return None
     try:
-        import torchvision  # noqa: F401
+        import torchvision  # noqa: F401 (imported only to see whether it imports beside this torch)
     except Exception:
         for name in [n for n in sys.modules if n == "torchvision" or n.startswith("torchvision.")]:
             del sys.modules[name]

@@ -210,14 +210,14 @@ def check_signature(folder, public_key=None) -> dict:
         raise BundleError("model-signing is not installed, so the signature cannot be checked", "install it with: pip install model-signing", 3) from exc
     try:
         config = verifying.Config().use_elliptic_key_verifier(public_key=key)
-    except Exception as exc:  # noqa: BLE001 (not PEM, not an EC key, an unsupported curve)
+    except Exception as exc:
         raise BundleError(f"{key} is not a PEM elliptic-curve public key ({type(exc).__name__})",
                           "pass the public key paired with the signing key (openssl ec -in key.pem -pubout -out pub.pem)") from exc
     # the same files as the standard `model_signing verify key`: all but the signature and git's files
     config.set_hashing_config(hashing.Config().set_ignored_paths(paths=[SIGNATURE], ignore_git_paths=True))
     try:
         config.verify(folder, signature)
-    except Exception as exc:  # noqa: BLE001 (model-signing raises ValueError, cryptography's InvalidSignature, protobuf errors)
+    except Exception as exc:
         message = _signature_failure(exc, key)
         hint = ("pass the public key paired with the signing key (manifest.json's bundle.signature.public_key_sha256 identifies it)"
                 if message.startswith(SIGNATURE + " was not made") else "do not use this bundle: re-copy it from its maker, or ask for a newly signed one")

@@ -20,7 +20,7 @@ def main() -> None:
 
     folder = Path(sys.argv[1] if len(sys.argv) > 1 else "trained-references")
     folder.mkdir(parents=True, exist_ok=True)
-    say = lambda step: print(f"… {step}", flush=True)  # noqa: E731
+    say = lambda step: print(f"… {step}", flush=True)  # noqa: E731 (a one-line progress printer, named for the calls below)
     import shutil
 
     for name, checkpoint in (

@@ -11,7 +11,7 @@ import socket
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 from evitdeploy.errors import UserError
 from evitdeploy.sweep.grid import Cell, CellSettings
