@@ -16,9 +16,6 @@ from evitdeploy.spec import ModelSpec, parse_dynamic_axes
 from evitdeploy.progress import Progress, report_step
 
 
-
-
-
 def list_models() -> list[dict]:
     from evitdeploy.models import MODELS
 
@@ -165,7 +162,9 @@ def plan_model(request: PlanRequest, progress: Progress = None) -> dict:
     reduced = _int8_kernels_for(request.reduced or PrecisionOptions(), None, precision=precision, profile=None)
     reduced.check()
     spec = memory.with_input(get_spec(model_name), height=request.height, width=request.width)
-    memory.require_fits(spec, "plan", f"a {precision} plan for {spec.name} at {spec.height}x{spec.width}", calib_count=reduced.count_for(spec.height, spec.width))
+    memory.require_fits(
+        spec, "plan", f"a {precision} plan for {spec.name} at {spec.height}x{spec.width}", calib_count=reduced.count_for(spec.height, spec.width)
+    )
     report_step(progress, f"building {model_name}" + (f" from {checkpoint}" if checkpoint else f" (random init, seed {seed})"))
     model, spec = build_model(spec, checkpoint, seed=seed, attention_eps=request.attention_eps)
     with tempfile.TemporaryDirectory(prefix="evitdeploy-plan-") as scratch:
@@ -189,7 +188,9 @@ def _require_torch_device(device: str, precision: str) -> None:
     if precision != "fp16":
         raise UserError("--torch-fp16 checks an FP16 plan", "use it with --precision fp16")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"PyTorch sees no CUDA GPU for --torch-fp16 {device}", "run on a host with an NVIDIA GPU and a CUDA build of PyTorch, or use --torch-fp16 cpu", 3)
+        raise UserError(
+            f"PyTorch sees no CUDA GPU for --torch-fp16 {device}", "run on a host with an NVIDIA GPU and a CUDA build of PyTorch, or use --torch-fp16 cpu", 3
+        )
     if not device.startswith(("cuda", "cpu")):
         raise UserError(f"--torch-fp16 {device!r} is not a device evitdeploy checks on", "use cpu or cuda (cuda:N)")
 
@@ -256,14 +257,26 @@ def check_artifact(request: CheckRequest, progress: Progress = None) -> dict:
     report_step(progress, f"verifying {request.path}")
     artifact = resolve_artifact(Path(request.path), request.model_name)
     spec = _sized_spec(artifact, request.batch, height=request.height, width=request.width)
-    memory.require_fits(spec, "check", f"checking {spec.name} at {spec.height}x{spec.width}" + (f", batch {spec.input_shape[0]}" if spec.input_shape[0] > 1 else "") + f" on {samples} inputs", images=samples)
+    memory.require_fits(
+        spec,
+        "check",
+        f"checking {spec.name} at {spec.height}x{spec.width}" + (f", batch {spec.input_shape[0]}" if spec.input_shape[0] > 1 else "") + f" on {samples} inputs",
+        images=samples,
+    )
     int8_kernels_here(artifact)  # refuses, before any work, an INT8 model whose parity this CPU would get wrong by luck
     tolerances = tolerances_for(artifact.precision).override(**(request.tolerance_overrides or {}))
     if spec.promptable:
         return _check_promptable(artifact, spec, request, tolerances=tolerances, progress=progress)
     inputs, source = load_inputs(spec, spec.height, spec.width, source=request.data, count=samples, synthetic=request.synthetic)
     return parity_report(
-        artifact, spec, inputs, source=source, tolerances=tolerances, threads=threads, checkpoint=request.checkpoint, progress=progress,
+        artifact,
+        spec,
+        inputs,
+        source=source,
+        tolerances=tolerances,
+        threads=threads,
+        checkpoint=request.checkpoint,
+        progress=progress,
     )[0]
 
 
@@ -283,8 +296,11 @@ def _check_promptable(artifact: Artifact, spec: ModelSpec, request: CheckRequest
     report_step(progress, "running them through the PyTorch reference")
     expected = reference_outputs(_reference_for(artifact, spec, request.checkpoint), spec, inputs, sizes=sizes)
     header = _parity_header(artifact, spec, source=source, versions=versions)
-    return {**header, "artifact_bytes": sum(model_size(m.model_file) for m in models.values()),
-            **compare_prompted(expected, got, precision=artifact.precision, tolerances=tolerances)}
+    return {
+        **header,
+        "artifact_bytes": sum(model_size(m.model_file) for m in models.values()),
+        **compare_prompted(expected, got, precision=artifact.precision, tolerances=tolerances),
+    }
 
 
 def _parity_header(artifact: Artifact, spec: ModelSpec, *, source: str, versions: dict) -> dict:
@@ -366,10 +382,14 @@ def parity_report(artifact: Artifact, spec: ModelSpec, inputs, *, source: str, t
             expected, outputs = parity_outputs(ref_runner, candidate, spec, inputs=inputs, batch=spec.input_shape[0])
             versions = {**ref_runner.versions(), **candidate.versions()}
     report = compare(spec, expected, outputs, precision=artifact.precision, tolerances=tolerances)
-    return {
-        **_parity_header(artifact, spec, source=source, versions=versions),
-        **report,
-    }, expected, outputs
+    return (
+        {
+            **_parity_header(artifact, spec, source=source, versions=versions),
+            **report,
+        },
+        expected,
+        outputs,
+    )
 
 
 def _check_counts(warmup: int, count: Optional[int], *, min_time_s: float, threads: Optional[int] = None) -> None:
@@ -416,7 +436,9 @@ def bench_artifact(request: BenchRequest, progress: Progress = None) -> dict:
     threads = request.threads or os.cpu_count()
     artifact = resolve_artifact(Path(request.path), request.model_name)
     spec = _sized_spec(artifact, request.batch, height=request.height, width=request.width)
-    memory.require_fits(spec, "bench", f"benchmarking {spec.name} at {spec.height}x{spec.width}" + (f", batch {spec.input_shape[0]}" if spec.input_shape[0] > 1 else ""))
+    memory.require_fits(
+        spec, "bench", f"benchmarking {spec.name} at {spec.height}x{spec.width}" + (f", batch {spec.input_shape[0]}" if spec.input_shape[0] > 1 else "")
+    )
     feed = _bench_feed(spec)
     if spec.promptable:
         return bench_summary(artifact, spec, threads=threads, results=_bench_promptable(artifact, spec, request, feed=feed, progress=progress), mode="single")
@@ -488,7 +510,12 @@ def bench_interleaved(request: InterleaveRequest, progress: Progress = None) -> 
         base_runner.check_spec(base_spec)
         new_runner.check_spec(new_spec)
         base_samples, new_samples = measure_interleaved(
-            lambda: base_runner.infer(base_feed), lambda: new_runner.infer(new_feed), warmup=warmup, count=count, min_time_s=min_time_s, block=block,
+            lambda: base_runner.infer(base_feed),
+            lambda: new_runner.infer(new_feed),
+            warmup=warmup,
+            count=count,
+            min_time_s=min_time_s,
+            block=block,
         )
         summaries = []
         for artifact, spec, runner, feed, samples in (

@@ -148,8 +148,10 @@ def check_output_path(path: Path, what: str = "output") -> None:
         name_max = 255
     too_long = next((part for part in path.parts if len(os.fsencode(part)) > name_max), None)
     if too_long is not None:
-        raise UserError(f"{what} {path}: the name {too_long[:24]}… is {len(os.fsencode(too_long))} bytes; this filesystem allows {name_max}",
-                        f"choose a shorter {what} name")
+        raise UserError(
+            f"{what} {path}: the name {too_long[:24]}… is {len(os.fsencode(too_long))} bytes; this filesystem allows {name_max}",
+            f"choose a shorter {what} name",
+        )
     if not os.access(existing, os.W_OK):
         raise UserError(f"cannot write into {existing}", f"choose an {what} in a folder you can write to")
 

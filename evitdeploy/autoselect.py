@@ -87,8 +87,18 @@ def _row(record: dict, statistic: str) -> dict:
 def not_installed_row(backend, precision: str) -> dict:
     """A candidate not measured because its backend is missing on this host."""
     return {
-        "backend": backend.folder, "target": backend.name, "precision": precision, "status": NOT_RUN, "latency_ms": None,
-        "parity": None, "failures": [], "metrics": {}, "node": None, "winner": False, "slower_pct": None, "within_noise": None,
+        "backend": backend.folder,
+        "target": backend.name,
+        "precision": precision,
+        "status": NOT_RUN,
+        "latency_ms": None,
+        "parity": None,
+        "failures": [],
+        "metrics": {},
+        "node": None,
+        "winner": False,
+        "slower_pct": None,
+        "within_noise": None,
         "why": f"not installed here (install with: {backend.install})",
     }
 
@@ -139,7 +149,11 @@ def deploy_fastest(request: DeployRequest, progress: Progress = None) -> dict:
     _require_measurable(profile, request.reduced, request.backend_options)
     size = _input_size(profile, model_name, height=request.height, width=request.width)
     settings = CellSettings(
-        samples=request.samples, warmup=profile.warmup, count=profile.count, data=str(request.data) if request.data else None, seed=request.seed,
+        samples=request.samples,
+        warmup=profile.warmup,
+        count=profile.count,
+        data=str(request.data) if request.data else None,
+        seed=request.seed,
         checkpoint=str(request.checkpoint) if request.checkpoint else None,
     )
     cells, not_run = _plan(profile, model_name, size, samples=request.samples, local=executor == "local")
@@ -151,18 +165,35 @@ def deploy_fastest(request: DeployRequest, progress: Progress = None) -> dict:
         shutil.rmtree(folder)
     measuring = (lambda message: progress(f"candidate {message}")) if progress else None
     sweep = run_sweep(
-        cells, folder / RESULTS, artifacts=folder / ARTIFACTS, settings=settings, profiles=[profile], executor=runner, progress=measuring,
+        cells,
+        folder / RESULTS,
+        artifacts=folder / ARTIFACTS,
+        settings=settings,
+        profiles=[profile],
+        executor=runner,
+        progress=measuring,
     )
     rows = candidate_rows(sweep["cells"], profile.statistic) + not_run
     winner = winner_of(rows)
     selection = {
-        "statistic": profile.statistic, "winner": winner, "candidates": rows, "results": str(folder / RESULTS),
-        "artifacts": str(folder / ARTIFACTS), "executor": sweep["executor"],
+        "statistic": profile.statistic,
+        "winner": winner,
+        "candidates": rows,
+        "results": str(folder / RESULTS),
+        "artifacts": str(folder / ARTIFACTS),
+        "executor": sweep["executor"],
     }
     if winner is None:
         return {
-            "kind": "deploy", "profile": profile.name, "model": model_name, "target": None, "precision": "auto", "bundle": None, "passed": False,
-            "failures": [f"no candidate passes the {profile.name} tolerances; nothing deployed"], "selection": selection,
+            "kind": "deploy",
+            "profile": profile.name,
+            "model": model_name,
+            "target": None,
+            "precision": "auto",
+            "bundle": None,
+            "passed": False,
+            "failures": [f"no candidate passes the {profile.name} tolerances; nothing deployed"],
+            "selection": selection,
         }
     chosen = replace(request, output=output, precision=winner["precision"], backend=winner["backend"], executor=None, address=None)
     return {**deploy(chosen, progress=progress), "selection": selection}
@@ -182,7 +213,8 @@ def _require_measurable(profile, reduced, backend_options) -> None:
         )
     if profile.batch != 1 or profile.dynamic:
         raise UserError(
-            f"profile {profile.name} asks for batch {profile.batch}" + (f" and dynamic {', '.join(profile.dynamic)}" if profile.dynamic else "")
+            f"profile {profile.name} asks for batch {profile.batch}"
+            + (f" and dynamic {', '.join(profile.dynamic)}" if profile.dynamic else "")
             + "; --precision auto measures its candidates at batch 1 with static shapes",
             "deploy one precision with -p (and --backend B)",
         )

@@ -85,13 +85,17 @@ def _readme(manifest: dict) -> str:
         f"{spec['name']} for {profile['name']}: {manifest['target']} {manifest['precision']}, made by evitdeploy {manifest['toolchain'].get('evitdeploy')}",
         f"{profile['description']}",
         "",
-        *(_promptable_lines(manifest) if manifest.get("models") else [
-            f"Model file   {manifest['model_file']}",
-            f"Input        {spec['input_name']}: {_input_tensor(manifest)}, "
-            f"RGB scaled to [0, 1] then (x - mean) / std with mean {spec['mean']}, std {spec['std']}",
-            f"Output       {spec['output_name']}: {'per-pixel class logits' if spec['task'] == 'segmentation' else 'class logits'} "
-            f"({spec['num_classes']} classes, {spec['dataset']})",
-        ]),
+        *(
+            _promptable_lines(manifest)
+            if manifest.get("models")
+            else [
+                f"Model file   {manifest['model_file']}",
+                f"Input        {spec['input_name']}: {_input_tensor(manifest)}, "
+                f"RGB scaled to [0, 1] then (x - mean) / std with mean {spec['mean']}, std {spec['std']}",
+                f"Output       {spec['output_name']}: {'per-pixel class logits' if spec['task'] == 'segmentation' else 'class logits'} "
+                f"({spec['num_classes']} classes, {spec['dataset']})",
+            ]
+        ),
         "",
         "Verify on the device (needs only Python 3.8+, numpy and the runtime):",
         f"    pip install numpy {runtime}=={made_with}",
@@ -105,19 +109,26 @@ def _readme(manifest: dict) -> str:
                 f"    python3 {VERIFY_SCRIPT} --public-key PUB.pem",
                 f"    model_signing verify key --signature {bundle['signature']['file']} --public_key PUB.pem .",
             ]
-            if bundle.get("signature") else ["Not signed: the sha256 values prove the files are consistent, not who made them."]
+            if bundle.get("signature")
+            else ["Not signed: the sha256 values prove the files are consistent, not who made them."]
         ),
         "",
         f"Where it was made ({bundle['made_on']['cpu']}, {bundle['bench']['threads'] or 'default'} threads):",
         *(
-            [f"    not measured there: {check['skipped']}"] if check.get("skipped") else [
-                (f"    parity vs PyTorch on {check['prompts']} prompts: min mask IoU {check['mask_iou_min']:.4f}, IoU-prediction max error "
-                 f"{check['iou_prediction_max_error']:.2g}" if "prompts" in check else
-                 f"    parity vs PyTorch on {check['samples']} photos: min cosine {check['cosine_min']:.6f}, max abs error {check['max_abs_error']:.3g}")
+            [f"    not measured there: {check['skipped']}"]
+            if check.get("skipped")
+            else [
+                (
+                    f"    parity vs PyTorch on {check['prompts']} prompts: min mask IoU {check['mask_iou_min']:.4f}, IoU-prediction max error "
+                    f"{check['iou_prediction_max_error']:.2g}"
+                    if "prompts" in check
+                    else f"    parity vs PyTorch on {check['samples']} photos: min cosine {check['cosine_min']:.6f}, max abs error {check['max_abs_error']:.3g}"
+                )
                 + (", PASSED" if check["passed"] else ", FAILED"),
                 f"    latency {bundle['budget']['statistic']} {latency[bundle['budget']['statistic'] + '_ms']:.2f} ms "
                 + f"(budget {bundle['budget'].get('latency_ms')} ms, {'judged' if bundle['budget']['judged'] else 'not judged: ' + bundle['budget']['host']})"
-                if latency else f"    latency not measured there: {bundle['budget']['host']}",
+                if latency
+                else f"    latency not measured there: {bundle['budget']['host']}",
             ]
         ),
         *_int8_kernels_lines(manifest),
@@ -139,8 +150,10 @@ def _int8_kernels_lines(manifest: dict) -> list[str]:
 
     line = f"INT8 for {cpu.made_for(kernels['target'])} ({kernels['weight_bits']}-bit weights on the GEMM convolutions), judged on {kernels['judged_on']} kernels where it was made."
     note = cpu.judged_note(kernels["target"], kernels["judged_on"])
-    return [line + (f" {note[0].upper()}{note[1:]}." if note else ""),
-            "verify.py names this device's INT8 kernel class" + (" and refuses the model on a CPU without VNNI." if kernels["target"] == cpu.VNNI else ".")]
+    return [
+        line + (f" {note[0].upper()}{note[1:]}." if note else ""),
+        "verify.py names this device's INT8 kernel class" + (" and refuses the model on a CPU without VNNI." if kernels["target"] == cpu.VNNI else "."),
+    ]
 
 
 def _promptable_lines(manifest: dict) -> list[str]:
@@ -209,10 +222,17 @@ def write_bundle(
             },
             **sections,
         }
-        draft = {"bundle": bundle, "spec": spec.to_dict(), "target": artifact.target, "precision": artifact.precision,
-                 "model_file": artifact.model_file.name, "toolchain": artifact.manifest.get("toolchain", {}),
-                 "export": artifact.manifest.get("export", {}), "models": artifact.manifest.get("models"),
-                 "int8_kernels": artifact.manifest.get("int8_kernels")}
+        draft = {
+            "bundle": bundle,
+            "spec": spec.to_dict(),
+            "target": artifact.target,
+            "precision": artifact.precision,
+            "model_file": artifact.model_file.name,
+            "toolchain": artifact.manifest.get("toolchain", {}),
+            "export": artifact.manifest.get("export", {}),
+            "models": artifact.manifest.get("models"),
+            "int8_kernels": artifact.manifest.get("int8_kernels"),
+        }
         write_text(folder / README, _readme(draft))
         manifest = build_manifest(folder, artifact.target, artifact.precision, spec=spec, model_file=artifact.model_file.name, **inherited, bundle=bundle)
         write_json(folder / MANIFEST, manifest)
@@ -252,7 +272,11 @@ def _device_module(target: str):
 
 
 def verify_bundle(
-    folder: Path, threads: Optional[int] = None, warmup: Optional[int] = None, count: Optional[int] = None, public_key: Optional[Path] = None,
+    folder: Path,
+    threads: Optional[int] = None,
+    warmup: Optional[int] = None,
+    count: Optional[int] = None,
+    public_key: Optional[Path] = None,
 ) -> dict:
     """`verify.py`'s verification run here (the device module from the registry, so a bundle of
     any layout verifies): the signature (with `public_key`), integrity, then parity and latency."""
@@ -279,4 +303,3 @@ def extra_bytes(manifest: dict) -> int:
     """Bytes the bundle adds beyond its model (the model's own size: artifact.model_size)."""
     models = list((manifest.get("models") or {}).values()) or [manifest["model_file"]]
     return sum(e["bytes"] for name, e in manifest["files"].items() if not any(name == m or name.startswith(m + "/") for m in models))
-

@@ -21,6 +21,7 @@ from evitdeploy import __version__, limits
 from evitdeploy.backends import BACKENDS, check_grid_options, option_help, options_help, parse_option_flags
 from evitdeploy.errors import EXIT_CHECK_FAILED, UserError, one_line
 
+
 def _click_exceptions():
     """The click exceptions module Typer parses with (its own vendored copy since Typer 0.22, click before)."""
     import importlib
@@ -90,7 +91,8 @@ class _Group(typer.core.TyperGroup):
 
 app = typer.Typer(
     help="Export EfficientViT models to deployment targets and prove they are still right and fast. Targets: "
-    + ", ".join(backend.name for backend in BACKENDS.values()) + " (`evitdeploy doctor` says which are installed).",
+    + ", ".join(backend.name for backend in BACKENDS.values())
+    + " (`evitdeploy doctor` says which are installed).",
     cls=_Group,
     no_args_is_help=True,
     add_completion=False,
@@ -107,29 +109,51 @@ JSON_OPTION = typer.Option(False, "--json", help="Print machine-readable JSON on
 MODEL_OPTION = typer.Option(..., "--model", "-m", help="Registered model name (see `evitdeploy models`).")
 SEED_OPTION = typer.Option(0, "--seed", min=0, max=limits.SEED_MAX, help="Seed of the random init when no checkpoint is given.")
 _TARGETS_HELP = ", ".join(b.name + (f" (the {b.extra} extra)" if b.extra else "") for b in BACKENDS.values())  # from the registry
-CALIB_OPTION = typer.Option(None, "--calib", help="Calibration data for fp16/int8: image folder, .npz, 'samples' (scikit-image photos + crops) [default], or 'synthetic' (noise, only if you must).")
-CALIB_COUNT_OPTION = typer.Option(None, "--calib-count", max=limits.CALIB_COUNT_MAX, help="Calibration images; crops and flips extend a small set [default: 64, or 16 above a megapixel].")
+CALIB_OPTION = typer.Option(
+    None,
+    "--calib",
+    help="Calibration data for fp16/int8: image folder, .npz, 'samples' (scikit-image photos + crops) [default], or 'synthetic' (noise, only if you must).",
+)
+CALIB_COUNT_OPTION = typer.Option(
+    None, "--calib-count", max=limits.CALIB_COUNT_MAX, help="Calibration images; crops and flips extend a small set [default: 64, or 16 above a megapixel]."
+)
 CALIB_METHOD_OPTION = typer.Option("minmax", "--calib-method", help="Activation range for Q/DQ scales: minmax, percentile (99.99% of |x|) or entropy (KL).")
 FP16_IO_OPTION = typer.Option(False, "--fp16-io", help="FP16 model inputs/outputs [default: float32 I/O around an FP16 body].")
 FP16_MARGIN_OPTION = typer.Option(4.0, "--fp16-margin", help="Safety factor on measured |max|: tensors above 65504/margin stay FP32.")
-MIN_COSINE_OPTION = typer.Option(0.99, "--min-cosine-target", help="INT8 plan target: per-image cosine to FP32 on held-out images; the search moves blocks to FP32 until met.")
+MIN_COSINE_OPTION = typer.Option(
+    0.99, "--min-cosine-target", help="INT8 plan target: per-image cosine to FP32 on held-out images; the search moves blocks to FP32 until met."
+)
 INT8_KERNELS_OPTION = typer.Option(
-    None, "--int8-kernels",
+    None,
+    "--int8-kernels",
     help="x86 CPUs the INT8 model is for (onnx, openvino): any (7-bit weights, exact on every x86), vnni (full 8-bit weights, "
     "VNNI/AMX CPUs only: AVX2-only CPUs saturate them and check refuses it there) or avx2 [default: the profile's, else any].",
 )
 OPTION_OPTION = typer.Option(
-    None, "--option", "-O", metavar="NAME=VALUE", help=f"An option the target declares, NAME=VALUE (repeatable); the targets' options: {options_help()}.",
+    None,
+    "--option",
+    "-O",
+    metavar="NAME=VALUE",
+    help=f"An option the target declares, NAME=VALUE (repeatable); the targets' options: {options_help()}.",
 )
-SEARCH_BUDGET_OPTION = typer.Option(6, "--search-budget", max=limits.SEARCH_BUDGET_MAX, help="At most this many blocks the INT8 search may move to FP32 (0: rules only).")
+SEARCH_BUDGET_OPTION = typer.Option(
+    6, "--search-budget", max=limits.SEARCH_BUDGET_MAX, help="At most this many blocks the INT8 search may move to FP32 (0: rules only)."
+)
 
 
 def _precision_options(*, calib, calib_count, calib_method, fp16_io=False, fp16_margin, min_cosine, search_budget, explain=False, int8_kernels=None):
     from evitdeploy.precision.options import PrecisionOptions
 
     return PrecisionOptions(
-        calib=str(calib) if calib is not None else None, calib_count=calib_count, method=calib_method, fp16_io=fp16_io,
-        fp16_margin=fp16_margin, min_cosine=min_cosine, search_budget=search_budget, explain=explain, int8_kernels=int8_kernels,
+        calib=str(calib) if calib is not None else None,
+        calib_count=calib_count,
+        method=calib_method,
+        fp16_io=fp16_io,
+        fp16_margin=fp16_margin,
+        min_cosine=min_cosine,
+        search_budget=search_budget,
+        explain=explain,
+        int8_kernels=int8_kernels,
     )
 
 
@@ -228,9 +252,16 @@ def models(as_json: bool = JSON_OPTION) -> None:
 def export(
     model: str = MODEL_OPTION,
     target: str = typer.Option("onnx", "--target", "-t", help=f"Deployment target: {_TARGETS_HELP}."),
-    precision: str = typer.Option("fp32", "--precision", "-p", help="Numeric precision: fp32, fp16 (FP32 islands from measured ranges), bf16 (on CPUs that have it; see each target's precisions) or int8 (following the precision plan)."),
+    precision: str = typer.Option(
+        "fp32",
+        "--precision",
+        "-p",
+        help="Numeric precision: fp32, fp16 (FP32 islands from measured ranges), bf16 (on CPUs that have it; see each target's precisions) or int8 (following the precision plan).",
+    ),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Artifact folder [default: MODEL-TARGET-PRECISION]."),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="Local .pt/.pth/.safetensors weights (reference or timm layout); random init if omitted."),
+    checkpoint: Optional[Path] = typer.Option(
+        None, "--checkpoint", "-c", help="Local .pt/.pth/.safetensors weights (reference or timm layout); random init if omitted."
+    ),
     batch: Optional[int] = typer.Option(None, "--batch", help="Batch size of the exported input [default: 1]."),
     height: Optional[int] = typer.Option(None, "--height", help="Input height, a multiple of 32 [default: the model's]."),
     width: Optional[int] = typer.Option(None, "--width", help="Input width, a multiple of 32 [default: the model's]."),
@@ -264,13 +295,33 @@ def export(
     from evitdeploy.requests import ExportRequest
 
     reduced = _precision_options(
-        calib=calib, calib_count=calib_count, calib_method=calib_method, fp16_io=fp16_io, fp16_margin=fp16_margin,
-        min_cosine=min_cosine_target, search_budget=search_budget, int8_kernels=int8_kernels,
+        calib=calib,
+        calib_count=calib_count,
+        calib_method=calib_method,
+        fp16_io=fp16_io,
+        fp16_margin=fp16_margin,
+        min_cosine=min_cosine_target,
+        search_budget=search_budget,
+        int8_kernels=int8_kernels,
     )
     request = ExportRequest(
-        model=model, target=target, precision=precision, output=output, checkpoint=checkpoint, batch=batch, height=height, width=width,
-        dynamic=parse_dynamic(dynamic), opset=opset, simplify=simplify, force=force, seed=seed, attention_eps=attention_eps, data=data,
-        reduced=reduced, backend_options=parse_option_flags(option, nhwc=nhwc, delegate=delegate),
+        model=model,
+        target=target,
+        precision=precision,
+        output=output,
+        checkpoint=checkpoint,
+        batch=batch,
+        height=height,
+        width=width,
+        dynamic=parse_dynamic(dynamic),
+        opset=opset,
+        simplify=simplify,
+        force=force,
+        seed=seed,
+        attention_eps=attention_eps,
+        data=data,
+        reduced=reduced,
+        backend_options=parse_option_flags(option, nhwc=nhwc, delegate=delegate),
     )
     with progress(not as_json) as step:
         artifact = export_model(request, progress=step)
@@ -303,7 +354,9 @@ def plan(
     int8_kernels: Optional[str] = INT8_KERNELS_OPTION,
     explain: bool = typer.Option(False, "--explain", help="Rank every block by the error it causes alone (INT8), even when the rules already meet the target."),
     torch_fp16: Optional[str] = typer.Option(
-        None, "--torch-fp16", metavar="DEVICE",
+        None,
+        "--torch-fp16",
+        metavar="DEVICE",
         help="FP16 plans: also run plain FP16 and the plan's FP16 in PyTorch on DEVICE (cuda, cuda:N or cpu) against FP32: "
         "the plan's numerics on that GPU's FP16 kernels, no TensorRT needed.",
     ),
@@ -323,12 +376,25 @@ def plan(
     from evitdeploy.requests import PlanRequest
 
     reduced = _precision_options(
-        calib=calib, calib_count=calib_count, calib_method=calib_method, fp16_margin=fp16_margin, min_cosine=min_cosine_target,
-        search_budget=search_budget, explain=explain, int8_kernels=int8_kernels,
+        calib=calib,
+        calib_count=calib_count,
+        calib_method=calib_method,
+        fp16_margin=fp16_margin,
+        min_cosine=min_cosine_target,
+        search_budget=search_budget,
+        explain=explain,
+        int8_kernels=int8_kernels,
     )
     request = PlanRequest(
-        model=model, precision=precision, checkpoint=checkpoint, height=height, width=width, seed=seed, attention_eps=attention_eps,
-        reduced=reduced, torch_fp16=torch_fp16,
+        model=model,
+        precision=precision,
+        checkpoint=checkpoint,
+        height=height,
+        width=width,
+        seed=seed,
+        attention_eps=attention_eps,
+        reduced=reduced,
+        torch_fp16=torch_fp16,
     )
     with progress(not as_json) as step:
         result = plan_model(request, progress=step)
@@ -386,8 +452,15 @@ def check(
     from evitdeploy.requests import CheckRequest
 
     request = CheckRequest(
-        path=artifact, model_name=model, checkpoint=checkpoint, data=data, samples=samples, synthetic=synthetic, batch=batch,
-        height=height, width=width,
+        path=artifact,
+        model_name=model,
+        checkpoint=checkpoint,
+        data=data,
+        samples=samples,
+        synthetic=synthetic,
+        batch=batch,
+        height=height,
+        width=width,
         tolerance_overrides=_tolerances(atol, min_cosine=min_cosine, min_top1=min_top1, min_pixel_agreement=min_pixel_agreement),
     )
     with progress(not as_json) as step:
@@ -431,8 +504,17 @@ def bench(
     from evitdeploy.requests import BenchRequest
 
     request = BenchRequest(
-        path=artifact, model_name=model, checkpoint=checkpoint, threads=threads, warmup=warmup, count=count, min_time_s=min_time,
-        batch=batch, height=height, width=width, against_torch=against_torch,
+        path=artifact,
+        model_name=model,
+        checkpoint=checkpoint,
+        threads=threads,
+        warmup=warmup,
+        count=count,
+        min_time_s=min_time,
+        batch=batch,
+        height=height,
+        width=width,
+        against_torch=against_torch,
     )
     with progress(not as_json) as step:
         summary = bench_artifact(request, progress=step)
@@ -446,12 +528,18 @@ def predict(
     artifact: Path = typer.Argument(..., help="Artifact folder (or its model file)."),
     image: Path = typer.Argument(..., help="The photo to run: .png, .jpg, .jpeg, .bmp, .tif, .tiff or .webp."),
     output: Path = typer.Option(..., "--output", "-o", help="The PNG to write: the photo with the prediction drawn on it."),
-    top: int = typer.Option(5, "--top", min=1, max=20, help="Classifiers: how many labels to list; segmenters: classes in the picture's legend."),  # max: predict.TOP_MAX (not imported at start-up)
+    top: int = typer.Option(
+        5, "--top", min=1, max=20, help="Classifiers: how many labels to list; segmenters: classes in the picture's legend."
+    ),  # max: predict.TOP_MAX (not imported at start-up)
     point: Optional[list[str]] = typer.Option(
-        None, "--point", metavar="X,Y[,LABEL]",
+        None,
+        "--point",
+        metavar="X,Y[,LABEL]",
         help="Promptable (SAM) models: a prompt point in image pixels from the top-left corner; LABEL 1 foreground (default) or 0 background. Repeatable.",
     ),
-    box: Optional[str] = typer.Option(None, "--box", metavar="X0,Y0,X1,Y1", help="Promptable (SAM) models: a prompt box in image pixels, top-left then bottom-right corner."),
+    box: Optional[str] = typer.Option(
+        None, "--box", metavar="X0,Y0,X1,Y1", help="Promptable (SAM) models: a prompt box in image pixels, top-left then bottom-right corner."
+    ),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name, for a bare model file without manifest."),
     threads: Optional[int] = THREADS_OPTION,
     force: bool = typer.Option(False, "--force", help="Replace an existing output PNG."),
@@ -470,8 +558,16 @@ def predict(
 
     points = [parse_point(text) for text in point or ()]
     request = PredictRequest(
-        path=artifact, image=image, output=output, model_name=model, top=top, points=tuple(xy for xy, _ in points),
-        point_labels=tuple(label for _, label in points), box=parse_box(box) if box is not None else None, threads=threads, force=force,
+        path=artifact,
+        image=image,
+        output=output,
+        model_name=model,
+        top=top,
+        points=tuple(xy for xy, _ in points),
+        point_labels=tuple(label for _, label in points),
+        box=parse_box(box) if box is not None else None,
+        threads=threads,
+        force=force,
     )
     with progress(not as_json) as step:
         prediction = run_predict(request, progress=step)
@@ -492,8 +588,11 @@ def _prediction_lines(prediction: dict, most: int = 20) -> list[str]:
     if "top" in result:
         lines += [f"  {entry['rank']:>2}. {entry['label']:<32} {entry['probability']:7.2%}" for entry in result["top"]]
     if "masks" in result:  # a promptable model: each mask the decoder gave, the shown one marked
-        lines += [f"  {'*' if m['index'] == result['shown'] else ' '} mask {m['index']}: predicted IoU {m['iou_prediction']:.3f}, "
-                  f"{m['area_fraction']:.1%} of the image" for m in result["masks"]]
+        lines += [
+            f"  {'*' if m['index'] == result['shown'] else ' '} mask {m['index']}: predicted IoU {m['iou_prediction']:.3f}, "
+            f"{m['area_fraction']:.1%} of the image"
+            for m in result["masks"]
+        ]
     if "classes" in result:
         lines += [f"  {entry['name']:<32} {entry['fraction']:7.2%}" for entry in result["classes"][:most]]
         if len(result["classes"]) > most:
@@ -507,7 +606,9 @@ def _prediction_lines(prediction: dict, most: int = 20) -> list[str]:
 def gate(
     paths: list[Path] = typer.Argument(..., help="NEW.json (with --baseline OLD.json), or BASE_ARTIFACT NEW_ARTIFACT (with --interleave)."),
     baseline: Optional[Path] = typer.Option(None, "--baseline", "-b", help="Bench JSON of the baseline (e.g. main's artifact)."),
-    interleave: bool = typer.Option(False, "--interleave", help="Time two artifacts here, alternating A B B A ..., then gate (recommended on shared CI runners)."),
+    interleave: bool = typer.Option(
+        False, "--interleave", help="Time two artifacts here, alternating A B B A ..., then gate (recommended on shared CI runners)."
+    ),
     threshold: str = typer.Option("5%", "--threshold", help="Median slowdown that counts as a regression, e.g. 5% or 0.05."),
     alpha: float = typer.Option(0.01, "--alpha", help="Significance of the one-sided Mann-Whitney U test on the raw samples."),
     allow_mismatch: bool = typer.Option(False, "--allow-mismatch", help="Compare results from different hosts, backends, precisions or shapes anyway."),
@@ -538,7 +639,13 @@ def gate(
 
         gating.check_samples_count(count)
         request = InterleaveRequest(
-            baseline_path=paths[0], new_path=paths[1], threads=threads, warmup=warmup, count=count, min_time_s=min_time, block=block,
+            baseline_path=paths[0],
+            new_path=paths[1],
+            threads=threads,
+            warmup=warmup,
+            count=count,
+            min_time_s=min_time,
+            block=block,
         )
         with progress(not as_json) as step:
             base_summary, new_summary = bench_interleaved(request, progress=step)
@@ -591,10 +698,15 @@ def sweep(
     output: Path = typer.Option(..., "--output", "-o", help="Results .jsonl: one line per cell, appended; cells already there are skipped."),
     target: Optional[str] = typer.Option(None, "--target", "-t", help="Target(s), comma-separated [default: onnx, or each --profile's]."),
     profile: Optional[str] = typer.Option(
-        None, "--profile", "-P", help="Device profile(s), comma-separated: cells use each profile's target, tolerances and threads; on a farm each bench runs on a node of its profile.",
+        None,
+        "--profile",
+        "-P",
+        help="Device profile(s), comma-separated: cells use each profile's target, tolerances and threads; on a farm each bench runs on a node of its profile.",
     ),
     precision: str = typer.Option("fp32", "--precision", "-p", help="Precision(s), comma-separated."),
-    resolution: Optional[str] = typer.Option(None, "--resolution", "-r", help="Sizes, comma-separated: 224 or HEIGHTxWIDTH (1024x2048) [default: each model's own]."),
+    resolution: Optional[str] = typer.Option(
+        None, "--resolution", "-r", help="Sizes, comma-separated: 224 or HEIGHTxWIDTH (1024x2048) [default: each model's own]."
+    ),
     artifacts: Optional[Path] = typer.Option(None, "--artifacts", help="Where cell artifacts go [default: OUTPUT's name + '-artifacts']."),
     samples: int = typer.Option(8, "--samples", max=limits.SAMPLES_MAX, help="Parity inputs per cell."),
     threads: Optional[int] = THREADS_OPTION,
@@ -606,7 +718,9 @@ def sweep(
     option: Optional[list[str]] = OPTION_OPTION,
     executor: str = typer.Option("local", "--executor", help="local: every cell on this host, in turn. ray: over a Ray cluster (evitdeploy[farm])."),
     address: Optional[str] = typer.Option(
-        None, "--address", help="With --executor ray: the head's HOST:PORT, or 'auto' for the cluster running here [default: start Ray on this machine alone].",
+        None,
+        "--address",
+        help="With --executor ray: the head's HOST:PORT, or 'auto' for the cluster running here [default: start Ray on this machine alone].",
     ),
     as_json: bool = JSON_OPTION,
 ) -> None:
@@ -637,7 +751,11 @@ def sweep(
 
     profiles = [load_profile(name) for name in split_list(profile, "profiles")] if profile is not None else []
     cells = plan_cells(
-        models, split_list(target or "onnx", "targets"), split_list(precision, "precisions"), resolutions=list(dict.fromkeys(resolutions)), samples=samples,
+        models,
+        split_list(target or "onnx", "targets"),
+        split_list(precision, "precisions"),
+        resolutions=list(dict.fromkeys(resolutions)),
+        samples=samples,
         profiles=profiles,
     )
     backend_options = parse_option_flags(option)
@@ -645,7 +763,13 @@ def sweep(
         raise UserError("--option and --profile both set the cells' options", "put the options in the profile's [options], or drop --profile")
     check_grid_options({cell.target for cell in cells}, backend_options)
     settings = CellSettings(
-        samples=samples, warmup=warmup, count=count, min_time_s=min_time, threads=threads, data=str(data) if data else None, backend_options=backend_options,
+        samples=samples,
+        warmup=warmup,
+        count=count,
+        min_time_s=min_time,
+        threads=threads,
+        data=str(data) if data else None,
+        backend_options=backend_options,
     )
     if output.name in ("", ".", ".."):  # ".", "/": no file name to append to, nor to name the artifacts after
         raise UserError(f"--output {output} names a folder; sweep appends its results to a file", "e.g. --output results.jsonl")
@@ -667,7 +791,10 @@ def worker(
     address: Optional[str] = typer.Option(None, "--address", help="The farm head's HOST:PORT to join (what `worker --head` printed)."),
     head: bool = typer.Option(False, "--head", help="Start the farm's head here instead (this host is a node of the farm too)."),
     profile: Optional[list[str]] = typer.Option(
-        None, "--profile", "-P", help="A profile this host is (repeatable) [default: every shipped profile this host is of]; one it is not is refused.",
+        None,
+        "--profile",
+        "-P",
+        help="A profile this host is (repeatable) [default: every shipped profile this host is of]; one it is not is refused.",
     ),
     num_cpus: Optional[int] = typer.Option(None, "--num-cpus", min=1, help="CPUs this node lends to exports [default: all]."),
     port: int = typer.Option(6379, "--port", min=1, max=65535, help="With --head: the port the head listens on."),
@@ -691,7 +818,10 @@ def worker(
             report.update(run_ray(report["command"]))
     else:
         if head == (address is not None):
-            raise UserError("pass exactly one of --address HEAD:PORT (join a farm) and --head (start one)", "e.g. `evitdeploy worker --head`, then `evitdeploy worker --address HEAD:6379` on each device")
+            raise UserError(
+                "pass exactly one of --address HEAD:PORT (join a farm) and --head (start one)",
+                "e.g. `evitdeploy worker --head`, then `evitdeploy worker --address HEAD:6379` on each device",
+            )
         report = worker_plan(address, profiles=profile, num_cpus=num_cpus, port=port, node_ip=node_ip, bench_only=bench_only)
         if not dry_run:
             report.update(run_ray(report["command"]))
@@ -701,11 +831,15 @@ def worker(
     if report["role"] == "stopped":
         _say(("would run: " + shlex.join(report["command"])) if dry_run else "stopped Ray on this host")
         return
-    _say(f"{'would start' if dry_run else 'started'} a farm {report['role']} advertising profiles {', '.join(report['profiles']) or '(none)'}; backends {', '.join(report['backends'])}"
-         + ("; benches only" if report["bench_only"] else ""))
+    _say(
+        f"{'would start' if dry_run else 'started'} a farm {report['role']} advertising profiles {', '.join(report['profiles']) or '(none)'}; backends {', '.join(report['backends'])}"
+        + ("; benches only" if report["bench_only"] else "")
+    )
     _say("command: " + shlex.join(report["command"]))
     if not dry_run and report["role"] == "head":
-        _say(f"join devices with `evitdeploy worker --address <this host>:{port}`; run grids with `evitdeploy sweep ... --executor ray --address <this host>:{port}`")
+        _say(
+            f"join devices with `evitdeploy worker --address <this host>:{port}`; run grids with `evitdeploy sweep ... --executor ray --address <this host>:{port}`"
+        )
 
 
 @app.command()
@@ -725,14 +859,18 @@ def deploy(
     model: str = MODEL_OPTION,
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Bundle folder [default: MODEL-PROFILE-PRECISION, or MODEL-PROFILE-auto]."),
     precision: Optional[str] = typer.Option(
-        None, "--precision", "-p",
+        None,
+        "--precision",
+        "-p",
         help="One of the profile's precisions, or 'auto': measure every candidate backend x precision the profile offers and deploy the fastest "
         "that passes its tolerances [default: the profile's].",
     ),
     backend: Optional[str] = typer.Option(None, "--backend", help="One of the profile's candidate backends instead of its own (see its candidates)."),
     option: Optional[list[str]] = OPTION_OPTION,
     executor: Optional[str] = typer.Option(
-        None, "--executor", help="With --precision auto: measure the candidates on this host (local) or on a Ray farm node of the profile (ray) [default: local].",
+        None,
+        "--executor",
+        help="With --precision auto: measure the candidates on this host (local) or on a Ray farm node of the profile (ray) [default: local].",
     ),
     address: Optional[str] = typer.Option(None, "--address", help="With --executor ray: the cluster, HOST:PORT or auto [default: start Ray on this machine]."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="Local .pt/.pth/.safetensors weights; random init if omitted."),
@@ -751,7 +889,9 @@ def deploy(
     search_budget: int = SEARCH_BUDGET_OPTION,
     int8_kernels: Optional[str] = INT8_KERNELS_OPTION,
     sign_key: Optional[Path] = typer.Option(
-        None, "--sign-key", help="Sign the bundle (model.sig, OpenSSF model signing) with this PEM EC private key; needs evitdeploy[signing].",
+        None,
+        "--sign-key",
+        help="Sign the bundle (model.sig, OpenSSF model signing) with this PEM EC private key; needs evitdeploy[signing].",
     ),
     save: Optional[Path] = typer.Option(None, "--save", help="Also write the deploy summary JSON to this file."),
     as_json: bool = JSON_OPTION,
@@ -776,13 +916,33 @@ def deploy(
     from evitdeploy.requests import DeployRequest
 
     reduced = _precision_options(
-        calib=calib, calib_count=calib_count, calib_method=calib_method, fp16_io=fp16_io, fp16_margin=fp16_margin,
-        min_cosine=min_cosine_target, search_budget=search_budget, int8_kernels=int8_kernels,
+        calib=calib,
+        calib_count=calib_count,
+        calib_method=calib_method,
+        fp16_io=fp16_io,
+        fp16_margin=fp16_margin,
+        min_cosine=min_cosine_target,
+        search_budget=search_budget,
+        int8_kernels=int8_kernels,
     )
     request = DeployRequest(
-        profile=profile, model=model, output=output, precision=precision, backend=backend, checkpoint=checkpoint, reduced=reduced,
-        backend_options=parse_option_flags(option), data=data, samples=samples, seed=seed, force=force, height=height, width=width,
-        sign_key=sign_key, executor=executor, address=address,
+        profile=profile,
+        model=model,
+        output=output,
+        precision=precision,
+        backend=backend,
+        checkpoint=checkpoint,
+        reduced=reduced,
+        backend_options=parse_option_flags(option),
+        data=data,
+        samples=samples,
+        seed=seed,
+        force=force,
+        height=height,
+        width=width,
+        sign_key=sign_key,
+        executor=executor,
+        address=address,
     )
     with progress(not as_json) as step:
         summary = (deploy_fastest if precision == "auto" else deploy_one)(request, progress=step)
@@ -810,7 +970,9 @@ def verify(
     warmup: Optional[int] = typer.Option(None, "--warmup", max=limits.WARMUP_MAX, help="Untimed runs [default: the profile's]."),
     count: Optional[int] = typer.Option(None, "--count", "-n", max=limits.COUNT_MAX, help="Timed runs; 0 skips latency [default: the profile's]."),
     public_key: Optional[Path] = typer.Option(
-        None, "--public-key", help="Check the bundle's signature (model.sig) with this PEM public key before anything else; needs evitdeploy[signing].",
+        None,
+        "--public-key",
+        help="Check the bundle's signature (model.sig) with this PEM public key before anything else; needs evitdeploy[signing].",
     ),
     save: Optional[Path] = typer.Option(None, "--save", help="Also write the verification JSON to this file."),
     as_json: bool = JSON_OPTION,
@@ -845,9 +1007,11 @@ def build(
         print(json.dumps(report, indent=2))
     else:
         gpu = report["gpu_compute"]
-        _say(f"engine built ({report['engine'].get('gpu')}, {report['runtime']}, {report['engine'].get('pinned_fp32_layers')} layers pinned FP32); "
-                  f"parity {'PASSED' if report['passed'] else 'FAILED: ' + '; '.join(report['failures'])}; "
-                  f"GPU compute median {gpu['median_ms']:.3f} ms, p90 {gpu['p90_ms']:.3f}, p99 {gpu['p99_ms']:.3f}")
+        _say(
+            f"engine built ({report['engine'].get('gpu')}, {report['runtime']}, {report['engine'].get('pinned_fp32_layers')} layers pinned FP32); "
+            f"parity {'PASSED' if report['passed'] else 'FAILED: ' + '; '.join(report['failures'])}; "
+            f"GPU compute median {gpu['median_ms']:.3f} ms, p90 {gpu['p90_ms']:.3f}, p99 {gpu['p99_ms']:.3f}"
+        )
         decoder = report.get("decoder_gpu_compute")
         if decoder:  # a SAM bundle: the prompt decoder's engine too
             _say(f"decoder engine: GPU compute median {decoder['median_ms']:.3f} ms per prompt, p90 {decoder['p90_ms']:.3f}")

@@ -17,7 +17,14 @@ from evitdeploy.spec import ModelSpec
 # Distinct colour photos that scikit-image ships in its wheel (no download). Not `cat` (the same
 # array as `chelsea`) nor `camera` (grayscale); `motorcycle` is the left view of stereo_motorcycle.
 SAMPLE_PHOTOS = (
-    "astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry", "retina", "motorcycle",
+    "astronaut",
+    "coffee",
+    "chelsea",
+    "rocket",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "retina",
+    "motorcycle",
 )
 _PHOTO_LOADERS = {"motorcycle": lambda data: data.stereo_motorcycle()[0]}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}

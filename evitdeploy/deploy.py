@@ -35,8 +35,15 @@ def _precision_flags(reduced, precision: str) -> str:
 
     if precision == "fp32" or reduced is None:
         return ""
-    flags = {"calib": "--calib", "calib_count": "--calib-count", "method": "--calib-method", "fp16_margin": "--fp16-margin",
-             "min_cosine": "--min-cosine-target", "search_budget": "--search-budget", "int8_kernels": "--int8-kernels"}
+    flags = {
+        "calib": "--calib",
+        "calib_count": "--calib-count",
+        "method": "--calib-method",
+        "fp16_margin": "--fp16-margin",
+        "min_cosine": "--min-cosine-target",
+        "search_budget": "--search-budget",
+        "int8_kernels": "--int8-kernels",
+    }
     default = PrecisionOptions()
     text = "".join(f" {flag} {getattr(reduced, field)}" for field, flag in flags.items() if getattr(reduced, field) != getattr(default, field))
     return text + (" --fp16-io" if reduced.fp16_io else "")
@@ -201,8 +208,18 @@ def plan_deploy(request: DeployRequest) -> Plan:
         signature = signature_section(Path(request.sign_key))
     output = Path(request.output or f"{request.model}-{profile.name}{'-' + profile.backend if other else ''}-{precision}")
     return Plan(
-        request=request, profile=profile, backend=backend, other_backend=other, precision=precision, height=height, width=width,
-        promptable=promptable, reduced=reduced, backend_options=given, output=output, signature=signature,
+        request=request,
+        profile=profile,
+        backend=backend,
+        other_backend=other,
+        precision=precision,
+        height=height,
+        width=width,
+        promptable=promptable,
+        reduced=reduced,
+        backend_options=given,
+        output=output,
+        signature=signature,
     )
 
 
@@ -212,9 +229,20 @@ def _export(plan: Plan, folder: Path, *, progress: Progress):
     request, profile = plan.request, plan.profile
     return api.export_model(
         ExportRequest(
-            model=request.model, target=profile.target, precision=plan.precision, output=folder, checkpoint=request.checkpoint,
-            batch=profile.batch, height=plan.height, width=plan.width, seed=request.seed, data=request.data, reduced=plan.reduced,
-            dynamic=tuple(a for a in profile.dynamic if a == "batch" or not plan.promptable), profile=profile, backend_options=plan.backend_options,
+            model=request.model,
+            target=profile.target,
+            precision=plan.precision,
+            output=folder,
+            checkpoint=request.checkpoint,
+            batch=profile.batch,
+            height=plan.height,
+            width=plan.width,
+            seed=request.seed,
+            data=request.data,
+            reduced=plan.reduced,
+            dynamic=tuple(a for a in profile.dynamic if a == "batch" or not plan.promptable),
+            profile=profile,
+            backend_options=plan.backend_options,
         ),
         progress=progress,
     )
@@ -236,13 +264,26 @@ def _check(plan: Plan, artifact, *, progress: Progress) -> Checked:
         return Checked(check, inputs, sizes=sizes, source=source, expected=expected, runs_here=False)
     if plan.promptable:  # parity by prompt (mask IoU): PyTorch's masks go into the bundle separately
         check = api.check_artifact(
-            CheckRequest(path=artifact.folder, checkpoint=request.checkpoint, data=request.data, samples=request.samples,
-                         threads=plan.profile.threads, tolerance_overrides=asdict(tolerances)),
+            CheckRequest(
+                path=artifact.folder,
+                checkpoint=request.checkpoint,
+                data=request.data,
+                samples=request.samples,
+                threads=plan.profile.threads,
+                tolerance_overrides=asdict(tolerances),
+            ),
             progress=progress,
         )
         return Checked(check, inputs, sizes=sizes, source=source)
     check, expected, outputs = api.parity_report(
-        artifact, spec, inputs, source=source, tolerances=tolerances, threads=plan.profile.threads, checkpoint=request.checkpoint, progress=progress,
+        artifact,
+        spec,
+        inputs,
+        source=source,
+        tolerances=tolerances,
+        threads=plan.profile.threads,
+        checkpoint=request.checkpoint,
+        progress=progress,
     )
     return Checked(check, inputs, sizes=sizes, source=source, expected=expected, outputs=outputs)
 
@@ -265,7 +306,11 @@ def _bench(plan: Plan, artifact, checked: Checked, *, progress: Progress) -> tup
         measured = bench["results"][0]["stats"][f"{profile.statistic}_ms"]
         judged = on_kind and budget_ms is not None
     return bench, {
-        "statistic": profile.statistic, "latency_ms": budget_ms, "measured_ms": measured, "judged": judged, "host": why,
+        "statistic": profile.statistic,
+        "latency_ms": budget_ms,
+        "measured_ms": measured,
+        "judged": judged,
+        "host": why,
         "passed": (measured <= budget_ms) if judged else None,
     }
 
@@ -283,8 +328,14 @@ def _bundle(plan: Plan, artifact, checked: Checked, *, bench: Optional[dict], bu
         "tolerances": asdict(profile.tolerances_for(plan.precision)),
         "budget": budget,
         "bench": {"threads": profile.threads, "warmup": profile.warmup, "count": profile.count},
-        "check": {**check["metrics"], "passed": check["passed"], "failures": check["failures"], "data": checked.source, "skipped": check.get("skipped"),
-                  **_kernels_of(check)},
+        "check": {
+            **check["metrics"],
+            "passed": check["passed"],
+            "failures": check["failures"],
+            "data": checked.source,
+            "skipped": check.get("skipped"),
+            **_kernels_of(check),
+        },
         "latency": bench["results"][0]["stats"] if bench else None,
         "made_on": host_info(profile.threads),
         "commands": _commands(plan, spec=spec, signed=plan.signature is not None),
@@ -294,9 +345,16 @@ def _bundle(plan: Plan, artifact, checked: Checked, *, bench: Optional[dict], bu
     inputs, sizes = checked.inputs[:count], checked.sizes[:count]
     prompted = api.promptable_reference(artifact, spec, inputs, sizes=sizes, checkpoint=plan.request.checkpoint) if plan.promptable else None
     return bundle.write_bundle(
-        plan.output, artifact, profile, inputs=inputs, expected=None if checked.expected is None else checked.expected[:count],
-        host_outputs=None if checked.outputs is None else checked.outputs[:count], sections=sections, reports=reports,
-        sign_key=plan.request.sign_key, prompted=prompted,
+        plan.output,
+        artifact,
+        profile,
+        inputs=inputs,
+        expected=None if checked.expected is None else checked.expected[:count],
+        host_outputs=None if checked.outputs is None else checked.outputs[:count],
+        sections=sections,
+        reports=reports,
+        sign_key=plan.request.sign_key,
+        prompted=prompted,
     )
 
 
@@ -318,8 +376,14 @@ def _summary(plan: Plan, checked: Checked, *, bench: Optional[dict], budget: dic
         "bundle": str(output),
         "passed": not failures,
         "failures": failures,
-        "check": {"passed": check["passed"], "metrics": check["metrics"], "tolerances": check["tolerances"], "data": checked.source, "skipped": check.get("skipped"),
-                  **_kernels_of(check)},
+        "check": {
+            "passed": check["passed"],
+            "metrics": check["metrics"],
+            "tolerances": check["tolerances"],
+            "data": checked.source,
+            "skipped": check.get("skipped"),
+            **_kernels_of(check),
+        },
         "latency": {**stats, "threads": profile.threads} if stats else None,
         "budget": budget,
         "sizes": {"model_bytes": model_bytes, "extra_bytes": bundle.extra_bytes(manifest), "files": len(manifest["files"]) + 1 + (signature is not None)},

@@ -57,7 +57,15 @@ def diagnose() -> dict:
     for row in _rows():
         versions = {p: _version(p) for p in row.packages}
         present = all(versions.values())
-        entry = {"name": row.name, "packages": list(row.packages), "purpose": row.purpose, "install": row.install, "core": row.core, "installed": present, "versions": versions}
+        entry = {
+            "name": row.name,
+            "packages": list(row.packages),
+            "purpose": row.purpose,
+            "install": row.install,
+            "core": row.core,
+            "installed": present,
+            "versions": versions,
+        }
         if row.predicts_on:
             entry["predicts_on"] = row.predicts_on
         if row.backend is not None and row.backend.lists_providers and present:
@@ -69,4 +77,3 @@ def diagnose() -> dict:
     from evitdeploy.device import cpu
 
     return {"core_ok": core_ok, "backends": entries, "cpu": cpu.describe()}
-

@@ -146,9 +146,7 @@ def _median_ratio_interval(baseline: np.ndarray, new: np.ndarray, settings: Gate
     return [float(result.confidence_interval.low), float(result.confidence_interval.high)]
 
 
-def compare_samples(
-    baseline: np.ndarray, new: np.ndarray, settings: GateSettings = GateSettings(), interval: bool = True
-) -> dict:
+def compare_samples(baseline: np.ndarray, new: np.ndarray, settings: GateSettings = GateSettings(), interval: bool = True) -> dict:
     """The verdict on two sets of raw latency samples (ms), with every number behind it."""
     from scipy.stats import mannwhitneyu
 
@@ -202,9 +200,7 @@ def _side(summary: dict) -> dict:
     }
 
 
-def evaluate(
-    baseline: dict, new: dict, settings: GateSettings = GateSettings(), *, allow_mismatch: bool = False, mode: str = "files"
-) -> dict:
+def evaluate(baseline: dict, new: dict, settings: GateSettings = GateSettings(), *, allow_mismatch: bool = False, mode: str = "files") -> dict:
     """Gate report for two bench results; refuses incomparable ones unless allowed."""
     found = mismatches(baseline, new)
     if found and not allow_mismatch:

@@ -53,14 +53,26 @@ def write_decoder_graph(decoder, spec: ModelSpec, path: Path, opset: int, simpli
     dummy = tuple(torch.zeros(shape) for shape in decoder_input_shapes(spec.embedding, points=2).values())  # traced: no value decides a branch
     batch = {0: "batch"}
     axes = {
-        "image_embeddings": batch, "point_coords": {0: "batch", 1: "points"}, "point_labels": {0: "batch", 1: "points"},
-        "mask_input": batch, "has_mask_input": batch, "low_res_masks": batch, "iou_predictions": batch,
+        "image_embeddings": batch,
+        "point_coords": {0: "batch", 1: "points"},
+        "point_labels": {0: "batch", 1: "points"},
+        "mask_input": batch,
+        "has_mask_input": batch,
+        "low_res_masks": batch,
+        "iou_predictions": batch,
     }
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            decoder.eval(), dummy, str(path), dynamo=False, opset_version=opset, input_names=list(decoder.input_names),
-            output_names=list(decoder.output_names), dynamic_axes=axes, do_constant_folding=True,
+            decoder.eval(),
+            dummy,
+            str(path),
+            dynamo=False,
+            opset_version=opset,
+            input_names=list(decoder.input_names),
+            output_names=list(decoder.output_names),
+            dynamic_axes=axes,
+            do_constant_folding=True,
         )
     timings = {"decoder_export_s": time.perf_counter() - started}
     if simplify:

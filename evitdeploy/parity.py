@@ -54,9 +54,7 @@ def tolerances_for(precision: str) -> Tolerances:
     return DEFAULT_TOLERANCES.get(precision, DEFAULT_TOLERANCES["fp32"])
 
 
-def compare(
-    spec: ModelSpec, reference: np.ndarray, candidate: np.ndarray, precision: str, tolerances: Tolerances
-) -> dict:
+def compare(spec: ModelSpec, reference: np.ndarray, candidate: np.ndarray, precision: str, tolerances: Tolerances) -> dict:
     """A parity report (JSON-ready): metrics, the tolerances applied, failures, and a verdict."""
     return {**compare_outputs(spec.task, reference, candidate, tolerances=asdict(tolerances)), "precision": precision, "tolerances": asdict(tolerances)}
 
@@ -75,8 +73,13 @@ def parity_outputs(reference_runner, candidate_runner, spec: ModelSpec, inputs: 
 
 
 def run_parity(
-    reference_runner, candidate_runner, spec: ModelSpec, inputs: np.ndarray, precision: str,
-    tolerances: Tolerances, batch: int = 1,
+    reference_runner,
+    candidate_runner,
+    spec: ModelSpec,
+    inputs: np.ndarray,
+    precision: str,
+    tolerances: Tolerances,
+    batch: int = 1,
 ) -> dict:
     """Feed the inputs to both runners and compare."""
     references, candidates = parity_outputs(reference_runner, candidate_runner, spec, inputs=inputs, batch=batch)

@@ -142,6 +142,9 @@ def drift_vs_latency(rows: list[dict]) -> bytes | None:
     axes.set_ylim(min(errors) / 3, max(errors) * 3)  # at least a decade, so the log axis has labels
     _plain_numbers(axes.xaxis)
     return _finish(
-        figure, axes, "median latency (ms)", ylabel="max abs error vs PyTorch (logits)",
+        figure,
+        axes,
+        "median latency (ms)",
+        ylabel="max abs error vs PyTorch (logits)",
         title=f"Accuracy drift vs latency (lines: Pareto front per model{', resolution and device' if devices else ' and resolution'})",
     )

@@ -37,8 +37,6 @@ Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in image pixels, x1 and y1 exc
 Run = Callable[[dict], dict]  # a feed in, the model's outputs out: the artifact's runner, timed
 
 
-
-
 # ---- the image and what the model sees of it ----
 
 
@@ -63,7 +61,9 @@ def read_image(path: Path) -> np.ndarray:
     except Exception as exc:
         raise _unreadable(path, exc) from exc
     if width * height > MAX_MEGAPIXELS * 1e6:
-        raise UserError(f"image {path} is {width}x{height} ({width * height / 1e6:.0f} megapixels)", f"predict reads up to {MAX_MEGAPIXELS} megapixels: scale it down first")
+        raise UserError(
+            f"image {path} is {width}x{height} ({width * height / 1e6:.0f} megapixels)", f"predict reads up to {MAX_MEGAPIXELS} megapixels: scale it down first"
+        )
     from skimage.io import imread
 
     try:
@@ -130,10 +130,7 @@ def classify(image: np.ndarray, *, spec: ModelSpec, run: Run, request: PredictRe
     probabilities /= probabilities.sum()
     names = class_names(spec)
     order = np.argsort(-probabilities, kind="stable")[: request.top]
-    top = [
-        {"rank": rank, "index": int(index), "label": names[index], "probability": float(probabilities[index])}
-        for rank, index in enumerate(order, start=1)
-    ]
+    top = [{"rank": rank, "index": int(index), "label": names[index], "probability": float(probabilities[index])} for rank, index in enumerate(order, start=1)]
     drawn = _dim_unseen(rendering.picture(image), region)
     drawn = rendering.draw_text_band(drawn, [f"{entry['rank']}. {entry['label']}  {entry['probability']:.1%}" for entry in top])
     return {"region": list(region), "top": top}, drawn
@@ -178,14 +175,17 @@ def segment(image: np.ndarray, *, spec: ModelSpec, run: Run, request: PredictReq
     names, colours = class_names(spec), palette(spec)
     present = [
         {"index": int(index), "name": names[index], "fraction": float(counts[index] / classes.size), "color": list(colours[index])}
-        for index in np.argsort(-counts, kind="stable") if counts[index]
+        for index in np.argsort(-counts, kind="stable")
+        if counts[index]
     ]
     class_map = np.full(image.shape[:2], -1, dtype=np.int32)
     class_map[y0:y1, x0:x1] = classes
     drawn = rendering.overlay_classes(rendering.picture(image), class_map=class_map, palette=colours, alpha=OVERLAY_ALPHA)
     legend = present[: request.top]
     drawn = rendering.draw_text_band(
-        _dim_unseen(drawn, region), [f"{entry['name']}  {entry['fraction']:.1%}" for entry in legend], swatches=[tuple(e["color"]) for e in legend],
+        _dim_unseen(drawn, region),
+        [f"{entry['name']}  {entry['fraction']:.1%}" for entry in legend],
+        swatches=[tuple(e["color"]) for e in legend],
     )
     return {"region": list(region), "classes": present}, drawn
 
@@ -200,7 +200,9 @@ def segment_prompted(image: np.ndarray, *, spec: ModelSpec, run: Run, request: P
     from evitdeploy.device.prompts import MASK_THRESHOLD, decoder_feed, masks_for_image
 
     if not request.points and request.box is None:
-        raise UserError(f"{spec.name} segments what a prompt points at, and none was given", "pass --point X,Y (repeatable; X,Y,0 for background) and/or --box X0,Y0,X1,Y1")
+        raise UserError(
+            f"{spec.name} segments what a prompt points at, and none was given", "pass --point X,Y (repeatable; X,Y,0 for background) and/or --box X0,Y0,X1,Y1"
+        )
     embedding = model_output(run, spec, np.repeat(preprocess([image], spec, spec.height, width=spec.width), spec.input_shape[0], axis=0))
     labels = list(request.point_labels) or [1] * len(request.points)
     prompt = {"points": list(request.points), "labels": labels, "box": request.box}

@@ -86,8 +86,10 @@ class ModelSpec:
         if self.task == CLASSIFICATION:
             return f"class logits (N, {self.num_classes})"
         if self.promptable:
-            return (f"encoder: image embeddings (N, {', '.join(map(str, self.embedding))}); decoder: {self.mask_count} low-res mask "
-                    f"logits (N, {self.mask_count}, {self.low_res_size}, {self.low_res_size}) and their IoU predictions (N, {self.mask_count})")
+            return (
+                f"encoder: image embeddings (N, {', '.join(map(str, self.embedding))}); decoder: {self.mask_count} low-res mask "
+                f"logits (N, {self.mask_count}, {self.low_res_size}, {self.low_res_size}) and their IoU predictions (N, {self.mask_count})"
+            )
         return f"per-pixel class logits at stride {self.output_stride} (N, {self.num_classes}, H/8, W/8)"
 
     def output_shape(self, batch: int, height: int, width: int) -> tuple[int, ...]:
@@ -97,9 +99,7 @@ class ModelSpec:
             return (batch, *self.embedding)
         return (batch, self.num_classes, height // self.output_stride, width // self.output_stride)
 
-    def with_input(
-        self, batch: Optional[int] = None, height: Optional[int] = None, width: Optional[int] = None
-    ) -> "ModelSpec":
+    def with_input(self, batch: Optional[int] = None, height: Optional[int] = None, width: Optional[int] = None) -> "ModelSpec":
         """A copy for another input size; refuses sizes the architecture cannot take."""
         n, c, h, w = self.input_shape
         n = n if batch is None else batch

@@ -77,8 +77,24 @@ def sweep_results(tmp_path_factory):
     folder = tmp_path_factory.mktemp("sweep")
     results = folder / "results.jsonl"
     result = Cli()(
-        "sweep", "--model", "efficientvit_b0", "--precision", "fp32,bf16", "--resolution", "64,64x96",
-        "--samples", "1", "--warmup", "1", "--count", "5", "--threads", "1", "--output", results, "--json",
+        "sweep",
+        "--model",
+        "efficientvit_b0",
+        "--precision",
+        "fp32,bf16",
+        "--resolution",
+        "64,64x96",
+        "--samples",
+        "1",
+        "--warmup",
+        "1",
+        "--count",
+        "5",
+        "--threads",
+        "1",
+        "--output",
+        results,
+        "--json",
     )
     assert result.exit_code == 1, result.output  # the bf16 cells fail, the sweep goes on
     return results, result

@@ -58,7 +58,11 @@ def on_device(script: Path, *args: str, blocked: tuple = BLOCKED) -> subprocess.
     """`script` (a bundle's verify.py) as a device runs it: a fresh interpreter, in the bundle's
     folder, where the modules in `blocked` (torch, evitdeploy, ...) do not import."""
     return subprocess.run(
-        [sys.executable, "-I", "-c", DEVICE, ",".join(blocked), str(script), *args], cwd=Path(script).parent, capture_output=True, text=True, timeout=120,
+        [sys.executable, "-I", "-c", DEVICE, ",".join(blocked), str(script), *args],
+        cwd=Path(script).parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 

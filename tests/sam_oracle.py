@@ -41,6 +41,4 @@ def import_sam() -> types.SimpleNamespace | None:
         if spec is None:
             return None
         sys.modules[PACKAGE] = _bare_package(PACKAGE, list(spec.submodule_search_locations)[0])
-    return types.SimpleNamespace(
-        **{name: importlib.import_module(f"{PACKAGE}.{path}") for name, path in MODULES.items()}
-    )
+    return types.SimpleNamespace(**{name: importlib.import_module(f"{PACKAGE}.{path}") for name, path in MODULES.items()})

@@ -19,8 +19,11 @@ from evitdeploy.report.selection import selection_table
 
 def record(target: str, precision: str, *, median: float = 1.0, status: str = "ok", failures=(), stage=None, error=None, seed: int = 0) -> dict:
     """A sweep-cell record as run_sweep returns it, with 50 latency samples around `median`."""
-    made = {"cell": {"model": "efficientvit_b0", "target": target, "precision": precision, "height": 64, "width": 64, "profile": "mine"},
-            "status": status, "nodes": {"bench": {"host": "here"}}}
+    made = {
+        "cell": {"model": "efficientvit_b0", "target": target, "precision": precision, "height": 64, "width": 64, "profile": "mine"},
+        "status": status,
+        "nodes": {"bench": {"host": "here"}},
+    }
     if status == "failed":
         return {**made, "stage": stage, "error": error}
     samples = simulated_latencies(np.random.default_rng(seed), 50, median, 0.02)
@@ -36,12 +39,15 @@ def by_candidate(rows: list[dict]) -> dict:
 
 @pytest.mark.fast
 def test_the_fastest_passing_candidate_wins_and_every_loser_says_why():
-    rows = candidate_rows([
-        record("onnx", "fp32", median=4.1),
-        record("openvino", "fp32", median=3.3, seed=1),
-        record("openvino", "int8", median=1.5, status="parity-failed", failures=["min cosine 0.43 < 0.98"]),
-        record("onnx", "int8", status="failed", stage="export", error="calibration data not found: x"),
-    ], "median")
+    rows = candidate_rows(
+        [
+            record("onnx", "fp32", median=4.1),
+            record("openvino", "fp32", median=3.3, seed=1),
+            record("openvino", "int8", median=1.5, status="parity-failed", failures=["min cosine 0.43 < 0.98"]),
+            record("onnx", "int8", status="failed", stage="export", error="calibration data not found: x"),
+        ],
+        "median",
+    )
     winner = winner_of(rows)
     assert (winner["backend"], winner["precision"]) == ("openvino", "fp32") and rows[0] is winner
     table = by_candidate(rows)
@@ -172,8 +178,24 @@ def test_an_existing_candidates_folder_needs_force(cli, tmp_path):
 
 @needs_openvino
 def test_backend_deploys_another_candidate_and_the_bundle_says_how_to_redo_it(cli, tmp_path):
-    result = cli("deploy", "--profile", "x86-cpu", "--backend", "ov", "--model", "efficientvit_b0", "--height", "64", "--width", "64",
-                 "--samples", "1", "-o", tmp_path / "out", "--json")
+    result = cli(
+        "deploy",
+        "--profile",
+        "x86-cpu",
+        "--backend",
+        "ov",
+        "--model",
+        "efficientvit_b0",
+        "--height",
+        "64",
+        "--width",
+        "64",
+        "--samples",
+        "1",
+        "-o",
+        tmp_path / "out",
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert (summary["target"], summary["precision"]) == ("openvino", "fp32") and "selection" not in summary

@@ -76,8 +76,23 @@ def test_a_backend_from_another_package_exports_checks_benches_deploys_and_sweep
     assert code == 0 and json.loads(out)["passed"] is True, err
 
     code, out, err = toy(
-        "sweep", "-m", "efficientvit_b0", "-t", "toy,onnx", "-r", "64", "--option", "graph=plain", "--samples", "2", "--count", "3",
-        "-o", "grid.jsonl", "--json", cwd=tmp_path,
+        "sweep",
+        "-m",
+        "efficientvit_b0",
+        "-t",
+        "toy,onnx",
+        "-r",
+        "64",
+        "--option",
+        "graph=plain",
+        "--samples",
+        "2",
+        "--count",
+        "3",
+        "-o",
+        "grid.jsonl",
+        "--json",
+        cwd=tmp_path,
     )
     assert code == 0, err
     cells = {cell["cell"]["target"]: cell for cell in json.loads(out)["cells"]}

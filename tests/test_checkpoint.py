@@ -34,7 +34,7 @@ def _reference_key(key: str, series: str) -> str:
     }
     for ours, ref in table.items():
         if key.startswith(ours):
-            return ref + key[len(ours):]
+            return ref + key[len(ours) :]
     if m := re.match(r"head\.input_ops\.(\d+)\.(.*)", key):
         return f"head.input_ops.{m[1]}.{m[2]}" if m[1] == "2" else f"head.input_ops.{m[1]}.op_list.0.{m[2]}"
     if m := re.match(r"head\.middle\.(\d+)\.(.*)", key):
@@ -46,7 +46,7 @@ def _reference_state(model, series: str, seg_expand: bool = False) -> dict:
     state = {}
     for key, value in model.state_dict().items():
         if key.startswith("head.classifier.") and key.split(".")[2] in ("conv", "norm"):
-            ref = ("head.output_ops.0.op_list.1." if seg_expand else "head.output_ops.0.op_list.0.") + key[len("head.classifier."):]
+            ref = ("head.output_ops.0.op_list.1." if seg_expand else "head.output_ops.0.op_list.0.") + key[len("head.classifier.") :]
         else:
             ref = _reference_key(key, series)
         state[ref] = value
@@ -62,9 +62,26 @@ def _outputs_equal(a, b, shape=(1, 3, 128, 128)) -> bool:
 @pytest.mark.parametrize(
     "name,series,known_keys",
     [
-        ("efficientvit_b1", "b", ["backbone.input_stem.op_list.0.conv.weight", "backbone.stages.2.op_list.1.context_module.main.qkv.conv.weight", "head.op_list.3.linear.weight"]),
-        ("efficientvit_l1", "l", ["backbone.stages.0.op_list.0.conv.weight", "backbone.stages.4.op_list.1.context_module.main.aggreg.0.0.weight", "head.op_list.2.norm.weight"]),
-        ("efficientvit_seg_b1_cityscapes", "b", ["head.input_ops.0.op_list.0.conv.weight", "head.input_ops.2.conv.weight", "head.middle.op_list.0.main.inverted_conv.conv.weight", "head.output_ops.0.op_list.1.conv.bias"]),
+        (
+            "efficientvit_b1",
+            "b",
+            ["backbone.input_stem.op_list.0.conv.weight", "backbone.stages.2.op_list.1.context_module.main.qkv.conv.weight", "head.op_list.3.linear.weight"],
+        ),
+        (
+            "efficientvit_l1",
+            "l",
+            ["backbone.stages.0.op_list.0.conv.weight", "backbone.stages.4.op_list.1.context_module.main.aggreg.0.0.weight", "head.op_list.2.norm.weight"],
+        ),
+        (
+            "efficientvit_seg_b1_cityscapes",
+            "b",
+            [
+                "head.input_ops.0.op_list.0.conv.weight",
+                "head.input_ops.2.conv.weight",
+                "head.middle.op_list.0.main.inverted_conv.conv.weight",
+                "head.output_ops.0.op_list.1.conv.bias",
+            ],
+        ),
     ],
 )
 def test_reference_layout_checkpoint_loads_and_sets_the_reference_eps(tmp_path, name, series, known_keys):

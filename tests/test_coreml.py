@@ -37,8 +37,13 @@ def coreml_exports(tmp_path_factory, digits_checkpoint_path, mosaic_checkpoint_p
         for precision in ("fp32", "fp16", "int8"):
             exports[case, precision] = api.export_model(
                 ExportRequest(
-                    model=model, target="coreml", precision=precision, output=folder / f"{case}-{precision}",
-                    checkpoint=checkpoints[case], height=height, width=width,
+                    model=model,
+                    target="coreml",
+                    precision=precision,
+                    output=folder / f"{case}-{precision}",
+                    checkpoint=checkpoints[case],
+                    height=height,
+                    width=width,
                     reduced=PrecisionOptions(calib=str(folder / f"{case}.npz"), calib_count=16 if case == "cls" else 4),
                 ),
             )
@@ -113,8 +118,7 @@ def test_check_here_says_prediction_needs_macos(coreml_exports, cli):
 
 def test_iphone_bundle_is_complete_and_refuses_a_tampered_package(tmp_path, cli):
     folder = tmp_path / "iphone"
-    result = cli("deploy", "--profile", "iphone-15", "-m", "efficientvit_b0", "--height", "64", "--width", "64",
-                 "--calib-count", "8", "-o", folder, "--json")
+    result = cli("deploy", "--profile", "iphone-15", "-m", "efficientvit_b0", "--height", "64", "--width", "64", "--calib-count", "8", "-o", folder, "--json")
     assert result.exit_code == 0, result.stdout
     summary = json.loads(result.stdout)
     assert summary["target"] == "coreml" and summary["precision"] == "fp16"

@@ -44,8 +44,12 @@ def test_the_conversion_writes_an_encoder_and_a_fixed_points_decoder_package(sam
     assert _io(sam_coreml.folder / "encoder.mlpackage") == ({"image": [1, 3, 256, 256]}, ["image_embeddings"])
     inputs, outputs = _io(sam_coreml.folder / "decoder.mlpackage")
     assert inputs == {
-        "image_embeddings": [1, 64, 32, 32], "point_coords": [1, 8, 2], "point_labels": [1, 8],
-        "mask_input": [1, 1, 128, 128], "has_mask_input": [1], "point_count": [1],
+        "image_embeddings": [1, 64, 32, 32],
+        "point_coords": [1, 8, 2],
+        "point_labels": [1, 8],
+        "mask_input": [1, 1, 128, 128],
+        "has_mask_input": [1],
+        "point_count": [1],
     }
     assert outputs == ["low_res_masks", "iou_predictions"]
     package = manifest["validation"]["package"]
@@ -80,8 +84,10 @@ def test_more_points_than_the_decoder_takes_are_refused_on_macos(sam_coreml):
 
     spec = sam_coreml.spec
     feed = {
-        "image_embeddings": np.zeros((1, *spec.embedding), np.float32), "point_coords": np.zeros((1, 9, 2), np.float32),
-        "point_labels": np.ones((1, 9), np.float32), "mask_input": np.zeros((1, 1, spec.low_res_size, spec.low_res_size), np.float32),
+        "image_embeddings": np.zeros((1, *spec.embedding), np.float32),
+        "point_coords": np.zeros((1, 9, 2), np.float32),
+        "point_labels": np.ones((1, 9), np.float32),
+        "mask_input": np.zeros((1, 1, spec.low_res_size, spec.low_res_size), np.float32),
         "has_mask_input": np.zeros((1,), np.float32),
     }
     with CoreMLRunner(sam_coreml.folder / "decoder.mlpackage", spec) as decoder:

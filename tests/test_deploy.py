@@ -15,6 +15,7 @@ from helpers import Cli, assert_clean_error, on_device, rewrite_manifest
 from evitdeploy.device.integrity import sha256_of
 from evitdeploy.device.runtimes import version_findings
 
+
 def deploy_cli(*args) -> object:
     return Cli()("deploy", *map(str, args))
 
@@ -66,7 +67,9 @@ def test_deploy_fp32_writes_a_complete_bundle(fp32_bundle):
 
 def test_the_device_interpreter_really_lacks_torch_and_evitdeploy(tmp_path):
     probe = tmp_path / "probe.py"
-    probe.write_text("import numpy, onnxruntime\ntry:\n    import torch\nexcept ImportError:\n    print('no torch')\ntry:\n    import evitdeploy\nexcept ImportError:\n    print('no evitdeploy')\n")
+    probe.write_text(
+        "import numpy, onnxruntime\ntry:\n    import torch\nexcept ImportError:\n    print('no torch')\ntry:\n    import evitdeploy\nexcept ImportError:\n    print('no evitdeploy')\n"
+    )
     result = on_device(probe)
     assert result.stdout.split("\n")[:2] == ["no torch", "no evitdeploy"], result.stderr
 
@@ -222,8 +225,25 @@ def test_deploy_trained_checkpoint_with_own_data_verifies_on_the_device(tmp_path
     np.savez(tmp_path / "test.npz", image=test[:8])
     folder = tmp_path / "digits"
     result = deploy_cli(
-        "--profile", "x86-cpu", "--model", "efficientvit_b0", "-c", digits_checkpoint_path, "--height", "64", "--width", "64",
-        "-p", "int8", "--calib", tmp_path / "calib.npz", "--data", tmp_path / "test.npz", "-o", folder, "--json",
+        "--profile",
+        "x86-cpu",
+        "--model",
+        "efficientvit_b0",
+        "-c",
+        digits_checkpoint_path,
+        "--height",
+        "64",
+        "--width",
+        "64",
+        "-p",
+        "int8",
+        "--calib",
+        tmp_path / "calib.npz",
+        "--data",
+        tmp_path / "test.npz",
+        "-o",
+        folder,
+        "--json",
     )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)

@@ -61,8 +61,7 @@ def test_every_relative_link_points_to_an_existing_file(markdown):
 def test_the_link_check_sees_links_and_skips_code_and_urls(tmp_path):
     page = tmp_path / "page.md"
     page.write_text(
-        "[a](a.md) ![b](img/b.png) [c](https://example.com/c.md) [d](#anchor) [e](e.md#part)\n"
-        "`[f](f.md)`\n```\n[g](g.md)\n```\n",
+        "[a](a.md) ![b](img/b.png) [c](https://example.com/c.md) [d](#anchor) [e](e.md#part)\n`[f](f.md)`\n```\n[g](g.md)\n```\n",
         encoding="utf-8",
     )
     assert relative_links(page) == ["a.md", "img/b.png", "e.md#part"]
@@ -83,7 +82,8 @@ def test_no_file_cites_an_issue_number():
     this_file = Path(__file__).resolve()
     cited = [
         f"{path.relative_to(ROOT)}:{number}: {line.strip()[:100]}"
-        for path in _source_files() if path.resolve() != this_file
+        for path in _source_files()
+        if path.resolve() != this_file
         for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1)
         if ISSUE_NUMBER.search(line)
     ]
@@ -91,7 +91,7 @@ def test_no_file_cites_an_issue_number():
 
 
 def test_the_issue_pattern_matches_the_spellings_seen():
-    for cited in ("Issue 9's GPU checks", "issue 16 items 1, 7", "the issue-17 targets", "(issue 19, \"Proof\")", "issues #3"):
+    for cited in ("Issue 9's GPU checks", "issue 16 items 1, 7", "the issue-17 targets", '(issue 19, "Proof")', "issues #3"):
         assert ISSUE_NUMBER.search(cited), cited
     for fine in ("pytorch/executorch#22851", "efficientvit#113/#142", "an issue with 3 causes"):
         assert not ISSUE_NUMBER.search(fine), fine

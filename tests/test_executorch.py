@@ -63,8 +63,9 @@ def fp32_pte(tmp_path_factory, digits_checkpoint_path):
 def int8_pte(tmp_path_factory, digits_checkpoint_path, digits):
     """The trained digits B0, INT8 following the plan, calibrated on 64 train images (alias `et`)."""
     calib = digits[0]
-    return exported(tmp_path_factory.mktemp("executorch") / "int8", "-t", "et", "-p", "int8", "-c", digits_checkpoint_path,
-                    "--calib", calib, "--calib-count", "64")
+    return exported(
+        tmp_path_factory.mktemp("executorch") / "int8", "-t", "et", "-p", "int8", "-c", digits_checkpoint_path, "--calib", calib, "--calib-count", "64"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -215,8 +216,9 @@ def test_a_plan_module_missing_from_the_exported_graph_stops_the_quantizer():
     with torch.no_grad():
         graph = torch.export.export(model.eval(), (torch.zeros(spec.input_shape),)).module().graph
     core = "stages.2.blocks.1.context_module.main"
-    plan = PrecisionPlan("int8", spec.name, list(spec.input_shape), "minmax",
-                         [decision(core, "fp32", "rule: test"), decision("stages.1.blocks.0.main", "int8", "plan: int8")])
+    plan = PrecisionPlan(
+        "int8", spec.name, list(spec.input_shape), "minmax", [decision(core, "fp32", "rule: test"), decision("stages.1.blocks.0.main", "int8", "plan: int8")]
+    )
     chooser = PlanFilter(plan)
     chooser.check_names(graph)  # every FP32 module is in the graph: no error
     in_core = [n for n in graph.nodes if module_of(n) == core and n.op == "call_function"]
@@ -272,7 +274,9 @@ def test_random_bytes_as_a_pte_are_one_line_not_an_abort(tmp_path):
     path.write_bytes(np.random.default_rng(0).bytes(4096))
     result = subprocess.run(
         [sys.executable, "-c", "from evitdeploy.cli import app; app()", "check", str(path), "--model", "efficientvit_b0", *SIZE],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
     assert "error: ExecuTorch cannot load" in result.stderr and "Traceback" not in result.stderr

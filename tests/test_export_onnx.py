@@ -37,7 +37,11 @@ def test_exported_graph_has_no_pad_and_no_token_sized_transpose(b0_artifact):
 def test_dynamic_export_runs_at_other_sizes_and_matches_pytorch(tmp_path):
     artifact = export_model(
         ExportRequest(
-            model="efficientvit_seg_b0_cityscapes", output=tmp_path / "seg", height=128, width=256, dynamic=("batch", "height", "width"),
+            model="efficientvit_seg_b0_cityscapes",
+            output=tmp_path / "seg",
+            height=128,
+            width=256,
+            dynamic=("batch", "height", "width"),
         ),
     )
     assert [c["input_shape"] for c in artifact.manifest["validation"]["checks"]] == [[1, 3, 128, 256], [2, 3, 192, 288]]

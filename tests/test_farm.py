@@ -74,7 +74,10 @@ class Driver:
         self.lines: list[str] = []
         self._stderr_torn = False  # its last line had no end
         self._stdout: list[str] = []
-        self._readers = [threading.Thread(target=self._read_stderr, daemon=True), threading.Thread(target=lambda: self._stdout.append(self.process.stdout.read()), daemon=True)]
+        self._readers = [
+            threading.Thread(target=self._read_stderr, daemon=True),
+            threading.Thread(target=lambda: self._stdout.append(self.process.stdout.read()), daemon=True),
+        ]
         for reader in self._readers:
             reader.start()
 
@@ -134,7 +137,9 @@ def test_bench_cells_land_on_their_profile_node_and_hold_it_alone(farm, tmp_path
         assert profile in record["nodes"]["bench"]["profiles"]
         assert record["cell"]["target"] == {"x86-cpu": "onnx", "intel-cpu": "openvino"}[profile]
         assert (tmp_path / record["artifact"]).is_dir()  # the artifact came back to the driver, sha256-checked
-        stages += [(record["nodes"][stage]["node_id"], stage, record["cell"]["resolution"] + profile, record["timeline"][stage]) for stage in ("export", "bench")]
+        stages += [
+            (record["nodes"][stage]["node_id"], stage, record["cell"]["resolution"] + profile, record["timeline"][stage]) for stage in ("export", "bench")
+        ]
     for node, stage, cell, span in stages:
         if stage == "bench":
             others = [(s, c) for n, s, c, other in stages if n == node and (s, c) != (stage, cell) and _overlaps(span, other)]
@@ -156,8 +161,23 @@ def test_a_grid_the_farm_cannot_serve_is_refused_before_any_work(farm, tmp_path)
 def test_a_worker_killed_mid_bench_fails_that_cell_and_the_sweep_ends(farm, tmp_path):
     doomed = farm.cluster.add_node(num_cpus=1, resources=advertised(["arm64-cpu"], BACKENDS), object_store_memory=STORE)
     farm.cluster.wait_for_nodes()
-    driver = Driver(*GRID, "--profile", "arm64-cpu", "--resolution", "64", "--min-time", "120", "--executor", "ray", "--address", farm.address,
-                    "-o", "grid.jsonl", "--json", cwd=tmp_path)
+    driver = Driver(
+        *GRID,
+        "--profile",
+        "arm64-cpu",
+        "--resolution",
+        "64",
+        "--min-time",
+        "120",
+        "--executor",
+        "ray",
+        "--address",
+        farm.address,
+        "-o",
+        "grid.jsonl",
+        "--json",
+        cwd=tmp_path,
+    )
     driver.wait_for("benching on a node of profile arm64-cpu")
     time.sleep(3)  # the bench has the node now
     killed = time.monotonic()
@@ -172,8 +192,23 @@ def test_a_worker_killed_mid_bench_fails_that_cell_and_the_sweep_ends(farm, tmp_
 def test_a_bench_whose_node_dies_is_retried_on_another_node_of_its_profile(farm, tmp_path):
     first = farm.cluster.add_node(num_cpus=1, resources=advertised(["arm64-cpu"], ["onnxruntime"]), object_store_memory=STORE)
     farm.cluster.wait_for_nodes()
-    driver = Driver(*GRID, "--profile", "arm64-cpu", "--resolution", "64", "--min-time", "15", "--executor", "ray", "--address", farm.address,
-                    "-o", "grid.jsonl", "--json", cwd=tmp_path)
+    driver = Driver(
+        *GRID,
+        "--profile",
+        "arm64-cpu",
+        "--resolution",
+        "64",
+        "--min-time",
+        "15",
+        "--executor",
+        "ray",
+        "--address",
+        farm.address,
+        "-o",
+        "grid.jsonl",
+        "--json",
+        cwd=tmp_path,
+    )
     driver.wait_for("benching on a node of profile arm64-cpu")
     time.sleep(4)  # the bench holds the first node
     second = farm.cluster.add_node(num_cpus=1, resources=advertised(["arm64-cpu"], ["onnxruntime"]), object_store_memory=STORE)
@@ -231,12 +266,27 @@ def _farm_idle(farm, timeout_s: float = 30) -> bool:
 def test_ctrl_c_at_any_moment_stops_the_farm_sweep_cleanly(farm, tmp_path, as_background_job):
     """Exit 130 within seconds, whole lines, whole records, no farm task left running; also when the
     driver was started with SIGINT ignored, as a shell script's background job is."""
-    grid = [*GRID[: GRID.index("--precision")], *GRID[GRID.index("--precision") + 2:], "--precision", "fp32,bf16"]
+    grid = [*GRID[: GRID.index("--precision")], *GRID[GRID.index("--precision") + 2 :], "--precision", "fp32,bf16"]
     for number, (line, delay_s, recorded) in enumerate(CTRL_C_MOMENTS):
         folder = tmp_path / str(number)
         folder.mkdir()
-        driver = Driver(*grid, "--profile", "x86-cpu", "--resolution", "64", "--min-time", "120", "--executor", "ray", "--address", farm.address,
-                        "-o", "grid.jsonl", cwd=folder, as_background_job=as_background_job)
+        driver = Driver(
+            *grid,
+            "--profile",
+            "x86-cpu",
+            "--resolution",
+            "64",
+            "--min-time",
+            "120",
+            "--executor",
+            "ray",
+            "--address",
+            farm.address,
+            "-o",
+            "grid.jsonl",
+            cwd=folder,
+            as_background_job=as_background_job,
+        )
         driver.wait_for(line)
         time.sleep(delay_s)
         stopped = time.monotonic()
@@ -265,9 +315,31 @@ def test_deploy_auto_measures_the_candidates_on_a_farm_node_of_the_profile(farm,
     profile = tmp_path / "x86-cpu.toml"  # a profile's name is its file's: the farm has an x86-cpu node
     profile.write_text(X86_TEST_PROFILE.format(precision="fp32", precisions='["fp32"]', candidates='["onnxruntime", "openvino"]', max_abs="1e-4"))
     run = subprocess.run(
-        [sys.executable, "-m", "evitdeploy", "deploy", "--profile", str(profile), "--model", "efficientvit_b0", "-p", "auto", "--samples", "1",
-         "--executor", "ray", "--address", farm.address, "-o", "bundle", "--json"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=SWEEP_TIMEOUT_S,
+        [
+            sys.executable,
+            "-m",
+            "evitdeploy",
+            "deploy",
+            "--profile",
+            str(profile),
+            "--model",
+            "efficientvit_b0",
+            "-p",
+            "auto",
+            "--samples",
+            "1",
+            "--executor",
+            "ray",
+            "--address",
+            farm.address,
+            "-o",
+            "bundle",
+            "--json",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=SWEEP_TIMEOUT_S,
     )
     assert run.returncode == 0, run.stderr[-2000:]
     selection = json.loads(run.stdout)["selection"]
@@ -294,7 +366,11 @@ def test_an_artifact_whose_sha256_changed_in_transit_is_refused(tmp_path):
 
 def test_unservable_names_what_the_farm_lacks():
     nodes = [{"resources": advertised(["x86-cpu"], ["onnxruntime"])}]
-    cells = [Cell("m", "onnx", "fp32", 64, 64, "x86-cpu"), Cell("m", "onnx", "fp32", 64, 64, "arm64-cpu"), Cell("m", "tflite", "int8", 64, 64, "raspberry-pi-5")]
+    cells = [
+        Cell("m", "onnx", "fp32", 64, 64, "x86-cpu"),
+        Cell("m", "onnx", "fp32", 64, 64, "arm64-cpu"),
+        Cell("m", "tflite", "int8", 64, 64, "raspberry-pi-5"),
+    ]
     assert unservable(cells[:1], nodes) is None
     assert unservable(cells, nodes) == "no node is profile arm64-cpu with onnxruntime (1 cell); no node that takes exports has the tflite backend (1 cell)"
     bench_only = [{"resources": advertised(["x86-cpu"], ["onnxruntime"], exports=False)}]

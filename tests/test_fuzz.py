@@ -129,7 +129,13 @@ def run_cli(verb: str, args: list[str], sandbox: Path, context=None, limit: floa
     if os.environ.get("EVITDEPLOY_FUZZ_LOG") and result is not None:
         with open(os.environ["EVITDEPLOY_FUZZ_LOG"], "a") as handle:
             last = (result.stderr.strip().splitlines() or [""])[-1]
-            handle.write(json.dumps({"verb": verb, "args": args, "exit": result.exit_code, "exception": repr(result.exception), "last": last[:200], "context": context}, default=str) + "\n")
+            handle.write(
+                json.dumps(
+                    {"verb": verb, "args": args, "exit": result.exit_code, "exception": repr(result.exception), "last": last[:200], "context": context},
+                    default=str,
+                )
+                + "\n"
+            )
     if result is None:
         return violation(verb, "timeout", f"still running after {limit:.0f} s", args, context)
     exc = result.exception
@@ -162,8 +168,11 @@ def json_flag(args: list[str]) -> bool:
     import typer.main
 
     takes_value = {
-        o for command in typer.main.get_command(app).commands.values() for p in command.params
-        if p.param_type_name == "option" and not p.is_flag for o in p.opts
+        o
+        for command in typer.main.get_command(app).commands.values()
+        for p in command.params
+        if p.param_type_name == "option" and not p.is_flag
+        for o in p.opts
     }
     args = args[: args.index("--")] if "--" in args else args
     return any(a == "--json" and (i == 0 or args[i - 1] not in takes_value) for i, a in enumerate(args))
@@ -203,14 +212,24 @@ def made(b0_64_artifact, b0_64_bundle, tmp_path_factory):
 # Values that are wrong for an option of this kind; click or our validation must refuse them.
 BAD_INT = ["abc", "", "1.5", "18446744073709551616", "-18446744073709551616", "0x10", "1e3", "\n"]
 BAD_FLOAT = ["abc", "", "nan", "inf", "-inf", "1e400", "--"]
-BAD_SIZE = [*BAD_INT, "0", "-32", "100", "31", "4194304", "16777216"]  # huge sizes the memory estimate refuses at once (64x99968 or 64x1048576 fit: they run, slowly)
+BAD_SIZE = [
+    *BAD_INT,
+    "0",
+    "-32",
+    "100",
+    "31",
+    "4194304",
+    "16777216",
+]  # huge sizes the memory estimate refuses at once (64x99968 or 64x1048576 fit: they run, slowly)
 BAD_COUNT = [*BAD_INT, "-1", "-5", "1000000000000000000000"]
 WEIRD_TEXT = [*MARKUP, "a\nb", LONG[0], "", " ", "-", "é中文"]
 BAD_BY_OPTION = {
     "--model": ["efficientvit_b9", "", "[/]", "a\nb", LONG[0], "EFFICIENTVIT_B0", "efficientvit_b0,efficientvit_b0"],
     "--target": ["onxx", "", "[/]", "a\nb", "tf"],
     "--precision": ["fp8", "bf16", "", "[bold]", "FP32 ", "int4"],
-    "--height": BAD_SIZE, "--width": BAD_SIZE, "--batch": [*BAD_INT, "0", "-1", "1048576"],
+    "--height": BAD_SIZE,
+    "--width": BAD_SIZE,
+    "--batch": [*BAD_INT, "0", "-1", "1048576"],
     "--dynamic": ["hieght", "batchx", "depth", ",", "[/]", "batch,batch,x"],
     "--opset": [*BAD_INT, "5", "99", "-1"],
     "--seed": ["18446744073709551616", "-18446744073709551617", "abc", "1e3"],
@@ -224,20 +243,26 @@ BAD_BY_OPTION = {
     "--torch-fp16": ["tpu", "", "[/]", "cuda:99"],
     "--profile": ["nope", "", "[/]", "a\nb", LONG[0], "junk.toml", "missing.toml", "dir"],
     "--samples": [*BAD_COUNT, "0"],
-    "--count": BAD_COUNT, "--warmup": BAD_COUNT, "--threads": [*BAD_COUNT, "0"], "--block": [*BAD_COUNT, "0"],
+    "--count": BAD_COUNT,
+    "--warmup": BAD_COUNT,
+    "--threads": [*BAD_COUNT, "0"],
+    "--block": [*BAD_COUNT, "0"],
     "--min-time": [*BAD_FLOAT, "-1", "1e9"],
     "--resolution": ["0", "100", "abc", "64x", "x64", "64x64x64", "", ",", "99968", "[/]"],
     "--threshold": ["abc", "", "-5%", "nan", "1e21%", "5%%", "[/]"],
     "--alpha": [*BAD_FLOAT, "0", "1", "-1", "2"],
     "--columns": ["bogus", ",", "", "[/]", "model,model,bogus"],
     "--workspace": [*BAD_COUNT, "0"],
-    "--atol": [*BAD_FLOAT, "-1"], "--min-cosine": [*BAD_FLOAT, "2"], "--min-top1": [*BAD_FLOAT, "2"],
+    "--atol": [*BAD_FLOAT, "-1"],
+    "--min-cosine": [*BAD_FLOAT, "2"],
+    "--min-top1": [*BAD_FLOAT, "2"],
     "--min-pixel-agreement": [*BAD_FLOAT, "2"],
     "--top": [*BAD_INT, "0", "21", "-1"],
     "--delegate": ["bogus", "[/]", "a\nb", "COREML", "xnnpack,coreml"],
     "--executor": ["slurm", "", "[/]", "RAY", "a\nb"],
     "--address": ["x y", "", ":", "host:", "[/]", "a\nb", "127.0.0.1:99999999"],
-    "--num-cpus": [*BAD_COUNT, "0"], "--port": [*BAD_INT, "0", "65536", "-1"],
+    "--num-cpus": [*BAD_COUNT, "0"],
+    "--port": [*BAD_INT, "0", "65536", "-1"],
     "--point": ["abc", "1", "1,2,3,4", "nan,1", "-1,5", "99999,1", "1,1,7", "", ",", "[/]", "a\nb"],
     "--box": ["1,2,3", "5,5,1,1", "0,0,99999,10", "nan,0,1,1", "1,2,3,4,5", "", "[/]"],
 }
@@ -385,8 +410,20 @@ def stage(made, sandbox: Path) -> None:
 
 @pytest.mark.parametrize(
     "verb,examples",
-    [("check", 30), ("bench", 25), ("gate", 30), ("gate --interleave", 15), ("report", 30), ("verify", 25), ("build", 10),
-     ("models", 10), ("profiles", 10), ("doctor", 5), ("predict", 25), ("worker", 20)],
+    [
+        ("check", 30),
+        ("bench", 25),
+        ("gate", 30),
+        ("gate --interleave", 15),
+        ("report", 30),
+        ("verify", 25),
+        ("build", 10),
+        ("models", 10),
+        ("profiles", 10),
+        ("doctor", 5),
+        ("predict", 25),
+        ("worker", 20),
+    ],
 )
 def test_light_verbs_on_generated_arguments(verb, examples, made, sandboxes):
     name = verb.split()[0]
@@ -504,7 +541,9 @@ def test_deploy_on_damaged_profiles(made, sandboxes):
         sandbox = sandboxes()
         (sandbox / "mine.toml").write_bytes(data.draw(toml_mutation(text)).encode("utf-8", "surrogatepass"))
         args = ["deploy", "--profile", "mine.toml", "--model", B0, "--height", "64", "--width", "64", "--samples", "1", "-o", "bundle"]
-        problem = run_cli("deploy (profile)", args + (["--json"] if as_json else []), sandbox, {"profile": (sandbox / "mine.toml").read_text()[:2000]}, limit=60)
+        problem = run_cli(
+            "deploy (profile)", args + (["--json"] if as_json else []), sandbox, {"profile": (sandbox / "mine.toml").read_text()[:2000]}, limit=60
+        )
         assert problem is None, problem
 
     property()

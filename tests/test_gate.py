@@ -153,13 +153,16 @@ def test_gate_refuses_incomparable_results_unless_allowed(cli, bench_file, tmp_p
         ("{not json", "not valid JSON"),
         ("", "not valid JSON"),
         ('{"kind": "parity"}', "not a bench result"),
-        ('[1, 2]', "not a bench result"),
+        ("[1, 2]", "not a bench result"),
         ('{"kind": "bench", "schema": 1, "results": []}', "schema 1"),
         ('{"kind": "bench", "schema": 99, "results": []}', "schema 99"),
         ('{"kind": "bench", "schema": 2, "results": []}', "field `results`"),
         ('{"kind": "bench", "schema": 2, "results": [{"latency_samples_ms": [1.0, 2.0]}]}', "field `results.0.stats` is missing"),
-        ('{"kind": "bench", "schema": 2, "results": [{"stats": {"count": 2, "median_ms": 1.5, "p90_ms": 2, "p99_ms": 2, "mean_ms": 1.5, '
-         '"std_ms": 0.7, "throughput_per_s": 666}, "latency_samples_ms": [1.0, 2.0]}]}', "at least 5"),
+        (
+            '{"kind": "bench", "schema": 2, "results": [{"stats": {"count": 2, "median_ms": 1.5, "p90_ms": 2, "p99_ms": 2, "mean_ms": 1.5, '
+            '"std_ms": 0.7, "throughput_per_s": 666}, "latency_samples_ms": [1.0, 2.0]}]}',
+            "at least 5",
+        ),
         ('{"kind": "bench", "schema": 2, "results": [{"latency_samples_ms": [1, 2, "x", 3, 4]}]}', "field `results.0"),
     ],
 )
@@ -186,8 +189,19 @@ def test_gate_help_explains_the_rule(cli):
 
 def test_interleaved_gate_times_both_artifacts_in_one_run(cli, b0_artifact, tmp_path):
     result = cli(
-        "gate", "--interleave", b0_artifact, b0_artifact, "--threads", "1", "--warmup", "2", "--count", "20",
-        "--json", "--save", tmp_path / "gate.json",
+        "gate",
+        "--interleave",
+        b0_artifact,
+        b0_artifact,
+        "--threads",
+        "1",
+        "--warmup",
+        "2",
+        "--count",
+        "20",
+        "--json",
+        "--save",
+        tmp_path / "gate.json",
     )
     report = json.loads(result.stdout)
     assert result.exit_code == (1 if report["verdict"] == "regression" else 0), result.output  # A/A: the verdict is noise's

@@ -22,10 +22,7 @@ def independence_contract() -> str:
     ONNX export). The PyTorch reference (backends/torch) is what every export validates against,
     so it is not one of them."""
     folders = [f"evitdeploy.backends.{b.folder}" for b in BACKENDS.values()]
-    ignored = [
-        f"evitdeploy.backends.{b.folder}.** -> evitdeploy.backends.{other}.**"
-        for b in BACKENDS.values() for other in b.consumes
-    ]
+    ignored = [f"evitdeploy.backends.{b.folder}.** -> evitdeploy.backends.{other}.**" for b in BACKENDS.values() for other in b.consumes]
     return textwrap.dedent(f"""
         [[tool.importlinter.contracts]]
         name = "backends are independent of each other (TensorRT and OpenVINO may read the ONNX export)"
@@ -41,7 +38,11 @@ def lint(root: Path, tmp_path: Path) -> subprocess.CompletedProcess:
     config.write_text((ROOT / "pyproject.toml").read_text() + independence_contract())
     return subprocess.run(
         [str(LINT), "--config", str(config), "--no-cache"],
-        cwd=root, capture_output=True, text=True, timeout=300, env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"},
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"},
     )
 
 

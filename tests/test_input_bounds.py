@@ -254,7 +254,10 @@ def test_the_default_sizes_fit_and_the_estimate_grows_with_the_size(monkeypatch)
 
 
 @pytest.mark.fast
-@pytest.mark.parametrize("name", ["efficientvit_b0", "efficientvit_l3", "efficientvit_seg_b1_cityscapes", "efficientvit_seg_l2_ade20k", "efficientvit_sam_l0", "efficientvit_sam_xl0"])
+@pytest.mark.parametrize(
+    "name",
+    ["efficientvit_b0", "efficientvit_l3", "efficientvit_seg_b1_cityscapes", "efficientvit_seg_l2_ade20k", "efficientvit_sam_l0", "efficientvit_sam_xl0"],
+)
 def test_the_tabulated_profiles_match_the_models(name):
     """memory.PROFILES (read without importing torch) equals what the meta device measures."""
     from evitdeploy import memory

@@ -97,8 +97,9 @@ def digits(tmp_path_factory, digits_checkpoint_path):
     np.savez(folder / "calib.npz", image=train_images[:64])
     common = dict(model="efficientvit_b0", target="onnx", checkpoint=digits_checkpoint_path, height=64, width=64)
     for precision in ("fp32", "int8"):
-        api.export_model(ExportRequest(**common, precision=precision, output=folder / precision,
-                                       reduced=PrecisionOptions(calib=str(folder / "calib.npz"), calib_count=64)))
+        api.export_model(
+            ExportRequest(**common, precision=precision, output=folder / precision, reduced=PrecisionOptions(calib=str(folder / "calib.npz"), calib_count=64))
+        )
     plan = PrecisionPlan.from_dict(json.loads((folder / "int8" / "precision_plan.json").read_text()))
     ranges = Ranges.from_dict(json.loads((folder / "int8" / "ranges.json").read_text()))
     quantize(folder / "fp32" / "model.onnx", plan, ranges, folder / "vnni.onnx", weight_bits=8)
@@ -152,8 +153,11 @@ def _scores(found: dict, reference: np.ndarray, labels: np.ndarray) -> dict:
 
 def test_default_int8_holds_on_this_hosts_kernels(digits):
     held_out = np.load(digits / "held_out.npz")
-    found, _ = emulation.outputs({"fp32": ("onnx", str(digits / "fp32" / "model.onnx"), "f32"), "any": ("onnx", str(digits / "int8" / "model.onnx"), "f32")},
-                                 held_out["image"], on_avx2=False)
+    found, _ = emulation.outputs(
+        {"fp32": ("onnx", str(digits / "fp32" / "model.onnx"), "f32"), "any": ("onnx", str(digits / "int8" / "model.onnx"), "f32")},
+        held_out["image"],
+        on_avx2=False,
+    )
     scores = _scores(found, found["fp32"], held_out["label"])
     assert scores["any"]["cosine_min"] >= 0.99 and scores["any"]["top1"] >= scores["fp32"]["top1"] - 0.01
 
@@ -208,8 +212,9 @@ def test_check_refuses_a_vnni_only_model_where_the_cpu_has_no_vnni(cli, digits, 
     passed = cli("check", digits / "int8", "--data", digits / "held_out.npz", "--samples", "4", "--json")
     assert json.loads(passed.stdout)["int8_kernels"]["this_cpu"] == cpu.AVX2
     folder = tmp_path / "out"
-    refused = cli("export", "--model", "efficientvit_b0", "--height", "64", "--width", "64", "-p", "int8", "--int8-kernels", "vnni",
-                  "--calib-count", "4", "-o", folder)
+    refused = cli(
+        "export", "--model", "efficientvit_b0", "--height", "64", "--width", "64", "-p", "int8", "--int8-kernels", "vnni", "--calib-count", "4", "-o", folder
+    )
     assert_clean_error(refused, 3, "is for VNNI kernels", "--int8-kernels any")
     assert not folder.exists() and not list(tmp_path.glob(".out*"))
 
@@ -263,8 +268,14 @@ def openvino_digits(digits):
     made = {}
     for kernels in ("any", "vnni"):
         request = ExportRequest(
-            model="efficientvit_b0", target="openvino", precision="int8", checkpoint=trained.digits_checkpoint(), height=64, width=64,
-            output=digits / f"openvino-{kernels}", reduced=PrecisionOptions(calib=str(digits / "calib.npz"), calib_count=64, int8_kernels=kernels),
+            model="efficientvit_b0",
+            target="openvino",
+            precision="int8",
+            checkpoint=trained.digits_checkpoint(),
+            height=64,
+            width=64,
+            output=digits / f"openvino-{kernels}",
+            reduced=PrecisionOptions(calib=str(digits / "calib.npz"), calib_count=64, int8_kernels=kernels),
         )
         if kernels == "vnni" and HOST_SATURATES:
             from evitdeploy.errors import UserError
@@ -306,8 +317,30 @@ def test_openvino_int8_for_any_x86_holds_on_avx2_kernels(digits, openvino_digits
 @pytest.fixture(scope="module")
 def int8_bundle(digits):
     folder = digits / "bundle"
-    result = Cli()("deploy", "--profile", "x86-cpu", "-m", "efficientvit_b0", "-c", trained.digits_checkpoint(), "--height", "64", "--width", "64",
-                   "-p", "int8", "--calib", digits / "calib.npz", "--calib-count", "64", "--data", digits / "held_out.npz", "-o", folder, "--json")
+    result = Cli()(
+        "deploy",
+        "--profile",
+        "x86-cpu",
+        "-m",
+        "efficientvit_b0",
+        "-c",
+        trained.digits_checkpoint(),
+        "--height",
+        "64",
+        "--width",
+        "64",
+        "-p",
+        "int8",
+        "--calib",
+        digits / "calib.npz",
+        "--calib-count",
+        "64",
+        "--data",
+        digits / "held_out.npz",
+        "-o",
+        folder,
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     return folder, json.loads(result.stdout)
 

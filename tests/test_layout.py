@@ -127,7 +127,7 @@ def test_backend_name_branches_finds_a_regression():
         'backend = get_backend("trt")\n'
         'if hasattr(runner, "gpu_times_ms"): pass\n'
         'help = "exports for tflite and trt"\n'  # prose: not a branch
-        'if backend.gpu_compute_timing: pass\n'
+        "if backend.gpu_compute_timing: pass\n"
     )
     assert [line.split(": ", 1)[0] for line in backend_name_branches(source, spellings)] == [f"<source>:{n}" for n in (1, 2, 3, 4, 5)]
 

@@ -29,7 +29,7 @@ def schema_fields(dotted: str) -> list:
     """The schema's FieldInfo for each step of a dotted manifest path (asserting each exists)."""
     model, found = BundleManifest, []
     for depth, name in enumerate(dotted.split(".")):
-        assert model is not None and name in model.model_fields, f"the schema declares no `{'.'.join(dotted.split('.')[:depth + 1])}`"
+        assert model is not None and name in model.model_fields, f"the schema declares no `{'.'.join(dotted.split('.')[: depth + 1])}`"
         found.append(model.model_fields[name])
         model = _model_in(found[-1].annotation)
     return found

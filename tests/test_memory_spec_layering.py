@@ -17,7 +17,11 @@ LINT = Path(sys.executable).with_name("lint-imports")
 def lint(root: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [str(LINT), "--config", str(ROOT / "pyproject.toml"), "--no-cache"],
-        cwd=root, capture_output=True, text=True, timeout=300, env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"},
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"},
     )
 
 

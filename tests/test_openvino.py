@@ -101,10 +101,18 @@ def test_trained_digits_int8_follows_the_plan_and_keeps_accuracy(tmp_path, digit
 
     train, _ = trained.digits_images("train")
     np.savez(tmp_path / "calib.npz", image=train[:64])
-    artifact = api.export_model(ExportRequest(
-        model="efficientvit_b0", target="openvino", precision="int8", output=tmp_path / "int8", checkpoint=digits_checkpoint_path,
-        height=64, width=64, reduced=PrecisionOptions(calib=str(tmp_path / "calib.npz"), calib_count=64),
-    ))
+    artifact = api.export_model(
+        ExportRequest(
+            model="efficientvit_b0",
+            target="openvino",
+            precision="int8",
+            output=tmp_path / "int8",
+            checkpoint=digits_checkpoint_path,
+            height=64,
+            width=64,
+            reduced=PrecisionOptions(calib=str(tmp_path / "calib.npz"), calib_count=64),
+        )
+    )
     settings = artifact.manifest["export"]["openvino"]
     # made for any x86 (the default): 7-bit weights (NNCF's overflow fix) and an f32 float part every x86 compiles
     assert settings["fake_quantize_ops"] > 0 and settings["inference_precision"] == "f32"
@@ -124,8 +132,7 @@ def test_trained_digits_int8_follows_the_plan_and_keeps_accuracy(tmp_path, digit
 
 def test_intel_cpu_bundle_verifies_with_only_numpy_and_openvino(tmp_path, cli):
     folder = tmp_path / "bundle"
-    result = cli("deploy", "--profile", "intel-cpu", "-m", "efficientvit_b0", "--height", "64", "--width", "64",
-                 "--precision", "fp32", "-o", folder, "--json")
+    result = cli("deploy", "--profile", "intel-cpu", "-m", "efficientvit_b0", "--height", "64", "--width", "64", "--precision", "fp32", "-o", folder, "--json")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["target"] == "openvino" and summary["check"]["passed"]

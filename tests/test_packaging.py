@@ -53,8 +53,11 @@ def test_command_line_defaults_are_the_requests(verb):
     from evitdeploy.sweep import CellSettings
 
     command = typer.main.get_command(app).commands[verb]
-    sources = [getattr(requests, f"{verb.capitalize()}Request", None), PrecisionOptions if verb in ("export", "plan", "deploy") else None,
-               CellSettings if verb == "sweep" else None]
+    sources = [
+        getattr(requests, f"{verb.capitalize()}Request", None),
+        PrecisionOptions if verb in ("export", "plan", "deploy") else None,
+        CellSettings if verb == "sweep" else None,
+    ]
     compared = 0
     for param in command.params:
         for source in filter(None, sources):

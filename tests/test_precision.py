@@ -11,7 +11,12 @@ from onnx import TensorProto, helper, numpy_helper
 from helpers import assert_clean_error
 from evitdeploy.precision.calibset import build_calibration_set, varied_images
 from evitdeploy.precision.plan import (
-    PrecisionPlan, fp16_plan, group_of, int8_plan, is_attention_core, module_path,
+    PrecisionPlan,
+    fp16_plan,
+    group_of,
+    int8_plan,
+    is_attention_core,
+    module_path,
 )
 from evitdeploy.precision.ranges import AbsHistogram, Ranges, collect_ranges
 from evitdeploy.precision.sensitivity import search
@@ -92,8 +97,11 @@ def _tiny_graph(path):
         helper.make_node("Conv", ["b", "w2"], ["logits"], name="/head/classifier/conv/Conv"),
     ]
     graph = helper.make_graph(
-        nodes, "tiny", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 8, 8])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 2, 8, 8])], [w1, w2],
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 2, 8, 8])],
+        [w1, w2],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     onnx.save(model, str(path))
@@ -191,8 +199,10 @@ def test_integer_hardswish_matches_the_float_round_trip_and_runs_as_qlinearmul(b
 
 def _hardswish_qdq(scale_in: float, zero_in: int, scale_out: float, zero_out: int, rewrite: bool):
     initializers = [
-        numpy_helper.from_array(np.array(scale_in, np.float32), "s"), numpy_helper.from_array(np.array(zero_in, np.uint8), "z"),
-        numpy_helper.from_array(np.array(scale_out, np.float32), "s2"), numpy_helper.from_array(np.array(zero_out, np.uint8), "z2"),
+        numpy_helper.from_array(np.array(scale_in, np.float32), "s"),
+        numpy_helper.from_array(np.array(zero_in, np.uint8), "z"),
+        numpy_helper.from_array(np.array(scale_out, np.float32), "s2"),
+        numpy_helper.from_array(np.array(zero_out, np.uint8), "z2"),
     ]
     nodes = [
         helper.make_node("DequantizeLinear", ["q", "s", "z"], ["x"], name="dq"),
@@ -200,8 +210,11 @@ def _hardswish_qdq(scale_in: float, zero_in: int, scale_out: float, zero_out: in
         helper.make_node("QuantizeLinear", ["y", "s2", "z2"], ["out"], name="q"),
     ]
     graph = helper.make_graph(
-        nodes, "hs", [helper.make_tensor_value_info("q", TensorProto.UINT8, [256])],
-        [helper.make_tensor_value_info("out", TensorProto.UINT8, [256])], initializers,
+        nodes,
+        "hs",
+        [helper.make_tensor_value_info("q", TensorProto.UINT8, [256])],
+        [helper.make_tensor_value_info("out", TensorProto.UINT8, [256])],
+        initializers,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     if rewrite:
@@ -246,8 +259,24 @@ def test_sensitivity_search_stops_when_the_target_is_met_or_the_budget_is_spent(
 def test_export_int8_and_fp16_write_the_plan_and_ranges_beside_the_model(cli, tmp_path):
     for precision in ("int8", "fp16"):
         folder = tmp_path / precision
-        result = cli("export", "--model", "efficientvit_b0", "--height", "64", "--width", "64", "--precision", precision,
-                     "--calib-count", "8", "--search-budget", "0", "--output", folder, "--json")
+        result = cli(
+            "export",
+            "--model",
+            "efficientvit_b0",
+            "--height",
+            "64",
+            "--width",
+            "64",
+            "--precision",
+            precision,
+            "--calib-count",
+            "8",
+            "--search-budget",
+            "0",
+            "--output",
+            folder,
+            "--json",
+        )
         assert result.exit_code == 0, result.output
         manifest = json.loads((folder / "manifest.json").read_text())
         assert manifest["precision"] == precision and manifest["calibration"]["count"] == 8
@@ -261,8 +290,7 @@ def test_export_int8_and_fp16_write_the_plan_and_ranges_beside_the_model(cli, tm
 
 
 def test_plan_verb_explains_every_block(cli, tmp_path):
-    result = cli("plan", "efficientvit_b0", "--height", "64", "--width", "64", "--calib-count", "8", "--explain",
-                 "--save", tmp_path / "plan.json", "--json")
+    result = cli("plan", "efficientvit_b0", "--height", "64", "--width", "64", "--calib-count", "8", "--explain", "--save", tmp_path / "plan.json", "--json")
     assert result.exit_code == 0, result.output
     plan = json.loads(result.stdout)
     # every block the rules quantized is ranked: those still INT8, and those the search moved to FP32 (host kernels decide which)
@@ -287,8 +315,7 @@ def test_plan_verb_explains_every_block(cli, tmp_path):
 )
 def test_bad_precision_options_fail_cleanly_and_write_nothing(cli, tmp_path, args, fragment):
     folder = tmp_path / "out"
-    result = cli("export", "--model", "efficientvit_b0", "--height", "64", "--width", "64", "--precision", "int8",
-                 *args, "--output", folder)
+    result = cli("export", "--model", "efficientvit_b0", "--height", "64", "--width", "64", "--precision", "int8", *args, "--output", folder)
     assert_clean_error(result, 2, fragment)
     assert not folder.exists() and not list(tmp_path.glob(".out*"))
 
@@ -315,7 +342,10 @@ def test_plain_fp16_overflows_in_linear_attention_where_the_plan_does_not(tmp_pa
         model.stages[2].blocks[1].context_module.main.qkv.conv.weight.mul_(300.0)
     inputs, source = load_inputs(spec, 128, 128, None, 4)
     options = ExportOptions(
-        output=tmp_path / "planned", precision="fp16", validation_inputs=inputs, validation_source=source,
+        output=tmp_path / "planned",
+        precision="fp16",
+        validation_inputs=inputs,
+        validation_source=source,
         reduced=PrecisionOptions(calib_count=4),
     )
     artifact = export(model, spec, "onnx", options)  # validates against PyTorch FP32 too
@@ -333,9 +363,26 @@ def test_fp16_io_makes_the_model_take_and_give_float16(cli, tmp_path, digits_che
     from evitdeploy.models import trained
 
     np.savez(tmp_path / "digits.npz", image=trained.digits_images("train")[0][:8])
-    result = cli("export", "--model", "efficientvit_b0", "--checkpoint", digits_checkpoint_path, "--height", "64",
-                 "--width", "64", "--precision", "fp16", "--fp16-io", "--calib", tmp_path / "digits.npz",
-                 "--calib-count", "8", "--output", tmp_path / "io16")
+    result = cli(
+        "export",
+        "--model",
+        "efficientvit_b0",
+        "--checkpoint",
+        digits_checkpoint_path,
+        "--height",
+        "64",
+        "--width",
+        "64",
+        "--precision",
+        "fp16",
+        "--fp16-io",
+        "--calib",
+        tmp_path / "digits.npz",
+        "--calib-count",
+        "8",
+        "--output",
+        tmp_path / "io16",
+    )
     assert result.exit_code == 0, result.output
     session = ort.InferenceSession(str(tmp_path / "io16" / "model.onnx"), providers=["CPUExecutionProvider"])
     assert session.get_inputs()[0].type == session.get_outputs()[0].type == "tensor(float16)"

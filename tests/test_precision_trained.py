@@ -33,8 +33,13 @@ def digits_exports(tmp_path_factory, digits_checkpoint_path):
     for precision in ("fp32", "int8", "fp16"):
         artifacts[precision] = api.export_model(
             ExportRequest(
-                model="efficientvit_b0", target="onnx", precision=precision, output=folder / precision,
-                checkpoint=digits_checkpoint_path, height=64, width=64,
+                model="efficientvit_b0",
+                target="onnx",
+                precision=precision,
+                output=folder / precision,
+                checkpoint=digits_checkpoint_path,
+                height=64,
+                width=64,
                 reduced=PrecisionOptions(calib=str(folder / "calib.npz"), calib_count=64),
             ),
         )
@@ -87,8 +92,13 @@ def test_int8_plan_keeps_the_mosaic_segmenter_accurate(tmp_path, mosaic_checkpoi
     artifacts = {
         precision: api.export_model(
             ExportRequest(
-                model="efficientvit_seg_b0_cityscapes", target="onnx", precision=precision, output=tmp_path / precision,
-                checkpoint=mosaic_checkpoint_path, height=height, width=width,
+                model="efficientvit_seg_b0_cityscapes",
+                target="onnx",
+                precision=precision,
+                output=tmp_path / precision,
+                checkpoint=mosaic_checkpoint_path,
+                height=height,
+                width=width,
                 reduced=PrecisionOptions(calib=str(tmp_path / "calib.npz"), calib_count=16),
             ),
         )
@@ -111,8 +121,12 @@ def test_plain_fp16_breaks_the_trained_segmenter_at_cityscapes_resolution_and_th
     np.savez(tmp_path / "calib.npz", image=photos)
     artifact = api.export_model(
         ExportRequest(
-            model="efficientvit_seg_b0_cityscapes", target="onnx", precision="fp16", output=tmp_path / "fp16",
-            checkpoint=mosaic_checkpoint_path, reduced=PrecisionOptions(calib=str(tmp_path / "calib.npz"), calib_count=2),
+            model="efficientvit_seg_b0_cityscapes",
+            target="onnx",
+            precision="fp16",
+            output=tmp_path / "fp16",
+            checkpoint=mosaic_checkpoint_path,
+            reduced=PrecisionOptions(calib=str(tmp_path / "calib.npz"), calib_count=2),
         ),
     )
     import json

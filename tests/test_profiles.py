@@ -87,9 +87,15 @@ BAD = {
     "zero budget": (GOOD + "[budget]\nlatency_ms = 0\n", "[budget] latency_ms: input should be greater than 0, got 0"),
     "unknown statistic": (GOOD + '[budget]\nstatistic = "mean"\n', "[budget] statistic: input should be 'median', 'p90' or 'p99', got 'mean'"),
     "bad model budget": (GOOD + '[budget.models]\nefficientvit_b0 = "fast"\n', "[budget.models] efficientvit_b0: input should be a valid number, got 'fast'"),
-    "tolerance for an unknown precision": (GOOD + "[tolerances.bf16]\nmin_cosine = 0.9\n", "precision 'bf16' is not one onnxruntime builds; use fp32, fp16, int8"),
+    "tolerance for an unknown precision": (
+        GOOD + "[tolerances.bf16]\nmin_cosine = 0.9\n",
+        "precision 'bf16' is not one onnxruntime builds; use fp32, fp16, int8",
+    ),
     "unknown tolerance": (GOOD + "[tolerances.fp32]\nmin_cos = 0.9\n", "unknown key 'min_cos' in [tolerances.fp32]"),
-    "tolerance out of range": (GOOD + "[tolerances.int8]\nmin_cosine = 1.5\n", "[tolerances.int8] min_cosine: input should be less than or equal to 1, got 1.5"),
+    "tolerance out of range": (
+        GOOD + "[tolerances.int8]\nmin_cosine = 1.5\n",
+        "[tolerances.int8] min_cosine: input should be less than or equal to 1, got 1.5",
+    ),
     "nhwc for onnxruntime": (GOOD + "[input]\nnhwc = true\n", "[input] nhwc is for the tflite backend"),
     "host machine not a list": (GOOD + '[host]\nmachine = "x86_64"\n', "[host] machine: input should be a valid list, got 'x86_64'"),
 }
@@ -106,7 +112,7 @@ def test_bad_profile_is_one_clear_line_exit_2_and_nothing_written(case, cli, tmp
 
 
 def test_good_user_profile_parses():
-    profile = parse_profile(GOOD + "[bench]\nthreads = 1\n[host]\nmachine = [\"X86_64\"]\n", "mine", "mine.toml")
+    profile = parse_profile(GOOD + '[bench]\nthreads = 1\n[host]\nmachine = ["X86_64"]\n', "mine", "mine.toml")
     assert profile.threads == 1 and profile.host_machines == ("x86_64",) and profile.target == "onnx"
 
 

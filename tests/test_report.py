@@ -105,7 +105,9 @@ def _ok_cell(sweep_results) -> dict:
 def _on_farm(record: dict, host: str, profile=None) -> dict:
     """The same cell as a Ray farm records it: exported on the head node, benched on `host`."""
     return {
-        **record, "cell": {**record["cell"], "profile": profile}, "executor": "ray",
+        **record,
+        "cell": {**record["cell"], "profile": profile},
+        "executor": "ray",
         "nodes": {"export": {"host": "head", "node_id": "n0"}, "bench": {"host": host, "node_id": f"n-{host}", "profiles": [profile] if profile else []}},
         "timeline": {"export": [1700000000.0, 1700000060.0], "bench": [1700000061.0, 1700000070.0]},
     }

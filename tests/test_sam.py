@@ -22,8 +22,11 @@ DATA = Path(__file__).parent / "data"
 # The reference repository's parameter counts (its README: 34.8M / 47.7M / 61.3M / 117.0M / 203.3M),
 # exactly as its own modules count them (measured from mit-han-lab/efficientvit's sam.py).
 PUBLISHED = {
-    "l0": (34.8, 34_792_784), "l1": (47.7, 47_650_128), "l2": (61.3, 61_328_592),
-    "xl0": (117.0, 116_957_904), "xl1": (203.3, 203_346_128),
+    "l0": (34.8, 34_792_784),
+    "l1": (47.7, 47_650_128),
+    "l2": (61.3, 61_328_592),
+    "xl0": (117.0, 116_957_904),
+    "xl1": (203.3, 203_346_128),
 }
 
 
@@ -52,7 +55,10 @@ def test_the_reference_checkpoint_layout_maps_onto_ours_key_for_key(family):
     assert {k: tuple(v.shape) for k, v in renamed.items()} == {k: tuple(v.shape) for k, v in ours.items()}
 
 
-@pytest.mark.skipif(not os.environ.get("EVITDEPLOY_REFERENCE_REPO"), reason="set EVITDEPLOY_REFERENCE_REPO to a checkout of mit-han-lab/efficientvit to run the reference oracle")
+@pytest.mark.skipif(
+    not os.environ.get("EVITDEPLOY_REFERENCE_REPO"),
+    reason="set EVITDEPLOY_REFERENCE_REPO to a checkout of mit-han-lab/efficientvit to run the reference oracle",
+)
 def test_image_encoder_equals_the_reference_implementation(tmp_path):
     """The reference's own EfficientViT-SAM-L0 (random init) saved as a checkpoint, loaded by us:
     same image embedding (measured 2.0e-6 for L0 and 1.9e-6 for XL0 at a scale of ~3)."""
@@ -85,7 +91,10 @@ def _reference_sam_module():
     _install_torchvision_stub()
     root = os.environ["EVITDEPLOY_REFERENCE_REPO"]
     sys.path.insert(0, root)
-    for name, attrs in {"efficientvit.models.nn.drop": {"__all__": []}, "efficientvit.models.nn.triton_rms_norm": {"TritonRMSNorm2dFunc": object, "__all__": []}}.items():
+    for name, attrs in {
+        "efficientvit.models.nn.drop": {"__all__": []},
+        "efficientvit.models.nn.triton_rms_norm": {"TritonRMSNorm2dFunc": object, "__all__": []},
+    }.items():
         module = types.ModuleType(name)
         module.__dict__.update(attrs)
         sys.modules[name] = module

@@ -33,9 +33,7 @@ def _meta_modules(sam, cfg: dict, seed: int = 0):
     encoder = sam.prompt_encoder.PromptEncoder(
         embed_dim=cfg["embed_dim"], image_embedding_size=cfg["emb"], input_image_size=cfg["frame"], mask_in_chans=cfg["mask_in_chans"]
     )
-    transformer = sam.transformer.TwoWayTransformer(
-        depth=cfg["depth"], embedding_dim=cfg["embed_dim"], mlp_dim=cfg["mlp_dim"], num_heads=cfg["heads"]
-    )
+    transformer = sam.transformer.TwoWayTransformer(depth=cfg["depth"], embedding_dim=cfg["embed_dim"], mlp_dim=cfg["mlp_dim"], num_heads=cfg["heads"])
     decoder = sam.mask_decoder.MaskDecoder(
         num_multimask_outputs=3, transformer=transformer, transformer_dim=cfg["embed_dim"], iou_head_depth=3, iou_head_hidden_dim=256
     )
@@ -61,13 +59,9 @@ def _randomize(*models: torch.nn.Module, seed: int) -> None:
 
 
 def _ours(cfg: dict, meta_encoder=None, meta_decoder=None):
-    encoder = PromptEncoder(
-        embed_dim=cfg["embed_dim"], image_embedding_size=cfg["emb"], input_image_size=cfg["frame"], mask_in_chans=cfg["mask_in_chans"]
-    )
+    encoder = PromptEncoder(embed_dim=cfg["embed_dim"], image_embedding_size=cfg["emb"], input_image_size=cfg["frame"], mask_in_chans=cfg["mask_in_chans"])
     transformer = TwoWayTransformer(depth=cfg["depth"], embedding_dim=cfg["embed_dim"], num_heads=cfg["heads"], mlp_dim=cfg["mlp_dim"])
-    decoder = MaskDecoder(
-        num_multimask_outputs=3, transformer=transformer, transformer_dim=cfg["embed_dim"], iou_head_depth=3, iou_head_hidden_dim=256
-    )
+    decoder = MaskDecoder(num_multimask_outputs=3, transformer=transformer, transformer_dim=cfg["embed_dim"], iou_head_depth=3, iou_head_hidden_dim=256)
     if meta_encoder is not None:
         encoder.load_state_dict(meta_encoder.state_dict(), strict=True)
         decoder.load_state_dict(meta_decoder.state_dict(), strict=True)
@@ -96,8 +90,7 @@ def _prompts(kind: str, cfg: dict, batch: int = 2, seed: int = 0) -> tuple[dict,
 
     points = kind in ("points", "points+box", "mask")
     has_box = "box" in kind
-    meta = dict(points=(coords, labels) if points else None, boxes=boxes.reshape(batch, 4) if has_box else None,
-                masks=masks if kind == "mask" else None)
+    meta = dict(points=(coords, labels) if points else None, boxes=boxes.reshape(batch, 4) if has_box else None, masks=masks if kind == "mask" else None)
     ours_coords, ours_labels = [], []
     if points:
         ours_coords.append(coords)
@@ -124,8 +117,11 @@ def _image(cfg: dict, batch: int = 1, seed: int = 5) -> torch.Tensor:
 def _meta_eager(encoder, decoder, image, prompts: dict, multimask: bool):
     sparse, dense = encoder(**prompts)
     return decoder(
-        image_embeddings=image, image_pe=encoder.get_dense_pe(), sparse_prompt_embeddings=sparse,
-        dense_prompt_embeddings=dense, multimask_output=multimask,
+        image_embeddings=image,
+        image_pe=encoder.get_dense_pe(),
+        sparse_prompt_embeddings=sparse,
+        dense_prompt_embeddings=dense,
+        multimask_output=multimask,
     )
 
 
@@ -216,8 +212,14 @@ def test_prompt_decoder_exports_to_onnx_with_dynamic_points(tmp_path):
     axes.update({name: {0: "batch"} for name in PromptDecoder.output_names})
     axes["has_mask_input"] = {0: "mask_flags"}
     torch.onnx.export(
-        model, tuple(dummy.values()), str(path), dynamo=False, opset_version=17,
-        input_names=list(PromptDecoder.input_names), output_names=list(PromptDecoder.output_names), dynamic_axes=axes,
+        model,
+        tuple(dummy.values()),
+        str(path),
+        dynamo=False,
+        opset_version=17,
+        input_names=list(PromptDecoder.input_names),
+        output_names=list(PromptDecoder.output_names),
+        dynamic_axes=axes,
     )
     graph_inputs = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in onnx.load(str(path)).graph.input}
     assert graph_inputs["point_coords"] == ["batch", "points", 2]

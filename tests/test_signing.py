@@ -73,7 +73,9 @@ def standard_verify(folder: Path, public: Path) -> subprocess.CompletedProcess:
     """The OpenSSF CLI as its users run it."""
     return subprocess.run(
         [sys.executable, "-m", "model_signing", "verify", "key", "--signature", str(folder / SIGNATURE), "--public_key", str(public), str(folder)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 

@@ -6,8 +6,22 @@ from helpers import assert_clean_error
 from evitdeploy.sweep import parse_resolution, read_records
 from evitdeploy.errors import UserError
 
-SWEEP_ARGS = ("--model", "efficientvit_b0", "--precision", "fp32,bf16", "--resolution", "64,64x96",
-              "--samples", "1", "--warmup", "1", "--count", "5", "--threads", "1")
+SWEEP_ARGS = (
+    "--model",
+    "efficientvit_b0",
+    "--precision",
+    "fp32,bf16",
+    "--resolution",
+    "64,64x96",
+    "--samples",
+    "1",
+    "--warmup",
+    "1",
+    "--count",
+    "5",
+    "--threads",
+    "1",
+)
 
 
 def test_sweep_runs_every_cell_and_records_failures_in_their_cell(sweep_results):
@@ -39,7 +53,7 @@ def test_a_killed_sweep_resumes_and_drops_its_half_written_line(cli, sweep_resul
     results, _ = sweep_results
     lines = results.read_text().splitlines()
     copy = tmp_path / "results.jsonl"
-    fp32_64 = next(i for i, line in enumerate(lines) if "\"precision\": \"fp32\"" in line and "\"resolution\": \"64x64\"" in line)
+    fp32_64 = next(i for i, line in enumerate(lines) if '"precision": "fp32"' in line and '"resolution": "64x64"' in line)
     kept = [line for i, line in enumerate(lines) if i != fp32_64]
     copy.write_text("\n".join(kept) + "\n" + lines[fp32_64][: len(lines[fp32_64]) // 2])  # the kill
     run = cli("sweep", *SWEEP_ARGS, "--output", copy, "--artifacts", tmp_path / "art", "--json")
@@ -161,7 +175,10 @@ def test_a_sweep_stuck_after_ctrl_c_still_ends_130_within_its_grace(ignored):
     import time
 
     process = subprocess.Popen(
-        [sys.executable, "-c", STUCK_AFTER_CTRL_C], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-c", STUCK_AFTER_CTRL_C],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignored else None,
     )
     assert process.stdout.readline() == "ready\n"

@@ -189,13 +189,22 @@ def test_every_tensorrt_name_the_code_uses_exists_in_the_stubs():
 @pytest.mark.fast
 def test_the_stub_check_catches_a_misspelled_name():
     assert missing_names(["BuilderFlag.FP61", "Builder.create_netwrok", "Builderr"], stubs_listing()) == [
-        "BuilderFlag.FP61", "Builder.create_netwrok", "Builderr",
+        "BuilderFlag.FP61",
+        "Builder.create_netwrok",
+        "Builderr",
     ]
 
 
 OBJECTS = {  # the variables the TensorRT modules hold TensorRT objects in, and their classes
-    "builder": "Builder", "network": "INetworkDefinition", "parser": "OnnxParser", "config": "IBuilderConfig",
-    "profile": "IOptimizationProfile", "layer": "ILayer", "runtime": "Runtime", "engine": "ICudaEngine", "context": "IExecutionContext",
+    "builder": "Builder",
+    "network": "INetworkDefinition",
+    "parser": "OnnxParser",
+    "config": "IBuilderConfig",
+    "profile": "IOptimizationProfile",
+    "layer": "ILayer",
+    "runtime": "Runtime",
+    "engine": "ICudaEngine",
+    "context": "IExecutionContext",
 }
 
 
@@ -254,9 +263,30 @@ def test_jetson_deploy_without_tensorrt_writes_the_onnx_plan_and_recipe(precisio
     np.savez(tmp_path / "calib.npz", image=trained.digits_images("train")[0][:32])
     np.savez(tmp_path / "check.npz", image=trained.digits_images("test")[0][:8])
     folder = tmp_path / "jetson"
-    result = cli("deploy", "--profile", "jetson-orin-nano", "-m", "efficientvit_b0", "-c", digits_checkpoint_path, "-p", precision,
-                 "--height", "64", "--width", "64", "--calib", tmp_path / "calib.npz", "--data", tmp_path / "check.npz",
-                 "--search-budget", "1", "-o", folder, "--json")
+    result = cli(
+        "deploy",
+        "--profile",
+        "jetson-orin-nano",
+        "-m",
+        "efficientvit_b0",
+        "-c",
+        digits_checkpoint_path,
+        "-p",
+        precision,
+        "--height",
+        "64",
+        "--width",
+        "64",
+        "--calib",
+        tmp_path / "calib.npz",
+        "--data",
+        tmp_path / "check.npz",
+        "--search-budget",
+        "1",
+        "-o",
+        folder,
+        "--json",
+    )
     assert result.exit_code == 0, result.stdout
     import json
 
@@ -293,9 +323,15 @@ def test_tensorrt_fp16_recipe_of_the_trained_segmenter_is_checked_for_fp16_overf
     np.savez(tmp_path / "calib.npz", image=photos)
     artifact = api.export_model(
         ExportRequest(
-            model="efficientvit_seg_b0_cityscapes", target="trt", precision="fp16", output=tmp_path / "trt",
-            checkpoint=mosaic_checkpoint_path, height=512, width=1024,
-            reduced=PrecisionOptions(calib=str(tmp_path / "calib.npz"), calib_count=2), backend_options={"engine": False},
+            model="efficientvit_seg_b0_cityscapes",
+            target="trt",
+            precision="fp16",
+            output=tmp_path / "trt",
+            checkpoint=mosaic_checkpoint_path,
+            height=512,
+            width=1024,
+            reduced=PrecisionOptions(calib=str(tmp_path / "calib.npz"), calib_count=2),
+            backend_options={"engine": False},
         ),
     )
     storage = artifact.manifest["precision_plan"]["fp16_storage_check"]
@@ -324,7 +360,12 @@ def test_fp16_engine_builds_with_the_plan_pinned(tmp_path):
 
     artifact = api.export_model(
         ExportRequest(
-            model="efficientvit_b0", target="trt", precision="fp16", output=tmp_path / "engine", height=64, width=64,
+            model="efficientvit_b0",
+            target="trt",
+            precision="fp16",
+            output=tmp_path / "engine",
+            height=64,
+            width=64,
         ),
     )
     assert artifact.manifest["export"]["engine"]["pinned_fp32_layers"] > 0

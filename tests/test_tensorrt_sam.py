@@ -21,12 +21,15 @@ from evitdeploy.models import get_spec
 from evitdeploy.requests import CheckRequest, ExportRequest
 from helpers import RecordingTensorRT
 
+
 @pytest.fixture(scope="module")
 def recipes(tmp_path_factory):
     """efficientvit_sam_tiny for a device, FP32 and INT8: the ONNX + plan + recipe, no TensorRT."""
     folder = tmp_path_factory.mktemp("trt-sam")
     return {
-        precision: api.export_model(ExportRequest(model="efficientvit_sam_tiny", target="trt", precision=precision, backend_options={"engine": False}, output=folder / precision))
+        precision: api.export_model(
+            ExportRequest(model="efficientvit_sam_tiny", target="trt", precision=precision, backend_options={"engine": False}, output=folder / precision)
+        )
         for precision in ("fp32", "int8")
     }
 
@@ -184,8 +187,9 @@ def test_build_engine_gives_every_decoder_input_its_profile_shape(recipes):
     artifact = recipes["int8"]
     _, decoder = trt_exporter.engine_builds(artifact.spec, "int8", None, shapes(artifact.spec))
     trt = RecordingProfiles()
-    engine, info = trt_exporter.build_engine(trt, artifact.folder / decoder.onnx, artifact.spec, precision=decoder.precision, plan=decoder.plan,
-                                             shape_range=decoder.shapes)
+    engine, info = trt_exporter.build_engine(
+        trt, artifact.folder / decoder.onnx, artifact.spec, precision=decoder.precision, plan=decoder.plan, shape_range=decoder.shapes
+    )
     assert engine == b"engine" and info["pinned_fp32_layers"] == 0
     assert trt.record["profile"] == decoder_shapes(artifact.spec) and trt.record["flags"] == set()
 

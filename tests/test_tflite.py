@@ -49,8 +49,13 @@ def tflite_exports(tmp_path_factory, digits_checkpoint_path, mosaic_checkpoint_p
         for precision in ("fp32", "fp16", "int8"):
             artifact = api.export_model(
                 ExportRequest(
-                    model=model, target="tflite", precision=precision, output=folder / f"{case}-{precision}",
-                    checkpoint=checkpoints[case], height=height, width=width,
+                    model=model,
+                    target="tflite",
+                    precision=precision,
+                    output=folder / f"{case}-{precision}",
+                    checkpoint=checkpoints[case],
+                    height=height,
+                    width=width,
                     reduced=PrecisionOptions(calib=str(calib), calib_count=len(np.load(calib)["image"]), search_budget=2),
                 ),
             )
@@ -168,8 +173,28 @@ def test_bench_reports_litert(tflite_exports):
 def test_raspberry_pi_bundle_verifies_with_only_numpy_and_litert(tmp_path, cli, digits_checkpoint_path):
     calib, check = _case_data("cls", tmp_path)
     folder = tmp_path / "pi"
-    result = cli("deploy", "--profile", "raspberry-pi-5", "-m", "efficientvit_b0", "-c", digits_checkpoint_path,
-                 "--height", "64", "--width", "64", "--calib", calib, "--data", check, "--search-budget", "1", "-o", folder, "--json")
+    result = cli(
+        "deploy",
+        "--profile",
+        "raspberry-pi-5",
+        "-m",
+        "efficientvit_b0",
+        "-c",
+        digits_checkpoint_path,
+        "--height",
+        "64",
+        "--width",
+        "64",
+        "--calib",
+        calib,
+        "--data",
+        check,
+        "--search-budget",
+        "1",
+        "-o",
+        folder,
+        "--json",
+    )
     assert result.exit_code == 0, result.stdout
     summary = json.loads(result.stdout)
     assert summary["target"] == "tflite" and summary["precision"] == "int8" and summary["check"]["passed"]
@@ -191,8 +216,13 @@ def test_trained_digits_int8_keeps_accuracy_within_a_point(tmp_path, digits_chec
     np.savez(tmp_path / "calib.npz", image=train[:64])
     artifact = api.export_model(
         ExportRequest(
-            model="efficientvit_b0", target="tflite", precision="int8", output=tmp_path / "int8",
-            checkpoint=digits_checkpoint_path, height=64, width=64,
+            model="efficientvit_b0",
+            target="tflite",
+            precision="int8",
+            output=tmp_path / "int8",
+            checkpoint=digits_checkpoint_path,
+            height=64,
+            width=64,
             reduced=PrecisionOptions(calib=str(tmp_path / "calib.npz"), calib_count=64),
         ),
     )
@@ -214,7 +244,12 @@ def test_trained_digits_int8_keeps_accuracy_within_a_point(tmp_path, digits_chec
 def test_nhwc_input_takes_camera_order_and_still_passes_parity(tmp_path, cli):
     artifact = api.export_model(
         ExportRequest(
-            model="efficientvit_b0", target="tflite", precision="fp32", output=tmp_path / "nhwc", height=64, width=64,
+            model="efficientvit_b0",
+            target="tflite",
+            precision="fp32",
+            output=tmp_path / "nhwc",
+            height=64,
+            width=64,
             backend_options={"nhwc": True},
         ),
     )
@@ -222,7 +257,12 @@ def test_nhwc_input_takes_camera_order_and_still_passes_parity(tmp_path, cli):
     ops = artifact.manifest["export"]["ops"]
     plain = api.export_model(
         ExportRequest(
-            model="efficientvit_b0", target="tflite", precision="fp32", output=tmp_path / "nchw", height=64, width=64,
+            model="efficientvit_b0",
+            target="tflite",
+            precision="fp32",
+            output=tmp_path / "nchw",
+            height=64,
+            width=64,
         ),
     )
     assert ops.get("TRANSPOSE", 0) == plain.manifest["export"]["ops"]["TRANSPOSE"] - 1  # the one in front is gone

@@ -67,7 +67,11 @@ def test_dtypes_follow_the_plan_and_plain_fp16_turns_the_islands_off(tmp_path):
     model, spec = build_model(get_spec("efficientvit_b0").with_input(1, 64, 64), None, 0, None)
     made = api.plan_model(
         PlanRequest(
-            model="efficientvit_b0", precision="fp16", height=64, width=64, reduced=PrecisionOptions(calib_count=4),
+            model="efficientvit_b0",
+            precision="fp16",
+            height=64,
+            width=64,
+            reduced=PrecisionOptions(calib_count=4),
         ),
     )
     made.pop("ranges")
@@ -103,8 +107,24 @@ def test_plan_cli_runs_the_fp16_numerics_on_a_torch_device(cli, tmp_path, digits
     import json
 
     np.savez(tmp_path / "calib.npz", image=trained.digits_images("train")[0][:40])
-    args = ("plan", "efficientvit_b0", "-c", digits_checkpoint_path, "-p", "fp16", "--height", "64", "--width", "64",
-            "--calib", tmp_path / "calib.npz", "--calib-count", "32", "--torch-fp16", "cpu")
+    args = (
+        "plan",
+        "efficientvit_b0",
+        "-c",
+        digits_checkpoint_path,
+        "-p",
+        "fp16",
+        "--height",
+        "64",
+        "--width",
+        "64",
+        "--calib",
+        tmp_path / "calib.npz",
+        "--calib-count",
+        "32",
+        "--torch-fp16",
+        "cpu",
+    )
     result = cli(*args, "--json")
     assert result.exit_code == 0, result.output
     numerics = json.loads(result.stdout)["torch_fp16"]

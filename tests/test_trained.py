@@ -95,8 +95,7 @@ def test_the_mosaic_segmenter_beats_the_all_background_baseline(mosaic_checkpoin
 
 def test_a_digits_checkpoint_exports_as_a_10_class_model_and_passes_check(cli, digits_checkpoint_path, tmp_path):
     folder = tmp_path / "digits"
-    result = cli("export", "--model", "efficientvit_b0", "--checkpoint", digits_checkpoint_path,
-                 "--height", "64", "--width", "64", "-o", folder, "--force")
+    result = cli("export", "--model", "efficientvit_b0", "--checkpoint", digits_checkpoint_path, "--height", "64", "--width", "64", "-o", folder, "--force")
     assert result.exit_code == 0, result.output
     assert json.loads((folder / "manifest.json").read_text())["spec"]["num_classes"] == 10
     result = cli("check", folder)

@@ -128,7 +128,10 @@ REFERENCE_MUTATIONS = {
     "random bytes": (_reference(os.urandom(4096)), "reference.npz"),
     "a pickled object array": (_reference(lambda p: np.save(open(p, "wb"), np.array([{"x": 1}], dtype=object), allow_pickle=True)), "reference.npz"),
     "wrong keys": (_reference(lambda p: np.savez(p, images=np.zeros((1, 3, 64, 64), np.float32))), "'inputs'"),
-    "wrong input shape": (_reference(lambda p: np.savez(p, inputs=np.zeros((1, 3, 32, 32), np.float32), expected=np.zeros((1, 1000), np.float32))), "'inputs' has shape"),
+    "wrong input shape": (
+        _reference(lambda p: np.savez(p, inputs=np.zeros((1, 3, 32, 32), np.float32), expected=np.zeros((1, 1000), np.float32))),
+        "'inputs' has shape",
+    ),
     "a truncated model": (lambda _m, folder: (folder / "model.onnx").write_bytes((folder / "model.onnx").read_bytes()[:2000]), "model.onnx cannot be loaded"),
 }
 
@@ -165,20 +168,35 @@ def test_a_symlink_inside_a_bundle_is_refused_even_to_an_identical_file(cli, sma
 
 def _bench_result() -> dict:
     return {
-        "kind": "bench", "schema": 2, "model": "efficientvit_b0", "target": "onnx", "precision": "fp32", "input_shape": [1, 3, 64, 64],
+        "kind": "bench",
+        "schema": 2,
+        "model": "efficientvit_b0",
+        "target": "onnx",
+        "precision": "fp32",
+        "input_shape": [1, 3, 64, 64],
         "host": {"cpu": "x", "logical_cpus": 2, "threads": 2, "os": "Linux", "machine": "x86_64"},
-        "results": [{"label": "onnx/fp32", "input_shape": [1, 3, 64, 64], "backend": "onnxruntime", "providers": ["CPUExecutionProvider"],
-                     "stats": {"count": 6, "median_ms": 1.0, "p90_ms": 1.1, "p99_ms": 1.2, "mean_ms": 1.03, "std_ms": 0.1, "throughput_per_s": 1000.0},
-                     "latency_samples_ms": [1.0, 1.1, 0.9, 1.0, 1.2, 1.0]}],
+        "results": [
+            {
+                "label": "onnx/fp32",
+                "input_shape": [1, 3, 64, 64],
+                "backend": "onnxruntime",
+                "providers": ["CPUExecutionProvider"],
+                "stats": {"count": 6, "median_ms": 1.0, "p90_ms": 1.1, "p99_ms": 1.2, "mean_ms": 1.03, "std_ms": 0.1, "throughput_per_s": 1000.0},
+                "latency_samples_ms": [1.0, 1.1, 0.9, 1.0, 1.2, 1.0],
+            }
+        ],
     }
 
 
 @pytest.mark.fast
-@pytest.mark.parametrize("field,value,fragment", [
-    ("results", "fast", "`results`"),
-    ("model", 5, "`model`"),
-    ("results", "deep", "not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "field,value,fragment",
+    [
+        ("results", "fast", "`results`"),
+        ("model", 5, "`model`"),
+        ("results", "deep", "not valid JSON"),
+    ],
+)
 def test_report_refuses_malformed_results_in_one_line(cli, tmp_path, field, value, fragment):
     result = _bench_result()
     path = tmp_path / "bench.json"
@@ -261,8 +279,23 @@ def test_photos_for_a_far_other_aspect_ratio_are_cropped_before_resizing():
 
 
 def test_an_unwritable_save_path_is_refused_before_the_work(cli, tmp_path):
-    result = cli("deploy", "--profile", "x86-cpu", "--model", "efficientvit_b0", "--height", "64", "--width", "64", "--samples", "1",
-                 "-o", tmp_path / "bundle", "--save", tmp_path / ("n" * 300))
+    result = cli(
+        "deploy",
+        "--profile",
+        "x86-cpu",
+        "--model",
+        "efficientvit_b0",
+        "--height",
+        "64",
+        "--width",
+        "64",
+        "--samples",
+        "1",
+        "-o",
+        tmp_path / "bundle",
+        "--save",
+        tmp_path / ("n" * 300),
+    )
     assert_clean_error(result, 2, "--save file", "this filesystem allows")
     assert list(tmp_path.iterdir()) == []
 

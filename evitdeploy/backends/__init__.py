@@ -95,8 +95,9 @@ def check_options(backend: Backend, given: Mapping[str, Any], precisions, *, key
         choice = option.choice(values[name])
         refused = [p for p in precisions if choice is not None and choice.precisions and p not in choice.precisions]
         if refused and keys is not None:
-            raise UserError(f"{choice.title} takes {', '.join(choice.precisions)} only, but precisions is {list(precisions)}",
-                            f"use precisions = {list(choice.precisions)}")
+            raise UserError(
+                f"{choice.title} takes {', '.join(choice.precisions)} only, but precisions is {list(precisions)}", f"use precisions = {list(choice.precisions)}"
+            )
         if refused:
             raise UserError(f"{choice.title} takes {', '.join(choice.precisions)} here, not {refused[0]}", choice.instead)
     return values
@@ -116,8 +117,7 @@ def _not_taken(backend: Backend, name: str, spelled: str, *, in_profile: bool) -
     if not offering:
         return UserError(f"{spelled} is not an option of any backend", f"drop it; {takes}")
     if in_profile:
-        return UserError(f"{spelled} is for the {', '.join(b.folder for b in offering)} backend",
-                         f"drop {name}, or use backend = \"{offering[0].folder}\"")
+        return UserError(f"{spelled} is for the {', '.join(b.folder for b in offering)} backend", f'drop {name}, or use backend = "{offering[0].folder}"')
     return UserError(f"{spelled} is for --target {', '.join(b.name for b in offering)}", f"drop {spelled}; {takes}")
 
 
@@ -236,12 +236,19 @@ def open_artifact(path, verify: bool = True, spec=None):
         raise UserError(f"{folder} holds no {MANIFEST}", "pass a folder written by `evitdeploy export`")
     manifest = read_manifest(manifest_path)
     if manifest["target"] not in BACKENDS:  # a target as manifests spell it, not an alias
-        raise UserError(f"manifest {manifest_path} names target {manifest['target']!r}, which this evitdeploy does not know", f"known targets: {target_names()}; a newer evitdeploy may know it")
+        raise UserError(
+            f"manifest {manifest_path} names target {manifest['target']!r}, which this evitdeploy does not know",
+            f"known targets: {target_names()}; a newer evitdeploy may know it",
+        )
     if verify:
         verify_files(folder, manifest)
     # With a manifest, its spec is the artifact's (its size, classes, eps): `spec` only describes a
     # bare model file; api.resolve_artifact refuses a --model that contradicts the manifest.
     return Artifact(
-        folder, folder / manifest["model_file"], manifest["target"],
-        precision=manifest["precision"], spec=ModelSpec.from_dict(manifest["spec"]), manifest=manifest,
+        folder,
+        folder / manifest["model_file"],
+        manifest["target"],
+        precision=manifest["precision"],
+        spec=ModelSpec.from_dict(manifest["spec"]),
+        manifest=manifest,
     )

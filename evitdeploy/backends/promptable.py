@@ -32,6 +32,7 @@ def prompted_outputs(encode, decode, inputs: np.ndarray, *, sizes: list, spec: M
 
 def runner_pair(encoder, decoder, spec: ModelSpec):
     """(encode, decode) callables over two loaded runners (ours or a backend's)."""
+
     def encode(batch):
         out = encoder.infer({spec.input_name: batch})
         return out.get(spec.output_name, next(iter(out.values())))
@@ -78,8 +79,11 @@ def validate_pair(model, spec: ModelSpec, runners: tuple, *, inputs: np.ndarray,
     got = prompted_outputs(*runner_pair(*runners, spec), inputs, sizes=sizes, spec=spec)
     report = compare_prompted(expected, got, precision=precision, tolerances=tolerances_for(precision))
     if not report["passed"]:
-        raise UserError(f"{what} does not match PyTorch on {report['metrics'].get('prompts', 0)} prompts: {'; '.join(report['failures'])}",
-                        f"nothing was written; {hint}", EXIT_CHECK_FAILED)
+        raise UserError(
+            f"{what} does not match PyTorch on {report['metrics'].get('prompts', 0)} prompts: {'; '.join(report['failures'])}",
+            f"nothing was written; {hint}",
+            EXIT_CHECK_FAILED,
+        )
     return report
 
 

@@ -20,8 +20,11 @@ def against_reference(model, spec, candidate, batches, precision: str, what: str
         for batch in batches:
             feed = {spec.input_name: batch}
             report = compare(
-                spec, reference.infer(feed)[spec.output_name], candidate.infer(feed)[spec.output_name],
-                precision=precision, tolerances=tolerances_for(precision),
+                spec,
+                reference.infer(feed)[spec.output_name],
+                candidate.infer(feed)[spec.output_name],
+                precision=precision,
+                tolerances=tolerances_for(precision),
             )
             checks.append({"input_shape": list(batch.shape), **report})
             if not report["passed"]:

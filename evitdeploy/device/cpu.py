@@ -29,7 +29,7 @@ MEANING = {
     AMX: "AMX tiles and VNNI: u8 x s8 products sum in int32, full 8-bit weights are exact",
     VNNI: "VNNI: u8 x s8 products sum in int32, full 8-bit weights are exact",
     AVX2: "AVX2 without VNNI: u8 x s8 pairs sum in a saturating int16 (VPMADDUBSW), so INT8 needs 7-bit weights "
-          "(--int8-kernels any or avx2); INT8 is rarely faster than FP32 here",
+    "(--int8-kernels any or avx2); INT8 is rarely faster than FP32 here",
     ARM_DOTPROD: "ARM dot-product (SDOT/UDOT): int8 products sum in int32",
     ARM_NEON: "ARM NEON without dot-product: int8 products are widened before they are summed",
     UNKNOWN: "not an x86 or ARM CPU evitdeploy knows; INT8 accuracy is whatever check measures here",
@@ -94,9 +94,11 @@ def refusal(target, found: str, what: str = "this INT8 model"):
     """(message, hint) when an INT8 model made for `target` kernels cannot be judged on a CPU of
     class `found`; None when it can."""
     if target == VNNI and found in SATURATING:
-        return (what + " is for VNNI kernels (full 8-bit weights), and this CPU is " + found.upper() + " without VNNI, where its "
-                "u8 x s8 sums saturate: parity measured here would be wrong by luck, not by the model",
-                "judge it on a CPU with VNNI or AMX, or export it for this CPU with --int8-kernels any (7-bit weights, exact on every x86)")
+        return (
+            what + " is for VNNI kernels (full 8-bit weights), and this CPU is " + found.upper() + " without VNNI, where its "
+            "u8 x s8 sums saturate: parity measured here would be wrong by luck, not by the model",
+            "judge it on a CPU with VNNI or AMX, or export it for this CPU with --int8-kernels any (7-bit weights, exact on every x86)",
+        )
     return None
 
 

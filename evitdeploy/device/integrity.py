@@ -64,8 +64,11 @@ MANIFEST_FIELDS = (
     ("target", _text, "a target name"),
     ("precision", _text, "a precision name"),
     ("model_file", _text, "a file name"),
-    ("files", lambda v: isinstance(v, dict) and all(isinstance(e, dict) and isinstance(e.get("sha256"), str) for e in v.values()),
-     "an object of {name: {sha256, bytes}}"),
+    (
+        "files",
+        lambda v: isinstance(v, dict) and all(isinstance(e, dict) and isinstance(e.get("sha256"), str) for e in v.values()),
+        "an object of {name: {sha256, bytes}}",
+    ),
     ("toolchain", lambda v: isinstance(v, dict), "an object of package versions"),
     ("spec", lambda v: isinstance(v, dict), "an object"),
     ("spec.name", _text, "a model name"),
@@ -148,8 +151,10 @@ def check_integrity(folder: Path, manifest: dict) -> None:
         for entry in dirs + names:
             path = Path(root, entry)
             if path.is_symlink() or not (path.is_dir() or path.is_file()):
-                raise BundleError(f"{path} is a {'symbolic link' if path.is_symlink() else 'special file'}; a bundle holds regular files only",
-                                  "re-copy the bundle from where it was made (copy files, not links)")
+                raise BundleError(
+                    f"{path} is a {'symbolic link' if path.is_symlink() else 'special file'}; a bundle holds regular files only",
+                    "re-copy the bundle from where it was made (copy files, not links)",
+                )
     for name, entry in sorted(files.items()):
         file = folder / name
         if not file.is_file():
@@ -200,8 +205,10 @@ def check_signature(folder, public_key=None) -> dict:
         return report
     key = Path(public_key)
     if not signed:
-        raise BundleError(f"{folder} carries no signature ({SIGNATURE}), so it cannot be checked against {key}",
-                          "ask for a bundle made with `evitdeploy deploy --sign-key KEY.pem`, or verify without --public-key")
+        raise BundleError(
+            f"{folder} carries no signature ({SIGNATURE}), so it cannot be checked against {key}",
+            "ask for a bundle made with `evitdeploy deploy --sign-key KEY.pem`, or verify without --public-key",
+        )
     if not key.is_file():
         raise BundleError(f"public key not found: {key}", "pass the PEM public key paired with the signing key (openssl ec -in key.pem -pubout -out pub.pem)")
     try:
@@ -211,16 +218,21 @@ def check_signature(folder, public_key=None) -> dict:
     try:
         config = verifying.Config().use_elliptic_key_verifier(public_key=key)
     except Exception as exc:
-        raise BundleError(f"{key} is not a PEM elliptic-curve public key ({type(exc).__name__})",
-                          "pass the public key paired with the signing key (openssl ec -in key.pem -pubout -out pub.pem)") from exc
+        raise BundleError(
+            f"{key} is not a PEM elliptic-curve public key ({type(exc).__name__})",
+            "pass the public key paired with the signing key (openssl ec -in key.pem -pubout -out pub.pem)",
+        ) from exc
     # the same files as the standard `model_signing verify key`: all but the signature and git's files
     config.set_hashing_config(hashing.Config().set_ignored_paths(paths=[SIGNATURE], ignore_git_paths=True))
     try:
         config.verify(folder, signature)
     except Exception as exc:
         message = _signature_failure(exc, key)
-        hint = ("pass the public key paired with the signing key (manifest.json's bundle.signature.public_key_sha256 identifies it)"
-                if message.startswith(SIGNATURE + " was not made") else "do not use this bundle: re-copy it from its maker, or ask for a newly signed one")
+        hint = (
+            "pass the public key paired with the signing key (manifest.json's bundle.signature.public_key_sha256 identifies it)"
+            if message.startswith(SIGNATURE + " was not made")
+            else "do not use this bundle: re-copy it from its maker, or ask for a newly signed one"
+        )
         raise BundleError(message, hint) from exc
     report.update(checked=True, public_key=str(key))
     return report
@@ -281,14 +293,20 @@ def promptable_models(manifest: dict) -> dict:
     """{"encoder": file, "decoder": file} of a promptable bundle, each one of its listed files."""
     models = manifest.get("models")
     files = manifest["files"]
-    if not isinstance(models, dict) or sorted(models) != ["decoder", "encoder"] or not all(
-        isinstance(name, str) and (name in files or any(f.startswith(name + "/") for f in files)) for name in models.values()
+    if (
+        not isinstance(models, dict)
+        or sorted(models) != ["decoder", "encoder"]
+        or not all(isinstance(name, str) and (name in files or any(f.startswith(name + "/") for f in files)) for name in models.values())
     ):
-        raise BundleError(f"{MANIFEST}: a promptable bundle names its encoder and decoder under `models`, each a file it lists", "re-copy the bundle from where it was made")
+        raise BundleError(
+            f"{MANIFEST}: a promptable bundle names its encoder and decoder under `models`, each a file it lists", "re-copy the bundle from where it was made"
+        )
     tolerances = manifest["bundle"]["tolerances"]
     for key, valid in (("min_mask_iou", lambda v: _is_number(v) and 0 <= v <= 1), ("max_iou_error", lambda v: v is None or (_is_number(v) and v >= 0))):
         if key in tolerances and not valid(tolerances[key]):
-            raise BundleError(f"{MANIFEST}: field `bundle.tolerances.{key}` must be a number ({tolerances[key]!r})", "re-copy the bundle from where it was made")
+            raise BundleError(
+                f"{MANIFEST}: field `bundle.tolerances.{key}` must be a number ({tolerances[key]!r})", "re-copy the bundle from where it was made"
+            )
     return models
 
 

@@ -98,8 +98,11 @@ def decoder_input_shapes(embedding: tuple, points: int, point_count: bool = Fals
     channels, height, width = embedding
     side = 4 * width
     shapes = {
-        "image_embeddings": (1, channels, height, width), "point_coords": (1, points, 2), "point_labels": (1, points),
-        "mask_input": (1, 1, side, side), "has_mask_input": (1,),
+        "image_embeddings": (1, channels, height, width),
+        "point_coords": (1, points, 2),
+        "point_labels": (1, points),
+        "mask_input": (1, 1, side, side),
+        "has_mask_input": (1,),
     }
     return {**shapes, POINT_COUNT: (1,)} if point_count else shapes
 
@@ -117,6 +120,7 @@ def fixed_points_feed(feed: dict, points: int) -> dict:
 
 def parity_prompts(height: int, width: int) -> list:
     """PARITY_PROMPTS in pixels of an image of this size."""
+
     def scaled(x, y):
         return (x * (width - 1), y * (height - 1))
 
@@ -181,17 +185,23 @@ def feeds_from_flat(arrays: dict, images: int) -> list:
         raise ValueError("prompt_images must index the inputs")
     feeds = []
     for index, start, end in zip(indices, offsets[:-1], offsets[1:]):
-        feeds.append((int(index), {
-            "point_coords": points[start:end][None].astype(np.float32),
-            "point_labels": labels[start:end][None].astype(np.float32),
-            "mask_input": np.zeros((1, 1, side, side), np.float32),
-            "has_mask_input": np.zeros((1,), np.float32),
-        }))
+        feeds.append(
+            (
+                int(index),
+                {
+                    "point_coords": points[start:end][None].astype(np.float32),
+                    "point_labels": labels[start:end][None].astype(np.float32),
+                    "mask_input": np.zeros((1, 1, side, side), np.float32),
+                    "has_mask_input": np.zeros((1,), np.float32),
+                },
+            )
+        )
     return feeds
 
 
 def resize_bilinear(x: np.ndarray, height: int, width: int) -> np.ndarray:
     """(..., H, W) -> (..., height, width), bilinear with half-pixel centres (align_corners=False)."""
+
     def axis(size_in: int, size_out: int):
         source = np.clip((np.arange(size_out) + 0.5) * size_in / size_out - 0.5, 0, size_in - 1)
         low = np.floor(source).astype(np.int64)

@@ -73,8 +73,9 @@ def _run_model(folder, manifest: dict, runtime, threads, timing) -> ModelRun:
     try:
         outputs = metrics.run_batches(infer, inputs, batch)
     except Exception as exc:
-        raise BundleError(f"the model refused the reference inputs ({first_line(exc)})",
-                          "the model file and the manifest disagree: re-copy the bundle from where it was made") from None
+        raise BundleError(
+            f"the model refused the reference inputs ({first_line(exc)})", "the model file and the manifest disagree: re-copy the bundle from where it was made"
+        ) from None
     parity = metrics.compare_outputs(spec["task"], expected, outputs, tolerances=bundle["tolerances"])
     drift = metrics.compare_outputs(spec["task"], host_outputs, outputs, tolerances={})["metrics"] if host_outputs is not None else {}
     warmup, count = timing
@@ -119,8 +120,10 @@ def _run_promptable(folder, manifest: dict, runtime, threads, timing) -> ModelRu
     try:
         got = prompts.prompted_outputs(encode, decode, inputs, feeds=feeds)
     except Exception as exc:
-        raise BundleError(f"the models refused the reference inputs or prompts ({first_line(exc)})",
-                          "the model files and the manifest disagree: re-copy the bundle from where it was made") from None
+        raise BundleError(
+            f"the models refused the reference inputs or prompts ({first_line(exc)})",
+            "the model files and the manifest disagree: re-copy the bundle from where it was made",
+        ) from None
     found = prompts.promptable_metrics(expected, got)
     failures = prompts.promptable_failures(found, bundle["tolerances"])
     parity = {"passed": not failures, "failures": failures, "metrics": {k: v for k, v in found.items() if not isinstance(v, list)}}
@@ -131,7 +134,9 @@ def _run_promptable(folder, manifest: dict, runtime, threads, timing) -> ModelRu
         latency = metrics.latency_stats(metrics.time_model(encode, first, warmup, count=count), 1)
         feed = dict(feeds[0][1], image_embeddings=np.asarray(encode(first), np.float32))
         decoder_latency = metrics.latency_stats(metrics.time_turns([lambda: decode(feed)], warmup, count)[0], 1)
-    return ModelRun(parity=parity, drift={}, latency=latency, providers=providers, extra={"decoder_latency": decoder_latency, "latency_of": "the encoder, per image"})
+    return ModelRun(
+        parity=parity, drift={}, latency=latency, providers=providers, extra={"decoder_latency": decoder_latency, "latency_of": "the encoder, per image"}
+    )
 
 
 def verify(folder, runtime, threads=None, warmup=None, count=None, judge_budget: bool = True, public_key=None, schema_check=None) -> dict:
@@ -200,17 +205,32 @@ def verify(folder, runtime, threads=None, warmup=None, count=None, judge_budget:
 def _print(report: dict) -> None:
     found = report["parity"]["metrics"]
     print(f"bundle    {report['bundle']}: {report['model']} {report['target']}/{report['precision']} for {report['profile']}")
-    print(f"runtime   {', '.join(f'{k} {v}' for k, v in report['runtime'].items() if k not in ('providers', 'threads'))}; threads {report['runtime']['threads']}")
+    print(
+        f"runtime   {', '.join(f'{k} {v}' for k, v in report['runtime'].items() if k not in ('providers', 'threads'))}; threads {report['runtime']['threads']}"
+    )
     signature = report.get("signature") or {}
     if signature.get("checked"):
         print(f"signature {signature['file']} verified with {signature['public_key']}: no file changed since signing")
     host = report["host"]
-    print(f"cpu       {host['machine']}, INT8 kernels {host['int8_kernels']}" + (f" (the model is for {cpu.made_for(host['model_is_for'])})" if host.get("model_is_for") else "")
-          + f": {host['meaning']}")
+    print(
+        f"cpu       {host['machine']}, INT8 kernels {host['int8_kernels']}"
+        + (f" (the model is for {cpu.made_for(host['model_is_for'])})" if host.get("model_is_for") else "")
+        + f": {host['meaning']}"
+    )
     for line in report["warnings"]:
         print(f"warning   {line}")
-    keys = ("samples", "prompts", "max_abs_error", "cosine_min", "top1_agreement", "pixel_agreement", "mask_iou_min", "iou_prediction_max_error",
-            "low_res_cosine_min", "nonfinite_outputs")
+    keys = (
+        "samples",
+        "prompts",
+        "max_abs_error",
+        "cosine_min",
+        "top1_agreement",
+        "pixel_agreement",
+        "mask_iou_min",
+        "iou_prediction_max_error",
+        "low_res_cosine_min",
+        "nonfinite_outputs",
+    )
     print("parity    " + ", ".join(f"{k} {found[k]:.6g}" for k in keys if k in found) + " (vs PyTorch FP32)")
     drift = report["drift_from_making_host"]
     if drift:
@@ -232,13 +252,19 @@ def main(argv=None, runtime=None, bundle=None) -> int:
     """The device's command line. `runtime`: the device module (default: the carried `runtime.py`
     beside this file); `bundle`: the folder verified when none is named (the bundle's own)."""
     parser = argparse.ArgumentParser(description="Verify this bundle here: integrity, parity with the reference outputs, latency.")
-    parser.add_argument("bundle", nargs="?", default=str(bundle or Path(__file__).resolve().parent.parent),
-                        help="bundle folder [default: this script's folder]")
+    parser.add_argument(
+        "bundle", nargs="?", default=str(bundle or Path(__file__).resolve().parent.parent), help="bundle folder [default: this script's folder]"
+    )
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads [default: the profile's]")
     parser.add_argument("--warmup", type=int, default=None, help="untimed runs [default: the profile's]")
     parser.add_argument("--count", type=int, default=None, help="timed runs; 0 skips latency [default: the profile's]")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    parser.add_argument("--public-key", default=None, metavar="PUB.pem", help="check the bundle's signature (model.sig) with this PEM public key first; needs `pip install model-signing`")
+    parser.add_argument(
+        "--public-key",
+        default=None,
+        metavar="PUB.pem",
+        help="check the bundle's signature (model.sig) with this PEM public key first; needs `pip install model-signing`",
+    )
     args = parser.parse_args(argv)
     if any(v is not None and v < 0 for v in (args.threads, args.warmup, args.count)):
         parser.error("--threads, --warmup and --count must be >= 0")

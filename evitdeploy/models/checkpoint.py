@@ -72,7 +72,7 @@ def read_state_dict(path: Path) -> dict:
 
 
 def file_format(path: Path) -> str:
-    """"safetensors" or "torch", by the file's first bytes (not its suffix: a `.bin` may be either).
+    """ "safetensors" or "torch", by the file's first bytes (not its suffix: a `.bin` may be either).
     safetensors starts with an 8-byte little-endian header length, then the JSON header's '{';
     torch.save writes a zip ('PK') or, in the legacy format, a pickle. A file that is neither is
     read by the loader its suffix names, which then says what is wrong with it."""
@@ -114,7 +114,7 @@ def _unnest(obj, path: Path) -> dict:
 
 
 def detect_layout(state: dict) -> str:
-    """"reference" (mit-han-lab/efficientvit: `backbone.`, SAM's `image_encoder.backbone.…op_list…`) or "timm" (ours)."""
+    """ "reference" (mit-han-lab/efficientvit: `backbone.`, SAM's `image_encoder.backbone.…op_list…`) or "timm" (ours)."""
     return "reference" if any(k.startswith("backbone.") or ".op_list." in k for k in state) else "timm"
 
 
@@ -125,7 +125,7 @@ def reference_to_ours(state: dict) -> dict:
     renamed = {}
     for key, value in state.items():
         sam = key.startswith("image_encoder.")
-        new = _rename_sam(key[len("image_encoder."):]) if sam else _rename(key, b_series, seg_has_expand)
+        new = _rename_sam(key[len("image_encoder.") :]) if sam else _rename(key, b_series, seg_has_expand)
         renamed[("image_encoder." if sam else "") + new] = value
     return renamed
 
@@ -170,7 +170,7 @@ def _rename(key: str, b_series: bool, seg_has_expand: bool) -> str:
     }
     for old, new in classifier.items():
         if key.startswith(old):
-            return new + key[len(old):]
+            return new + key[len(old) :]
     if m := re.match(r"head\.input_ops\.(\d+)\.op_list\.0\.(.*)", key):
         return f"head.input_ops.{m[1]}.{m[2]}"
     if m := re.match(r"head\.middle\.op_list\.(\d+)\.(.*)", key):
@@ -199,7 +199,9 @@ def fine_tuned_class_count(state: dict, expected: dict) -> Optional[int]:
     return counts.pop() if len(counts) == 1 else None
 
 
-def load_checkpoint(model, path: Path, model_name: str, ours: Optional[tuple[dict, str]] = None, guess: Callable[[dict], Optional[str]] = lambda state: None) -> LoadedCheckpoint:
+def load_checkpoint(
+    model, path: Path, model_name: str, ours: Optional[tuple[dict, str]] = None, guess: Callable[[dict], Optional[str]] = lambda state: None
+) -> LoadedCheckpoint:
     """Load weights into `model` strictly; a mismatch names the keys and the likely cause.
 
     `ours` is the file already read by `read_our_state`, so a caller that looked at it reads it once;

@@ -123,7 +123,16 @@ SAM_MODELS: dict[str, SamConfig] = {
     # Not a published model: the same architecture, small enough to train here on digit mosaics
     # (models/trained.py), because random weights are no numerics reference.
     "tiny": SamConfig(
-        BackboneConfig("l", (8, 16, 32, 64, 128), (1, 1, 1, 2, 2), head_dim=16, eps=1e-6), (3, 2, 1), 64, neck_depth=2, neck_expand=1,
-        image_size=256, prompt_frame=256, embed_dim=64, decoder_heads=4, decoder_mlp_dim=256, iou_head_width=64,
+        BackboneConfig("l", (8, 16, 32, 64, 128), (1, 1, 1, 2, 2), head_dim=16, eps=1e-6),
+        (3, 2, 1),
+        64,
+        neck_depth=2,
+        neck_expand=1,
+        image_size=256,
+        prompt_frame=256,
+        embed_dim=64,
+        decoder_heads=4,
+        decoder_mlp_dim=256,
+        iou_head_width=64,
     ),
 }

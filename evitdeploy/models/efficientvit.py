@@ -132,7 +132,7 @@ def set_attention(root: nn.Module, eps: float) -> None:
 
 
 def set_formulation(root: nn.Module, formulation: str) -> None:
-    """"deploy": channel-first LiteMLA and conv bicubic (what we export); "textbook": the
+    """ "deploy": channel-first LiteMLA and conv bicubic (what we export); "textbook": the
     reference's token-first LiteMLA and F.interpolate, same numbers (the oracle, the naive baseline)."""
     if formulation not in FORMULATIONS:
         raise ValueError(f"formulation must be one of {FORMULATIONS}")
@@ -190,9 +190,7 @@ class SegHead(nn.Module):
         super().__init__()
         norm, act, width = _norm(backbone), _act(backbone), cfg.head_width
         # Order as the reference's fid_list: stage4 (stride 32), stage3 (16), stage2 (8).
-        self.input_ops = nn.ModuleList(
-            [ConvNormAct(backbone.widths[i], width, 1, norm=norm) for i in (4, 3, 2)]
-        )
+        self.input_ops = nn.ModuleList([ConvNormAct(backbone.widths[i], width, 1, norm=norm) for i in (4, 3, 2)])
         self.upsamples = nn.ModuleList([BicubicUpsample(width, 4), BicubicUpsample(width, 2), nn.Identity()])
         self.middle = nn.Sequential(
             *[

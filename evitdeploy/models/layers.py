@@ -43,9 +43,7 @@ class ConvNormAct(nn.Module):
         act: ActFactory = None,
     ):
         super().__init__()
-        self.conv = nn.Conv2d(
-            in_channels, out_channels, kernel_size, stride, padding=kernel_size // 2, groups=groups, bias=bias
-        )
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding=kernel_size // 2, groups=groups, bias=bias)
         self.norm = norm(out_channels) if norm else nn.Identity()
         self.act = act() if act else nn.Identity()
 
@@ -155,7 +153,6 @@ def local_block(
             act=(act, None),
         )
     raise ValueError(f"unknown local block kind {kind!r}")
-
 
 
 def _cubic_weights(t: float, a: float = -0.75) -> list[float]:

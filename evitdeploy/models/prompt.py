@@ -340,9 +340,7 @@ class MaskDecoder(nn.Module):
         self.output_hypernetworks_mlps = nn.ModuleList(
             MLP(transformer_dim, transformer_dim, transformer_dim // 8, num_layers=3) for _ in range(self.num_mask_tokens)
         )
-        self.iou_prediction_head = MLP(
-            transformer_dim, iou_head_hidden_dim, self.num_mask_tokens, num_layers=iou_head_depth
-        )
+        self.iou_prediction_head = MLP(transformer_dim, iou_head_hidden_dim, self.num_mask_tokens, num_layers=iou_head_depth)
 
     def forward(
         self,
@@ -393,9 +391,7 @@ class MaskDecoder(nn.Module):
         # (B, h*w, C) -> (B, C, h, w): h and w are the image embedding's, fixed by the model
         src = src.transpose(1, 2).unflatten(-1, tuple(image_embeddings.shape[-2:]))
         upscaled = self.output_upscaling(src)
-        hyper_in = torch.stack(
-            [mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1
-        )
+        hyper_in = torch.stack([mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1)
         masks = (hyper_in @ upscaled.flatten(2)).unflatten(-1, tuple(upscaled.shape[-2:]))
         return masks, self.iou_prediction_head(iou_token_out)
 

@@ -1,6 +1,6 @@
 """Every trained reference in one folder, with the data that goes with it (for the README's commands).
 
-    python -m evitdeploy.models.references [FOLDER]
+python -m evitdeploy.models.references [FOLDER]
 """
 
 from __future__ import annotations

@@ -29,14 +29,15 @@ def _entries() -> dict[str, ModelEntry]:
     for (family, dataset), head in SEG_HEADS.items():
         name = f"efficientvit_seg_{family}_{dataset}"
         h, w = _SEG_RESOLUTION[dataset]
-        spec = ModelSpec(
-            name, SEGMENTATION, family, dataset=dataset, num_classes=head.num_classes, input_shape=(1, 3, h, w), output_stride=8
-        )
+        spec = ModelSpec(name, SEGMENTATION, family, dataset=dataset, num_classes=head.num_classes, input_shape=(1, 3, h, w), output_stride=8)
         entries[name] = ModelEntry(spec, f"EfficientViT-{family.upper()} {dataset} segmentation")
     for family, cfg in SAM_MODELS.items():
         name = f"efficientvit_sam_{family}"
-        what = "small EfficientViT-SAM for the trained reference (digit mosaics; not a published model)" if family == "tiny" else (
-            f"EfficientViT-SAM-{family.upper()} promptable segmentation (encoder + prompt decoder)")
+        what = (
+            "small EfficientViT-SAM for the trained reference (digit mosaics; not a published model)"
+            if family == "tiny"
+            else (f"EfficientViT-SAM-{family.upper()} promptable segmentation (encoder + prompt decoder)")
+        )
         entries[name] = ModelEntry(sam_spec(name, family, cfg), what)
     return entries
 
@@ -44,8 +45,15 @@ def _entries() -> dict[str, ModelEntry]:
 def sam_spec(name: str, family: str, cfg: SamConfig) -> ModelSpec:
     size = cfg.embedding_size
     return ModelSpec(
-        name, PROMPTABLE, f"sam_{family}", dataset="sa1b", num_classes=1, input_shape=(1, 3, cfg.image_size, cfg.image_size),
-        output_name="image_embeddings", embedding=(cfg.embed_dim, size, size), prompt_frame=cfg.prompt_frame,
+        name,
+        PROMPTABLE,
+        f"sam_{family}",
+        dataset="sa1b",
+        num_classes=1,
+        input_shape=(1, 3, cfg.image_size, cfg.image_size),
+        output_name="image_embeddings",
+        embedding=(cfg.embed_dim, size, size),
+        prompt_frame=cfg.prompt_frame,
     )
 
 
@@ -82,9 +90,7 @@ def create_model(spec: ModelSpec, seed: int = 0):
     return model.eval()
 
 
-def build_model(
-    spec: ModelSpec, checkpoint: Optional[Path] = None, seed: int = 0, attention_eps: Optional[float] = None
-):
+def build_model(spec: ModelSpec, checkpoint: Optional[Path] = None, seed: int = 0, attention_eps: Optional[float] = None):
     """The model for `spec`, with weights from `checkpoint` or a seeded init, and its final spec.
 
     A checkpoint fixes the LiteMLA eps it was trained with (reference 1e-15, timm 1e-5) unless the

@@ -79,11 +79,17 @@ class EfficientViTSam(nn.Module):
             mask_in_chans=cfg.mask_in_chans,
         )
         transformer = TwoWayTransformer(
-            depth=cfg.decoder_depth, embedding_dim=cfg.embed_dim, num_heads=cfg.decoder_heads, mlp_dim=cfg.decoder_mlp_dim,
+            depth=cfg.decoder_depth,
+            embedding_dim=cfg.embed_dim,
+            num_heads=cfg.decoder_heads,
+            mlp_dim=cfg.decoder_mlp_dim,
             norm_eps=cfg.backbone.norm_eps,
         )
         self.mask_decoder = MaskDecoder(
-            transformer_dim=cfg.embed_dim, transformer=transformer, num_multimask_outputs=3, iou_head_depth=3,
+            transformer_dim=cfg.embed_dim,
+            transformer=transformer,
+            num_multimask_outputs=3,
+            iou_head_depth=3,
             iou_head_hidden_dim=cfg.iou_head_width,
         )
 

@@ -116,9 +116,7 @@ def digits_images(split: str = "train", size: int = 64) -> tuple[np.ndarray, np.
     return np.repeat(ink[..., None], 3, axis=-1), labels[keep]
 
 
-def digit_mosaics(
-    count: int, height: int, width: int, seed: int = 0, split: str = "test"
-) -> tuple[np.ndarray, np.ndarray]:
+def digit_mosaics(count: int, height: int, width: int, seed: int = 0, split: str = "test") -> tuple[np.ndarray, np.ndarray]:
     """Dense labels from real data: digits of `split` pasted on a dark, noisy canvas.
 
     Returns uint8 photos (N, H, W, 3) and labels (N, H, W) int64: the digit (0..9) where its ink is,
@@ -206,10 +204,9 @@ def segmentation_scores(logits_stride8, labels_full) -> dict:
 
     logits = torch.as_tensor(np.asarray(logits_stride8, dtype=np.float32))
     labels = np.asarray(labels_full)
-    predicted = np.concatenate([
-        F.interpolate(logits[i : i + 1], size=labels.shape[-2:], mode="bilinear", align_corners=False).argmax(1).numpy()
-        for i in range(len(logits))
-    ])  # one image at a time: at 512x1024 the full-resolution logits of a batch are large
+    predicted = np.concatenate(
+        [F.interpolate(logits[i : i + 1], size=labels.shape[-2:], mode="bilinear", align_corners=False).argmax(1).numpy() for i in range(len(logits))]
+    )  # one image at a time: at 512x1024 the full-resolution logits of a batch are large
     classes = logits.shape[1]
     confusion = np.bincount(labels.ravel() * classes + predicted.ravel(), minlength=classes**2).reshape(classes, classes)
     union = confusion.sum(0) + confusion.sum(1) - np.diag(confusion)
@@ -247,9 +244,7 @@ def _optimizer(model, learning_rate: float, weight_decay: float, steps: int):
 
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=learning_rate
-    )
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=learning_rate)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=learning_rate, total_steps=steps, pct_start=0.15)
     return optimizer, schedule
 

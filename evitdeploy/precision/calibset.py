@@ -15,7 +15,13 @@ from typing import Optional, Union
 import numpy as np
 
 from evitdeploy.data import (
-    SAMPLE_PHOTOS, npz_inputs, folder_photos, is_photo_array, preprocess, read_npz, sample_photos,
+    SAMPLE_PHOTOS,
+    npz_inputs,
+    folder_photos,
+    is_photo_array,
+    preprocess,
+    read_npz,
+    sample_photos,
 )
 from evitdeploy.errors import UserError
 from evitdeploy.spec import ModelSpec
@@ -30,9 +36,7 @@ class CalibrationSet:
     report: dict  # JSON-ready: count, sha256, sources, variants, seed
 
 
-def varied_images(
-    images: list[np.ndarray], count: int, seed: int, originals: bool = True
-) -> tuple[list[np.ndarray], int]:
+def varied_images(images: list[np.ndarray], count: int, seed: int, originals: bool = True) -> tuple[list[np.ndarray], int]:
     """`count` images: the originals first (unless `originals` is False), then deterministic crops
     (50-90%) and flips of them.
 

@@ -109,7 +109,11 @@ def make_plan(
     report_step(progress, f"building the calibration set ({count} images)")
     calibration = build_calibration_set(spec, options.calib, count, seed=options.seed)
     ranges = collect_ranges(
-        fp32_path, calibration.inputs, spec.input_name, calibration=calibration.report, with_entropy=options.method == "entropy",
+        fp32_path,
+        calibration.inputs,
+        spec.input_name,
+        calibration=calibration.report,
+        with_entropy=options.method == "entropy",
         progress=progress,
     )
     seconds["calibration_s"] = time.perf_counter() - started
@@ -133,7 +137,10 @@ def _search_int8(fp32_path, spec, plan, ranges, calibration: CalibrationSet, opt
     from evitdeploy.precision.sensitivity import search
 
     held_out = build_calibration_set(
-        spec, options.calib, min(HELD_OUT_COUNT, len(calibration.inputs)), seed=options.seed + HELD_OUT_SEED_OFFSET,
+        spec,
+        options.calib,
+        min(HELD_OUT_COUNT, len(calibration.inputs)),
+        seed=options.seed + HELD_OUT_SEED_OFFSET,
         held_out_after=len(calibration.inputs),
     ).inputs
     reference = outputs_of(fp32_path, held_out, spec.input_name)
@@ -147,5 +154,3 @@ def _search_int8(fp32_path, spec, plan, ranges, calibration: CalibrationSet, opt
         plan = search(plan, evaluate, options.min_cosine, budget=options.search_budget, rank_all=options.explain, progress=progress)
     plan.settings.update({"min_cosine": options.min_cosine, "search_budget": options.search_budget, "held_out_images": len(held_out)})
     return plan
-
-

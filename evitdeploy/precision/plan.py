@@ -28,13 +28,9 @@ DEFAULT_FP16_MARGIN = 4.0  # headroom over the largest calibration value (other 
 ATTENTION_SCOPE = "context_module.main"  # LiteMLA's own ops (not its qkv/aggreg/proj convolutions)
 INT8_OPS = ("Conv", "Add", "HardSwish")  # integer kernels: QLinearConv, QLinearAdd, Clip + QLinearMul
 BF16_REASON_ATTENTION = (
-    "rule: LiteMLA linear-attention core in FP32 (k^T v and the normalizer sum over all tokens: "
-    "BF16's 8-bit significand loses the small terms of those sums)"
+    "rule: LiteMLA linear-attention core in FP32 (k^T v and the normalizer sum over all tokens: BF16's 8-bit significand loses the small terms of those sums)"
 )
-FP16_REASON_ATTENTION = (
-    "rule: LiteMLA linear-attention core in FP32 (k^T v and the normalizer sum over all tokens; "
-    "eps {eps:g} {eps_note} in FP16)"
-)
+FP16_REASON_ATTENTION = "rule: LiteMLA linear-attention core in FP32 (k^T v and the normalizer sum over all tokens; eps {eps:g} {eps_note} in FP16)"
 
 
 def module_path(node_name: str) -> str:
@@ -57,7 +53,7 @@ def group_of(path: str) -> str:
         return "graph"
     for prefix in ("image_encoder.backbone.", "image_encoder."):
         if path.startswith(prefix) and len(path) > len(prefix):
-            return prefix + group_of(path[len(prefix):])
+            return prefix + group_of(path[len(prefix) :])
     parts = path.split(".")
     if parts[0] == "stages" and len(parts) >= 4:
         depth = 5 if len(parts) > 4 and parts[4] in ("context_module", "local_module") else 4
@@ -109,10 +105,7 @@ class PrecisionPlan:
     def with_float_groups(self, groups: Iterable[str], reason: str) -> "PrecisionPlan":
         """The same plan with whole blocks moved to FP32 (what the sensitivity search does)."""
         moved = set(groups)
-        decisions = [
-            replace(d, precision="fp32", reason=reason) if d.group in moved and d.precision != "fp32" else d
-            for d in self.decisions
-        ]
+        decisions = [replace(d, precision="fp32", reason=reason) if d.group in moved and d.precision != "fp32" else d for d in self.decisions]
         return replace(self, decisions=decisions)
 
     def only_groups(self, groups: Iterable[str]) -> "PrecisionPlan":
@@ -150,9 +143,15 @@ class PrecisionPlan:
         if data.get("format") != PLAN_FORMAT or "nodes" not in data:
             raise UserError("not an evitdeploy precision plan (format 1)", "make one with `evitdeploy plan ... --save plan.json`")
         return cls(
-            data["precision"], data["model"], data["input_shape"], data["method"],
-            [NodeDecision(**n) for n in data["nodes"]], data.get("calibration", {}), data.get("settings", {}),
-            data.get("sensitivity", []), data.get("search", {}),
+            data["precision"],
+            data["model"],
+            data["input_shape"],
+            data["method"],
+            [NodeDecision(**n) for n in data["nodes"]],
+            data.get("calibration", {}),
+            data.get("settings", {}),
+            data.get("sensitivity", []),
+            data.get("search", {}),
         )
 
 
@@ -186,7 +185,12 @@ def fp16_plan(model, ranges, spec, margin: float = DEFAULT_FP16_MARGIN, method: 
             precision, reason = "fp16", f"range: |max| {peak:.3g}, headroom x{FP16_MAX / max(peak, 1e-30):.3g}"
         decisions.append(NodeDecision(node.name, node.op_type, path, group=group_of(path), precision=precision, reason=reason))
     return PrecisionPlan(
-        "fp16", spec.name, list(spec.input_shape), method=method, decisions=decisions, calibration=ranges.calibration,
+        "fp16",
+        spec.name,
+        list(spec.input_shape),
+        method=method,
+        decisions=decisions,
+        calibration=ranges.calibration,
         settings={"fp16_margin": margin, "attention_eps": eps},
     )
 
@@ -204,7 +208,12 @@ def bf16_plan(model, ranges, spec, method: str = "minmax") -> PrecisionPlan:
             precision, reason = "bf16", f"range: |max| {peak:.3g} (BF16 keeps FP32's range)"
         decisions.append(NodeDecision(node.name, node.op_type, path, group=group_of(path), precision=precision, reason=reason))
     return PrecisionPlan(
-        "bf16", spec.name, list(spec.input_shape), method=method, decisions=decisions, calibration=ranges.calibration,
+        "bf16",
+        spec.name,
+        list(spec.input_shape),
+        method=method,
+        decisions=decisions,
+        calibration=ranges.calibration,
         settings={"attention_eps": spec.attention_eps},
     )
 
@@ -250,9 +259,7 @@ class FloatScopes:
         return not weighted and any(module.startswith(m + ".") and module[len(m) + 1 :].split(".")[0] == "kernel_func" for m in self.modules)
 
     def reason(self, module: str) -> str:
-        return self.reasons.get(module) or next(
-            (r for m, r in self.reasons.items() if module.startswith(m) or group_of(m) == group_of(module)), "plan: fp32"
-        )
+        return self.reasons.get(module) or next((r for m, r in self.reasons.items() if module.startswith(m) or group_of(m) == group_of(module)), "plan: fp32")
 
     def unmatched(self, modules_seen: Iterable[str]) -> list[str]:
         """Plan FP32 modules no converted op carries: the converter's naming drifted."""

@@ -36,8 +36,13 @@ HARDSWISH_KNEE = 3.0  # hardswish(x) = x * clip(x + 3, 0, 6) / 6
 
 
 def quantize(
-    fp32_path: Path, plan: PrecisionPlan, ranges: Ranges, output: Path, scheme: str = ASYMMETRIC,
-    integer_hardswish_ops: bool = True, weight_bits: int = 8,
+    fp32_path: Path,
+    plan: PrecisionPlan,
+    ranges: Ranges,
+    output: Path,
+    scheme: str = ASYMMETRIC,
+    integer_hardswish_ops: bool = True,
+    weight_bits: int = 8,
 ) -> dict:
     """Write the QDQ model for `plan` to `output`; returns what was done, for the manifest.
     `integer_hardswish_ops=False` leaves Q/DQ around HardSwish (the benchmark's comparison point).
@@ -79,7 +84,9 @@ def quantize(
         [],
         op_types,
         {
-            "ActivationSymmetric": symmetric, "WeightSymmetric": True, **({"OpTypesToExcludeOutputQuantization": ["Conv"]} if symmetric else {}),
+            "ActivationSymmetric": symmetric,
+            "WeightSymmetric": True,
+            **({"OpTypesToExcludeOutputQuantization": ["Conv"]} if symmetric else {}),
             "TensorQuantOverrides": {name: [{"reduce_range": True}] for name in seven_bit},
         },
     )
@@ -92,9 +99,8 @@ def quantize(
     return {
         "scheme": scheme,
         "activations": "int8 symmetric" if symmetric else "uint8 asymmetric",
-        "weights": "int8 per-channel symmetric" + (
-            f", 7-bit range [-64, 64] on the {len(seven_bit)} GEMM convolutions (exact on x86 without VNNI), 8-bit on depthwise ones" if reduce_range else ""
-        ),
+        "weights": "int8 per-channel symmetric"
+        + (f", 7-bit range [-64, 64] on the {len(seven_bit)} GEMM convolutions (exact on x86 without VNNI), 8-bit on depthwise ones" if reduce_range else ""),
         "quantized_nodes": len(int8_nodes),
         "integer_hardswish": rewritten,
         **({"fusable_conv_epilogues": epilogues, "placement": "inputs of Conv and residual Add (TensorRT's recommendation)"} if symmetric else {}),
@@ -160,11 +166,15 @@ def integer_hardswish(model) -> int:
         )
         replacement = [
             helper.make_node(
-                "Clip", [dequantize.input[0], f"{prefix}_gate_low", f"{prefix}_gate_high"], [f"{prefix}_gate_q"],
+                "Clip",
+                [dequantize.input[0], f"{prefix}_gate_low", f"{prefix}_gate_high"],
+                [f"{prefix}_gate_q"],
                 name=f"{prefix}_gate_clip",
             ),
             helper.make_node(
-                "DequantizeLinear", [f"{prefix}_gate_q", f"{prefix}_gate_scale", f"{prefix}_gate_low"], [f"{prefix}_gate"],
+                "DequantizeLinear",
+                [f"{prefix}_gate_q", f"{prefix}_gate_scale", f"{prefix}_gate_low"],
+                [f"{prefix}_gate"],
                 name=f"{prefix}_gate_dq",
             ),
             helper.make_node("Mul", [node.input[0], f"{prefix}_gate"], list(node.output), name=f"{prefix}_mul"),
@@ -221,8 +231,13 @@ def naive_quantize(fp32_path: Path, output: Path, calibration: np.ndarray, metho
             return next(self.items, None)
 
     quantize_static(
-        str(fp32_path), str(output), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+        str(fp32_path),
+        str(output),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
         calibrate_method=CalibrationMethod.MinMax if method == "minmax" else CalibrationMethod.Percentile,
         op_types_to_quantize=["Conv"] if conv_only else None,
     )

@@ -178,12 +178,7 @@ def float_tensors(model) -> dict[str, tuple[str, str]]:
 
     inferred = onnx.shape_inference.infer_shapes(model)
     types = {v.name: v.type.tensor_type.elem_type for v in list(inferred.graph.value_info) + list(inferred.graph.output)}
-    return {
-        output: (node.name, node.op_type)
-        for node in inferred.graph.node
-        for output in node.output
-        if types.get(output) == onnx.TensorProto.FLOAT
-    }
+    return {output: (node.name, node.op_type) for node in inferred.graph.node for output in node.output if types.get(output) == onnx.TensorProto.FLOAT}
 
 
 def collect_ranges(

@@ -15,9 +15,7 @@ from evitdeploy.precision.plan import PrecisionPlan, find_plan_groups
 Evaluate = Callable[[PrecisionPlan], dict]
 
 
-def rank_groups(
-    plan: PrecisionPlan, evaluate: Evaluate, progress: Optional[Callable[[str], None]] = None
-) -> list[dict]:
+def rank_groups(plan: PrecisionPlan, evaluate: Evaluate, progress: Optional[Callable[[str], None]] = None) -> list[dict]:
     """Each block reduced alone (everything else FP32): its error, most harmful first."""
     groups = find_plan_groups(plan)
     ranking = []
@@ -57,9 +55,7 @@ def search(
             moved.append(entry["group"])
             if progress:
                 progress(f"search: {len(moved)} block(s) in FP32, latest {entry['group']}")
-            candidate = plan.with_float_groups(
-                moved, f"sensitivity: alone it cost {entry['error']:.2e} cosine on held-out images"
-            )
+            candidate = plan.with_float_groups(moved, f"sensitivity: alone it cost {entry['error']:.2e} cosine on held-out images")
             scores = evaluate(candidate)
             steps.append({"float_groups": list(moved), **scores})
             if scores["cosine_min"] > best_scores["cosine_min"] or meets(scores, min_cosine):

@@ -94,6 +94,9 @@ def fp16_numerics(model, spec, plan: PrecisionPlan, inputs, device: str = "cpu")
         half = copy.deepcopy(model)
         kept = half_following(half, chosen)
         outputs[label] = run_half(half, inputs, device)
-        reports[label] = {**compare(spec, reference, outputs[label], precision="fp16", tolerances=tolerances_for("fp16")), "fp32_modules": len(kept["fp32_modules"])}
+        reports[label] = {
+            **compare(spec, reference, outputs[label], precision="fp16", tolerances=tolerances_for("fp16")),
+            "fp32_modules": len(kept["fp32_modules"]),
+        }
         del half
     return {"device": device, "reports": reports, "outputs": outputs}

@@ -72,7 +72,9 @@ class Profile:
     host_machines: tuple[str, ...] = _from("host.machine", _lowered)
     host_device_model: Optional[str] = _from("host.device_model")
     host_gpu: Optional[str] = _from("host.gpu")
-    candidates: tuple[str, ...] = _from("candidates", lambda names: tuple(dict.fromkeys(names)))  # backends `deploy --precision auto` measures; () means (backend,)
+    candidates: tuple[str, ...] = _from(
+        "candidates", lambda names: tuple(dict.fromkeys(names))
+    )  # backends `deploy --precision auto` measures; () means (backend,)
     backend_options: dict = _from("given_options", dict)  # options its backend declares, as given ({"delegate": "coreml"})
     int8_kernels: str = _from("int8_kernels", lambda kernels: kernels or "")  # x86 INT8 kernel class its INT8 is for; "" where it does not apply
 

@@ -215,5 +215,6 @@ def error_lines(rows: list[dict]) -> list[str]:
     """One line per row that failed: where, and why."""
     return [
         f"{r['model']} {r['target']}/{r['precision']} {r['resolution']}" + (f" on {r['device']}" if r.get("device") else "") + f": {r['error']}"
-        for r in rows if r.get("error")
+        for r in rows
+        if r.get("error")
     ]

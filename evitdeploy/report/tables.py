@@ -34,7 +34,9 @@ def models_table(models: list[dict]) -> Table:
 
 def parity_table(report: dict) -> Table:
     verdict = "[green]PASS[/green]" if report["passed"] else "[red]FAIL[/red]"
-    table = Table(title=f"Parity {as_written(report.get('model', ''))} {as_written(report.get('target', ''))}/{as_written(report.get('precision', ''))}: {verdict}")
+    table = Table(
+        title=f"Parity {as_written(report.get('model', ''))} {as_written(report.get('target', ''))}/{as_written(report.get('precision', ''))}: {verdict}"
+    )
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_column("tolerance", justify="right")
@@ -54,8 +56,16 @@ def parity_table(report: dict) -> Table:
     from evitdeploy.device.cpu import made_for
 
     kernels = report.get("int8_kernels") or {}
-    judged = f"INT8 for {made_for(kernels['target'])}, judged on this CPU's {kernels['this_cpu']} kernels" + (f": {kernels['note']}" if kernels.get("note") else "") if kernels else ""
-    table.caption = f"data: {as_written(report.get('data', ''))}" + (f"\n{as_written(judged)}" if judged else "") + "".join(f"\n[red]{as_written(f)}[/red]" for f in report.get("failures", []))
+    judged = (
+        f"INT8 for {made_for(kernels['target'])}, judged on this CPU's {kernels['this_cpu']} kernels" + (f": {kernels['note']}" if kernels.get("note") else "")
+        if kernels
+        else ""
+    )
+    table.caption = (
+        f"data: {as_written(report.get('data', ''))}"
+        + (f"\n{as_written(judged)}" if judged else "")
+        + "".join(f"\n[red]{as_written(f)}[/red]" for f in report.get("failures", []))
+    )
     return table
 
 
@@ -102,8 +112,12 @@ def plan_table(plan: dict) -> list[Table]:
             steps.add_column(column, justify="right" if column != "blocks in FP32" else "left")
         for index, step in enumerate(search["steps"]):
             steps.add_row(
-                str(index), ", ".join(step["float_groups"]) or "(rules only)", number_text(step["cosine_min"], 6),
-                number_text(step["cosine_mean"], 6), _agreement(step), str(step["nonfinite"]),
+                str(index),
+                ", ".join(step["float_groups"]) or "(rules only)",
+                number_text(step["cosine_min"], 6),
+                number_text(step["cosine_mean"], 6),
+                _agreement(step),
+                str(step["nonfinite"]),
             )
         tables.append(steps)
     numerics = plan.get("torch_fp16")
@@ -113,7 +127,9 @@ def plan_table(plan: dict) -> list[Table]:
             fp16.add_column(column, justify="right" if column != "FP16" else "left")
         for label, title in (("plain", "plain (every op FP16)"), ("plan", "the plan")):
             m = numerics[label]
-            fp16.add_row(title, str(m["nonfinite_outputs"]), number_text(m["cosine_min"], 6), number_text(m["max_abs_error"]), _agreement(m), _verdict(m["passed"]))
+            fp16.add_row(
+                title, str(m["nonfinite_outputs"]), number_text(m["cosine_min"], 6), number_text(m["max_abs_error"]), _agreement(m), _verdict(m["passed"])
+            )
         tables.append(fp16)
     return tables
 
@@ -136,8 +152,12 @@ def bench_table(summary: dict) -> Table:
         if "gpu_compute" in result:  # TensorRT: GPU compute time from CUDA events, as trtexec reports it
             g = result["gpu_compute"]
             table.add_row(
-                f"{as_written(result['label'])} GPU compute", "", *(number_text(g[k], 4) for k in ("median_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms")),
-                number_text(result["ms_per_megapixel"] * g["median_ms"] / s["median_ms"], 4), number_text(g["throughput_per_s"], 4), str(g["count"]),
+                f"{as_written(result['label'])} GPU compute",
+                "",
+                *(number_text(g[k], 4) for k in ("median_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms")),
+                number_text(result["ms_per_megapixel"] * g["median_ms"] / s["median_ms"], 4),
+                number_text(g["throughput_per_s"], 4),
+                str(g["count"]),
             )
     if "speedup_vs_torch" in summary:
         table.caption = f"speedup vs PyTorch eager (median): {summary['speedup_vs_torch']:.2f}x"
@@ -184,7 +204,9 @@ def _verdict(passed: Optional[bool]) -> str:
 
 def deploy_table(summary: dict) -> Table:
     verdict = "[green]PASSED[/green]" if summary["passed"] else "[red]FAILED[/red]"
-    table = Table(title=f"deploy {as_written(summary['model'])} -> {as_written(summary['profile'])} ({as_written(summary['target'])}/{as_written(summary['precision'])}): {verdict}")
+    table = Table(
+        title=f"deploy {as_written(summary['model'])} -> {as_written(summary['profile'])} ({as_written(summary['target'])}/{as_written(summary['precision'])}): {verdict}"
+    )
     for column in ("step", "result", "verdict", "s"):
         table.add_column(column, justify="right" if column == "s" else "left")
     seconds, check, budget, latency = summary["seconds"], summary["check"], summary["budget"], summary["latency"]
@@ -197,8 +219,10 @@ def deploy_table(summary: dict) -> Table:
     if check.get("skipped"):
         parity = f"not run here: {check['skipped']}; the bundle carries the PyTorch outputs for it"
     elif "prompts" in metrics:  # a promptable model
-        parity = (f"{metrics['prompts']} prompts vs PyTorch: min mask IoU {metrics['mask_iou_min']:.4f}, IoU-prediction max error "
-                  f"{metrics['iou_prediction_max_error']:.2g}, min low-res cosine {metrics['low_res_cosine_min']:.6f}")
+        parity = (
+            f"{metrics['prompts']} prompts vs PyTorch: min mask IoU {metrics['mask_iou_min']:.4f}, IoU-prediction max error "
+            f"{metrics['iou_prediction_max_error']:.2g}, min low-res cosine {metrics['low_res_cosine_min']:.6f}"
+        )
     else:
         agreement = f"top-1 {metrics['top1_agreement']:.3f}" if "top1_agreement" in metrics else f"pixels {metrics.get('pixel_agreement', 0):.4f}"
         parity = f"{metrics.get('samples')} photos vs PyTorch: min cosine {metrics.get('cosine_min', 0):.6f}, max abs {metrics.get('max_abs_error', 0):.3g}, {agreement}"
@@ -210,7 +234,8 @@ def deploy_table(summary: dict) -> Table:
             "fp16 storage",
             f"every FP16 write rounded: plan {planned['nonfinite']} NaN/Inf, min cosine {planned['cosine_min']:.6f}; "
             f"plain FP16 {plain['nonfinite']} NaN/Inf, min cosine {plain['cosine_min']:.6f}",
-            _verdict(planned["nonfinite"] == 0), "-",
+            _verdict(planned["nonfinite"] == 0),
+            "-",
         )
     if latency:
         timing = f"median {latency['median_ms']:.3f} ms, p90 {latency['p90_ms']:.3f}, p99 {latency['p99_ms']:.3f} ({latency['count']} runs, {latency['threads']} threads)"
@@ -220,14 +245,21 @@ def deploy_table(summary: dict) -> Table:
         timing += f"; budget {budget['statistic']} {budget['latency_ms']} ms " + ("" if budget["judged"] else f"not judged: {budget['host']}")
     table.add_row("bench", as_written(timing), _verdict(budget["passed"]), number_text(seconds["bench"], 3))
     signed = f", signed ({summary['signature']})" if summary.get("signed") else ""
-    table.add_row("bundle", f"{as_written(summary['bundle'])}: {sizes['files']} files, {sizes['extra_bytes'] / 1e6:.2f} MB beyond the model{signed}", "-", number_text(seconds["bundle"], 3))
+    table.add_row(
+        "bundle",
+        f"{as_written(summary['bundle'])}: {sizes['files']} files, {sizes['extra_bytes'] / 1e6:.2f} MB beyond the model{signed}",
+        "-",
+        number_text(seconds["bundle"], 3),
+    )
     table.caption = as_written("; ".join(summary["failures"]) if summary["failures"] else f"on the device: {summary['commands']['verify_on_device']}")
     return table
 
 
 def verification_table(report: dict) -> Table:
     verdict = "[green]PASSED[/green]" if report["passed"] else "[red]FAILED[/red]"
-    table = Table(title=f"verify {as_written(report['model'])} {as_written(report['target'])}/{as_written(report['precision'])} ({as_written(report['profile'])}): {verdict}")
+    table = Table(
+        title=f"verify {as_written(report['model'])} {as_written(report['target'])}/{as_written(report['precision'])} ({as_written(report['profile'])}): {verdict}"
+    )
     table.add_column("what")
     table.add_column("result")
     metrics = report["parity"]["metrics"]
@@ -247,7 +279,9 @@ def verification_table(report: dict) -> Table:
         table.add_row("latency", f"median {latency['median_ms']:.3f} ms, p90 {latency['p90_ms']:.3f}, p99 {latency['p99_ms']:.3f} ({latency['count']} runs)")
     budget = report["budget"]
     if budget.get("latency_ms"):
-        table.add_row("budget", as_written(f"{budget['statistic']} <= {budget['latency_ms']} ms: {'judged' if budget['judged'] else 'not judged'} ({budget['host']})"))
+        table.add_row(
+            "budget", as_written(f"{budget['statistic']} <= {budget['latency_ms']} ms: {'judged' if budget['judged'] else 'not judged'} ({budget['host']})")
+        )
     runtime = report["runtime"]
     table.add_row("runtime", as_written(", ".join(f"{k} {v}" for k, v in runtime.items() if k != "providers") + f"; {', '.join(runtime['providers'])}"))
     for line in report["warnings"]:
@@ -260,7 +294,9 @@ def verification_table(report: dict) -> Table:
 def gate_table(report: dict) -> Table:
     styles = {"regression": "[red]REGRESSION[/red]", "improvement": "[green]FASTER[/green]", "no change": "[green]PASS[/green]"}
     new = report["new"]
-    table = Table(title=f"Latency gate {as_written(new.get('model') or '')} {as_written(new.get('label') or '')}: {styles[report['verdict']]} ({report['mode']})")
+    table = Table(
+        title=f"Latency gate {as_written(new.get('model') or '')} {as_written(new.get('label') or '')}: {styles[report['verdict']]} ({report['mode']})"
+    )
     for column in ("side", "artifact", "median ms", "p90 ms", "p99 ms", "std ms", "n"):
         table.add_column(column, justify="left" if column in ("side", "artifact") else "right")
     for name in ("baseline", "new"):
@@ -292,8 +328,10 @@ def rows_table(rows: list[dict], columns: Optional[tuple[str, ...]] = None) -> T
 def _validation_text(metrics: dict) -> str:
     """An export's parity in one phrase, by what kind of metrics it has."""
     if "mask_iou_min" in metrics:  # a promptable model: per prompt and mask
-        return (f"min mask IoU {metrics['mask_iou_min']:.4f} over {metrics['prompts']} prompts, IoU-prediction max error "
-                f"{metrics['iou_prediction_max_error']:.1e}, min low-res cosine {metrics['low_res_cosine_min']:.6f}")
+        return (
+            f"min mask IoU {metrics['mask_iou_min']:.4f} over {metrics['prompts']} prompts, IoU-prediction max error "
+            f"{metrics['iou_prediction_max_error']:.1e}, min low-res cosine {metrics['low_res_cosine_min']:.6f}"
+        )
     return f"max abs err {metrics['max_abs_error']:.2e}, min cosine {metrics['cosine_min']:.6f}"
 
 
@@ -308,8 +346,11 @@ def export_headline(artifact) -> str:
         + (f"opset {manifest['export']['opset']}, " if "opset" in manifest["export"] else f"{manifest['export']['exporter']}, ")
         + f"input {'x'.join(map(str, artifact.spec.input_shape))}"
         + (f", dynamic {','.join(artifact.spec.dynamic_axes)}" if artifact.spec.dynamic_axes else "")
-        + (f"); validation {_validation_text(check)} vs PyTorch" if check
-           else f"); {as_written(manifest['validation']['checks'][0].get('skipped', 'not run against PyTorch here'))}")
+        + (
+            f"); validation {_validation_text(check)} vs PyTorch"
+            if check
+            else f"); {as_written(manifest['validation']['checks'][0].get('skipped', 'not run against PyTorch here'))}"
+        )
     )
 
 
@@ -320,11 +361,15 @@ def export_lines(manifest: dict) -> list[str]:
     package = manifest["validation"].get("package")
     package = package.get("encoder", package) if package else None  # a SAM artifact: the encoder's package is the planned one
     if package:
-        lines.append(f"package: ops by precision {package['ops_by_precision']}; {package['plan_fp32_ops']} ops kept FP32 by the plan; "
-                     f"{package['compressed_weight_ops']} compressed weight ops")
+        lines.append(
+            f"package: ops by precision {package['ops_by_precision']}; {package['plan_fp32_ops']} ops kept FP32 by the plan; "
+            f"{package['compressed_weight_ops']} compressed weight ops"
+        )
     for role, part in manifest["export"].get("partition", {}).items():  # a delegate's share of the graph
         outside = ", ".join(f"{op} {n}" for op, n in part["outside_delegate"].items()) or "nothing"
-        lines.append(f"{role}: {part['delegate']} took {part['delegated_nodes']} ops in {part['delegated_subgraphs']} subgraphs; on portable kernels: {outside}")
+        lines.append(
+            f"{role}: {part['delegate']} took {part['delegated_nodes']} ops in {part['delegated_subgraphs']} subgraphs; on portable kernels: {outside}"
+        )
     plan = manifest.get("precision_plan")
     if plan:
         counts = ", ".join(f"{n} {p}" for p, n in sorted(plan["summary"]["nodes"].items()))

@@ -72,8 +72,7 @@ def write_report(rows: list[dict], output: Path, columns: Optional[tuple[str, ..
 def _html(rows: list[dict], columns: tuple[str, ...], *, figures: dict, title: str) -> str:
     head = "".join(f"<th>{html.escape(COLUMNS[c][0])}</th>" for c in columns)
     body = "".join(
-        "<tr>" + "".join(f"<td class='{'num' if COLUMNS[c][1] else ''}'>{html.escape(cell_text(r, c))}</td>" for c in columns) + "</tr>"
-        for r in rows
+        "<tr>" + "".join(f"<td class='{'num' if COLUMNS[c][1] else ''}'>{html.escape(cell_text(r, c))}</td>" for c in columns) + "</tr>" for r in rows
     )
     errors = "".join(f"<li>{html.escape(e)}</li>" for e in error_lines(rows))
     images = (f"<ul class='errors'>{errors}</ul>" if errors else "") + "".join(

@@ -13,6 +13,20 @@ from evitdeploy.sweep.run import EXECUTORS, LocalExecutor, make_executor, run_sw
 from evitdeploy.sweep.stages import run_cell
 
 __all__ = [
-    "Cell", "CellSettings", "EXECUTORS", "FAILED", "LocalExecutor", "OK", "PARITY_FAILED", "SWEEP_SCHEMA",
-    "latest_cells", "make_executor", "parse_resolution", "plan_cells", "read_records", "run_cell", "run_sweep", "split_list",
+    "Cell",
+    "CellSettings",
+    "EXECUTORS",
+    "FAILED",
+    "LocalExecutor",
+    "OK",
+    "PARITY_FAILED",
+    "SWEEP_SCHEMA",
+    "latest_cells",
+    "make_executor",
+    "parse_resolution",
+    "plan_cells",
+    "read_records",
+    "run_cell",
+    "run_sweep",
+    "split_list",
 ]

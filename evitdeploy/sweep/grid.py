@@ -76,7 +76,13 @@ def parse_resolution(text: str) -> tuple[int, int]:
 
 
 def plan_cells(
-    models: list[str], targets: list[str], precisions: list[str], resolutions: list[str], *, samples: int = 8, profiles: Optional[list] = None,
+    models: list[str],
+    targets: list[str],
+    precisions: list[str],
+    resolutions: list[str],
+    *,
+    samples: int = 8,
+    profiles: Optional[list] = None,
 ) -> list[Cell]:
     """The grid, with names and sizes checked up front (a typo should not cost a whole sweep), and
     each size's export and check (with `samples` inputs) against this host's memory.
@@ -127,5 +133,3 @@ def _require_memory(spec, precisions: list[str], samples: int) -> None:
         calib = PrecisionOptions().count_for(spec.height, spec.width) if precision != "fp32" else None
         memory.require_fits(spec, "export", f"the sweep cell {where} ({precision} export)", precision=precision, calib_count=calib)
     memory.require_fits(spec, "check", f"the sweep cell {where} (check on {samples} inputs)", images=samples)
-
-

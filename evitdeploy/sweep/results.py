@@ -60,5 +60,3 @@ def append_record(path: Path, record: dict) -> None:
         handle.write(json.dumps(record) + "\n")
         handle.flush()
         os.fsync(handle.fileno())
-
-

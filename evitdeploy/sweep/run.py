@@ -19,7 +19,6 @@ from evitdeploy.sweep.stages import run_cell
 from evitdeploy.progress import Progress
 
 
-
 class LocalExecutor:
     """Every stage of every cell on this host, in grid order."""
 
@@ -28,7 +27,9 @@ class LocalExecutor:
     def prepare(self, cells: list[Cell], profiles: dict) -> None:
         """Nothing to refuse up front: a backend missing here fails its cells with the reason."""
 
-    def run(self, cells: list[Cell], *, artifacts: Path, settings: CellSettings, profiles: dict, on_record: Callable[[dict], None], progress: Progress = None) -> None:
+    def run(
+        self, cells: list[Cell], *, artifacts: Path, settings: CellSettings, profiles: dict, on_record: Callable[[dict], None], progress: Progress = None
+    ) -> None:
         for cell in cells:
             step = (lambda message, cell=cell: progress(f"{cell.name}: {message}")) if progress else None
             on_record(run_cell(cell, artifacts, settings, profile=profiles.get(cell.profile), progress=step))
@@ -52,7 +53,9 @@ def make_executor(kind: str = "local", address: Optional[str] = None):
         from evitdeploy.sweep.farm.executor import FarmExecutor
 
         if address is not None and address != "auto" and not _HOST_PORT.fullmatch(address):
-            raise UserError(f"--address {address!r} is not HOST:PORT", "pass the head's address, e.g. --address 10.0.0.5:6379, or 'auto' for the cluster running here")
+            raise UserError(
+                f"--address {address!r} is not HOST:PORT", "pass the head's address, e.g. --address 10.0.0.5:6379, or 'auto' for the cluster running here"
+            )
         return FarmExecutor(address=address)
     raise UserError(f"unknown executor {kind!r}", f"use one of: {', '.join(EXECUTORS)}")
 

@@ -19,7 +19,6 @@ from evitdeploy.sweep.results import FAILED, OK, PARITY_FAILED, SWEEP_SCHEMA
 from evitdeploy.progress import Progress
 
 
-
 def this_host(**extra) -> dict:
     """Where a stage ran, as the record names it."""
     return {"host": socket.gethostname(), **extra}
@@ -67,8 +66,16 @@ def export_and_check(record: dict, folder: Path, settings: CellSettings, *, prof
     try:
         started, wall = time.perf_counter(), time.time()
         request = ExportRequest(
-            model=cell.model, target=cell.target, precision=cell.precision, output=folder, height=cell.height, width=cell.width,
-            force=True, seed=settings.seed, data=data, checkpoint=Path(settings.checkpoint) if settings.checkpoint else None,
+            model=cell.model,
+            target=cell.target,
+            precision=cell.precision,
+            output=folder,
+            height=cell.height,
+            width=cell.width,
+            force=True,
+            seed=settings.seed,
+            data=data,
+            checkpoint=Path(settings.checkpoint) if settings.checkpoint else None,
             backend_options=given,
         )
         artifact = api.export_model(request, progress=progress)

@@ -173,8 +173,11 @@ def check_package(package: Path, spec: ModelSpec, precision: str, kept_fp32: lis
     if list(inputs) != list(expected_inputs) or list(outputs) != list(expected_outputs):
         failures.append(f"inputs {list(inputs)} / outputs {list(outputs)}, expected {list(expected_inputs)} / {list(expected_outputs)}")
     else:
-        failures += [f"input {name} has shape {list(inputs[name].shape)}, expected {list(shape)}"
-                     for name, shape in expected_inputs.items() if list(inputs[name].shape) != list(shape)]
+        failures += [
+            f"input {name} has shape {list(inputs[name].shape)}, expected {list(shape)}"
+            for name, shape in expected_inputs.items()
+            if list(inputs[name].shape) != list(shape)
+        ]
     for name, array in {**inputs, **outputs}.items():
         if array.dataType != FeatureTypes_pb2.ArrayFeatureType.FLOAT32:
             failures.append(f"{name} is not float32 at the boundary")
@@ -241,8 +244,12 @@ def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
         checked = check_package(staging / model_dir, spec, options.precision, kept_fp32=kept_fp32)
         if spec.promptable:
             decoder_checked = check_package(staging / PROMPTABLE_DIRS["decoder"], spec, "fp32", kept_fp32=[], io=decoder_io(spec, DECODER_POINTS))
-            checked = {"encoder": checked, "decoder": decoder_checked, "passed": checked["passed"] and decoder_checked["passed"],
-                       "failures": [f"encoder: {f}" for f in checked["failures"]] + [f"decoder: {f}" for f in decoder_checked["failures"]]}
+            checked = {
+                "encoder": checked,
+                "decoder": decoder_checked,
+                "passed": checked["passed"] and decoder_checked["passed"],
+                "failures": [f"encoder: {f}" for f in checked["failures"]] + [f"decoder: {f}" for f in decoder_checked["failures"]],
+            }
         if not checked["passed"]:
             raise UserError(f"the Core ML package is not what was asked: {'; '.join(checked['failures'])}", "nothing was written; report it", EXIT_CHECK_FAILED)
         validation = {"package": checked, "data": options.validation_source, "checks": _predict_checks(model, spec, staging, options=options)}
@@ -286,8 +293,20 @@ def _predict_checks(model, spec: ModelSpec, staging: Path, options: ExportOption
 
         sizes = list(options.validation_sizes) or [(spec.height, spec.width)] * len(options.validation_inputs)
         with CoreMLRunner(staging / PROMPTABLE_DIRS["encoder"], spec) as encoder, CoreMLRunner(staging / PROMPTABLE_DIRS["decoder"], spec) as decoder:
-            return [validate_pair(model, spec, (encoder, decoder), inputs=options.validation_inputs, sizes=sizes, precision=options.precision,
-                                  what="the Core ML packages", hint="report this model")]
+            return [
+                validate_pair(
+                    model,
+                    spec,
+                    (encoder, decoder),
+                    inputs=options.validation_inputs,
+                    sizes=sizes,
+                    precision=options.precision,
+                    what="the Core ML packages",
+                    hint="report this model",
+                )
+            ]
     with CoreMLRunner(staging / MODEL_DIR, spec) as candidate:
         batches = [inputs_for(options.validation_inputs, spec.input_shape)]
-        return against_reference(model, spec, candidate, batches=batches, precision=options.precision, what="the Core ML package", hint="report this model/size")
+        return against_reference(
+            model, spec, candidate, batches=batches, precision=options.precision, what="the Core ML package", hint="report this model/size"
+        )

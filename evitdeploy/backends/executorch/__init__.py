@@ -20,8 +20,12 @@ BACKEND = Backend(
             "xnnpack (CPU, ARM phones; fp32/int8) or coreml (Apple; fp32, predicts only in an app)",
             choices=(
                 Choice("xnnpack"),
-                Choice("coreml", precisions=("fp32",), title="the Core ML delegate",
-                       instead="the plan's INT8 is applied through XNNPACK's quantizer: use --delegate xnnpack for int8, or --target coreml for Core ML's own FP16/INT8 following the plan"),
+                Choice(
+                    "coreml",
+                    precisions=("fp32",),
+                    title="the Core ML delegate",
+                    instead="the plan's INT8 is applied through XNNPACK's quantizer: use --delegate xnnpack for int8, or --target coreml for Core ML's own FP16/INT8 following the plan",
+                ),
             ),
             flag="--delegate",
         ),
@@ -29,7 +33,10 @@ BACKEND = Backend(
     consumes=("coreml",),  # the Core ML delegate converts with coremltools, imported as the coreml backend does
     carried=("precision_plan.json", "ranges.json", "executorch_plan.json"),
     declined=(
-        ("fp16", "ExecuTorch's XNNPACK FP16 lowering loses the accuracy the plan keeps (trained digits B0: "
-                 "63.1% top-1 vs 98.3% FP32, the plan's FP32 islands included)"),
+        (
+            "fp16",
+            "ExecuTorch's XNNPACK FP16 lowering loses the accuracy the plan keeps (trained digits B0: "
+            "63.1% top-1 vs 98.3% FP32, the plan's FP32 islands included)",
+        ),
     ),
 )

@@ -42,12 +42,14 @@ def inspect_packages(graph_module) -> list[dict]:
             description = ct.models.MLModel(str(package), skip_model_load=True).get_spec().description
             ops = program_ops(package)
         compute = [(t, d) for t, _, d in ops if t not in ("const", "cast")]
-        found.append({
-            "inputs": {i.name: [int(n) for n in i.type.multiArrayType.shape] for i in description.input},
-            "outputs": [o.name for o in description.output],
-            "ops_by_type": dict(Counter(t for t, _ in compute)),
-            "ops_by_precision": dict(Counter(MIL_pb2.DataType.Name(d) for _, d in compute)),
-        })
+        found.append(
+            {
+                "inputs": {i.name: [int(n) for n in i.type.multiArrayType.shape] for i in description.input},
+                "outputs": [o.name for o in description.output],
+                "ops_by_type": dict(Counter(t for t, _ in compute)),
+                "ops_by_precision": dict(Counter(MIL_pb2.DataType.Name(d) for _, d in compute)),
+            }
+        )
     return found
 
 

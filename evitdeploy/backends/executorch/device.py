@@ -45,8 +45,10 @@ def cannot_run_here(manifest):
     except ImportError:
         return None  # not installed: the caller says what to install
     if missing:
-        return ("this ExecuTorch runtime has no " + ", ".join(missing) + ": the .pte runs only in an app built with it",
-                "run it in the app on the device (Core ML: iOS/macOS with ExecuTorch's CoreML backend)")
+        return (
+            "this ExecuTorch runtime has no " + ", ".join(missing) + ": the .pte runs only in an app built with it",
+            "run it in the app on the device (Core ML: iOS/macOS with ExecuTorch's CoreML backend)",
+        )
     return None
 
 

@@ -61,9 +61,7 @@ def partitioner(delegate: str):
     from executorch.backends.apple.coreml.compiler import CoreMLBackend
     from executorch.backends.apple.coreml.partition import CoreMLPartitioner
 
-    specs = CoreMLBackend.generate_compile_specs(
-        compute_precision=ct.precision.FLOAT32, minimum_deployment_target=getattr(ct.target, COREML_TARGET)
-    )
+    specs = CoreMLBackend.generate_compile_specs(compute_precision=ct.precision.FLOAT32, minimum_deployment_target=getattr(ct.target, COREML_TARGET))
     return CoreMLPartitioner(compile_specs=specs)
 
 
@@ -103,7 +101,9 @@ def lower(program, delegate: str, what: str) -> tuple[bytes, dict]:
 
 def partition_of(info, delegate: str) -> dict:
     """What the delegate took and what runs on ExecuTorch's portable kernels, by op type."""
-    outside = {op: b.non_delegated for op, b in info.delegation_by_operator.items() if b.non_delegated and not op.startswith(("getitem", "executorch_call_delegate"))}
+    outside = {
+        op: b.non_delegated for op, b in info.delegation_by_operator.items() if b.non_delegated and not op.startswith(("getitem", "executorch_call_delegate"))
+    }
     return {
         "delegate": DELEGATES[delegate],
         "delegated_subgraphs": info.num_delegated_subgraphs,
@@ -157,7 +157,9 @@ def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
         options.step(f"lowering to ExecuTorch ({delegate}) and writing the .pte")
         payload, partition = lower(program, delegate, what=spec.name)
         if not partition["delegated_subgraphs"]:
-            raise UserError(f"the {delegate} delegate took no part of {spec.name}", "nothing was written; report it with `evitdeploy doctor` output", EXIT_CHECK_FAILED)
+            raise UserError(
+                f"the {delegate} delegate took no part of {spec.name}", "nothing was written; report it with `evitdeploy doctor` output", EXIT_CHECK_FAILED
+            )
         if delegate == "coreml":
             from evitdeploy.backends.executorch.coreml import check_packages
 
@@ -181,11 +183,18 @@ def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
             write_bytes(staging / PROMPTABLE_FILES["decoder"], payload)
             timings["decoder_lower_s"] = time.perf_counter() - started
             sections["models"] = dict(PROMPTABLE_FILES)
-            promptable = {"decoder_points": DECODER_POINTS, "decoder_points_meaning": POINTS_MEANING,
-                          "decoder_inputs": list(shapes), "decoder_outputs": list(DECODER_OUTPUTS)}
+            promptable = {
+                "decoder_points": DECODER_POINTS,
+                "decoder_points_meaning": POINTS_MEANING,
+                "decoder_inputs": list(shapes),
+                "decoder_outputs": list(DECODER_OUTPUTS),
+            }
         started = time.perf_counter()
-        options.step(f"validating (ExecuTorch {delegate} vs PyTorch on real images)" if delegate == "xnnpack"
-                     else "validating the program (loads, Core ML took the model); prediction needs an Apple device")
+        options.step(
+            f"validating (ExecuTorch {delegate} vs PyTorch on real images)"
+            if delegate == "xnnpack"
+            else "validating the program (loads, Core ML took the model); prediction needs an Apple device"
+        )
         validation = validate(model, spec, staging, delegate=delegate, options=options)
         timings["validate_s"] = time.perf_counter() - started
         manifest = build_manifest(
@@ -230,7 +239,8 @@ def _quantized(model, spec: ModelSpec, sample, staging: Path, scratch: Path, opt
         program, chooser = quantized_program(model, sample, result.plan, calibration=result.calibration.inputs)
     write_json(staging / OPS_FILE, {"precision": "int8", "ops": [d.__dict__ for d in chooser.decisions.values()]})
     return program, write_plan(
-        result, staging,
+        result,
+        staging,
         executorch_ops_file=OPS_FILE,
         search_runtime="ONNX Runtime on the plan's QDQ ONNX (a proxy: the same plan, blocks and calibration images)",
         executorch_quantizer="PT2E XNNPACKQuantizer: symmetric int8, per-channel weights, static activations (observers over every calibration image)",
@@ -240,7 +250,8 @@ def _quantized(model, spec: ModelSpec, sample, staging: Path, scratch: Path, opt
 
 def _hint(precision: str) -> str:
     return (
-        "report this model/size" if precision == "fp32"
+        "report this model/size"
+        if precision == "fp32"
         else "calibrate on images like your deployment's (--calib DIR), raise --search-budget, or check with looser tolerances"
     )
 
@@ -254,14 +265,26 @@ def validate(model, spec: ModelSpec, staging: Path, delegate: str, options: Expo
         raise ValueError("validation_inputs are required")
     runtime = {"runtime": "ExecuTorch Python runtime (pip executorch)", "data": options.validation_source}
     if delegate == "coreml":
-        return {**runtime, "program": _program_loads(staging), "checks": [{"skipped": "the pip ExecuTorch runtime has no Core ML backend; run the bundle in an app on an Apple device"}]}
+        return {
+            **runtime,
+            "program": _program_loads(staging),
+            "checks": [{"skipped": "the pip ExecuTorch runtime has no Core ML backend; run the bundle in an app on an Apple device"}],
+        }
     if spec.promptable:
         from evitdeploy.backends.promptable import validate_pair
 
         sizes = list(options.validation_sizes) or [(spec.height, spec.width)] * len(options.validation_inputs)
         with ExecuTorchRunner(staging / PROMPTABLE_FILES["encoder"], spec) as encoder, ExecuTorchRunner(staging / PROMPTABLE_FILES["decoder"], spec) as decoder:
-            check = validate_pair(model, spec, (encoder, decoder), inputs=options.validation_inputs, sizes=sizes, precision=options.precision,
-                                  what="the .pte pair", hint=_hint(options.precision))
+            check = validate_pair(
+                model,
+                spec,
+                (encoder, decoder),
+                inputs=options.validation_inputs,
+                sizes=sizes,
+                precision=options.precision,
+                what="the .pte pair",
+                hint=_hint(options.precision),
+            )
         return {**runtime, "checks": [check]}
     with ExecuTorchRunner(staging / MODEL_FILE, spec) as candidate:
         batches = [inputs_for(options.validation_inputs, spec.input_shape)]
@@ -280,7 +303,9 @@ def _program_loads(staging: Path) -> dict:
             with quiet_runtime():
                 methods = sorted(runtime.Runtime.get().load_program(str(path)).method_names)
         except (RuntimeError, ValueError) as exc:
-            raise UserError(f"{path.name} does not load as an ExecuTorch program: {first_line(exc)}", "nothing was written; report it", EXIT_CHECK_FAILED) from exc
+            raise UserError(
+                f"{path.name} does not load as an ExecuTorch program: {first_line(exc)}", "nothing was written; report it", EXIT_CHECK_FAILED
+            ) from exc
         if "forward" not in methods:
             raise UserError(f"{path.name} has no forward method (it has {methods})", "nothing was written; report it", EXIT_CHECK_FAILED)
         found[path.name] = methods

@@ -80,7 +80,7 @@ class PlanFilter:
             "float_ops_by_type": dict(Counter(d.op for d in decisions if d.precision == "fp32")),
             "float_modules": sorted({d.module for d in decisions if d.precision == "fp32"}),
             "mapping": "torch.export's nn_module_stack names each op's module; ops in modules/blocks the plan keeps FP32 are left out of "
-                       "XNNPACKQuantizer's annotation (its filter function)",
+            "XNNPACKQuantizer's annotation (its filter function)",
         }
 
 

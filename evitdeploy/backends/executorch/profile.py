@@ -45,7 +45,7 @@ def op_profile(path: Path, batch: np.ndarray, runs: int = 20, threads=None) -> d
     portable: dict[str, float] = defaultdict(float)
     for name, ms in zip(executed.event_name, executed[median]):
         if name.startswith("native_call_"):
-            portable[name[len("native_call_"):].split(".")[0]] += float(ms)
+            portable[name[len("native_call_") :].split(".")[0]] += float(ms)
     outside = sum(portable.values())
     return {
         "traced_execute_ms": total,

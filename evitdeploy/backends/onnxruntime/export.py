@@ -37,7 +37,9 @@ def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
             timings["precision_s"] = time.perf_counter() - started
         if spec.promptable:  # the prompt decoder stays FP32: 4M parameters, milliseconds per prompt
             options.step("exporting the prompt decoder (dynamic number of points)")
-            timings.update(write_decoder_graph(model.decoder(spec.multimask), spec, staging / PROMPTABLE_FILES["decoder"], opset=opset, simplify=options.simplify))
+            timings.update(
+                write_decoder_graph(model.decoder(spec.multimask), spec, staging / PROMPTABLE_FILES["decoder"], opset=opset, simplify=options.simplify)
+            )
             precision_sections["models"] = dict(PROMPTABLE_FILES)
         started = time.perf_counter()
         options.step("validating (checker, shape inference, ONNX Runtime vs PyTorch on real images)")
@@ -75,9 +77,7 @@ def validate(model, spec: ModelSpec, path: Path, options: ExportOptions) -> dict
 
     onnx.checker.check_model(str(path), full_check=True)
     inferred = onnx.shape_inference.infer_shapes(onnx.load(str(path)), strict_mode=True)
-    output_dims = [
-        d.dim_value or d.dim_param for d in inferred.graph.output[0].type.tensor_type.shape.dim
-    ]
+    output_dims = [d.dim_value or d.dim_param for d in inferred.graph.output[0].type.tensor_type.shape.dim]
     inputs = options.validation_inputs
     if inputs is None:
         raise ValueError("validation_inputs are required")
@@ -94,13 +94,19 @@ def validate(model, spec: ModelSpec, path: Path, options: ExportOptions) -> dict
         )
 
     hint = (
-        "report this model/size, or retry with --no-simplify" if options.precision == "fp32"
+        "report this model/size, or retry with --no-simplify"
+        if options.precision == "fp32"
         else "calibrate on images like your deployment's (--calib DIR), raise --search-budget, or check with looser tolerances"
     )
     with OnnxRuntimeRunner(path, threads=None) as candidate:
         checks = against_reference(
-            model, spec, candidate,
-            batches=[inputs_for(inputs, shape) for shape in shapes], precision=options.precision, what="exported ONNX", hint=hint,
+            model,
+            spec,
+            candidate,
+            batches=[inputs_for(inputs, shape) for shape in shapes],
+            precision=options.precision,
+            what="exported ONNX",
+            hint=hint,
         )
         providers = candidate.providers
     return {
@@ -110,8 +116,6 @@ def validate(model, spec: ModelSpec, path: Path, options: ExportOptions) -> dict
         "data": options.validation_source,
         "checks": checks,
     }
-
-
 
 
 def validate_promptable(model, spec: ModelSpec, path: Path, options: ExportOptions) -> dict:

@@ -48,7 +48,9 @@ def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
 
             started = time.perf_counter()
             result = make_plan(onnx_path, spec, precision, options=options.reduced, progress=options.progress)
-            details = {"openvino": f"the float graph at {inference} (the CPU plugin takes no per-node precision: the plan's FP32 islands are recorded, not enforced)"}
+            details = {
+                "openvino": f"the float graph at {inference} (the CPU plugin takes no per-node precision: the plan's FP32 islands are recorded, not enforced)"
+            }
             if precision == "int8":
                 options.step("quantizing with NNCF: the plan's FP32 nodes as its ignored scope, the plan's calibration images")
                 ir, quantized = quantize(ir, onnx_path, result)
@@ -62,7 +64,9 @@ def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
         if spec.promptable:  # the prompt decoder: FP32 weights, dynamic number of points
             options.step("exporting the prompt decoder (dynamic number of points) and converting it")
             decoder_onnx = Path(scratch) / "decoder.onnx"
-            timings.update(write_decoder_graph(model.decoder(spec.multimask), spec, decoder_onnx, opset=options.opset or default_opset(spec), simplify=options.simplify))
+            timings.update(
+                write_decoder_graph(model.decoder(spec.multimask), spec, decoder_onnx, opset=options.opset or default_opset(spec), simplify=options.simplify)
+            )
             (staging / PROMPTABLE_FOLDERS["decoder"]).mkdir()
             ov.save_model(ov.convert_model(str(decoder_onnx)), str(staging / PROMPTABLE_FOLDERS["decoder"] / IR_FILE), compress_to_fp16=False)
             sections["models"] = dict(PROMPTABLE_FOLDERS)
@@ -108,4 +112,8 @@ def _validate_promptable(model, spec: ModelSpec, model_dir: Path, settings: dict
     sizes = list(options.validation_sizes) or [(spec.height, spec.width)] * len(options.validation_inputs)
     hint = "calibrate on images like your deployment's (--calib DIR), or export fp32" if options.precision != "fp32" else "report this model"
     with OpenVINORunner(model_dir, spec, manifest) as encoder, OpenVINORunner(model_dir.parent / PROMPTABLE_FOLDERS["decoder"], spec, manifest) as decoder:
-        return [validate_pair(model, spec, (encoder, decoder), inputs=options.validation_inputs, sizes=sizes, precision=options.precision, what="the OpenVINO IRs", hint=hint)]
+        return [
+            validate_pair(
+                model, spec, (encoder, decoder), inputs=options.validation_inputs, sizes=sizes, precision=options.precision, what="the OpenVINO IRs", hint=hint
+            )
+        ]

@@ -90,14 +90,19 @@ def quantize(model, onnx_path: Path, result) -> tuple[object, dict]:
     images = result.calibration.inputs
     seven_bit = result.plan.settings.get("weight_bits", 8) == 7
     advanced = AdvancedQuantizationParameters(
-        activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX, disable_bias_correction=True,
+        activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX,
+        disable_bias_correction=True,
         overflow_fix=OverflowFix.ENABLE if seven_bit else OverflowFix.DISABLE,
     )
     nncf.set_log_level(logging.ERROR)
     with contextlib.redirect_stdout(sys.stderr):  # its progress bars: stdout is for --json
         quantized = nncf.quantize(
-            model, nncf.Dataset([images[i : i + 1] for i in range(len(images))]), subset_size=len(images),
-            preset=nncf.QuantizationPreset.PERFORMANCE, ignored_scope=nncf.IgnoredScope(names=ignored, validate=False), advanced_parameters=advanced,
+            model,
+            nncf.Dataset([images[i : i + 1] for i in range(len(images))]),
+            subset_size=len(images),
+            preset=nncf.QuantizationPreset.PERFORMANCE,
+            ignored_scope=nncf.IgnoredScope(names=ignored, validate=False),
+            advanced_parameters=advanced,
         )
     return quantized, {
         "quantizer": "nncf.quantize (PERFORMANCE preset, MINMAX ranges, no bias correction, "
@@ -110,4 +115,3 @@ def quantize(model, onnx_path: Path, result) -> tuple[object, dict]:
 
 def fake_quantize_count(model) -> int:
     return sum(1 for op in model.get_ordered_ops() if op.get_type_name() == "FakeQuantize")
-

@@ -19,8 +19,9 @@ BACKEND = Backend(
     predicts_on="an NVIDIA GPU with TensorRT",
     consumes=("onnxruntime",),
     options=(
-        BackendOption("engine", "build the engine here (false: the ONNX, its precision plan and the build recipe only, for the device to build)",
-               on_by_default=True),
+        BackendOption(
+            "engine", "build the engine here (false: the ONNX, its precision plan and the build recipe only, for the device to build)", on_by_default=True
+        ),
     ),
     builds_on_device="engine",
     gpu_compute_timing=True,

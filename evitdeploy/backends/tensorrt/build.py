@@ -29,8 +29,7 @@ def _trusted(folder: Path) -> dict:
     return manifest
 
 
-def build_in_bundle(folder: Path, workspace_mib: int = DEFAULT_WORKSPACE_MIB, count: int = 100,
-                    progress: Optional[Callable[[str], None]] = None) -> dict:
+def build_in_bundle(folder: Path, workspace_mib: int = DEFAULT_WORKSPACE_MIB, count: int = 100, progress: Optional[Callable[[str], None]] = None) -> dict:
     from evitdeploy.precision.plan import PrecisionPlan
     from evitdeploy.backends.tensorrt.export import build_engines, engine_builds
     from evitdeploy.backends.tensorrt.runtime import gpu_identity, import_tensorrt
@@ -50,21 +49,42 @@ def build_in_bundle(folder: Path, workspace_mib: int = DEFAULT_WORKSPACE_MIB, co
     engines = build_engines(trt, folder, spec, builds=builds, gpu=identity["gpu"], workspace_mib=workspace_mib, step=progress)
     host = {"toolchain": {"tensorrt": trt.__version__}, "export": identity}  # what the runners hold an engine to
     if progress:
-        progress("checking the engines against reference.npz, then timing them" if spec.promptable else "checking the engine against reference.npz, then timing it")
+        progress(
+            "checking the engines against reference.npz, then timing them" if spec.promptable else "checking the engine against reference.npz, then timing it"
+        )
     paths = {build.role: folder / build.engine for build in builds}
     tolerances = manifest["bundle"]["tolerances"]
     parity, timing = (_check_promptable if spec.promptable else _check_model)(folder, spec, paths, host=host, tolerances=tolerances, count=count)
     export = {**manifest["export"], "engine": {**manifest["export"]["engine"], "built": True, **engines[builds[0].role], **identity}, **identity}
     if spec.promptable:
         export["decoder"] = {**export["decoder"], "engine": {**export["decoder"]["engine"], "built": True, **engines["decoder"], **identity}}
-    sections = {k: v for k, v in manifest.items() if k not in ("format", "created", "target", "precision", "model_file", "spec", "files", "export", "toolchain")}
-    updated = build_manifest(folder, "trt", manifest["precision"], spec=spec, model_file=manifest["model_file"], **sections, export=export,
-                             toolchain={**manifest.get("toolchain", {}), "tensorrt": trt.__version__})
+    sections = {
+        k: v for k, v in manifest.items() if k not in ("format", "created", "target", "precision", "model_file", "spec", "files", "export", "toolchain")
+    }
+    updated = build_manifest(
+        folder,
+        "trt",
+        manifest["precision"],
+        spec=spec,
+        model_file=manifest["model_file"],
+        **sections,
+        export=export,
+        toolchain={**manifest.get("toolchain", {}), "tensorrt": trt.__version__},
+    )
     write_json(folder / MANIFEST, updated)
     return {
-        "kind": "engine-build", "bundle": str(folder), "model": spec.name, "precision": manifest["precision"],
-        "passed": parity["passed"], "failures": parity["failures"], "parity": parity, **timing,
-        "engine": export["engine"], **({"decoder_engine": export["decoder"]["engine"]} if spec.promptable else {}), "tensorrt": trt.__version__, "runtime": f"TensorRT {trt.__version__}",
+        "kind": "engine-build",
+        "bundle": str(folder),
+        "model": spec.name,
+        "precision": manifest["precision"],
+        "passed": parity["passed"],
+        "failures": parity["failures"],
+        "parity": parity,
+        **timing,
+        "engine": export["engine"],
+        **({"decoder_engine": export["decoder"]["engine"]} if spec.promptable else {}),
+        "tensorrt": trt.__version__,
+        "runtime": f"TensorRT {trt.__version__}",
     }
 
 

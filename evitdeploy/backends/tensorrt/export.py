@@ -25,7 +25,15 @@ from evitdeploy.backends.onnxruntime.export import PROMPTABLE_FILES
 from evitdeploy.backends.options import ExportOptions
 from evitdeploy.backends.tensorrt.runtime import gpu_identity, import_tensorrt
 from evitdeploy.backends.tensorrt.plan import (
-    DEFAULT_WORKSPACE_MIB, ENGINE_FILE, PROMPTABLE_ENGINES, TIMING_CACHE_FILE, build_script, decoder_shapes, layer_precisions, named_ranges, shapes,
+    DEFAULT_WORKSPACE_MIB,
+    ENGINE_FILE,
+    PROMPTABLE_ENGINES,
+    TIMING_CACHE_FILE,
+    build_script,
+    decoder_shapes,
+    layer_precisions,
+    named_ranges,
+    shapes,
     trtexec_command,
 )
 from evitdeploy.precision.plan import PrecisionPlan
@@ -38,14 +46,40 @@ TOOLCHAIN = ("torch", "onnx", "onnxruntime", "numpy")
 
 # Every TensorRT class, enum member and method this module uses ("Class.member").
 TRT_NAMES = (
-    "Logger", "Logger.WARNING", "Builder", "Builder.create_network", "Builder.create_builder_config",
-    "Builder.create_optimization_profile", "Builder.build_serialized_network", "OnnxParser", "OnnxParser.parse_from_file", "OnnxParser.num_errors",
-    "OnnxParser.get_error", "INetworkDefinition.num_layers", "INetworkDefinition.get_layer", "ILayer.name", "ILayer.precision",
-    "ILayer.num_outputs", "ILayer.set_output_type", "DataType", "DataType.FLOAT", "BuilderFlag", "BuilderFlag.FP16", "BuilderFlag.INT8",
-    "BuilderFlag.OBEY_PRECISION_CONSTRAINTS", "IBuilderConfig.set_flag", "IBuilderConfig.set_memory_pool_limit",
-    "MemoryPoolType", "MemoryPoolType.WORKSPACE", "IBuilderConfig.add_optimization_profile", "IOptimizationProfile.set_shape",
-    "IBuilderConfig.create_timing_cache", "IBuilderConfig.set_timing_cache", "IBuilderConfig.get_timing_cache",
-    "ITimingCache.serialize", "__version__",
+    "Logger",
+    "Logger.WARNING",
+    "Builder",
+    "Builder.create_network",
+    "Builder.create_builder_config",
+    "Builder.create_optimization_profile",
+    "Builder.build_serialized_network",
+    "OnnxParser",
+    "OnnxParser.parse_from_file",
+    "OnnxParser.num_errors",
+    "OnnxParser.get_error",
+    "INetworkDefinition.num_layers",
+    "INetworkDefinition.get_layer",
+    "ILayer.name",
+    "ILayer.precision",
+    "ILayer.num_outputs",
+    "ILayer.set_output_type",
+    "DataType",
+    "DataType.FLOAT",
+    "BuilderFlag",
+    "BuilderFlag.FP16",
+    "BuilderFlag.INT8",
+    "BuilderFlag.OBEY_PRECISION_CONSTRAINTS",
+    "IBuilderConfig.set_flag",
+    "IBuilderConfig.set_memory_pool_limit",
+    "MemoryPoolType",
+    "MemoryPoolType.WORKSPACE",
+    "IBuilderConfig.add_optimization_profile",
+    "IOptimizationProfile.set_shape",
+    "IBuilderConfig.create_timing_cache",
+    "IBuilderConfig.set_timing_cache",
+    "IBuilderConfig.get_timing_cache",
+    "ITimingCache.serialize",
+    "__version__",
 )
 
 
@@ -79,13 +113,22 @@ def engine_builds(spec: ModelSpec, precision: str, plan: Optional[PrecisionPlan]
         return [EngineBuild(role="model", onnx=ONNX_FILE, engine=ENGINE_FILE, precision=precision, plan=plan, shapes=image)]
     return [
         EngineBuild(role="encoder", onnx=PROMPTABLE_FILES["encoder"], engine=PROMPTABLE_ENGINES["encoder"], precision=precision, plan=plan, shapes=image),
-        EngineBuild(role="decoder", onnx=PROMPTABLE_FILES["decoder"], engine=PROMPTABLE_ENGINES["decoder"], precision="fp32", plan=None,
-                    shapes=decoder_shapes(spec)),
+        EngineBuild(
+            role="decoder", onnx=PROMPTABLE_FILES["decoder"], engine=PROMPTABLE_ENGINES["decoder"], precision="fp32", plan=None, shapes=decoder_shapes(spec)
+        ),
     ]
 
 
-def build_engine(trt, onnx_path: Path, spec: ModelSpec, precision: str, plan, shape_range: dict,
-                 workspace_mib: int = DEFAULT_WORKSPACE_MIB, timing_cache: Optional[Path] = None) -> tuple[bytes, dict]:
+def build_engine(
+    trt,
+    onnx_path: Path,
+    spec: ModelSpec,
+    precision: str,
+    plan,
+    shape_range: dict,
+    workspace_mib: int = DEFAULT_WORKSPACE_MIB,
+    timing_cache: Optional[Path] = None,
+) -> tuple[bytes, dict]:
     """The serialized engine and what the build did (pinned layers, seconds). `shape_range`: the
     spec's input's range, or every named input's (plan.named_ranges), one optimization profile."""
     logger = trt.Logger(trt.Logger.WARNING)
@@ -126,16 +169,32 @@ def build_engine(trt, onnx_path: Path, spec: ModelSpec, precision: str, plan, sh
     return bytes(engine), {**info, "timing_cache": bytes(config.get_timing_cache().serialize())}
 
 
-def build_engines(trt, folder: Path, spec: ModelSpec, builds: list[EngineBuild], *, gpu: str, workspace_mib: int = DEFAULT_WORKSPACE_MIB,
-                  step: Optional[Callable[[str], None]] = None) -> dict[str, dict]:
+def build_engines(
+    trt,
+    folder: Path,
+    spec: ModelSpec,
+    builds: list[EngineBuild],
+    *,
+    gpu: str,
+    workspace_mib: int = DEFAULT_WORKSPACE_MIB,
+    step: Optional[Callable[[str], None]] = None,
+) -> dict[str, dict]:
     """Each engine built from its ONNX in `folder` and written beside it, one timing cache shared
     (read, then rewritten after each); {role: what its build did}."""
     done = {}
     for build in builds:
         if step:
             step(f"building the {build.precision.upper()} {build.what} on {gpu} with TensorRT {trt.__version__}")
-        serialized, info = build_engine(trt, folder / build.onnx, spec, precision=build.precision, plan=build.plan, shape_range=build.shapes,
-                                        workspace_mib=workspace_mib, timing_cache=folder / TIMING_CACHE_FILE)
+        serialized, info = build_engine(
+            trt,
+            folder / build.onnx,
+            spec,
+            precision=build.precision,
+            plan=build.plan,
+            shape_range=build.shapes,
+            workspace_mib=workspace_mib,
+            timing_cache=folder / TIMING_CACHE_FILE,
+        )
         write_bytes(folder / build.engine, serialized)
         write_bytes(folder / TIMING_CACHE_FILE, info.pop("timing_cache"))
         done[build.role] = info
@@ -164,7 +223,10 @@ def prepare_onnx(model, spec: ModelSpec, precision: str, folder: Path, scratch: 
     # ONNX FP16 export estimates it here (plan and plain), and a plan that overflows is refused.
     storage = require_finite_storage(fp32_path, result.plan, validation_batch(options, spec), spec=spec) if precision == "fp16" else None
     return result.plan, write_plan(
-        result, folder, scheme="tensorrt (symmetric int8, zero point 0)" if precision == "int8" else None, conversion=conversion,
+        result,
+        folder,
+        scheme="tensorrt (symmetric int8, zero point 0)" if precision == "int8" else None,
+        conversion=conversion,
         **({"fp16_storage_check": storage} if storage else {}),
     )
 
@@ -192,15 +254,30 @@ def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
             for role, info in build_engines(trt, staging, spec, builds=builds, gpu=identity["gpu"], step=options.step).items():
                 engines[role].update(built=True, **info, **identity)
         models = {b.role: b.engine if trt is not None else b.onnx for b in builds}
-        export_section = {"engine": engines[builds[0].role], "onnx": builds[0].onnx, "shapes": {k: list(v) for k, v in shape_range.items()},
-                          "trtexec": commands[0], **identity}
+        export_section = {
+            "engine": engines[builds[0].role],
+            "onnx": builds[0].onnx,
+            "shapes": {k: list(v) for k, v in shape_range.items()},
+            "trtexec": commands[0],
+            **identity,
+        }
         if spec.promptable:
             decoder = builds[1]
-            export_section["decoder"] = {"engine": engines["decoder"], "onnx": decoder.onnx, "precision": decoder.precision, "trtexec": commands[1],
-                                         "shapes": {name: {k: list(v) for k, v in bounds.items()} for name, bounds in decoder.shapes.items()}}
+            export_section["decoder"] = {
+                "engine": engines["decoder"],
+                "onnx": decoder.onnx,
+                "precision": decoder.precision,
+                "trtexec": commands[1],
+                "shapes": {name: {k: list(v) for k, v in bounds.items()} for name, bounds in decoder.shapes.items()},
+            }
             sections["models"] = models
         manifest = build_manifest(
-            staging, "trt", options.precision, spec=spec, model_file=models[builds[0].role], source=options.source,
+            staging,
+            "trt",
+            options.precision,
+            spec=spec,
+            model_file=models[builds[0].role],
+            source=options.source,
             export=export_section,
             validation={"checks": [{"skipped": "the engine is checked where it is built: `evitdeploy build` on the device"}]},
             **sections,

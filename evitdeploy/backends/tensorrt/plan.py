@@ -113,15 +113,23 @@ def _dims(shape: tuple[int, ...]) -> str:
 
 
 def trtexec_command(
-    spec: ModelSpec, precision: str, plan: Optional[PrecisionPlan], shape_range: dict, onnx_file: str = "model.onnx",
-    workspace_mib: int = DEFAULT_WORKSPACE_MIB, engine_file: str = ENGINE_FILE,
+    spec: ModelSpec,
+    precision: str,
+    plan: Optional[PrecisionPlan],
+    shape_range: dict,
+    onnx_file: str = "model.onnx",
+    workspace_mib: int = DEFAULT_WORKSPACE_MIB,
+    engine_file: str = ENGINE_FILE,
 ) -> list[str]:
     """The trtexec build of this ONNX with this plan, timed the way published figures were
     (`--separateProfileRun --iterations=100 --duration=0`). `shape_range`: see `named_ranges`;
     several inputs go in one flag each, comma-separated (`--minShapes=a:1x2,b:1`)."""
     ranges = named_ranges(spec, shape_range)
     command = [
-        "trtexec", f"--onnx={onnx_file}", f"--saveEngine={engine_file}", f"--timingCacheFile={TIMING_CACHE_FILE}",
+        "trtexec",
+        f"--onnx={onnx_file}",
+        f"--saveEngine={engine_file}",
+        f"--timingCacheFile={TIMING_CACHE_FILE}",
         f"--memPoolSize=workspace:{workspace_mib}M",
         *(f"--{which}Shapes=" + ",".join(f"{name}:{_dims(bounds[which])}" for name, bounds in ranges.items()) for which in ("min", "opt", "max")),
     ]
@@ -146,7 +154,5 @@ def build_script(command: list[str], bundle_command: str, then: Sequence[list[st
         f"# Build the TensorRT {engines} will run on (engines are tied to the GPU and the\n"
         "# TensorRT version). The same build, with parity against reference.npz, from evitdeploy:\n"
         f"#   {bundle_command}\n"
-        "set -e\ncd \"$(dirname \"$0\")\"\n"
-        + "\n".join(" \\\n    ".join(shlex.quote(part) for part in each) for each in (command, *then))
-        + "\n"
+        'set -e\ncd "$(dirname "$0")"\n' + "\n".join(" \\\n    ".join(shlex.quote(part) for part in each) for each in (command, *then)) + "\n"
     )

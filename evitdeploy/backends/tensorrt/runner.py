@@ -22,11 +22,26 @@ from evitdeploy.spec import ModelSpec
 
 # Every TensorRT name used here ("Class.member"); tests check them against tensorrt-stubs.
 TRT_NAMES = (
-    "Logger", "Logger.WARNING", "Runtime", "Runtime.deserialize_cuda_engine", "ICudaEngine.create_execution_context",
-    "ICudaEngine.num_io_tensors", "ICudaEngine.get_tensor_name", "ICudaEngine.get_tensor_mode", "TensorIOMode",
-    "TensorIOMode.INPUT", "ICudaEngine.get_tensor_dtype", "ICudaEngine.get_tensor_shape", "ICudaEngine.get_tensor_profile_shape",
-    "DataType", "DataType.FLOAT", "IExecutionContext.set_input_shape", "IExecutionContext.get_tensor_shape",
-    "IExecutionContext.set_tensor_address", "IExecutionContext.execute_async_v3", "__version__",
+    "Logger",
+    "Logger.WARNING",
+    "Runtime",
+    "Runtime.deserialize_cuda_engine",
+    "ICudaEngine.create_execution_context",
+    "ICudaEngine.num_io_tensors",
+    "ICudaEngine.get_tensor_name",
+    "ICudaEngine.get_tensor_mode",
+    "TensorIOMode",
+    "TensorIOMode.INPUT",
+    "ICudaEngine.get_tensor_dtype",
+    "ICudaEngine.get_tensor_shape",
+    "ICudaEngine.get_tensor_profile_shape",
+    "DataType",
+    "DataType.FLOAT",
+    "IExecutionContext.set_input_shape",
+    "IExecutionContext.get_tensor_shape",
+    "IExecutionContext.set_tensor_address",
+    "IExecutionContext.execute_async_v3",
+    "__version__",
 )
 
 
@@ -94,8 +109,10 @@ class TensorRTRunner(Runner):
                 shape = tuple(buffers[name].shape)
                 if not self.context.set_input_shape(name, shape):
                     low, _, high = (tuple(d) for d in self.engine.get_tensor_profile_shape(name, 0))
-                    raise UserError(f"{self.engine_path.name} takes {name} from {low} to {high}, not {shape}",
-                                    "stay inside the engine's optimization profile (build_engine.sh), or rebuild it with a wider one")
+                    raise UserError(
+                        f"{self.engine_path.name} takes {name} from {low} to {high}, not {shape}",
+                        "stay inside the engine's optimization profile (build_engine.sh), or rebuild it with a wider one",
+                    )
                 self.context.set_tensor_address(name, buffers[name].data_ptr())
             for name in self.outputs:
                 buffers[name] = torch.empty(tuple(self.context.get_tensor_shape(name)), dtype=torch.float32, device="cuda")

@@ -146,7 +146,8 @@ def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
             source=options.source,
             export={
                 "exporter": "litert-torch (torch.export)",
-                "layout": "NHWC input (channels last, as camera frames come)" if options.backend_options["nhwc"]
+                "layout": "NHWC input (channels last, as camera frames come)"
+                if options.backend_options["nhwc"]
                 else "NCHW input (one TRANSPOSE to NHWC inside the model; --nhwc removes it)",
                 "io": validation.pop("io"),
                 "ops": validation.pop("ops"),
@@ -187,7 +188,8 @@ def _reduce(model, spec: ModelSpec, float_path: Path, path: Path, staging: Path,
     write_bytes(path, bytes(quantized.quantized_model))
     write_json(staging / OPS_FILE, {"precision": options.precision, "ops": [d.__dict__ for d in decisions]})
     return write_plan(
-        result, staging,
+        result,
+        staging,
         tflite_ops_file=OPS_FILE,
         search_runtime="ONNX Runtime on the plan's QDQ ONNX (a proxy: the same plan, blocks and calibration images)",
         tflite_ranges="exact min/max of every quantized tensor over the calibration images" if options.precision == "int8" else None,
@@ -227,7 +229,8 @@ def _signature_input(path: Path) -> str:
 
 def _hint(precision: str) -> str:
     return (
-        "report this model/size" if precision == "fp32"
+        "report this model/size"
+        if precision == "fp32"
         else "calibrate on images like your deployment's (--calib DIR), raise --search-budget, or check with looser tolerances"
     )
 
@@ -257,19 +260,34 @@ def validate_promptable(model, spec: ModelSpec, path: Path, options: ExportOptio
     inputs = options.validation_inputs
     sizes = list(options.validation_sizes) or [(spec.height, spec.width)] * len(inputs)
     with TFLiteRunner(path, spec) as encoder, TFLiteRunner(decoder_path, spec) as decoder:
-        check = validate_pair(model, spec, (encoder, decoder), inputs=inputs, sizes=sizes, precision=options.precision, what="the .tflite pair", hint=_hint(options.precision))
+        check = validate_pair(
+            model, spec, (encoder, decoder), inputs=inputs, sizes=sizes, precision=options.precision, what="the .tflite pair", hint=_hint(options.precision)
+        )
         io, decoder_io = _io(encoder.interpreter), _io(decoder.interpreter)
     return {
-        "runtime": "ai-edge-litert Interpreter (XNNPACK)", "data": options.validation_source, "checks": [check],
-        "io": io, "ops": _ops(path), "decoder_io": decoder_io, "decoder_ops": _ops(decoder_path),
+        "runtime": "ai-edge-litert Interpreter (XNNPACK)",
+        "data": options.validation_source,
+        "checks": [check],
+        "io": io,
+        "ops": _ops(path),
+        "decoder_io": decoder_io,
+        "decoder_ops": _ops(decoder_path),
     }
 
 
 def _io(interpreter) -> dict:
     """Each input and output tensor: name, shape, type and quantization (the manifest's export.io)."""
     return {
-        kind: [{"name": d["name"], "shape": [int(n) for n in d["shape"]], "dtype": d["dtype"].__name__,
-                "scale": float(d["quantization"][0]), "zero_point": int(d["quantization"][1])} for d in details]
+        kind: [
+            {
+                "name": d["name"],
+                "shape": [int(n) for n in d["shape"]],
+                "dtype": d["dtype"].__name__,
+                "scale": float(d["quantization"][0]),
+                "zero_point": int(d["quantization"][1]),
+            }
+            for d in details
+        ]
         for kind, details in (("inputs", interpreter.get_input_details()), ("outputs", interpreter.get_output_details()))
     }
 

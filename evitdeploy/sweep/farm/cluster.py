@@ -44,8 +44,10 @@ def connect(address: Optional[str]) -> bool:
             return False
         ray.init(
             address="local",  # a new one-node farm, even where another Ray cluster runs
-            num_cpus=os.cpu_count() or 1, resources=resources.advertised(resources.host_profiles(), resources.installed_backends()),
-            include_dashboard=False, **quiet,
+            num_cpus=os.cpu_count() or 1,
+            resources=resources.advertised(resources.host_profiles(), resources.installed_backends()),
+            include_dashboard=False,
+            **quiet,
         )
         return True
     except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -53,8 +55,7 @@ def connect(address: Optional[str]) -> bool:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(
             f"cannot reach {where} ({first})",
-            "start the head with `evitdeploy worker --head` (or `ray start --head`) and pass its HOST:PORT, or drop --address to run Ray here; "
-            + AUTH_HINT,
+            "start the head with `evitdeploy worker --head` (or `ray start --head`) and pass its HOST:PORT, or drop --address to run Ray here; " + AUTH_HINT,
             EXIT_BACKEND_UNAVAILABLE,
         ) from None
 
@@ -83,8 +84,13 @@ def alive_nodes() -> list[dict]:
     """Every live node: its id, host, and what it advertises."""
     ray = import_ray()
     return [
-        {"node_id": node["NodeID"], "host": node.get("NodeManagerHostname") or node.get("NodeManagerAddress", "?"), "resources": dict(node.get("Resources", {}))}
-        for node in ray.nodes() if node.get("Alive")
+        {
+            "node_id": node["NodeID"],
+            "host": node.get("NodeManagerHostname") or node.get("NodeManagerAddress", "?"),
+            "resources": dict(node.get("Resources", {})),
+        }
+        for node in ray.nodes()
+        if node.get("Alive")
     ]
 
 
@@ -98,7 +104,12 @@ def describe(nodes: list[dict]) -> str:
 
 
 def ray_start_command(
-    address: Optional[str], advertisement: dict, *, num_cpus: Optional[int] = None, port: int = 6379, node_ip: Optional[str] = None,
+    address: Optional[str],
+    advertisement: dict,
+    *,
+    num_cpus: Optional[int] = None,
+    port: int = 6379,
+    node_ip: Optional[str] = None,
 ) -> list[str]:
     """`ray start` for a node with these custom resources: joining `address`, or the head
     (listening on `port`) when address is None."""
@@ -115,7 +126,12 @@ def ray_start_command(
 
 
 def worker_plan(
-    address: Optional[str], *, profiles: Optional[list[str]] = None, num_cpus: Optional[int] = None, port: int = 6379, node_ip: Optional[str] = None,
+    address: Optional[str],
+    *,
+    profiles: Optional[list[str]] = None,
+    num_cpus: Optional[int] = None,
+    port: int = 6379,
+    node_ip: Optional[str] = None,
     bench_only: bool = False,
 ) -> dict:
     """What `evitdeploy worker` will advertise and the `ray start` that does it; a profile this host
@@ -128,8 +144,15 @@ def worker_plan(
         raise UserError("--bench-only on a node of no profile would take no work", "pass --profile NAME for the device this node is, or drop --bench-only")
     advertisement = resources.advertised(names, backends, exports=not bench_only)
     command = ray_start_command(address, advertisement, num_cpus=num_cpus, port=port, node_ip=node_ip)
-    return {"role": "head" if address is None else "worker", "address": address, "profiles": names, "backends": backends,
-            "bench_only": bench_only, "resources": advertisement, "command": command}
+    return {
+        "role": "head" if address is None else "worker",
+        "address": address,
+        "profiles": names,
+        "backends": backends,
+        "bench_only": bench_only,
+        "resources": advertisement,
+        "command": command,
+    }
 
 
 def run_ray(command: list[str]) -> dict:
@@ -142,7 +165,11 @@ def run_ray(command: list[str]) -> dict:
         refused = [line for line in said if "AuthenticationError" in line or "InvalidAuthToken" in line]
         if refused:
             raise UserError(f"`ray {command[1]}` was refused by the head: {refused[-1][:300]}", AUTH_HINT, EXIT_BACKEND_UNAVAILABLE)
-        raise UserError(f"`ray {command[1]}` failed: {said[-1] if said else f'exit {done.returncode}'}", "check the head's address and that its port is reachable", EXIT_BACKEND_UNAVAILABLE)
+        raise UserError(
+            f"`ray {command[1]}` failed: {said[-1] if said else f'exit {done.returncode}'}",
+            "check the head's address and that its port is reachable",
+            EXIT_BACKEND_UNAVAILABLE,
+        )
     return {"ray_output": done.stdout.strip().splitlines()[-12:]}
 
 

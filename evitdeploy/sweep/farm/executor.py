@@ -105,9 +105,14 @@ class FarmExecutor:
                     needs = resources.export_needs(_backend(cell))
                     with sigint_deferred():  # a submitted task is in `pending`, so Ctrl-C cancels it
                         record_ref, artifact_ref = export_remote.options(num_returns=2, resources=needs, name=f"export {cell.name}", **each).remote(
-                            new_record(cell, settings, executor="ray"), settings, profile=profiles.get(cell.profile), **inputs,
+                            new_record(cell, settings, executor="ray"),
+                            settings,
+                            profile=profiles.get(cell.profile),
+                            **inputs,
                         )
-                        pending[record_ref] = _Task("export", cell, record=new_record(cell, settings, executor="ray"), needs={**needs, "CPU": 1}, artifact=artifact_ref)
+                        pending[record_ref] = _Task(
+                            "export", cell, record=new_record(cell, settings, executor="ray"), needs={**needs, "CPU": 1}, artifact=artifact_ref
+                        )
                     stages["export"] += 1
                 ready, _ = ray.wait(list(pending), num_returns=1, timeout=self.poll_s)
                 for ref in ready:
@@ -124,7 +129,10 @@ class FarmExecutor:
                         needs = resources.bench_needs(backend, task.cell.profile)
                         with sigint_deferred():
                             bench_ref = bench_remote.options(resources=needs, name=f"bench {task.cell.name}", **each).remote(
-                                record, task.artifact, settings, profile=profiles.get(task.cell.profile),
+                                record,
+                                task.artifact,
+                                settings,
+                                profile=profiles.get(task.cell.profile),
                             )
                             pending[bench_ref] = _Task("bench", task.cell, record=record, needs={**needs, "CPU": 1})
                         if progress:
@@ -180,5 +188,10 @@ class FarmExecutor:
                 pending.pop(ref)
                 ray.cancel(ref, force=True)
                 lacking = ", ".join(k for k in task.needs if not any(node["resources"].get(k, 0) >= task.needs[k] for node in nodes))
-                on_record(fail(dict(task.record), task.stage, f"no live node offers {lacking or 'what it needs'} any more (a node left or died mid-cell); re-run with --retry-failed once it is back"))
-
+                on_record(
+                    fail(
+                        dict(task.record),
+                        task.stage,
+                        f"no live node offers {lacking or 'what it needs'} any more (a node left or died mid-cell); re-run with --retry-failed once it is back",
+                    )
+                )

@@ -34,7 +34,9 @@ def unpack(packed: Packed, into: Path) -> Path:
     no absolute paths); returns the unpacked path."""
     digest = hashlib.sha256(packed.data).hexdigest()
     if digest != packed.sha256:
-        raise UserError(f"{packed.name} arrived with sha256 {digest[:12]}…, not the {packed.sha256[:12]}… it left with", "re-run the cell; the transfer was corrupted")
+        raise UserError(
+            f"{packed.name} arrived with sha256 {digest[:12]}…, not the {packed.sha256[:12]}… it left with", "re-run the cell; the transfer was corrupted"
+        )
     into = Path(into)
     into.mkdir(parents=True, exist_ok=True)
     with tarfile.open(fileobj=io.BytesIO(packed.data), mode="r") as archive:

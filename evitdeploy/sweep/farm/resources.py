@@ -32,8 +32,10 @@ def advertised(profiles: list[str], backends: list[str], *, exports: bool = True
     """The custom resources of a node that is these profiles and has these backends (and takes
     exports, unless it only benches)."""
     return {
-        NODE: NODE_UNITS, **({EXPORTS: NODE_UNITS} if exports else {}),
-        **{profile_resource(p): 1 for p in profiles}, **{backend_resource(b): NODE_UNITS for b in backends},
+        NODE: NODE_UNITS,
+        **({EXPORTS: NODE_UNITS} if exports else {}),
+        **{profile_resource(p): 1 for p in profiles},
+        **{backend_resource(b): NODE_UNITS for b in backends},
     }
 
 
@@ -46,11 +48,11 @@ def bench_needs(backend: str, profile: Optional[str]) -> dict[str, float]:
 
 
 def node_profiles(resources: dict) -> list[str]:
-    return sorted(key[len(PROFILE_PREFIX):] for key in resources if key.startswith(PROFILE_PREFIX))
+    return sorted(key[len(PROFILE_PREFIX) :] for key in resources if key.startswith(PROFILE_PREFIX))
 
 
 def node_backends(resources: dict) -> list[str]:
-    return sorted(key[len(BACKEND_PREFIX):] for key in resources if key.startswith(BACKEND_PREFIX))
+    return sorted(key[len(BACKEND_PREFIX) :] for key in resources if key.startswith(BACKEND_PREFIX))
 
 
 def installed_backends() -> list[str]:
@@ -73,7 +75,9 @@ def host_profiles(requested: Optional[list[str]] = None) -> list[str]:
         profile = load_profile(name)
         matches, why = host_kind(profile)
         if not matches:
-            raise UserError(f"this host cannot advertise profile {profile.name}: {why}", "pass only the profiles this host is (`evitdeploy profiles` says which run here)")
+            raise UserError(
+                f"this host cannot advertise profile {profile.name}: {why}", "pass only the profiles this host is (`evitdeploy profiles` says which run here)"
+            )
         names.append(profile.name)
     return list(dict.fromkeys(names))
 

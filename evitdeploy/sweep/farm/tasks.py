@@ -32,7 +32,12 @@ def _local_settings(settings: CellSettings, inputs: dict[str, Optional[Packed]],
 
 
 def export_stage(
-    record: dict, settings: CellSettings, *, checkpoint: Optional[Packed] = None, data: Optional[Packed] = None, profile=None,
+    record: dict,
+    settings: CellSettings,
+    *,
+    checkpoint: Optional[Packed] = None,
+    data: Optional[Packed] = None,
+    profile=None,
 ) -> tuple[dict, Optional[Packed]]:
     """Export and check on this node; returns the record and the packed artifact (None on failure)."""
     record["nodes"]["export"] = _node()
