@@ -91,10 +91,8 @@ def host(repeats: int, count: int, threads: int, size: int = 224) -> None:
 
         def verdicts(path_a: Path, path_b: Path, interleaved: bool, load: bool) -> list[dict]:
             reports = []
-            with (
-                OnnxRuntimeRunner(path_a, threads, spinning=not interleaved, pin_threads=interleaved) as a,
-                OnnxRuntimeRunner(path_b, threads, spinning=not interleaved, pin_threads=interleaved) as b,
-            ):
+            settings = dict(threads=threads, spinning=not interleaved, pin_threads=interleaved)
+            with OnnxRuntimeRunner(path_a, **settings) as a, OnnxRuntimeRunner(path_b, **settings) as b:
                 for _ in range(repeats):
                     if interleaved:
                         with neighbour() if load else contextlib.nullcontext():
