@@ -41,7 +41,7 @@ lint: install
 	$(PY) -m ruff format --check .
 
 test: install
-	$(PY) -m pytest -n 2 --dist loadgroup
+	$(PY) -m pytest -n 2 --dist loadgroup -m "not bench"
 
 # The fast tier: no export above 64 px, no subprocess, no training, no Ray; under a minute.
 test-fast: install
@@ -100,7 +100,7 @@ bench-gpu: install
 
 # Every benchmark in its tiny mode (`--tiny`: every code path in seconds, figures meaningless), the slow ones too.
 bench-tiny: install
-	$(PY) -m pytest -q -m "slow or not slow" tests/test_benchmarks.py
+	$(PY) -m pytest -q -m "bench or not bench" tests/test_benchmarks.py -n 2 --dist loadgroup
 
 gpu-carry: install
 	rm -rf .gpu-carry && mkdir -p .gpu-carry/wheels .gpu-carry/trained

@@ -100,6 +100,41 @@ def sweep_results(tmp_path_factory):
     return results, result
 
 
+def _digits_exports(folder: Path, checkpoint: Path) -> None:
+    """FP32, INT8 and FP16 ONNX exports of the trained digits B0 at 64x64, the plan's calibrated on
+    64 training digits (calib.npz beside them)."""
+    import numpy as np
+
+    from evitdeploy import api
+    from evitdeploy.models import trained
+    from evitdeploy.precision.options import PrecisionOptions
+    from evitdeploy.requests import ExportRequest
+
+    folder.mkdir(parents=True)
+    train_images, _ = trained.digits_images("train")
+    np.savez(folder / "calib.npz", image=train_images[:64])
+    for precision in ("fp32", "int8", "fp16"):
+        api.export_model(
+            ExportRequest(
+                model="efficientvit_b0",
+                target="onnx",
+                precision=precision,
+                output=folder / precision,
+                checkpoint=checkpoint,
+                height=64,
+                width=64,
+                reduced=PrecisionOptions(calib=str(folder / "calib.npz"), calib_count=64),
+            )
+        )
+
+
+@pytest.fixture(scope="session")
+def digits_onnx(tmp_path_factory, digits_checkpoint_path):
+    """The trained digits B0's FP32, INT8 and FP16 ONNX artifacts (folders fp32/, int8/, fp16/),
+    made once per run for every module that judges the precision plan on them."""
+    return _made_once(tmp_path_factory, "digits-onnx", lambda folder: _digits_exports(folder, digits_checkpoint_path))
+
+
 @pytest.fixture(scope="session")
 def digits_checkpoint_path():
     """The trained digits classifier (B0, 10 classes, 64x64): ~30 s on first use, then cached

@@ -1,10 +1,13 @@
 """Precision plans judged on trained weights: held-out accuracy and mIoU, the numbers users care about."""
 
+import shutil
+
 import numpy as np
 import onnxruntime as ort
 import pytest
 
 from evitdeploy import api
+from evitdeploy.backends import open_artifact
 from evitdeploy.data import preprocess
 from evitdeploy.precision.options import PrecisionOptions
 from evitdeploy.requests import ExportRequest
@@ -23,26 +26,13 @@ def _cosine_min(a, b):
 
 
 @pytest.fixture(scope="module")
-def digits_exports(tmp_path_factory, digits_checkpoint_path):
+def digits_exports(tmp_path_factory, digits_onnx):
     """FP32, INT8 (plan) and FP16 (plan) exports of the trained digits classifier, calibrated on
-    64 training digits, and the held-out digits as preprocessed inputs with their labels."""
-    folder = tmp_path_factory.mktemp("digits")
-    train_images, _ = trained.digits_images("train")
-    np.savez(folder / "calib.npz", image=train_images[:64])
-    artifacts = {}
-    for precision in ("fp32", "int8", "fp16"):
-        artifacts[precision] = api.export_model(
-            ExportRequest(
-                model="efficientvit_b0",
-                target="onnx",
-                precision=precision,
-                output=folder / precision,
-                checkpoint=digits_checkpoint_path,
-                height=64,
-                width=64,
-                reduced=PrecisionOptions(calib=str(folder / "calib.npz"), calib_count=64),
-            ),
-        )
+    64 training digits (the session's, shared with the INT8 kernel tests), and the held-out digits
+    as preprocessed inputs with their labels."""
+    folder = tmp_path_factory.mktemp("digits") / "exports"
+    shutil.copytree(digits_onnx, folder)  # this module writes beside them
+    artifacts = {precision: open_artifact(folder / precision) for precision in ("fp32", "int8", "fp16")}
     test_images, test_labels = trained.digits_images("test")
     inputs = preprocess(list(test_images), trained.digits_spec(), 64, 64)
     return artifacts, inputs, test_labels, folder
