@@ -10,7 +10,7 @@ DEMO := demo-out
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[all,test]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[$(shell $(PYTHON) tools/extras.py),test]'
 	# model-signing (through sigstore-models) needs typing-extensions>=4.14.1, which litert-converter's xdsl
 	# declares it cannot take (<4.13); one resolve refuses the pair. A second step installs the signing extra
 	# and its newer typing-extensions (pip warns about xdsl; the TFLite conversion tests pass with it).
