@@ -12,7 +12,7 @@ from typing import Callable
 import pytest
 import torch
 
-from helpers import Cli
+from helpers import SWEEP_ARGS, Cli
 
 # Two threads in one process; one per worker under `pytest -n 2` (make test), so the workers do not
 # oversubscribe the 2 cores (trained references set their own thread count while they train).
@@ -76,26 +76,7 @@ def sweep_results(tmp_path_factory):
     """A real 1-model x 2-precision x 2-resolution sweep; bf16 is no ONNX precision, so those cells fail."""
     folder = tmp_path_factory.mktemp("sweep")
     results = folder / "results.jsonl"
-    result = Cli()(
-        "sweep",
-        "--model",
-        "efficientvit_b0",
-        "--precision",
-        "fp32,bf16",
-        "--resolution",
-        "64,64x96",
-        "--samples",
-        "1",
-        "--warmup",
-        "1",
-        "--count",
-        "5",
-        "--threads",
-        "1",
-        "--output",
-        results,
-        "--json",
-    )
+    result = Cli()("sweep", *SWEEP_ARGS, "--output", results, "--json")
     assert result.exit_code == 1, result.output  # the bf16 cells fail, the sweep goes on
     return results, result
 

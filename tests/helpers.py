@@ -208,3 +208,23 @@ class RecordingTensorRT:
                 return b"engine"
 
         self.Network, self.OnnxParser, self.Builder = Network, Parser, Builder
+
+
+# The session's sweep (conftest's sweep_results): 1 model x 2 precisions x 2 sizes; bf16 is no ONNX
+# precision, so those cells fail and the sweep goes on.
+SWEEP_ARGS = (
+    "--model",
+    "efficientvit_b0",
+    "--precision",
+    "fp32,bf16",
+    "--resolution",
+    "64,64x96",
+    "--samples",
+    "1",
+    "--warmup",
+    "1",
+    "--count",
+    "5",
+    "--threads",
+    "1",
+)

@@ -2,26 +2,9 @@ import json
 
 import pytest
 
-from helpers import assert_clean_error
+from helpers import SWEEP_ARGS, assert_clean_error
 from evitdeploy.sweep import parse_resolution, read_records
 from evitdeploy.errors import UserError
-
-SWEEP_ARGS = (
-    "--model",
-    "efficientvit_b0",
-    "--precision",
-    "fp32,bf16",
-    "--resolution",
-    "64,64x96",
-    "--samples",
-    "1",
-    "--warmup",
-    "1",
-    "--count",
-    "5",
-    "--threads",
-    "1",
-)
 
 
 def test_sweep_runs_every_cell_and_records_failures_in_their_cell(sweep_results):
