@@ -297,10 +297,11 @@ def _bench(plan: Plan, artifact, checked: Checked, *, progress: Progress) -> tup
     on_kind, why = host_kind(profile)
     budget_ms = profile.budget_for(plan.request.model)
     bench, measured, judged = None, None, False
+    cannot_time = api.times_here(artifact) if checked.runs_here else None
     if not checked.runs_here:
         why = checked.check["skipped"]
-    elif api.times_here(artifact):
-        why = checked.check["of"] = api.times_here(artifact)
+    elif cannot_time:
+        why = checked.check["of"] = cannot_time
     else:
         bench = api.bench_artifact(BenchRequest(path=artifact.folder, threads=profile.threads, warmup=profile.warmup, count=profile.count), progress=progress)
         measured = bench["results"][0]["stats"][f"{profile.statistic}_ms"]
