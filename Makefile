@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 EVIT := $(VENV)/bin/evitdeploy
 DEMO := demo-out
 
-.PHONY: install qemu demo lint test test-fast test-slow bench-int8-kernels bench bench-gate bench-precision bench-deploy bench-tflite bench-executorch bench-coreml bench-openvino bench-sam bench-sam-precision bench-farm bench-gpu bench-tiny gpu-carry clean
+.PHONY: install qemu demo lint references test test-fast test-slow bench-int8-kernels bench bench-gate bench-precision bench-deploy bench-tflite bench-executorch bench-coreml bench-openvino bench-sam bench-sam-precision bench-farm bench-gpu bench-tiny gpu-carry clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,7 +40,15 @@ lint: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-test: install
+# The trained references the tests judge numerics on (cached under ~/.cache/evitdeploy; a few seconds
+# when cached): on a clean machine, two trainings at a time, one per core, before the tests start,
+# rather than a test worker training one while the other waits on its lock.
+references: install
+	$(PY) -c "from evitdeploy.models.trained_sam import promptable_checkpoint; promptable_checkpoint()" & sam=$$!; \
+	$(PY) -c "from evitdeploy.models.trained import digits_checkpoint, mosaic_checkpoint; digits_checkpoint(); mosaic_checkpoint()" \
+	&& wait $$sam
+
+test: install references
 	$(PY) -m pytest -n 2 --dist loadgroup -m "not bench"
 
 # The fast tier: no export above 64 px, no subprocess, no training, no Ray; under a minute.
