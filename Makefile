@@ -41,12 +41,11 @@ lint: install
 	$(PY) -m ruff format --check .
 
 # The trained references the tests judge numerics on (cached under ~/.cache/evitdeploy; a few seconds
-# when cached): on a clean machine, two trainings at a time, one per core, before the tests start,
-# rather than a test worker training one while the other waits on its lock.
+# when cached): on a clean machine, trained one after the other with the machine to themselves
+# (each uses 2 threads) before the tests start. Trained beside test workers, or two at once, each
+# ran many times slower here (oversubscribed threads), and a worker waited on the other's lock.
 references: install
-	$(PY) -c "from evitdeploy.models.trained_sam import promptable_checkpoint; promptable_checkpoint()" & sam=$$!; \
-	$(PY) -c "from evitdeploy.models.trained import digits_checkpoint, mosaic_checkpoint; digits_checkpoint(); mosaic_checkpoint()" \
-	&& wait $$sam
+	$(PY) -c "from evitdeploy.models import trained, trained_sam; trained.digits_checkpoint(); trained.mosaic_checkpoint(); trained_sam.promptable_checkpoint()"
 
 test: install references
 	$(PY) -m pytest -n 2 --dist loadgroup -m "not bench"
