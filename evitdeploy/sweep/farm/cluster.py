@@ -15,8 +15,13 @@ LOOPBACK_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray binds a one-mach
 
 
 def import_ray():
+    """Ray, imported whole: a Ctrl-C during the import (its Cython modules patch each other as they
+    load) is held until it ends, else Python reports the cut import's traceback as it exits."""
+    from evitdeploy.sweep.interrupt import sigint_deferred
+
     try:
-        import ray
+        with sigint_deferred():
+            import ray
     except ImportError:
         raise UserError("the ray executor needs ray, which is not installed", INSTALL_HINT, EXIT_BACKEND_UNAVAILABLE) from None
     return ray
