@@ -8,7 +8,8 @@ from typing import Optional
 
 from evitdeploy import limits, memory
 from evitdeploy.backends import get_backend, open_artifact, runner_for
-from evitdeploy.artifact import Artifact, model_sha256, model_size, prepare_output, sha256_of
+from evitdeploy.artifact import Artifact, model_sha256, model_size, sha256_of
+from evitdeploy.files import prepare_output
 from evitdeploy.errors import EXIT_BACKEND_UNAVAILABLE, UserError
 from evitdeploy.parity import tolerances_for
 from evitdeploy.requests import BenchRequest, CheckRequest, ExportRequest, InterleaveRequest, PlanRequest

@@ -2,24 +2,20 @@
 
 The manifest carries the ModelSpec, precision, sha256 of every file, toolchain versions and the
 command line, so that any later step (check, bench, a device) can trust and understand the files
-without guessing. Folders are written under a temporary name and renamed into place.
+without guessing. Folders are written under a temporary name and renamed into place (files.py).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
-import os
 import platform
-import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 from evitdeploy import __version__
 from evitdeploy.device.integrity import FORMAT, BundleError, check_integrity, sha256_of
@@ -98,129 +94,6 @@ def build_manifest(folder: Path, target: str, precision: str, spec: ModelSpec, m
         "command": " ".join(["evitdeploy", *sys.argv[1:]]) if sys.argv and "evitdeploy" in sys.argv[0] else None,
         **sections,
     }
-
-
-def write_json(path: Path, data: dict) -> None:
-    """Write JSON atomically: a reader never sees half a file."""
-    write_bytes(path, (json.dumps(data, indent=2) + "\n").encode())
-
-
-def write_text(path: Path, text: str) -> None:
-    write_bytes(path, text.encode())
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _usual_mode(path, directory: bool) -> None:
-    """mkstemp/mkdtemp create private (0600/0700) entries; published files get the umask's mode."""
-    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
-
-
-def write_bytes(path: Path, payload: bytes) -> None:
-    """Write to a temporary sibling, then rename: no half-written file is ever left behind."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-        _usual_mode(tmp, directory=False)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def check_output_path(path: Path, what: str = "output") -> None:
-    """Refuse, before any work starts, an output path the filesystem would refuse at the end: a
-    name longer than it allows, a parent that is a file, a folder we cannot write into."""
-    path = Path(path)
-    existing = next((p for p in (path.parent, *path.parent.parents) if _exists(p)), Path("."))
-    if not existing.is_dir():
-        raise UserError(f"{existing} is not a folder, so the {what} {path} cannot be made there", f"choose another {what}")
-    try:
-        name_max = os.pathconf(existing, "PC_NAME_MAX")
-    except (OSError, ValueError):
-        name_max = 255
-    too_long = next((part for part in path.parts if len(os.fsencode(part)) > name_max), None)
-    if too_long is not None:
-        raise UserError(
-            f"{what} {path}: the name {too_long[:24]}… is {len(os.fsencode(too_long))} bytes; this filesystem allows {name_max}",
-            f"choose a shorter {what} name",
-        )
-    if not os.access(existing, os.W_OK):
-        raise UserError(f"cannot write into {existing}", f"choose an {what} in a folder you can write to")
-
-
-def _exists(path: Path) -> bool:
-    try:
-        return path.exists()
-    except OSError:  # a component too long or a loop: not a folder we can use
-        return False
-
-
-def prepare_output(output: Path, force: bool) -> None:
-    """Refuse an existing output unless forced, and an output folder we cannot write into."""
-    output = Path(output)
-    check_output_path(output)  # name length, a parent that is a file, write access
-    if output.exists() and not force:
-        raise UserError(f"output {output} already exists", "pass --force (force=True in Python) to replace it, or choose another output")
-
-
-@contextlib.contextmanager
-def folder_kept_on_success(folder: Path) -> Iterator[Path]:
-    """Create `folder` and its missing parents; if the block fails, remove again the ones it
-    created (when still empty): a refused command leaves nothing new behind."""
-    folder = Path(folder)
-    created = []
-    probe = folder
-    while not probe.exists() and probe != probe.parent:
-        created.append(probe)
-        probe = probe.parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot create {folder} ({exc.strerror})", "choose an output in a folder you can write to") from exc
-    try:
-        yield folder
-    except BaseException:
-        for made in created:  # deepest first
-            with contextlib.suppress(OSError):
-                made.rmdir()
-        raise
-
-
-@contextlib.contextmanager
-def staged_folder(output: Path) -> Iterator[Path]:
-    """A temporary sibling folder that becomes `output` only if the block succeeds."""
-    output = Path(output)
-    with folder_kept_on_success(output.parent), _staging(output) as staging:
-        yield staging
-
-
-@contextlib.contextmanager
-def _staging(output: Path) -> Iterator[Path]:
-    try:
-        staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
-        _usual_mode(staging, directory=True)
-    except OSError as exc:
-        raise UserError(f"cannot create {output} ({exc.strerror})", "choose an --output you can write to") from exc
-    try:
-        yield staging
-        if output.exists():
-            old = output.with_name(f".{output.name}.old-{os.getpid()}")
-            os.replace(output, old)
-            os.replace(staging, output)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, output)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def read_manifest(path: Path, bundle: bool = False) -> dict:

@@ -269,10 +269,8 @@ def _plan(profile, model_name: str, size: tuple[int, int], *, samples: int, loca
 def _refuse_existing(output: Path, force: bool) -> Path:
     """The candidates folder beside `output`; an existing bundle or candidates folder is refused
     unless forced. Writes nothing."""
-    from evitdeploy.artifact import prepare_output
+    from evitdeploy.files import prepare_output
 
-    if output.name in ("", ".", ".."):
-        raise UserError(f"--output {output} names no folder of its own", "e.g. --output b0-intel-cpu-auto")
     folder = candidates_folder(output)
     prepare_output(output, force)
     prepare_output(folder, force)

@@ -20,7 +20,8 @@ import numpy as np
 from evitdeploy import device, limits
 from evitdeploy.device import integrity
 from evitdeploy.device.verify import verify
-from evitdeploy.artifact import MANIFEST, Artifact, read_manifest, build_manifest, staged_folder, write_json, write_text
+from evitdeploy.artifact import MANIFEST, Artifact, read_manifest, build_manifest
+from evitdeploy.files import staged_folder, write_json, write_text
 from evitdeploy.errors import EXIT_BACKEND_UNAVAILABLE, UserError
 
 REFERENCE_IMAGES = 4

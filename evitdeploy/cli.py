@@ -178,9 +178,9 @@ def handles_errors(command):
         try:
             for name, flag in (("save", "--save"), ("markdown_file", "--markdown")):
                 if kwargs.get(name) is not None:  # refused before the work, not after it
-                    from evitdeploy.artifact import check_output_path
+                    from evitdeploy.files import check_output
 
-                    check_output_path(kwargs[name], f"{flag} file")
+                    check_output(kwargs[name], f"{flag} file")
             return command(*args, **kwargs)
         except UserError as exc:
             _render_error(exc.message, exc.hint, exit_code=exc.exit_code, as_json=bool(kwargs.get("as_json")))
@@ -226,15 +226,10 @@ def _save(data: dict, path: Optional[Path]) -> None:
 
 
 def _write_text(path: Path, text: str) -> None:
-    """An output file the user named (its folders made as needed), written atomically; an
-    unwritable path is one clear error."""
-    from evitdeploy.artifact import write_text
+    """An output file the user named (see files.write_output: /dev/null is written into, not replaced)."""
+    from evitdeploy.files import write_output
 
-    try:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        write_text(path, text)
-    except OSError as exc:
-        raise UserError(f"cannot write {path} ({exc.strerror})", "choose a path you can write to") from exc
+    write_output(path, text.encode(), "output")
 
 
 @app.command()

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from evitdeploy import limits, memory
-from evitdeploy.artifact import folder_kept_on_success, model_size, prepare_output
+from evitdeploy.artifact import model_size
+from evitdeploy.files import folder_kept_on_success, prepare_output
 from evitdeploy.errors import UserError
 from evitdeploy.precision.options import PrecisionOptions
 from evitdeploy.requests import BenchRequest, CheckRequest, DeployRequest, ExportRequest

@@ -21,7 +21,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from evitdeploy import api, limits, memory, rendering
-from evitdeploy.artifact import check_output_path, folder_kept_on_success, write_bytes
+from evitdeploy.files import IMAGE_MAX_BYTES, check_output, input_file, is_character_device, write_output
 from evitdeploy.backends import runner_for, why_not_here
 from evitdeploy.data import IMAGE_SUFFIXES, preprocess
 from evitdeploy.errors import EXIT_BACKEND_UNAVAILABLE, EXIT_CHECK_FAILED, UserError
@@ -47,10 +47,9 @@ def read_image(path: Path) -> np.ndarray:
 
     from evitdeploy.data import as_rgb
 
-    if not path.exists():
-        raise UserError(f"image not found: {path}", "pass the path of a photo (.png, .jpg, ...)")
     if path.is_dir():
         raise UserError(f"{path} is a folder, not an image", "pass one image file: predict runs one image")
+    input_file(path, "image", "pass the path of a photo (.png, .jpg, ...)", limit=IMAGE_MAX_BYTES)
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         raise UserError(f"{path} is not an image file (suffix {path.suffix or 'none'!r})", f"pass a {', '.join(sorted(IMAGE_SUFFIXES))} file")
     try:
@@ -286,12 +285,10 @@ def check_prompts(request: PredictRequest, *, task: str, width: int, height: int
 
 
 def _check_output(output: Path, force: bool) -> None:
-    check_output_path(output, "output PNG")  # name length, a parent that is a file, write access
-    if output.suffix.lower() != ".png":
+    check_output(output, "output PNG")  # no name of its own, a folder, a FIFO, /proc, a parent that is a file, write access
+    if output.suffix.lower() != ".png" and not is_character_device(output):
         raise UserError(f"output {output} is not a .png file name", "the picture is a PNG: e.g. -o prediction.png")
-    if output.is_dir():
-        raise UserError(f"output {output} is a folder", "name the PNG file to write")
-    if output.exists() and not force:
+    if output.is_file() and not force:
         raise UserError(f"output {output} already exists", "pass --force (force=True in Python) to replace it, or choose another -o")
 
 
@@ -366,8 +363,7 @@ def predict(request: PredictRequest, progress: Progress = None) -> dict:
         run = _TimedRun(runner)
         result, drawn = predictor(image, spec=spec, run=run, request=request)
     report_step(progress, f"writing {output}")
-    with folder_kept_on_success(output.parent):
-        write_bytes(output, rendering.png_bytes(drawn))
+    write_output(output, rendering.png_bytes(drawn), "output PNG")
     return {
         "kind": "prediction",
         "artifact": str(artifact.folder),

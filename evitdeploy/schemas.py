@@ -17,12 +17,10 @@ from typing import Annotated, Any, Literal, Optional, Union
 import pydantic_core
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from evitdeploy import limits
+from evitdeploy import files, limits
 from evitdeploy.device import cpu
 from evitdeploy.device.tasks import PROMPTABLE, TASKS
 from evitdeploy.errors import UserError
-
-MAX_JSON_BYTES = 256 << 20  # a results file larger than this is not one evitdeploy wrote
 
 
 class _Schema(BaseModel):
@@ -292,31 +290,6 @@ def describe(exc: ValidationError) -> str:
     return f"field `{_field(error['loc'])}`: {error['msg'][0].lower() + error['msg'][1:]}, got {_shown(error.get('input'))}{more}"
 
 
-def require_file(path: Path, what: str, hint: str) -> None:
-    """A readable regular file of a sane size, or one UserError saying what it is instead."""
-    path = Path(path)
-    try:
-        if not path.exists():
-            raise UserError(f"{what} not found: {path}", hint)
-        if path.is_dir():
-            raise UserError(f"{what} {path} is a folder, not a file", hint)
-        if path.stat().st_size > MAX_JSON_BYTES:
-            raise UserError(f"{what} {path} is {path.stat().st_size / 2**20:.0f} MiB; evitdeploy writes far smaller files", hint)
-    except OSError as exc:
-        raise UserError(f"cannot read {what} {path} ({exc.strerror or exc})", hint) from None
-
-
-def read_text(path: Path, what: str, hint: str) -> str:
-    """A small UTF-8 text file from the user, or one UserError saying why it cannot be read."""
-    require_file(path, what, hint)
-    try:
-        return Path(path).read_bytes().decode("utf-8")
-    except UnicodeDecodeError:
-        raise UserError(f"{what} {path} is not UTF-8 text", hint) from None
-    except OSError as exc:
-        raise UserError(f"cannot read {what} {path} ({exc.strerror or exc})", hint) from None
-
-
 def parse_json(text: str) -> Any:
     """JSON to Python with a nesting limit (json.loads recurses until RecursionError)."""
     value = pydantic_core.from_json(text, allow_inf_nan=True)
@@ -332,7 +305,7 @@ def validated(text: str, schema: type[_Schema]) -> dict:
 def load_document(path: Path, schema: type[_Schema], what: str, hint: str, first=None) -> dict:
     """Read and validate one JSON file; any problem is one UserError naming the file and field.
     `first(parsed)` may refuse the document before the schema does (a newer format, another kind)."""
-    text = read_text(path, what, hint)
+    text = files.read_input_text(path, what, hint)
     try:
         if first is not None:
             first(parse_json(text))

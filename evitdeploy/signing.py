@@ -16,6 +16,7 @@ from pathlib import Path
 
 from evitdeploy.device.integrity import SIGNATURE
 from evitdeploy.errors import BackendUnavailable, UserError, first_line
+from evitdeploy.files import TEXT_MAX_BYTES, read_input
 
 INSTALL = "pip install 'evitdeploy[signing]'"
 CURVES = ("secp256r1", "secp384r1", "secp521r1")  # the curves model-signing signs with
@@ -30,12 +31,7 @@ def require_model_signing() -> None:
 def load_private_key(path: Path):
     """The EC private key in `path`, refused with one line when it cannot sign a bundle."""
     path = Path(path)
-    try:
-        if not path.is_file():
-            raise UserError(f"signing key not found: {path}", f"pass a PEM EC private key; {MAKE_KEY}")
-        data = path.read_bytes()
-    except OSError as exc:
-        raise UserError(f"cannot read signing key {path} ({exc.strerror})", f"pass a PEM EC private key; {MAKE_KEY}") from exc
+    data = read_input(path, "signing key", f"pass a PEM EC private key; {MAKE_KEY}", limit=TEXT_MAX_BYTES)
     require_model_signing()  # cryptography comes with it
     from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives import serialization

@@ -182,7 +182,8 @@ def test_avx2_kernels_saturate_full_8_bit_weights_and_sum_7_bit_ones_exactly(dig
 def test_check_on_avx2_refuses_a_vnni_only_model_and_judges_a_safe_one(digits, tmp_path):
     vnni = tmp_path / "vnni"
     shutil.copytree(digits / "int8", vnni)
-    from evitdeploy.artifact import read_manifest, write_json
+    from evitdeploy.artifact import read_manifest
+    from evitdeploy.files import write_json
     from evitdeploy.device.integrity import sha256_of
 
     manifest = read_manifest(vnni / "manifest.json")

@@ -210,7 +210,7 @@ def _bad_keys(folder: Path) -> dict:
         "rsa": (write_key(folder / "rsa.pem", rsa.generate_private_key(public_exponent=65537, key_size=2048), openssl_style=False), "RSA key"),
         "secp256k1": (write_key(folder / "k1.pem", ec.generate_private_key(ec.SECP256K1())), "curve secp256k1"),
         "encrypted": (encrypted, "is encrypted"),
-        "folder": (folder, "signing key not found"),
+        "folder": (folder, "is a folder, not a file"),
     }
 
 

@@ -77,7 +77,7 @@ def test_sweep_refuses_a_results_file_with_a_corrupt_line(cli, tmp_path):
     cell = '{"kind": "sweep-cell", "cell": {"model": "efficientvit_b0", "target": "onnx", "precision": "fp32", "height": 64, "width": 64}, "status": "failed"}'
     results.write_text(f"{cell}\nnot json\n{cell}\n")
     assert_clean_error(cli("sweep", *SWEEP_ARGS, "--output", results), 2, "line 2 is not valid JSON")
-    assert_clean_error(cli("sweep", *SWEEP_ARGS, "--output", tmp_path), 2, "is not a file")
+    assert_clean_error(cli("sweep", *SWEEP_ARGS, "--output", tmp_path), 2, "is a folder")
 
 
 @pytest.mark.fast

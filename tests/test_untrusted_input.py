@@ -242,7 +242,7 @@ def test_a_refused_deploy_leaves_no_new_parent_folders(cli, tmp_path):
 
 
 def test_an_output_that_fails_midway_removes_the_parent_folders_it_created(tmp_path):
-    from evitdeploy.artifact import staged_folder
+    from evitdeploy.files import staged_folder
 
     (tmp_path / "kept").mkdir()
     with pytest.raises(RuntimeError):
@@ -329,5 +329,5 @@ def test_save_into_a_new_folder_makes_it(cli, small_artifact, tmp_path):
 def test_sweep_refuses_an_artifacts_path_that_is_a_file(cli, tmp_path):
     (tmp_path / "junk.npz").write_bytes(b"x")
     result = cli("sweep", "--model", "efficientvit_b0", "--resolution", "64", "-o", tmp_path / "results.jsonl", "--artifacts", tmp_path / "junk.npz")
-    assert_clean_error(result, 2, "is a file, not a folder")
+    assert_clean_error(result, 2, "is a regular file, not a folder")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["junk.npz"]

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from evitdeploy.errors import UserError, first_line, shorten
+from evitdeploy.files import input_file
 
 # The final layer, whose width is the class count: a fine-tuned checkpoint differs from its
 # architecture's registered spec only here.
@@ -42,9 +43,7 @@ def read_state_dict(path: Path) -> dict:
             f"checkpoint {path} is a folder",
             "pass the weights file in it" + (f" (e.g. {path / inside[0]})" if inside else " (.pt/.pth/.bin/.safetensors)") + ", not the folder",
         )
-    if not path.is_file():
-        raise UserError(f"checkpoint not found: {path}", "pass the path of a local .pt/.pth/.bin/.safetensors file")
-    if path.stat().st_size == 0:
+    if input_file(path, "checkpoint", "pass the path of a local .pt/.pth/.bin/.safetensors file") == 0:
         raise UserError(f"checkpoint {path} is empty", "re-download or re-save the checkpoint")
     if file_format(path) == "safetensors":
         from safetensors import SafetensorError

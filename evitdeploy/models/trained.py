@@ -355,7 +355,7 @@ def _cached(name: str, recipe, train: Callable, cache_dir: Optional[Path]) -> Pa
     from filelock import FileLock  # torch's own dependency
     from safetensors.torch import save
 
-    from evitdeploy.artifact import write_bytes
+    from evitdeploy.files import write_bytes
 
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     path = folder / f"{name}-{recipe_hash(recipe)}.safetensors"

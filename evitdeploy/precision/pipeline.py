@@ -71,7 +71,7 @@ def int8_kernels_section(plan: PrecisionPlan) -> dict:
 def write_plan(result: PlanResult, folder: Path, **details) -> dict:
     """Write the plan and its ranges beside the model and return the manifest sections every
     backend records for them; `details` are the backend's own (how it applied the plan)."""
-    from evitdeploy.artifact import write_json
+    from evitdeploy.files import write_json
 
     write_json(folder / PLAN_FILE, result.plan.to_dict())
     write_json(folder / RANGES_FILE, result.ranges.to_dict())

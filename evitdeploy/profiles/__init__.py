@@ -11,6 +11,7 @@ it builds). Each candidate is measured at the profile's `precisions` it builds, 
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -26,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from evitdeploy import limits
 from evitdeploy.device import cpu
 from evitdeploy.errors import EXIT_BACKEND_UNAVAILABLE, UserError
+from evitdeploy.files import TEXT_MAX_BYTES, read_input_text
 from evitdeploy.parity import Tolerances, tolerances_for
 
 PROFILES_DIR = Path(__file__).parent
@@ -304,13 +306,8 @@ def shipped_names() -> list[str]:
 def load_profile(name_or_path: str) -> Profile:
     """A shipped profile by name, or a user's TOML file by path."""
     path = Path(name_or_path)
-    if path.suffix == ".toml" or path.is_file():
-        if not path.is_file():
-            raise UserError(f"profile file not found: {path}", "pass an existing .toml, or a shipped name (see `evitdeploy profiles`)")
-        try:
-            text = path.read_text()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise _bad(str(path), f"cannot be read ({exc})", "pass a UTF-8 TOML file") from exc
+    if path.suffix == ".toml" or (os.path.lexists(path) and not path.is_dir()):
+        text = read_input_text(path, "profile file", "pass a UTF-8 TOML file, or a shipped name (see `evitdeploy profiles`)", limit=TEXT_MAX_BYTES)
         return parse_profile(text, path.stem, str(path))
     shipped = PROFILES_DIR / f"{name_or_path}.toml"
     if not shipped.is_file():

@@ -45,17 +45,17 @@ _RESULT_HINT = "pass JSON written by `check --save` / `bench --save`, or a `swee
 def load_results(paths: list[Path]) -> list[dict]:
     """Every result object in the files (.json: one object or a list; .jsonl: one per line),
     each checked against its kind's schema."""
-    from evitdeploy import schemas
+    from evitdeploy import files, schemas
     from evitdeploy.sweep import read_records
 
     results = []
     for path in map(Path, paths):
         if path.suffix == ".jsonl":
-            schemas.require_file(path, "result file", _RESULT_HINT)  # a missing or unreadable path is one clear error
+            files.input_file(path, "result file", _RESULT_HINT)  # a missing or unreadable path is one clear error
             found = read_records(path)
         else:
             try:
-                data = schemas.parse_json(schemas.read_text(path, "result file", _RESULT_HINT))
+                data = schemas.parse_json(files.read_input_text(path, "result file", _RESULT_HINT))
             except ValueError as exc:
                 raise UserError(f"{path} is not valid JSON ({exc})", _RESULT_HINT) from None
             found = data if isinstance(data, list) else [data]

@@ -38,7 +38,7 @@ _FIGURE_TITLES = {
 
 def write_report(rows: list[dict], output: Path, columns: Optional[tuple[str, ...]] = None, title: str = "evitdeploy report") -> list[Path]:
     """report.md (+ PNGs beside it) or one self-contained report.html; returns the files written."""
-    from evitdeploy.artifact import check_output_path, write_bytes
+    from evitdeploy.files import check_output, write_bytes
 
     columns = shown_columns(rows, columns, DEFAULT_COLUMNS)
     output = Path(output)
@@ -46,7 +46,7 @@ def write_report(rows: list[dict], output: Path, columns: Optional[tuple[str, ..
         raise UserError(f"cannot tell the format of {output}", "name the output report.md or report.html")
     if not output.parent.is_dir():
         raise UserError(f"folder {output.parent} does not exist", "create it first or choose another -o")
-    check_output_path(output, "report")
+    check_output(output, "report")
     figures = _figures(rows)
     written = []
     try:
@@ -64,8 +64,12 @@ def write_report(rows: list[dict], output: Path, columns: Optional[tuple[str, ..
             write_bytes(output, "\n".join(parts).encode())
         else:
             write_bytes(output, _html(rows, columns, figures=figures, title=title).encode())
-    except OSError as exc:
-        raise UserError(f"cannot write {output} ({exc.strerror})", "choose an -o path you can write to") from exc
+    except BaseException as exc:
+        for image in written:  # a failed report leaves none of its figures behind
+            image.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise UserError(f"cannot write {output} ({exc.strerror})", "choose an -o path you can write to") from None
+        raise
     return [output, *written]
 
 

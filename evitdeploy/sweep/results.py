@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from evitdeploy.errors import UserError
+from evitdeploy.files import JSON_MAX_BYTES, read_input
 from evitdeploy.schemas import SweepCellResult, check_document, parse_json
 from evitdeploy.sweep.grid import Cell
 
@@ -22,9 +23,9 @@ def read_records(path: Path, repair: bool = False) -> list[dict]:
     """Every JSON line of a results file. A trailing half-written line (a killed sweep) is dropped,
     and with `repair` cut from the file; a corrupt line elsewhere is an error naming its number."""
     path = Path(path)
-    if not path.exists():
+    if not os.path.lexists(path):
         return []
-    raw = path.read_bytes()
+    raw = read_input(path, "results file", "pass a .jsonl path for -o", limit=JSON_MAX_BYTES)
     lines = raw.split(b"\n")
     records = []
     for number, line in enumerate(lines, 1):

@@ -6,17 +6,29 @@ and what a CI matrix job runs); the farm executor (`sweep.farm`) spreads them ov
 
 from __future__ import annotations
 
-import re
+import contextlib
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
-from evitdeploy.artifact import check_output_path
+from evitdeploy.files import check_output, file_kept_on_success, folder_kept_on_success
 from evitdeploy.errors import UserError
 from evitdeploy.sweep.grid import Cell, CellSettings
 from evitdeploy.sweep.interrupt import sigint_deferred, sigint_interrupts
 from evitdeploy.sweep.results import FAILED, OK, append_record, latest_cells, read_records
 from evitdeploy.sweep.stages import run_cell
 from evitdeploy.progress import Progress
+
+
+@contextlib.contextmanager
+def _outputs_made(output: Path, artifacts: Path) -> Iterator[None]:
+    """The results file and the artifacts folder, made for the run. A run that fails before its
+    first record removes what it made; recorded cells stay, for the next run to resume from."""
+    with folder_kept_on_success(output.parent), file_kept_on_success(output), folder_kept_on_success(artifacts):
+        try:
+            output.touch()
+        except OSError as exc:
+            raise UserError(f"cannot write {output} ({exc.strerror})", "choose a results file you can write to") from None
+        yield
 
 
 class LocalExecutor:
@@ -39,7 +51,6 @@ class LocalExecutor:
 
 
 EXECUTORS = ("local", "ray")
-_HOST_PORT = re.compile(r"[A-Za-z0-9.\-]{1,253}:\d{1,5}")
 
 
 def make_executor(kind: str = "local", address: Optional[str] = None):
@@ -50,12 +61,10 @@ def make_executor(kind: str = "local", address: Optional[str] = None):
             raise UserError("--address is for --executor ray", "drop --address, or add --executor ray")
         return LocalExecutor()
     if kind == "ray":
+        from evitdeploy.sweep.farm.cluster import check_address
         from evitdeploy.sweep.farm.executor import FarmExecutor
 
-        if address is not None and address != "auto" and not _HOST_PORT.fullmatch(address):
-            raise UserError(
-                f"--address {address!r} is not HOST:PORT", "pass the head's address, e.g. --address 10.0.0.5:6379, or 'auto' for the cluster running here"
-            )
+        check_address(address)
         return FarmExecutor(address=address)
     raise UserError(f"unknown executor {kind!r}", f"use one of: {', '.join(EXECUTORS)}")
 
@@ -89,13 +98,9 @@ def run_sweep(
     if unknown:
         raise UserError(f"cells name profile(s) {', '.join(unknown)} that were not loaded", "pass the profiles the grid was planned with")
     output = Path(output)
-    if output.exists() and not output.is_file():
-        raise UserError(f"{output} is not a file", "pass a .jsonl path for -o")
+    check_output(output, "results file")
+    check_output(artifacts, "--artifacts folder", folder=True)
     done = latest_cells(read_records(output, repair=True))  # a corrupt results file is refused before anything is made
-    check_output_path(output, "results file")
-    check_output_path(artifacts, "--artifacts folder")
-    if artifacts.exists() and not artifacts.is_dir():
-        raise UserError(f"--artifacts {artifacts} is a file, not a folder", "pass a folder for the cell artifacts")
     skipped, pending = [], []
     for cell in cells:
         previous = done.get(cell.key)
@@ -111,12 +116,6 @@ def run_sweep(
             if progress and pending:  # from here on Ctrl-C stops the sweep cleanly
                 progress(f"{len(pending)} cell(s) to run with the {executor.name} executor")
             executor.prepare(pending, by_name)  # a grid the executor cannot serve is refused here, before any file
-            try:
-                output.parent.mkdir(parents=True, exist_ok=True)
-                output.touch()
-                artifacts.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise UserError(f"cannot write {output} or {artifacts} ({exc.strerror})", "choose paths you can write to") from exc
 
             def record_cell(record: dict) -> None:
                 with sigint_deferred():  # the line and its progress line whole, then Ctrl-C is heard
@@ -127,8 +126,9 @@ def run_sweep(
                     if progress:
                         progress(f"[{len(ran)}/{len(pending)}] {cell.name}: {cell_outcome(record)}")
 
-            if pending:
-                executor.run(pending, artifacts=artifacts, settings=settings, profiles=by_name, on_record=record_cell, progress=progress)
+            with _outputs_made(output, artifacts):
+                if pending:
+                    executor.run(pending, artifacts=artifacts, settings=settings, profiles=by_name, on_record=record_cell, progress=progress)
         finally:
             with sigint_deferred():  # a farm driver leaves the cluster whole even on a second Ctrl-C
                 executor.close()

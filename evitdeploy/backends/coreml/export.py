@@ -35,7 +35,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Optional
 
-from evitdeploy.artifact import Artifact, build_manifest, package_versions, staged_folder, write_json
+from evitdeploy.artifact import Artifact, build_manifest, package_versions
+from evitdeploy.files import staged_folder, write_json
 from evitdeploy.errors import EXIT_CHECK_FAILED, UserError, first_line
 from evitdeploy.backends.coreml.plan import WEIGHTED_OPS, make_fp16_plan, module_of, quantize_weights
 from evitdeploy.backends.coreml.runner import import_coremltools

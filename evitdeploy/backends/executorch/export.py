@@ -28,7 +28,8 @@ import time
 import warnings
 from pathlib import Path
 
-from evitdeploy.artifact import Artifact, build_manifest, package_versions, staged_folder, write_bytes, write_json
+from evitdeploy.artifact import Artifact, build_manifest, package_versions
+from evitdeploy.files import staged_folder, write_bytes, write_json
 from evitdeploy.backends.options import ExportOptions
 from evitdeploy.backends.reference import against_reference, inputs_for
 from evitdeploy.errors import EXIT_CHECK_FAILED, BackendUnavailable, UserError, first_line

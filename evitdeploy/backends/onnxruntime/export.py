@@ -7,7 +7,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from evitdeploy.artifact import Artifact, build_manifest, package_versions, staged_folder, write_json
+from evitdeploy.artifact import Artifact, build_manifest, package_versions
+from evitdeploy.files import staged_folder, write_json
 from evitdeploy.backends.options import ExportOptions
 from evitdeploy.backends.onnxruntime.plan import apply_plan
 from evitdeploy.backends.reference import against_reference, inputs_for

@@ -12,7 +12,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from evitdeploy.artifact import Artifact, build_manifest, package_versions, staged_folder, write_json
+from evitdeploy.artifact import Artifact, build_manifest, package_versions
+from evitdeploy.files import staged_folder, write_json
 from evitdeploy.backends.openvino import BACKEND
 from evitdeploy.backends.openvino.device import IR_FILE, has_bf16
 from evitdeploy.backends.openvino.plan import fake_quantize_count, float_precision, quantize

@@ -11,7 +11,8 @@ from typing import Callable, Optional
 import numpy as np
 
 from evitdeploy.device import integrity, metrics
-from evitdeploy.artifact import MANIFEST, build_manifest, read_manifest, write_json
+from evitdeploy.artifact import MANIFEST, build_manifest, read_manifest
+from evitdeploy.files import write_json
 from evitdeploy.errors import UserError
 from evitdeploy.backends.tensorrt.plan import DEFAULT_WORKSPACE_MIB
 from evitdeploy.spec import ModelSpec

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from evitdeploy.artifact import Artifact, build_manifest, package_versions, staged_folder, write_bytes, write_json, write_text
+from evitdeploy.artifact import Artifact, build_manifest, package_versions
+from evitdeploy.files import staged_folder, write_bytes, write_json, write_text
 from evitdeploy.errors import EXIT_CHECK_FAILED, UserError
 from evitdeploy.backends.onnxruntime.export import PROMPTABLE_FILES
 from evitdeploy.backends.options import ExportOptions

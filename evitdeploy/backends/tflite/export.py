@@ -29,7 +29,8 @@ from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
-from evitdeploy.artifact import Artifact, build_manifest, package_versions, staged_folder, write_bytes, write_json
+from evitdeploy.artifact import Artifact, build_manifest, package_versions
+from evitdeploy.files import staged_folder, write_bytes, write_json
 from evitdeploy.errors import BackendUnavailable, UserError, first_line
 from evitdeploy.backends.options import ExportOptions
 from evitdeploy.backends.tflite import BACKEND

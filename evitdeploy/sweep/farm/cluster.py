@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 from typing import Optional
@@ -31,6 +32,22 @@ AUTH_HINT = (
     "a head started by `ray start` / `evitdeploy worker --head` requires its token: on this machine set RAY_AUTH_MODE=token "
     "and put the head's token (`ray get-auth-token` there) in ~/.ray/auth_token"
 )
+
+
+_HOST_PORT = re.compile(r"(?P<host>[A-Za-z0-9.\-]{1,253}):(?P<port>\d{1,5})")
+
+
+def check_address(address: Optional[str], auto: bool = True) -> None:
+    """The one check of a farm head's --address (sweep, deploy and worker): HOST:PORT with a port
+    from 1 to 65535, or (where `auto`) 'auto', the cluster running on this machine."""
+    if address is None or (auto and address == "auto"):
+        return
+    found = _HOST_PORT.fullmatch(address)
+    if found is None or not 1 <= int(found["port"]) <= 65535:
+        raise UserError(
+            f"--address {address!r} is not HOST:PORT",
+            "pass the head's address, e.g. --address 10.0.0.5:6379" + (", or 'auto' for the cluster running here" if auto else ""),
+        )
 
 
 def connect(address: Optional[str]) -> bool:
@@ -143,8 +160,7 @@ def worker_plan(
     is not of is refused here (before Ray starts)."""
     names = resources.host_profiles(profiles)
     backends = resources.installed_backends()
-    if address is not None and not address.strip():
-        raise UserError("--address is empty", "pass the head's HOST:PORT, e.g. --address 10.0.0.5:6379")
+    check_address(address, auto=False)
     if bench_only and not names:
         raise UserError("--bench-only on a node of no profile would take no work", "pass --profile NAME for the device this node is, or drop --bench-only")
     advertisement = resources.advertised(names, backends, exports=not bench_only)

@@ -2,7 +2,8 @@
 
 from pathlib import Path
 
-from evitdeploy.artifact import Artifact, build_manifest, package_versions, staged_folder, write_json
+from evitdeploy.artifact import Artifact, build_manifest, package_versions
+from evitdeploy.files import staged_folder, write_json
 from evitdeploy.backends.reference import against_reference, inputs_for
 from evitdeploy.graph import default_opset, write_graph
 
