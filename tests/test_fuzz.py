@@ -25,6 +25,7 @@ from typing import Optional
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -110,6 +111,7 @@ def run_cli(verb: str, args: list[str], sandbox: Path, context=None, limit: floa
     broken, as text, or None."""
     args = [str(a) for a in args]
     before = tree(sandbox)
+    specials = special_kinds(sandbox)
     cwd = os.getcwd()
     os.chdir(sandbox)
     previous = signal.signal(signal.SIGALRM, _alarm)
@@ -138,6 +140,9 @@ def run_cli(verb: str, args: list[str], sandbox: Path, context=None, limit: floa
             )
     if result is None:
         return violation(verb, "timeout", f"still running after {limit:.0f} s", args, context)
+    changed = sorted(name for name, kind in specials.items() if special_kinds(sandbox).get(name) != kind)
+    if changed:  # a FIFO, a device or a symlink replaced (or removed): the rename-over-/dev/null defect
+        return violation(verb, "special file replaced", ", ".join(changed), args, context)
     exc = result.exception
     if exc is not None and not isinstance(exc, SystemExit):
         return violation(verb, f"exception {type(exc).__name__}", f"{_where(result.exc_info)}: {exc}"[:500], args, context)
@@ -176,6 +181,30 @@ def json_flag(args: list[str]) -> bool:
     }
     args = args[: args.index("--")] if "--" in args else args
     return any(a == "--json" and (i == 0 or args[i - 1] not in takes_value) for i, a in enumerate(args))
+
+
+def _identity(path: str) -> tuple:
+    found = os.lstat(path)
+    return (stat.S_IFMT(found.st_mode), found.st_rdev, found.st_ino)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def machine_left_whole(tmp_path_factory):
+    """Around the whole fuzz pool: /dev/null and /dev/zero are still the same character devices,
+    and files beside the examples' folders (not named by any example) are untouched, as are
+    their mode and content: no command may replace, truncate or remove what the user did not name."""
+    siblings = tmp_path_factory.mktemp("fuzz-siblings")
+    (siblings / "kept.txt").write_text("beside the sandboxes\n")
+    (siblings / "folder").mkdir()
+    (siblings / "folder" / "inner.json").write_text("{}\n")
+    os.mkfifo(siblings / "fifo")
+    devices = {path: _identity(path) for path in ("/dev/null", "/dev/zero")}
+    before = {p: (_identity(p), Path(p).read_bytes() if os.path.isfile(p) else None) for p in map(str, sorted(siblings.rglob("*")))}
+    yield
+    for path, identity in devices.items():
+        assert stat.S_ISCHR(os.lstat(path).st_mode) and _identity(path) == identity, f"{path} was replaced during the fuzz run"
+    after = {p: (_identity(p), Path(p).read_bytes() if os.path.isfile(p) else None) for p in map(str, sorted(siblings.rglob("*")))}
+    assert after == before, "files beside the fuzz examples changed"
 
 
 @pytest.fixture
@@ -234,14 +263,14 @@ BAD_BY_OPTION = {
     "--opset": [*BAD_INT, "5", "99", "-1"],
     "--seed": ["18446744073709551616", "-18446744073709551617", "abc", "1e3"],
     "--attention-eps": [*BAD_FLOAT, "-1"],
-    "--calib": ["nope", "[/]", "a\nb", LONG[0], "junk.npz"],
+    "--calib": ["nope", "[/]", "a\nb", LONG[0], "junk.npz", "zero.npz", "nan.npz", "fifo", "dir"],
     "--calib-count": [*BAD_COUNT, "0"],
     "--calib-method": ["bogus", "", "[/]"],
     "--fp16-margin": [*BAD_FLOAT, "-1", "0"],
     "--min-cosine-target": [*BAD_FLOAT, "2", "-1"],
     "--search-budget": [*BAD_COUNT],
     "--torch-fp16": ["tpu", "", "[/]", "cuda:99"],
-    "--profile": ["nope", "", "[/]", "a\nb", LONG[0], "junk.toml", "missing.toml", "dir"],
+    "--profile": ["nope", "", "[/]", "a\nb", LONG[0], "junk.toml", "missing.toml", "dir", "fifo", "zero.json"],
     "--samples": [*BAD_COUNT, "0"],
     "--count": BAD_COUNT,
     "--warmup": BAD_COUNT,
@@ -268,7 +297,23 @@ BAD_BY_OPTION = {
 }
 # Paths a user might mistype or that are hostile; relative to the example's folder.
 BAD_PATHS = ["nope", "nope.json", "a\nb", "[/]", LONG[0], "n" * 300 + ".json", "file.txt/out", "dir", "junk.npz", "junk.toml", "-", "/nonexistent/x"]
-OUTPUT_PATHS = ["out", "sub/dir/out", "[/]", "a\nb", "file.txt", "file.txt/out", "dir", LONG[0], "."]
+BAD_PATHS += ["fifo", "zero.json", "null", "zero.npz", "nan.npz", "", "."]  # not plain files (see furnish), empty and NaN data
+OUTPUT_PATHS = [
+    "out",
+    "sub/dir/out",
+    "[/]",
+    "a\nb",
+    "file.txt",
+    "file.txt/out",
+    "dir",
+    LONG[0],
+    ".",
+    "",
+    "fifo",
+    "null",
+    "/proc/evitdeploy-fuzz",
+    "/sys/evitdeploy-fuzz",
+]
 STRUCTURAL = [("unknown", "--bogus"), ("unknown", "-Z"), ("unknown", "--[/]"), ("unknown", "--json=1")]
 
 
@@ -348,12 +393,35 @@ def apply(args: list[str], mutation: tuple) -> list[str]:
     return args + [name, value]
 
 
+AS_ROOT = os.geteuid() == 0  # mknod (a character device like /dev/null, made in the sandbox) needs root
+
+
 def furnish(sandbox: Path) -> None:
-    """What the bad paths name: a plain file, a folder, junk data."""
+    """What the bad paths name: a plain file, a folder, junk data, files that are not plain files
+    (a FIFO nobody writes, a symlink to /dev/zero, a character device like /dev/null where root
+    can make one), image data with zero images and with NaN."""
+    import numpy as np
+
     (sandbox / "file.txt").write_text("not what you think\n")
     (sandbox / "dir").mkdir()
     (sandbox / "junk.npz").write_bytes(b"PK\x03\x04 not a zip")
     (sandbox / "junk.toml").write_text("backend = [\n")
+    os.mkfifo(sandbox / "fifo")
+    (sandbox / "zero.json").symlink_to("/dev/zero")
+    if AS_ROOT:
+        os.mknod(sandbox / "null", stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    np.savez(sandbox / "zero.npz", x=np.zeros((0, 64, 64, 3), np.uint8))
+    np.savez(sandbox / "nan.npz", input=np.full((2, 3, 64, 64), np.nan, np.float32))
+
+
+def special_kinds(sandbox: Path) -> dict[str, int]:
+    """The file type of every entry that is not a plain file or folder (a FIFO, a device, a symlink)."""
+    found = {}
+    for name in os.listdir(sandbox):
+        mode = os.lstat(sandbox / name).st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            found[name] = stat.S_IFMT(mode)
+    return found
 
 
 HEAVY_BASE = {
@@ -440,6 +508,74 @@ def test_light_verbs_on_generated_arguments(verb, examples, made, sandboxes):
         assert problem is None, problem
 
     property()
+
+
+# ---- every path of every verb, as each kind of file that is not a plain one ----
+
+SPECIAL_PATHS = {
+    "fifo": "fifo",  # a FIFO nobody writes: a read or a write that opens it blocks for ever
+    "dev-zero": "zero.json",  # a symlink to /dev/zero: a read never ends
+    "char-device": "null",  # a character device like /dev/null: an output is written into it, never replaced
+    "empty": "",
+    "dot": ".",
+    "proc": "/proc/evitdeploy-fuzz",
+    "zero-images": "zero.npz",
+    "nan-data": "nan.npz",
+}
+# The verbs' path arguments (by position in the base command) and the str options that name files.
+POSITIONAL_PATHS = {
+    "check": {"artifact": 1},
+    "bench": {"artifact": 1},
+    "predict": {"artifact": 1, "image": 2},
+    "gate": {"paths": 1},
+    "report": {"results": 1},
+    "verify": {"bundle": 1},
+    "build": {"bundle": 1},
+}
+STR_PATH_OPTIONS = {"plan": ["--calib"], "deploy": ["--profile"], "sweep": ["--profile"]}
+
+
+def path_slots(verb: str) -> list[str]:
+    """Every place `verb` takes a path: its Path options and arguments (from the Typer signature,
+    so a new one is covered) and the str options that name a file."""
+    import typer.main
+
+    command = typer.main.get_command(app).commands[verb]
+    slots = []
+    for param in command.params:
+        descriptor = getattr(param, "type_descriptor", None)
+        text = repr(descriptor.annotation) if descriptor is not None else getattr(getattr(param, "type", None), "name", "")
+        if "path" in text.lower():
+            slots.append(_long(param) if param.param_type_name == "option" else param.name)
+    return slots + STR_PATH_OPTIONS.get(verb, [])
+
+
+def with_path(args: list[str], verb: str, slot: str, value: str) -> list[str]:
+    if slot.startswith("-"):
+        return apply(args, ("set", slot, value))
+    args = list(args)
+    args[POSITIONAL_PATHS[verb][slot]] = value
+    return args
+
+
+PATH_VERBS = ["export", "plan", "deploy", "sweep", "check", "bench", "predict", "gate", "report", "verify", "build"]
+
+
+@pytest.mark.parametrize("kind", sorted(SPECIAL_PATHS))
+@pytest.mark.parametrize("verb", PATH_VERBS)
+def test_every_path_of_every_verb_as_a_special_file(verb, kind, made, sandboxes):
+    """Each path slot of the verb in turn names a FIFO, /dev/zero, a character device, '', '.', a
+    /proc path, zero images or NaN data: a refusal is one line (exit 2) before any work, nothing
+    blocks, and no FIFO, device or symlink is replaced."""
+    if kind == "char-device" and not AS_ROOT:
+        pytest.skip("a character device is made with mknod, which needs root (CI containers run as root)")
+    base = HEAVY_BASE.get(verb) or LIGHT_BASE[verb](made)
+    for slot in path_slots(verb):
+        sandbox = sandboxes()
+        stage(made, sandbox)
+        args = with_path(base, verb, slot, SPECIAL_PATHS[kind])
+        problem = run_cli(f"{verb} (special paths)", args, sandbox, {"slot": slot, "kind": kind}, limit=60)
+        assert problem is None, problem
 
 
 # ---- damaged files ----
