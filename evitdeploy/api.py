@@ -49,6 +49,7 @@ def export_model(request: ExportRequest, progress: Progress = None) -> Artifact:
 
     model_name, target, precision, checkpoint, seed = request.model, request.target, request.precision, request.checkpoint, request.seed
     limits.check_seed(seed)
+    limits.check_range("--attention-eps", request.attention_eps, 0)
     spec = memory.with_input(get_spec(model_name), request.batch, height=request.height, width=request.width)
     dynamic = parse_dynamic(request.dynamic)  # exact names, unknown ones refused (a Python caller skips the CLI's parsing)
     backend = get_backend(target, precision)  # refuses an unknown target or a precision it does not build
@@ -63,13 +64,17 @@ def export_model(request: ExportRequest, progress: Progress = None) -> Artifact:
     opset = default_opset(spec) if request.opset is None else request.opset
     if not 17 <= opset <= MAX_OPSET:
         raise UserError(f"opset {opset} is not supported", f"use --opset 17 to {MAX_OPSET} (LayerNormalization needs 17)")
+    _check_calibration_source(spec, precision, reduced)
+    # read before the folder exists or the model is built: empty data or NaN/Inf in it is refused at
+    # the door (the model's weights change nothing in the preprocessing)
+    verb = "deploy" if request.profile is not None else "export"
+    inputs, source, sizes = _validation_inputs(spec, precision, reduced=reduced, data=request.data, purpose=verb)
     output = Path(request.output or f"{model_name}-{target}-{precision}")
     prepare_output(output, request.force)
     report_step(progress, f"building {model_name}" + (f" from {checkpoint}" if checkpoint else f" (random init, seed {seed})"))
     from evitdeploy.models import build_model
 
     model, spec = build_model(spec, checkpoint, seed=seed, attention_eps=request.attention_eps)
-    inputs, source, sizes = _validation_inputs(spec, precision, reduced=reduced, data=request.data)
     weights = {"model": model_name, "seed": None if checkpoint else seed, "attention_eps": spec.attention_eps}
     if checkpoint:
         weights.update(checkpoint=str(Path(checkpoint).resolve()), checkpoint_sha256=sha256_of(Path(checkpoint)))
@@ -126,7 +131,15 @@ def require_memory_for_export(spec: ModelSpec, dynamic, *, precision: str, reduc
     memory.require_fits(largest, "export", f"exporting {spec.name} at {h}x{w}" + (f", batch {n}" if n > 1 else ""), precision=precision, calib_count=calib)
 
 
-def _validation_inputs(spec, precision: str, *, reduced, data: Optional[Path], count: int = 2):
+def _check_calibration_source(spec: ModelSpec, precision: str, reduced) -> None:
+    """A calibration source with no images or NaN/Inf in it, refused before the model is built."""
+    if precision != "fp32":
+        from evitdeploy.precision.calibset import check_source
+
+        check_source(spec, reduced.calib, purpose=f"{precision.upper()} calibration")
+
+
+def _validation_inputs(spec, precision: str, *, reduced, data: Optional[Path], count: int = 2, purpose: str = "parity"):
     """Images to validate a reduced-precision model on: with a calibration source of the user's,
     another draw of it (images not used for calibration); else --data or the sample photos.
     Returns (inputs, where they came from, each image's original size: what SAM's prompts are in)."""
@@ -136,9 +149,11 @@ def _validation_inputs(spec, precision: str, *, reduced, data: Optional[Path], c
         from evitdeploy.precision.calibset import build_calibration_set
 
         used = reduced.count_for(spec.height, spec.width)
-        inputs = build_calibration_set(spec, reduced.calib, count, seed=reduced.seed + 2000, held_out_after=used).inputs
+        inputs = build_calibration_set(
+            spec, reduced.calib, count, seed=reduced.seed + 2000, held_out_after=used, purpose=f"{precision.upper()} calibration"
+        ).inputs
         return inputs, f"calibration source {reduced.calib}, images not used for calibration", [(spec.height, spec.width)] * len(inputs)
-    inputs, sizes, source = load_inputs_and_sizes(spec, (spec.height, spec.width), source=data, count=count)
+    inputs, sizes, source = load_inputs_and_sizes(spec, (spec.height, spec.width), source=data, count=count, purpose=purpose)
     return inputs, source, sizes
 
 
@@ -160,12 +175,14 @@ def plan_model(request: PlanRequest, progress: Progress = None) -> dict:
     if torch_fp16 is not None:
         _require_torch_device(torch_fp16, precision)
     limits.check_seed(seed)
+    limits.check_range("--attention-eps", request.attention_eps, 0)
     reduced = _int8_kernels_for(request.reduced or PrecisionOptions(), None, precision=precision, profile=None)
     reduced.check()
     spec = memory.with_input(get_spec(model_name), height=request.height, width=request.width)
     memory.require_fits(
         spec, "plan", f"a {precision} plan for {spec.name} at {spec.height}x{spec.width}", calib_count=reduced.count_for(spec.height, spec.width)
     )
+    _check_calibration_source(spec, precision, reduced)
     report_step(progress, f"building {model_name}" + (f" from {checkpoint}" if checkpoint else f" (random init, seed {seed})"))
     model, spec = build_model(spec, checkpoint, seed=seed, attention_eps=request.attention_eps)
     with tempfile.TemporaryDirectory(prefix="evitdeploy-plan-") as scratch:
@@ -255,6 +272,7 @@ def check_artifact(request: CheckRequest, progress: Progress = None) -> dict:
     samples, threads = request.samples, request.threads
     limits.check_range("--samples", samples, 1, high=limits.SAMPLES_MAX)
     limits.check_range("--threads", threads, 1, high=limits.THREADS_MAX)
+    limits.check_tolerances(request.tolerance_overrides)
     report_step(progress, f"verifying {request.path}")
     artifact = resolve_artifact(Path(request.path), request.model_name)
     spec = _sized_spec(artifact, request.batch, height=request.height, width=request.width)
@@ -268,7 +286,7 @@ def check_artifact(request: CheckRequest, progress: Progress = None) -> dict:
     tolerances = tolerances_for(artifact.precision).override(**(request.tolerance_overrides or {}))
     if spec.promptable:
         return _check_promptable(artifact, spec, request, tolerances=tolerances, progress=progress)
-    inputs, source = load_inputs(spec, spec.height, spec.width, source=request.data, count=samples, synthetic=request.synthetic)
+    inputs, source = load_inputs(spec, spec.height, spec.width, source=request.data, count=samples, synthetic=request.synthetic, purpose="check")
     return parity_report(
         artifact,
         spec,

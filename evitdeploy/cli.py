@@ -610,7 +610,9 @@ def gate(
     threads: Optional[int] = THREADS_OPTION,
     warmup: int = WARMUP_OPTION,
     count: Optional[int] = typer.Option(None, "--count", "-n", max=limits.COUNT_MAX, help="Timed runs per artifact with --interleave [default: 50]."),
-    min_time: float = typer.Option(0.0, "--min-time", max=limits.MIN_TIME_MAX_S, help="With --interleave: keep alternating for at least this many seconds."),
+    min_time: float = typer.Option(
+        0.0, "--min-time", min=0.0, max=limits.MIN_TIME_MAX_S, help="With --interleave: keep alternating for at least this many seconds."
+    ),  # min: refused without --interleave too (check_timing checks it only with)
     block: int = typer.Option(1, "--block", max=limits.BLOCK_MAX, help="With --interleave: timed runs per turn."),
     markdown_file: Optional[Path] = typer.Option(None, "--markdown", help="Also write a Markdown summary (a CI job can post it as a PR comment)."),
     save: Optional[Path] = typer.Option(None, "--save", help="Also write the gate JSON (with both sides' raw samples for --interleave)."),

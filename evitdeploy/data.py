@@ -43,18 +43,44 @@ def sample_photos(count: int = 8) -> list[np.ndarray]:
     return [as_rgb(_PHOTO_LOADERS.get(name, lambda data: getattr(data, name)())(data)) for name in SAMPLE_PHOTOS[:count]]
 
 
-def folder_photos(folder: Path, count: Optional[int] = None) -> list[np.ndarray]:
+NPZ_HINT = "pass an .npz with images, shape (N, H, W, 3) uint8 or (N, 3, H, W) float32"
+FOLDER_HINT = f"put {', '.join(sorted(IMAGE_SUFFIXES))} files there"
+FINITE_HINT = "input data must be finite numbers: replace or drop the images that hold NaN or Inf"
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The image files of a folder, in name order."""
+    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def require_some(found: int, label: str, *, noun: str = "images", purpose: str = "parity", hint: str = NPZ_HINT) -> None:
+    """An empty source is the user's to fix, said where it is read: an empty list would otherwise
+    fail deep inside preprocessing (torch.cat of nothing, a modulo by zero)."""
+    if found < 1:
+        raise UserError(f"{label} holds 0 {noun}; {purpose} needs at least 1", hint)
+
+
+def require_finite(array: np.ndarray, label: str) -> None:
+    """NaN/Inf in the input would come out as NaN/Inf outputs, blamed on the exporter or backend."""
+    if array.dtype.kind in "fc":
+        bad = array.size - int(np.count_nonzero(np.isfinite(array)))
+        if bad:
+            raise UserError(f"{label} holds {bad} NaN/Inf values", FINITE_HINT)
+
+
+def folder_photos(folder: Path, count: Optional[int] = None, *, label: Optional[str] = None, noun: str = "images", purpose: str = "parity") -> list[np.ndarray]:
     from skimage.io import imread
 
-    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise UserError(f"no images in {folder}", f"put {', '.join(sorted(IMAGE_SUFFIXES))} files there")
+    files = image_files(folder)
+    require_some(len(files), label or str(folder), noun=noun, purpose=purpose, hint=FOLDER_HINT)
     images = []
     for path in files[:count]:
         try:
-            images.append(as_rgb(imread(path)))
+            image = imread(path)
         except Exception as exc:
             raise UserError(f"cannot read image {path} ({type(exc).__name__})", "remove or replace the file") from exc
+        require_finite(np.asarray(image), f"image {path}")  # a float TIFF can hold them
+        images.append(as_rgb(image))
     return images
 
 
@@ -125,17 +151,25 @@ def load_inputs(
     count: int = 8,
     synthetic: bool = False,
     seed: int = 0,
+    purpose: str = "parity",
 ) -> tuple[np.ndarray, str]:
     """Preprocessed inputs (N, 3, H, W) and a description of where they came from."""
-    inputs, _, description = load_inputs_and_sizes(spec, (height, width), source=source, count=count, synthetic=synthetic, seed=seed)
+    inputs, _, description = load_inputs_and_sizes(spec, (height, width), source=source, count=count, synthetic=synthetic, seed=seed, purpose=purpose)
     return inputs, description
 
 
 def load_inputs_and_sizes(
-    spec: ModelSpec, size: tuple[int, int], source: Optional[Path] = None, count: int = 8, synthetic: bool = False, seed: int = 0
+    spec: ModelSpec,
+    size: tuple[int, int],
+    source: Optional[Path] = None,
+    count: int = 8,
+    synthetic: bool = False,
+    seed: int = 0,
+    purpose: str = "parity",
 ) -> tuple[np.ndarray, list[tuple[int, int]], str]:
     """Preprocessed inputs, each photo's original (height, width) (what SAM's prompts are given
-    in; the input size for arrays that are already preprocessed), and where they came from."""
+    in; the input size for arrays that are already preprocessed), and where they came from.
+    `purpose` (the verb: check, export) words the refusal of a source with no images."""
     height, width = size
     if synthetic:
         rng = np.random.default_rng(seed)
@@ -143,11 +177,11 @@ def load_inputs_and_sizes(
     if source is None:
         photos, description = sample_photos(count), f"scikit-image sample photos x{min(count, len(SAMPLE_PHOTOS))}"
     elif Path(source).is_dir():
-        photos, description = folder_photos(Path(source), count), f"images from {source}"
+        photos, description = folder_photos(Path(source), count, purpose=purpose), f"images from {source}"
     elif Path(source).suffix == ".npz" and Path(source).is_file():
-        key, array = read_npz(Path(source), spec)
+        key, array = read_npz(Path(source), spec, purpose=purpose)
         if not is_photo_array(array):
-            inputs = npz_inputs(Path(source), spec, height, width=width, count=count)
+            inputs = npz_inputs(Path(source), spec, height, width=width, count=count, purpose=purpose)
             return inputs, [size] * len(inputs), f"arrays from {source}"
         photos, description = list(array[:count]), f"arrays from {source}"
     else:
@@ -155,23 +189,31 @@ def load_inputs_and_sizes(
     return preprocess(photos, spec, height, width=width), [tuple(p.shape[:2]) for p in photos], description
 
 
-def read_npz(path: Path, spec: ModelSpec) -> tuple[str, np.ndarray]:
-    """The array an .npz holds for this model: the one named like the input, else the first."""
+def read_npz(path: Path, spec: ModelSpec, *, label: Optional[str] = None, noun: str = "images", purpose: str = "parity") -> tuple[str, np.ndarray]:
+    """The array an .npz holds for this model: the one named like the input, else the first.
+    Refused: no images in it (a first axis of 0) and NaN/Inf anywhere in it. `label` names the
+    source in a refusal (the path; "--calib PATH" for calibration data)."""
     try:
         with np.load(path, allow_pickle=False) as archive:
             key = spec.input_name if spec.input_name in archive.files else archive.files[0]
-            return key, archive[key]
+            array = archive[key]
     except Exception as exc:
         raise UserError(f"cannot read {path} ({type(exc).__name__})", "pass a valid .npz made with numpy.savez") from exc
+    label = label or str(path)
+    if array.ndim >= 1:
+        require_some(array.shape[0], label, noun=noun, purpose=purpose)
+    require_finite(array, label)
+    return key, array
 
 
 def is_photo_array(array: np.ndarray) -> bool:
     return array.ndim == 4 and array.shape[-1] == 3 and array.dtype == np.uint8
 
 
-def npz_inputs(path: Path, spec: ModelSpec, height: int, width: int, count: int) -> np.ndarray:
-    """An .npz holds either photos (N, H, W, 3) uint8 or preprocessed inputs (N, 3, H, W) float32."""
-    key, array = read_npz(path, spec)
+def npz_inputs(path: Path, spec: ModelSpec, height: int, width: int, count: int, **refusal) -> np.ndarray:
+    """An .npz holds either photos (N, H, W, 3) uint8 or preprocessed inputs (N, 3, H, W) float32.
+    `refusal`: read_npz's label, noun and purpose."""
+    key, array = read_npz(path, spec, **refusal)
     if is_photo_array(array):
         return preprocess(list(array[:count]), spec, height, width=width)
     if array.ndim == 4 and array.shape[1:] == (3, height, width):

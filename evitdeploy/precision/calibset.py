@@ -15,12 +15,15 @@ from typing import Optional, Union
 import numpy as np
 
 from evitdeploy.data import (
+    FOLDER_HINT,
     SAMPLE_PHOTOS,
     npz_inputs,
     folder_photos,
+    image_files,
     is_photo_array,
     preprocess,
     read_npz,
+    require_some,
     sample_photos,
 )
 from evitdeploy.errors import UserError
@@ -68,11 +71,13 @@ def build_calibration_set(
     height: Optional[int] = None,
     width: Optional[int] = None,
     held_out_after: int = 0,
+    purpose: str = "calibration",
 ) -> CalibrationSet:
     """Calibration inputs from an image folder, an .npz, the bundled photos or (by name) noise.
 
     `held_out_after=N` draws a set disjoint from a calibration set of N: the source's images after
     the first N when it has more, otherwise crops and flips only (no original photo repeated).
+    `purpose` ("INT8 calibration") words the refusal of a source with no images.
     """
     if count < 1:
         raise UserError(f"--calib-count {count} is not valid", "use 1 or more images (64 is a good default)")
@@ -87,7 +92,7 @@ def build_calibration_set(
         inputs = preprocess(images, spec, height, width=width)
         sources = {"scikit-image sample photos": min(count, len(SAMPLE_PHOTOS))}
     else:
-        inputs, sources, variants = _from_path(Path(source), spec, count, seed=seed, height=height, width=width, held_out_after=held_out_after)
+        inputs, sources, variants = _from_path(Path(source), spec, count, seed=seed, height=height, width=width, held_out_after=held_out_after, purpose=purpose)
     inputs = np.ascontiguousarray(inputs, dtype=np.float32)
     report = {
         "count": int(len(inputs)),
@@ -100,6 +105,24 @@ def build_calibration_set(
     return CalibrationSet(inputs, report)
 
 
+def check_source(spec: ModelSpec, source: Optional[Union[str, Path]], purpose: str) -> None:
+    """Refuse, before a model is built, a calibration folder or .npz that holds no images or
+    (an .npz) NaN/Inf values: what build_calibration_set would refuse after the export to ONNX.
+    Images in a folder are counted here, read (and their values checked) when the set is built."""
+    if source is None or str(source) in (SAMPLES, SYNTHETIC):
+        return
+    path = Path(source)
+    if path.is_dir():
+        require_some(len(image_files(path)), **_refusal(path, purpose), hint=FOLDER_HINT)
+    elif path.suffix == ".npz" and path.is_file():
+        read_npz(path, spec, **_refusal(path, purpose))
+
+
+def _refusal(path: Path, purpose: str) -> dict:
+    """How a refusal of calibration data names it: `--calib PATH holds 0 calibration images; PURPOSE needs ...`."""
+    return {"label": f"--calib {path}", "noun": "calibration images", "purpose": purpose}
+
+
 def _unseen(items: list, held_out_after: int) -> tuple[list, bool]:
     """The items after the first `held_out_after`, or all of them (then only as crops)."""
     if held_out_after and len(items) > held_out_after:
@@ -107,18 +130,19 @@ def _unseen(items: list, held_out_after: int) -> tuple[list, bool]:
     return items, not held_out_after
 
 
-def _from_path(path: Path, spec: ModelSpec, count: int, seed: int, height: int, width: int, held_out_after: int = 0):
+def _from_path(path: Path, spec: ModelSpec, count: int, seed: int, height: int, width: int, held_out_after: int = 0, purpose: str = "calibration"):
+    refusal = _refusal(path, purpose)
     if path.is_dir():
-        originals, keep = _unseen(folder_photos(path), held_out_after)
+        originals, keep = _unseen(folder_photos(path, **refusal), held_out_after)
         images, variants = varied_images(originals, count, seed, originals=keep)
         return preprocess(images, spec, height, width=width), {f"images from {path}": min(count, len(originals))}, variants
     if path.suffix == ".npz" and path.is_file():
-        key, array = read_npz(path, spec)
+        key, array = read_npz(path, spec, **refusal)
         if is_photo_array(array):
             originals, keep = _unseen(list(array), held_out_after)
             images, variants = varied_images(originals, count, seed, originals=keep)
             return preprocess(images, spec, height, width=width), {f"{path}:{key}": min(count, len(originals))}, variants
-        inputs = npz_inputs(path, spec, height, width=width, count=held_out_after + count)
+        inputs = npz_inputs(path, spec, height, width=width, count=held_out_after + count, **refusal)
         if held_out_after and len(inputs) > held_out_after:
             inputs = inputs[held_out_after:]
         return inputs[:count], {f"{path}:{key} (preprocessed)": min(count, len(inputs))}, 0

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from evitdeploy import limits
 from evitdeploy.errors import UserError
 
 
@@ -35,14 +36,15 @@ class PrecisionOptions:
 
         if self.method not in METHODS:
             raise UserError(f"unknown calibration method {self.method!r}", f"choose one of: {', '.join(METHODS)}")
+        limits.check_finite("--min-cosine-target", self.min_cosine, 0, high=1)
         if not 0.0 < self.min_cosine <= 1.0:
-            raise UserError(f"--min-cosine {self.min_cosine} is not valid", "use a value in (0, 1], e.g. 0.99")
+            raise UserError(f"--min-cosine-target {self.min_cosine} is not valid", "use a value in (0, 1], e.g. 0.99")
+        limits.check_range("--fp16-margin", self.fp16_margin, 1)
         if self.calib not in (None, "samples", "synthetic") and not Path(self.calib).exists():
             raise UserError(
                 f"calibration data not found: {self.calib}",
                 "pass --calib FOLDER, --calib FILE.npz, --calib samples (bundled photos) or --calib synthetic",
             )
-        from evitdeploy import limits
         from evitdeploy.device import cpu
 
         if self.kernels not in cpu.TARGETS:
@@ -51,8 +53,6 @@ class PrecisionOptions:
             raise UserError(f"--calib-count {self.calib_count} is not valid", "use 1 or more images (64 is a good default)")
         limits.check_range("--calib-count", self.calib_count, 1, high=limits.CALIB_COUNT_MAX)
         limits.check_range("--search-budget", self.search_budget, 0, high=limits.SEARCH_BUDGET_MAX)
-        if self.fp16_margin < 1.0:
-            raise UserError("--fp16-margin must be >= 1", "fix the value")
 
     def require_int8_kernels_here(self) -> None:
         """An INT8 plan is searched and validated on this CPU's kernels: refuse a kernel class whose
