@@ -12,6 +12,7 @@ from typing import Optional
 import numpy as np
 
 from evitdeploy.errors import UserError
+from evitdeploy.files import IMAGE_MAX_BYTES, input_file
 from evitdeploy.spec import ModelSpec
 
 # Distinct colour photos that scikit-image ships in its wheel (no download). Not `cat` (the same
@@ -75,6 +76,7 @@ def folder_photos(folder: Path, count: Optional[int] = None, *, label: Optional[
     require_some(len(files), label or str(folder), noun=noun, purpose=purpose, hint=FOLDER_HINT)
     images = []
     for path in files[:count]:
+        input_file(path, "image", "remove or replace the file", limit=IMAGE_MAX_BYTES)  # a FIFO named x.png would block imread
         try:
             image = imread(path)
         except Exception as exc:
@@ -178,7 +180,7 @@ def load_inputs_and_sizes(
         photos, description = sample_photos(count), f"scikit-image sample photos x{min(count, len(SAMPLE_PHOTOS))}"
     elif Path(source).is_dir():
         photos, description = folder_photos(Path(source), count, purpose=purpose), f"images from {source}"
-    elif Path(source).suffix == ".npz" and Path(source).is_file():
+    elif Path(source).suffix == ".npz":
         key, array = read_npz(Path(source), spec, purpose=purpose)
         if not is_photo_array(array):
             inputs = npz_inputs(Path(source), spec, height, width=width, count=count, purpose=purpose)
@@ -193,6 +195,7 @@ def read_npz(path: Path, spec: ModelSpec, *, label: Optional[str] = None, noun: 
     """The array an .npz holds for this model: the one named like the input, else the first.
     Refused: no images in it (a first axis of 0) and NaN/Inf anywhere in it. `label` names the
     source in a refusal (the path; "--calib PATH" for calibration data)."""
+    input_file(path, "input data", "pass a valid .npz made with numpy.savez")  # a FIFO or a device is refused, not opened
     try:
         with np.load(path, allow_pickle=False) as archive:
             key = spec.input_name if spec.input_name in archive.files else archive.files[0]

@@ -114,7 +114,7 @@ def check_source(spec: ModelSpec, source: Optional[Union[str, Path]], purpose: s
     path = Path(source)
     if path.is_dir():
         require_some(len(image_files(path)), **_refusal(path, purpose), hint=FOLDER_HINT)
-    elif path.suffix == ".npz" and path.is_file():
+    elif path.suffix == ".npz":
         read_npz(path, spec, **_refusal(path, purpose))
 
 
@@ -136,7 +136,7 @@ def _from_path(path: Path, spec: ModelSpec, count: int, seed: int, height: int, 
         originals, keep = _unseen(folder_photos(path, **refusal), held_out_after)
         images, variants = varied_images(originals, count, seed, originals=keep)
         return preprocess(images, spec, height, width=width), {f"images from {path}": min(count, len(originals))}, variants
-    if path.suffix == ".npz" and path.is_file():
+    if path.suffix == ".npz":
         key, array = read_npz(path, spec, **refusal)
         if is_photo_array(array):
             originals, keep = _unseen(list(array), held_out_after)
