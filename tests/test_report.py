@@ -72,8 +72,8 @@ def test_report_merges_check_and_bench_files_of_one_artifact(cli, b0_artifact, t
 @pytest.mark.parametrize(
     "content,suffix,fragment",
     [
-        ("", ".jsonl", "hold no results"),
-        ("[]", ".json", "hold no results"),
+        ("", ".jsonl", "0 results; report needs at least 1"),
+        ("[]", ".json", "0 results; report needs at least 1"),
         ("{oops", ".json", "not valid JSON"),
         ('{"kind": "gate"}', ".json", "kind 'gate'"),
         ('{"kind": "other"}\n{broken\n{"kind": "other"}\n', ".jsonl", "line 2 is not valid JSON"),

@@ -67,7 +67,8 @@ def load_results(paths: list[Path]) -> list[dict]:
             schemas.check_document(item, schemas.RESULT_KINDS[kind], what=f"the {kind} result in {where}", hint=_RESULT_HINT)
         results += found
     if not results:
-        raise UserError("the result files hold no results", _RESULT_HINT)
+        named = ", ".join(map(str, paths))
+        raise UserError(f"{named} hold{'s' if len(paths) == 1 else ''} 0 results; report needs at least 1", _RESULT_HINT)
     return results
 
 
