@@ -140,14 +140,17 @@ def check_output(path: Path, what: str = "output", folder: bool = False) -> None
     if not existing.is_dir():
         raise UserError(f"{existing} is not a folder, so the {what} {path} cannot be made there", f"choose another {what}")
     _name_fits(path, existing, what)
-    if not os.access(existing, os.W_OK):
-        raise UserError(f"cannot write into {existing}", f"choose an {what} in a folder you can write to")
     try:
         found = os.stat(path)
     except FileNotFoundError:
-        return
+        found = None
     except OSError as exc:  # a symlink loop, a component that is a file
         raise UserError(f"cannot use {what} {path} ({exc.strerror or exc})", f"choose another {what}") from None
+    device = found is not None and not folder and stat.S_ISCHR(found.st_mode)  # written into: its folder (/dev) need not be writable
+    if not os.access(path if device else existing, os.W_OK):
+        raise UserError(f"cannot write {'to' if device else 'into'} {path if device else existing}", f"choose an {what} in a folder you can write to")
+    if found is None:
+        return
     if folder and os.path.islink(path):
         raise UserError(f"{what} {path} is a symbolic link", f"name the folder itself, or choose another {what}")
     if folder and not stat.S_ISDIR(found.st_mode):
