@@ -42,13 +42,14 @@ def preprocess_shape(height: int, width: int, long_side: int) -> tuple:
 
 
 def to_frame(coords, original_size: tuple, frame: int) -> np.ndarray:
-    """Image pixel coordinates (..., 2) as (x, y) -> SAM's prompt frame (ResizeLongestSide.apply_coords)."""
+    """Image pixel coordinates (..., 2) as (x, y) -> SAM's prompt frame (ResizeLongestSide.apply_coords:
+    scaled in float64, then float32 as the decoder takes them, so they equal the reference's exactly)."""
     height, width = original_size
     new_h, new_w = preprocess_shape(height, width, frame)
-    coords = np.array(coords, dtype=np.float32).copy()
+    coords = np.array(coords, dtype=np.float64)
     coords[..., 0] *= new_w / width
     coords[..., 1] *= new_h / height
-    return coords
+    return coords.astype(np.float32)
 
 
 def decoder_feed(prompt: dict, original_size: tuple, *, frame: int, embedding: tuple) -> dict:
