@@ -49,7 +49,7 @@ import numpy as np
 from evitdeploy.backends import runner_for
 from evitdeploy.backends.onnxruntime.runner import OnnxRuntimeRunner
 from evitdeploy.backends.promptable import artifact_models, decoder_bench_feed
-from evitdeploy.data import letterbox, load_inputs
+from evitdeploy.data import load_inputs, preprocess
 from evitdeploy.device.metrics import cosine_per_sample, time_turns
 from evitdeploy.device.prompts import DECODER_INPUTS
 from evitdeploy.errors import UserError
@@ -197,7 +197,7 @@ def precision_section(exports: Exports, scratch: Path, threads: int, counts: tup
     np.savez(calibration, image=promptable_data(CALIBRATION_MOSAICS, seed=3, split="train")[0])
     reduced = PrecisionOptions(calib=str(calibration))
     spec = exports.artifact(TINY, "onnx", "fp32", checkpoint=checkpoint).spec
-    x = letterbox(list(promptable_data(1, seed=7, split="test")[0]), spec)  # a held-out mosaic
+    x = preprocess(list(promptable_data(1, seed=7, split="test")[0]), spec, spec.height, width=spec.width)  # a held-out mosaic
     results = {
         "model": TINY,
         "weights": checkpoint.name if checkpoint else "random",

@@ -39,7 +39,7 @@ import numpy as np
 from evitdeploy.backends import runner_for
 from evitdeploy.backends.promptable import artifact_models, runner_pair
 from evitdeploy.backends.torch.runner import TorchDecoderRunner, TorchRunner
-from evitdeploy.data import letterbox
+from evitdeploy.data import preprocess
 from evitdeploy.device.prompts import MASK_THRESHOLD, decoder_feed, masks_for_image, prompted_outputs, promptable_metrics
 from evitdeploy.models import build_model
 from evitdeploy.models.trained_sam import promptable_checkpoint, promptable_data, promptable_spec
@@ -123,7 +123,7 @@ def main() -> None:
     checkpoint = None if args.tiny else promptable_checkpoint(progress=lambda s: print(f"  {s}", flush=True))
     model, spec = build_model(promptable_spec(), checkpoint)
     photos, prompts, truth = promptable_data(args.images, seed=7, split="test")
-    inputs = letterbox(list(photos), spec)
+    inputs = preprocess(list(photos), spec, spec.height, width=spec.width)
     feeds = [(i, decoder_feed(p, photos.shape[1:3], frame=spec.prompt_frame, embedding=spec.embedding)) for i, ps in enumerate(prompts) for p in ps]
     masks = [m for per_image in truth for m in per_image]
     print(f"{len(photos)} held-out mosaics, {len(feeds)} prompts", flush=True)
@@ -136,7 +136,7 @@ def main() -> None:
         folder = Path(scratch)
         calib_photos, _, _ = promptable_data(2 if args.tiny else 16, seed=3, split="train")
         np.savez(folder / "calib.npz", image=calib_photos)
-        calibration = letterbox(list(calib_photos), spec)
+        calibration = preprocess(list(calib_photos), spec, spec.height, width=spec.width)
         exports = Exports(folder, announce=True)
         artifacts = {
             key: export(exports, *key, checkpoint=checkpoint, calib=folder / "calib.npz")

@@ -9,6 +9,7 @@ from typing import Optional
 from evitdeploy import limits, memory
 from evitdeploy.backends import get_backend, open_artifact, runner_for
 from evitdeploy.artifact import Artifact, model_sha256, model_size, sha256_of
+from evitdeploy.device.preprocessing import describe as describe_preprocessing
 from evitdeploy.files import prepare_output
 from evitdeploy.errors import EXIT_BACKEND_UNAVAILABLE, UserError
 from evitdeploy.parity import tolerances_for
@@ -333,6 +334,7 @@ def _parity_header(artifact: Artifact, spec: ModelSpec, *, source: str, versions
         "input_shape": list(spec.input_shape),
         "artifact_bytes": model_size(artifact.model_file),
         "data": source,
+        "preprocessing": describe_preprocessing(spec.preprocessing),  # how photos became inputs (an .npz of inputs or --synthetic skips it)
         "versions": versions,
     }
     kernels = int8_kernels_here(artifact)

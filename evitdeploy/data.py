@@ -96,53 +96,12 @@ def as_rgb(image: np.ndarray) -> np.ndarray:
 
 
 def preprocess(images: list[np.ndarray], spec: ModelSpec, height: int, width: int) -> np.ndarray:
-    """Resize to cover (height, width) keeping aspect, center-crop, normalize: NCHW float32.
-    A promptable (SAM) model sees the whole image instead: see `letterbox`."""
-    import torch
-    import torch.nn.functional as F
+    """Photos (HWC uint8 RGB) made into the model's input the way the reference evaluated its
+    weights (spec.preprocessing, run by device/preprocess.py, the code bundles carry): NCHW float32."""
+    from evitdeploy.device.preprocess import prepare
 
-    if spec.promptable:
-        return letterbox(images, spec)
-    batch = []
-    for image in images:
-        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255.0
-        h, w = x.shape[-2:]
-        scale = max(height / h, width / w)
-        size = (max(height, round(h * scale)), max(width, round(w * scale)))
-        if size[0] * size[1] > 4 * height * width:
-            # a far other aspect ratio (e.g. 99968x64): resizing the whole photo first would make an
-            # intermediate thousands of times the input; crop the photo to the aspect ratio instead
-            keep_h, keep_w = min(h, max(1, round(height / scale))), min(w, max(1, round(width / scale)))
-            top, left = (h - keep_h) // 2, (w - keep_w) // 2
-            x, size = x[..., top : top + keep_h, left : left + keep_w], (height, width)
-        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=scale < 1)
-        top, left = (size[0] - height) // 2, (size[1] - width) // 2
-        batch.append(x[..., top : top + height, left : left + width])
-    x = torch.cat(batch)
-    mean = torch.tensor(spec.mean).view(1, 3, 1, 1)
-    std = torch.tensor(spec.std).view(1, 3, 1, 1)
-    return ((x - mean) / std).numpy().astype(np.float32)
-
-
-def letterbox(images: list[np.ndarray], spec: ModelSpec) -> np.ndarray:
-    """SAM's preprocessing: resize so the longest side is the encoder's input size (SamResize's
-    rounding), normalize, pad with zeros at the bottom and right (SamPad): NCHW float32. Prompts
-    map onto it with device.prompts.to_frame."""
-    import torch
-    import torch.nn.functional as F
-
-    from evitdeploy.device.prompts import preprocess_shape
-
-    size = spec.height
-    mean = torch.tensor(spec.mean).view(1, 3, 1, 1)
-    std = torch.tensor(spec.std).view(1, 3, 1, 1)
-    batch = np.zeros((len(images), 3, size, size), np.float32)
-    for i, image in enumerate(images):
-        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255.0
-        h, w = preprocess_shape(x.shape[-2], x.shape[-1], size)
-        x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=max(h, w) < max(x.shape[-2:]))
-        batch[i, :, :h, :w] = ((x - mean) / std).numpy()[0]
-    return batch
+    settings = spec.preprocessing
+    return np.stack([prepare(as_rgb(image), settings, (height, width)) for image in images]).astype(np.float32, copy=False)
 
 
 def load_inputs(

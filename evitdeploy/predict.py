@@ -79,22 +79,19 @@ def _unreadable(path: Path, exc: Exception) -> UserError:
 
 
 def seen_region(height: int, width: int, spec: ModelSpec) -> Box:
-    """The largest box of the model input's aspect ratio centred in a height x width image."""
-    if width * spec.height > height * spec.width:  # wider than the model's input: the sides are cut
-        kept = min(width, max(1, round(height * spec.width / spec.height)))
-        left = (width - kept) // 2
-        return (left, 0, left + kept, height)
-    kept = min(height, max(1, round(width * spec.height / spec.width)))
-    top = (height - kept) // 2
-    return (0, top, width, top + kept)
+    """The part of a height x width photo the model sees through its preprocessing (a classifier:
+    the center crop's footprint; a segmenter: the whole photo, resized to the input)."""
+    from evitdeploy.device.preprocess import seen_box
+
+    return seen_box((height, width), spec.preprocessing, (spec.height, spec.width))
 
 
 def model_view(image: np.ndarray, spec: ModelSpec) -> tuple[Box, np.ndarray]:
-    """(the region of the image the model sees, the model's input): that region through the spec's
-    preprocessing at the artifact's input size, repeated to its batch."""
-    x0, y0, x1, y1 = region = seen_region(image.shape[0], image.shape[1], spec)
-    model_input = preprocess([image[y0:y1, x0:x1]], spec, spec.height, width=spec.width)
-    return region, np.repeat(model_input, spec.input_shape[0], axis=0)
+    """(the region of the image the model sees, the model's input): the whole photo through the
+    spec's preprocessing (the reference's evaluation transform) at the artifact's input size,
+    repeated to its batch."""
+    model_input = preprocess([image], spec, spec.height, width=spec.width)
+    return seen_region(image.shape[0], image.shape[1], spec), np.repeat(model_input, spec.input_shape[0], axis=0)
 
 
 def model_output(run: Run, spec: ModelSpec, model_input: np.ndarray) -> np.ndarray:

@@ -18,7 +18,7 @@ import pydantic_core
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from evitdeploy import files, limits
-from evitdeploy.device import cpu
+from evitdeploy.device import cpu, preprocessing
 from evitdeploy.device.tasks import PROMPTABLE, TASKS
 from evitdeploy.errors import UserError
 
@@ -74,6 +74,14 @@ class SpecSchema(_Schema):
     embedding: tuple[PositiveInt, ...] = ()  # promptable: (C, H, W) of the image embedding
     prompt_frame: Annotated[int, Field(ge=0, le=65536)] = 0
     multimask: bool = True
+    preprocessing: Optional[dict] = None  # device/preprocess.py's settings; absent in older manifests
+
+    @model_validator(mode="after")
+    def _preprocessing_is_one_we_run(self) -> "SpecSchema":
+        found = [] if self.preprocessing is None else preprocessing.problems(self.preprocessing)
+        if found:
+            raise ValueError(f"preprocessing: {found[0]}")
+        return self
 
     @model_validator(mode="after")
     def _size_fits_the_backbone(self) -> "SpecSchema":
@@ -231,6 +239,7 @@ class ParityResult(_Schema):
     passed: Optional[bool]
     failures: list[str] = []
     metrics: dict[str, Optional[Union[int, float]]] = {}
+    preprocessing: Optional[Annotated[str, Field(max_length=4096)]] = None  # how photos became inputs, in words
 
 
 class CellSchema(_Schema):

@@ -9,11 +9,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Optional
 
+from evitdeploy.device.preprocessing import IMAGENET_MEAN, IMAGENET_STD, classifier_reference, sam_reference, segmenter_reference
 from evitdeploy.device.tasks import CLASSIFICATION, PROMPTABLE, SEGMENTATION, TASKS  # noqa: F401 (spec.task's names, defined once)
 from evitdeploy.errors import UserError
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 DYNAMIC_AXES = ("batch", "height", "width")
 
 
@@ -59,6 +58,29 @@ class ModelSpec:
     embedding: tuple[int, ...] = field(default=())
     prompt_frame: int = 0
     multimask: bool = True
+    # How a photo becomes the input (device/preprocess.py), when not the reference's for the task:
+    # its settings as sorted (key, value) pairs, mean and std aside (they are the fields above).
+    preprocess: tuple[tuple[str, object], ...] = field(default=())
+
+    @property
+    def preprocessing(self) -> dict:
+        """The settings device/preprocess.prepare takes: the reference's evaluation transform for
+        the task (classifier, segmenter, SAM predictor) unless the spec says otherwise."""
+        if self.preprocess:
+            settings = dict(self.preprocess)
+        elif self.task == CLASSIFICATION:
+            settings = classifier_reference()
+        elif self.promptable:
+            settings = sam_reference()
+        else:
+            settings = segmenter_reference()
+        return {**settings, "mean": list(self.mean), "std": list(self.std)}
+
+    def with_preprocessing(self, settings: dict) -> "ModelSpec":
+        """A copy whose inputs are made with `settings` (a manifest's, timm's, a user's): mean and
+        std go to their own fields."""
+        rest = {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items() if k not in ("mean", "std")}
+        return replace(self, preprocess=tuple(sorted(rest.items())), mean=tuple(settings.get("mean", self.mean)), std=tuple(settings.get("std", self.std)))
 
     @property
     def promptable(self) -> bool:
@@ -117,16 +139,20 @@ class ModelSpec:
 
     def to_dict(self) -> dict:
         data = asdict(self)
+        del data["preprocess"]
+        data["preprocessing"] = self.preprocessing  # resolved: a manifest says what ran, not "the default"
         data["output_meaning"] = self.output_meaning
         return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelSpec":
-        fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__ and k != "preprocess"}
         for key in ("input_shape", "mean", "std", "dynamic_axes", "embedding"):
             if key in fields:
                 fields[key] = tuple(fields[key])
-        return cls(**fields)
+        spec = cls(**fields)
+        settings = data.get("preprocessing")  # absent in manifests written before it was recorded: the task's reference
+        return spec.with_preprocessing(settings) if isinstance(settings, dict) and settings != spec.preprocessing else spec
 
 
 class InputSizeError(UserError):

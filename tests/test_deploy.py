@@ -298,7 +298,7 @@ def test_every_file_a_bundle_carries_stays_python_3_8_syntax():
 
 
 def test_device_code_imports_numpy_the_standard_library_and_its_own_runtime_only():
-    """A device has no evitdeploy: evitdeploy/device/ imports its own modules relatively, and a
+    """A device has no evitdeploy (and Pillow only for preprocessing): evitdeploy/device/ imports its own modules relatively, and a
     backend's device.py imports nothing of evitdeploy at all (it is copied into bundles)."""
     import ast
 
@@ -307,6 +307,8 @@ def test_device_code_imports_numpy_the_standard_library_and_its_own_runtime_only
     runtimes = {b.device_runtime[0].split(".")[0] for b in BACKENDS.values()} | {m for b in BACKENDS.values() for m in b.device_imports}
     for name, source in _carried_sources().items():
         optional = {"model_signing"}  # imported only for --public-key (exit 3 with the install line without it)
+        if name == "device/preprocess.py":
+            optional = optional | {"PIL"}  # Pillow resizes photos (every Pi, Jetson and Termux has it); imported only to resize
         allowed = set(sys.stdlib_module_names) | {"numpy", "evitdeploy_device"} | (runtimes if "backends/" in name else optional)
         for node in ast.walk(ast.parse(source)):
             if isinstance(node, ast.ImportFrom) and node.level:

@@ -95,4 +95,29 @@ def test_task_names_are_one_list():
 
 
 def test_model_spec_and_its_schema_have_the_same_fields():
-    assert set(ModelSpec.__dataclass_fields__) == set(SpecSchema.model_fields)
+    written = set(get_spec("efficientvit_b0").to_dict()) - {"output_meaning"}  # `preprocess` is written resolved, as `preprocessing`
+    assert written == set(SpecSchema.model_fields)
+
+
+@pytest.mark.parametrize("name", ["efficientvit_b0", "efficientvit_seg_b0_cityscapes", "efficientvit_sam_l0"])
+def test_a_spec_writes_the_preprocessing_that_ran_and_reads_it_back(name):
+    spec = get_spec(name)
+    written = spec.to_dict()
+    assert written["preprocessing"] == spec.preprocessing and written["preprocessing"]["mean"] == list(spec.mean)
+    SpecSchema.model_validate(written)
+    assert ModelSpec.from_dict(written) == spec
+    timm_style = spec.with_preprocessing({**spec.preprocessing, "rounding": "floor", "crop_ratio": 0.875})
+    assert ModelSpec.from_dict(timm_style.to_dict()) == timm_style and timm_style.preprocessing["rounding"] == "floor"
+    del written["preprocessing"]  # a manifest written before it was recorded: the task's reference
+    assert ModelSpec.from_dict(written) == spec
+
+
+@pytest.mark.parametrize(
+    "change,fragment",
+    [({"interpolation": "lanczos"}, "interpolation"), ({"resize": "fit"}, "resize"), ({"crop_ratio": 0}, "crop_ratio"), ({"std": [1, 0, 1]}, "std")],
+)
+def test_a_preprocessing_the_device_code_cannot_run_is_refused_at_the_door(change, fragment):
+    written = get_spec("efficientvit_b0").to_dict()
+    written["preprocessing"].update(change)
+    with pytest.raises(ValidationError, match=fragment):
+        SpecSchema.model_validate(written)

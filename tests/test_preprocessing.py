@@ -16,10 +16,13 @@ import pytest
 
 from evitdeploy.data import as_rgb
 from evitdeploy.device import preprocess as pre
+from evitdeploy.device import preprocessing
 from evitdeploy.device.prompts import to_frame
 from timm_oracle import import_timm, import_transforms
 
 pytestmark = pytest.mark.fast
+SAM_MEAN = (123.675 / 255, 116.28 / 255, 103.53 / 255)  # as the reference's EfficientViTSam.transform writes them
+SAM_STD = (58.395 / 255, 57.12 / 255, 57.375 / 255)
 
 
 def photos() -> list[np.ndarray]:
@@ -77,12 +80,12 @@ def test_classifier_input_equals_the_reference_eval_transform_bit_for_bit(size):
             T.Resize(int(math.ceil(size / 0.95)), interpolation=T.InterpolationMode.BICUBIC),
             T.CenterCrop(size),
             T.ToTensor(),
-            T.Normalize(pre.IMAGENET_MEAN, pre.IMAGENET_STD),
+            T.Normalize(preprocessing.IMAGENET_MEAN, preprocessing.IMAGENET_STD),
         ]
     )
-    settings = pre.classifier_reference()
+    settings = preprocessing.classifier_reference()
     for photo in PHOTOS:
-        ours = pre.prepare(photo, settings, size, size)
+        ours = pre.prepare(photo, settings, (size, size))
         theirs = reference(Image.fromarray(photo)).numpy()
         assert ours.dtype == np.float32 and np.array_equal(ours, theirs), f"{photo.shape}: max {np.abs(ours - theirs).max()}"
 
@@ -99,11 +102,11 @@ def test_classifier_input_equals_timms_eval_transform_from_its_pretrained_config
 
     config = resolve_data_config({}, pretrained_cfg=timm.models.get_pretrained_cfg(name).to_dict())
     theirs_transform = create_transform(**config)
-    settings = {**pre.classifier_reference(config["mean"], config["std"], crop_ratio=config["crop_pct"]), "rounding": "floor"}
+    settings = {**preprocessing.classifier_reference(config["mean"], config["std"], crop_ratio=config["crop_pct"]), "rounding": "floor"}
     settings["interpolation"] = config["interpolation"]
     _, height, width = config["input_size"]
     for photo in PHOTOS:
-        ours = pre.prepare(photo, settings, height, width)
+        ours = pre.prepare(photo, settings, (height, width))
         theirs = theirs_transform(Image.fromarray(photo)).numpy()
         assert np.array_equal(ours, theirs), f"{name} {photo.shape}: max {np.abs(ours - theirs).max()}"
 
@@ -118,15 +121,15 @@ def test_sam_input_equals_the_reference_predictors_set_image_input_bit_for_bit(s
     T = transforms()
     from torchvision.transforms.functional import resize, to_pil_image
 
-    settings = pre.sam_reference()
+    settings = preprocessing.sam_reference()
     for photo in PHOTOS:
         h, w = photo.shape[:2]
         scale = size * 1.0 / max(h, w)
         target = (int(h * scale + 0.5), int(w * scale + 0.5))  # the reference's get_preprocess_shape
         resized = photo if max(h, w) == size else np.array(resize(to_pil_image(photo), list(target)))
-        x = T.Normalize(pre.SAM_MEAN, pre.SAM_STD)(T.ToTensor()(resized))
+        x = T.Normalize(SAM_MEAN, SAM_STD)(T.ToTensor()(resized))
         theirs = F.pad(x, (0, size - x.shape[-1], 0, size - x.shape[-2]), value=0).numpy()
-        ours = pre.prepare(photo, settings, size, size)
+        ours = pre.prepare(photo, settings, (size, size))
         assert ours.dtype == np.float32 and np.array_equal(ours, theirs), f"{photo.shape}: max {np.abs(ours - theirs).max()}"
 
 
@@ -159,19 +162,19 @@ def test_segmenter_input_is_within_one_level_of_opencv_inter_cubic(size):
 
 
 def test_segmenter_input_is_the_opencv_resize_normalized():
-    settings = pre.segmenter_reference()
+    settings = preprocessing.segmenter_reference()
     photo = PHOTOS[1]
-    x = pre.prepare(photo, settings, 64, 128)
+    x = pre.prepare(photo, settings, (64, 128))
     expected = pre.normalize(pre.resize_opencv(photo, (64, 128), "bicubic"), settings)
     assert x.shape == (3, 64, 128) and np.array_equal(x, expected)
 
 
 def test_a_preprocessing_from_a_manifest_is_checked_before_use():
-    assert pre.problems(pre.classifier_reference()) == []
-    assert pre.problems(pre.sam_reference()) == [] and pre.problems(pre.segmenter_reference()) == []
-    bad = {**pre.classifier_reference(), "interpolation": "lanczos", "crop_ratio": 0, "std": [1, 0, 1]}
-    found = pre.problems(bad)
+    assert preprocessing.problems(preprocessing.classifier_reference()) == []
+    assert preprocessing.problems(preprocessing.sam_reference()) == [] and preprocessing.problems(preprocessing.segmenter_reference()) == []
+    bad = {**preprocessing.classifier_reference(), "interpolation": "lanczos", "crop_ratio": 0, "std": [1, 0, 1]}
+    found = preprocessing.problems(bad)
     assert len(found) == 3 and any("interpolation" in p for p in found)
-    assert pre.problems("bicubic") == ["preprocessing is not an object"]
+    assert preprocessing.problems("bicubic") == ["preprocessing is not an object"]
     with pytest.raises(ValueError):
-        pre.prepare(np.zeros((4, 4), np.uint8), pre.classifier_reference(), 8, 8)
+        pre.prepare(np.zeros((4, 4), np.uint8), preprocessing.classifier_reference(), (8, 8))

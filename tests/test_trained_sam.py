@@ -115,13 +115,13 @@ def test_the_iou_head_ranks_masks(held_out):
 def test_the_deployed_decoder_gives_the_evaluated_masks(sam_model):
     """The ONNX-form decoder (what is exported) gives what evaluate_promptable scores: token 0 alone,
     tokens 1..3 with multimask; a box and a point prompt."""
-    from evitdeploy.data import letterbox
+    from evitdeploy.data import preprocess
     from evitdeploy.models.trained_sam import _all_masks
 
     photos, prompts, _ = promptable_data(1, seed=12345, split="test")
     spec = get_spec("efficientvit_sam_tiny")
     with torch.no_grad():
-        embedding = sam_model(torch.from_numpy(letterbox([photos[0]], spec)))
+        embedding = sam_model(torch.from_numpy(preprocess([photos[0]], spec, spec.height, width=spec.width)))
         feeds = [decoder_feed(p, (256, 256), frame=256, embedding=spec.embedding) for p in prompts[0][:4]]
         masks, iou = _all_masks(sam_model, embedding, feeds, rows=[0] * 4)
         for j, feed in enumerate(feeds):

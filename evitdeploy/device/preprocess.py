@@ -1,25 +1,6 @@
-"""How a photo becomes a model's input, as data and one implementation (numpy + Pillow), shared by the
-host (check, calibration, predict) and a bundle's device code, so both feed the model exactly what
-the weights were evaluated with.
-
-A preprocessing is a plain dict (it is recorded in every manifest):
-  resize         "shorter" (the shorter side to ceil|floor(size / crop_ratio), then a center crop),
-                 "longest" (the longest side to the size, SAM's rounding, then zero padding at the
-                 bottom and right) or "exact" (both sides to the size, the aspect ratio not kept)
-  interpolation  "bicubic" | "bilinear" | "nearest"
-  library        whose arithmetic the resize follows: "pil" (Pillow's filters, what torchvision's
-                 Resize runs on a PIL image) or "opencv" (cv2.resize's fixed-point cubic/linear)
-  crop_ratio     "shorter" only: the crop's share of the resized shorter side (0.95: 224 of 236)
-  rounding       "shorter" only: "ceil" (the EfficientViT reference) or "floor" (timm) of size / ratio
-  mean, std      per channel, on pixels scaled to [0, 1]
-  source         where these settings come from, in words (reports print it)
-
-Every family's reference evaluation, in these terms:
-- classifiers (the reference's eval, and timm's): shorter side to size/0.95, bicubic, Pillow,
-  center crop, ImageNet mean/std;
-- segmenters (the reference's Cityscapes/ADE20K eval): OpenCV INTER_CUBIC to the input size;
-- EfficientViT-SAM (its predictor's set_image): Pillow bilinear so the longest side is the
-  encoder's input size, SAM's mean/std, zeros padded at the bottom and right.
+"""How a photo becomes a model's input: one implementation (numpy + Pillow) of the settings in
+preprocessing.py, shared by the host (check, calibration, predict) and a bundle's device code, so
+both feed the model exactly what the weights were evaluated with.
 """
 
 import math
@@ -28,86 +9,12 @@ import numpy as np
 
 from .prompts import preprocess_shape
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-SAM_MEAN = (123.675 / 255, 116.28 / 255, 103.53 / 255)
-SAM_STD = (58.395 / 255, 57.12 / 255, 57.375 / 255)
-
-RESIZES = ("shorter", "longest", "exact")
-INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
-LIBRARIES = ("pil", "opencv")
-ROUNDINGS = ("ceil", "floor")
-
-
-def classifier_reference(mean=IMAGENET_MEAN, std=IMAGENET_STD, crop_ratio: float = 0.95) -> dict:
-    return {
-        "resize": "shorter",
-        "interpolation": "bicubic",
-        "library": "pil",
-        "crop_ratio": crop_ratio,
-        "rounding": "ceil",
-        "mean": list(mean),
-        "std": list(std),
-        "source": f"reference eval transform: bicubic, crop {crop_ratio:g}, PIL",
-    }
-
-
-def segmenter_reference(mean=IMAGENET_MEAN, std=IMAGENET_STD) -> dict:
-    return {
-        "resize": "exact",
-        "interpolation": "bicubic",
-        "library": "opencv",
-        "mean": list(mean),
-        "std": list(std),
-        "source": "reference eval transform: OpenCV INTER_CUBIC to the input size",
-    }
-
-
-def sam_reference(mean=SAM_MEAN, std=SAM_STD) -> dict:
-    return {
-        "resize": "longest",
-        "interpolation": "bilinear",
-        "library": "pil",
-        "mean": list(mean),
-        "std": list(std),
-        "source": "reference predictor: PIL bilinear to the longest side, padded at the bottom and right",
-    }
-
-
-def problems(pre) -> list:
-    """What is wrong with a preprocessing dict from a manifest (empty: usable)."""
-    if not isinstance(pre, dict):
-        return ["preprocessing is not an object"]
-    found = []
-    for key, allowed in (("resize", RESIZES), ("interpolation", INTERPOLATIONS), ("library", LIBRARIES)):
-        if pre.get(key) not in allowed:
-            found.append(f"`{key}` must be one of {', '.join(allowed)} (got {pre.get(key)!r})")
-    if pre.get("library") == "opencv" and pre.get("interpolation") == "nearest":
-        found.append("OpenCV's nearest is not implemented here: use bilinear or bicubic")
-    for key in ("mean", "std"):
-        values = pre.get(key)
-        if not (isinstance(values, (list, tuple)) and len(values) == 3 and all(_finite(v) for v in values)):
-            found.append(f"`{key}` must be three finite numbers")
-        elif key == "std" and min(values) <= 0:
-            found.append("`std` must be positive")
-    if pre.get("resize") == "shorter":
-        ratio = pre.get("crop_ratio")
-        if not (_finite(ratio) and 0 < ratio <= 1):
-            found.append("`crop_ratio` must be a number in (0, 1]")
-        if pre.get("rounding") not in ROUNDINGS:
-            found.append(f"`rounding` must be one of {', '.join(ROUNDINGS)}")
-    return found
-
-
-def _finite(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 # ---- the pipeline ----
 
 
-def prepare(image: np.ndarray, pre: dict, height: int, width: int) -> np.ndarray:
-    """One RGB uint8 photo (H, W, 3) -> the model's input (3, height, width) float32."""
+def prepare(image: np.ndarray, pre: dict, size: tuple) -> np.ndarray:
+    """One RGB uint8 photo (H, W, 3) -> the model's input (3, height, width) float32; size = (height, width)."""
+    height, width = size
     image = np.ascontiguousarray(image)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 1:
         raise ValueError(f"expected an RGB uint8 image (H, W, 3), got {image.dtype} {image.shape}")
@@ -118,32 +25,70 @@ def prepare(image: np.ndarray, pre: dict, height: int, width: int) -> np.ndarray
         return x
     if pre["resize"] == "exact":
         return normalize(resize(image, (height, width), pre), pre)
-    short = scaled_shorter(height, width, pre)
-    resized = resize(image, shorter_side_size(image.shape[:2], short), pre)
-    return normalize(center_crop(resized, height, width), pre)
+    cover = (scaled(height, pre), scaled(width, pre))
+    size = covering_size(image.shape[:2], cover)
+    if size[0] * size[1] > MAX_RESIZED_PIXELS:  # a far other aspect ratio than the photo's (64x99968)
+        image = image[_aspect_box(image.shape[:2], cover)]
+        size = covering_size(image.shape[:2], cover)
+    return normalize(center_crop(resize(image, size, pre), height, width), pre)
+
+
+def seen_box(shape: tuple, pre: dict, size: tuple) -> tuple:
+    """The part of a photo of `shape` (h, w) that prepare() puts into an input of `size`, as
+    (x0, y0, x1, y1) in the photo's pixels: the whole photo for "exact" and "longest", the
+    center crop's footprint for "shorter"."""
+    h, w = shape
+    if pre["resize"] != "shorter":
+        return (0, 0, w, h)
+    cover = (scaled(size[0], pre), scaled(size[1], pre))
+    rows, cols = slice(0, h), slice(0, w)
+    resized = covering_size(shape, cover)
+    if resized[0] * resized[1] > MAX_RESIZED_PIXELS:
+        rows, cols = _aspect_box(shape, cover)
+        resized = covering_size((rows.stop - rows.start, cols.stop - cols.start), cover)
+    top, left = int(round((resized[0] - size[0]) / 2.0)), int(round((resized[1] - size[1]) / 2.0))
+    sy, sx = (rows.stop - rows.start) / resized[0], (cols.stop - cols.start) / resized[1]
+    x0, x1 = cols.start + max(0, left) * sx, cols.start + min(resized[1], left + size[1]) * sx
+    y0, y1 = rows.start + max(0, top) * sy, rows.start + min(resized[0], top + size[0]) * sy
+    return (int(round(x0)), int(round(y0)), int(round(x1)), int(round(y1)))
 
 
 def normalize(image: np.ndarray, pre: dict) -> np.ndarray:
     """HWC uint8 -> CHW float32, (x / 255 - mean) / std in float32, as ToTensor + Normalize."""
-    x = image.transpose(2, 0, 1).astype(np.float32) / np.float32(255)
+    x = np.ascontiguousarray(image.transpose(2, 0, 1)).astype(np.float32) / np.float32(255)  # C order: runtimes read the memory
     mean = np.asarray(pre["mean"], np.float32).reshape(3, 1, 1)
     std = np.asarray(pre["std"], np.float32).reshape(3, 1, 1)
     return (x - mean) / std
 
 
-def scaled_shorter(height: int, width: int, pre: dict) -> int:
-    """The size the shorter side is resized to before the crop: size / crop_ratio, rounded the
-    preprocessing's way (for a non-square input, that of its larger side)."""
-    size = max(height, width) / pre["crop_ratio"]
-    return int(math.ceil(size)) if pre["rounding"] == "ceil" else int(math.floor(size))
+MAX_RESIZED_PIXELS = 64_000_000  # beyond this the photo is cropped to the input's aspect ratio before resizing
 
 
-def shorter_side_size(shape: tuple, short: int) -> tuple:
-    """(h, w) with the shorter side `short` and the longer one scaled and truncated (torchvision's Resize(int))."""
+def scaled(size: int, pre: dict) -> int:
+    """An input side divided by the crop ratio, rounded the preprocessing's way (236 for 224 at 0.95, reference)."""
+    value = size / pre["crop_ratio"]
+    return int(math.ceil(value)) if pre["rounding"] == "ceil" else int(math.floor(value))
+
+
+def covering_size(shape: tuple, cover: tuple) -> tuple:
+    """(h, w) of the photo resized, aspect kept, to cover `cover`: the binding side gets its size
+    exactly and the other is scaled and truncated, as torchvision's Resize(int) does for a square
+    input (timm's ResizeKeepRatio for a non-square one)."""
+    (h, w), (ch, cw) = shape, cover
+    if cw * h >= ch * w:  # the width binds
+        return max(ch, int(cw * h / w)), cw
+    return ch, max(cw, int(ch * w / h))
+
+
+def _aspect_box(shape: tuple, cover: tuple) -> tuple:
+    """(rows, cols) slices of the photo's centre with the aspect ratio of `cover`."""
     h, w = shape
-    if w <= h:
-        return int(short * h / w), short
-    return short, int(short * w / h)
+    if cover[1] * h >= cover[0] * w:  # the photo is taller than the input: keep its width
+        keep_h, keep_w = max(1, min(h, round(w * cover[0] / cover[1]))), w
+    else:
+        keep_h, keep_w = h, max(1, min(w, round(h * cover[1] / cover[0])))
+    top, left = (h - keep_h) // 2, (w - keep_w) // 2
+    return slice(top, top + keep_h), slice(left, left + keep_w)
 
 
 def center_crop(image: np.ndarray, height: int, width: int) -> np.ndarray:

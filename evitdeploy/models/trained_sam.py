@@ -223,7 +223,7 @@ def train_promptable(recipe: PromptableRecipe = PromptableRecipe(), progress: Pr
     them prompted once (a kind drawn by TRAIN_KINDS, boxes jittered); eval mode, trained BN statistics."""
     import torch
 
-    from evitdeploy.data import letterbox
+    from evitdeploy.data import preprocess
     from evitdeploy.models.registry import create_model
 
     spec = promptable_spec().with_input(1, recipe.size, recipe.size)
@@ -242,7 +242,7 @@ def train_promptable(recipe: PromptableRecipe = PromptableRecipe(), progress: Pr
                     prompts.append(make_prompt(instance, kind, rng, jitter=BOX_JITTER))
                     truth.append(instance["mask"])
                     rows.append(row)
-            embeddings = model(torch.from_numpy(letterbox(list(photos), spec)))
+            embeddings = model(torch.from_numpy(preprocess(list(photos), spec, spec.height, width=spec.width)))
             logits, predicted_iou = _all_masks(model, embeddings, _feeds(prompts, spec), rows=rows)
             target = _low_res_target(np.stack(truth), side)
             losses = _losses(logits, target.expand_as(logits))
@@ -274,7 +274,7 @@ def evaluate_promptable(model, count: int = 32, seed: int = 12345) -> dict:
     """
     import torch
 
-    from evitdeploy.data import letterbox
+    from evitdeploy.data import preprocess
     from evitdeploy.device.prompts import mask_iou, masks_for_image
 
     spec = promptable_spec()
@@ -282,7 +282,7 @@ def evaluate_promptable(model, count: int = 32, seed: int = 12345) -> dict:
     single, best, kinds, predicted, actual = [], [], [], [], []
     with torch.no_grad():
         for i in range(count):
-            embedding = model(torch.from_numpy(letterbox([photos[i]], spec)))
+            embedding = model(torch.from_numpy(preprocess([photos[i]], spec, spec.height, width=spec.width)))
             logits, iou = _all_masks(model, embedding, _feeds(prompts[i], spec), rows=[0] * len(prompts[i]))
             upscaled = masks_for_image(logits.numpy(), (spec.height, spec.width), spec.prompt_frame) > 0
             for j, prompt in enumerate(prompts[i]):

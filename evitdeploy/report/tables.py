@@ -63,6 +63,7 @@ def parity_table(report: dict) -> Table:
     )
     table.caption = (
         f"data: {as_written(report.get('data', ''))}"
+        + (f"\npreprocessing: {as_written(report['preprocessing'])}" if report.get("preprocessing") else "")
         + (f"\n{as_written(judged)}" if judged else "")
         + "".join(f"\n[red]{as_written(f)}[/red]" for f in report.get("failures", []))
     )

@@ -1,0 +1,106 @@
+"""A model's preprocessing as data: how a photo becomes its input, recorded in every manifest and run
+by preprocess.py (numpy + Pillow). This module is plain Python, so the ModelSpec can name the
+references' settings without importing numpy.
+
+A preprocessing is a plain dict:
+  resize         "shorter" (the shorter side to ceil|floor(size / crop_ratio), then a center crop),
+                 "longest" (the longest side to the size, SAM's rounding, then zero padding at the
+                 bottom and right) or "exact" (both sides to the size, the aspect ratio not kept)
+  interpolation  "bicubic" | "bilinear" | "nearest"
+  library        whose arithmetic the resize follows: "pil" (Pillow's filters, what torchvision's
+                 Resize runs on a PIL image) or "opencv" (cv2.resize's cubic/linear)
+  crop_ratio     "shorter" only: the crop's share of the resized shorter side (0.95: 224 of 236)
+  rounding       "shorter" only: "ceil" (the EfficientViT reference) or "floor" (timm) of size / ratio
+  mean, std      per channel, on pixels scaled to [0, 1]
+  source         where these settings come from, in words (reports print it)
+
+Every family's reference evaluation, in these terms:
+- classifiers (the reference's eval, and timm's): shorter side to size/0.95, bicubic, Pillow,
+  center crop, ImageNet mean/std;
+- segmenters (the reference's Cityscapes/ADE20K eval): OpenCV INTER_CUBIC to the input size;
+- EfficientViT-SAM (its predictor's set_image): Pillow bilinear so the longest side is the
+  encoder's input size, SAM's mean/std, zeros padded at the bottom and right.
+"""
+
+import math
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+RESIZES = ("shorter", "longest", "exact")
+INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
+LIBRARIES = ("pil", "opencv")
+ROUNDINGS = ("ceil", "floor")
+
+
+def classifier_reference(mean=IMAGENET_MEAN, std=IMAGENET_STD, crop_ratio: float = 0.95) -> dict:
+    return {
+        "resize": "shorter",
+        "interpolation": "bicubic",
+        "library": "pil",
+        "crop_ratio": crop_ratio,
+        "rounding": "ceil",
+        "mean": list(mean),
+        "std": list(std),
+        "source": f"reference eval transform: bicubic, crop {crop_ratio:g}, PIL",
+    }
+
+
+def segmenter_reference(mean=IMAGENET_MEAN, std=IMAGENET_STD) -> dict:
+    return {
+        "resize": "exact",
+        "interpolation": "bicubic",
+        "library": "opencv",
+        "mean": list(mean),
+        "std": list(std),
+        "source": "reference eval transform: OpenCV INTER_CUBIC to the input size",
+    }
+
+
+def sam_reference(mean=IMAGENET_MEAN, std=IMAGENET_STD) -> dict:
+    """SAM's mean/std are written 123.675/255 ... 57.375/255 in its code: the same float32 values."""
+    return {
+        "resize": "longest",
+        "interpolation": "bilinear",
+        "library": "pil",
+        "mean": list(mean),
+        "std": list(std),
+        "source": "reference predictor: PIL bilinear to the longest side, padded at the bottom and right",
+    }
+
+
+def describe(pre: dict) -> str:
+    """The settings in words, for reports: their `source`, else what they do."""
+    if pre.get("source"):
+        return str(pre["source"])
+    crop = f", crop {pre['crop_ratio']:g} ({pre['rounding']})" if pre.get("resize") == "shorter" else ""
+    return f"{pre.get('resize')} side, {pre.get('interpolation')}, {pre.get('library')}{crop}"
+
+
+def problems(pre) -> list:
+    """What is wrong with a preprocessing dict from a manifest (empty: usable)."""
+    if not isinstance(pre, dict):
+        return ["preprocessing is not an object"]
+    found = []
+    for key, allowed in (("resize", RESIZES), ("interpolation", INTERPOLATIONS), ("library", LIBRARIES)):
+        if pre.get(key) not in allowed:
+            found.append(f"`{key}` must be one of {', '.join(allowed)} (got {pre.get(key)!r})")
+    if pre.get("library") == "opencv" and pre.get("interpolation") == "nearest":
+        found.append("OpenCV's nearest is not implemented here: use bilinear or bicubic")
+    for key in ("mean", "std"):
+        values = pre.get(key)
+        if not (isinstance(values, (list, tuple)) and len(values) == 3 and all(_finite(v) for v in values)):
+            found.append(f"`{key}` must be three finite numbers")
+        elif key == "std" and min(values) <= 0:
+            found.append("`std` must be positive")
+    if pre.get("resize") == "shorter":
+        ratio = pre.get("crop_ratio")
+        if not (_finite(ratio) and 0 < ratio <= 1):
+            found.append("`crop_ratio` must be a number in (0, 1]")
+        if pre.get("rounding") not in ROUNDINGS:
+            found.append(f"`rounding` must be one of {', '.join(ROUNDINGS)}")
+    return found
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
