@@ -33,40 +33,24 @@ LIBRARIES = ("pil", "opencv")
 ROUNDINGS = ("ceil", "floor")
 
 
+def settings(resize: str, interpolation: str, library: str, *, mean=IMAGENET_MEAN, std=IMAGENET_STD, **more) -> dict:
+    """A preprocessing dict: the one shape every reference's takes."""
+    return {"resize": resize, "interpolation": interpolation, "library": library, **more, "mean": list(mean), "std": list(std)}
+
+
 def classifier_reference(mean=IMAGENET_MEAN, std=IMAGENET_STD, crop_ratio: float = 0.95) -> dict:
-    return {
-        "resize": "shorter",
-        "interpolation": "bicubic",
-        "library": "pil",
-        "crop_ratio": crop_ratio,
-        "rounding": "ceil",
-        "mean": list(mean),
-        "std": list(std),
-        "source": f"reference eval transform: bicubic, crop {crop_ratio:g}, PIL",
-    }
+    source = f"reference eval transform: bicubic, crop {crop_ratio:g}, PIL"
+    return settings("shorter", "bicubic", "pil", crop_ratio=crop_ratio, rounding="ceil", mean=mean, std=std, source=source)
 
 
 def segmenter_reference(mean=IMAGENET_MEAN, std=IMAGENET_STD) -> dict:
-    return {
-        "resize": "exact",
-        "interpolation": "bicubic",
-        "library": "opencv",
-        "mean": list(mean),
-        "std": list(std),
-        "source": "reference eval transform: OpenCV INTER_CUBIC to the input size",
-    }
+    return settings("exact", "bicubic", "opencv", mean=mean, std=std, source="reference eval transform: OpenCV INTER_CUBIC to the input size")
 
 
 def sam_reference(mean=IMAGENET_MEAN, std=IMAGENET_STD) -> dict:
     """SAM's mean/std are written 123.675/255 ... 57.375/255 in its code: the same float32 values."""
-    return {
-        "resize": "longest",
-        "interpolation": "bilinear",
-        "library": "pil",
-        "mean": list(mean),
-        "std": list(std),
-        "source": "reference predictor: PIL bilinear to the longest side, padded at the bottom and right",
-    }
+    source = "reference predictor: PIL bilinear to the longest side, padded at the bottom and right"
+    return settings("longest", "bilinear", "pil", mean=mean, std=std, source=source)
 
 
 def describe(pre: dict) -> str:
