@@ -40,9 +40,15 @@ Run = Callable[[dict], dict]  # a feed in, the model's outputs out: the artifact
 # ---- the image and what the model sees of it ----
 
 
+# Pillow modes of 8-bit photos, made RGB as the reference's loader does (convert("RGB")); 16-bit,
+# 32-bit and float images and CMYK are refused: their conversion to 8-bit RGB is the user's choice.
+PHOTO_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA")
+
+
 def read_image(path: Path) -> np.ndarray:
     """The image as HWC uint8 RGB, decoded as `--data` image folders are (scikit-image, data.py's
-    RGB conversion); its size is read from the header first, so a huge image is refused undecoded."""
+    RGB conversion); its size and mode are read from the header first, so a huge or 16-bit image is
+    refused undecoded. EXIF orientation is not applied, as the reference's loader does not."""
     from PIL import Image
 
     from evitdeploy.data import as_rgb
@@ -56,9 +62,12 @@ def read_image(path: Path) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # PIL's DecompressionBombWarning: the size is judged below
             with Image.open(path) as header:
-                width, height = header.size
+                width, height, mode = header.size[0], header.size[1], header.mode
     except Exception as exc:
         raise _unreadable(path, exc) from exc
+    if mode not in PHOTO_MODES:
+        kind = "a CMYK" if mode == "CMYK" else f"a {mode} (16- or 32-bit)" if mode.startswith(("I", "F")) else f"a {mode}"
+        raise UserError(f"image {path} is {kind} image; predict reads 8-bit RGB, grayscale or palette photos", "convert it to 8-bit sRGB first")
     if width * height > MAX_MEGAPIXELS * 1e6:
         raise UserError(
             f"image {path} is {width}x{height} ({width * height / 1e6:.0f} megapixels)", f"predict reads up to {MAX_MEGAPIXELS} megapixels: scale it down first"

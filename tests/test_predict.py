@@ -171,6 +171,8 @@ def test_points_and_box_are_drawn_where_they_are():
         ("box on a classifier", "--box is for promptable (SAM) models"),
         ("point not numbers", "is not X,Y"),
         ("missing artifact", "artifact not found"),
+        ("16-bit png", "is a I;16 (16- or 32-bit) image"),
+        ("cmyk jpeg", "is a CMYK image"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(cli, b0_64_artifact, photo, tmp_path, case, fragment):
@@ -201,9 +203,38 @@ def test_bad_input_is_one_line_and_writes_nothing(cli, b0_64_artifact, photo, tm
         extra = ["--point", "abc"]
     elif case == "missing artifact":
         artifact = tmp_path / "no-artifact"
+    elif case == "16-bit png":
+        image = tmp_path / "deep.png"
+        Image.fromarray(np.full((20, 30), 40000, np.uint16)).save(image)
+    elif case == "cmyk jpeg":
+        image = tmp_path / "print.jpg"
+        Image.new("CMYK", (30, 20), (0, 50, 100, 0)).save(image)
     before = files_in(tmp_path)
     assert_clean_error(cli("predict", artifact, image, "-o", output, *extra), 2, fragment)
     assert files_in(tmp_path) == before and (tmp_path / "taken.png").read_bytes() == b"mine"
+
+
+def test_exif_orientation_is_ignored_as_the_references_loader_ignores_it(tmp_path):
+    """A JPEG whose EXIF says "rotate 90°" is read as stored, as PIL's convert("RGB") in the
+    reference's loader reads it: the model sees the same pixels the reference evaluated on."""
+    pixels = np.zeros((20, 40, 3), np.uint8)
+    pixels[:, :20] = (250, 10, 10)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 CW to display
+    path = tmp_path / "rotated.jpg"
+    Image.fromarray(pixels).save(path, exif=exif, quality=100)
+    read = predicting.read_image(path)
+    assert read.shape == (20, 40, 3)  # not turned to 40x20
+    assert np.array_equal(read, np.asarray(Image.open(path).convert("RGB")))
+
+
+def test_a_one_pixel_photo_is_a_photo(cli, b0_64_artifact, tmp_path):
+    """1x1 is upscaled to the input as the reference's transform would: not refused."""
+    path = tmp_path / "dot.png"
+    Image.fromarray(np.full((1, 1, 3), 200, np.uint8)).save(path)
+    result = cli("predict", b0_64_artifact, path, "-o", tmp_path / "dot-top5.png", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["result"]["region"] == [0, 0, 1, 1]
 
 
 def test_a_prompt_outside_the_image_is_refused(cli, b0_64_artifact, photo, tmp_path, monkeypatch):
