@@ -70,20 +70,49 @@ def require_finite(array: np.ndarray, label: str) -> None:
 
 
 def folder_photos(folder: Path, count: Optional[int] = None, *, label: Optional[str] = None, noun: str = "images", purpose: str = "parity") -> list[np.ndarray]:
-    from skimage.io import imread
-
     files = image_files(folder)
     require_some(len(files), label or str(folder), noun=noun, purpose=purpose, hint=FOLDER_HINT)
-    images = []
-    for path in files[:count]:
-        input_file(path, "image", "remove or replace the file", limit=IMAGE_MAX_BYTES)  # a FIFO named x.png would block imread
-        try:
-            image = imread(path)
-        except Exception as exc:
-            raise UserError(f"cannot read image {path} ({type(exc).__name__})", "remove or replace the file") from exc
-        require_finite(np.asarray(image), f"image {path}")  # a float TIFF can hold them
-        images.append(as_rgb(image))
-    return images
+    return [read_photo(path, "remove or replace the file") for path in files[:count]]
+
+
+MAX_MEGAPIXELS = 50  # a larger image is refused before it is decoded (its float copies would take GBs)
+# Pillow modes of 8-bit photos, made RGB as the reference's loader does (convert("RGB")); 16-bit,
+# 32-bit and float images and CMYK are refused: their conversion to 8-bit RGB is the user's choice.
+PHOTO_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA")
+
+
+def read_photo(path: Path, hint: str) -> np.ndarray:
+    """One photo file as HWC uint8 RGB (predict's image, every image of a --data/--calib folder).
+    Its kind, size and mode are read first, so a FIFO, a huge image or a 16-bit one is refused
+    undecoded. EXIF orientation is not applied, as the reference's loader does not apply it."""
+    import warnings
+
+    from PIL import Image
+    from skimage.io import imread
+
+    input_file(path, "image", hint, limit=IMAGE_MAX_BYTES)  # a FIFO named x.png would block the decoder
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # PIL's DecompressionBombWarning: the size is judged below
+            with Image.open(path) as header:
+                width, height, mode = header.size[0], header.size[1], header.mode
+    except Exception as exc:
+        raise UserError(f"cannot read image {path} ({type(exc).__name__})", hint) from exc
+    if width * height > MAX_MEGAPIXELS * 1e6:
+        raise UserError(
+            f"image {path} is {width}x{height} ({width * height / 1e6:.0f} megapixels)",
+            f"evitdeploy reads up to {MAX_MEGAPIXELS} megapixels: scale it down first",
+        )
+    if mode not in PHOTO_MODES:
+        kind = "a CMYK" if mode == "CMYK" else f"a {mode} (16- or 32-bit)" if mode.startswith(("I", "F")) else f"a {mode}"
+        raise UserError(f"image {path} is {kind} image; evitdeploy reads 8-bit RGB, grayscale or palette photos", "convert it to 8-bit sRGB first")
+    try:
+        pixels = as_rgb(imread(path))
+    except Exception as exc:
+        raise UserError(f"cannot read image {path} ({type(exc).__name__})", hint) from exc
+    if pixels.ndim != 3 or pixels.shape[-1] != 3 or min(pixels.shape[:2]) < 1:
+        raise UserError(f"{path} is not one RGB or grayscale image (decoded shape {pixels.shape})", "pass a single-frame RGB or grayscale photo")
+    return pixels
 
 
 def as_rgb(image: np.ndarray) -> np.ndarray:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -31,7 +30,6 @@ from evitdeploy.spec import CLASSIFICATION, PROMPTABLE, SEGMENTATION, ModelSpec
 from evitdeploy.progress import Progress, report_step
 
 TOP_MAX = 20  # --top: labels a classifier lists, classes a segmenter's legend shows
-MAX_MEGAPIXELS = 50  # a larger image is refused before it is decoded (its float copies would take GBs)
 OVERLAY_ALPHA = 0.5
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in image pixels, x1 and y1 excluded
 Run = Callable[[dict], dict]  # a feed in, the model's outputs out: the artifact's runner, timed
@@ -40,51 +38,16 @@ Run = Callable[[dict], dict]  # a feed in, the model's outputs out: the artifact
 # ---- the image and what the model sees of it ----
 
 
-# Pillow modes of 8-bit photos, made RGB as the reference's loader does (convert("RGB")); 16-bit,
-# 32-bit and float images and CMYK are refused: their conversion to 8-bit RGB is the user's choice.
-PHOTO_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA")
-
-
 def read_image(path: Path) -> np.ndarray:
-    """The image as HWC uint8 RGB, decoded as `--data` image folders are (scikit-image, data.py's
-    RGB conversion); its size and mode are read from the header first, so a huge or 16-bit image is
-    refused undecoded. EXIF orientation is not applied, as the reference's loader does not."""
-    from PIL import Image
-
-    from evitdeploy.data import as_rgb
+    """The image as HWC uint8 RGB, read as `--data` folders' images are (data.read_photo)."""
+    from evitdeploy.data import read_photo
 
     if path.is_dir():
         raise UserError(f"{path} is a folder, not an image", "pass one image file: predict runs one image")
     input_file(path, "image", "pass the path of a photo (.png, .jpg, ...)", limit=IMAGE_MAX_BYTES)
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         raise UserError(f"{path} is not an image file (suffix {path.suffix or 'none'!r})", f"pass a {', '.join(sorted(IMAGE_SUFFIXES))} file")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # PIL's DecompressionBombWarning: the size is judged below
-            with Image.open(path) as header:
-                width, height, mode = header.size[0], header.size[1], header.mode
-    except Exception as exc:
-        raise _unreadable(path, exc) from exc
-    if mode not in PHOTO_MODES:
-        kind = "a CMYK" if mode == "CMYK" else f"a {mode} (16- or 32-bit)" if mode.startswith(("I", "F")) else f"a {mode}"
-        raise UserError(f"image {path} is {kind} image; predict reads 8-bit RGB, grayscale or palette photos", "convert it to 8-bit sRGB first")
-    if width * height > MAX_MEGAPIXELS * 1e6:
-        raise UserError(
-            f"image {path} is {width}x{height} ({width * height / 1e6:.0f} megapixels)", f"predict reads up to {MAX_MEGAPIXELS} megapixels: scale it down first"
-        )
-    from skimage.io import imread
-
-    try:
-        pixels = as_rgb(imread(path))
-    except Exception as exc:
-        raise _unreadable(path, exc) from exc
-    if pixels.ndim != 3 or pixels.shape[-1] != 3 or min(pixels.shape[:2]) < 1:
-        raise UserError(f"{path} is not one RGB or grayscale image (decoded shape {pixels.shape})", "pass a single-frame RGB or grayscale photo")
-    return pixels
-
-
-def _unreadable(path: Path, exc: Exception) -> UserError:
-    return UserError(f"cannot read image {path} ({type(exc).__name__})", "pass a photo file that opens in an image viewer")
+    return read_photo(path, "pass a photo file that opens in an image viewer")
 
 
 def seen_region(height: int, width: int, spec: ModelSpec) -> Box:

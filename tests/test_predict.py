@@ -228,6 +228,17 @@ def test_exif_orientation_is_ignored_as_the_references_loader_ignores_it(tmp_pat
     assert np.array_equal(read, np.asarray(Image.open(path).convert("RGB")))
 
 
+def test_a_data_folder_reads_its_photos_as_predict_does(cli, b0_64_artifact, tmp_path):
+    """check --data FOLDER and predict share data.read_photo: the same refusals, the same pixels."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.fromarray(np.full((20, 30), 40000, np.uint16)).save(folder / "deep.png")
+    assert_clean_error(cli("check", b0_64_artifact, "--data", folder, "--samples", "1"), 2, "is a I;16 (16- or 32-bit) image")
+    (folder / "deep.png").unlink()
+    Image.new("CMYK", (30, 20)).save(folder / "print.jpg")
+    assert_clean_error(cli("check", b0_64_artifact, "--data", folder, "--samples", "1"), 2, "is a CMYK image")
+
+
 def test_a_one_pixel_photo_is_a_photo(cli, b0_64_artifact, tmp_path):
     """1x1 is upscaled to the input as the reference's transform would: not refused."""
     path = tmp_path / "dot.png"
