@@ -305,6 +305,7 @@ def _check_promptable(artifact: Artifact, spec: ModelSpec, request: CheckRequest
     prompts (points, boxes, both) through both decoders; mask IoU, IoU-prediction error, cosine."""
     from evitdeploy.backends.promptable import artifact_models, compare_prompted, prompted_outputs, reference_outputs, runner_pair
     from evitdeploy.data import load_inputs_and_sizes
+    from evitdeploy.device.prompts import parity_feeds
 
     inputs, sizes, source = load_inputs_and_sizes(spec, (spec.height, spec.width), source=request.data, count=request.samples, synthetic=request.synthetic)
     models = artifact_models(artifact)
@@ -319,7 +320,7 @@ def _check_promptable(artifact: Artifact, spec: ModelSpec, request: CheckRequest
     return {
         **header,
         "artifact_bytes": sum(model_size(m.model_file) for m in models.values()),
-        **compare_prompted(expected, got, precision=artifact.precision, tolerances=tolerances),
+        **compare_prompted(expected, got, feeds=parity_feeds(sizes, frame=spec.prompt_frame, embedding=spec.embedding), precision=artifact.precision, tolerances=tolerances),
     }
 
 

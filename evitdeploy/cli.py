@@ -535,18 +535,32 @@ def predict(
     box: Optional[str] = typer.Option(
         None, "--box", metavar="X0,Y0,X1,Y1", help="Promptable (SAM) models: a prompt box in image pixels, top-left then bottom-right corner."
     ),
+    multimask: bool = typer.Option(
+        False, "--multimask", help="Promptable (SAM) models: show all three of SAM's multimask outputs with their predicted IoU."
+    ),
+    save_mask: Optional[Path] = typer.Option(
+        None,
+        "--save-mask",
+        metavar="FILE",
+        help="Promptable (SAM) models: also write the mask at the photo's size: FILE.png (8-bit, 255 inside; with --multimask the "
+        "highest-scored) or FILE.npy (every mask shown, (M, H, W) bool).",
+    ),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name, for a bare model file without manifest."),
     threads: Optional[int] = THREADS_OPTION,
-    force: bool = typer.Option(False, "--force", help="Replace an existing output PNG."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing output PNG (and --save-mask file)."),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Run one photo through an artifact and draw what the model predicts.
 
-    Classifiers: the top-K labels with their softmax probabilities (ImageNet names for 1000-class
-    ImageNet models, "class N" for other heads). Segmenters: the class map as a colour overlay in
-    the dataset's palette, with each class's share of the pixels. The model sees the centred crop
-    of the photo at its input's aspect ratio; the PNG dims the rest. The latency is of one cold run
-    (use `bench` to time a model).
+    The photo is preprocessed as the model's reference evaluates (the manifest's preprocessing:
+    classifiers bicubic to size/0.95 then a center crop, segmenters OpenCV cubic, SAM bilinear to
+    its longest side), with the same code a bundle gives an app. Classifiers: the top-K labels with
+    their softmax probabilities (ImageNet names for 1000-class ImageNet models, "class N" for other
+    heads); the PNG dims what the crop left out. Segmenters: the class map at the photo's size as
+    a colour overlay in the dataset's palette, with each class's share of the pixels. SAM: a box or
+    several points give SAM's single-mask output, one point the best of its three multimask
+    outputs (--multimask: all three); --json gives each mask's predicted IoU, area and bbox.
+    The latency is of one cold run (use `bench` to time a model).
     """
     from evitdeploy.predict import parse_box, parse_point, predict as run_predict
     from evitdeploy.requests import PredictRequest
@@ -561,6 +575,8 @@ def predict(
         points=tuple(xy for xy, _ in points),
         point_labels=tuple(label for _, label in points),
         box=parse_box(box) if box is not None else None,
+        multimask=multimask,
+        save_mask=save_mask,
         threads=threads,
         force=force,
     )
@@ -582,12 +598,13 @@ def _prediction_lines(prediction: dict, most: int = 20) -> list[str]:
     ]
     if "top" in result:
         lines += [f"  {entry['rank']:>2}. {entry['label']:<32} {entry['probability']:7.2%}" for entry in result["top"]]
-    if "masks" in result:  # a promptable model: each mask the decoder gave, the shown one marked
+    if "masks" in result:  # a promptable model: the mask(s) shown, and by which convention
+        lines.append(f"  shown: {result['shown_by']}")
         lines += [
-            f"  {'*' if m['index'] == result['shown'] else ' '} mask {m['index']}: predicted IoU {m['iou_prediction']:.3f}, "
-            f"{m['area_fraction']:.1%} of the image"
-            for m in result["masks"]
+            f"  mask {m['index']}: predicted IoU {m['score']:.3f}, {m['area_fraction']:.1%} of the image, bbox {m['bbox']}" for m in result["masks"]
         ]
+        if result.get("mask_file"):
+            lines.append(f"wrote {result['mask_file']}")
     if "classes" in result:
         lines += [f"  {entry['name']:<32} {entry['fraction']:7.2%}" for entry in result["classes"][:most]]
         if len(result["classes"]) > most:

@@ -1,11 +1,12 @@
 """`predict`: one image through an exported model, the prediction drawn onto the image as a PNG.
 
-The model sees the largest centred region of the image with its input's aspect ratio (the centre
-crop `data.preprocess` takes), resized and normalized by the spec. The picture shows that region
-as it is and dims the rest; a segmenter's class map is mapped back onto that region only (no
-letterbox: the model sees no padding it was not trained on).
+The answer is device.pipeline's, run on the host's runners: the reference's preprocessing of the
+whole photo, the model, the task's postprocessing at the photo's size, exactly what an app gets
+from a bundle (`evitdeploy_device.load(bundle).predict(photo)`). The picture dims what the model
+did not see (a classifier's center crop); a segmenter's class map covers the photo; a promptable
+model's mask is the one SAM's conventions show for the prompt.
 
-One function per task in PREDICTORS, called as `predictor(image, spec=, run=, request=)` and
+One function per task in PREDICTORS, called as `predictor(image, answer, spec=, request=)` and
 returning (result, picture); a task that takes prompts (--point/--box) is also in PROMPTED.
 Library code: returns JSON-ready data, prints nothing.
 """
@@ -22,7 +23,7 @@ import numpy as np
 from evitdeploy import api, limits, memory, rendering
 from evitdeploy.files import IMAGE_MAX_BYTES, check_output, input_file, is_character_device, write_output
 from evitdeploy.backends import runner_for, why_not_here
-from evitdeploy.data import IMAGE_SUFFIXES, preprocess
+from evitdeploy.data import IMAGE_SUFFIXES
 from evitdeploy.errors import EXIT_BACKEND_UNAVAILABLE, EXIT_CHECK_FAILED, UserError
 from evitdeploy.labels import class_names, palette
 from evitdeploy.requests import PredictRequest
@@ -32,7 +33,6 @@ from evitdeploy.progress import Progress, report_step
 TOP_MAX = 20  # --top: labels a classifier lists, classes a segmenter's legend shows
 OVERLAY_ALPHA = 0.5
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in image pixels, x1 and y1 excluded
-Run = Callable[[dict], dict]  # a feed in, the model's outputs out: the artifact's runner, timed
 
 
 # ---- the image and what the model sees of it ----
@@ -58,27 +58,6 @@ def seen_region(height: int, width: int, spec: ModelSpec) -> Box:
     return seen_box((height, width), spec.preprocessing, (spec.height, spec.width))
 
 
-def model_view(image: np.ndarray, spec: ModelSpec) -> tuple[Box, np.ndarray]:
-    """(the region of the image the model sees, the model's input): the whole photo through the
-    spec's preprocessing (the reference's evaluation transform) at the artifact's input size,
-    repeated to its batch."""
-    model_input = preprocess([image], spec, spec.height, width=spec.width)
-    return seen_region(image.shape[0], image.shape[1], spec), np.repeat(model_input, spec.input_shape[0], axis=0)
-
-
-def model_output(run: Run, spec: ModelSpec, model_input: np.ndarray) -> np.ndarray:
-    """The first image's output, checked against the shape the spec promises and for NaN/Inf."""
-    outputs = run({spec.input_name: model_input})
-    output = np.asarray(outputs.get(spec.output_name, next(iter(outputs.values()))), dtype=np.float32)
-    expected = spec.output_shape(spec.input_shape[0], spec.height, spec.width)
-    if output.shape != tuple(expected):
-        raise UserError(f"the model's output has shape {output.shape}; its spec says {tuple(expected)}", "re-export the artifact")
-    bad = int(np.size(output) - np.count_nonzero(np.isfinite(output)))
-    if bad:
-        raise UserError(f"the model's output holds {bad} NaN/Inf values", "run `evitdeploy check` on the artifact", EXIT_CHECK_FAILED)
-    return output[0]
-
-
 def _dim_unseen(image, region: Box):
     """Black at half strength over the part of the image the model did not see."""
     x0, y0, x1, y1 = region
@@ -87,67 +66,31 @@ def _dim_unseen(image, region: Box):
     return rendering.overlay_mask(image, mask=unseen, color=rendering.BLACK, alpha=0.5) if unseen.any() else image
 
 
-# ---- one function per task ----
+# ---- one function per task: the pipeline's answer (device.pipeline) in JSON and drawn ----
 
 
-def classify(image: np.ndarray, *, spec: ModelSpec, run: Run, request: PredictRequest):
+def classify(image: np.ndarray, answer: dict, *, spec: ModelSpec, request: PredictRequest):
     """The top-K classes by softmax probability, listed on a band over the picture."""
-    region, model_input = model_view(image, spec)
-    logits = model_output(run, spec, model_input).astype(np.float64)
-    probabilities = np.exp(logits - logits.max())
-    probabilities /= probabilities.sum()
-    names = class_names(spec)
-    order = np.argsort(-probabilities, kind="stable")[: request.top]
-    top = [{"rank": rank, "index": int(index), "label": names[index], "probability": float(probabilities[index])} for rank, index in enumerate(order, start=1)]
+    region = seen_region(image.shape[0], image.shape[1], spec)
+    top = answer["top"]
     drawn = _dim_unseen(rendering.picture(image), region)
     drawn = rendering.draw_text_band(drawn, [f"{entry['rank']}. {entry['label']}  {entry['probability']:.1%}" for entry in top])
     return {"region": list(region), "top": top}, drawn
 
 
-def upsampled_argmax(logits: np.ndarray, size: tuple[int, int], chunk: int = 16) -> np.ndarray:
-    """argmax over classes of (K, h, w) logits upsampled bilinearly to `size` (as the reference
-    evaluates), `chunk` classes at a time: 150 full-size logit planes are never held at once."""
-    import torch
-    import torch.nn.functional as F
-
-    best = best_class = None
-    for start in range(0, len(logits), chunk):
-        planes = torch.from_numpy(np.ascontiguousarray(logits[None, start : start + chunk]))
-        value, index = F.interpolate(planes, size=size, mode="bilinear", align_corners=False)[0].max(dim=0)
-        index += start
-        if best is None:
-            best, best_class = value, index
-        else:  # strictly greater: a tie keeps the lower class, as argmax does
-            better = value > best
-            best, best_class = torch.where(better, value, best), torch.where(better, index, best_class)
-    return best_class.numpy()
-
-
-def nearest_resize(class_map: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """A class map resized to (height, width) by nearest neighbour (pixel centres aligned)."""
-    rows = np.minimum(((np.arange(size[0]) + 0.5) * class_map.shape[0] / size[0]).astype(np.int64), class_map.shape[0] - 1)
-    cols = np.minimum(((np.arange(size[1]) + 0.5) * class_map.shape[1] / size[1]).astype(np.int64), class_map.shape[1] - 1)
-    return class_map[rows[:, None], cols[None, :]]
-
-
-def segment(image: np.ndarray, *, spec: ModelSpec, run: Run, request: PredictRequest):
-    """The class map over the region the model saw, in the dataset's colours at alpha 0.5, with
-    each class present and its share of that region's pixels (largest first).
-
-    Logits are upsampled bilinearly to the model's input size and argmaxed there, then mapped to
-    the region's pixels by nearest neighbour."""
-    region, model_input = model_view(image, spec)
-    x0, y0, x1, y1 = region
-    classes = nearest_resize(upsampled_argmax(model_output(run, spec, model_input), (spec.height, spec.width)), (y1 - y0, x1 - x0))
-    counts = np.bincount(classes.ravel(), minlength=spec.num_classes)
+def segment(image: np.ndarray, answer: dict, *, spec: ModelSpec, request: PredictRequest):
+    """The class map at the photo's size in the dataset's colours at alpha 0.5, with each class
+    present and its share of the pixels the model saw (largest first)."""
+    region = seen_region(image.shape[0], image.shape[1], spec)
+    class_map = answer["class_map"]
+    seen = class_map[class_map >= 0]
+    counts = np.bincount(seen, minlength=spec.num_classes)
     names, colours = class_names(spec), palette(spec)
     present = [
-        {"index": int(index), "name": names[index], "fraction": float(counts[index] / classes.size), "color": list(colours[index])}
+        {"index": int(index), "name": names[index], "fraction": float(counts[index] / seen.size), "color": list(colours[index])}
         for index in np.argsort(-counts, kind="stable")
         if counts[index]
     ]
-    class_map = np.full(image.shape[:2], -1, dtype=np.int32)
-    class_map[y0:y1, x0:x1] = classes
     drawn = rendering.overlay_classes(rendering.picture(image), class_map=class_map, palette=colours, alpha=OVERLAY_ALPHA)
     legend = present[: request.top]
     drawn = rendering.draw_text_band(
@@ -158,39 +101,43 @@ def segment(image: np.ndarray, *, spec: ModelSpec, run: Run, request: PredictReq
     return {"region": list(region), "classes": present}, drawn
 
 
-MASK_COLOUR = (30, 144, 255)
+MASK_COLOURS = ((30, 144, 255), (255, 160, 30), (60, 200, 90))  # one per mask --multimask shows
 
 
-def segment_prompted(image: np.ndarray, *, spec: ModelSpec, run: Run, request: PredictRequest):
-    """SAM: the whole image letterboxed into the encoder, the prompts (image pixels) mapped into
-    its frame, the decoder's masks upscaled onto the image (SAM's postprocessing, device.prompts);
-    the picture shows the mask with the highest predicted IoU, and the prompts."""
-    from evitdeploy.device.prompts import MASK_THRESHOLD, decoder_feed, masks_for_image
+def segment_prompted(image: np.ndarray, answer: dict, *, spec: ModelSpec, request: PredictRequest):
+    """SAM: the mask(s) SAM's conventions show for the prompt (a box or several points: the
+    single-mask output; one point: the best of the three multimask outputs; --multimask: all
+    three), each with its predicted IoU, area and box; drawn with the prompts."""
+    from evitdeploy.device.pipeline import mask_summary
 
-    if not request.points and request.box is None:
-        raise UserError(
-            f"{spec.name} segments what a prompt points at, and none was given", "pass --point X,Y (repeatable; X,Y,0 for background) and/or --box X0,Y0,X1,Y1"
-        )
-    embedding = model_output(run, spec, np.repeat(preprocess([image], spec, spec.height, width=spec.width), spec.input_shape[0], axis=0))
-    labels = list(request.point_labels) or [1] * len(request.points)
-    prompt = {"points": list(request.points), "labels": labels, "box": request.box}
-    outputs = run({"image_embeddings": embedding[None], **decoder_feed(prompt, image.shape[:2], frame=spec.prompt_frame, embedding=spec.embedding)})
-    low_res, ious = np.asarray(outputs["low_res_masks"], np.float32)[0], np.asarray(outputs["iou_predictions"], np.float32)[0]
-    if not (np.isfinite(low_res).all() and np.isfinite(ious).all()):
-        raise UserError("the decoder's masks hold NaN/Inf values", "run `evitdeploy check` on the artifact", EXIT_CHECK_FAILED)
-    masks = masks_for_image(low_res, image.shape[:2], spec.prompt_frame) > MASK_THRESHOLD
-    best = int(np.argmax(ious))
-    drawn = rendering.overlay_mask(rendering.picture(image), mask=masks[best], color=MASK_COLOUR, alpha=OVERLAY_ALPHA)
+    drawn = rendering.picture(image)
+    for colour, shown in zip(MASK_COLOURS, answer["masks"]):
+        drawn = rendering.overlay_mask(drawn, mask=shown["mask"], color=colour, alpha=OVERLAY_ALPHA)
     if request.box is not None:
         drawn = rendering.draw_box(drawn, request.box)
+    labels = list(request.point_labels) or [1] * len(request.points)
     if request.points:
         drawn = rendering.draw_points(drawn, request.points, labels)
+    masks = [{"index": m["index"], "score": m["score"], **mask_summary(m["mask"])} for m in answer["masks"]]
     result = {
         "prompt": {"points": [list(p) for p in request.points], "labels": labels, "box": list(request.box) if request.box else None},
-        "masks": [{"index": i, "iou_prediction": float(ious[i]), "area_fraction": float(masks[i].mean())} for i in range(len(ious))],
-        "shown": best,
+        "masks": masks,
+        "shown_by": _convention(request),
+        "iou_predictions": [float(v) for v in answer["iou_predictions"]],
     }
-    return result, rendering.draw_text_band(drawn, [f"mask {best}: predicted IoU {ious[best]:.3f}, {masks[best].mean():.1%} of the image"])
+    lines = [f"mask {m['index']}: predicted IoU {m['score']:.3f}, {m['area_fraction']:.1%} of the image" for m in masks]
+    return result, rendering.draw_text_band(drawn, lines)
+
+
+def _convention(request: PredictRequest) -> str:
+    from evitdeploy.device.prompts import ambiguous
+
+    if request.multimask:
+        return "--multimask: SAM's three multimask outputs"
+    labels = (list(request.point_labels) or [1] * len(request.points)) + ([2, 3] if request.box is not None else [])
+    if ambiguous(labels):
+        return "one point: the multimask output with the highest predicted IoU (SamPredictor's advice)"
+    return "a box or several points: SAM's single-mask output"
 
 
 PREDICTORS: dict[str, Callable] = {CLASSIFICATION: classify, SEGMENTATION: segment, PROMPTABLE: segment_prompted}
@@ -231,87 +178,104 @@ def parse_box(text: str) -> tuple[float, float, float, float]:
 
 
 def check_prompts(request: PredictRequest, *, task: str, width: int, height: int) -> None:
-    """Prompts only for a task that takes them; one label (0 or 1) per point; each point and the
-    box inside the image (x in [0, width), y in [0, height))."""
-    given = "--point" if request.points else "--box" if request.box is not None else None
-    if given and task not in PROMPTED:
-        raise UserError(f"{given} is for promptable (SAM) models", f"this artifact is a {task} model: drop {given}")
-    if request.point_labels and len(request.point_labels) != len(request.points):
-        raise UserError(f"{len(request.point_labels)} point labels for {len(request.points)} points", "give one label per point (or none: all foreground)")
-    if any(label not in (0, 1) for label in request.point_labels):
-        raise UserError(f"point labels {list(request.point_labels)} are not all 0 or 1", "1 marks foreground, 0 background")
-    inside = f"inside the {width}x{height} image: 0 <= x < {width}, 0 <= y < {height} (pixels from the top-left corner)"
-    for x, y in request.points:
-        if not (0 <= x < width and 0 <= y < height):
-            raise UserError(f"--point {x:g},{y:g} is outside the image", f"give a point {inside}")
-    if request.box is not None:
-        x0, y0, x1, y1 = request.box
-        if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
-            raise UserError(f"--box {x0:g},{y0:g},{x1:g},{y1:g} is not a box inside the image", f"give X0,Y0,X1,Y1 with X0 < X1 and Y0 < Y1, {inside}")
+    """Prompts only for a task that takes them, and one that fits the photo (device.prompts.prompt_problem)."""
+    from evitdeploy.device.prompts import prompt_problem
+
+    given = "--point" if request.points else "--box" if request.box is not None else "--multimask" if request.multimask else None
+    if task not in PROMPTED:
+        if given:
+            raise UserError(f"{given} is for promptable (SAM) models", f"this artifact is a {task} model: drop {given}")
+        return
+    labels = list(request.point_labels) or [1] * len(request.points)
+    problem = prompt_problem({"points": list(request.points), "labels": labels, "box": request.box}, (height, width))
+    if problem:
+        inside = f"inside the {width}x{height} image: 0 <= x < {width}, 0 <= y < {height} (pixels from the top-left corner)"
+        raise UserError(problem, f"pass --point X,Y (repeatable; X,Y,0 for background) and/or --box X0,Y0,X1,Y1, {inside}")
 
 
 # ---- the verb ----
 
 
-def _check_output(output: Path, force: bool) -> None:
-    check_output(output, "output PNG")  # no name of its own, a folder, a FIFO, /proc, a parent that is a file, write access
-    if output.suffix.lower() != ".png" and not is_character_device(output):
-        raise UserError(f"output {output} is not a .png file name", "the picture is a PNG: e.g. -o prediction.png")
+def _check_output(output: Path, force: bool, what: str = "output PNG", suffixes: tuple = (".png",)) -> None:
+    check_output(output, what)  # no name of its own, a folder, a FIFO, /proc, a parent that is a file, write access
+    if output.suffix.lower() not in suffixes and not is_character_device(output):
+        raise UserError(f"{what} {output} is not a {' or '.join(suffixes)} file name", f"e.g. -o prediction{suffixes[0]}")
     if output.is_file() and not force:
-        raise UserError(f"output {output} already exists", "pass --force (force=True in Python) to replace it, or choose another -o")
+        raise UserError(f"{what} {output} already exists", "pass --force (force=True in Python) to replace it, or choose another path")
 
 
-class _TimedRun:
-    """The runner's infer, timing each call: what a predictor's `run` is."""
-
-    def __init__(self, runner):
-        self.runner = runner
-        self.latency_ms: list[float] = []
-
-    def __call__(self, feed: dict) -> dict:
-        started = time.perf_counter()
-        outputs = self.runner.infer(feed)
-        self.latency_ms.append((time.perf_counter() - started) * 1e3)
-        return outputs
-
-
-class _EncoderAndDecoder:
-    """A promptable artifact's two runners behind one `infer`: a feed with an image embedding
-    goes to the decoder, an image to the encoder."""
+class _Model:
+    """The artifact's runner(s) as the pipeline's encode/decode, each call timed; the encoder's
+    output checked against the shape the spec promises."""
 
     def __init__(self, artifact, threads: Optional[int]):
-        from evitdeploy.backends.promptable import artifact_models
+        self.spec = artifact.spec
+        if self.spec.promptable:
+            from evitdeploy.backends.promptable import artifact_models
 
-        models = artifact_models(artifact)
-        self.encoder, self.decoder = runner_for(models["encoder"], threads), runner_for(models["decoder"], threads)
+            models = artifact_models(artifact)
+            self.runners = [runner_for(models["encoder"], threads), runner_for(models["decoder"], threads)]
+        else:
+            self.runners = [runner_for(artifact, threads)]
+        self.latency_ms: list[float] = []
 
     def __enter__(self):
-        self.encoder.load()
-        self.decoder.load()
+        for runner in self.runners:
+            runner.load()
+        self.runners[0].check_spec(self.spec)
         return self
 
     def __exit__(self, *exc) -> None:
-        self.encoder.close()
-        self.decoder.close()
+        for runner in self.runners:
+            runner.close()
 
-    def check_spec(self, spec: ModelSpec) -> None:
-        self.encoder.check_spec(spec)
+    def _timed(self, runner, feed: dict) -> dict:
+        started = time.perf_counter()
+        outputs = runner.infer(feed)
+        self.latency_ms.append((time.perf_counter() - started) * 1e3)
+        return outputs
 
-    def infer(self, feed: dict) -> dict:
-        return (self.decoder if "image_embeddings" in feed else self.encoder).infer(feed)
+    def encode(self, batch: np.ndarray) -> np.ndarray:
+        spec = self.spec
+        outputs = self._timed(self.runners[0], {spec.input_name: batch})
+        output = np.asarray(outputs.get(spec.output_name, next(iter(outputs.values()))), dtype=np.float32)
+        expected = spec.output_shape(spec.input_shape[0], spec.height, spec.width)
+        if output.shape != tuple(expected):
+            raise UserError(f"the model's output has shape {output.shape}; its spec says {tuple(expected)}", "re-export the artifact")
+        return output
+
+    def decode(self, feed: dict) -> dict:
+        from evitdeploy.device.prompts import DECODER_INPUTS
+
+        return self._timed(self.runners[1], {name: feed[name] for name in DECODER_INPUTS})
 
 
-def _runner(artifact, threads: Optional[int]):
-    return _EncoderAndDecoder(artifact, threads) if artifact.spec.promptable else runner_for(artifact, threads)
+def _answer(model: _Model, image: np.ndarray, request: PredictRequest) -> dict:
+    """device.pipeline.predict on the host's runners: what a bundle's app gets for this photo."""
+    from evitdeploy.device.pipeline import NonFiniteOutput, predict as pipeline_predict
+
+    spec = model.spec
+    prompt = None
+    if spec.promptable:
+        prompt = {"points": list(request.points), "labels": list(request.point_labels) or [1] * len(request.points), "box": request.box}
+    try:
+        return pipeline_predict(
+            image, spec.to_dict(), model.encode, model.decode, prompt=prompt, multimask=request.multimask, top=request.top, names=class_names(spec)
+        )
+    except NonFiniteOutput as exc:
+        raise UserError(str(exc), "run `evitdeploy check` on the artifact", EXIT_CHECK_FAILED) from None
 
 
 def predict(request: PredictRequest, progress: Progress = None) -> dict:
-    """Run one image through the artifact, draw the prediction, write the PNG: the prediction as
-    JSON-ready data. The latency is that of this one (cold) run, not a benchmark: see `bench`."""
+    """Run one image through the artifact, draw the prediction, write the PNG (and, for a promptable
+    model, --save-mask): the prediction as JSON-ready data. The latency is that of this one (cold)
+    run, not a benchmark: see `bench`."""
     limits.check_range("--top", request.top, 1, high=TOP_MAX)
     limits.check_range("--threads", request.threads, 1, high=limits.THREADS_MAX)
     output, image_path = Path(request.output), Path(request.image)
     _check_output(output, request.force)
+    if request.save_mask is not None:
+        _check_output(Path(request.save_mask), request.force, "--save-mask file", MASK_SUFFIXES)
     report_step(progress, f"reading {image_path}")
     image = read_image(image_path)
     height, width = image.shape[:2]
@@ -321,18 +285,22 @@ def predict(request: PredictRequest, progress: Progress = None) -> dict:
     if predictor is None:
         raise UserError(f"predict does not know {spec.task!r} models", f"it draws {', '.join(PREDICTORS)} models")
     check_prompts(request, task=spec.task, width=width, height=height)
+    if request.save_mask is not None and spec.task not in PROMPTED:
+        raise UserError("--save-mask is for promptable (SAM) models", f"this artifact is a {spec.task} model: drop --save-mask")
     reason = why_not_here(artifact, "predict")
     if reason:
         raise UserError(reason, f"run predict where {artifact.target} runs, or export for another --target", EXIT_BACKEND_UNAVAILABLE)
     api.int8_kernels_here(artifact)  # an INT8 model whose sums this CPU would saturate is refused
     memory.require_fits(spec, "bench", f"predicting with {spec.name} at {spec.height}x{spec.width}")
     report_step(progress, f"running {artifact.model_file.name} on {artifact.target}")
-    with _runner(artifact, request.threads) as runner:
-        runner.check_spec(spec)
-        run = _TimedRun(runner)
-        result, drawn = predictor(image, spec=spec, run=run, request=request)
+    with _Model(artifact, request.threads) as model:
+        answer = _answer(model, image, request)
+    result, drawn = predictor(image, answer, spec=spec, request=request)
     report_step(progress, f"writing {output}")
     write_output(output, rendering.png_bytes(drawn), "output PNG")
+    if request.save_mask is not None:
+        write_output(Path(request.save_mask), mask_bytes(answer["masks"], Path(request.save_mask)), "--save-mask file")
+        result["mask_file"] = str(request.save_mask)
     return {
         "kind": "prediction",
         "artifact": str(artifact.folder),
@@ -341,8 +309,27 @@ def predict(request: PredictRequest, progress: Progress = None) -> dict:
         "target": artifact.target,
         "precision": artifact.precision,
         "input_shape": list(spec.input_shape),
+        "preprocessing": spec.preprocessing,
         "image": {"path": str(image_path), "width": width, "height": height},
         "result": result,
         "output": str(output),
-        "latency_ms": round(sum(run.latency_ms), 3),
+        "latency_ms": round(sum(model.latency_ms), 3),
     }
+
+
+MASK_SUFFIXES = (".png", ".npy")
+
+
+def mask_bytes(shown: list, path: Path) -> bytes:
+    """--save-mask's file: .npy, every mask shown (M, H, W) bool in the order listed; otherwise a
+    PNG of the highest-scored one (the only one without --multimask), 8-bit grayscale, 255 inside."""
+    import io
+
+    from PIL import Image
+
+    if path.suffix.lower() == ".npy":
+        buffer = io.BytesIO()
+        np.save(buffer, np.stack([m["mask"] for m in shown]), allow_pickle=False)
+        return buffer.getvalue()
+    best = max(shown, key=lambda m: m["score"])
+    return rendering.png_bytes(Image.fromarray(best["mask"].astype(np.uint8) * 255, mode="L"))

@@ -139,5 +139,7 @@ class PredictRequest:
     points: tuple[tuple[float, float], ...] = ()  # promptable models: (x, y) in image pixels
     point_labels: tuple[int, ...] = ()  # one per point: 1 foreground, 0 background; () = all foreground
     box: Optional[tuple[float, float, float, float]] = None  # promptable models: (x0, y0, x1, y1) in image pixels
+    multimask: bool = False  # promptable models: show SAM's three multimask outputs, not the one its conventions pick
+    save_mask: Optional[Path] = None  # promptable models: write the mask there (.png or .npy)
     threads: Optional[int] = None  # None: all cores
     force: bool = False  # replace an existing output PNG

@@ -73,7 +73,8 @@ class SpecSchema(_Schema):
     dynamic_axes: tuple[Literal["batch", "height", "width"], ...] = ()
     embedding: tuple[PositiveInt, ...] = ()  # promptable: (C, H, W) of the image embedding
     prompt_frame: Annotated[int, Field(ge=0, le=65536)] = 0
-    multimask: bool = True
+    decoder_masks: Literal[1, 3, 4] = 4
+    multimask: Optional[bool] = None  # older manifests: True for 3 masks, False for 1 (decoder_masks now)
     preprocessing: Optional[dict] = None  # device/preprocess.py's settings; absent in older manifests
 
     @model_validator(mode="after")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Optional
 
-from evitdeploy.device.preprocessing import IMAGENET_MEAN, IMAGENET_STD, classifier_reference, sam_reference, segmenter_reference
+from evitdeploy.device.preprocessing import IMAGENET_MEAN, IMAGENET_STD, for_task
 from evitdeploy.device.tasks import CLASSIFICATION, PROMPTABLE, SEGMENTATION, TASKS  # noqa: F401 (spec.task's names, defined once)
 from evitdeploy.errors import UserError
 
@@ -54,10 +54,12 @@ class ModelSpec:
     attention_eps: float = 1e-5  # LiteMLA normalizer eps: part of a checkpoint's identity
     dynamic_axes: tuple[str, ...] = field(default=())  # subset of DYNAMIC_AXES
     # Promptable segmentation only: the encoder's image embedding (C, H, W); the square frame
-    # prompts and masks live in (SAM's 1024); whether the decoder returns SAM's 3 masks or its one.
+    # prompts and masks live in (SAM's 1024); which of SAM's mask tokens the decoder returns:
+    # 4, all of them (token 0 the single-mask output, 1..3 the multimask ones; what evitdeploy
+    # exports), 3 the multimask ones or 1 the single one (artifacts made before all were kept).
     embedding: tuple[int, ...] = field(default=())
     prompt_frame: int = 0
-    multimask: bool = True
+    decoder_masks: int = 4
     # How a photo becomes the input (device/preprocess.py), when not the reference's for the task:
     # its settings as sorted (key, value) pairs, mean and std aside (they are the fields above).
     preprocess: tuple[tuple[str, object], ...] = field(default=())
@@ -66,14 +68,7 @@ class ModelSpec:
     def preprocessing(self) -> dict:
         """The settings device/preprocess.prepare takes: the reference's evaluation transform for
         the task (classifier, segmenter, SAM predictor) unless the spec says otherwise."""
-        if self.preprocess:
-            settings = dict(self.preprocess)
-        elif self.task == CLASSIFICATION:
-            settings = classifier_reference()
-        elif self.promptable:
-            settings = sam_reference()
-        else:
-            settings = segmenter_reference()
+        settings = dict(self.preprocess) if self.preprocess else for_task(self.task)
         return {**settings, "mean": list(self.mean), "std": list(self.std)}
 
     def with_preprocessing(self, settings: dict) -> "ModelSpec":
@@ -93,7 +88,7 @@ class ModelSpec:
 
     @property
     def mask_count(self) -> int:
-        return 3 if self.multimask else 1
+        return self.decoder_masks
 
     @property
     def height(self) -> int:
@@ -147,6 +142,8 @@ class ModelSpec:
     @classmethod
     def from_dict(cls, data: dict) -> "ModelSpec":
         fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__ and k != "preprocess"}
+        if data.get("task") == PROMPTABLE and "decoder_masks" not in data:  # written when the decoder kept 3 masks or 1
+            fields["decoder_masks"] = 3 if data.get("multimask", True) else 1
         for key in ("input_shape", "mean", "std", "dynamic_axes", "embedding"):
             if key in fields:
                 fields[key] = tuple(fields[key])

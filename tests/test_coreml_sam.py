@@ -94,7 +94,7 @@ def test_more_points_than_the_decoder_takes_are_refused_on_macos(sam_coreml):
         with pytest.raises(UserError, match="at most 8"):
             decoder.infer(feed)
         feed = {**feed, "point_coords": feed["point_coords"][:, :3], "point_labels": feed["point_labels"][:, :3]}
-        assert decoder.infer(feed)["low_res_masks"].shape == (1, 3, spec.low_res_size, spec.low_res_size)
+        assert decoder.infer(feed)["low_res_masks"].shape == (1, 4, spec.low_res_size, spec.low_res_size)
 
 
 def test_an_fp16_sam_package_keeps_the_plans_fp32_ops(cli, tmp_path):

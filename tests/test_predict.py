@@ -116,10 +116,17 @@ def test_segmenter_overlays_its_classes_on_the_whole_photo(seg_artifact, photo, 
     assert share > classes[0]["fraction"] - 0.05
 
 
-def test_upsampled_argmax_in_chunks_is_the_argmax_of_the_upsampled_logits():
+def test_the_class_map_in_chunks_is_the_argmax_of_the_logits_upsampled_as_torch_does():
+    """device.pipeline (numpy): bilinear, half-pixel centres, to the photo's own size (odd ones too)."""
+    from evitdeploy.device.pipeline import class_map
+
     logits = np.random.default_rng(0).standard_normal((40, 8, 16)).astype(np.float32)
-    whole = torch.nn.functional.interpolate(torch.from_numpy(logits)[None], size=(64, 128), mode="bilinear", align_corners=False)[0].argmax(0)
-    assert np.array_equal(predicting.upsampled_argmax(logits, (64, 128), chunk=16), whole.numpy())
+    for size in ((64, 128), (301, 77)):
+        upsampled = torch.nn.functional.interpolate(torch.from_numpy(logits)[None], size=size, mode="bilinear", align_corners=False)[0]
+        found = class_map(logits, size)
+        top2 = upsampled.topk(2, dim=0).values
+        decided = (top2[0] - top2[1]).numpy() > 1e-5  # pixels whose two best classes differ by float rounding may go either way
+        assert found.dtype == np.int32 and np.array_equal(found[decided], upsampled.argmax(0).numpy()[decided]) and decided.mean() > 0.99
 
 
 def test_seen_region_is_the_footprint_of_the_reference_center_crop():

@@ -180,7 +180,7 @@ def test_the_decoder_takes_any_number_of_points_and_a_batch(sam_onnx):
     from evitdeploy.backends.promptable import decoder_bench_feed
 
     model, spec = build_model(sam_onnx.spec)
-    decoder = model.decoder(spec.multimask)
+    decoder = model.decoder(spec.decoder_masks)
     session = ort.InferenceSession(str(sam_onnx.folder / "decoder.onnx"), providers=["CPUExecutionProvider"])
     dims = [d for i in session.get_inputs() if i.name == "point_coords" for d in i.shape]
     assert isinstance(dims[0], str) and isinstance(dims[1], str) and dims[2] == 2
@@ -192,7 +192,7 @@ def test_the_decoder_takes_any_number_of_points_and_a_batch(sam_onnx):
         masks, ious = session.run(None, feed)
         with torch.no_grad():
             expected = decoder(*(torch.from_numpy(feed[n]) for n in decoder.input_names))
-        assert masks.shape == (len(feed["point_coords"]), 3, spec.low_res_size, spec.low_res_size)
+        assert masks.shape == (len(feed["point_coords"]), 4, spec.low_res_size, spec.low_res_size)
         assert np.abs(masks - expected[0].numpy()).max() < 1e-3 and np.abs(ious - expected[1].numpy()).max() < 1e-5
 
 
@@ -245,10 +245,31 @@ def test_predict_draws_the_mask_of_a_prompt(cli, sam_onnx, tmp_path):
     result = cli("predict", sam_onnx.folder, photo, "--point", "50,60", "--point", "150,30,0", "--box", "20,10,180,110", "-o", out, "--json")
     assert result.exit_code == 0, result.output
     prediction = json.loads(result.stdout)["result"]
-    assert len(prediction["masks"]) == 3 and prediction["shown"] == int(np.argmax([m["iou_prediction"] for m in prediction["masks"]]))
+    assert [m["index"] for m in prediction["masks"]] == [0] and "single-mask" in prediction["shown_by"]  # a box: SAM's single mask
+    assert prediction["masks"][0]["score"] == prediction["iou_predictions"][0] and len(prediction["iou_predictions"]) == 4
     assert prediction["prompt"]["labels"] == [1, 0] and Image.open(out).size == (200, 120)
+    # one point: the best of the three multimask outputs; --save-mask writes it at the photo's size
+    result = cli("predict", sam_onnx.folder, photo, "--point", "50,60", "-o", tmp_path / "point.png", "--save-mask", tmp_path / "m.png", "--json")
+    assert result.exit_code == 0, result.output
+    prediction = json.loads(result.stdout)["result"]
+    ious = prediction["iou_predictions"]
+    (shown,) = prediction["masks"]
+    assert shown["index"] == 1 + int(np.argmax(ious[1:])) and "highest predicted IoU" in prediction["shown_by"]
+    saved = np.asarray(Image.open(tmp_path / "m.png"))
+    assert saved.shape == (120, 200) and set(np.unique(saved)) <= {0, 255} and int((saved == 255).sum()) == shown["area"]
+    if shown["area"]:
+        rows, cols = np.nonzero(saved)
+        assert shown["bbox"] == [int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1]
+    # --multimask: all three, and the .npy holds each
+    result = cli("predict", sam_onnx.folder, photo, "--point", "50,60", "--multimask", "-o", tmp_path / "all.png", "--save-mask", tmp_path / "m.npy", "--json")
+    assert result.exit_code == 0, result.output
+    prediction = json.loads(result.stdout)["result"]
+    masks = np.load(tmp_path / "m.npy")
+    assert [m["index"] for m in prediction["masks"]] == [1, 2, 3] and masks.shape == (3, 120, 200) and masks.dtype == bool
+    assert [int(m.sum()) for m in masks] == [m["area"] for m in prediction["masks"]]
+    assert_clean_error(cli("predict", sam_onnx.folder, photo, "--point", "5,5", "-o", tmp_path / "x.png", "--save-mask", tmp_path / "m.jpg"), 2, ".npy")
     assert_clean_error(cli("predict", sam_onnx.folder, photo, "-o", tmp_path / "none.png"), 2, "--point")
-    assert_clean_error(cli("predict", sam_onnx.folder, photo, "--point", "250,30", "-o", tmp_path / "out.png"), 2, "outside the image")
+    assert_clean_error(cli("predict", sam_onnx.folder, photo, "--point", "250,30", "-o", tmp_path / "out.png"), 2, "outside the 200x120 image")
     assert not (tmp_path / "none.png").exists() and not (tmp_path / "out.png").exists()
 
 
@@ -324,7 +345,7 @@ def test_the_fixed_points_decoder_gives_sams_masks_for_any_count_up_to_its_own()
     from evitdeploy.device.prompts import fixed_points_feed, pad_points
 
     model, spec = build_model(get_spec("efficientvit_sam_tiny"), seed=0)
-    decoder, fixed = model.decoder(spec.multimask).eval(), model.decoder(spec.multimask, fixed_points=8).eval()
+    decoder, fixed = model.decoder(spec.decoder_masks).eval(), model.decoder(spec.decoder_masks, fixed_points=8).eval()
     embedding = np.random.default_rng(3).standard_normal((1, *spec.embedding)).astype(np.float32)
 
     def run(module, feed):

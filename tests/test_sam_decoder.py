@@ -164,11 +164,13 @@ def test_prompt_decoder_matches_meta_eager_and_its_onnx_recipe(full, kind):
         image, ours["point_coords"], ours["point_labels"], ours["mask_input"], has_mask, orig_im_size=torch.tensor([64.0, 64.0])
     )
     for multimask in (True, False):
-        masks, iou = PromptDecoder(enc, dec, multimask=multimask)(image_embeddings=image, **ours)
+        masks, iou = PromptDecoder(enc, dec, masks=3 if multimask else 1)(image_embeddings=image, **ours)
         meta_masks, meta_iou = _meta_eager(meta_enc, meta_dec, image, meta_prompts, multimask)
         assert _max_diff(masks, meta_masks) <= TOL and _max_diff(iou, meta_iou) <= TOL, kind
         selected = slice(1, None) if multimask else slice(0, 1)
         assert _max_diff(masks, recipe_masks[:, selected]) <= TOL and _max_diff(iou, recipe_iou[:, selected]) <= TOL, kind
+    every, every_iou = PromptDecoder(enc, dec)(image_embeddings=image, **ours)  # what is exported: all four tokens
+    assert _max_diff(every, recipe_masks) <= TOL and _max_diff(every_iou, recipe_iou) <= TOL, kind
 
 
 @torch.no_grad()
@@ -177,7 +179,7 @@ def test_prompt_decoder_pairs_image_rows_with_prompt_rows(full):
     (meta_enc, meta_dec), (enc, dec) = full
     images = _image(FULL, batch=2)
     meta_prompts, ours = _prompts("mask", FULL, seed=2)
-    masks, iou = PromptDecoder(enc, dec, multimask=True)(image_embeddings=images, **ours)
+    masks, iou = PromptDecoder(enc, dec, masks=3)(image_embeddings=images, **ours)
     for row in range(2):
         (coords, labels), mask = meta_prompts["points"], meta_prompts["masks"]
         one = dict(points=(coords[row : row + 1], labels[row : row + 1]), boxes=None, masks=mask[row : row + 1])
@@ -203,7 +205,7 @@ def test_prompt_decoder_exports_to_onnx_with_dynamic_points(tmp_path):
     onnx = pytest.importorskip("onnx")
     encoder, decoder = _ours(FULL)
     _randomize(encoder, decoder, seed=7)
-    model = PromptDecoder(encoder, decoder, multimask=True).eval()
+    model = PromptDecoder(encoder, decoder).eval()
     dummy = _random_prompt_inputs(FULL, batch=2, points=3, image_batch=2, seed=0)
     path = tmp_path / "prompt_decoder.onnx"
     axes = {name: {0: "batch"} for name in PromptDecoder.input_names}
@@ -231,7 +233,7 @@ def test_prompt_decoder_exports_to_onnx_with_dynamic_points(tmp_path):
         with torch.no_grad():
             masks, iou = model(**inputs)
         ort_masks, ort_iou = session.run(None, {name: t.numpy() for name, t in inputs.items()})
-        assert ort_masks.shape == (batch, 3, 256, 256) and ort_iou.shape == (batch, 3)
+        assert ort_masks.shape == (batch, 4, 256, 256) and ort_iou.shape == (batch, 4)
         assert np.abs(ort_masks - masks.numpy()).max() <= 1e-4, (batch, points)
         assert np.abs(ort_iou - iou.numpy()).max() <= 1e-5, (batch, points)
 
@@ -280,6 +282,6 @@ def test_small_config_matches_meta():
     image = _image(SMALL)
     meta_prompts, ours = _prompts("points+box", SMALL, seed=3)
     meta_masks, meta_iou = _meta_eager(meta_enc, meta_dec, image, meta_prompts, multimask=True)
-    masks, iou = PromptDecoder(enc, dec, multimask=True)(image_embeddings=image, **ours)
+    masks, iou = PromptDecoder(enc, dec, masks=3)(image_embeddings=image, **ours)
     assert masks.shape == (2, 3, 32, 48)
     assert _max_diff(masks, meta_masks) <= TOL and _max_diff(iou, meta_iou) <= TOL

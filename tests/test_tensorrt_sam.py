@@ -141,7 +141,7 @@ def test_the_int8_recipes_decoder_is_the_fp32_decoder(recipes):
 
     artifact = recipes["int8"]
     model, spec = build_model(artifact.spec, None, 0, None)
-    decoder = model.decoder(spec.multimask)
+    decoder = model.decoder(spec.decoder_masks)
     session = ort.InferenceSession(str(artifact.folder / "decoder.onnx"), providers=["CPUExecutionProvider"])
     embedding = np.random.default_rng(5).standard_normal((1, *spec.embedding)).astype(np.float32)
     for points in (1, 4, 16):

@@ -114,7 +114,7 @@ def test_the_iou_head_ranks_masks(held_out):
 @pytest.mark.slow
 def test_the_deployed_decoder_gives_the_evaluated_masks(sam_model):
     """The ONNX-form decoder (what is exported) gives what evaluate_promptable scores: token 0 alone,
-    tokens 1..3 with multimask; a box and a point prompt."""
+    tokens 1..3 the multimask ones, all four exported; a box and a point prompt."""
     from evitdeploy.data import preprocess
     from evitdeploy.models.trained_sam import _all_masks
 
@@ -126,8 +126,7 @@ def test_the_deployed_decoder_gives_the_evaluated_masks(sam_model):
         masks, iou = _all_masks(sam_model, embedding, feeds, rows=[0] * 4)
         for j, feed in enumerate(feeds):
             inputs = {k: torch.from_numpy(v) for k, v in feed.items()}
-            single, single_iou = sam_model.decoder(multimask=False)(embedding, **inputs)
-            multi, multi_iou = sam_model.decoder(multimask=True)(embedding, **inputs)
-            assert single.shape == (1, 1, 128, 128) and multi.shape == (1, 3, 128, 128) and multi_iou.shape == (1, 3)
-            torch.testing.assert_close(torch.cat([single, multi], 1)[0], masks[j], rtol=1e-4, atol=1e-4)
-            torch.testing.assert_close(torch.cat([single_iou, multi_iou], 1)[0], iou[j], rtol=1e-4, atol=1e-4)
+            every, every_iou = sam_model.decoder()(embedding, **inputs)
+            assert every.shape == (1, 4, 128, 128) and every_iou.shape == (1, 4)
+            torch.testing.assert_close(every[0], masks[j], rtol=1e-4, atol=1e-4)
+            torch.testing.assert_close(every_iou[0], iou[j], rtol=1e-4, atol=1e-4)

@@ -8,7 +8,7 @@ from dataclasses import asdict, replace
 
 import numpy as np
 
-from evitdeploy.device.prompts import DECODER_INPUTS, decoder_feed, flat_feeds, parity_feeds, promptable_failures, promptable_metrics
+from evitdeploy.device.prompts import DECODER_INPUTS, decoder_feed, flat_feeds, parity_feeds, promptable_failures, promptable_metrics, shown_per_prompt
 from evitdeploy.device.prompts import prompted_outputs as device_prompted_outputs
 from evitdeploy.errors import UserError
 from evitdeploy.spec import ModelSpec
@@ -47,13 +47,14 @@ def reference_outputs(model, spec: ModelSpec, inputs: np.ndarray, *, sizes: list
     """PyTorch's outputs (the textbook formulation: the reference's own arithmetic)."""
     from evitdeploy.backends.torch.runner import TorchDecoderRunner, TorchRunner
 
-    with model.formulation("textbook"), TorchRunner(model, spec) as encoder, TorchDecoderRunner(model.decoder(spec.multimask)) as decoder:
+    with model.formulation("textbook"), TorchRunner(model, spec) as encoder, TorchDecoderRunner(model.decoder(spec.decoder_masks)) as decoder:
         return prompted_outputs(*runner_pair(encoder, decoder, spec), inputs, sizes=sizes, spec=spec)
 
 
-def compare_prompted(reference: dict, candidate: dict, *, precision: str, tolerances) -> dict:
-    """A parity report (JSON-ready) for a promptable model: metrics, tolerances, failures, verdict."""
-    metrics = promptable_metrics(reference, candidate)
+def compare_prompted(reference: dict, candidate: dict, *, feeds: list, precision: str, tolerances) -> dict:
+    """A parity report (JSON-ready) for a promptable model: metrics (the mask a user is shown for
+    each of `feeds`' prompts, by SAM's conventions), tolerances, failures, verdict."""
+    metrics = promptable_metrics(reference, candidate, shown=shown_per_prompt(feeds, reference["iou_predictions"]))
     gates = asdict(tolerances)
     failures = promptable_failures(metrics, gates)
     per_prompt = metrics.pop("mask_iou_per_prompt", [])  # metrics are numbers; the detail rides beside them
@@ -77,7 +78,8 @@ def validate_pair(model, spec: ModelSpec, runners: tuple, *, inputs: np.ndarray,
 
     expected = reference_outputs(model, spec, inputs, sizes=sizes)
     got = prompted_outputs(*runner_pair(*runners, spec), inputs, sizes=sizes, spec=spec)
-    report = compare_prompted(expected, got, precision=precision, tolerances=tolerances_for(precision))
+    feeds = parity_feeds(sizes, frame=spec.prompt_frame, embedding=spec.embedding)
+    report = compare_prompted(expected, got, feeds=feeds, precision=precision, tolerances=tolerances_for(precision))
     if not report["passed"]:
         raise UserError(
             f"{what} does not match PyTorch on {report['metrics'].get('prompts', 0)} prompts: {'; '.join(report['failures'])}",
@@ -94,7 +96,7 @@ def bundle_reference(model, spec: ModelSpec, inputs: np.ndarray, *, sizes: list)
     feeds = parity_feeds(sizes, frame=spec.prompt_frame, embedding=spec.embedding)
     from evitdeploy.backends.torch.runner import TorchDecoderRunner, TorchRunner
 
-    with model.formulation("textbook"), TorchRunner(model, spec) as encoder, TorchDecoderRunner(model.decoder(spec.multimask)) as decoder:
+    with model.formulation("textbook"), TorchRunner(model, spec) as encoder, TorchDecoderRunner(model.decoder(spec.decoder_masks)) as decoder:
         expected = device_prompted_outputs(*runner_pair(encoder, decoder, spec), inputs, feeds=feeds)
     return {**flat_feeds(feeds), "expected_masks": expected["low_res_masks"].astype(np.float16), "expected_iou": expected["iou_predictions"]}
 

@@ -238,6 +238,19 @@ def check_signature(folder, public_key=None) -> dict:
     return report
 
 
+def trusted_manifest(folder: Path, public_key=None) -> tuple:
+    """(manifest, signature report) once the bundle is trusted: its signature first (with a key,
+    nothing unsigned is read), then every file against the manifest's sha256. A manifest that says
+    it was signed needs its signature file."""
+    signature = check_signature(folder, public_key)
+    manifest = load_manifest(folder)
+    recorded = manifest["bundle"].get("signature") if isinstance(manifest["bundle"], dict) else None
+    if recorded and not signature["signed"]:
+        raise BundleError(f"the manifest says this bundle was signed, but its signature ({SIGNATURE}) is missing", "re-copy the whole bundle from its maker")
+    check_integrity(folder, manifest)
+    return manifest, signature
+
+
 def shorten(text: str, limit: int = 200) -> str:
     """The text, or as many whole words of it as fit in `limit` characters followed by an ellipsis
     (a single word longer than half the limit is cut inside it)."""

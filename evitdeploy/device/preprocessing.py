@@ -24,6 +24,8 @@ Every family's reference evaluation, in these terms:
 
 import math
 
+from .tasks import CLASSIFICATION, PROMPTABLE
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -51,6 +53,13 @@ def sam_reference(mean=IMAGENET_MEAN, std=IMAGENET_STD) -> dict:
     """SAM's mean/std are written 123.675/255 ... 57.375/255 in its code: the same float32 values."""
     source = "reference predictor: PIL bilinear to the longest side, padded at the bottom and right"
     return settings("longest", "bilinear", "pil", mean=mean, std=std, source=source)
+
+
+def for_task(task: str, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> dict:
+    """The reference's evaluation transform for a task (a manifest's spec.task): what a manifest
+    that records no preprocessing (one written before it was recorded) was evaluated with."""
+    reference = {CLASSIFICATION: classifier_reference, PROMPTABLE: sam_reference}.get(task, segmenter_reference)
+    return reference(mean=mean, std=std)
 
 
 def describe(pre: dict) -> str:

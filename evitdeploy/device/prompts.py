@@ -52,6 +52,25 @@ def to_frame(coords, original_size: tuple, frame: int) -> np.ndarray:
     return coords.astype(np.float32)
 
 
+def prompt_problem(prompt: dict, size: tuple):
+    """What is wrong with a prompt for a photo of `size` (h, w), in words (None: nothing): each
+    point and the box inside the photo, one label (0 or 1) per point, something to segment."""
+    height, width = size
+    points, labels, box = list(prompt.get("points") or ()), list(prompt.get("labels") or ()), prompt.get("box")
+    if not points and box is None:
+        return "a promptable model segments what a prompt points at, and none was given"
+    if len(labels) != len(points) or any(label not in (0, 1) for label in labels):
+        return "{} point labels {} for {} points: give one label per point, 1 (foreground) or 0 (background)".format(len(labels), labels, len(points))
+    for x, y in points:
+        if not (0 <= x < width and 0 <= y < height):
+            return "point {:g},{:g} is outside the {}x{} image".format(x, y, width, height)
+    if box is not None:
+        x0, y0, x1, y1 = box
+        if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
+            return "box {:g},{:g},{:g},{:g} is not a box inside the {}x{} image".format(x0, y0, x1, y1, width, height)
+    return None
+
+
 def decoder_feed(prompt: dict, original_size: tuple, *, frame: int, embedding: tuple) -> dict:
     """The decoder's inputs (batch 1) for one prompt {"points": [(x, y)...], "labels": [...], "box":
     (x0, y0, x1, y1)} in image pixels; everything but the image embedding."""
@@ -224,17 +243,48 @@ def masks_for_image(low_res: np.ndarray, original_size: tuple, frame: int) -> np
     return resize_bilinear(full, height, width)
 
 
+def ambiguous(labels) -> bool:
+    """A prompt of one point and no box: SAM's ambiguous case (a click on a shirt may mean the
+    shirt or the person), where its three multimask outputs and their predicted IoU are the answer."""
+    labels = np.asarray(labels).ravel()
+    return int(np.isin(labels, (0, 1)).sum()) == 1 and not np.isin(labels, (2, 3)).any()
+
+
+def shown_masks(labels, ious, multimask: bool = False) -> list:
+    """Which of the decoder's masks (their predicted IoU `ious`, 4, 3 or 1 of them) a user gets for
+    a prompt with these point labels, as SamPredictor advises: all three multimask outputs with
+    `multimask`; for a single point the multimask output with the highest predicted IoU; for a box
+    or several points the single-mask output (token 0). A decoder exported before all four were
+    kept has only the multimask outputs (3: the best of them, or all) or only token 0 (1)."""
+    ious = np.asarray(ious, np.float64).ravel()
+    if len(ious) == 1:
+        return [0]
+    first = 1 if len(ious) == 4 else 0  # where the multimask outputs start
+    if multimask:
+        return list(range(first, len(ious)))
+    if len(ious) == 4 and not ambiguous(labels):
+        return [0]
+    return [first + int(np.argmax(ious[first:]))]
+
+
+def shown_per_prompt(feeds: list, ious: np.ndarray) -> np.ndarray:
+    """shown_masks for each (image index, feed) of a parity run, given the reference's IoU predictions (P, M)."""
+    return np.array([shown_masks(feed["point_labels"], row)[0] for (_, feed), row in zip(feeds, ious)], np.int64)
+
+
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     """IoU of two boolean masks; two empty masks agree (1.0)."""
     union = np.logical_or(a, b).sum()
     return float(np.logical_and(a, b).sum() / union) if union else 1.0
 
 
-def promptable_metrics(reference: dict, candidate: dict) -> dict:
+def promptable_metrics(reference: dict, candidate: dict, shown=None) -> dict:
     """Per prompt: the IoU of the candidate's thresholded low-res mask against PyTorch's, for the
-    mask PyTorch rates best (the one a user is shown; mask_iou_*), and over every mask the decoder
-    gives (mask_iou_all_*), masks under MIN_MASK_SHARE of the frame not judged by IoU; the IoU prediction's absolute error; the low-res logit cosine. Each
-    dict holds low_res_masks (P, M, h, w) and iou_predictions (P, M) for P prompts, M masks each."""
+    mask a user is shown (`shown`, one index per prompt: shown_per_prompt; default the one PyTorch
+    rates best; mask_iou_*), and over every mask the decoder gives (mask_iou_all_*), masks under
+    MIN_MASK_SHARE of the frame not judged by IoU; the IoU prediction's absolute error; the low-res
+    logit cosine. Each dict holds low_res_masks (P, M, h, w) and iou_predictions (P, M) for P
+    prompts, M masks each."""
     ref_masks, cand_masks = np.asarray(reference["low_res_masks"]), np.asarray(candidate["low_res_masks"])
     ref_iou, cand_iou = np.asarray(reference["iou_predictions"], np.float64), np.asarray(candidate["iou_predictions"], np.float64)
     if ref_masks.shape != cand_masks.shape or ref_iou.shape != cand_iou.shape:
@@ -243,7 +293,7 @@ def promptable_metrics(reference: dict, candidate: dict) -> dict:
     flat_cand = cand_masks.reshape(-1, *cand_masks.shape[-2:])
     ious = np.array([mask_iou(r > MASK_THRESHOLD, c > MASK_THRESHOLD) for r, c in zip(flat_ref, flat_cand)]).reshape(ref_masks.shape[:2])
     share = (ref_masks > MASK_THRESHOLD).mean(axis=(-2, -1))
-    best = ref_iou.argmax(axis=1)
+    best = ref_iou.argmax(axis=1) if shown is None else np.asarray(shown, np.int64)
     shown, judged = ious[np.arange(len(ious)), best], share[np.arange(len(ious)), best] >= MIN_MASK_SHARE
     all_judged = ious[share >= MIN_MASK_SHARE]
     cosine = cosine_per_sample(flat_ref, flat_cand)

@@ -64,11 +64,33 @@ def _open(folder, manifest: dict, *, threads, runtime, model_file: str):
         raise BundleError(f"{model_file} cannot be loaded by this runtime ({first_line(exc)})", "re-copy the bundle from where it was made") from None
 
 
+def open_models(folder, manifest: dict, runtime, threads) -> tuple:
+    """(encode, decode, providers): the bundle's model on its runtime (encode(batch) -> output),
+    and a promptable bundle's decoder (decode(feed) -> outputs; None for one model). A decoder built
+    for a fixed number of points (TFLite, Core ML) gets its feeds padded, saying how many are real."""
+    models = integrity.promptable_models(manifest) if manifest["spec"]["task"] == tasks.PROMPTABLE else {"encoder": manifest["model_file"]}
+    encode, providers = _open(folder, manifest, threads=threads, runtime=runtime, model_file=models["encoder"])
+    if "decoder" not in models:
+        return encode, None, providers
+    decode, _ = _open(folder, manifest, threads=threads, runtime=runtime, model_file=models["decoder"])
+    fixed = manifest.get("export", {}).get("decoder_points")
+    if fixed:
+        return encode, _padded(decode, int(fixed)), providers
+    return encode, decode, providers
+
+
+def _padded(decode, points: int):
+    def infer(feed):
+        return decode(prompts.fixed_points_feed(feed, points))
+
+    return infer
+
+
 def _run_model(folder, manifest: dict, runtime, threads, timing) -> ModelRun:
     """One model on the reference images: parity, drift from the making host, latency."""
     spec, bundle = manifest["spec"], manifest["bundle"]
     inputs, expected, host_outputs = integrity.load_reference(folder, spec)
-    infer, providers = _open(folder, manifest, threads=threads, runtime=runtime, model_file=manifest["model_file"])
+    infer, _, providers = open_models(folder, manifest, runtime, threads)
     batch = spec["input_shape"][0]
     try:
         outputs = metrics.run_batches(infer, inputs, batch)
@@ -98,25 +120,13 @@ def int8_kernels(manifest: dict) -> dict:
     return dict(report, model_is_for=recorded["target"], **({"note": note} if note else {}))
 
 
-def _padded(decode, points: int):
-    def infer(feed):
-        return decode(prompts.fixed_points_feed(feed, points))
-
-    return infer
-
-
 def _run_promptable(folder, manifest: dict, runtime, threads, timing) -> ModelRun:
     """A promptable (SAM) bundle: the encoder on the reference images, the decoder on the recorded
     prompts; mask IoU, IoU-prediction error and cosine against PyTorch's masks. Latency is the
     encoder's per image (what the budget judges) and, beside it, the decoder's per prompt."""
     spec, bundle = manifest["spec"], manifest["bundle"]
-    models = integrity.promptable_models(manifest)
     inputs, feeds, expected = integrity.load_prompted_reference(folder, spec)
-    encode, providers = _open(folder, manifest, threads=threads, runtime=runtime, model_file=models["encoder"])
-    decode, _ = _open(folder, manifest, threads=threads, runtime=runtime, model_file=models["decoder"])
-    fixed = manifest.get("export", {}).get("decoder_points")
-    if fixed:  # a decoder built for a fixed number of points (TFLite, Core ML): pad, and say how many are real
-        decode = _padded(decode, int(fixed))
+    encode, decode, providers = open_models(folder, manifest, runtime, threads)
     try:
         got = prompts.prompted_outputs(encode, decode, inputs, feeds=feeds)
     except Exception as exc:
@@ -124,7 +134,7 @@ def _run_promptable(folder, manifest: dict, runtime, threads, timing) -> ModelRu
             f"the models refused the reference inputs or prompts ({first_line(exc)})",
             "the model files and the manifest disagree: re-copy the bundle from where it was made",
         ) from None
-    found = prompts.promptable_metrics(expected, got)
+    found = prompts.promptable_metrics(expected, got, shown=prompts.shown_per_prompt(feeds, expected["iou_predictions"]))
     failures = prompts.promptable_failures(found, bundle["tolerances"])
     parity = {"passed": not failures, "failures": failures, "metrics": {k: v for k, v in found.items() if not isinstance(v, list)}}
     warmup, count = timing
@@ -146,12 +156,7 @@ def verify(folder, runtime, threads=None, warmup=None, count=None, judge_budget:
     schema of the manifest, where it is installed (after the checks made here, so both give the
     same first message)."""
     folder = Path(folder)
-    signature = integrity.check_signature(folder, public_key)  # first: with a key, nothing unsigned is read
-    manifest = integrity.load_manifest(folder)
-    recorded = manifest["bundle"].get("signature") if isinstance(manifest["bundle"], dict) else None
-    if recorded and not signature["signed"]:
-        raise BundleError(f"the manifest says this bundle was signed, but its signature ({SIGNATURE}) is missing", "re-copy the whole bundle from its maker")
-    integrity.check_integrity(folder, manifest)
+    manifest, signature = integrity.trusted_manifest(folder, public_key)
     if schema_check is not None:
         schema_check(folder / MANIFEST)
     runtime = _device_module(runtime, manifest["target"])

@@ -404,7 +404,9 @@ class PromptDecoder(nn.Module):
     input_image_size frame; point_labels (B, N) float, -1 padding, 0 negative, 1 positive, 2/3 a
     box's top-left/bottom-right corner; mask_input (B or 1, 1, 4*emb_h, 4*emb_w); has_mask_input
     (B,) or (1,) float 0/1. Outputs: low_res_masks (B, M, 4*emb_h, 4*emb_w) logits and
-    iou_predictions (B, M), M = num_multimask_outputs when `multimask`, else 1 (mask token 0).
+    iou_predictions (B, M) for `masks` M of SAM's mask tokens: 4, all (token 0 the single-mask
+    output, 1..3 the multimask ones: device.prompts.shown_masks picks what a user sees), 3 the
+    multimask ones, 1 the single one.
 
     `fixed_points` N: a decoder for static-shape converters (TFLite, Core ML), taking exactly N
     points and one more input, point_count (B,) float: how many are the prompt's. Padding a prompt
@@ -417,11 +419,15 @@ class PromptDecoder(nn.Module):
     input_names = ("image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input")
     output_names = ("low_res_masks", "iou_predictions")
 
-    def __init__(self, prompt_encoder: PromptEncoder, mask_decoder: MaskDecoder, multimask: bool, fixed_points: Optional[int] = None):
+    TOKENS = {4: slice(0, 4), 3: slice(1, 4), 1: slice(0, 1)}  # SAM's mask tokens each `masks` returns
+
+    def __init__(self, prompt_encoder: PromptEncoder, mask_decoder: MaskDecoder, masks: int = 4, fixed_points: Optional[int] = None):
         super().__init__()
+        if masks not in self.TOKENS:
+            raise ValueError(f"a decoder returns 4, 3 or 1 masks, not {masks}")
         self.prompt_encoder = prompt_encoder
         self.mask_decoder = mask_decoder
-        self.multimask = multimask
+        self.tokens = self.TOKENS[masks]
         self.fixed_points = fixed_points
         if fixed_points:
             self.input_names = PromptDecoder.input_names + ("point_count",)
@@ -442,12 +448,12 @@ class PromptDecoder(nn.Module):
         point_valid = None
         if self.fixed_points:
             point_valid = torch.arange(self.fixed_points, dtype=point_count.dtype) < point_count.reshape(-1, 1)
-        masks, iou = self.mask_decoder(
+        masks, iou = self.mask_decoder.predict_masks(
             image_embeddings=image_embeddings,
             image_pe=self.prompt_encoder.get_dense_pe(),
             sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense,
-            multimask_output=self.multimask,
             point_valid=point_valid,
         )
+        masks, iou = masks[:, self.tokens], iou[:, self.tokens]
         return dict(zip(self.output_names, (masks, iou))) if self.fixed_points else (masks, iou)

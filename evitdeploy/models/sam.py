@@ -96,10 +96,10 @@ class EfficientViTSam(nn.Module):
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.image_encoder(image)
 
-    def decoder(self, multimask: bool = True, fixed_points: Optional[int] = None) -> PromptDecoder:
-        """The prompt decoder in SAM's ONNX form, sharing this model's weights (`fixed_points`: for
-        static-shape converters, see PromptDecoder)."""
-        return PromptDecoder(self.prompt_encoder, self.mask_decoder, multimask=multimask, fixed_points=fixed_points)
+    def decoder(self, masks: int = 4, fixed_points: Optional[int] = None) -> PromptDecoder:
+        """The prompt decoder in SAM's ONNX form, sharing this model's weights: `masks` of SAM's
+        mask tokens (4: all; see PromptDecoder), `fixed_points` for static-shape converters."""
+        return PromptDecoder(self.prompt_encoder, self.mask_decoder, masks=masks, fixed_points=fixed_points)
 
     def set_attention(self, eps: float) -> None:
         set_attention(self, eps)

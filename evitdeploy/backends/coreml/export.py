@@ -235,7 +235,7 @@ def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
 
             started = time.perf_counter()
             options.step(f"converting the prompt decoder ({DECODER_POINTS} points, FP32)")
-            decoder = convert_decoder(model.decoder(spec.multimask, fixed_points=DECODER_POINTS), spec)
+            decoder = convert_decoder(model.decoder(spec.decoder_masks, fixed_points=DECODER_POINTS), spec)
             with contextlib.redirect_stdout(sys.stderr):
                 decoder.save(str(staging / PROMPTABLE_DIRS["decoder"]))
             timings["decoder_convert_s"] = time.perf_counter() - started

@@ -177,7 +177,7 @@ def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
             started = time.perf_counter()
             options.step(f"lowering the prompt decoder ({DECODER_POINTS} points, FP32)")
             shapes = decoder_input_shapes(spec.embedding, DECODER_POINTS, point_count=True)
-            decoder = model.decoder(spec.multimask, fixed_points=DECODER_POINTS)
+            decoder = model.decoder(spec.decoder_masks, fixed_points=DECODER_POINTS)
             with _rewritten(decoder, delegate, {}):
                 program = exported(decoder, tuple(torch.ones(s) for s in shapes.values()))
             payload, partitions["decoder"] = lower(program, delegate, what=f"{spec.name}'s prompt decoder")

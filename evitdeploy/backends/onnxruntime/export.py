@@ -39,7 +39,7 @@ def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
         if spec.promptable:  # the prompt decoder stays FP32: 4M parameters, milliseconds per prompt
             options.step("exporting the prompt decoder (dynamic number of points)")
             timings.update(
-                write_decoder_graph(model.decoder(spec.multimask), spec, staging / PROMPTABLE_FILES["decoder"], opset=opset, simplify=options.simplify)
+                write_decoder_graph(model.decoder(spec.decoder_masks), spec, staging / PROMPTABLE_FILES["decoder"], opset=opset, simplify=options.simplify)
             )
             precision_sections["models"] = dict(PROMPTABLE_FILES)
         started = time.perf_counter()

@@ -119,6 +119,6 @@ def _check_promptable(folder: Path, spec: ModelSpec, paths: dict, *, host: dict,
             "gpu_compute": metrics.latency_stats(encoder.gpu_times_ms(inputs[:1], count=count), 1),
             "decoder_gpu_compute": metrics.latency_stats(decoder.gpu_times_ms(feed, count=count), 1),
         }
-    found = prompts.promptable_metrics(expected, outputs)
+    found = prompts.promptable_metrics(expected, outputs, shown=prompts.shown_per_prompt(feeds, expected["iou_predictions"]))
     failures = prompts.promptable_failures(found, tolerances)
     return {"passed": not failures, "failures": failures, "metrics": {k: v for k, v in found.items() if not isinstance(v, list)}}, timing

@@ -246,7 +246,7 @@ def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
         plan, sections = prepare_onnx(model, spec, options.precision, folder=staging, scratch=Path(scratch), options=options, onnx_file=first_onnx)
         if spec.promptable:
             options.step("exporting the prompt decoder (FP32, dynamic number of points)")
-            write_decoder_graph(model.decoder(spec.multimask), spec, staging / PROMPTABLE_FILES["decoder"], opset=default_opset(spec), simplify=True)
+            write_decoder_graph(model.decoder(spec.decoder_masks), spec, staging / PROMPTABLE_FILES["decoder"], opset=default_opset(spec), simplify=True)
         builds = engine_builds(spec, options.precision, plan=plan, shape_range=shape_range)
         commands = [trtexec_command(spec, b.precision, plan=b.plan, shape_range=b.shapes, onnx_file=b.onnx, engine_file=b.engine) for b in builds]
         write_text(staging / RECIPE_FILE, build_script(commands[0], "evitdeploy build .", then=commands[1:]))

@@ -130,7 +130,7 @@ def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
 
             started = time.perf_counter()
             options.step(f"converting the prompt decoder ({DECODER_POINTS} points, FP32)")
-            convert_decoder(model.decoder(spec.multimask, fixed_points=DECODER_POINTS), spec, staging / PROMPTABLE_FILES["decoder"])
+            convert_decoder(model.decoder(spec.decoder_masks, fixed_points=DECODER_POINTS), spec, staging / PROMPTABLE_FILES["decoder"])
             timings["decoder_convert_s"] = time.perf_counter() - started
             sections["models"] = dict(PROMPTABLE_FILES)
             promptable = {"decoder_points": DECODER_POINTS, "decoder_points_meaning": POINTS_MEANING}
