@@ -320,7 +320,9 @@ def _check_promptable(artifact: Artifact, spec: ModelSpec, request: CheckRequest
     return {
         **header,
         "artifact_bytes": sum(model_size(m.model_file) for m in models.values()),
-        **compare_prompted(expected, got, feeds=parity_feeds(sizes, frame=spec.prompt_frame, embedding=spec.embedding), precision=artifact.precision, tolerances=tolerances),
+        **compare_prompted(
+            expected, got, feeds=parity_feeds(sizes, frame=spec.prompt_frame, embedding=spec.embedding), precision=artifact.precision, tolerances=tolerances
+        ),
     }
 
 

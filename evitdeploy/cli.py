@@ -535,9 +535,7 @@ def predict(
     box: Optional[str] = typer.Option(
         None, "--box", metavar="X0,Y0,X1,Y1", help="Promptable (SAM) models: a prompt box in image pixels, top-left then bottom-right corner."
     ),
-    multimask: bool = typer.Option(
-        False, "--multimask", help="Promptable (SAM) models: show all three of SAM's multimask outputs with their predicted IoU."
-    ),
+    multimask: bool = typer.Option(False, "--multimask", help="Promptable (SAM) models: show all three of SAM's multimask outputs with their predicted IoU."),
     save_mask: Optional[Path] = typer.Option(
         None,
         "--save-mask",
@@ -600,9 +598,7 @@ def _prediction_lines(prediction: dict, most: int = 20) -> list[str]:
         lines += [f"  {entry['rank']:>2}. {entry['label']:<32} {entry['probability']:7.2%}" for entry in result["top"]]
     if "masks" in result:  # a promptable model: the mask(s) shown, and by which convention
         lines.append(f"  shown: {result['shown_by']}")
-        lines += [
-            f"  mask {m['index']}: predicted IoU {m['score']:.3f}, {m['area_fraction']:.1%} of the image, bbox {m['bbox']}" for m in result["masks"]
-        ]
+        lines += [f"  mask {m['index']}: predicted IoU {m['score']:.3f}, {m['area_fraction']:.1%} of the image, bbox {m['bbox']}" for m in result["masks"]]
         if result.get("mask_file"):
             lines.append(f"wrote {result['mask_file']}")
     if "classes" in result:

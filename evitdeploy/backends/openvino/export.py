@@ -66,7 +66,9 @@ def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
             options.step("exporting the prompt decoder (dynamic number of points) and converting it")
             decoder_onnx = Path(scratch) / "decoder.onnx"
             timings.update(
-                write_decoder_graph(model.decoder(spec.decoder_masks), spec, decoder_onnx, opset=options.opset or default_opset(spec), simplify=options.simplify)
+                write_decoder_graph(
+                    model.decoder(spec.decoder_masks), spec, decoder_onnx, opset=options.opset or default_opset(spec), simplify=options.simplify
+                )
             )
             (staging / PROMPTABLE_FOLDERS["decoder"]).mkdir()
             ov.save_model(ov.convert_model(str(decoder_onnx)), str(staging / PROMPTABLE_FOLDERS["decoder"] / IR_FILE), compress_to_fp16=False)
