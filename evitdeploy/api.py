@@ -368,6 +368,24 @@ def promptable_reference(artifact: Artifact, spec: ModelSpec, inputs, *, sizes: 
     return bundle_reference(_reference_for(artifact, spec, checkpoint), spec, inputs, sizes=sizes)
 
 
+def pipeline_reference(artifact: Artifact, spec: ModelSpec, photos: list, *, checkpoint=None) -> dict:
+    """pipeline.npz's arrays for these raw photos: PyTorch's final answers (top-k logits, class
+    maps, SAM's shown masks) through device.pipeline, the code verify.py and apps run."""
+    from evitdeploy.backends.promptable import runner_pair
+    from evitdeploy.backends.torch.runner import TorchDecoderRunner, TorchRunner
+    from evitdeploy.device import pipeline_check
+
+    model = _reference_for(artifact, spec, checkpoint)
+    data = spec.to_dict()
+    with model.formulation("textbook"), TorchRunner(model, spec) as encoder:
+        if spec.promptable:
+            with TorchDecoderRunner(model.decoder(spec.decoder_masks)) as decoder:
+                found = pipeline_check.answers(photos, data, *runner_pair(encoder, decoder, spec))
+        else:
+            found = pipeline_check.answers(photos, data, runner_pair(encoder, None, spec)[0])
+    return pipeline_check.arrays_of(photos, data, found)
+
+
 def predicts_here(artifact: Artifact) -> Optional[str]:
     """None when this host can run the artifact, else why not (Core ML predicts only on macOS)."""
     from evitdeploy.backends import why_not_here

@@ -18,11 +18,13 @@ from typing import Optional
 import numpy as np
 
 from evitdeploy import device, limits
-from evitdeploy.device import integrity
+from evitdeploy.device import integrity, pipeline_check
+from evitdeploy.device.app import LABELS
 from evitdeploy.device.verify import verify
 from evitdeploy.artifact import MANIFEST, Artifact, read_manifest, build_manifest
 from evitdeploy.files import staged_folder, write_json, write_text
 from evitdeploy.errors import EXIT_BACKEND_UNAVAILABLE, UserError
+from evitdeploy.spec import CLASSIFICATION, PROMPTABLE, SEGMENTATION
 
 REFERENCE_IMAGES = 4
 REFERENCE_BYTES = 4 << 20  # inputs kept under 4 MiB (at least one image): bundles stay small
@@ -78,6 +80,7 @@ def _readme(manifest: dict) -> str:
     bundle, spec = manifest["bundle"], manifest["spec"]
     profile = bundle["profile"]
     from evitdeploy.backends import get_backend
+    from evitdeploy.device.preprocessing import describe
 
     runtime = get_backend(manifest["target"]).device_runtime[1]
     made_with = manifest.get("toolchain", {}).get(runtime, "?")
@@ -97,12 +100,21 @@ def _readme(manifest: dict) -> str:
                 f"({spec['num_classes']} classes, {spec['dataset']})",
             ]
         ),
+        f"Photos       {describe(spec['preprocessing'])} (evitdeploy_device/preprocess.py does it)" if spec.get("preprocessing") else "",
         "",
-        "Verify on the device (needs only Python 3.8+, numpy and the runtime):",
-        f"    pip install numpy {runtime}=={made_with}",
-        f"    python3 {VERIFY_SCRIPT}              # integrity, parity vs PyTorch, latency; exit 0 = passed",
+        "Verify on the device (needs only Python 3.8+, numpy, Pillow and the runtime):",
+        f"    pip install numpy pillow {runtime}=={made_with}",
+        f"    python3 {VERIFY_SCRIPT}              # integrity, parity vs PyTorch, the whole pipeline on raw photos, latency; exit 0 = passed",
         f"    python3 {VERIFY_SCRIPT} --json       # the same as JSON",
         "It first checks every file against the sha256 in manifest.json and refuses a modified bundle.",
+        "",
+        "Use it from an app (the same preprocessing and postprocessing verify.py checks):",
+        "    import sys, numpy as np, PIL.Image",
+        '    sys.path.insert(0, "path/to/this/folder")',
+        "    import evitdeploy_device",
+        '    model = evitdeploy_device.load("path/to/this/folder")',
+        f"    result = model.predict(np.asarray(PIL.Image.open('photo.jpg').convert('RGB')){_APP_PROMPT.get(spec['task'], '')})",
+        f"    {_APP_RESULT[spec['task']]}",
         *(
             [
                 f"Signed ({bundle['signature']['file']}, OpenSSF model signing; key sha256 {bundle['signature']['public_key_sha256'][:16]}...): "
@@ -140,6 +152,15 @@ def _readme(manifest: dict) -> str:
     if profile["notes"]:
         lines += ["", "Notes for this device:", *(f"  - {note}" for note in profile["notes"])]
     return "\n".join(lines) + "\n"
+
+
+_APP_PROMPT = {PROMPTABLE: ", points=[(x, y)], box=None"}
+_APP_RESULT = {
+    CLASSIFICATION: 'result["top"]: [{"rank", "index", "label", "probability"}] by softmax probability',
+    SEGMENTATION: 'result["class_map"]: (H, W) int32 class indices at the photo\'s size',
+    PROMPTABLE: 'result["masks"]: [{"index", "score", "mask": (H, W) bool}]: one point gives the best of SAM\'s three '
+    "masks, a box or several points its single mask, multimask=True all three",
+}
 
 
 def _int8_kernels_lines(manifest: dict) -> list[str]:
@@ -183,11 +204,13 @@ def write_bundle(
     reports: dict,
     sign_key: Optional[Path] = None,
     prompted: Optional[dict] = None,
+    pipeline: Optional[dict] = None,
 ) -> dict:
     """Write the bundle atomically; `sections` lands under manifest["bundle"], `reports` as JSON files.
     With `sign_key` the finished folder is signed (model.sig) before it is renamed into place.
     A promptable model's reference is `prompted` (prompts and PyTorch's masks: bundle_reference),
-    not `expected`."""
+    not `expected`. `pipeline`: raw photos and PyTorch's final answers for them (pipeline.npz,
+    api.pipeline_reference), for verify.py's whole-pipeline check; None where there are no photos."""
     with staged_folder(output) as folder:
         models = artifact.manifest.get("models") or {}  # a promptable artifact's encoder and decoder
         for name in list(models.values()) if models else [artifact.model_file.name]:
@@ -206,6 +229,12 @@ def write_bundle(
         if host_outputs is not None:  # absent where the making host cannot run the target (Core ML off macOS)
             arrays["host_outputs"] = host_outputs
         np.savez(folder / integrity.REFERENCE, **arrays)
+        if pipeline is not None:
+            np.savez(folder / pipeline_check.FILE, **pipeline)
+        if not spec.promptable:
+            from evitdeploy.labels import class_names
+
+            write_text(folder / LABELS, "".join(name.replace("\n", " ") + "\n" for name in class_names(spec)))
         write_device_code(folder, artifact.target)
         for name, report in reports.items():
             write_json(folder / name, report)
@@ -221,6 +250,7 @@ def write_bundle(
                 "expected_from": "the PyTorch FP32 reference",
                 "host_outputs_from": f"this {artifact.target} artifact on the making host" if host_outputs is not None else None,
             },
+            "pipeline": _pipeline_section(pipeline, spec),
             **sections,
         }
         draft = {
@@ -242,6 +272,22 @@ def write_bundle(
 
             sign_bundle(folder, sign_key)
     return manifest
+
+
+def _pipeline_section(pipeline: Optional[dict], spec) -> Optional[dict]:
+    """What the whole-pipeline check holds, for the manifest and README (None: no raw photos)."""
+    if pipeline is None:
+        return None
+    from evitdeploy.device.preprocessing import describe
+
+    photos = [list(pipeline[key].shape[:2]) for key in sorted(k for k in pipeline if k.startswith("photo_"))]
+    return {
+        "file": pipeline_check.FILE,
+        "photos": photos,
+        **({"prompts": len(pipeline["mask_index"])} if "mask_index" in pipeline else {}),
+        "preprocessing": describe(spec.preprocessing),
+        "expected_from": "PyTorch FP32 through evitdeploy_device/pipeline.py",
+    }
 
 
 def write_device_code(folder: Path, target: str) -> None:

@@ -179,6 +179,31 @@ def load_inputs_and_sizes(
     return preprocess(photos, spec, height, width=width), [tuple(p.shape[:2]) for p in photos], description
 
 
+PIPELINE_PHOTOS = 2  # raw photos a bundle carries for verify.py's whole-pipeline check
+PIPELINE_PHOTO_SIDE = 320  # their longest side at most: bundles stay small
+
+
+def pipeline_photos(spec: ModelSpec, source: Optional[Path] = None) -> list[np.ndarray]:
+    """The raw photos (HWC uint8 RGB) a bundle carries to check the whole pipeline on the device:
+    the first of --data's photos, else two non-square sample photos, shrunk to fit
+    PIPELINE_PHOTO_SIDE; [] where --data holds preprocessed arrays (no photos to carry)."""
+    from PIL import Image
+
+    if source is None:
+        photos = sample_photos(3)[1:]  # coffee (400x600) and chelsea (300x451): not square, so every resize rule shows
+    elif Path(source).is_dir():
+        photos = folder_photos(Path(source), PIPELINE_PHOTOS)
+    else:
+        _, array = read_npz(Path(source), spec)
+        photos = list(array[:PIPELINE_PHOTOS]) if is_photo_array(array) else []
+    shrunk = []
+    for photo in photos[:PIPELINE_PHOTOS]:
+        image = Image.fromarray(np.ascontiguousarray(photo))
+        image.thumbnail((PIPELINE_PHOTO_SIDE, PIPELINE_PHOTO_SIDE), Image.BILINEAR)
+        shrunk.append(np.asarray(image))
+    return shrunk
+
+
 def read_npz(path: Path, spec: ModelSpec, *, label: Optional[str] = None, noun: str = "images", purpose: str = "parity") -> tuple[str, np.ndarray]:
     """The array an .npz holds for this model: the one named like the input, else the first.
     Refused: no images in it (a first axis of 0) and NaN/Inf anywhere in it. `label` names the

@@ -346,6 +346,10 @@ def _bundle(plan: Plan, artifact, checked: Checked, *, bench: Optional[dict], bu
     reports = {"check.json": check, **({"bench.json": bench} if bench else {})}
     inputs, sizes = checked.inputs[:count], checked.sizes[:count]
     prompted = api.promptable_reference(artifact, spec, inputs, sizes=sizes, checkpoint=plan.request.checkpoint) if plan.promptable else None
+    from evitdeploy.data import pipeline_photos
+
+    photos = pipeline_photos(spec, plan.request.data)
+    pipeline = api.pipeline_reference(artifact, spec, photos, checkpoint=plan.request.checkpoint) if photos else None
     return bundle.write_bundle(
         plan.output,
         artifact,
@@ -357,6 +361,7 @@ def _bundle(plan: Plan, artifact, checked: Checked, *, bench: Optional[dict], bu
         reports=reports,
         sign_key=plan.request.sign_key,
         prompted=prompted,
+        pipeline=pipeline,
     )
 
 

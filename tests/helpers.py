@@ -40,7 +40,7 @@ def assert_clean_error(result, code: int, *fragments: str) -> None:
 
 # A fresh interpreter in which torch, evitdeploy and the rest of our toolchain cannot be imported:
 # what a device has (numpy + the runtime), proven by refusing the imports, then verify.py run as __main__.
-BLOCKED = ("torch", "evitdeploy", "onnx", "onnxslim", "skimage", "scipy", "typer", "rich", "matplotlib", "litert_torch", "ai_edge_quantizer", "jax")
+BLOCKED = ("torch", "evitdeploy", "onnx", "onnxslim", "skimage", "scipy", "cv2", "typer", "rich", "matplotlib", "litert_torch", "ai_edge_quantizer", "jax")
 DEVICE = """
 import runpy, sys
 blocked = set(sys.argv[1].split(","))

@@ -348,7 +348,7 @@ def test_pixel_8_executorch_bundle_verifies_on_the_device_and_here(cli, tmp_path
     assert 'TARGET = "executorch"' in (folder / "evitdeploy_device" / "runtime.py").read_text()
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["export"]["delegates"] == ["XnnpackBackend"]
-    assert "pip install numpy executorch==" in (folder / "README.txt").read_text()
+    assert "pip install numpy pillow executorch==" in (folder / "README.txt").read_text()
     device = on_device(folder / "verify.py", "--json", "--count", "3", blocked=DEVICE_BLOCKED)
     assert device.returncode == 0, device.stderr
     report = json.loads(device.stdout)

@@ -136,7 +136,7 @@ def test_intel_cpu_bundle_verifies_with_only_numpy_and_openvino(tmp_path, cli):
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["target"] == "openvino" and summary["check"]["passed"]
-    assert "pip install numpy openvino==" in (folder / "README.txt").read_text()
+    assert "pip install numpy pillow openvino==" in (folder / "README.txt").read_text()
     device = on_device(folder / "verify.py", "--json", "--count", "3", blocked=BLOCKED + ("onnxruntime", "nncf"))
     assert device.returncode == 0, device.stderr
     report = json.loads(device.stdout)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import assert_clean_error
+from helpers import Cli, assert_clean_error
 from evitdeploy.device import prompts
 from evitdeploy.models import MODELS, build_model, create_model, get_spec
 from evitdeploy.models.checkpoint import detect_layout, reference_to_ours
@@ -300,6 +300,32 @@ def test_a_sam_bundle_verifies_itself_on_the_device(sam_bundle):
     assert report["parity"]["passed"] and all("latency" in f for f in report["failures"]), report["failures"]
     assert report["parity"]["metrics"]["prompts"] == 16 and report["parity"]["metrics"]["mask_iou_min"] >= 0.99  # both photos (256x256 fits)
     assert report["decoder_latency"]["count"] == 3 and report["latency_of"] == "the encoder, per image"
+
+
+def test_a_sam_bundle_checks_masks_at_the_photos_size_and_an_app_gets_what_predict_draws(sam_bundle, tmp_path):
+    """verify.py: raw photos, SAM's conventions, masks at the photo's size vs PyTorch's; an app's
+    load(bundle).predict on the device-only interpreter equals `evitdeploy predict` on the bundle."""
+    from PIL import Image
+
+    from helpers import on_device
+    from test_pipeline import run_app
+
+    folder, _ = sam_bundle
+    run = on_device(folder / "verify.py", "--json", "--count", "0")
+    whole = json.loads(run.stdout)["pipeline"]
+    assert whole["checked"] and whole["passed"] and whole["metrics"]["prompts"] == 6 and whole["metrics"]["same_mask_shown"] == 1.0, whole
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(5).integers(0, 255, (90, 150, 3), dtype=np.uint8)).save(photo)
+    for flags, options in (
+        (["--point", "40,30"], {"points": [[40, 30]]}),
+        (["--box", "10,10,120,80"], {"box": [10, 10, 120, 80]}),
+        (["--point", "40,30", "--multimask"], {"points": [[40, 30]], "multimask": True}),
+    ):
+        result = Cli()("predict", folder, photo, *flags, "-o", tmp_path / "drawn.png", "--force", "--json")
+        predicted = json.loads(result.stdout)["result"]["masks"]
+        app = run_app(tmp_path, folder, photo, **options)["masks"]
+        assert [m["index"] for m in app] == [m["index"] for m in predicted] and [m["area"] for m in app] == [m["area"] for m in predicted], flags
+        assert all(m["shape"] == [90, 150] for m in app) and np.allclose([m["score"] for m in app], [m["score"] for m in predicted], atol=1e-6)
 
 
 def test_a_sam_bundle_with_damaged_prompts_is_refused(sam_bundle, tmp_path):

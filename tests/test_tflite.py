@@ -199,7 +199,7 @@ def test_raspberry_pi_bundle_verifies_with_only_numpy_and_litert(tmp_path, cli, 
     summary = json.loads(result.stdout)
     assert summary["target"] == "tflite" and summary["precision"] == "int8" and summary["check"]["passed"]
     assert {"model.tflite", "tflite_plan.json", "verify.py", "reference.npz"} <= {p.name for p in folder.iterdir()}
-    assert "pip install numpy ai-edge-litert==" in (folder / "README.txt").read_text()
+    assert "pip install numpy pillow ai-edge-litert==" in (folder / "README.txt").read_text()
     device = on_device(folder / "verify.py", "--json", "--count", "3")
     assert device.returncode == 0, device.stderr
     report = json.loads(device.stdout)

@@ -1,4 +1,5 @@
-"""Verify an evitdeploy bundle where it will run: integrity, parity with the reference, latency.
+"""Verify an evitdeploy bundle where it will run: integrity, parity with the reference, the whole
+pipeline on raw photos (pipeline_check.py), latency.
 
 A bundle carries this package as `evitdeploy_device/` and its target's device module as
 `evitdeploy_device/runtime.py`; its short `verify.py` calls main() with them. `evitdeploy verify`
@@ -26,7 +27,7 @@ from typing import Optional
 
 import numpy as np
 
-from . import cpu, integrity, metrics, prompts, runtimes, tasks
+from . import cpu, integrity, metrics, pipeline_check, prompts, runtimes, tasks
 from .integrity import MANIFEST, SIGNATURE, BundleError, first_line
 
 
@@ -39,6 +40,7 @@ class ModelRun:
     latency: Optional[dict]  # latency_stats, or None when --count 0
     providers: list  # where the runtime ran the model
     extra: dict = field(default_factory=dict)  # report keys of a promptable bundle (decoder latency, what latency measures)
+    pipeline: dict = field(default_factory=dict)  # raw photos -> preprocessing -> runtime -> postprocessing vs PyTorch's answers
 
 
 def latency_input(inputs: np.ndarray, batch: int) -> np.ndarray:
@@ -100,9 +102,10 @@ def _run_model(folder, manifest: dict, runtime, threads, timing) -> ModelRun:
         ) from None
     parity = metrics.compare_outputs(spec["task"], expected, outputs, tolerances=bundle["tolerances"])
     drift = metrics.compare_outputs(spec["task"], host_outputs, outputs, tolerances={})["metrics"] if host_outputs is not None else {}
+    whole = pipeline_check.check(folder, manifest, infer)
     warmup, count = timing
     latency = metrics.latency_stats(metrics.time_model(infer, latency_input(inputs, batch), warmup, count=count), batch) if count > 0 else None
-    return ModelRun(parity=parity, drift=drift, latency=latency, providers=providers)
+    return ModelRun(parity=parity, drift=drift, latency=latency, providers=providers, pipeline=whole)
 
 
 def int8_kernels(manifest: dict) -> dict:
@@ -137,6 +140,7 @@ def _run_promptable(folder, manifest: dict, runtime, threads, timing) -> ModelRu
     found = prompts.promptable_metrics(expected, got, shown=prompts.shown_per_prompt(feeds, expected["iou_predictions"]))
     failures = prompts.promptable_failures(found, bundle["tolerances"])
     parity = {"passed": not failures, "failures": failures, "metrics": {k: v for k, v in found.items() if not isinstance(v, list)}}
+    whole = pipeline_check.check(folder, manifest, encode, decode)
     warmup, count = timing
     latency = decoder_latency = None
     if count > 0:
@@ -145,7 +149,12 @@ def _run_promptable(folder, manifest: dict, runtime, threads, timing) -> ModelRu
         feed = dict(feeds[0][1], image_embeddings=np.asarray(encode(first), np.float32))
         decoder_latency = metrics.latency_stats(metrics.time_turns([lambda: decode(feed)], warmup, count)[0], 1)
     return ModelRun(
-        parity=parity, drift={}, latency=latency, providers=providers, extra={"decoder_latency": decoder_latency, "latency_of": "the encoder, per image"}
+        parity=parity,
+        drift={},
+        latency=latency,
+        providers=providers,
+        extra={"decoder_latency": decoder_latency, "latency_of": "the encoder, per image"},
+        pipeline=whole,
     )
 
 
@@ -180,7 +189,7 @@ def verify(folder, runtime, threads=None, warmup=None, count=None, judge_budget:
     budget = bundle.get("budget") or {}
     profile = bundle["profile"]
     on_kind, why = runtimes.host_matches(profile["name"], profile["host_machines"], profile["host_device_model"], gpu=profile["host_gpu"])
-    failures = list(parity["failures"])
+    failures = list(parity["failures"]) + ["whole pipeline: " + line for line in ran.pipeline.get("failures", [])]
     judged = bool(judge_budget and on_kind and latency and budget.get("latency_ms"))
     if judged:
         measured = latency[budget["statistic"] + "_ms"]
@@ -198,6 +207,7 @@ def verify(folder, runtime, threads=None, warmup=None, count=None, judge_budget:
         "warnings": warnings,
         "signature": signature,
         "parity": {**parity, "tolerances": bundle["tolerances"], "vs": "PyTorch FP32 outputs recorded when the bundle was made"},
+        "pipeline": {**ran.pipeline, "vs": "PyTorch FP32's answers for the bundle's raw photos, through the same preprocessing and postprocessing"},
         "drift_from_making_host": ran.drift,
         "latency": latency,
         **ran.extra,
@@ -237,6 +247,13 @@ def _print(report: dict) -> None:
         "nonfinite_outputs",
     )
     print("parity    " + ", ".join(f"{k} {found[k]:.6g}" for k in keys if k in found) + " (vs PyTorch FP32)")
+    whole = report.get("pipeline") or {}
+    if whole.get("checked"):
+        found = whole["metrics"]
+        keys = ("photos", "prompts", "cosine_min", "top1_agreement", "photo_pixel_agreement", "mask_iou_min", "same_mask_shown", "score_max_error")
+        print("pipeline  raw photos, " + whole["preprocessing"] + ": " + ", ".join(f"{k} {found[k]:.6g}" for k in keys if k in found))
+    elif whole:
+        print(f"pipeline  not checked: {whole['why']}")
     drift = report["drift_from_making_host"]
     if drift:
         print(f"drift     vs the making host's own outputs: max abs {drift['max_abs_error']:.3g}, min cosine {drift['cosine_min']:.6f}")
