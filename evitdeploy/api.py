@@ -52,6 +52,10 @@ def export_model(request: ExportRequest, progress: Progress = None) -> Artifact:
     limits.check_seed(seed)
     limits.check_range("--attention-eps", request.attention_eps, 0)
     spec = memory.with_input(get_spec(model_name), request.batch, height=request.height, width=request.width)
+    if request.preprocessing is not None:  # the user's: read and checked before anything is built
+        from evitdeploy.data import read_preprocessing
+
+        spec = spec.with_preprocessing(read_preprocessing(request.preprocessing))
     dynamic = parse_dynamic(request.dynamic)  # exact names, unknown ones refused (a Python caller skips the CLI's parsing)
     backend = get_backend(target, precision)  # refuses an unknown target or a precision it does not build
     backend_options = check_options(backend, request.backend_options, precision)

@@ -232,6 +232,16 @@ def _write_text(path: Path, text: str) -> None:
     write_output(path, text.encode(), "output")
 
 
+PREPROCESSING_OPTION = typer.Option(
+    None,
+    "--preprocessing",
+    metavar="FILE.json",
+    help="How your model's photos were preprocessed when it was trained and evaluated, if not the reference's: a JSON of the settings "
+    "(resize, interpolation, library, crop_ratio, rounding, mean, std) or a timm checkpoint's config.json. Recorded in the manifest; "
+    "check, predict and the bundle use it [default: the reference's eval transform for the task].",
+)
+
+
 @app.command()
 @handles_errors
 def models(as_json: bool = JSON_OPTION) -> None:
@@ -267,6 +277,7 @@ def export(
     nhwc: bool = typer.Option(False, "--nhwc", help=f"Short for --option nhwc=true ({option_help('nhwc')})."),
     delegate: str = typer.Option("", "--delegate", help=f"Short for --option delegate=NAME ({option_help('delegate')}) [default: the first]."),
     data: Optional[Path] = typer.Option(None, "--data", help="Image folder or .npz for validation [default: scikit-image sample photos]."),
+    preprocessing: Optional[Path] = PREPROCESSING_OPTION,
     seed: int = SEED_OPTION,
     attention_eps: Optional[float] = typer.Option(None, "--attention-eps", help="Override LiteMLA's normalizer eps (default: the checkpoint's)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing output folder."),
@@ -315,6 +326,7 @@ def export(
         seed=seed,
         attention_eps=attention_eps,
         data=data,
+        preprocessing=preprocessing,
         reduced=reduced,
         backend_options=parse_option_flags(option, nhwc=nhwc, delegate=delegate),
     )
@@ -887,6 +899,7 @@ def deploy(
     height: Optional[int] = typer.Option(None, "--height", help="Input height, overriding the profile's [default: the profile's, else the model's]."),
     width: Optional[int] = typer.Option(None, "--width", help="Input width, overriding the profile's [default: the profile's, else the model's]."),
     data: Optional[Path] = typer.Option(None, "--data", help="Image folder or .npz for parity and the reference data [default: scikit-image sample photos]."),
+    preprocessing: Optional[Path] = PREPROCESSING_OPTION,
     samples: int = typer.Option(8, "--samples", "-n", max=limits.SAMPLES_MAX, help="Photos compared with PyTorch (the bundle keeps up to 4 as reference)."),
     seed: int = SEED_OPTION,
     force: bool = typer.Option(False, "--force", help="Replace an existing bundle folder."),
@@ -945,6 +958,7 @@ def deploy(
         reduced=reduced,
         backend_options=parse_option_flags(option),
         data=data,
+        preprocessing=preprocessing,
         samples=samples,
         seed=seed,
         force=force,

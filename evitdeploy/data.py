@@ -179,6 +179,39 @@ def load_inputs_and_sizes(
     return preprocess(photos, spec, height, width=width), [tuple(p.shape[:2]) for p in photos], description
 
 
+PREPROCESSING_HINT = (
+    'pass a JSON file holding either the settings ({"resize": "shorter", "interpolation": "bicubic", "library": "pil", "crop_ratio": 0.95, '
+    '"rounding": "ceil", "mean": [...], "std": [...]}) or a timm checkpoint\'s config.json (its pretrained_cfg)'
+)
+
+
+def read_preprocessing(path: Path) -> dict:
+    """--preprocessing FILE: how the user's model saw its photos when it was trained and evaluated,
+    as device/preprocessing.py's settings or a timm pretrained config (from_timm); checked by
+    preprocessing.problems, one line for what is wrong."""
+    import json
+
+    from evitdeploy.device import preprocessing
+    from evitdeploy.files import TEXT_MAX_BYTES, read_input_text
+
+    text = read_input_text(Path(path), "--preprocessing file", PREPROCESSING_HINT, limit=TEXT_MAX_BYTES)
+    try:
+        found = json.loads(text)
+    except ValueError as exc:
+        raise UserError(f"--preprocessing file {path} is not JSON ({exc})", PREPROCESSING_HINT) from None
+    if not isinstance(found, dict):
+        raise UserError(f"--preprocessing file {path} holds no JSON object", PREPROCESSING_HINT)
+    if "resize" not in found:  # not our settings: a timm config
+        try:
+            found = preprocessing.from_timm(found)
+        except (ValueError, AttributeError, TypeError) as exc:
+            raise UserError(f"--preprocessing file {path}: {exc}", PREPROCESSING_HINT) from None
+    problems = preprocessing.problems(found)
+    if problems:
+        raise UserError(f"--preprocessing file {path}: {problems[0]}", PREPROCESSING_HINT)
+    return found
+
+
 PIPELINE_PHOTOS = 2  # raw photos a bundle carries for verify.py's whole-pipeline check
 PIPELINE_PHOTO_SIDE = 320  # their longest side at most: bundles stay small
 

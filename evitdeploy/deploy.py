@@ -240,6 +240,7 @@ def _export(plan: Plan, folder: Path, *, progress: Progress):
             width=plan.width,
             seed=request.seed,
             data=request.data,
+            preprocessing=request.preprocessing,
             reduced=plan.reduced,
             dynamic=tuple(a for a in profile.dynamic if a == "batch" or not plan.promptable),
             profile=profile,

@@ -34,6 +34,7 @@ class ExportRequest:
     seed: int = 0
     attention_eps: Optional[float] = None
     data: Optional[Path] = None  # validation images [default: the sample photos]
+    preprocessing: Optional[Path] = None  # a JSON of device/preprocessing.py's settings or a timm config.json [default: the task's reference]
     reduced: PrecisionOptions = field(default_factory=PrecisionOptions)  # calibration and planning for fp16/bf16/int8
     profile: Any = None  # the deploy profile (profiles.Profile) exporting for, if any
     backend_options: Mapping[str, Any] = field(default_factory=dict)  # options the target declares ({"nhwc": True}, {"delegate": "coreml"})
@@ -54,6 +55,7 @@ class DeployRequest:
     reduced: PrecisionOptions = field(default_factory=PrecisionOptions)
     backend_options: Mapping[str, Any] = field(default_factory=dict)  # over the profile's [options]
     data: Optional[Path] = None
+    preprocessing: Optional[Path] = None  # as ExportRequest's
     samples: int = 8
     seed: int = 0
     force: bool = False
@@ -88,6 +90,7 @@ class CheckRequest:
     model_name: Optional[str] = None  # for a bare model file without a manifest
     checkpoint: Optional[Path] = None  # the reference's weights [default: the manifest's]
     data: Optional[Path] = None
+    preprocessing: Optional[Path] = None  # as ExportRequest's
     samples: int = 8
     synthetic: bool = False
     batch: Optional[int] = None

@@ -195,3 +195,25 @@ def test_an_app_is_refused_a_modified_bundle_and_a_bad_photo(bundles, tmp_path):
         sys.path.remove(str(folder))
         for name in [m for m in sys.modules if m == "evitdeploy_device" or m.startswith("evitdeploy_device.")]:
             del sys.modules[name]
+
+
+def test_a_users_preprocessing_from_a_timm_config_is_recorded_and_used(tmp_path):
+    """--preprocessing config.json (a timm checkpoint's): the manifest records it, check runs it,
+    predict reports it; a file that is not one is refused in one line before anything is built."""
+    from evitdeploy.device import preprocessing
+    from helpers import assert_clean_error
+
+    config = {"architecture": "efficientvit_b0", "pretrained_cfg": {"interpolation": "bilinear", "crop_pct": 0.875, "mean": [0.5] * 3, "std": [0.5] * 3}}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    cli, folder = Cli(), tmp_path / "b0"
+    result = cli("export", "--model", "efficientvit_b0", "--height", "64", "--width", "64", "--preprocessing", tmp_path / "config.json", "-o", folder)
+    assert result.exit_code == 0, result.output
+    spec = manifest_of(folder)["spec"]
+    assert spec["preprocessing"] == preprocessing.from_timm(config) and spec["mean"] == [0.5] * 3
+    check = cli("check", folder, "--json")
+    assert check.exit_code == 0 and "timm pretrained config: bilinear, crop 0.875" in json.loads(check.stdout)["preprocessing"], check.output
+    for text, fragment in (("{", "not JSON"), ('{"pretrained_cfg": {"crop_mode": "squash"}}', "squash"), ('{"resize": "widest"}', "resize")):
+        (tmp_path / "bad.json").write_text(text)
+        bad = cli("export", "--model", "efficientvit_b0", "--preprocessing", tmp_path / "bad.json", "-o", tmp_path / "never")
+        assert_clean_error(bad, 2, fragment)
+        assert not (tmp_path / "never").exists()

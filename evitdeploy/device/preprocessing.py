@@ -62,6 +62,27 @@ def for_task(task: str, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> dict:
     return reference(mean=mean, std=std)
 
 
+TIMM_INTERPOLATIONS = {"bicubic": "bicubic", "bilinear": "bilinear", "nearest": "nearest"}
+
+
+def from_timm(config: dict) -> dict:
+    """A timm pretrained config (a checkpoint's config.json, its `pretrained_cfg`, or
+    resolve_data_config's dict) as a preprocessing: timm's eval transform resizes the shorter side
+    to floor(size / crop_pct) with Pillow and center-crops. ValueError for what timm does that we
+    do not (its "squash" and "border" crop modes, an interpolation it names that we lack)."""
+    config = config.get("pretrained_cfg", config)
+    mode = config.get("crop_mode", "center")
+    if mode != "center":
+        raise ValueError("timm's crop_mode {!r} is not supported: only 'center'".format(mode))
+    interpolation = TIMM_INTERPOLATIONS.get(config.get("interpolation", "bicubic"))
+    if interpolation is None:
+        raise ValueError("timm's interpolation {!r} is not supported: bicubic, bilinear or nearest".format(config.get("interpolation")))
+    ratio = config.get("crop_pct", 0.875)
+    mean, std = config.get("mean", IMAGENET_MEAN), config.get("std", IMAGENET_STD)
+    source = "timm pretrained config: {}, crop {}, PIL".format(interpolation, ratio)
+    return settings("shorter", interpolation, "pil", crop_ratio=ratio, rounding="floor", mean=mean, std=std, source=source)
+
+
 def describe(pre: dict) -> str:
     """The settings in words, for reports: their `source`, else what they do."""
     if pre.get("source"):
