@@ -384,7 +384,8 @@ def pipeline_reference(artifact: Artifact, spec: ModelSpec, photos: list, *, che
     with model.formulation("textbook"), TorchRunner(model, spec) as encoder:
         if spec.promptable:
             with TorchDecoderRunner(model.decoder(spec.decoder_masks)) as decoder:
-                found = pipeline_check.answers(photos, data, *runner_pair(encoder, decoder, spec))
+                encode, decode = runner_pair(encoder, decoder, spec)
+                found = pipeline_check.answers(photos, data, encode, decode=decode)
         else:
             found = pipeline_check.answers(photos, data, runner_pair(encoder, None, spec)[0])
     return pipeline_check.arrays_of(photos, data, found)

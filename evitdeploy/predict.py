@@ -196,7 +196,7 @@ def check_prompts(request: PredictRequest, *, task: str, width: int, height: int
 # ---- the verb ----
 
 
-def _check_output(output: Path, force: bool, what: str = "output PNG", suffixes: tuple = (".png",)) -> None:
+def _check_output(output: Path, force: bool, what: str = "output PNG", *, suffixes: tuple = (".png",)) -> None:
     check_output(output, what)  # no name of its own, a folder, a FIFO, /proc, a parent that is a file, write access
     if output.suffix.lower() not in suffixes and not is_character_device(output):
         raise UserError(f"{what} {output} is not a {' or '.join(suffixes)} file name", f"e.g. -o prediction{suffixes[0]}")
@@ -260,7 +260,7 @@ def _answer(model: _Model, image: np.ndarray, request: PredictRequest) -> dict:
         prompt = {"points": list(request.points), "labels": list(request.point_labels) or [1] * len(request.points), "box": request.box}
     try:
         return pipeline_predict(
-            image, spec.to_dict(), model.encode, model.decode, prompt=prompt, multimask=request.multimask, top=request.top, names=class_names(spec)
+            image, spec.to_dict(), model.encode, decode=model.decode, prompt=prompt, multimask=request.multimask, top=request.top, names=class_names(spec)
         )
     except NonFiniteOutput as exc:
         raise UserError(str(exc), "run `evitdeploy check` on the artifact", EXIT_CHECK_FAILED) from None
@@ -275,7 +275,7 @@ def predict(request: PredictRequest, progress: Progress = None) -> dict:
     output, image_path = Path(request.output), Path(request.image)
     _check_output(output, request.force)
     if request.save_mask is not None:
-        _check_output(Path(request.save_mask), request.force, "--save-mask file", MASK_SUFFIXES)
+        _check_output(Path(request.save_mask), request.force, "--save-mask file", suffixes=MASK_SUFFIXES)
     report_step(progress, f"reading {image_path}")
     image = read_image(image_path)
     height, width = image.shape[:2]

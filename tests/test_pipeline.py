@@ -217,3 +217,26 @@ def test_a_users_preprocessing_from_a_timm_config_is_recorded_and_used(tmp_path)
         bad = cli("export", "--model", "efficientvit_b0", "--preprocessing", tmp_path / "bad.json", "-o", tmp_path / "never")
         assert_clean_error(bad, 2, fragment)
         assert not (tmp_path / "never").exists()
+
+
+@pytest.mark.parametrize(
+    ("profile", "task"),
+    [("intel-cpu", "segmentation"), ("intel-cpu", "promptable"), ("raspberry-pi-5", "segmentation"), ("raspberry-pi-5", "promptable")],
+)
+def test_openvino_and_tflite_bundles_verify_the_whole_pipeline_on_the_device_interpreter(profile, task, tmp_path, mosaic_checkpoint_path, sam_checkpoint_path):
+    """OpenVINO and LiteRT bundles of the trained segmenter and promptable model (the classifiers'
+    are verified in test_openvino.py and test_tflite.py): verify.py with numpy, Pillow and the
+    runtime only passes its graph-level and its whole-pipeline checks. FP32: the budgets of
+    these profiles are not what is tested."""
+    model, checkpoint, size = {
+        "segmentation": ("efficientvit_seg_b0_cityscapes", mosaic_checkpoint_path, ("128", "256")),
+        "promptable": ("efficientvit_sam_tiny", sam_checkpoint_path, ("256", "256")),
+    }[task]
+    folder = tmp_path / "bundle"
+    flags = ("--profile", profile, "--precision", "fp32", "--model", model, "--checkpoint", checkpoint, "--height", size[0], "--width", size[1])
+    result = Cli()("deploy", *flags, "--samples", "2", "-o", folder, "--json")
+    assert json.loads(result.stdout)["check"]["passed"], result.output
+    run = on_device(folder / "verify.py", "--json", "--count", "0")
+    assert run.returncode == 0, run.stderr + run.stdout
+    whole = json.loads(run.stdout)["pipeline"]
+    assert whole["checked"] and whole["passed"] and whole["metrics"]["photos"] == 2, whole

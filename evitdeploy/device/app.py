@@ -26,7 +26,7 @@ LABELS = "labels.txt"  # one class name per line, in class order (bundles made b
 class Model:
     """A loaded bundle: `predict(image, points=, labels=, box=, multimask=, top=)`."""
 
-    def __init__(self, folder: Path, manifest: dict, encode, decode=None):
+    def __init__(self, folder: Path, manifest: dict, encode, *, decode=None):
         self.folder, self.manifest, self.spec = folder, manifest, manifest["spec"]
         self.task = self.spec["task"]
         self.names = read_labels(folder, self.spec["num_classes"]) if LABELS in manifest["files"] else None
@@ -47,7 +47,7 @@ class Model:
                 raise ValueError(problem)
         elif len(points) or box is not None:
             raise ValueError("points and boxes are for promptable (SAM) models; this is a {} model".format(self.task))
-        return pipeline.predict(image, self.spec, self._encode, self._decode, prompt=prompt, multimask=multimask, top=top, names=self.names)
+        return pipeline.predict(image, self.spec, self._encode, decode=self._decode, prompt=prompt, multimask=multimask, top=top, names=self.names)
 
 
 def read_labels(folder: Path, count: int) -> list:
@@ -68,5 +68,5 @@ def load(bundle, threads=None, runtime=None, public_key=None) -> Model:
         from . import runtime  # the bundle's own target: evitdeploy_device/runtime.py
     runtimes.runtime_versions(runtime, manifest)  # exit 3 where the runtime is missing or cannot run here
     int8_kernels(manifest)  # refuses an INT8 model this CPU's kernels would saturate
-    encode, decode, _ = open_models(folder, manifest, runtime, threads)
-    return Model(folder, manifest, encode, decode)
+    encode, decode, _ = open_models(folder, manifest, runtime, threads=threads)
+    return Model(folder, manifest, encode, decode=decode)

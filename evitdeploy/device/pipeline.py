@@ -103,7 +103,7 @@ def prompt_masks(low_res: np.ndarray, ious: np.ndarray, *, labels, size: tuple, 
     return [{"index": int(i), "score": float(ious[i]), "mask": logits[k] > prompts.MASK_THRESHOLD} for k, i in enumerate(shown)]
 
 
-def predict(image: np.ndarray, spec: dict, encode, decode=None, *, prompt=None, multimask: bool = False, top: int = 5, names=None) -> dict:
+def predict(image: np.ndarray, spec: dict, encode, *, decode=None, prompt=None, multimask: bool = False, top: int = 5, names=None) -> dict:
     """One photo through the model and its task's postprocessing (see the module's docstring).
     `prompt` (promptable models): {"points": [(x, y)...], "labels": [1|0...], "box": (x0, y0, x1, y1)}
     in the photo's pixels. Raises NonFiniteOutput when the model gives NaN/Inf."""

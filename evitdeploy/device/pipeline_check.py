@@ -27,11 +27,11 @@ def photo_prompts(photos: list) -> list:
     return [(index, prompts.parity_prompts(*photo.shape[:2])[k]) for index, photo in enumerate(photos) for k in PROMPTS]
 
 
-def answers(photos: list, spec: dict, encode, decode=None) -> list:
+def answers(photos: list, spec: dict, encode, *, decode=None) -> list:
     """pipeline.predict for each photo (each photo's prompts, for a promptable model)."""
     if spec["task"] != tasks.PROMPTABLE:
         return [pipeline.predict(photo, spec, encode) for photo in photos]
-    return [pipeline.predict(photos[index], spec, encode, decode, prompt=prompt) for index, prompt in photo_prompts(photos)]
+    return [pipeline.predict(photos[index], spec, encode, decode=decode, prompt=prompt) for index, prompt in photo_prompts(photos)]
 
 
 def arrays_of(photos: list, spec: dict, found: list) -> dict:
@@ -84,12 +84,12 @@ def load(folder, spec: dict) -> tuple:
     return photos, arrays
 
 
-def compare(spec: dict, photos: list, expected: dict, found: list, tolerances: dict) -> dict:
+def compare(spec: dict, photos: list, expected: dict, *, found: list, tolerances: dict) -> dict:
     """{"passed", "failures", "metrics"}: these answers against PyTorch's, by the bundle's tolerances."""
     task = spec["task"]
     if task != tasks.PROMPTABLE:
         got = np.stack([answer["logits"] for answer in found]).astype(np.float32)
-        report = metrics.compare_outputs(task, expected["logits"], got, tolerances)
+        report = metrics.compare_outputs(task, expected["logits"], got, tolerances=tolerances)
         if task == tasks.SEGMENTATION and report["metrics"]:
             same = sum(int((answer["class_map"] == expected["class_map_{}".format(i)]).sum()) for i, answer in enumerate(found))
             agreement = same / float(sum(p.shape[0] * p.shape[1] for p in photos))
@@ -127,7 +127,7 @@ def compare(spec: dict, photos: list, expected: dict, found: list, tolerances: d
     return {"passed": not failures, "failures": failures, "metrics": found_metrics}
 
 
-def check(folder, manifest: dict, encode, decode=None) -> dict:
+def check(folder, manifest: dict, encode, *, decode=None) -> dict:
     """The whole pipeline on the bundle's photos against PyTorch's answers; a bundle made before
     it carried photos says so (not a failure: its graph-level check still runs)."""
     if FILE not in manifest["files"]:
@@ -135,10 +135,21 @@ def check(folder, manifest: dict, encode, decode=None) -> dict:
     spec = manifest["spec"]
     photos, expected = load(folder, spec)
     try:
-        found = answers(photos, spec, encode, decode)
+        found = answers(photos, spec, encode, decode=decode)
     except pipeline.NonFiniteOutput as exc:
         return {"checked": True, "passed": False, "failures": [str(exc)], "metrics": {"photos": len(photos)}}
     except Exception as exc:
         raise BundleError("the bundle's photos cannot go through its pipeline ({})".format(first_line(exc)), HINT) from None
-    report = compare(spec, photos, expected, found, manifest["bundle"]["tolerances"])
+    report = compare(spec, photos, expected, found=found, tolerances=manifest["bundle"]["tolerances"])
     return {"checked": True, "preprocessing": preprocessing.describe(pipeline.spec_preprocessing(spec)), **report}
+
+
+SUMMARY_KEYS = ("photos", "prompts", "cosine_min", "top1_agreement", "photo_pixel_agreement", "mask_iou_min", "same_mask_shown", "score_max_error")
+
+
+def summary(report: dict) -> str:
+    """check()'s report in one line, for verify.py's and evitdeploy's printouts."""
+    if not report.get("checked"):
+        return "not checked: " + report.get("why", "")
+    found = report["metrics"]
+    return "raw photos, {}: {}".format(report["preprocessing"], ", ".join("{} {:.6g}".format(k, found[k]) for k in SUMMARY_KEYS if k in found))

@@ -66,7 +66,7 @@ def _open(folder, manifest: dict, *, threads, runtime, model_file: str):
         raise BundleError(f"{model_file} cannot be loaded by this runtime ({first_line(exc)})", "re-copy the bundle from where it was made") from None
 
 
-def open_models(folder, manifest: dict, runtime, threads) -> tuple:
+def open_models(folder, manifest: dict, runtime, *, threads) -> tuple:
     """(encode, decode, providers): the bundle's model on its runtime (encode(batch) -> output),
     and a promptable bundle's decoder (decode(feed) -> outputs; None for one model). A decoder built
     for a fixed number of points (TFLite, Core ML) gets its feeds padded, saying how many are real."""
@@ -92,7 +92,7 @@ def _run_model(folder, manifest: dict, runtime, threads, timing) -> ModelRun:
     """One model on the reference images: parity, drift from the making host, latency."""
     spec, bundle = manifest["spec"], manifest["bundle"]
     inputs, expected, host_outputs = integrity.load_reference(folder, spec)
-    infer, _, providers = open_models(folder, manifest, runtime, threads)
+    infer, _, providers = open_models(folder, manifest, runtime, threads=threads)
     batch = spec["input_shape"][0]
     try:
         outputs = metrics.run_batches(infer, inputs, batch)
@@ -129,7 +129,7 @@ def _run_promptable(folder, manifest: dict, runtime, threads, timing) -> ModelRu
     encoder's per image (what the budget judges) and, beside it, the decoder's per prompt."""
     spec, bundle = manifest["spec"], manifest["bundle"]
     inputs, feeds, expected = integrity.load_prompted_reference(folder, spec)
-    encode, decode, providers = open_models(folder, manifest, runtime, threads)
+    encode, decode, providers = open_models(folder, manifest, runtime, threads=threads)
     try:
         got = prompts.prompted_outputs(encode, decode, inputs, feeds=feeds)
     except Exception as exc:
@@ -140,7 +140,7 @@ def _run_promptable(folder, manifest: dict, runtime, threads, timing) -> ModelRu
     found = prompts.promptable_metrics(expected, got, shown=prompts.shown_per_prompt(feeds, expected["iou_predictions"]))
     failures = prompts.promptable_failures(found, bundle["tolerances"])
     parity = {"passed": not failures, "failures": failures, "metrics": {k: v for k, v in found.items() if not isinstance(v, list)}}
-    whole = pipeline_check.check(folder, manifest, encode, decode)
+    whole = pipeline_check.check(folder, manifest, encode, decode=decode)
     warmup, count = timing
     latency = decoder_latency = None
     if count > 0:
@@ -247,13 +247,8 @@ def _print(report: dict) -> None:
         "nonfinite_outputs",
     )
     print("parity    " + ", ".join(f"{k} {found[k]:.6g}" for k in keys if k in found) + " (vs PyTorch FP32)")
-    whole = report.get("pipeline") or {}
-    if whole.get("checked"):
-        found = whole["metrics"]
-        keys = ("photos", "prompts", "cosine_min", "top1_agreement", "photo_pixel_agreement", "mask_iou_min", "same_mask_shown", "score_max_error")
-        print("pipeline  raw photos, " + whole["preprocessing"] + ": " + ", ".join(f"{k} {found[k]:.6g}" for k in keys if k in found))
-    elif whole:
-        print(f"pipeline  not checked: {whole['why']}")
+    if report.get("pipeline"):
+        print("pipeline  " + pipeline_check.summary(report["pipeline"]))
     drift = report["drift_from_making_host"]
     if drift:
         print(f"drift     vs the making host's own outputs: max abs {drift['max_abs_error']:.3g}, min cosine {drift['cosine_min']:.6f}")

@@ -455,5 +455,6 @@ class PromptDecoder(nn.Module):
             dense_prompt_embeddings=dense,
             point_valid=point_valid,
         )
-        masks, iou = masks[:, self.tokens], iou[:, self.tokens]
+        if self.tokens != self.TOKENS[4]:  # all four: no slice (coremltools has no lowering for a full slice's alias)
+            masks, iou = masks[:, self.tokens], iou[:, self.tokens]
         return dict(zip(self.output_names, (masks, iou))) if self.fixed_points else (masks, iou)

@@ -272,6 +272,10 @@ def verification_table(report: dict) -> Table:
     elif signature.get("signed"):
         table.add_row("signature", f"{signature['file']} present, not checked (no --public-key)")
     table.add_row("parity vs PyTorch", ", ".join(f"{k} {number_text(metrics[k], 6)}" for k in keys if k in metrics))
+    if report.get("pipeline"):
+        from evitdeploy.device.pipeline_check import summary
+
+        table.add_row("whole pipeline", as_written(summary(report["pipeline"])))
     drift = report["drift_from_making_host"]
     if drift:
         table.add_row("vs making host", f"max abs {number_text(drift.get('max_abs_error'), 3)}, min cosine {number_text(drift.get('cosine_min'), 6)}")
