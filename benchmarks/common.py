@@ -80,6 +80,9 @@ class Exports:
         self.folder, self.announce, self.made = Path(folder), announce, {}
 
     def __call__(self, model: str, target: str, precision: str, **fields):
+        calib = getattr(fields.get("reduced"), "calib", None)
+        if calib and Path(calib).exists() and "data" not in fields:  # validated on the calibration's domain: a digits model is not judged on natural photos
+            fields["data"] = Path(calib)
         key = (model, target, precision, repr(sorted(fields.items())))
         if key not in self.made:
             from evitdeploy import api

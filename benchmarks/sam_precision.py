@@ -40,7 +40,7 @@ from evitdeploy.backends import runner_for
 from evitdeploy.backends.promptable import artifact_models, runner_pair
 from evitdeploy.backends.torch.runner import TorchDecoderRunner, TorchRunner
 from evitdeploy.data import preprocess
-from evitdeploy.device.prompts import MASK_THRESHOLD, decoder_feed, masks_for_image, prompted_outputs, promptable_metrics
+from evitdeploy.device.prompts import MASK_THRESHOLD, decoder_feed, masks_for_image, prompted_outputs, promptable_metrics, shown_per_prompt
 from evitdeploy.models import build_model
 from evitdeploy.models.trained_sam import promptable_checkpoint, promptable_data, promptable_spec
 from evitdeploy.precision.options import PrecisionOptions
@@ -81,10 +81,12 @@ def ir_encoder_pair(ir_folder: Path, decoder_artifact, threads: int):
     return runner_pair(encoder, None, decoder_artifact.spec)[0], decode
 
 
-def scores(name: str, outputs: dict, reference: dict, truth: list) -> dict:
-    """Against PyTorch FP32 and against the ground truth (best-rated mask, upscaled to the image)."""
-    metrics = promptable_metrics(reference, outputs)
-    best = outputs["iou_predictions"].argmax(axis=1)
+def scores(name: str, outputs: dict, reference: dict, truth: list, *, feeds: list) -> dict:
+    """Against PyTorch FP32 and against the ground truth: the mask SAM's conventions show for each
+    prompt (a point: the best-rated multimask output; a box or several points: the single one),
+    upscaled to the image."""
+    metrics = promptable_metrics(reference, outputs, shown=shown_per_prompt(feeds, reference["iou_predictions"]))
+    best = shown_per_prompt(feeds, outputs["iou_predictions"])
     chosen = outputs["low_res_masks"][np.arange(len(best)), best]
     ious = []
     for logits, mask in zip(chosen, truth):
@@ -128,10 +130,10 @@ def main() -> None:
     masks = [m for per_image in truth for m in per_image]
     print(f"{len(photos)} held-out mosaics, {len(feeds)} prompts", flush=True)
     model.set_formulation("textbook")
-    with TorchRunner(model, spec) as encoder, TorchDecoderRunner(model.decoder(spec.multimask)) as decoder:
+    with TorchRunner(model, spec) as encoder, TorchDecoderRunner(model.decoder(spec.decoder_masks)) as decoder:
         reference = prompted_outputs(*runner_pair(encoder, decoder, spec), inputs, feeds=feeds)
     model.set_formulation("deploy")
-    rows = [scores("torch fp32", reference, reference, masks)]
+    rows = [scores("torch fp32", reference, reference, masks, feeds=feeds)]
     with tempfile.TemporaryDirectory(prefix="evitdeploy-samprec-") as scratch:
         folder = Path(scratch)
         calib_photos, _, _ = promptable_data(2 if args.tiny else 16, seed=3, split="train")
@@ -165,7 +167,7 @@ def main() -> None:
             ir = nncf_default(fp32_encoder, calibration, folder / "encoder-nncf")
             contenders["ov int8 NNCF default"] = lambda: ir_encoder_pair(ir, artifacts[("openvino", "fp32")], args.threads)
         for name, make in contenders.items():
-            rows.append(scores(name, prompted_outputs(*make(), inputs, feeds=feeds), reference, masks))
+            rows.append(scores(name, prompted_outputs(*make(), inputs, feeds=feeds), reference, masks, feeds=feeds))
     result = {
         "host": host,
         "images": len(photos),

@@ -32,6 +32,19 @@ def test_a_flipped_top1_fails_fp32_and_is_counted():
     assert any("max abs error" in f for f in report["failures"])
 
 
+def test_a_reference_with_a_near_tie_at_the_top_is_not_judged_by_top1():
+    """A random-weight model's best two classes 3e-4 apart on a range of ~2: its argmax is not an
+    answer to agree with. Counted, not judged; the cosine still is; a decided sample still fails."""
+    ref = np.array([[0.9549, 0.95458, 0.0, -1, 0.5, 0.2], [3.0, 1, 0, 0, 0, 0]], dtype=np.float32)
+    cand = ref.copy()
+    cand[0, 1] = 0.9552  # the tie flips
+    report = compare(CLS, ref, cand, "int8", tolerances_for("int8"))
+    assert report["passed"] and report["metrics"]["top1_agreement"] == 1.0 and report["metrics"]["top1_undecided"] == 1
+    cand[1, 1] = 3.5  # the decided sample flips too
+    report = compare(CLS, ref, cand, "int8", tolerances_for("int8"))
+    assert not report["passed"] and report["metrics"]["top1_agreement"] == 0.0
+
+
 def test_nan_in_candidate_always_fails():
     ref = np.ones((1, 6), dtype=np.float32)
     cand = ref.copy()
