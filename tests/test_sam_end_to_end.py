@@ -111,7 +111,6 @@ def photos() -> dict:
     return {"coffee 400x600": data.coffee(), "chelsea 300x451": data.chelsea(), "rocket 427x640 cropped to 427x213": data.rocket()[:, 200:413]}
 
 
-@pytest.mark.slow
 def test_a_reference_layout_sam_l0_through_predict_equals_the_reference_predictor(cli, tmp_path):
     """Embeddings within 1e-4, mask IoU >= 0.999 on non-square photos, for a point and a box."""
     import onnxruntime as ort
