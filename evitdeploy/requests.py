@@ -90,7 +90,6 @@ class CheckRequest:
     model_name: Optional[str] = None  # for a bare model file without a manifest
     checkpoint: Optional[Path] = None  # the reference's weights [default: the manifest's]
     data: Optional[Path] = None
-    preprocessing: Optional[Path] = None  # as ExportRequest's
     samples: int = 8
     synthetic: bool = False
     batch: Optional[int] = None
