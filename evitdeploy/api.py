@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Optional
@@ -372,6 +373,18 @@ def promptable_reference(artifact: Artifact, spec: ModelSpec, inputs, *, sizes: 
     return bundle_reference(_reference_for(artifact, spec, checkpoint), spec, inputs, sizes=sizes)
 
 
+@contextlib.contextmanager
+def reference_encoder(artifact: Artifact, spec: ModelSpec, checkpoint=None):
+    """`encode(batch) -> output` of the PyTorch FP32 reference (the textbook formulation: the
+    reference's own arithmetic), for device.pipeline: what `eval` scores the artifact against."""
+    from evitdeploy.backends.promptable import runner_pair
+    from evitdeploy.backends.torch.runner import TorchRunner
+
+    model = _reference_for(artifact, spec, checkpoint)
+    with model.formulation("textbook"), TorchRunner(model, spec) as runner:
+        yield runner_pair(runner, None, spec)[0]
+
+
 def pipeline_reference(artifact: Artifact, spec: ModelSpec, photos: list, *, checkpoint=None) -> dict:
     """pipeline.npz's arrays for these raw photos: PyTorch's final answers (top-k logits, class
     maps, SAM's shown masks) through device.pipeline, the code verify.py and apps run."""
@@ -379,16 +392,14 @@ def pipeline_reference(artifact: Artifact, spec: ModelSpec, photos: list, *, che
     from evitdeploy.backends.torch.runner import TorchDecoderRunner, TorchRunner
     from evitdeploy.device import pipeline_check
 
-    model = _reference_for(artifact, spec, checkpoint)
     data = spec.to_dict()
-    with model.formulation("textbook"), TorchRunner(model, spec) as encoder:
-        if spec.promptable:
-            with TorchDecoderRunner(model.decoder(spec.decoder_masks)) as decoder:
-                encode, decode = runner_pair(encoder, decoder, spec)
-                found = pipeline_check.answers(photos, data, encode, decode=decode)
-        else:
-            found = pipeline_check.answers(photos, data, runner_pair(encoder, None, spec)[0])
-    return pipeline_check.arrays_of(photos, data, found)
+    if not spec.promptable:
+        with reference_encoder(artifact, spec, checkpoint) as encode:
+            return pipeline_check.arrays_of(photos, data, pipeline_check.answers(photos, data, encode))
+    model = _reference_for(artifact, spec, checkpoint)
+    with model.formulation("textbook"), TorchRunner(model, spec) as encoder, TorchDecoderRunner(model.decoder(spec.decoder_masks)) as decoder:
+        encode, decode = runner_pair(encoder, decoder, spec)
+        return pipeline_check.arrays_of(photos, data, pipeline_check.answers(photos, data, encode, decode=decode))
 
 
 def predicts_here(artifact: Artifact) -> Optional[str]:

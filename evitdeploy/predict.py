@@ -14,15 +14,14 @@ Library code: returns JSON-ready data, prints nothing.
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable
 
 import numpy as np
 
 from evitdeploy import api, limits, memory, rendering
 from evitdeploy.files import IMAGE_MAX_BYTES, check_output, input_file, is_character_device, write_output
-from evitdeploy.backends import runner_for, why_not_here
+from evitdeploy.backends import why_not_here
 from evitdeploy.data import IMAGE_SUFFIXES
 from evitdeploy.errors import EXIT_BACKEND_UNAVAILABLE, EXIT_CHECK_FAILED, UserError
 from evitdeploy.labels import class_names, palette
@@ -204,53 +203,7 @@ def _check_output(output: Path, force: bool, what: str = "output PNG", *, suffix
         raise UserError(f"{what} {output} already exists", "pass --force (force=True in Python) to replace it, or choose another path")
 
 
-class _Model:
-    """The artifact's runner(s) as the pipeline's encode/decode, each call timed; the encoder's
-    output checked against the shape the spec promises."""
-
-    def __init__(self, artifact, threads: Optional[int]):
-        self.spec = artifact.spec
-        if self.spec.promptable:
-            from evitdeploy.backends.promptable import artifact_models
-
-            models = artifact_models(artifact)
-            self.runners = [runner_for(models["encoder"], threads), runner_for(models["decoder"], threads)]
-        else:
-            self.runners = [runner_for(artifact, threads)]
-        self.latency_ms: list[float] = []
-
-    def __enter__(self):
-        for runner in self.runners:
-            runner.load()
-        self.runners[0].check_spec(self.spec)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for runner in self.runners:
-            runner.close()
-
-    def _timed(self, runner, feed: dict) -> dict:
-        started = time.perf_counter()
-        outputs = runner.infer(feed)
-        self.latency_ms.append((time.perf_counter() - started) * 1e3)
-        return outputs
-
-    def encode(self, batch: np.ndarray) -> np.ndarray:
-        spec = self.spec
-        outputs = self._timed(self.runners[0], {spec.input_name: batch})
-        output = np.asarray(outputs.get(spec.output_name, next(iter(outputs.values()))), dtype=np.float32)
-        expected = spec.output_shape(spec.input_shape[0], spec.height, spec.width)
-        if output.shape != tuple(expected):
-            raise UserError(f"the model's output has shape {output.shape}; its spec says {tuple(expected)}", "re-export the artifact")
-        return output
-
-    def decode(self, feed: dict) -> dict:
-        from evitdeploy.device.prompts import DECODER_INPUTS
-
-        return self._timed(self.runners[1], {name: feed[name] for name in DECODER_INPUTS})
-
-
-def _answer(model: _Model, image: np.ndarray, request: PredictRequest) -> dict:
+def _answer(model, image: np.ndarray, request: PredictRequest) -> dict:
     """device.pipeline.predict on the host's runners: what a bundle's app gets for this photo."""
     from evitdeploy.device.pipeline import NonFiniteOutput, predict as pipeline_predict
 
@@ -293,7 +246,9 @@ def predict(request: PredictRequest, progress: Progress = None) -> dict:
     api.int8_kernels_here(artifact)  # an INT8 model whose sums this CPU would saturate is refused
     memory.require_fits(spec, "bench", f"predicting with {spec.name} at {spec.height}x{spec.width}")
     report_step(progress, f"running {artifact.model_file.name} on {artifact.target}")
-    with _Model(artifact, request.threads) as model:
+    from evitdeploy.artifact_model import ArtifactModel
+
+    with ArtifactModel(artifact, request.threads) as model:
         answer = _answer(model, image, request)
     result, drawn = predictor(image, answer, spec=spec, request=request)
     report_step(progress, f"writing {output}")

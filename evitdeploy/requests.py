@@ -100,6 +100,18 @@ class CheckRequest:
 
 
 @dataclass(frozen=True, kw_only=True)
+class EvalRequest:
+    """`eval`: the artifact's task metric on labelled data, beside the PyTorch FP32 reference's."""
+
+    path: Path  # artifact or bundle folder
+    dataset: Path  # evaluation.datasets' layouts
+    limit: Optional[int] = None  # images drawn with `seed`; None: all
+    seed: int = 0  # the subset's and the bootstrap's
+    checkpoint: Optional[Path] = None  # the reference's weights [default: the manifest's]
+    threads: Optional[int] = None
+
+
+@dataclass(frozen=True, kw_only=True)
 class BenchRequest:
     """`bench`: latency of one artifact on this host (and optionally of PyTorch eager)."""
 

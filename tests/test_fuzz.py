@@ -287,6 +287,7 @@ BAD_BY_OPTION = {
     "--min-top1": [*BAD_FLOAT, "2"],
     "--min-pixel-agreement": [*BAD_FLOAT, "2"],
     "--top": [*BAD_INT, "0", "21", "-1"],
+    "--limit": [*BAD_COUNT, "0"],
     "--delegate": ["bogus", "[/]", "a\nb", "COREML", "xnnpack,coreml"],
     "--executor": ["slurm", "", "[/]", "RAY", "a\nb"],
     "--address": ["x y", "", ":", "host:", "[/]", "a\nb", "127.0.0.1:99999999"],
@@ -470,6 +471,7 @@ LIGHT_BASE = {
     "profiles": lambda m: ["profiles"],
     "doctor": lambda m: ["doctor"],
     "predict": lambda m: ["predict", "art", "photo.png", "--output", "out.png"],
+    "eval": lambda m: ["eval", "art", "--dataset", "ds", "--limit", "1"],
     "worker": lambda m: ["worker", "--head", "--dry-run"],  # never starts Ray: --dry-run stays (mutations only append or set)
 }
 
@@ -484,6 +486,9 @@ def stage(made, sandbox: Path) -> None:
     shutil.copyfile(made["bench"], sandbox / "new.json")
     shutil.copyfile(made["bench"], sandbox / "base.json")
     shutil.copyfile(made["photo"], sandbox / "photo.png")
+    (sandbox / "ds" / "c1").mkdir(parents=True)  # an ImageFolder for `eval`: the random B0's 1000 classes named, one photo
+    (sandbox / "ds" / "classes.txt").write_text("".join(f"c{i}\n" for i in range(1000)))
+    shutil.copyfile(made["photo"], sandbox / "ds" / "c1" / "a.png")
 
 
 @pytest.mark.parametrize(
@@ -500,6 +505,7 @@ def stage(made, sandbox: Path) -> None:
         ("profiles", 10),
         ("doctor", 5),
         ("predict", 25),
+        ("eval", 20),
         ("worker", 20),
     ],
 )
@@ -537,6 +543,7 @@ POSITIONAL_PATHS = {
     "check": {"artifact": 1},
     "bench": {"artifact": 1},
     "predict": {"artifact": 1, "image": 2},
+    "eval": {"artifact": 1},
     "gate": {"paths": 1},
     "report": {"results": 1},
     "verify": {"bundle": 1},
@@ -568,7 +575,7 @@ def with_path(args: list[str], verb: str, slot: str, value: str) -> list[str]:
     return args
 
 
-PATH_VERBS = ["export", "plan", "deploy", "sweep", "check", "bench", "predict", "gate", "report", "verify", "build"]
+PATH_VERBS = ["export", "plan", "deploy", "sweep", "check", "bench", "predict", "eval", "gate", "report", "verify", "build"]
 
 
 @pytest.mark.parametrize("kind", sorted(SPECIAL_PATHS))

@@ -6,11 +6,36 @@ python -m evitdeploy.models.references [FOLDER]
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
 from evitdeploy.models.trained import digit_mosaics, digits_checkpoint, digits_images, mosaic_checkpoint
 from evitdeploy.models.trained_sam import promptable_checkpoint, promptable_data
+
+
+def write_datasets(folder: Path, *, digits: Optional[int] = None, mosaics: int = 8, mosaic_size: tuple = (128, 256)) -> dict:
+    """The trained references' held-out data as labelled datasets on disk, in the layouts `eval`
+    reads: digits as an ImageFolder (folders 0..9, classes.txt), digit mosaics as images/ + masks/
+    (PNG label maps, 10 the background). Returns {"digits": folder, "mosaics": folder}."""
+    from PIL import Image
+
+    folder = Path(folder)
+    images, labels = digits_images("test")
+    digits_root = folder / "digits"
+    for index in range(10):
+        (digits_root / str(index)).mkdir(parents=True, exist_ok=True)
+    (digits_root / "classes.txt").write_text("".join(f"{index}\n" for index in range(10)))
+    for number, (image, label) in enumerate(zip(images[:digits], labels[:digits])):
+        Image.fromarray(image).save(digits_root / str(int(label)) / f"{number:05d}.png")
+    photos, label_maps = digit_mosaics(mosaics, *mosaic_size, seed=2, split="test")
+    mosaic_root = folder / "mosaics"
+    (mosaic_root / "images").mkdir(parents=True, exist_ok=True)
+    (mosaic_root / "masks").mkdir(exist_ok=True)
+    for number, (photo, label_map) in enumerate(zip(photos, label_maps)):
+        Image.fromarray(photo).save(mosaic_root / "images" / f"{number:04d}.png")
+        Image.fromarray(label_map.astype(np.uint8)).save(mosaic_root / "masks" / f"{number:04d}.png")
+    return {"digits": digits_root, "mosaics": mosaic_root}
 
 
 def main() -> None:
@@ -41,6 +66,8 @@ def main() -> None:
     np.savez(folder / "mosaics_test_512x1024.npz", image=photos, label=label_maps)
     np.savez(folder / "mosaics_sam_256.npz", image=promptable_data(16, seed=1, split="train")[0])  # efficientvit_sam_tiny's
     print(f"calibration and test data (.npz, uint8 photos under 'image'): {folder}")
+    found = write_datasets(folder / "datasets", mosaic_size=(512, 1024))
+    print(f"labelled datasets for `evitdeploy eval --dataset`: {found['digits']} (ImageFolder), {found['mosaics']} (images/ + masks/)")
 
 
 if __name__ == "__main__":

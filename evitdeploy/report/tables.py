@@ -391,3 +391,25 @@ def export_lines(manifest: dict) -> list[str]:
                 f"{storage['planned']['cosine_min']:.6f}); plain FP16 would give {storage['plain']['nonfinite']} NaN/Inf"
             )
     return lines
+
+
+def evaluation_table(report: dict) -> Table:
+    """`eval`: each metric for the artifact and PyTorch FP32 with their 95% intervals, and the delta."""
+    dataset = report["dataset"]
+    table = Table(
+        title=f"eval {as_written(report['model'])} {as_written(report['target'])}/{as_written(report['precision'])} on "
+        f"{as_written(dataset['root'])} ({as_written(dataset['layout'])}, {report['images']} of {dataset['of']} images)"
+    )
+    for column in ("metric", report["target"], "PyTorch FP32", "delta (paired)"):
+        table.add_column(as_written(column), justify="left" if column == "metric" else "right")
+
+    def shown(entry: dict, signed: bool = False) -> str:
+        sign = "+" if signed else ""
+        return f"{100 * entry['value']:{sign}.2f} [{100 * entry['low']:{sign}.2f}, {100 * entry['high']:{sign}.2f}]"
+
+    for name, entry in report["metrics"].items():
+        table.add_row(name.replace("_", " ") + " %", shown(entry), shown(report["fp32"][name]), shown(report["delta"][name], signed=True) + " pt")
+    table.caption = as_written(
+        f"{report['disagreements']} images predicted differently; {report['interval']}; {report['images_per_second']} images/s (both models)"
+    )
+    return table

@@ -1,0 +1,77 @@
+"""`eval`: an artifact's task metric on the user's labelled data, beside the PyTorch FP32 reference's
+on the same photos, through the same preprocessing and postprocessing (device/pipeline.py: what the
+bundle's app and `predict` run). Streamed: one photo at a time; only per-image records are kept.
+Library code: returns JSON-ready data, prints nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from evitdeploy import api, limits, memory
+from evitdeploy.errors import EXIT_BACKEND_UNAVAILABLE, EXIT_CHECK_FAILED, UserError
+from evitdeploy.evaluation import datasets, scores
+from evitdeploy.progress import Progress, report_step
+from evitdeploy.requests import EvalRequest
+from evitdeploy.spec import CLASSIFICATION
+
+PROGRESS_EVERY_S = 2.0  # a progress line at most this often
+
+
+def evaluate(request: EvalRequest, progress: Progress = None) -> dict:
+    """The eval report: the artifact's metric and the FP32 reference's, each with a 95% bootstrap
+    interval, their paired delta, and the images where the two disagree."""
+    from evitdeploy.backends import why_not_here
+    from evitdeploy.device.pipeline import NonFiniteOutput, predict
+    from evitdeploy.labels import class_names
+    from evitdeploy.artifact_model import ArtifactModel
+
+    limits.check_seed(request.seed)
+    limits.check_range("--threads", request.threads, 1, high=limits.THREADS_MAX)
+    artifact = api.resolve_artifact(Path(request.path), None)
+    spec = artifact.spec
+    dataset = datasets.open_dataset(Path(request.dataset), spec, limit=request.limit, seed=request.seed)
+    reason = why_not_here(artifact, "predict")
+    if reason:
+        raise UserError(reason, f"run eval where {artifact.target} runs", EXIT_BACKEND_UNAVAILABLE)
+    api.int8_kernels_here(artifact)
+    memory.require_fits(spec, "bench", f"evaluating {spec.name} at {spec.height}x{spec.width}")
+    classification = spec.task == CLASSIFICATION
+    records = scores.ClassificationRecords(spec.num_classes) if classification else scores.SegmentationRecords(spec.num_classes, datasets.IGNORE)
+    data, names = spec.to_dict(), class_names(spec)
+    report_step(progress, f"evaluating {len(dataset.samples)} images of {dataset.root} ({dataset.layout}) on {artifact.target} and on PyTorch FP32")
+    started = last = time.perf_counter()
+    with ArtifactModel(artifact, request.threads) as model, api.reference_encoder(artifact, spec, request.checkpoint) as reference:
+        for done, sample in enumerate(dataset.samples, start=1):
+            photo = datasets.read_sample_photo(sample)
+            try:
+                mine, theirs = (predict(photo, data, encode, top=5, names=names) for encode in (model.encode, reference))
+            except NonFiniteOutput as exc:
+                raise UserError(f"{sample.image}: {exc}", "run `evitdeploy check` on the artifact", EXIT_CHECK_FAILED) from None
+            if classification:
+                records.add(sample.label, mine["top"], theirs["top"])
+            else:
+                labels = datasets.read_label_map(sample, dataset.layout, size=photo.shape[:2], classes=spec.num_classes)
+                records.add(labels, mine["class_map"], theirs["class_map"])
+            now = time.perf_counter()
+            if progress and (now - last >= PROGRESS_EVERY_S or done == len(dataset.samples)):
+                rate = done / (now - started)
+                progress(f"{done}/{len(dataset.samples)} images, {rate:.1f}/s, ETA {(len(dataset.samples) - done) / rate:.0f} s")
+                last = now
+    seconds = time.perf_counter() - started
+    return {
+        "kind": "evaluation",
+        "artifact": str(artifact.folder),
+        "model": spec.name,
+        "task": spec.task,
+        "target": artifact.target,
+        "precision": artifact.precision,
+        "input_shape": list(spec.input_shape),
+        "preprocessing": spec.preprocessing,
+        "dataset": {**dataset.describe(), "limit": request.limit, "seed": request.seed},
+        **records.summary(request.seed),
+        "interval": f"{int(scores.CONFIDENCE * 100)}% percentile bootstrap over images, {scores.RESAMPLES} resamples; deltas paired",
+        "seconds": round(seconds, 3),
+        "images_per_second": round(len(dataset.samples) / seconds, 3) if seconds else None,
+    }

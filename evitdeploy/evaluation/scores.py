@@ -1,0 +1,141 @@
+"""Task metrics over per-image records, each with a 95% bootstrap interval (scipy's, over images),
+and the artifact-minus-FP32 delta with its paired interval (the same images resampled for both).
+
+Per-image records keep memory flat in the dataset's size: classification keeps 4 small numbers an
+image, segmentation a per-class intersection and union (K each), never a photo or a prediction.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+RESAMPLES = 1000
+CONFIDENCE = 0.95
+
+
+class ClassificationRecords:
+    """Top-1 / top-5 correctness per image, for the artifact and the reference, and the label."""
+
+    def __init__(self, classes: int):
+        self.classes = classes
+        self.rows: list[tuple[int, int, int, int, int, int, int]] = []
+
+    def add(self, label: int, artifact_top: list, reference_top: list) -> None:
+        a, r = [e["index"] for e in artifact_top], [e["index"] for e in reference_top]
+        self.rows.append((label, int(a[0] == label), int(label in a[:5]), int(r[0] == label), int(label in r[:5]), a[0], r[0]))
+
+    def summary(self, seed: int) -> dict:
+        rows = np.array(self.rows, np.int64).reshape(-1, 7)
+        label, top1, top5, ref1, ref5, pred, ref_pred = rows.T
+        per_class = []
+        for index in np.unique(label):
+            mine = label == index
+            per_class.append({"index": int(index), "images": int(mine.sum()), "top1": float(top1[mine].mean()), "top1_fp32": float(ref1[mine].mean())})
+        return {
+            "images": int(len(rows)),
+            "metrics": {
+                "top1": _with_interval(top1, seed),
+                "top5": _with_interval(top5, seed),
+            },
+            "fp32": {"top1": _with_interval(ref1, seed), "top5": _with_interval(ref5, seed)},
+            "delta": {"top1": _paired_delta(top1, ref1, seed), "top5": _paired_delta(top5, ref5, seed)},
+            "disagreements": int((pred != ref_pred).sum()),
+            "per_class": per_class,
+        }
+
+
+class SegmentationRecords:
+    """Per image and class: intersection and union of the prediction with the labels (artifact and
+    reference), and correct / labelled pixel counts."""
+
+    def __init__(self, classes: int, ignore: int):
+        self.classes, self.ignore = classes, ignore
+        self.inter, self.union, self.ref_inter, self.ref_union = [], [], [], []
+        self.correct, self.ref_correct, self.labelled, self.disagree = [], [], [], []
+
+    def add(self, labels: np.ndarray, artifact_map: np.ndarray, reference_map: np.ndarray) -> None:
+        valid = labels != self.ignore
+        truth = labels[valid]
+        for found, inter, union, correct in (
+            (artifact_map[valid], self.inter, self.union, self.correct),
+            (reference_map[valid], self.ref_inter, self.ref_union, self.ref_correct),
+        ):
+            hit = found == truth
+            inter.append(np.bincount(truth[hit], minlength=self.classes)[: self.classes])
+            area_truth = np.bincount(truth, minlength=self.classes)[: self.classes]
+            area_found = np.bincount(np.clip(found, 0, self.classes - 1), minlength=self.classes)[: self.classes]
+            union.append(area_truth + area_found - inter[-1])
+            correct.append(int(hit.sum()))
+        self.labelled.append(int(valid.sum()))
+        self.disagree.append(int((artifact_map != reference_map).any()))  # an image with any pixel predicted differently
+
+    def summary(self, seed: int) -> dict:
+        inter, union = np.array(self.inter), np.array(self.union)
+        ref_inter, ref_union = np.array(self.ref_inter), np.array(self.ref_union)
+        correct, ref_correct, labelled = (np.array(v, np.float64) for v in (self.correct, self.ref_correct, self.labelled))
+        present = union.sum(axis=0) + ref_union.sum(axis=0) > 0
+        per_class = [
+            {"index": int(k), "iou": _ratio(inter[:, k].sum(), union[:, k].sum()), "iou_fp32": _ratio(ref_inter[:, k].sum(), ref_union[:, k].sum())}
+            for k in np.flatnonzero(present)
+        ]
+        miou = lambda i, u: _miou(i, u, present)  # noqa: E731 (the statistic, over resampled images)
+        pixel = lambda c, n: c.sum(axis=-1) / np.maximum(n.sum(axis=-1), 1)  # noqa: E731
+        return {
+            "images": int(len(labelled)),
+            "metrics": {"miou": _interval(miou, (inter, union), seed), "pixel_accuracy": _interval(pixel, (correct, labelled), seed)},
+            "fp32": {"miou": _interval(miou, (ref_inter, ref_union), seed), "pixel_accuracy": _interval(pixel, (ref_correct, labelled), seed)},
+            "delta": {
+                "miou": _interval(lambda a, b, c, d: miou(a, b) - miou(c, d), (inter, union, ref_inter, ref_union), seed),
+                "pixel_accuracy": _interval(lambda a, b, c: pixel(a, c) - pixel(b, c), (correct, ref_correct, labelled), seed),
+            },
+            "disagreements": int(sum(self.disagree)),
+            "per_class": per_class,
+        }
+
+
+def _ratio(a, b) -> float:
+    return float(a / b) if b else float("nan")
+
+
+def _miou(inter: np.ndarray, union: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """Mean IoU over the classes present (in the labels or the prediction) in these images; works
+    on (..., N, K) resamples, each averaging the classes it holds (a class a resample lacks is not
+    a zero)."""
+    i, u = inter.sum(axis=-2)[..., present], union.sum(axis=-2)[..., present]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.nanmean(np.where(u > 0, i / np.maximum(u, 1), np.nan), axis=-1)
+
+
+def _interval(statistic, data: tuple, seed: int) -> dict:
+    """The statistic over all images and its percentile bootstrap interval (scipy's): the images
+    resampled with replacement, the same indices for every array (so deltas are paired)."""
+    from scipy.stats import bootstrap
+
+    count = len(data[0])
+    value = float(statistic(*data))
+    if count < 2:
+        return {"value": value, "low": value, "high": value}
+
+    def resampled(index, axis=-1):  # index: (..., N) image indices
+        return statistic(*(array[index] for array in data))
+
+    found = bootstrap(
+        (np.arange(count),),
+        resampled,
+        vectorized=True,
+        n_resamples=RESAMPLES,
+        batch=max(1, 20_000_000 // max(1, data[0][0].size * count)),  # resamples at once: memory bounded whatever the dataset
+        confidence_level=CONFIDENCE,
+        method="percentile",
+        random_state=np.random.default_rng(seed),
+    )
+    low, high = found.confidence_interval
+    return {"value": value, "low": float(np.nan_to_num(low, nan=value)), "high": float(np.nan_to_num(high, nan=value))}
+
+
+def _with_interval(values: np.ndarray, seed: int) -> dict:
+    return _interval(lambda v: np.mean(v, axis=-1), (values.astype(np.float64),), seed)
+
+
+def _paired_delta(artifact: np.ndarray, reference: np.ndarray, seed: int) -> dict:
+    return _interval(lambda a, r: np.mean(a, axis=-1) - np.mean(r, axis=-1), (artifact.astype(np.float64), reference.astype(np.float64)), seed)

@@ -1,0 +1,147 @@
+"""`evitdeploy eval`: task metrics on labelled data on disk, for the artifact and the PyTorch FP32
+reference on the same photos, with bootstrap intervals and the paired delta; the trained references
+as real datasets (an ImageFolder of digits, digit mosaics as images + masks); every layout a user
+has, as a tiny synthetic copy; bad datasets refused in one line."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from evitdeploy.models.references import write_datasets
+from helpers import Cli, assert_clean_error
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return write_datasets(tmp_path_factory.mktemp("datasets"), digits=120, mosaics=6)
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory, digits_checkpoint_path, mosaic_checkpoint_path, data):
+    from evitdeploy.models.trained import digits_images
+
+    root, cli = tmp_path_factory.mktemp("eval-artifacts"), Cli()
+    np.savez(root / "digits-train.npz", image=digits_images("train")[0][:64])  # calibration and export validation: digits, not natural photos
+    made = {}
+    for name, model, checkpoint, size, extra in (
+        ("digits-fp32", "efficientvit_b0", digits_checkpoint_path, ("64", "64"), ()),
+        (
+            "digits-int8",
+            "efficientvit_b0",
+            digits_checkpoint_path,
+            ("64", "64"),
+            ("-p", "int8", "--calib", root / "digits-train.npz", "--data", root / "digits-train.npz"),
+        ),
+        ("mosaic-fp32", "efficientvit_seg_b0_cityscapes", mosaic_checkpoint_path, ("128", "256"), ()),
+    ):
+        result = cli("export", "-m", model, "--checkpoint", checkpoint, "--height", size[0], "--width", size[1], *extra, "-o", root / name)
+        assert result.exit_code == 0, result.output
+        made[name] = root / name
+    return made
+
+
+def run_eval(artifact, dataset, *more):
+    result = Cli()("eval", artifact, "--dataset", dataset, *more, "--json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_an_fp32_artifact_scores_exactly_what_pytorch_scores(artifacts, data):
+    report = run_eval(artifacts["digits-fp32"], data["digits"])
+    assert report["images"] == 120 and report["dataset"]["layout"] == "imagefolder"
+    assert report["metrics"]["top1"]["value"] == report["fp32"]["top1"]["value"] > 0.9
+    assert report["delta"]["top1"] == {"value": 0.0, "low": 0.0, "high": 0.0} and report["disagreements"] == 0
+    low, value, high = (report["metrics"]["top1"][k] for k in ("low", "value", "high"))
+    assert low < value <= high <= 1.0 and len(report["per_class"]) == 10
+    seg = run_eval(artifacts["mosaic-fp32"], data["mosaics"])
+    assert seg["dataset"]["layout"] == "pairs" and seg["metrics"]["miou"]["value"] == seg["fp32"]["miou"]["value"] > 0.3
+    assert seg["delta"]["miou"]["value"] == 0.0 and seg["disagreements"] == 0
+
+
+def test_an_int8_artifact_has_a_delta_with_a_paired_interval(artifacts, data):
+    report = run_eval(artifacts["digits-int8"], data["digits"], "--limit", "60", "--seed", "3")
+    assert report["images"] == 60 and report["dataset"]["of"] == 120
+    delta = report["delta"]["top1"]
+    assert delta["low"] <= delta["value"] <= delta["high"]
+    assert delta["value"] == pytest.approx(report["metrics"]["top1"]["value"] - report["fp32"]["top1"]["value"])
+    again = run_eval(artifacts["digits-int8"], data["digits"], "--limit", "60", "--seed", "3")
+    assert again["metrics"] == report["metrics"]  # a seed is a deterministic subset and interval
+
+
+def _photo(path, size=(40, 60), seed=0):
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (*size, 3), dtype=np.uint8)).save(path)
+
+
+def _mask(path, size=(40, 60), value=1):
+    Image.fromarray(np.full(size, value, np.uint8)).save(path)
+
+
+def test_cityscapes_and_ade20k_layouts(artifacts, tmp_path):
+    """Tiny synthetic copies of the standard layouts: Cityscapes' train ids, ADE20K's 1-based ids."""
+    city = tmp_path / "cityscapes"
+    for split, town in (("val", "lindau"),):
+        (city / "leftImg8bit" / split / town).mkdir(parents=True)
+        (city / "gtFine" / split / town).mkdir(parents=True)
+        for i in range(2):
+            _photo(city / "leftImg8bit" / split / town / f"{town}_00000{i}_000019_leftImg8bit.png", seed=i)
+            _mask(city / "gtFine" / split / town / f"{town}_00000{i}_000019_gtFine_labelTrainIds.png", value=10)
+    report = run_eval(artifacts["mosaic-fp32"], city)
+    assert report["dataset"]["layout"] == "cityscapes" and report["images"] == 2
+    ade = tmp_path / "ade"
+    (ade / "images" / "validation").mkdir(parents=True)
+    (ade / "annotations" / "validation").mkdir(parents=True)
+    _photo(ade / "images" / "validation" / "ADE_val_00000001.jpg")
+    _mask(ade / "annotations" / "validation" / "ADE_val_00000001.png", value=11)  # ADE's 11 is the model's 10
+    report = run_eval(artifacts["mosaic-fp32"], ade)
+    assert report["dataset"]["layout"] == "ade20k" and [c["index"] for c in report["per_class"]][-1] <= 10
+
+
+def test_imagenet_synset_mapping_names_the_class_order(artifacts, data, tmp_path):
+    folder = tmp_path / "imagenet-like"
+    shutil.copytree(data["digits"], folder)
+    (folder / "classes.txt").unlink()
+    (folder / "LOC_synset_mapping.txt").write_text("".join(f"{i} digit {i}, the number\n" for i in range(10)))
+    assert run_eval(artifacts["digits-fp32"], folder, "--limit", "10")["images"] == 10
+
+
+def test_bad_datasets_are_refused_in_one_line(artifacts, data, tmp_path):
+    digits, mosaic = artifacts["digits-fp32"], artifacts["mosaic-fp32"]
+    cli = Cli()
+
+    def copy(name):
+        target = tmp_path / name
+        shutil.copytree(data["digits"], target)
+        return target
+
+    missing = copy("missing")
+    shutil.rmtree(missing / "3")
+    (missing / "classes.txt").unlink()
+    assert_clean_error(cli("eval", digits, "--dataset", missing), 2, "9 class folders")
+    extra = copy("extra")
+    (extra / "eleven").mkdir()
+    assert_clean_error(cli("eval", digits, "--dataset", extra), 2, "eleven")
+    stray = copy("stray")
+    (stray / "4" / "notes.txt").write_text("hi")
+    assert_clean_error(cli("eval", digits, "--dataset", stray), 2, "not an image")
+    deep = copy("deep")
+    (deep / "5" / "a" / "b").mkdir(parents=True)
+    assert_clean_error(cli("eval", digits, "--dataset", deep), 2, "is a folder inside")
+    (tmp_path / "empty").mkdir()
+    assert_clean_error(cli("eval", mosaic, "--dataset", tmp_path / "empty"), 2, "segmentation layout")
+    pairs = tmp_path / "pairs"
+    (pairs / "images").mkdir(parents=True)
+    (pairs / "masks").mkdir()
+    _photo(pairs / "images" / "a.png")
+    _mask(pairs / "masks" / "a.png", size=(41, 60))
+    assert_clean_error(cli("eval", mosaic, "--dataset", pairs), 2, "its image is 60x40")
+    _mask(pairs / "masks" / "a.png", value=42)
+    assert_clean_error(cli("eval", mosaic, "--dataset", pairs), 2, "class id 42")
+    (pairs / "masks" / "a.png").unlink()
+    assert_clean_error(cli("eval", mosaic, "--dataset", pairs), 2, "has no label map")
+    assert_clean_error(cli("eval", digits, "--dataset", data["digits"], "--limit", "0"), 2, "--limit")
+    assert_clean_error(cli("eval", digits, "--dataset", tmp_path / "nope"), 2, "not a folder")
