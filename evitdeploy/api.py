@@ -374,31 +374,29 @@ def promptable_reference(artifact: Artifact, spec: ModelSpec, inputs, *, sizes: 
 
 
 @contextlib.contextmanager
-def reference_encoder(artifact: Artifact, spec: ModelSpec, checkpoint=None):
-    """`encode(batch) -> output` of the PyTorch FP32 reference (the textbook formulation: the
-    reference's own arithmetic), for device.pipeline: what `eval` scores the artifact against."""
+def reference_pipeline(artifact: Artifact, spec: ModelSpec, checkpoint=None):
+    """(encode(batch) -> output, decode(feed) -> outputs or None) of the PyTorch FP32 reference (the
+    textbook formulation: the reference's own arithmetic), for device.pipeline: what `eval` scores
+    an artifact against and what a bundle's pipeline.npz holds."""
     from evitdeploy.backends.promptable import runner_pair
-    from evitdeploy.backends.torch.runner import TorchRunner
+    from evitdeploy.backends.torch.runner import TorchDecoderRunner, TorchRunner
 
     model = _reference_for(artifact, spec, checkpoint)
-    with model.formulation("textbook"), TorchRunner(model, spec) as runner:
-        yield runner_pair(runner, None, spec)[0]
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(model.formulation("textbook"))
+        encoder = stack.enter_context(TorchRunner(model, spec))
+        decoder = stack.enter_context(TorchDecoderRunner(model.decoder(spec.decoder_masks))) if spec.promptable else None
+        encode, decode = runner_pair(encoder, decoder, spec)
+        yield encode, decode if spec.promptable else None
 
 
 def pipeline_reference(artifact: Artifact, spec: ModelSpec, photos: list, *, checkpoint=None) -> dict:
     """pipeline.npz's arrays for these raw photos: PyTorch's final answers (top-k logits, class
     maps, SAM's shown masks) through device.pipeline, the code verify.py and apps run."""
-    from evitdeploy.backends.promptable import runner_pair
-    from evitdeploy.backends.torch.runner import TorchDecoderRunner, TorchRunner
     from evitdeploy.device import pipeline_check
 
     data = spec.to_dict()
-    if not spec.promptable:
-        with reference_encoder(artifact, spec, checkpoint) as encode:
-            return pipeline_check.arrays_of(photos, data, pipeline_check.answers(photos, data, encode))
-    model = _reference_for(artifact, spec, checkpoint)
-    with model.formulation("textbook"), TorchRunner(model, spec) as encoder, TorchDecoderRunner(model.decoder(spec.decoder_masks)) as decoder:
-        encode, decode = runner_pair(encoder, decoder, spec)
+    with reference_pipeline(artifact, spec, checkpoint) as (encode, decode):
         return pipeline_check.arrays_of(photos, data, pipeline_check.answers(photos, data, encode, decode=decode))
 
 

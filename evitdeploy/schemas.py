@@ -334,3 +334,52 @@ def check_document(data: Any, schema: type[_Schema], what: str, hint: str) -> No
         raise UserError(f"{what} is not valid: {describe(exc)}", hint) from None
     except (ValueError, pydantic_core.PydanticSerializationError) as exc:
         raise UserError(f"{what} cannot be read ({exc})", hint) from None
+
+
+# ---- COCO-style instance annotations (`eval --dataset` for promptable models) ----
+
+
+class CocoImage(_Schema):
+    id: int
+    file_name: Annotated[str, AfterValidator(_relative_name)]
+    height: PositiveInt
+    width: PositiveInt
+
+
+class CocoRle(_Schema):
+    size: tuple[PositiveInt, PositiveInt]  # height, width
+    counts: Union[str, list[Count]]
+
+
+class CocoAnnotation(_Schema):
+    id: int
+    image_id: int
+    bbox: tuple[Finite, Finite, Annotated[float, Field(gt=0, allow_inf_nan=False)], Annotated[float, Field(gt=0, allow_inf_nan=False)]]  # x, y, w, h
+    segmentation: Union[list[Annotated[list[Finite], Field(min_length=6)]], CocoRle]
+    area: Optional[Annotated[float, Field(ge=0, allow_inf_nan=False)]] = None
+    iscrowd: Literal[0, 1] = 0
+
+    @model_validator(mode="after")
+    def _polygons_are_points(self) -> "CocoAnnotation":
+        if isinstance(self.segmentation, list) and any(len(polygon) % 2 for polygon in self.segmentation):
+            raise ValueError("a polygon is a list of x, y pairs: an even count of numbers")
+        return self
+
+
+class CocoFile(_Schema):
+    images: Annotated[list[CocoImage], Field(min_length=1)]
+    annotations: list[CocoAnnotation]
+
+    @model_validator(mode="after")
+    def _ids_refer(self) -> "CocoFile":
+        images = [image.id for image in self.images]
+        if len(set(images)) != len(images):
+            raise ValueError("two images share an id")
+        known = set(images)
+        ids = [a.id for a in self.annotations]
+        if len(set(ids)) != len(ids):
+            raise ValueError("two annotations share an id")
+        stray = next((a for a in self.annotations if a.image_id not in known), None)
+        if stray is not None:
+            raise ValueError(f"annotation {stray.id} names image {stray.image_id}, which the file does not list")
+        return self

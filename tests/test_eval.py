@@ -145,3 +145,41 @@ def test_bad_datasets_are_refused_in_one_line(artifacts, data, tmp_path):
     assert_clean_error(cli("eval", mosaic, "--dataset", pairs), 2, "has no label map")
     assert_clean_error(cli("eval", digits, "--dataset", data["digits"], "--limit", "0"), 2, "--limit")
     assert_clean_error(cli("eval", digits, "--dataset", tmp_path / "nope"), 2, "not a folder")
+
+
+@pytest.fixture(scope="module")
+def sam_artifact(tmp_path_factory, sam_checkpoint_path):
+    folder = tmp_path_factory.mktemp("eval-sam") / "sam-fp32"
+    result = Cli()("export", "-m", "efficientvit_sam_tiny", "--checkpoint", sam_checkpoint_path, "-o", folder)
+    assert result.exit_code == 0, result.output
+    return folder
+
+
+def test_a_promptable_model_on_coco_style_annotations(sam_artifact, data):
+    """Each digit prompted with its box and with its most interior pixel; the shown mask against
+    the ground truth, overall and by COCO size; FP32 equals PyTorch."""
+    report = run_eval(sam_artifact, data["promptable"])
+    assert report["dataset"]["layout"] == "coco" and report["images"] == 4 and report["instances"] >= 8
+    assert report["metrics"]["miou_box"]["value"] == report["fp32"]["miou_box"]["value"] > 0.6  # trained on these: 0.86 measured
+    assert report["metrics"]["miou_point"]["value"] > 0.3 and report["disagreements"] == 0
+    assert sum(report["by_size"].values()) == report["instances"] and any(k.startswith("miou_box_") for k in report["metrics"])
+
+
+def test_broken_coco_files_are_refused_in_one_line(sam_artifact, data, tmp_path):
+    cli = Cli()
+    original = json.loads((data["promptable"] / "annotations.json").read_text())
+    for change, fragment in (
+        (lambda d: d["annotations"][0].__setitem__("image_id", 999), "names image 999"),
+        (lambda d: d["annotations"][1].__setitem__("id", d["annotations"][0]["id"]), "share an id"),
+        (lambda d: d["annotations"][0].__setitem__("segmentation", [[1, 2, 3, 4, 5, 6, 7]]), "even count"),
+        (lambda d: d["annotations"][0]["segmentation"].__setitem__("counts", "not RLE at all ~~~"), "cannot be decoded"),
+        (lambda d: d["annotations"][0].__setitem__("bbox", [0, 0, -5, 3]), "bbox"),
+        (lambda d: d["images"][0].__setitem__("file_name", "../escape.png"), "file_name"),
+        (lambda d: d.__setitem__("images", []), "images"),
+    ):
+        folder = tmp_path / f"coco{len(list(tmp_path.iterdir()))}"
+        shutil.copytree(data["promptable"], folder)
+        document = json.loads(json.dumps(original))
+        change(document)
+        (folder / "annotations.json").write_text(json.dumps(document))
+        assert_clean_error(cli("eval", sam_artifact, "--dataset", folder), 2, fragment)

@@ -114,14 +114,25 @@ def predict(image: np.ndarray, spec: dict, encode, *, decode=None, prompt=None, 
         return {"top": top_classes(output[0], top, names), "logits": output[0]}
     if task == tasks.SEGMENTATION:
         return {"class_map": photo_class_map(output[0], size, spec), "logits": output[0]}
-    feed = prompts.decoder_feed(prompt or {}, size, frame=spec["prompt_frame"], embedding=tuple(spec["embedding"]))
-    decoded = decode(dict(feed, image_embeddings=output[:1]))
+    return segment_prompt(output[:1], spec, decode, size=size, prompt=prompt or {}, multimask=multimask)
+
+
+def segment_prompt(embedding: np.ndarray, spec: dict, decode, *, size: tuple, prompt: dict, multimask: bool = False) -> dict:
+    """A promptable model's answer for one prompt on a photo already encoded (`embedding`, batch 1):
+    a photo's many prompts share one encoder run."""
+    feed = prompts.decoder_feed(prompt, size, frame=spec["prompt_frame"], embedding=tuple(spec["embedding"]))
+    decoded = decode(dict(feed, image_embeddings=embedding))
     if not all(name in decoded for name in prompts.DECODER_OUTPUTS):
         decoded = dict(zip(prompts.DECODER_OUTPUTS, decoded.values()))
     low_res = finite(decoded["low_res_masks"], "the decoder's masks")[0]
     ious = finite(decoded["iou_predictions"], "the decoder's IoU predictions")[0]
     masks = prompt_masks(low_res, ious, labels=feed["point_labels"], size=size, frame=spec["prompt_frame"], multimask=multimask)
     return {"masks": masks, "iou_predictions": ious, "low_res_masks": low_res}
+
+
+def encode_photo(image: np.ndarray, spec: dict, encode) -> np.ndarray:
+    """A promptable model's image embedding (batch 1) for a photo, checked finite."""
+    return finite(encode(model_input(image, spec)), "the model's outputs")[:1]
 
 
 def mask_summary(mask: np.ndarray) -> dict:

@@ -25,13 +25,14 @@ import numpy as np
 from evitdeploy.data import IMAGE_SUFFIXES, read_photo
 from evitdeploy.errors import UserError
 from evitdeploy.files import IMAGE_MAX_BYTES, input_file
-from evitdeploy.spec import CLASSIFICATION, SEGMENTATION, ModelSpec
+from evitdeploy.spec import CLASSIFICATION, PROMPTABLE, SEGMENTATION, ModelSpec
 
 IGNORE = 255  # a label map's "not labelled"
 CLASSES_FILES = ("classes.txt", "LOC_synset_mapping.txt")
 HINT = {
     CLASSIFICATION: "an ImageFolder: DATASET/<class>/<image>, with DATASET/classes.txt naming the classes in the model's order",
     SEGMENTATION: "DATASET/images/<name>.png + DATASET/masks/<name>.png, or Cityscapes' leftImg8bit/ + gtFine/, or ADE20K's images/ + annotations/",
+    PROMPTABLE: "a COCO-style JSON with its images: DATASET/annotations/instances_<split>.json + DATASET/<split>/, or DATASET/<name>.json + DATASET/images/",
 }
 
 
@@ -40,6 +41,8 @@ class Sample:
     image: Path
     label: Optional[int] = None  # classification: the class index
     mask: Optional[Path] = None  # segmentation: the label map
+    instances: tuple = ()  # promptable: coco.Instance of the photo
+    size: Optional[tuple[int, int]] = None  # promptable: (height, width) the annotations say the photo has
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,7 @@ def open_dataset(root: Path, spec: ModelSpec, *, limit: Optional[int] = None, se
     elif spec.task == SEGMENTATION:
         (layout, samples), classes = _segmentation(root), ()
     else:
-        raise UserError(f"eval does not know {spec.task} models yet", "it evaluates classifiers and segmenters")
+        layout, samples, classes = "coco", _coco(root), ()
     if not samples:
         raise UserError(f"dataset {root} holds no images", f"put the labelled images there: {HINT[spec.task]}")
     total = len(samples)
@@ -77,6 +80,18 @@ def open_dataset(root: Path, spec: ModelSpec, *, limit: Optional[int] = None, se
             keep = sorted(random.Random(seed).sample(range(total), limit))
             samples = [samples[i] for i in keep]
     return Dataset(root=root, layout=layout, task=spec.task, samples=tuple(samples), classes=tuple(classes), total=total)
+
+
+def _coco(root: Path) -> list[Sample]:
+    """A promptable model's instances: each image with at least one non-crowd instance."""
+    from evitdeploy.evaluation.coco import find_annotations, read_coco
+
+    annotations, images = find_annotations(root)
+    samples = []
+    for image, instances in read_coco(annotations):
+        if instances:
+            samples.append(Sample(image=_image(images / image["file_name"], str(images)), instances=tuple(instances), size=(image["height"], image["width"])))
+    return samples
 
 
 def _entries(folder: Path) -> list[Path]:

@@ -40,6 +40,7 @@ class ClassificationRecords:
             "fp32": {"top1": _with_interval(ref1, seed), "top5": _with_interval(ref5, seed)},
             "delta": {"top1": _paired_delta(top1, ref1, seed), "top5": _paired_delta(top5, ref5, seed)},
             "disagreements": int((pred != ref_pred).sum()),
+            "disagreements_of": "images whose top-1 differs",
             "per_class": per_class,
         }
 
@@ -89,7 +90,47 @@ class SegmentationRecords:
                 "pixel_accuracy": _interval(lambda a, b, c: pixel(a, c) - pixel(b, c), (correct, ref_correct, labelled), seed),
             },
             "disagreements": int(sum(self.disagree)),
+            "disagreements_of": "images with any pixel predicted differently",
             "per_class": per_class,
+        }
+
+
+class PromptableRecords:
+    """Per instance: the shown mask's IoU with the ground truth for a box prompt and for a point
+    prompt (artifact and reference), the instance's COCO size, and whether the two masks differ."""
+
+    def __init__(self):
+        self.rows: list[tuple[float, float, float, float, str, int]] = []
+
+    def add(self, size: str, box: tuple, point: tuple) -> None:
+        """box, point: (artifact's IoU with the truth, reference's IoU, whether the two masks differ)."""
+        self.rows.append((box[0], box[1], point[0], point[1], size, int(box[2] or point[2])))
+
+    def summary(self, seed: int) -> dict:
+        box, box_ref, point, point_ref = (np.array([row[k] for row in self.rows], np.float64) for k in range(4))
+        sizes = np.array([row[4] for row in self.rows])
+        metrics, fp32, delta = {}, {}, {}
+        for name, mine, theirs, keep in (
+            ("miou_box", box, box_ref, np.ones(len(sizes), bool)),
+            *((f"miou_box_{size}", box, box_ref, sizes == size) for size in ("small", "medium", "large")),
+            ("miou_point", point, point_ref, np.ones(len(sizes), bool)),
+        ):
+            if keep.any():
+                metrics[name], fp32[name], delta[name] = (
+                    _with_interval(mine[keep], seed),
+                    _with_interval(theirs[keep], seed),
+                    _paired_delta(mine[keep], theirs[keep], seed),
+                )
+        return {
+            "images": None,
+            "instances": int(len(self.rows)),
+            "by_size": {size: int((sizes == size).sum()) for size in ("small", "medium", "large")},
+            "metrics": metrics,
+            "fp32": fp32,
+            "delta": delta,
+            "disagreements": int(sum(row[5] for row in self.rows)),
+            "disagreements_of": "instances whose shown mask (box or point) differs in any pixel",
+            "per_class": [],
         }
 
 

@@ -14,10 +14,11 @@ from evitdeploy.models.trained import digit_mosaics, digits_checkpoint, digits_i
 from evitdeploy.models.trained_sam import promptable_checkpoint, promptable_data
 
 
-def write_datasets(folder: Path, *, digits: Optional[int] = None, mosaics: int = 8, mosaic_size: tuple = (128, 256)) -> dict:
+def write_datasets(folder: Path, *, digits: Optional[int] = None, mosaics: int = 8, mosaic_size: tuple = (128, 256), promptable: int = 4) -> dict:
     """The trained references' held-out data as labelled datasets on disk, in the layouts `eval`
     reads: digits as an ImageFolder (folders 0..9, classes.txt), digit mosaics as images/ + masks/
-    (PNG label maps, 10 the background). Returns {"digits": folder, "mosaics": folder}."""
+    (PNG label maps, 10 the background), the promptable model's mosaics as COCO-style JSON (one
+    instance per digit, RLE masks). Returns {"digits", "mosaics", "promptable"}: their folders."""
     from PIL import Image
 
     folder = Path(folder)
@@ -35,7 +36,10 @@ def write_datasets(folder: Path, *, digits: Optional[int] = None, mosaics: int =
     for number, (photo, label_map) in enumerate(zip(photos, label_maps)):
         Image.fromarray(photo).save(mosaic_root / "images" / f"{number:04d}.png")
         Image.fromarray(label_map.astype(np.uint8)).save(mosaic_root / "masks" / f"{number:04d}.png")
-    return {"digits": digits_root, "mosaics": mosaic_root}
+    from evitdeploy.evaluation.coco import write_coco
+    from evitdeploy.models.trained_sam import mosaic_instances
+
+    return {"digits": digits_root, "mosaics": mosaic_root, "promptable": write_coco(folder / "promptable", *mosaic_instances(promptable, seed=2, split="test"))}
 
 
 def main() -> None:
@@ -67,7 +71,9 @@ def main() -> None:
     np.savez(folder / "mosaics_sam_256.npz", image=promptable_data(16, seed=1, split="train")[0])  # efficientvit_sam_tiny's
     print(f"calibration and test data (.npz, uint8 photos under 'image'): {folder}")
     found = write_datasets(folder / "datasets", mosaic_size=(512, 1024))
-    print(f"labelled datasets for `evitdeploy eval --dataset`: {found['digits']} (ImageFolder), {found['mosaics']} (images/ + masks/)")
+    print(
+        f"labelled datasets for `evitdeploy eval --dataset`: {found['digits']} (ImageFolder), {found['mosaics']} (images/ + masks/), {found['promptable']} (COCO JSON)"
+    )
 
 
 if __name__ == "__main__":

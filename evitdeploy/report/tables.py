@@ -410,6 +410,6 @@ def evaluation_table(report: dict) -> Table:
     for name, entry in report["metrics"].items():
         table.add_row(name.replace("_", " ") + " %", shown(entry), shown(report["fp32"][name]), shown(report["delta"][name], signed=True) + " pt")
     table.caption = as_written(
-        f"{report['disagreements']} images predicted differently; {report['interval']}; {report['images_per_second']} images/s (both models)"
+        f"{report['disagreements']} {report['disagreements_of']}; {report['interval']}; {report['images_per_second']} images/s (both models)"
     )
     return table
