@@ -80,7 +80,7 @@ class SegmentationRecords:
             for k in np.flatnonzero(present)
         ]
         miou = lambda i, u: _miou(i, u, present)  # noqa: E731 (the statistic, over resampled images)
-        pixel = lambda c, n: c.sum(axis=-1) / np.maximum(n.sum(axis=-1), 1)  # noqa: E731
+        pixel = lambda c, n: c.sum(axis=-1) / np.maximum(n.sum(axis=-1), 1)  # noqa: E731 (the statistic, over resampled images)
         return {
             "images": int(len(labelled)),
             "metrics": {"miou": _interval(miou, (inter, union), seed), "pixel_accuracy": _interval(pixel, (correct, labelled), seed)},
