@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 EVIT := $(VENV)/bin/evitdeploy
 DEMO := demo-out
 
-.PHONY: install qemu demo lint references test test-fast test-slow bench-int8-kernels bench bench-gate bench-precision bench-deploy bench-tflite bench-executorch bench-coreml bench-openvino bench-sam bench-sam-precision bench-farm bench-gpu bench-tiny gpu-carry clean
+.PHONY: install qemu demo lint references test test-fast test-slow bench-int8-kernels bench bench-gate bench-precision bench-deploy bench-tflite bench-executorch bench-coreml bench-openvino bench-sam bench-sam-precision bench-farm bench-eval bench-gpu bench-tiny gpu-carry clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -106,6 +106,9 @@ bench-gpu: install
 	$(PY) benchmarks/gpu_trt.py
 
 # Every benchmark in its tiny mode (`--tiny`: every code path in seconds, figures meaningless), the slow ones too.
+bench-eval: install
+	$(PY) benchmarks/eval_cpu.py
+
 bench-tiny: install
 	$(PY) -m pytest -q -m "bench or not bench" tests/test_benchmarks.py -n 2 --dist loadgroup
 

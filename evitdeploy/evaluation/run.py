@@ -43,8 +43,7 @@ def evaluate(request: EvalRequest, progress: Progress = None) -> dict:
     report_step(progress, f"evaluating {count} images of {dataset.root} ({dataset.layout}) on {artifact.target} and on PyTorch FP32")
     started = last = time.perf_counter()
     with ArtifactModel(artifact, request.threads) as model, api.reference_pipeline(artifact, spec, request.checkpoint) as reference:
-        for done, sample in enumerate(dataset.samples, start=1):
-            photo = datasets.read_sample_photo(sample)
+        for done, (sample, photo) in enumerate(datasets.photos_ahead(dataset.samples), start=1):
             try:
                 _score(sample, photo, records, models=((model.encode, model.decode), reference), data=data, names=names, layout=dataset.layout)
             except NonFiniteOutput as exc:
