@@ -95,34 +95,3 @@ def centre_point(mask: np.ndarray) -> tuple[float, float]:
 
 def size_of(area: float) -> str:
     return next(name for name, low, high in SIZES if low <= area < high)
-
-
-def write_coco(folder: Path, photos: np.ndarray, instances: list) -> Path:
-    """Photos and their instances ({"mask", "box"} per instance) as a COCO-style dataset folder:
-    images/ and annotations.json (RLE segmentations)."""
-    from PIL import Image
-    from pycocotools import mask as coco_mask
-
-    (folder / "images").mkdir(parents=True, exist_ok=True)
-    images, annotations = [], []
-    for index, (photo, found) in enumerate(zip(photos, instances), start=1):
-        name = f"{index:05d}.png"
-        Image.fromarray(photo).save(folder / "images" / name)
-        images.append({"id": index, "file_name": name, "height": int(photo.shape[0]), "width": int(photo.shape[1])})
-        for instance in found:
-            rle = coco_mask.encode(np.asfortranarray(instance["mask"].astype(np.uint8)))
-            x0, y0, x1, y1 = (int(v) for v in instance["box"])  # inclusive pixel bounds
-            annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": index,
-                    "bbox": [x0, y0, x1 - x0 + 1, y1 - y0 + 1],
-                    "area": int(instance["mask"].sum()),
-                    "iscrowd": 0,
-                    "segmentation": {"size": list(rle["size"]), "counts": rle["counts"].decode("ascii")},
-                }
-            )
-    import json
-
-    (folder / "annotations.json").write_text(json.dumps({"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "digit"}]}))
-    return folder
