@@ -219,6 +219,20 @@ def _require_torch_device(device: str, precision: str) -> None:
         raise UserError(f"--torch-fp16 {device!r} is not a device evitdeploy checks on", "use cpu or cuda (cuda:N)")
 
 
+def artifact_header(artifact: Artifact, spec: ModelSpec) -> dict:
+    """What a report on one artifact's answers starts with (predict, eval): which artifact and
+    model, the task, target, precision, input and the preprocessing photos went through."""
+    return {
+        "artifact": str(artifact.folder),
+        "model": spec.name,
+        "task": spec.task,
+        "target": artifact.target,
+        "precision": artifact.precision,
+        "input_shape": list(spec.input_shape),
+        "preprocessing": spec.preprocessing,
+    }
+
+
 def resolve_artifact(path: Path, model_name: Optional[str]) -> Artifact:
     """The artifact at `path`; `model_name` describes only a bare model file without a manifest."""
     spec = None

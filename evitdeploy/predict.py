@@ -258,13 +258,7 @@ def predict(request: PredictRequest, progress: Progress = None) -> dict:
         result["mask_file"] = str(request.save_mask)
     return {
         "kind": "prediction",
-        "artifact": str(artifact.folder),
-        "model": spec.name,
-        "task": spec.task,
-        "target": artifact.target,
-        "precision": artifact.precision,
-        "input_shape": list(spec.input_shape),
-        "preprocessing": spec.preprocessing,
+        **api.artifact_header(artifact, spec),
         "image": {"path": str(image_path), "width": width, "height": height},
         "result": result,
         "output": str(output),

@@ -56,13 +56,7 @@ def evaluate(request: EvalRequest, progress: Progress = None) -> dict:
     seconds = time.perf_counter() - started
     return {
         "kind": "evaluation",
-        "artifact": str(artifact.folder),
-        "model": spec.name,
-        "task": spec.task,
-        "target": artifact.target,
-        "precision": artifact.precision,
-        "input_shape": list(spec.input_shape),
-        "preprocessing": spec.preprocessing,
+        **api.artifact_header(artifact, spec),
         "dataset": {**dataset.describe(), "limit": request.limit, "seed": request.seed},
         **records.summary(request.seed),
         **({"images": len(dataset.samples)} if spec.promptable else {}),
