@@ -86,7 +86,7 @@ def test_an_app_gets_what_predict_draws(bundles, photo, task, tmp_path):
     if task == "classification":
         assert [e["index"] for e in app["top"]] == [e["index"] for e in predicted["top"]]
         assert np.allclose([e["probability"] for e in app["top"]], [e["probability"] for e in predicted["top"]], rtol=1e-5)
-        assert app["top"][0]["label"] == predicted["top"][0]["label"]  # the bundle's labels.txt: ImageNet's names
+        assert app["top"][0]["label"] == predicted["top"][0]["label"]  # the bundle's labels.txt: the model's class names
     else:
         assert app["shape"] == [251, 377]  # the class map at the photo's size
         pixels = sum(app["class_counts"])
