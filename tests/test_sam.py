@@ -61,7 +61,7 @@ def test_the_reference_checkpoint_layout_maps_onto_ours_key_for_key(family):
 )
 def test_image_encoder_equals_the_reference_implementation(tmp_path):
     """The reference's own EfficientViT-SAM-L0 (random init) saved as a checkpoint, loaded by us:
-    same image embedding (measured 2.0e-6 for L0 and 1.9e-6 for XL0 at a scale of ~3)."""
+    same image embedding in the textbook formulation, the reference's arithmetic (measured 1.4e-6 for L0)."""
     from safetensors.torch import save_file
 
     reference = _reference_sam_module()
@@ -74,7 +74,7 @@ def test_image_encoder_equals_the_reference_implementation(tmp_path):
     ours, spec = build_model(get_spec("efficientvit_sam_l0"), tmp_path / "l0.safetensors")
     assert spec.attention_eps == 1e-15  # the reference's LiteMLA eps, from its key layout
     x = torch.randn(1, 3, 512, 512)
-    with torch.no_grad():
+    with torch.no_grad(), ours.formulation("textbook"):
         assert torch.allclose(ours(x), theirs.image_encoder(x), atol=2e-5, rtol=0)
 
 
@@ -83,12 +83,14 @@ def _reference_sam_module():
     import importlib
     import types
 
-    from sam_oracle import import_segment_anything
+    from sam_oracle import import_sam
     from timm_oracle import _install_torchvision_stub
 
-    if import_segment_anything() is None:
+    if import_sam() is None:
         pytest.skip("segment-anything is not installed (a test oracle)")
     _install_torchvision_stub()
+    if not hasattr(sys.modules["segment_anything"], "SamAutomaticMaskGenerator"):  # the bare package (sam_oracle) runs no __init__
+        sys.modules["segment_anything"].SamAutomaticMaskGenerator = object  # the reference subclasses it for its own generator only
     root = os.environ["EVITDEPLOY_REFERENCE_REPO"]
     sys.path.insert(0, root)
     for name, attrs in {
