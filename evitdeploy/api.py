@@ -62,6 +62,7 @@ def export_model(request: ExportRequest, progress: Progress = None) -> Artifact:
     backend_options = check_options(backend, request.backend_options, precision)
     reduced = _int8_kernels_for(request.reduced or PrecisionOptions(), backend, precision=precision, profile=request.profile)
     reduced.check()
+    _require_stock_int8(reduced, backend, precision)
     if precision == "int8":
         reduced.require_int8_kernels_here()  # before the model is built: its search and validation run on this CPU's kernels
     require_memory_for_export(spec, dynamic, precision=precision, reduced=reduced)
@@ -123,6 +124,22 @@ def _int8_kernels_for(reduced, backend, *, precision: str, profile):
     if profile is not None and profile.int8_kernels:
         return replace(reduced, int8_kernels=profile.int8_kernels)
     return reduced
+
+
+def _require_stock_int8(reduced, backend, precision: str) -> None:
+    """`--int8-plan naive` names a target's stock quantizer: refused where there is none to name."""
+    if not reduced.naive:
+        return
+    from evitdeploy.backends import BACKENDS
+
+    offering = ", ".join(b.name for b in BACKENDS.values() if b.stock_int8)
+    if precision != "int8":
+        raise UserError(f"--int8-plan naive is for --precision int8, not {precision}", "drop --int8-plan, or export -p int8")
+    if not backend.stock_int8:
+        raise UserError(
+            f"--int8-plan naive is offered where evitdeploy runs a stock quantizer with its defaults ({offering}); {backend.name} quantizes by the plan only",
+            "drop --int8-plan, or export the naive baseline with --target onnx",
+        )
 
 
 def require_memory_for_export(spec: ModelSpec, dynamic, *, precision: str, reduced) -> None:

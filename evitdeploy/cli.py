@@ -141,7 +141,18 @@ SEARCH_BUDGET_OPTION = typer.Option(
 )
 
 
-def _precision_options(*, calib, calib_count, calib_method, fp16_io=False, fp16_margin, min_cosine, search_budget, explain=False, int8_kernels=None):
+INT8_PLAN_OPTION = typer.Option(
+    "searched",
+    "--int8-plan",
+    help="searched: the precision plan (rules, then the sensitivity search); naive: the target's stock quantizer with its defaults "
+    "(onnx: onnxruntime quantize_static; openvino: nncf.quantize), no plan, a baseline to measure what the plan buys on your data: "
+    "its parity is recorded, not enforced.",
+)
+
+
+def _precision_options(
+    *, calib, calib_count, calib_method, fp16_io=False, fp16_margin, min_cosine, search_budget, explain=False, int8_kernels=None, int8_plan="searched"
+):
     from evitdeploy.precision.options import PrecisionOptions
 
     return PrecisionOptions(
@@ -154,6 +165,7 @@ def _precision_options(*, calib, calib_count, calib_method, fp16_io=False, fp16_
         search_budget=search_budget,
         explain=explain,
         int8_kernels=int8_kernels,
+        int8_plan=int8_plan,
     )
 
 
@@ -289,6 +301,7 @@ def export(
     min_cosine_target: float = MIN_COSINE_OPTION,
     search_budget: int = SEARCH_BUDGET_OPTION,
     int8_kernels: Optional[str] = INT8_KERNELS_OPTION,
+    int8_plan: str = INT8_PLAN_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Export a model, validate it against PyTorch on real photos, and write the artifact folder.
@@ -309,6 +322,7 @@ def export(
         min_cosine=min_cosine_target,
         search_budget=search_budget,
         int8_kernels=int8_kernels,
+        int8_plan=int8_plan,
     )
     request = ExportRequest(
         model=model,
@@ -950,6 +964,7 @@ def deploy(
     min_cosine_target: float = MIN_COSINE_OPTION,
     search_budget: int = SEARCH_BUDGET_OPTION,
     int8_kernels: Optional[str] = INT8_KERNELS_OPTION,
+    int8_plan: str = INT8_PLAN_OPTION,
     sign_key: Optional[Path] = typer.Option(
         None,
         "--sign-key",
@@ -986,6 +1001,7 @@ def deploy(
         min_cosine=min_cosine_target,
         search_budget=search_budget,
         int8_kernels=int8_kernels,
+        int8_plan=int8_plan,
     )
     request = DeployRequest(
         profile=profile,

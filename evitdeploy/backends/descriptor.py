@@ -76,6 +76,7 @@ class Backend:
     gpu_compute_timing: bool = False  # its runner also times GPU compute alone (`gpu_times_ms`), as trtexec does
     lists_providers: bool = False  # its runner module's `available_providers()` lists execution providers (doctor)
     package: str = ""  # the Python package holding its modules [default: evitdeploy.backends.<folder>]
+    stock_int8: str = ""  # its stock quantizer run with defaults (`--int8-plan naive`, a baseline); "" = the plan only
     x86_int8_kernels: bool = False  # its INT8 runs on x86 integer kernels whose class decides accuracy (--int8-kernels)
     declined: tuple[tuple[str, str], ...] = ()  # (precision, why it is not built): the refusal says why, not just "unsupported"
 

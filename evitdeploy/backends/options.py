@@ -25,6 +25,11 @@ class ExportOptions:
     profile: Optional[object] = None  # the deploy profile (TensorRT: optimization-profile shape range)
     backend_options: Mapping[str, Any] = field(default_factory=dict)  # every option the backend declares, checked (backends.check_options)
 
+    @property
+    def enforces_parity(self) -> bool:
+        """Validation refuses a miss (nothing written), except for a naive INT8 baseline: recorded."""
+        return not (self.precision == "int8" and self.reduced.naive)
+
     def step(self, name: str) -> None:
         if self.progress:
             self.progress(name)

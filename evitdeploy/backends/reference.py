@@ -8,9 +8,10 @@ from evitdeploy.errors import UserError
 from evitdeploy.spec import ModelSpec
 
 
-def against_reference(model, spec, candidate, batches, precision: str, what: str, hint: str) -> list[dict]:
+def against_reference(model, spec, candidate, batches, precision: str, what: str, hint: str, enforce: bool = True) -> list[dict]:
     """Each batch through the candidate runner and PyTorch running the textbook formulation (the
-    reference's own arithmetic): every export re-proves its rewrites. Raises (exit 1) on a miss."""
+    reference's own arithmetic): every export re-proves its rewrites. Raises (exit 1) on a miss,
+    unless not `enforce`d (a naive baseline: the miss is recorded)."""
     from evitdeploy.errors import EXIT_CHECK_FAILED
     from evitdeploy.parity import compare, tolerances_for
     from evitdeploy.backends.torch.runner import TorchRunner
@@ -27,7 +28,7 @@ def against_reference(model, spec, candidate, batches, precision: str, what: str
                 tolerances=tolerances_for(precision),
             )
             checks.append({"input_shape": list(batch.shape), **report})
-            if not report["passed"]:
+            if enforce and not report["passed"]:
                 raise UserError(
                     f"{what} does not match PyTorch at input {tuple(batch.shape)}: {'; '.join(report['failures'])}",
                     f"nothing was written; {hint}",

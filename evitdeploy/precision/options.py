@@ -9,6 +9,12 @@ from typing import Optional
 from evitdeploy import limits
 from evitdeploy.errors import UserError
 
+SEARCHED, NAIVE = "searched", "naive"
+INT8_PLANS = {
+    SEARCHED: "the precision plan: rules, then the sensitivity search (the default)",
+    NAIVE: "no plan: the backend's stock quantizer with its defaults, a baseline to measure what the plan buys",
+}
+
 
 @dataclass(frozen=True)
 class PrecisionOptions:
@@ -22,6 +28,7 @@ class PrecisionOptions:
     explain: bool = False  # rank every block even when the plan already meets the target
     scheme: str = "asymmetric-u8"  # precision.qdq.SCHEMES: ONNX Runtime's u8/s8 Q/DQ; TensorRT's is symmetric-s8
     int8_kernels: Optional[str] = None  # x86 INT8 kernels the model is for: any | vnni | avx2 (None: the profile's, else any)
+    int8_plan: str = SEARCHED  # INT8_PLANS: naive = the stock quantizer's defaults (a baseline; parity recorded, not enforced)
     seed: int = 0
 
     def count_for(self, height: int, width: int) -> int:
@@ -53,6 +60,14 @@ class PrecisionOptions:
             raise UserError(f"--calib-count {self.calib_count} is not valid", "use 1 or more images (64 is a good default)")
         limits.check_range("--calib-count", self.calib_count, 1, high=limits.CALIB_COUNT_MAX)
         limits.check_range("--search-budget", self.search_budget, 0, high=limits.SEARCH_BUDGET_MAX)
+        if self.int8_plan not in INT8_PLANS:
+            raise UserError(f"--int8-plan {self.int8_plan!r} is not a plan", f"choose one of: {', '.join(INT8_PLANS)}")
+
+    @property
+    def naive(self) -> bool:
+        """The stock quantizer's defaults instead of the plan: a baseline whose export records its
+        parity instead of refusing a miss (what it loses is the point of making it)."""
+        return self.int8_plan == NAIVE
 
     def require_int8_kernels_here(self) -> None:
         """An INT8 plan is searched and validated on this CPU's kernels: refuse a kernel class whose

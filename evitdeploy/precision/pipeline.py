@@ -125,10 +125,12 @@ def make_plan(
     else:
         plan = int8_plan(model, spec, options.method)
         plan.calibration = calibration.report
-        plan.settings.update(int8_kernels_record(options))
-        started = time.perf_counter()
-        plan = _search_int8(fp32_path, spec, plan, ranges=ranges, calibration=calibration, options=options, progress=progress)
-        seconds["search_s"] = time.perf_counter() - started
+        # naive: the stock quantizer picks its own weight bits, so no kernel class is claimed for it
+        plan.settings.update({} if options.naive else int8_kernels_record(options), int8_plan=options.int8_plan)
+        if not options.naive:  # naive: the backend's stock quantizer decides; the plan only records the calibration
+            started = time.perf_counter()
+            plan = _search_int8(fp32_path, spec, plan, ranges=ranges, calibration=calibration, options=options, progress=progress)
+            seconds["search_s"] = time.perf_counter() - started
     plan.settings.update({"calib_method": options.method, "calib_count": count})
     return PlanResult(plan, ranges, {k: round(v, 2) for k, v in seconds.items()}, calibration=calibration)
 

@@ -218,22 +218,45 @@ def conv_epilogues(model) -> int:
     return sum(1 for node in removed if node.op_type == "QuantizeLinear")
 
 
-def naive_quantize(fp32_path: Path, output: Path, calibration: np.ndarray, method: str = "minmax", conv_only: bool = False) -> Path:
+NAIVE_QUANTIZER = (
+    "onnxruntime.quantization.quantize_static (QDQ, per-channel full 8-bit s8 weights, u8 activations, every op type it knows, MinMax; "
+    "on x86 without VNNI its u8 x s8 sums saturate)"
+)
+
+
+def naive_quantize(
+    fp32_path: Path, output: Path, calibration: np.ndarray, method: str = "minmax", conv_only: bool = False, input_name: str = "image"
+) -> Path:
     """The baseline plans are measured against: onnxruntime's `quantize_static` as most people
     call it (QDQ, per-channel, every op type it knows or only Conv), its own calibration."""
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import CalibrationDataReader
 
     class Reader(CalibrationDataReader):
         def __init__(self):
-            self.items = iter([{"image": calibration[i : i + 1]} for i in range(len(calibration))])
+            self.items = iter([{input_name: calibration[i : i + 1]} for i in range(len(calibration))])
 
         def get_next(self):
             return next(self.items, None)
 
+    import logging
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # its advice ("consider pre-processing") goes to the root logger, onto our output
+    try:
+        _quantize_static(fp32_path, output, Reader(), method=method, conv_only=conv_only)
+    finally:
+        root.setLevel(level)
+    return Path(output)
+
+
+def _quantize_static(fp32_path: Path, output: Path, reader, *, method: str, conv_only: bool) -> None:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
     quantize_static(
         str(fp32_path),
         str(output),
-        Reader(),
+        reader,
         quant_format=QuantFormat.QDQ,
         per_channel=True,
         activation_type=QuantType.QUInt8,
@@ -241,4 +264,3 @@ def naive_quantize(fp32_path: Path, output: Path, calibration: np.ndarray, metho
         calibrate_method=CalibrationMethod.MinMax if method == "minmax" else CalibrationMethod.Percentile,
         op_types_to_quantize=["Conv"] if conv_only else None,
     )
-    return Path(output)

@@ -376,7 +376,9 @@ def export_lines(manifest: dict) -> list[str]:
             f"{role}: {part['delegate']} took {part['delegated_nodes']} ops in {part['delegated_subgraphs']} subgraphs; on portable kernels: {outside}"
         )
     plan = manifest.get("precision_plan")
-    if plan:
+    if plan and plan.get("naive"):
+        lines.append(f"naive INT8, no plan: {plan['naive']}; calibration {manifest['calibration']['count']} images")
+    elif plan:
         counts = ", ".join(f"{n} {p}" for p, n in sorted(plan["summary"]["nodes"].items()))
         search = plan.get("search") or {}
         lines.append(
@@ -390,6 +392,9 @@ def export_lines(manifest: dict) -> list[str]:
                 f"FP16 storage check: planned {storage['planned']['nonfinite']} NaN/Inf (min cosine "
                 f"{storage['planned']['cosine_min']:.6f}); plain FP16 would give {storage['plain']['nonfinite']} NaN/Inf"
             )
+    missed = [f for check in manifest["validation"]["checks"] for f in check.get("failures") or []]
+    if missed:  # only a naive baseline is written with a miss: recorded, not enforced
+        lines.append(f"parity vs PyTorch MISSED: {'; '.join(missed)} (recorded, not refused: a naive baseline; `check` fails it)")
     return lines
 
 

@@ -14,5 +14,6 @@ BACKEND = Backend(
     aliases=("onnxruntime", "ort"),
     carried=("precision_plan.json", "ranges.json"),
     x86_int8_kernels=True,
+    stock_int8="onnxruntime.quantization.quantize_static",
     lists_providers=True,
 )

@@ -21,6 +21,12 @@ def apply_plan(fp32_path: Path, path: Path, staging: Path, spec: ModelSpec, opti
     from evitdeploy.precision.pipeline import int8_kernels_section, make_plan, write_plan, write_reduced
 
     result = make_plan(fp32_path, spec, options.precision, options=options.reduced, progress=options.progress)
+    if options.precision == "int8" and options.reduced.naive:
+        from evitdeploy.precision.qdq import NAIVE_QUANTIZER, naive_quantize
+
+        options.step("quantizing naively (the stock quantizer's defaults, no plan): a baseline")
+        naive_quantize(fp32_path, path, result.calibration.inputs, input_name=spec.input_name)
+        return write_plan(result, staging, naive=NAIVE_QUANTIZER)
     options.step(f"writing the {options.precision.upper()} model following the plan")
     conversion = write_reduced(fp32_path, result.plan, result.ranges, output=path, options=options.reduced)
     storage = None

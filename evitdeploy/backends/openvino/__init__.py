@@ -15,5 +15,6 @@ BACKEND = Backend(
     extra="openvino",
     carried=("precision_plan.json", "ranges.json"),
     x86_int8_kernels=True,
+    stock_int8="nncf.quantize",
     consumes=("onnxruntime",),
 )

@@ -16,7 +16,7 @@ from evitdeploy.artifact import Artifact, build_manifest, package_versions
 from evitdeploy.files import staged_folder, write_json
 from evitdeploy.backends.openvino import BACKEND
 from evitdeploy.backends.openvino.device import IR_FILE, has_bf16
-from evitdeploy.backends.openvino.plan import fake_quantize_count, float_precision, quantize
+from evitdeploy.backends.openvino.plan import fake_quantize_count, float_precision, quantize, quantize_naive
 from evitdeploy.backends.openvino.runner import OpenVINORunner, import_openvino
 from evitdeploy.backends.options import ExportOptions
 from evitdeploy.backends.reference import against_reference, inputs_for
@@ -52,7 +52,11 @@ def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
             details = {
                 "openvino": f"the float graph at {inference} (the CPU plugin takes no per-node precision: the plan's FP32 islands are recorded, not enforced)"
             }
-            if precision == "int8":
+            if precision == "int8" and options.reduced.naive:
+                options.step("quantizing naively with NNCF's defaults (no plan): a baseline")
+                ir, quantized = quantize_naive(ir, result)
+                details.update(quantized, openvino=f"INT8 wherever NNCF's defaults put it, the rest at {inference}")
+            elif precision == "int8":
                 options.step("quantizing with NNCF: the plan's FP32 nodes as its ignored scope, the plan's calibration images")
                 ir, quantized = quantize(ir, onnx_path, result)
                 details.update(quantized, openvino=f"INT8 where the plan says, the rest at {inference}")
@@ -104,7 +108,7 @@ def _validate(model, spec: ModelSpec, model_dir: Path, settings: dict, options: 
     batches = [inputs_for(options.validation_inputs, (1, *spec.input_shape[1:]))]
     hint = "calibrate on images like your deployment's (--calib DIR), or export fp32" if options.precision != "fp32" else "report this model/size"
     with OpenVINORunner(model_dir, spec, {"export": {"openvino": settings}}) as candidate:
-        return against_reference(model, spec, candidate, batches=batches, precision=options.precision, what="the OpenVINO IR", hint=hint)
+        return against_reference(model, spec, candidate, batches=batches, precision=options.precision, what="the OpenVINO IR", hint=hint, enforce=options.enforces_parity)
 
 
 def _validate_promptable(model, spec: ModelSpec, model_dir: Path, settings: dict, options: ExportOptions) -> list:
@@ -117,6 +121,7 @@ def _validate_promptable(model, spec: ModelSpec, model_dir: Path, settings: dict
     with OpenVINORunner(model_dir, spec, manifest) as encoder, OpenVINORunner(model_dir.parent / PROMPTABLE_FOLDERS["decoder"], spec, manifest) as decoder:
         return [
             validate_pair(
-                model, spec, (encoder, decoder), inputs=options.validation_inputs, sizes=sizes, precision=options.precision, what="the OpenVINO IRs", hint=hint
+                model, spec, (encoder, decoder), inputs=options.validation_inputs, sizes=sizes, precision=options.precision, what="the OpenVINO IRs", hint=hint,
+                enforce=options.enforces_parity,
             )
         ]

@@ -113,5 +113,17 @@ def quantize(model, onnx_path: Path, result) -> tuple[object, dict]:
     }
 
 
+def quantize_naive(model, result) -> tuple[object, dict]:
+    """NNCF's INT8 as most people call it (`nncf.quantize(model, dataset)`, its defaults) on the
+    plan's calibration images: the baseline the plan is measured against."""
+    import nncf
+
+    images = result.calibration.inputs
+    nncf.set_log_level(logging.ERROR)
+    with contextlib.redirect_stdout(sys.stderr):
+        quantized = nncf.quantize(model, nncf.Dataset([images[i : i + 1] for i in range(len(images))]), subset_size=len(images))
+    return quantized, {"naive": "nncf.quantize with its defaults", "calibration_images": int(len(images))}
+
+
 def fake_quantize_count(model) -> int:
     return sum(1 for op in model.get_ordered_ops() if op.get_type_name() == "FakeQuantize")
