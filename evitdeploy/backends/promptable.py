@@ -70,7 +70,9 @@ def decoder_bench_feed(spec: ModelSpec, embedding: np.ndarray, points: int) -> d
     return {"image_embeddings": np.asarray(embedding, np.float32), **feed}
 
 
-def validate_pair(model, spec: ModelSpec, runners: tuple, *, inputs: np.ndarray, sizes: list, precision: str, what: str, hint: str, enforce: bool = True) -> dict:
+def validate_pair(
+    model, spec: ModelSpec, runners: tuple, *, inputs: np.ndarray, sizes: list, precision: str, what: str, hint: str, enforce: bool = True
+) -> dict:
     """An export's proof: the candidate pair against PyTorch on the parity prompts; raises (exit 1)
     on a miss, so a failing artifact is never written (unless not `enforce`d: a naive baseline)."""
     from evitdeploy.errors import EXIT_CHECK_FAILED

@@ -224,9 +224,7 @@ NAIVE_QUANTIZER = (
 )
 
 
-def naive_quantize(
-    fp32_path: Path, output: Path, calibration: np.ndarray, method: str = "minmax", conv_only: bool = False, input_name: str = "image"
-) -> Path:
+def naive_quantize(fp32_path: Path, output: Path, calibration: np.ndarray, method: str = "minmax", conv_only: bool = False, input_name: str = "image") -> Path:
     """The baseline plans are measured against: onnxruntime's `quantize_static` as most people
     call it (QDQ, per-channel, every op type it knows or only Conv), its own calibration."""
     from onnxruntime.quantization import CalibrationDataReader

@@ -135,7 +135,16 @@ def validate_promptable(model, spec: ModelSpec, path: Path, options: ExportOptio
     sizes = list(options.validation_sizes) or [(spec.height, spec.width)] * len(inputs)
     hint = "report this model, or retry with --no-simplify" if options.precision == "fp32" else "calibrate on images like your deployment's (--calib DIR)"
     with OnnxRuntimeRunner(path) as encoder, OnnxRuntimeRunner(decoder_path) as decoder:
-        check = validate_pair(model, spec, (encoder, decoder), inputs=inputs, sizes=sizes, precision=options.precision, what="exported ONNX", hint=hint, enforce=options.enforces_parity
+        check = validate_pair(
+            model,
+            spec,
+            (encoder, decoder),
+            inputs=inputs,
+            sizes=sizes,
+            precision=options.precision,
+            what="exported ONNX",
+            hint=hint,
+            enforce=options.enforces_parity,
         )
         providers = encoder.providers
     return {"checker": "passed", "onnxruntime_providers": providers, "data": options.validation_source, "checks": [check]}

@@ -108,7 +108,9 @@ def _validate(model, spec: ModelSpec, model_dir: Path, settings: dict, options: 
     batches = [inputs_for(options.validation_inputs, (1, *spec.input_shape[1:]))]
     hint = "calibrate on images like your deployment's (--calib DIR), or export fp32" if options.precision != "fp32" else "report this model/size"
     with OpenVINORunner(model_dir, spec, {"export": {"openvino": settings}}) as candidate:
-        return against_reference(model, spec, candidate, batches=batches, precision=options.precision, what="the OpenVINO IR", hint=hint, enforce=options.enforces_parity)
+        return against_reference(
+            model, spec, candidate, batches=batches, precision=options.precision, what="the OpenVINO IR", hint=hint, enforce=options.enforces_parity
+        )
 
 
 def _validate_promptable(model, spec: ModelSpec, model_dir: Path, settings: dict, options: ExportOptions) -> list:
@@ -121,7 +123,14 @@ def _validate_promptable(model, spec: ModelSpec, model_dir: Path, settings: dict
     with OpenVINORunner(model_dir, spec, manifest) as encoder, OpenVINORunner(model_dir.parent / PROMPTABLE_FOLDERS["decoder"], spec, manifest) as decoder:
         return [
             validate_pair(
-                model, spec, (encoder, decoder), inputs=options.validation_inputs, sizes=sizes, precision=options.precision, what="the OpenVINO IRs", hint=hint,
+                model,
+                spec,
+                (encoder, decoder),
+                inputs=options.validation_inputs,
+                sizes=sizes,
+                precision=options.precision,
+                what="the OpenVINO IRs",
+                hint=hint,
                 enforce=options.enforces_parity,
             )
         ]
