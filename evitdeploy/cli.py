@@ -692,19 +692,36 @@ def gate(
         0.0, "--min-time", min=0.0, max=limits.MIN_TIME_MAX_S, help="With --interleave: keep alternating for at least this many seconds."
     ),  # min: refused without --interleave too (check_timing checks it only with)
     block: int = typer.Option(1, "--block", max=limits.BLOCK_MAX, help="With --interleave: timed runs per turn."),
+    max_drop: Optional[float] = typer.Option(
+        None,
+        "--max-drop",
+        min=0.0,
+        max=100.0,
+        help="With two eval results: the headline metric's drop, in points, that counts as a regression (top-1, mIoU, box mask mIoU) [default: 0.5].",
+    ),
     markdown_file: Optional[Path] = typer.Option(None, "--markdown", help="Also write a Markdown summary (a CI job can post it as a PR comment)."),
     save: Optional[Path] = typer.Option(None, "--save", help="Also write the gate JSON (with both sides' raw samples for --interleave)."),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Fail (exit 1) only on a latency regression that is both larger than --threshold and beyond noise.
+    """Fail (exit 1) only on a latency or accuracy regression that is both larger than its threshold and beyond noise.
 
-    Regression = median slowdown > threshold AND a one-sided Mann-Whitney U test on the raw samples
-    gives p < alpha. Faster beyond noise is reported as an improvement (exit 0). Results from
-    different hosts, backends, precisions or input shapes are refused (exit 2).
+    Latency (bench results): median slowdown > --threshold AND a one-sided Mann-Whitney U test on
+    the raw samples gives p < alpha. Faster beyond noise is reported as an improvement (exit 0).
+    Results from different hosts, backends, precisions or input shapes are refused (exit 2).
+
+    Accuracy (eval results, `eval --save`): the headline metric drops more than --max-drop points
+    AND the paired 95% bootstrap interval of the difference, over the same images, lies below zero.
     """
     from evitdeploy import gate as gating
     from evitdeploy.report.tables import gate_table
 
+    if not interleave and len(paths) == 1 and baseline is not None:
+        from evitdeploy.evaluation import compare
+
+        if compare.kind_of(paths[0], "new") == "evaluation":
+            _gate_accuracy(paths[0], baseline, max_drop=0.5 if max_drop is None else max_drop, markdown_file=markdown_file, save=save, as_json=as_json)
+    if max_drop is not None:
+        raise UserError("--max-drop gates eval results", "pass two files written by `evitdeploy eval --save`, or drop --max-drop")
     settings = gating.GateSettings(threshold=gating.parse_threshold(threshold), alpha=gating.check_alpha(alpha))
     if interleave:
         if len(paths) != 2 or baseline is not None:
@@ -919,6 +936,18 @@ def worker(
 
 @app.command()
 @handles_errors
+def _gate_accuracy(new: Path, baseline: Path, *, max_drop: float, markdown_file: Optional[Path], save: Optional[Path], as_json: bool) -> None:
+    from evitdeploy.evaluation import compare
+    from evitdeploy.report.tables import accuracy_gate_table
+
+    report = compare.compare(compare.load_eval(baseline, "baseline"), compare.load_eval(new, "new"), max_drop=max_drop)
+    _save(report, save)
+    if markdown_file is not None:
+        _write_text(markdown_file, compare.markdown(report))
+    _emit(report, as_json, accuracy_gate_table)
+    raise typer.Exit(EXIT_CHECK_FAILED if report["verdict"] == compare.REGRESSION else 0)
+
+
 def profiles(as_json: bool = JSON_OPTION) -> None:
     """The shipped deployment profiles: backend, precision, latency budget, and whether each runs here."""
     from evitdeploy.profiles import list_profiles

@@ -274,6 +274,59 @@ class SweepCellResult(_Schema):
     timeline: dict[Literal["export", "bench"], Annotated[list[Annotated[float, Field(allow_inf_nan=False)]], Field(min_length=2, max_length=2)]] = {}
 
 
+class EvalValue(_Schema):
+    value: Finite
+    low: Finite
+    high: Finite
+
+
+class EvalImage(_Schema):
+    """One scored image (or, promptable, instance): what a paired gate recomputes the metric from."""
+
+    id: FileName  # the photo's path in the dataset ("#<annotation id>" after it for an instance)
+    label: Optional[Count] = None  # classification
+    top1: Optional[Count] = None
+    inter: Optional[list[Count]] = None  # segmentation: per class
+    union: Optional[list[Count]] = None
+    iou_box: Optional[Fraction] = None  # promptable
+
+    def has(self, task: str) -> bool:
+        if task == "classification":
+            return self.label is not None and self.top1 is not None
+        if task == "segmentation":
+            return self.inter is not None and self.union is not None and len(self.inter) == len(self.union) > 0
+        return self.iou_box is not None
+
+
+class EvalResult(_Schema):
+    kind: Literal["evaluation"]
+    schema_: int = Field(alias="schema")
+    artifact: Annotated[str, Field(max_length=4096)]
+    model: Name
+    task: Literal[TASKS]
+    target: Name
+    precision: Name
+    metrics: dict[Name, EvalValue]
+    fp32: dict[Name, EvalValue]
+    delta: dict[Name, EvalValue]
+    per_image: Annotated[list[EvalImage], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _rows_fit_the_task(self):
+        headline = {"classification": "top1", "segmentation": "miou", PROMPTABLE: "miou_box"}[self.task]
+        if headline not in self.delta:
+            raise ValueError(f"delta has no {headline!r}, the {self.task} headline metric")
+        bad = next((row.id for row in self.per_image if not row.has(self.task)), None)
+        if bad is not None:
+            raise ValueError(f"per_image row {bad!r} lacks the {self.task} fields")
+        ids = [row.id for row in self.per_image]
+        if len(set(ids)) != len(ids):
+            raise ValueError("per_image names an image twice")
+        if self.task == "segmentation" and len({len(row.inter) for row in self.per_image}) != 1:
+            raise ValueError("per_image rows count different classes")
+        return self
+
+
 RESULT_KINDS = {"parity": ParityResult, "bench": BenchResult, "sweep-cell": SweepCellResult}  # what `report` reads
 
 

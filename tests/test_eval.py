@@ -101,6 +101,40 @@ def test_a_naive_plan_is_refused_where_no_stock_quantizer_is_named(tmp_path):
         assert "--int8-plan naive" in result.output and not (tmp_path / target).exists()
 
 
+def test_gate_fails_an_accuracy_drop_beyond_the_threshold_and_noise(artifacts, data, tmp_path):
+    """Paired on the same images: the naive baseline against FP32 is a regression (exit 1); the
+    plan within a generous drop passes; evals of different images, or a broken file, are refused."""
+    cli, saved = Cli(), {}
+    for name in ("digits-fp32", "digits-int8", "digits-naive"):
+        saved[name] = tmp_path / f"{name}.json"
+        assert cli("eval", artifacts[name], "--dataset", data["digits"], "--save", saved[name]).exit_code == 0
+    rows = json.loads(saved["digits-naive"].read_text())["per_image"]
+    assert len(rows) == 120 and {"id", "label", "top1", "top1_fp32"} <= rows[0].keys()
+    result = cli("gate", saved["digits-naive"], "--baseline", saved["digits-fp32"], "--json", "--markdown", tmp_path / "gate.md")
+    report = json.loads(result.stdout)
+    assert result.exit_code == 1 and report["verdict"] == "regression" and report["matched"] == 120
+    assert report["delta"]["high"] < 0 and "Accuracy regression" in (tmp_path / "gate.md").read_text()
+    result = cli("gate", saved["digits-int8"], "--baseline", saved["digits-fp32"], "--max-drop", "10", "--json")
+    assert result.exit_code == 0 and json.loads(result.stdout)["verdict"] != "regression"
+    subset = tmp_path / "subset.json"
+    assert cli("eval", artifacts["digits-int8"], "--dataset", data["digits"], "--limit", "50", "--save", subset).exit_code == 0
+    assert_clean_error(cli("gate", subset, "--baseline", saved["digits-fp32"]), 2, "different images")
+    broken = json.loads(saved["digits-int8"].read_text())
+    del broken["per_image"][3]["top1"]
+    (tmp_path / "broken.json").write_text(json.dumps(broken))
+    assert_clean_error(cli("gate", tmp_path / "broken.json", "--baseline", saved["digits-fp32"]), 2, "lacks the classification fields")
+    assert_clean_error(cli("gate", saved["digits-int8"], "--baseline", tmp_path / "gate.md"), 2)
+
+
+def test_gate_on_segmentation_evals_pairs_per_class_intersections(artifacts, data, tmp_path):
+    saved = tmp_path / "seg.json"
+    assert Cli()("eval", artifacts["mosaic-fp32"], "--dataset", data["mosaics"], "--save", saved).exit_code == 0
+    result = Cli()("gate", saved, "--baseline", saved, "--json")
+    report = json.loads(result.stdout)
+    assert result.exit_code == 0 and report["metric"] == "miou" and report["verdict"] == "no change"
+    assert report["new"]["value"] == pytest.approx(json.loads(saved.read_text())["metrics"]["miou"]["value"])
+
+
 def _photo(path, size=(40, 60), seed=0):
     Image.fromarray(np.random.default_rng(seed).integers(0, 256, (*size, 3), dtype=np.uint8)).save(path)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from evitdeploy import api, limits, memory
 from evitdeploy.errors import EXIT_BACKEND_UNAVAILABLE, EXIT_CHECK_FAILED, UserError
 from evitdeploy.evaluation import datasets, scores
+from evitdeploy.evaluation.compare import EVAL_SCHEMA
 from evitdeploy.progress import Progress, report_step
 from evitdeploy.requests import EvalRequest
 from evitdeploy.spec import CLASSIFICATION, SEGMENTATION
@@ -45,7 +46,9 @@ def evaluate(request: EvalRequest, progress: Progress = None) -> dict:
     with ArtifactModel(artifact, request.threads) as model, api.reference_pipeline(artifact, spec, request.checkpoint) as reference:
         for done, (sample, photo) in enumerate(datasets.photos_ahead(dataset.samples), start=1):
             try:
-                _score(sample, photo, records, models=((model.encode, model.decode), reference), data=data, names=names, layout=dataset.layout)
+                _score(
+                    sample, photo, records, models=((model.encode, model.decode), reference), data=data, names=names, root=dataset.root, layout=dataset.layout
+                )
             except NonFiniteOutput as exc:
                 raise UserError(f"{sample.image}: {exc}", "run `evitdeploy check` on the artifact", EXIT_CHECK_FAILED) from None
             now = time.perf_counter()
@@ -56,6 +59,7 @@ def evaluate(request: EvalRequest, progress: Progress = None) -> dict:
     seconds = time.perf_counter() - started
     return {
         "kind": "evaluation",
+        "schema": EVAL_SCHEMA,
         **api.artifact_header(artifact, spec),
         "dataset": {**dataset.describe(), "limit": request.limit, "seed": request.seed},
         **records.summary(request.seed),
@@ -74,20 +78,22 @@ def _records(spec):
     return scores.PromptableRecords()
 
 
-def _score(sample, photo, records, *, models: tuple, data: dict, names, layout: str) -> None:
-    """One labelled photo through both models (artifact, reference: (encode, decode) each) into `records`."""
+def _score(sample, photo, records, *, models: tuple, data: dict, names, root: Path, layout: str) -> None:
+    """One labelled photo through both models (artifact, reference: (encode, decode) each) into
+    `records`, under the photo's path in the dataset (what a paired gate matches images by)."""
     from evitdeploy.device.pipeline import encode_photo, predict, segment_prompt
     from evitdeploy.device.prompts import mask_iou
     from evitdeploy.evaluation import coco
 
+    image = sample.image.relative_to(root).as_posix()
     if data["task"] == CLASSIFICATION:
         mine, theirs = (predict(photo, data, encode, top=5, names=names) for encode, _ in models)
-        records.add(sample.label, mine["top"], theirs["top"])
+        records.add(image, sample.label, mine["top"], theirs["top"])
         return
     if data["task"] == SEGMENTATION:
         mine, theirs = (predict(photo, data, encode) for encode, _ in models)
         labels = datasets.read_label_map(sample, layout, size=photo.shape[:2], classes=data["num_classes"])
-        records.add(labels, mine["class_map"], theirs["class_map"])
+        records.add(image, labels, mine["class_map"], theirs["class_map"])
         return
     height, width = photo.shape[:2]
     if sample.size != (height, width):
@@ -102,4 +108,4 @@ def _score(sample, photo, records, *, models: tuple, data: dict, names, layout: 
                 for embedding, (_, decode) in zip(embeddings, models)
             )
             found.append((mask_iou(mine, truth), mask_iou(theirs, truth), bool((mine != theirs).any())))
-        records.add(coco.size_of(instance.area), *found)
+        records.add(f"{image}#{instance.id}", coco.size_of(instance.area), *found)

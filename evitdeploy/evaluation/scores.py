@@ -19,10 +19,12 @@ class ClassificationRecords:
     def __init__(self, classes: int):
         self.classes = classes
         self.rows: list[tuple[int, int, int, int, int, int, int]] = []
+        self.ids: list[str] = []
 
-    def add(self, label: int, artifact_top: list, reference_top: list) -> None:
+    def add(self, image: str, label: int, artifact_top: list, reference_top: list) -> None:
         a, r = [e["index"] for e in artifact_top], [e["index"] for e in reference_top]
         self.rows.append((label, int(a[0] == label), int(label in a[:5]), int(r[0] == label), int(label in r[:5]), a[0], r[0]))
+        self.ids.append(image)
 
     def summary(self, seed: int) -> dict:
         rows = np.array(self.rows, np.int64).reshape(-1, 7)
@@ -42,6 +44,10 @@ class ClassificationRecords:
             "disagreements": int((pred != ref_pred).sum()),
             "disagreements_of": "images whose top-1 differs",
             "per_class": per_class,
+            "per_image": [
+                {"id": image, "label": int(row[0]), "top1": int(row[5]), "top1_fp32": int(row[6]), "top5": int(row[2]), "top5_fp32": int(row[4])}
+                for image, row in zip(self.ids, rows)
+            ],
         }
 
 
@@ -53,8 +59,10 @@ class SegmentationRecords:
         self.classes, self.ignore = classes, ignore
         self.inter, self.union, self.ref_inter, self.ref_union = [], [], [], []
         self.correct, self.ref_correct, self.labelled, self.disagree = [], [], [], []
+        self.ids: list[str] = []
 
-    def add(self, labels: np.ndarray, artifact_map: np.ndarray, reference_map: np.ndarray) -> None:
+    def add(self, image: str, labels: np.ndarray, artifact_map: np.ndarray, reference_map: np.ndarray) -> None:
+        self.ids.append(image)
         valid = labels != self.ignore
         truth = labels[valid]
         for found, inter, union, correct in (
@@ -79,19 +87,23 @@ class SegmentationRecords:
             {"index": int(k), "iou": _ratio(inter[:, k].sum(), union[:, k].sum()), "iou_fp32": _ratio(ref_inter[:, k].sum(), ref_union[:, k].sum())}
             for k in np.flatnonzero(present)
         ]
-        miou = lambda i, u: _miou(i, u, present)  # noqa: E731 (the statistic, over resampled images)
+        class_miou = lambda i, u: miou(i, u, present)  # noqa: E731 (the statistic, over resampled images)
         pixel = lambda c, n: c.sum(axis=-1) / np.maximum(n.sum(axis=-1), 1)  # noqa: E731 (the statistic, over resampled images)
         return {
             "images": int(len(labelled)),
-            "metrics": {"miou": _interval(miou, (inter, union), seed), "pixel_accuracy": _interval(pixel, (correct, labelled), seed)},
-            "fp32": {"miou": _interval(miou, (ref_inter, ref_union), seed), "pixel_accuracy": _interval(pixel, (ref_correct, labelled), seed)},
+            "metrics": {"miou": interval(class_miou, (inter, union), seed), "pixel_accuracy": interval(pixel, (correct, labelled), seed)},
+            "fp32": {"miou": interval(class_miou, (ref_inter, ref_union), seed), "pixel_accuracy": interval(pixel, (ref_correct, labelled), seed)},
             "delta": {
-                "miou": _interval(lambda a, b, c, d: miou(a, b) - miou(c, d), (inter, union, ref_inter, ref_union), seed),
-                "pixel_accuracy": _interval(lambda a, b, c: pixel(a, c) - pixel(b, c), (correct, ref_correct, labelled), seed),
+                "miou": interval(lambda a, b, c, d: class_miou(a, b) - class_miou(c, d), (inter, union, ref_inter, ref_union), seed),
+                "pixel_accuracy": interval(lambda a, b, c: pixel(a, c) - pixel(b, c), (correct, ref_correct, labelled), seed),
             },
             "disagreements": int(sum(self.disagree)),
             "disagreements_of": "images with any pixel predicted differently",
             "per_class": per_class,
+            "per_image": [
+                {"id": image, "inter": i.tolist(), "union": u.tolist(), "correct": int(c), "labelled": int(n), "differs": bool(d)}
+                for image, i, u, c, n, d in zip(self.ids, inter, union, correct, labelled, self.disagree)
+            ],
         }
 
 
@@ -101,10 +113,12 @@ class PromptableRecords:
 
     def __init__(self):
         self.rows: list[tuple[float, float, float, float, str, int]] = []
+        self.ids: list[str] = []
 
-    def add(self, size: str, box: tuple, point: tuple) -> None:
+    def add(self, instance: str, size: str, box: tuple, point: tuple) -> None:
         """box, point: (artifact's IoU with the truth, reference's IoU, whether the two masks differ)."""
         self.rows.append((box[0], box[1], point[0], point[1], size, int(box[2] or point[2])))
+        self.ids.append(instance)
 
     def summary(self, seed: int) -> dict:
         box, box_ref, point, point_ref = (np.array([row[k] for row in self.rows], np.float64) for k in range(4))
@@ -131,6 +145,10 @@ class PromptableRecords:
             "disagreements": int(sum(row[5] for row in self.rows)),
             "disagreements_of": "instances whose shown mask (box or point) differs in any pixel",
             "per_class": [],
+            "per_image": [
+                {"id": instance, "size": row[4], "iou_box": row[0], "iou_box_fp32": row[1], "iou_point": row[2], "iou_point_fp32": row[3]}
+                for instance, row in zip(self.ids, self.rows)
+            ],
         }
 
 
@@ -138,7 +156,7 @@ def _ratio(a, b) -> float:
     return float(a / b) if b else float("nan")
 
 
-def _miou(inter: np.ndarray, union: np.ndarray, present: np.ndarray) -> np.ndarray:
+def miou(inter: np.ndarray, union: np.ndarray, present: np.ndarray) -> np.ndarray:
     """Mean IoU over the classes present (in the labels or the prediction) in these images; works
     on (..., N, K) resamples, each averaging the classes it holds (a class a resample lacks is not
     a zero)."""
@@ -147,7 +165,7 @@ def _miou(inter: np.ndarray, union: np.ndarray, present: np.ndarray) -> np.ndarr
         return np.nanmean(np.where(u > 0, i / np.maximum(u, 1), np.nan), axis=-1)
 
 
-def _interval(statistic, data: tuple, seed: int) -> dict:
+def interval(statistic, data: tuple, seed: int) -> dict:
     """The statistic over all images and its percentile bootstrap interval (scipy's): the images
     resampled with replacement, the same indices for every array (so deltas are paired)."""
     from scipy.stats import bootstrap
@@ -175,8 +193,8 @@ def _interval(statistic, data: tuple, seed: int) -> dict:
 
 
 def _with_interval(values: np.ndarray, seed: int) -> dict:
-    return _interval(lambda v: np.mean(v, axis=-1), (values.astype(np.float64),), seed)
+    return interval(lambda v: np.mean(v, axis=-1), (values.astype(np.float64),), seed)
 
 
 def _paired_delta(artifact: np.ndarray, reference: np.ndarray, seed: int) -> dict:
-    return _interval(lambda a, r: np.mean(a, axis=-1) - np.mean(r, axis=-1), (artifact.astype(np.float64), reference.astype(np.float64)), seed)
+    return interval(lambda a, r: np.mean(a, axis=-1) - np.mean(r, axis=-1), (artifact.astype(np.float64), reference.astype(np.float64)), seed)

@@ -319,6 +319,22 @@ def gate_table(report: dict) -> Table:
     return table
 
 
+def accuracy_gate_table(report: dict) -> Table:
+    """`gate` on two eval results: both sides' headline metric and the paired delta."""
+    styles = {"regression": "[red]REGRESSION[/red]", "improvement": "[green]BETTER[/green]", "no change": "[green]PASS[/green]"}
+    table = Table(title=f"Accuracy gate {as_written(report['metric'])}: {styles[report['verdict']]}")
+    for column in ("side", "artifact", report["metric"]):
+        table.add_column(as_written(column), justify="right" if column == report["metric"] else "left")
+    for name in ("baseline", "new"):
+        table.add_row(name, as_written(report[name]["artifact"]), f"{100 * report[name]['value']:.2f}")
+    delta = report["delta"]
+    table.caption = (
+        f"{as_written(report['reason'])}\nnew minus baseline {100 * delta['value']:+.2f} pt, paired 95% interval "
+        f"[{100 * delta['low']:+.2f}, {100 * delta['high']:+.2f}] over {report['matched']} matched"
+    )
+    return table
+
+
 def rows_table(rows: list[dict], columns: Optional[tuple[str, ...]] = None) -> Table:
     columns = shown_columns(rows, columns, TERMINAL_COLUMNS)
     table = Table(title="evitdeploy results", box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
