@@ -934,8 +934,6 @@ def worker(
         )
 
 
-@app.command()
-@handles_errors
 def _gate_accuracy(new: Path, baseline: Path, *, max_drop: float, markdown_file: Optional[Path], save: Optional[Path], as_json: bool) -> None:
     from evitdeploy.evaluation import compare
     from evitdeploy.report.tables import accuracy_gate_table
@@ -948,6 +946,8 @@ def _gate_accuracy(new: Path, baseline: Path, *, max_drop: float, markdown_file:
     raise typer.Exit(EXIT_CHECK_FAILED if report["verdict"] == compare.REGRESSION else 0)
 
 
+@app.command()
+@handles_errors
 def profiles(as_json: bool = JSON_OPTION) -> None:
     """The shipped deployment profiles: backend, precision, latency budget, and whether each runs here."""
     from evitdeploy.profiles import list_profiles
