@@ -141,6 +141,13 @@ SEARCH_BUDGET_OPTION = typer.Option(
 )
 
 
+DATASET_OPTION = typer.Option(
+    None,
+    "--dataset",
+    help="Labelled data (an ImageFolder; images/ + masks/, Cityscapes or ADE20K; COCO-style JSON) each artifact is evaluated on after its "
+    "bench, beside PyTorch FP32, on the host that benched it: see `evitdeploy eval`.",
+)
+DATASET_LIMIT_OPTION = typer.Option(None, "--dataset-limit", min=1, help="With --dataset: evaluate this many of its images, drawn with --seed [default: all].")
 INT8_PLAN_OPTION = typer.Option(
     "searched",
     "--int8-plan",
@@ -167,6 +174,38 @@ def _precision_options(
         int8_kernels=int8_kernels,
         int8_plan=int8_plan,
     )
+
+
+def _dataset_folder(dataset: Optional[Path], limit: Optional[int]) -> Optional[str]:
+    """--dataset as the cells carry it, refused at the door when it is not a folder (its layout is
+    checked per model, as each cell's eval opens it)."""
+    if dataset is None:
+        if limit is not None:
+            raise UserError("--dataset-limit is for --dataset", "add --dataset PATH, or drop --dataset-limit")
+        return None
+    if not dataset.is_dir():
+        raise UserError(f"dataset {dataset} is not a folder", "pass the labelled data's folder (see `evitdeploy eval --help`)")
+    return str(dataset.resolve())
+
+
+def _grid_checkpoint(checkpoint: Optional[Path], models: list[str]) -> Optional[str]:
+    """--checkpoint for a sweep: one model's weights, checked to load before any cell runs."""
+    if checkpoint is None:
+        return None
+    if len(models) != 1:
+        raise UserError(f"--checkpoint holds one model's weights; the grid has {len(models)} models", "sweep one model with its checkpoint")
+    from evitdeploy.models import build_model, get_spec
+
+    build_model(get_spec(models[0]), checkpoint)  # weights that do not load are refused here, not in every cell
+    return str(checkpoint.resolve())
+
+
+def _int8_plan(value: str) -> str:
+    from evitdeploy.precision.options import INT8_PLANS
+
+    if value not in INT8_PLANS:
+        raise UserError(f"--int8-plan {value!r} is not a plan", f"choose one of: {', '.join(INT8_PLANS)}")
+    return value
 
 
 def _version_callback(value: bool) -> None:
@@ -806,6 +845,12 @@ def sweep(
     count: Optional[int] = typer.Option(None, "--count", "-n", max=limits.COUNT_MAX, help="Timed runs per cell [default: 50]."),
     min_time: float = typer.Option(0.0, "--min-time", max=limits.MIN_TIME_MAX_S, help="Keep timing each cell for at least this many seconds."),
     data: Optional[Path] = typer.Option(None, "--data", help="Image folder or .npz for parity [default: scikit-image sample photos]."),
+    checkpoint: Optional[Path] = typer.Option(
+        None, "--checkpoint", "-c", help="Local .pt/.pth/.safetensors weights every cell exports (one model in the grid) [default: random init]."
+    ),
+    dataset: Optional[Path] = DATASET_OPTION,
+    dataset_limit: Optional[int] = DATASET_LIMIT_OPTION,
+    int8_plan: str = INT8_PLAN_OPTION,
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Run again the cells recorded as failed."),
     option: Optional[list[str]] = OPTION_OPTION,
     executor: str = typer.Option("local", "--executor", help="local: every cell on this host, in turn. ray: over a Ray cluster (evitdeploy[farm])."),
@@ -861,6 +906,10 @@ def sweep(
         min_time_s=min_time,
         threads=threads,
         data=str(data) if data else None,
+        checkpoint=_grid_checkpoint(checkpoint, models),
+        dataset=_dataset_folder(dataset, dataset_limit),
+        dataset_limit=dataset_limit,
+        int8_plan=_int8_plan(int8_plan),
         backend_options=backend_options,
     )
     if output.name in ("", ".", ".."):  # ".", "/": no file name to append to, nor to name the artifacts after

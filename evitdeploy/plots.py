@@ -148,3 +148,41 @@ def drift_vs_latency(rows: list[dict]) -> bytes | None:
         ylabel="max abs error vs PyTorch (logits)",
         title=f"Accuracy drift vs latency (lines: Pareto front per model{', resolution and device' if devices else ' and resolution'})",
     )
+
+
+def accuracy_vs_latency(rows: list[dict]) -> bytes | None:
+    """The task metric on the user's data against latency, one colour per model, resolution (and
+    device), with its Pareto front (no other artifact both faster and more accurate). None when no
+    row has both an eval and a latency."""
+    usable = [r for r in rows if r.get("median_ms") is not None and r.get("accuracy") is not None]
+    if not usable:
+        return None
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    devices = _told_apart(usable)
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for row in usable:
+        groups[(row["model"], row["resolution"], _device(row) if devices else "")].append(row)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for index, ((model, resolution, device), members) in enumerate(sorted(groups.items())):
+        color = colors[index % len(colors)]
+        for row in members:
+            axes.scatter(row["median_ms"], row["accuracy"], color=color, marker=_MARKERS.get(row["precision"], "D"), s=40)
+            axes.annotate(f"{row['target']}/{row['precision']}", (row["median_ms"], row["accuracy"]), fontsize=7, xytext=(4, 3), textcoords="offset points")
+        front = pareto_front([(r["median_ms"], -r["accuracy"]) for r in members])
+        axes.plot(
+            [latency for latency, _ in front],
+            [-error for _, error in front],
+            color=color,
+            linewidth=1,
+            drawstyle="steps-post",
+            label=f"{model} {resolution}" + (f" on {device}" if device else ""),
+        )
+    metrics = sorted({r["metric"] for r in usable})
+    return _finish(
+        figure,
+        axes,
+        "median latency (ms)",
+        ylabel=f"{' / '.join(metrics)} on your data (%)",
+        title="Accuracy vs latency (lines: Pareto front; up and left is better)",
+    )

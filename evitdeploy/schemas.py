@@ -260,8 +260,23 @@ class StageNode(_Schema):
     profiles: list[Name] = []
 
 
+class EvalValue(_Schema):
+    value: Finite
+    low: Finite
+    high: Finite
+
+
+class EvalSummary(_Schema):
+    """A sweep cell's eval: the metrics without the per-image rows."""
+
+    metrics: dict[Name, EvalValue]
+    fp32: dict[Name, EvalValue]
+    delta: dict[Name, EvalValue]
+
+
 class SweepCellResult(_Schema):
     kind: Literal["sweep-cell"]
+    eval: Optional[EvalSummary] = None
     cell: CellSchema
     status: Literal["ok", "parity-failed", "failed"]
     stage: Optional[str] = None
@@ -272,12 +287,6 @@ class SweepCellResult(_Schema):
     executor: Literal["local", "ray"] = "local"
     nodes: dict[Literal["export", "bench"], StageNode] = {}
     timeline: dict[Literal["export", "bench"], Annotated[list[Annotated[float, Field(allow_inf_nan=False)]], Field(min_length=2, max_length=2)]] = {}
-
-
-class EvalValue(_Schema):
-    value: Finite
-    low: Finite
-    high: Finite
 
 
 class EvalImage(_Schema):
@@ -327,7 +336,7 @@ class EvalResult(_Schema):
         return self
 
 
-RESULT_KINDS = {"parity": ParityResult, "bench": BenchResult, "sweep-cell": SweepCellResult}  # what `report` reads
+RESULT_KINDS = {"parity": ParityResult, "bench": BenchResult, "sweep-cell": SweepCellResult, "evaluation": EvalResult}  # what `report` reads
 
 
 # --- reading ---------------------------------------------------------------------------------

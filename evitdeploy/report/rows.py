@@ -31,15 +31,19 @@ COLUMNS = {  # name -> (header, digits)
     "p90_ms": ("p90 ms", 2),
     "p99_ms": ("p99 ms", 2),
     "throughput_per_s": ("per s", 1),
+    "metric": ("metric", None),  # the eval's headline metric on the user's labelled data (--dataset)
+    "accuracy": ("acc %", 2),
+    "accuracy_delta": ("Δ pt", 2),  # artifact minus PyTorch FP32, paired on the same images
     "eager_ms": ("eager ms", 2),
     "speedup_vs_torch": ("vs eager", 2),
     "status": ("status", None),
 }
 DEFAULT_COLUMNS = tuple(c for c in COLUMNS if c not in ("profile", "eager_ms", "speedup_vs_torch"))  # the device names the profile
 # fits 160 columns with a device like x86-cpu@ip-10-0-1-23 (p90 and per-second are in the files and --json)
-TERMINAL_COLUMNS = tuple(c for c in DEFAULT_COLUMNS if c not in ("megapixels", "cosine_min", "p90_ms", "throughput_per_s"))
-REPORTED_KINDS = ("parity", "bench", "sweep-cell")
-_RESULT_HINT = "pass JSON written by `check --save` / `bench --save`, or a `sweep` .jsonl"
+TERMINAL_COLUMNS = tuple(c for c in DEFAULT_COLUMNS if c not in ("megapixels", "cosine_min", "p90_ms", "throughput_per_s", "metric"))
+ACCURACY_COLUMNS = ("metric", "accuracy", "accuracy_delta")
+REPORTED_KINDS = ("parity", "bench", "sweep-cell", "evaluation")
+_RESULT_HINT = "pass JSON written by `check --save` / `bench --save` / `eval --save`, or a `sweep` .jsonl"
 
 
 def load_results(paths: list[Path]) -> list[dict]:
@@ -62,7 +66,7 @@ def load_results(paths: list[Path]) -> list[dict]:
         for number, item in enumerate(found, 1):
             kind = item.get("kind") if isinstance(item, dict) else type(item).__name__
             if kind not in REPORTED_KINDS:
-                raise UserError(f"{path} holds a result of kind {kind!r}, not parity, bench or sweep-cell", _RESULT_HINT)
+                raise UserError(f"{path} holds a result of kind {kind!r}, not parity, bench, evaluation or sweep-cell", _RESULT_HINT)
             where = f"{path}" + (f" (result {number})" if len(found) > 1 else "")
             schemas.check_document(item, schemas.RESULT_KINDS[kind], what=f"the {kind} result in {where}", hint=_RESULT_HINT)
         results += found
@@ -93,6 +97,15 @@ def _bench_fields(bench: dict) -> dict:
     if len(bench["results"]) > 1 and "speedup_vs_torch" in bench:
         fields.update(eager_ms=bench["results"][1]["stats"]["median_ms"], speedup_vs_torch=bench["speedup_vs_torch"])
     return fields
+
+
+def _eval_fields(report: dict) -> dict:
+    """The headline metric of an eval (a file, or a sweep cell's `eval`), in percent, and its
+    paired delta to PyTorch FP32 in points."""
+    from evitdeploy.evaluation.compare import HEADLINE
+
+    metric = next(name for name in HEADLINE.values() if name in report["delta"])
+    return {"metric": metric, "accuracy": 100 * report["metrics"][metric]["value"], "accuracy_delta": 100 * report["delta"][metric]["value"]}
 
 
 def _identity(result: dict) -> dict:
@@ -163,6 +176,8 @@ def report_rows(results: list[dict]) -> list[dict]:
                 row.update(_parity_fields(result))
             elif result["kind"] == "bench":
                 row.update(_bench_fields(result))
+            elif result["kind"] == "evaluation":
+                row.update(_eval_fields(result))
             else:
                 row.update(_where(result), status=result["status"])
                 row.pop("error", None)  # an earlier line's failure, now retried
@@ -172,6 +187,8 @@ def report_rows(results: list[dict]) -> list[dict]:
                     row.update(_parity_fields(result["parity"]))
                 if result.get("bench"):
                     row.update(_bench_fields(result["bench"]))
+                if result.get("eval"):
+                    row.update(_eval_fields(result["eval"]))
         except (KeyError, IndexError, TypeError, ValueError) as exc:
             raise UserError(f"a {result.get('kind')} result is incomplete ({type(exc).__name__}: {exc})", _RESULT_HINT) from None
     return sorted(rows.values(), key=lambda r: (r["model"], r["target"], r["precision"], r["megapixels"], r["device"] or ""))
@@ -181,7 +198,8 @@ def shown_columns(rows: list[dict], columns: Optional[tuple[str, ...]], default:
     """The chosen columns, else `default` without `device` when no row knows its device."""
     if columns:
         return columns
-    return default if any(r.get("device") for r in rows) else tuple(c for c in default if c != "device")
+    hidden = (() if any(r.get("device") for r in rows) else ("device",)) + (() if any(r.get("metric") for r in rows) else ACCURACY_COLUMNS)
+    return tuple(c for c in default if c not in hidden)
 
 
 def parse_columns(text: Optional[str]) -> Optional[tuple[str, ...]]:

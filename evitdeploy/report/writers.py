@@ -27,12 +27,14 @@ def _figures(rows: list[dict]) -> dict[str, Optional[bytes]]:
     return {
         "latency-vs-megapixels": plots.latency_vs_megapixels(rows),
         "drift-vs-latency": plots.drift_vs_latency(rows),
+        "accuracy-vs-latency": plots.accuracy_vs_latency(rows),
     }
 
 
 _FIGURE_TITLES = {
     "latency-vs-megapixels": "Latency vs megapixels (log-log; slope 1 = linear in pixels)",
     "drift-vs-latency": "Accuracy drift vs latency (Pareto front per model, resolution and device)",
+    "accuracy-vs-latency": "Task metric on your data vs latency (Pareto front per model, resolution and device)",
 }
 
 

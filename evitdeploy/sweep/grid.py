@@ -46,6 +46,9 @@ class CellSettings:
     data: Optional[str] = None
     seed: int = 0
     checkpoint: Optional[str] = None  # the weights every cell exports [default: random init]
+    dataset: Optional[str] = None  # labelled data every cell is evaluated on after its bench (evaluation.datasets' layouts)
+    dataset_limit: Optional[int] = None  # images of it drawn with `seed` [default: all]
+    int8_plan: str = "searched"  # precision.options.INT8_PLANS, for the int8 cells
     backend_options: dict = field(default_factory=dict)  # each to the cells whose target declares it (a profile's cell: the profile's)
 
     def __post_init__(self) -> None:
@@ -54,6 +57,7 @@ class CellSettings:
         limits.check_range("--samples", self.samples, 1, high=limits.SAMPLES_MAX)
         limits.check_timing(self.warmup, self.count, min_time_s=self.min_time_s, threads=self.threads)
         limits.check_seed(self.seed)
+        limits.check_range("--dataset-limit", self.dataset_limit, 1)
 
 
 def split_list(text: str, what: str) -> list[str]:

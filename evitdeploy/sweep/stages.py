@@ -57,6 +57,7 @@ def export_and_check(record: dict, folder: Path, settings: CellSettings, *, prof
     from evitdeploy import api
     from evitdeploy.artifact import model_size
     from evitdeploy.backends import get_backend, options_for
+    from evitdeploy.precision.options import PrecisionOptions
     from evitdeploy.requests import CheckRequest, ExportRequest
 
     cell = Cell.from_dict(record["cell"])
@@ -77,6 +78,7 @@ def export_and_check(record: dict, folder: Path, settings: CellSettings, *, prof
             data=data,
             checkpoint=Path(settings.checkpoint) if settings.checkpoint else None,
             backend_options=given,
+            reduced=PrecisionOptions(int8_plan=settings.int8_plan) if cell.precision == "int8" else PrecisionOptions(),
         )
         artifact = api.export_model(request, progress=progress)
         record["seconds"]["export"] = round(time.perf_counter() - started, 3)
@@ -116,6 +118,38 @@ def bench(record: dict, folder: Path, settings: CellSettings, *, profile=None, p
     if not parity["passed"]:
         record["status"] = PARITY_FAILED
         record["error"] = "; ".join(parity["failures"])
+    if settings.dataset:
+        evaluate(record, folder, settings, profile=profile, progress=progress)
+    return record
+
+
+EVAL_KEPT = ("dataset", "images", "instances", "metrics", "fp32", "delta", "disagreements", "disagreements_of", "interval", "seconds")
+
+
+def evaluate(record: dict, folder: Path, settings: CellSettings, *, profile=None, progress: Progress = None) -> dict:
+    """The artifact's task metric on `settings.dataset`, beside PyTorch FP32's, on the node that
+    benched it (an INT8 model's accuracy depends on the integer kernels that run it). The record
+    keeps the summary (per-image rows stay with `evitdeploy eval --save`)."""
+    from evitdeploy.evaluation.run import evaluate as run_eval
+    from evitdeploy.requests import EvalRequest
+
+    started = time.perf_counter()
+    try:
+        report = run_eval(
+            EvalRequest(
+                path=folder,
+                dataset=Path(settings.dataset),
+                limit=settings.dataset_limit,
+                seed=settings.seed,
+                checkpoint=Path(settings.checkpoint) if settings.checkpoint else None,
+                threads=_threads(settings, profile),
+            ),
+            progress=progress,
+        )
+    except Exception as exc:  # this cell's failure, not the sweep's
+        return fail(record, "eval", _failure(exc))
+    record["eval"] = {key: report[key] for key in EVAL_KEPT if key in report}
+    record["seconds"]["eval"] = round(time.perf_counter() - started, 3)
     return record
 
 

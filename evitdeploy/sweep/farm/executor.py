@@ -90,7 +90,9 @@ class FarmExecutor:
         ray = cluster.import_ray()
         export_remote, bench_remote = ray.remote(export_stage), ray.remote(bench_stage)
         each = {"num_cpus": 1, "max_retries": self.retries}  # Ray re-runs a task whose worker or node died
-        inputs = {name: ray.put(pack(Path(value))) for name in ("checkpoint", "data") if (value := getattr(settings, name))}
+        inputs = {name: ray.put(pack(Path(value))) for name in ("checkpoint", "data", "dataset") if (value := getattr(settings, name))}
+        export_inputs = {name: ref for name, ref in inputs.items() if name != "dataset"}
+        bench_inputs = {name: ref for name, ref in inputs.items() if name in ("checkpoint", "dataset")} if settings.dataset else {}
         waiting = list(cells)  # not yet submitted
         pending: dict = {}
         window = max(1, int(sum(node["resources"].get("CPU", 0) for node in cluster.alive_nodes() if resources.EXPORTS in node["resources"])))
@@ -108,7 +110,7 @@ class FarmExecutor:
                             new_record(cell, settings, executor="ray"),
                             settings,
                             profile=profiles.get(cell.profile),
-                            **inputs,
+                            **export_inputs,
                         )
                         pending[record_ref] = _Task(
                             "export", cell, record=new_record(cell, settings, executor="ray"), needs={**needs, "CPU": 1}, artifact=artifact_ref
@@ -133,6 +135,7 @@ class FarmExecutor:
                                 task.artifact,
                                 settings,
                                 profile=profiles.get(task.cell.profile),
+                                **bench_inputs,
                             )
                             pending[bench_ref] = _Task("bench", task.cell, record=record, needs={**needs, "CPU": 1})
                         if progress:

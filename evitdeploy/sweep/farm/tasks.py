@@ -53,12 +53,22 @@ def export_stage(
         return record, pack(Path(work) / cell.name)
 
 
-def bench_stage(record: dict, artifact: Packed, settings: CellSettings, *, profile=None) -> dict:
-    """Unpack (sha256 first) and time the artifact on this node, which the farm gives this task alone."""
+def bench_stage(
+    record: dict,
+    artifact: Packed,
+    settings: CellSettings,
+    *,
+    checkpoint: Optional[Packed] = None,
+    dataset: Optional[Packed] = None,
+    profile=None,
+) -> dict:
+    """Unpack (sha256 first) and time the artifact on this node, which the farm gives this task
+    alone; with a dataset, evaluate it here too (the reference's checkpoint travels with it)."""
     record["nodes"]["bench"] = _node()
     with tempfile.TemporaryDirectory(prefix="evitdeploy-bench-") as work:
         try:
-            folder = unpack(artifact, Path(work))
+            folder = unpack(artifact, Path(work) / "artifact")
+            local = _local_settings(settings, {"checkpoint": checkpoint, "dataset": dataset}, Path(work))
         except Exception as exc:
-            return fail(record, "bench", f"the artifact did not arrive intact: {exc}")
-        return bench(record, folder, settings, profile=profile)
+            return fail(record, "bench", f"the artifact or the dataset did not arrive intact: {exc}")
+        return bench(record, folder, local, profile=profile)
