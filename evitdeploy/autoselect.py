@@ -21,6 +21,7 @@ from evitdeploy.requests import DeployRequest
 from evitdeploy.progress import Progress
 
 NOT_RUN = "not-run"  # a candidate whose backend is not installed here (local executor only)
+TOO_INACCURATE = "too-inaccurate"  # passes parity but loses more than --max-drop points on the user's data
 RESULTS, ARTIFACTS = "results.jsonl", "artifacts"
 
 
@@ -33,12 +34,13 @@ def candidates_folder(output: Path) -> Path:
 # The choice: pure, on sweep records.
 
 
-def candidate_rows(records: list[dict], statistic: str) -> list[dict]:
+def candidate_rows(records: list[dict], statistic: str, max_drop: Optional[float] = None) -> list[dict]:
     """One JSON-ready row per measured candidate, the winner (the fastest by `statistic` that
-    passes its tolerances) first; every other row says why it lost."""
+    passes its tolerances, and loses at most `max_drop` points on the user's data) first; every
+    other row says why it lost."""
     from evitdeploy.sweep import OK
 
-    rows = [_row(record, statistic) for record in records]
+    rows = [_judge_accuracy(_row(record, statistic), record, max_drop) for record in records]
     passing = [(row, record) for row, record in zip(rows, records) if row["status"] == OK and row["latency_ms"] is not None]
     if passing:
         winner, winner_record = min(passing, key=lambda pair: pair[0]["latency_ms"])
@@ -46,7 +48,29 @@ def candidate_rows(records: list[dict], statistic: str) -> list[dict]:
         for row, record in passing:
             if row is not winner:
                 row.update(_speed_verdict(row, record, winner=winner, winner_record=winner_record))
+        for row in rows:  # a candidate lost on accuracy: was it the faster one?
+            if row["status"] == TOO_INACCURATE and row["latency_ms"] is not None:
+                change = row["latency_ms"] / winner["latency_ms"] - 1
+                pace = f"faster by {-100 * change:.0f}%" if change < 0 else f"slower by {100 * change:.0f}% too"
+                row["why"] = f"{pace} ({row['latency_ms']:.3g} ms vs {winner['latency_ms']:.3g} ms) but {row['why']}"
     return sorted(rows, key=_rank)
+
+
+def _judge_accuracy(row: dict, record: dict, max_drop: Optional[float]) -> dict:
+    """The candidate's task metric on the user's data (a cell's eval) and its verdict: a passing
+    candidate that loses more than `max_drop` points against PyTorch FP32 loses."""
+    from evitdeploy.evaluation.compare import accuracy_of
+    from evitdeploy.sweep import OK, PARITY_FAILED
+
+    if not record.get("eval"):
+        return {**row, "accuracy": None}
+    accuracy = accuracy_of(record["eval"], max_drop)
+    row = {**row, "accuracy": accuracy}
+    if row["status"] == OK and accuracy["beyond"]:
+        row.update(status=TOO_INACCURATE, why=accuracy["said"])
+    elif row["status"] == PARITY_FAILED and accuracy["beyond"]:
+        row["why"] += f"; and {accuracy['said']}"
+    return row
 
 
 def winner_of(rows: list[dict]) -> Optional[dict]:
@@ -126,7 +150,7 @@ def _samples(record: dict) -> list[float]:
 def _rank(row: dict) -> tuple:
     from evitdeploy.sweep import OK, PARITY_FAILED
 
-    order = 0 if row["winner"] else {OK: 1, PARITY_FAILED: 2}.get(row["status"], 3)
+    order = 0 if row["winner"] else {OK: 1, TOO_INACCURATE: 2, PARITY_FAILED: 2}.get(row["status"], 3)
     return (order, math.inf if row["latency_ms"] is None else row["latency_ms"])
 
 
@@ -136,10 +160,12 @@ def _rank(row: dict) -> tuple:
 
 def deploy_fastest(request: DeployRequest, progress: Progress = None) -> dict:
     """Measure the profile's candidates, deploy the winner (`request` with its precision and
-    backend); the deploy summary gains `selection`. With no passing candidate nothing is deployed
-    and the summary fails, with the table."""
-    from evitdeploy.deploy import deploy
+    backend); the deploy summary gains `selection`. With `request.dataset` every candidate is also
+    evaluated on it, and with `request.max_drop` one that loses more points than that loses. With
+    no passing candidate nothing is deployed and the summary fails, with the table."""
+    from evitdeploy.deploy import deploy, require_dataset
     from evitdeploy.profiles import load_profile
+    from evitdeploy.precision.options import PrecisionOptions
     from evitdeploy.sweep import CellSettings, make_executor, run_sweep
 
     model_name, executor = request.model, request.executor or "local"
@@ -147,6 +173,7 @@ def deploy_fastest(request: DeployRequest, progress: Progress = None) -> dict:
         raise UserError("--backend picks one backend; --precision auto measures every candidate of the profile", "drop --backend, or pass -p PRECISION")
     profile = load_profile(request.profile)
     _require_measurable(profile, request.reduced, request.backend_options)
+    require_dataset(request)
     size = _input_size(profile, model_name, height=request.height, width=request.width)
     settings = CellSettings(
         samples=request.samples,
@@ -155,6 +182,10 @@ def deploy_fastest(request: DeployRequest, progress: Progress = None) -> dict:
         data=str(request.data) if request.data else None,
         seed=request.seed,
         checkpoint=str(request.checkpoint) if request.checkpoint else None,
+        dataset=str(request.dataset) if request.dataset else None,
+        dataset_limit=request.dataset_limit,
+        int8_plan=(request.reduced or PrecisionOptions()).int8_plan,
+        calib=(request.reduced or PrecisionOptions()).calib,
     )
     cells, not_run = _plan(profile, model_name, size, samples=request.samples, local=executor == "local")
     _check_inputs(profile, model_name, size, settings=settings, sign_key=request.sign_key)
@@ -173,10 +204,11 @@ def deploy_fastest(request: DeployRequest, progress: Progress = None) -> dict:
         executor=runner,
         progress=measuring,
     )
-    rows = candidate_rows(sweep["cells"], profile.statistic) + not_run
+    rows = candidate_rows(sweep["cells"], profile.statistic, max_drop=request.max_drop) + not_run
     winner = winner_of(rows)
     selection = {
         "statistic": profile.statistic,
+        **({"dataset": str(request.dataset), "max_drop_pt": request.max_drop} if request.dataset else {}),
         "winner": winner,
         "candidates": rows,
         "results": str(folder / RESULTS),
@@ -192,10 +224,29 @@ def deploy_fastest(request: DeployRequest, progress: Progress = None) -> dict:
             "precision": "auto",
             "bundle": None,
             "passed": False,
-            "failures": [f"no candidate passes the {profile.name} tolerances; nothing deployed"],
+            "failures": [
+                f"no candidate passes the {profile.name} tolerances"
+                + (f" within a {request.max_drop:g}-pt drop" if request.max_drop is not None else "")
+                + "; nothing deployed"
+            ],
             "selection": selection,
         }
-    chosen = replace(request, output=output, precision=winner["precision"], backend=winner["backend"], executor=None, address=None)
+    # the winner's accuracy was measured as a candidate (selection): its deploy does not evaluate again
+    reduced = request.reduced or PrecisionOptions()
+    if winner["precision"] != "int8":  # --int8-plan is the int8 candidates' alone
+        reduced = replace(reduced, int8_plan=PrecisionOptions().int8_plan)
+    chosen = replace(
+        request,
+        output=output,
+        precision=winner["precision"],
+        backend=winner["backend"],
+        reduced=reduced,
+        executor=None,
+        address=None,
+        dataset=None,
+        dataset_limit=None,
+        max_drop=None,
+    )
     return {**deploy(chosen, progress=progress), "selection": selection}
 
 
@@ -205,10 +256,10 @@ def _require_measurable(profile, reduced, backend_options) -> None:
 
     if backend_options:
         raise UserError("--precision auto measures every candidate with the profile's own options", "drop --option, or put it in the profile's [options]")
-    if reduced is not None and reduced != PrecisionOptions():
+    if reduced is not None and replace(reduced, int8_plan=PrecisionOptions().int8_plan, calib=None) != PrecisionOptions():
         raise UserError(
-            "--precision auto measures every candidate with the default calibration and precision plan, so it takes no "
-            "--calib, --calib-count, --calib-method, --fp16-io, --fp16-margin, --min-cosine-target, --search-budget or --int8-kernels",
+            "--precision auto measures every candidate with the default precision plan (or the naive one: --int8-plan) on your --calib images, so it "
+            "takes no --calib-count, --calib-method, --fp16-io, --fp16-margin, --min-cosine-target, --search-budget or --int8-kernels",
             "drop those flags (the profile's int8_kernels applies), or deploy one backend and precision with them (--backend B -p P)",
         )
     if profile.batch != 1 or profile.dynamic:
@@ -232,13 +283,18 @@ def _input_size(profile, model_name: str, *, height: Optional[int], width: Optio
 
 def _check_inputs(profile, model_name: str, size: tuple[int, int], *, settings, sign_key: Optional[Path]) -> None:
     """Refuse, before any candidate runs, what would fail every one of them: weights that do not
-    load, parity data that cannot be read, a key that cannot sign."""
+    load, parity data that cannot be read, labelled data that does not fit the model, a key that
+    cannot sign."""
     from evitdeploy.data import load_inputs_and_sizes
     from evitdeploy.models import build_model, get_spec
 
     spec = memory.with_input(get_spec(model_name), profile.batch, height=size[0], width=size[1])
-    build_model(spec, Path(settings.checkpoint) if settings.checkpoint else None, seed=settings.seed)
+    _, spec = build_model(spec, Path(settings.checkpoint) if settings.checkpoint else None, seed=settings.seed)  # the checkpoint's classes
     load_inputs_and_sizes(spec, size, source=Path(settings.data) if settings.data else None, count=settings.samples)
+    if settings.dataset:  # its layout and classes against the model, before any candidate runs
+        from evitdeploy.evaluation.datasets import open_dataset
+
+        open_dataset(Path(settings.dataset), spec, limit=settings.dataset_limit, seed=settings.seed)
     if sign_key is not None:
         from evitdeploy.signing import signature_section
 

@@ -1043,6 +1043,14 @@ def deploy(
     search_budget: int = SEARCH_BUDGET_OPTION,
     int8_kernels: Optional[str] = INT8_KERNELS_OPTION,
     int8_plan: str = INT8_PLAN_OPTION,
+    dataset: Optional[Path] = DATASET_OPTION,
+    dataset_limit: Optional[int] = DATASET_LIMIT_OPTION,
+    max_drop: Optional[float] = typer.Option(
+        None,
+        "--max-drop",
+        help="With --dataset: the most points of the headline metric (top-1, mIoU, box mask mIoU) the artifact may lose against PyTorch FP32 "
+        "on it; with --precision auto a candidate that loses more loses, else the deploy fails (exit 1) [default: reported, not judged].",
+    ),
     sign_key: Optional[Path] = typer.Option(
         None,
         "--sign-key",
@@ -1100,6 +1108,9 @@ def deploy(
         sign_key=sign_key,
         executor=executor,
         address=address,
+        dataset=dataset,
+        dataset_limit=dataset_limit,
+        max_drop=max_drop,
     )
     with progress(not as_json) as step:
         summary = (deploy_fastest if precision == "auto" else deploy_one)(request, progress=step)

@@ -17,7 +17,7 @@ from evitdeploy.artifact import model_size
 from evitdeploy.files import folder_kept_on_success, prepare_output
 from evitdeploy.errors import UserError
 from evitdeploy.precision.options import PrecisionOptions
-from evitdeploy.requests import BenchRequest, CheckRequest, DeployRequest, ExportRequest
+from evitdeploy.requests import BenchRequest, CheckRequest, DeployRequest, EvalRequest, ExportRequest
 from evitdeploy.progress import Progress
 
 
@@ -106,6 +106,19 @@ def require_precision(profile, precision: str) -> None:
         )
 
 
+def require_dataset(request: DeployRequest) -> None:
+    """--dataset, --dataset-limit and --max-drop go together; the dataset must be a folder."""
+    if request.dataset is None:
+        for flag, value in (("--max-drop", request.max_drop), ("--dataset-limit", request.dataset_limit)):
+            if value is not None:
+                raise UserError(f"{flag} is for --dataset", f"add --dataset PATH (labelled data), or drop {flag}")
+        return
+    if not Path(request.dataset).is_dir():
+        raise UserError(f"dataset {request.dataset} is not a folder", "pass the labelled data's folder (see `evitdeploy eval --help`)")
+    limits.check_range("--dataset-limit", request.dataset_limit, 1)
+    limits.check_range("--max-drop", request.max_drop, 0, high=100)
+
+
 def input_size(profile, model_name: str, *, height: Optional[int], width: Optional[int]) -> tuple[int, int]:
     """The size a deploy exports at: the user's, else the profile's, else the model's; SAM always
     takes its own square size unless told (it letterboxes the image)."""
@@ -146,6 +159,7 @@ class Checked:
     expected: object = None  # PyTorch's outputs (not for a promptable model: its bundle carries prompts)
     outputs: object = None  # the artifact's outputs here (None where it cannot run here)
     runs_here: bool = True
+    accuracy: Optional[dict] = None  # on the user's labelled data (--dataset): evaluation.compare.accuracy_of
 
 
 def deploy(request: DeployRequest, progress: Progress = None) -> dict:
@@ -166,6 +180,9 @@ def deploy(request: DeployRequest, progress: Progress = None) -> dict:
         seconds["check"], started = time.perf_counter() - started, time.perf_counter()
         bench, budget = _bench(plan, artifact, checked, progress=_staged(progress, 2))
         seconds["bench"], started = (time.perf_counter() - started if bench else 0.0), time.perf_counter()
+        if plan.request.dataset is not None:
+            checked.accuracy = _evaluate(plan, artifact, checked, progress=_staged(progress, 2))
+            seconds["eval"], started = time.perf_counter() - started, time.perf_counter()
         manifest = _bundle(plan, artifact, checked, bench=bench, budget=budget, progress=_staged(progress, 3))
         seconds["bundle"] = time.perf_counter() - started
     return _summary(plan, checked, bench=bench, budget=budget, manifest=manifest, seconds=seconds)
@@ -197,6 +214,7 @@ def plan_deploy(request: DeployRequest) -> Plan:
     check_options(backend, given, precision)
     limits.check_range("--samples", request.samples, 1, high=limits.SAMPLES_MAX)
     limits.check_seed(request.seed)
+    require_dataset(request)
     reduced = request.reduced or PrecisionOptions()
     if precision == "int8" and profile.int8_kernels and backend.x86_int8_kernels and not reduced.int8_kernels:
         reduced = replace(reduced, int8_kernels=profile.int8_kernels)  # what the export takes from the profile
@@ -290,6 +308,29 @@ def _check(plan: Plan, artifact, *, progress: Progress) -> Checked:
     return Checked(check, inputs, sizes=sizes, source=source, expected=expected, outputs=outputs)
 
 
+def _evaluate(plan: Plan, artifact, checked: Checked, *, progress: Progress) -> dict:
+    """The artifact's task metric on the user's data beside PyTorch FP32's, judged against
+    --max-drop; where the artifact cannot run here, why not (it is then not judged)."""
+    from evitdeploy.evaluation.compare import accuracy_of
+    from evitdeploy.evaluation.run import evaluate
+
+    request = plan.request
+    if not checked.runs_here:
+        return {"skipped": checked.check["skipped"], "beyond": False}
+    report = evaluate(
+        EvalRequest(
+            path=artifact.folder,
+            dataset=request.dataset,
+            limit=request.dataset_limit,
+            seed=request.seed,
+            checkpoint=request.checkpoint,
+            threads=plan.profile.threads,
+        ),
+        progress=progress,
+    )
+    return {**accuracy_of(report, request.max_drop), "dataset": report["dataset"], "images": report.get("images"), "disagreements": report["disagreements"]}
+
+
 def _bench(plan: Plan, artifact, checked: Checked, *, progress: Progress) -> tuple[Optional[dict], dict]:
     """(the bench report or None, the budget verdict): latency judged only on a host of the profile's kind."""
     from evitdeploy import api
@@ -374,6 +415,8 @@ def _summary(plan: Plan, checked: Checked, *, bench: Optional[dict], budget: dic
     failures = list(check["failures"])
     if budget["judged"] and not budget["passed"]:
         failures.append(f"{profile.statistic} latency {budget['measured_ms']:.2f} ms exceeds the {profile.name} budget of {budget['latency_ms']} ms")
+    if checked.accuracy and checked.accuracy["beyond"]:
+        failures.append(f"on {plan.request.dataset}: {checked.accuracy['said']}")
     model_bytes = sum(model_size(output / name) for name in (manifest.get("models") or {"model": manifest["model_file"]}).values())  # files or package folders
     return {
         "kind": "deploy",
@@ -394,6 +437,7 @@ def _summary(plan: Plan, checked: Checked, *, bench: Optional[dict], budget: dic
         },
         "latency": {**stats, "threads": profile.threads} if stats else None,
         "budget": budget,
+        **({"accuracy": checked.accuracy} if checked.accuracy else {}),
         "sizes": {"model_bytes": model_bytes, "extra_bytes": bundle.extra_bytes(manifest), "files": len(manifest["files"]) + 1 + (signature is not None)},
         "signed": signature is not None,
         "signature": signature["file"] if signature else None,

@@ -64,6 +64,9 @@ class DeployRequest:
     sign_key: Optional[Path] = None  # a PEM EC private key: the bundle is signed (model.sig)
     executor: Optional[str] = None  # with precision "auto": local or ray [default: local]
     address: Optional[str] = None  # with executor ray: HOST:PORT or auto
+    dataset: Optional[Path] = None  # labelled data the artifact (every candidate, with "auto") is evaluated on
+    dataset_limit: Optional[int] = None  # images of it drawn with `seed` [default: all]
+    max_drop: Optional[float] = None  # points of the headline metric the artifact may lose against PyTorch FP32 on `dataset`
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -123,7 +123,7 @@ def test_bad_candidates_are_one_clear_line(change, fragment, cli, tmp_path):
         (("--profile", "x86-cpu", "-p", "bf16"), "profile x86-cpu offers precision 'bf16' on openvino, not on its backend onnxruntime"),
         (("--profile", "x86-cpu", "--executor", "ray"), "--executor is for --precision auto"),
         (("--profile", "x86-cpu", "-p", "auto", "--backend", "openvino"), "--precision auto measures every candidate"),
-        (("--profile", "x86-cpu", "-p", "auto", "--calib-count", "8"), "--precision auto measures every candidate with the default calibration"),
+        (("--profile", "x86-cpu", "-p", "auto", "--calib-count", "8"), "--precision auto measures every candidate with the default precision plan"),
         (("--profile", "x86-cpu", "-p", "auto", "--executor", "slurm"), "unknown executor 'slurm'"),
         (("--profile", "arm64-cpu", "--backend", "openvino"), "profile arm64-cpu has no candidate backend 'openvino'"),
     ],
@@ -200,3 +200,81 @@ def test_backend_deploys_another_candidate_and_the_bundle_says_how_to_redo_it(cl
     summary = json.loads(result.stdout)
     assert (summary["target"], summary["precision"]) == ("openvino", "fp32") and "selection" not in summary
     assert summary["commands"]["deploy"].startswith("evitdeploy deploy --profile x86-cpu --model efficientvit_b0 --backend openvino --precision fp32")
+
+
+def with_eval(made: dict, top1: float, fp32: float = 0.98) -> dict:
+    """A cell record with the eval a `--dataset` sweep adds (top-1 against PyTorch FP32's)."""
+    value = lambda v: {"value": v, "low": v - 0.01, "high": v + 0.01}  # noqa: E731 (an interval around a value)
+    return {**made, "eval": {"metrics": {"top1": value(top1)}, "fp32": {"top1": value(fp32)}, "delta": {"top1": value(top1 - fp32)}}}
+
+
+@pytest.mark.fast
+def test_a_faster_candidate_that_drops_too_much_on_the_users_data_loses_and_says_so():
+    records = [
+        with_eval(record("onnx", "fp32", median=4.0), 0.98),
+        with_eval(record("onnx", "int8", median=2.0, seed=1), 0.70),  # faster, 28 points worse
+        with_eval(record("openvino", "int8", median=3.0, seed=2), 0.976),  # within the drop
+    ]
+    rows = candidate_rows(records, "median", max_drop=0.5)
+    table = by_candidate(rows)
+    assert (winner_of(rows)["backend"], winner_of(rows)["precision"]) == ("openvino", "int8")
+    lost = table[("onnxruntime", "int8")]
+    assert lost["status"] == "too-inaccurate" and lost["accuracy"]["drop_pt"] == pytest.approx(28.0)
+    assert lost["why"].startswith("faster by 3") and "drops 28.00 pt of top1" in lost["why"] and "beyond 0.5" in lost["why"]
+    assert table[("onnxruntime", "fp32")]["why"].startswith("slower by")
+    unjudged = by_candidate(candidate_rows(records, "median"))  # no --max-drop: reported, not judged
+    assert winner_of(list(unjudged.values()))["precision"] == "int8" and unjudged[("onnxruntime", "int8")]["accuracy"]["drop_pt"] == pytest.approx(28.0)
+    console = Console(file=io.StringIO(), width=200)
+    console.print(selection_table({"statistic": "median", "winner": winner_of(rows), "candidates": rows, "results": "r.jsonl", "max_drop_pt": 0.5}))
+    assert "within a 0.5-pt drop" in console.file.getvalue() and "-28.00" in console.file.getvalue()
+
+
+LOOSE_PROFILE = """
+description = "x86 test device whose parity tolerances alone would let a naive INT8 through"
+backend = "onnxruntime"
+precision = "fp32"
+precisions = ["fp32", "int8"]
+candidates = ["onnxruntime"]
+[bench]
+threads = 2
+warmup = 3
+count = 20
+[budget]
+latency_ms = 100
+[tolerances.int8]
+min_cosine = 0.0
+min_top1 = 0.0
+min_pixel_agreement = 0.0
+[host]
+machine = ["x86_64", "amd64"]
+"""
+
+
+def test_auto_with_a_dataset_rejects_the_naive_int8_for_its_drop(cli, tmp_path, digits_checkpoint_path):
+    """The trained digits, onnxruntime's quantize_static with its defaults as the INT8 candidate:
+    it loses tens of points of top-1 on the held-out digits, so FP32 is deployed, and the table says why."""
+    from evitdeploy.models.references import write_datasets
+    from evitdeploy.models.trained import digits_images
+
+    data = write_datasets(tmp_path / "datasets", digits=100, mosaics=0, promptable=0)
+    np.savez(tmp_path / "train.npz", image=digits_images("train")[0][:64])
+    (tmp_path / "loose.toml").write_text(LOOSE_PROFILE)
+    common = ("--model", "efficientvit_b0", "-c", digits_checkpoint_path, "--height", "64", "--width", "64", "--data", tmp_path / "train.npz")
+    result = cli(
+        "deploy", "--profile", tmp_path / "loose.toml", *common, "-p", "auto", "--int8-plan", "naive", "--calib", tmp_path / "train.npz",
+        "--dataset", data["digits"], "--max-drop", "0.5", "--samples", "2", "-o", tmp_path / "out", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    rows = by_candidate(summary["selection"]["candidates"])
+    naive, fp32 = rows[("onnxruntime", "int8")], rows[("onnxruntime", "fp32")]
+    assert fp32["winner"] and fp32["accuracy"]["drop_pt"] == 0.0 and summary["precision"] == "fp32"
+    assert (
+        naive["status"] in ("too-inaccurate", "parity-failed") and naive["accuracy"]["drop_pt"] > 5
+    )  # parity-failed where its 8-bit weights saturate (no VNNI)
+    assert "beyond 0.5" in naive["why"] and summary["selection"]["max_drop_pt"] == 0.5
+    line = json.loads((tmp_path / "out-candidates" / "results.jsonl").read_text().splitlines()[-1])
+    assert line["eval"]["dataset"]["images"] == 100 and "per_image" not in line["eval"]
+    single = cli("deploy", "--profile", tmp_path / "loose.toml", *common, "--dataset", data["digits"], "--max-drop", "0", "-o", tmp_path / "one", "--json")
+    assert single.exit_code == 0, single.output
+    assert json.loads(single.stdout)["accuracy"]["drop_pt"] == 0.0  # FP32 equals PyTorch on every image

@@ -11,6 +11,7 @@ one. The images are matched by their path in the dataset, so both evals must cov
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -42,6 +43,26 @@ def kind_of(path: Path, role: str) -> object:
     except ValueError as exc:
         raise UserError(f"{role} file {path} is not valid JSON ({exc})", "pass a result file written with --save") from None
     return data.get("kind") if isinstance(data, dict) else None
+
+
+def accuracy_of(report: dict, max_drop: Optional[float]) -> dict:
+    """An eval's headline metric against PyTorch FP32 in points, judged by the point estimate
+    against `max_drop` (the paired interval beside it): what deploy records and --max-drop decides."""
+    metric = next(name for name in HEADLINE.values() if name in report["delta"])
+    delta = report["delta"][metric]
+    drop = -100 * delta["value"]
+    beyond = max_drop is not None and drop > max_drop
+    return {
+        "metric": metric,
+        "value": report["metrics"][metric]["value"],
+        "fp32": report["fp32"][metric]["value"],
+        "drop_pt": drop,
+        "drop_interval_pt": [-100 * delta["high"], -100 * delta["low"]],
+        "max_drop_pt": max_drop,
+        "beyond": beyond,
+        "said": f"drops {drop:.2f} pt of {metric} against PyTorch FP32 (paired 95% [{-100 * delta['high']:.2f}, {-100 * delta['low']:.2f}])"
+        + (f", beyond {max_drop:g}" if beyond else ""),
+    }
 
 
 def load_eval(path: Path, role: str) -> dict:

@@ -245,6 +245,14 @@ def deploy_table(summary: dict) -> Table:
     if budget["latency_ms"] is not None:
         timing += f"; budget {budget['statistic']} {budget['latency_ms']} ms " + ("" if budget["judged"] else f"not judged: {budget['host']}")
     table.add_row("bench", as_written(timing), _verdict(budget["passed"]), number_text(seconds["bench"], 3))
+    accuracy = summary.get("accuracy")
+    if accuracy:
+        if accuracy.get("skipped"):
+            text, verdict = f"not evaluated here: {accuracy['skipped']}", "-"
+        else:
+            text = f"{accuracy['metric']} {100 * accuracy['value']:.2f}% vs FP32 {100 * accuracy['fp32']:.2f}%: {accuracy['said']}"
+            verdict = _verdict(None if accuracy["max_drop_pt"] is None else not accuracy["beyond"])
+        table.add_row("eval", as_written(text), verdict, number_text(seconds.get("eval"), 3))
     signed = f", signed ({summary['signature']})" if summary.get("signed") else ""
     table.add_row(
         "bundle",

@@ -49,6 +49,7 @@ class CellSettings:
     dataset: Optional[str] = None  # labelled data every cell is evaluated on after its bench (evaluation.datasets' layouts)
     dataset_limit: Optional[int] = None  # images of it drawn with `seed` [default: all]
     int8_plan: str = "searched"  # precision.options.INT8_PLANS, for the int8 cells
+    calib: Optional[str] = None  # calibration images (folder or .npz) for the reduced-precision cells [default: the sample photos]
     backend_options: dict = field(default_factory=dict)  # each to the cells whose target declares it (a profile's cell: the profile's)
 
     def __post_init__(self) -> None:

@@ -78,7 +78,7 @@ def export_and_check(record: dict, folder: Path, settings: CellSettings, *, prof
             data=data,
             checkpoint=Path(settings.checkpoint) if settings.checkpoint else None,
             backend_options=given,
-            reduced=PrecisionOptions(int8_plan=settings.int8_plan) if cell.precision == "int8" else PrecisionOptions(),
+            reduced=PrecisionOptions(calib=settings.calib, int8_plan=settings.int8_plan if cell.precision == "int8" else PrecisionOptions().int8_plan),
         )
         artifact = api.export_model(request, progress=progress)
         record["seconds"]["export"] = round(time.perf_counter() - started, 3)

@@ -90,7 +90,7 @@ class FarmExecutor:
         ray = cluster.import_ray()
         export_remote, bench_remote = ray.remote(export_stage), ray.remote(bench_stage)
         each = {"num_cpus": 1, "max_retries": self.retries}  # Ray re-runs a task whose worker or node died
-        inputs = {name: ray.put(pack(Path(value))) for name in ("checkpoint", "data", "dataset") if (value := getattr(settings, name))}
+        inputs = {name: ray.put(pack(Path(value))) for name in ("checkpoint", "data", "calib", "dataset") if (value := getattr(settings, name))}
         export_inputs = {name: ref for name, ref in inputs.items() if name != "dataset"}
         bench_inputs = {name: ref for name, ref in inputs.items() if name in ("checkpoint", "dataset")} if settings.dataset else {}
         waiting = list(cells)  # not yet submitted

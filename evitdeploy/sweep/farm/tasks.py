@@ -37,6 +37,7 @@ def export_stage(
     *,
     checkpoint: Optional[Packed] = None,
     data: Optional[Packed] = None,
+    calib: Optional[Packed] = None,
     profile=None,
 ) -> tuple[dict, Optional[Packed]]:
     """Export and check on this node; returns the record and the packed artifact (None on failure)."""
@@ -44,7 +45,7 @@ def export_stage(
     cell = Cell.from_dict(record["cell"])
     with tempfile.TemporaryDirectory(prefix="evitdeploy-export-") as work:
         try:
-            local = _local_settings(settings, {"checkpoint": checkpoint, "data": data}, Path(work))
+            local = _local_settings(settings, {"checkpoint": checkpoint, "data": data, "calib": calib}, Path(work))
         except Exception as exc:  # a corrupted transfer is this cell's failure
             return fail(record, "export", f"inputs did not arrive intact: {exc}"), None
         export_and_check(record, Path(work) / cell.name, local, profile=profile)
