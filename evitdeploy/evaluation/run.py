@@ -88,12 +88,12 @@ def _score(sample, photo, records, *, models: tuple, data: dict, names, root: Pa
     image = sample.image.relative_to(root).as_posix()
     if data["task"] == CLASSIFICATION:
         mine, theirs = (predict(photo, data, encode, top=5, names=names) for encode, _ in models)
-        records.add(image, sample.label, mine["top"], theirs["top"])
+        records.add(image, sample.label, tops=(mine["top"], theirs["top"]))
         return
     if data["task"] == SEGMENTATION:
         mine, theirs = (predict(photo, data, encode) for encode, _ in models)
         labels = datasets.read_label_map(sample, layout, size=photo.shape[:2], classes=data["num_classes"])
-        records.add(image, labels, mine["class_map"], theirs["class_map"])
+        records.add(image, labels, maps=(mine["class_map"], theirs["class_map"]))
         return
     height, width = photo.shape[:2]
     if sample.size != (height, width):

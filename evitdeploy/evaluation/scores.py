@@ -21,8 +21,9 @@ class ClassificationRecords:
         self.rows: list[tuple[int, int, int, int, int, int, int]] = []
         self.ids: list[str] = []
 
-    def add(self, image: str, label: int, artifact_top: list, reference_top: list) -> None:
-        a, r = [e["index"] for e in artifact_top], [e["index"] for e in reference_top]
+    def add(self, image: str, label: int, *, tops: tuple) -> None:
+        """tops: the artifact's and the reference's top-k, as pipeline.predict gives them."""
+        a, r = ([e["index"] for e in top] for top in tops)
         self.rows.append((label, int(a[0] == label), int(label in a[:5]), int(r[0] == label), int(label in r[:5]), a[0], r[0]))
         self.ids.append(image)
 
@@ -61,7 +62,9 @@ class SegmentationRecords:
         self.correct, self.ref_correct, self.labelled, self.disagree = [], [], [], []
         self.ids: list[str] = []
 
-    def add(self, image: str, labels: np.ndarray, artifact_map: np.ndarray, reference_map: np.ndarray) -> None:
+    def add(self, image: str, labels: np.ndarray, *, maps: tuple) -> None:
+        """maps: the artifact's and the reference's class maps at the labels' size."""
+        artifact_map, reference_map = maps
         self.ids.append(image)
         valid = labels != self.ignore
         truth = labels[valid]
