@@ -231,7 +231,7 @@ def deploy_fastest(request: DeployRequest, progress: Progress = None) -> dict:
             ],
             "selection": selection,
         }
-    # the winner's accuracy was measured as a candidate (selection): its deploy does not evaluate again
+    # the winner's deploy evaluates it again, into its own summary (and --eval-subset into the bundle)
     reduced = request.reduced or PrecisionOptions()
     if winner["precision"] != "int8":  # --int8-plan is the int8 candidates' alone
         reduced = replace(reduced, int8_plan=PrecisionOptions().int8_plan)
@@ -243,9 +243,6 @@ def deploy_fastest(request: DeployRequest, progress: Progress = None) -> dict:
         reduced=reduced,
         executor=None,
         address=None,
-        dataset=None,
-        dataset_limit=None,
-        max_drop=None,
     )
     return {**deploy(chosen, progress=progress), "selection": selection}
 

@@ -18,7 +18,7 @@ from typing import Optional
 import numpy as np
 
 from evitdeploy import device, limits
-from evitdeploy.device import integrity, pipeline_check
+from evitdeploy.device import eval_subset as eval_subset_check, integrity, pipeline_check
 from evitdeploy.device.app import LABELS
 from evitdeploy.device.verify import verify
 from evitdeploy.artifact import MANIFEST, Artifact, read_manifest, build_manifest
@@ -205,12 +205,14 @@ def write_bundle(
     sign_key: Optional[Path] = None,
     prompted: Optional[dict] = None,
     pipeline: Optional[dict] = None,
+    eval_subset: Optional[tuple] = None,
 ) -> dict:
     """Write the bundle atomically; `sections` lands under manifest["bundle"], `reports` as JSON files.
     With `sign_key` the finished folder is signed (model.sig) before it is renamed into place.
     A promptable model's reference is `prompted` (prompts and PyTorch's masks: bundle_reference),
     not `expected`. `pipeline`: raw photos and PyTorch's final answers for them (pipeline.npz,
-    api.pipeline_reference), for verify.py's whole-pipeline check; None where there are no photos."""
+    api.pipeline_reference), for verify.py's whole-pipeline check; None where there are no photos.
+    `eval_subset`: (eval.npz's arrays, its manifest section), labelled photos verify.py scores."""
     with staged_folder(output) as folder:
         models = artifact.manifest.get("models") or {}  # a promptable artifact's encoder and decoder
         for name in list(models.values()) if models else [artifact.model_file.name]:
@@ -231,6 +233,8 @@ def write_bundle(
         np.savez(folder / integrity.REFERENCE, **arrays)
         if pipeline is not None:
             np.savez(folder / pipeline_check.FILE, **pipeline)
+        if eval_subset is not None:
+            np.savez(folder / eval_subset_check.FILE, **eval_subset[0])
         if not spec.promptable:
             from evitdeploy.labels import class_names
 
@@ -251,6 +255,7 @@ def write_bundle(
                 "host_outputs_from": f"this {artifact.target} artifact on the making host" if host_outputs is not None else None,
             },
             "pipeline": _pipeline_section(pipeline, spec),
+            **({"eval_subset": eval_subset[1]} if eval_subset is not None else {}),
             **sections,
         }
         draft = {

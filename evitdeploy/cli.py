@@ -1051,6 +1051,13 @@ def deploy(
         help="With --dataset: the most points of the headline metric (top-1, mIoU, box mask mIoU) the artifact may lose against PyTorch FP32 "
         "on it; with --precision auto a candidate that loses more loses, else the deploy fails (exit 1) [default: reported, not judged].",
     ),
+    eval_subset: Optional[int] = typer.Option(
+        None,
+        "--eval-subset",
+        min=1,
+        help="With --dataset: carry this many of its labelled photos in the bundle; the bundle's verify.py scores them on the device "
+        "with numpy + the runtime and fails beyond --max-drop.",
+    ),
     sign_key: Optional[Path] = typer.Option(
         None,
         "--sign-key",
@@ -1111,6 +1118,7 @@ def deploy(
         dataset=dataset,
         dataset_limit=dataset_limit,
         max_drop=max_drop,
+        eval_subset=eval_subset,
     )
     with progress(not as_json) as step:
         summary = (deploy_fastest if precision == "auto" else deploy_one)(request, progress=step)

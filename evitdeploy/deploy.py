@@ -109,13 +109,16 @@ def require_precision(profile, precision: str) -> None:
 def require_dataset(request: DeployRequest) -> None:
     """--dataset, --dataset-limit and --max-drop go together; the dataset must be a folder."""
     if request.dataset is None:
-        for flag, value in (("--max-drop", request.max_drop), ("--dataset-limit", request.dataset_limit)):
+        for flag, value in (("--max-drop", request.max_drop), ("--dataset-limit", request.dataset_limit), ("--eval-subset", request.eval_subset)):
             if value is not None:
                 raise UserError(f"{flag} is for --dataset", f"add --dataset PATH (labelled data), or drop {flag}")
         return
     if not Path(request.dataset).is_dir():
         raise UserError(f"dataset {request.dataset} is not a folder", "pass the labelled data's folder (see `evitdeploy eval --help`)")
     limits.check_range("--dataset-limit", request.dataset_limit, 1)
+    from evitdeploy.evaluation.subset import SUBSET_MAX
+
+    limits.check_range("--eval-subset", request.eval_subset, 1, high=SUBSET_MAX)
     limits.check_range("--max-drop", request.max_drop, 0, high=100)
 
 
@@ -160,6 +163,7 @@ class Checked:
     outputs: object = None  # the artifact's outputs here (None where it cannot run here)
     runs_here: bool = True
     accuracy: Optional[dict] = None  # on the user's labelled data (--dataset): evaluation.compare.accuracy_of
+    subset: Optional[tuple] = None  # (eval.npz's arrays, its manifest section): --eval-subset, for verify.py
 
 
 def deploy(request: DeployRequest, progress: Progress = None) -> dict:
@@ -182,6 +186,8 @@ def deploy(request: DeployRequest, progress: Progress = None) -> dict:
         seconds["bench"], started = (time.perf_counter() - started if bench else 0.0), time.perf_counter()
         if plan.request.dataset is not None:
             checked.accuracy = _evaluate(plan, artifact, checked, progress=_staged(progress, 2))
+            if plan.request.eval_subset:
+                checked.subset = _subset(plan, artifact, progress=_staged(progress, 2))
             seconds["eval"], started = time.perf_counter() - started, time.perf_counter()
         manifest = _bundle(plan, artifact, checked, bench=bench, budget=budget, progress=_staged(progress, 3))
         seconds["bundle"] = time.perf_counter() - started
@@ -331,6 +337,24 @@ def _evaluate(plan: Plan, artifact, checked: Checked, *, progress: Progress) -> 
     return {**accuracy_of(report, request.max_drop), "dataset": report["dataset"], "images": report.get("images"), "disagreements": report["disagreements"]}
 
 
+def _subset(plan: Plan, artifact, *, progress: Progress) -> tuple:
+    """The labelled photos the bundle carries for verify.py to score on the device."""
+    from evitdeploy.evaluation.subset import bundle_subset
+
+    request = plan.request
+    if progress:
+        progress(f"scoring {request.eval_subset} labelled photos for the bundle (PyTorch FP32 and this artifact)")
+    return bundle_subset(
+        artifact,
+        request.dataset,
+        count=request.eval_subset,
+        seed=request.seed,
+        checkpoint=request.checkpoint,
+        threads=plan.profile.threads,
+        max_drop=request.max_drop,
+    )
+
+
 def _bench(plan: Plan, artifact, checked: Checked, *, progress: Progress) -> tuple[Optional[dict], dict]:
     """(the bench report or None, the budget verdict): latency judged only on a host of the profile's kind."""
     from evitdeploy import api
@@ -404,6 +428,7 @@ def _bundle(plan: Plan, artifact, checked: Checked, *, bench: Optional[dict], bu
         sign_key=plan.request.sign_key,
         prompted=prompted,
         pipeline=pipeline,
+        eval_subset=checked.subset,
     )
 
 

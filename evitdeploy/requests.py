@@ -67,6 +67,7 @@ class DeployRequest:
     dataset: Optional[Path] = None  # labelled data the artifact (every candidate, with "auto") is evaluated on
     dataset_limit: Optional[int] = None  # images of it drawn with `seed` [default: all]
     max_drop: Optional[float] = None  # points of the headline metric the artifact may lose against PyTorch FP32 on `dataset`
+    eval_subset: Optional[int] = None  # labelled photos of `dataset` the bundle carries for verify.py to score
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -170,7 +170,19 @@ class BudgetSchema(_Schema):
     latency_ms: Optional[Positive] = None
 
 
+class EvalSubsetSection(_Schema):
+    """The labelled photos a bundle carries (deploy --eval-subset) and what they scored when it was made."""
+
+    file: Literal["eval.npz"]
+    photos: PositiveInt
+    metric: Literal["top1", "miou", "miou_box"]
+    fp32: Fraction
+    making_host: Optional[Fraction] = None
+    max_drop_pt: Optional[Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)]] = None
+
+
 class BundleSection(_Schema):
+    eval_subset: Optional[EvalSubsetSection] = None
     profile: ProfileSummary
     tolerances: TolerancesSchema
     bench: BundleBench

@@ -105,6 +105,29 @@ machine = ["x86_64", "amd64"]
 """
 
 
+# A device profile whose parity tolerances alone would let a naive INT8 through: what decides is the
+# accuracy on the user's data (--dataset, --max-drop).
+LOOSE_PROFILE = """
+description = "x86 test device whose parity tolerances alone would let a naive INT8 through"
+backend = "onnxruntime"
+precision = "fp32"
+precisions = ["fp32", "int8"]
+candidates = ["onnxruntime"]
+[bench]
+threads = 2
+warmup = 3
+count = 20
+[budget]
+latency_ms = 100
+[tolerances.int8]
+min_cosine = 0.0
+min_top1 = 0.0
+min_pixel_agreement = 0.0
+[host]
+machine = ["x86_64", "amd64"]
+"""
+
+
 class RecordingTensorRT:
     """Stands in for TensorRT (it cannot be installed here) only to run `build_engine` and record
     what it asks for. Every attribute it offers is a name from the real API (the stub checks in test_tensorrt.py

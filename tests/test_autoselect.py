@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from helpers import X86_TEST_PROFILE, assert_clean_error
+from helpers import LOOSE_PROFILE, X86_TEST_PROFILE, assert_clean_error
 from evitdeploy.autoselect import candidate_rows, winner_of
 from evitdeploy.gate import simulated_latencies
 from evitdeploy.profiles import load_profile
@@ -227,27 +227,6 @@ def test_a_faster_candidate_that_drops_too_much_on_the_users_data_loses_and_says
     console = Console(file=io.StringIO(), width=200)
     console.print(selection_table({"statistic": "median", "winner": winner_of(rows), "candidates": rows, "results": "r.jsonl", "max_drop_pt": 0.5}))
     assert "within a 0.5-pt drop" in console.file.getvalue() and "-28.00" in console.file.getvalue()
-
-
-LOOSE_PROFILE = """
-description = "x86 test device whose parity tolerances alone would let a naive INT8 through"
-backend = "onnxruntime"
-precision = "fp32"
-precisions = ["fp32", "int8"]
-candidates = ["onnxruntime"]
-[bench]
-threads = 2
-warmup = 3
-count = 20
-[budget]
-latency_ms = 100
-[tolerances.int8]
-min_cosine = 0.0
-min_top1 = 0.0
-min_pixel_agreement = 0.0
-[host]
-machine = ["x86_64", "amd64"]
-"""
 
 
 def test_auto_with_a_dataset_rejects_the_naive_int8_for_its_drop(cli, tmp_path, digits_checkpoint_path):

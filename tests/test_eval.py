@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from evitdeploy.models.references import write_datasets
-from helpers import Cli, assert_clean_error
+from helpers import LOOSE_PROFILE, Cli, assert_clean_error
 
 
 @pytest.fixture(scope="module")
@@ -133,6 +133,49 @@ def test_gate_on_segmentation_evals_pairs_per_class_intersections(artifacts, dat
     report = json.loads(result.stdout)
     assert result.exit_code == 0 and report["metric"] == "miou" and report["verdict"] == "no change"
     assert report["new"]["value"] == pytest.approx(json.loads(saved.read_text())["metrics"]["miou"]["value"])
+
+
+def test_a_bundle_carries_labelled_photos_its_verify_py_scores_on_the_device(data, tmp_path, digits_checkpoint_path):
+    """deploy --eval-subset: the naive INT8 baseline on a profile whose parity tolerances let it
+    through; the deploy fails on its drop, and the bundle's own verify.py (numpy + the runtime)
+    scores the carried digits and fails it again, where the making host did."""
+    import subprocess
+    import sys
+
+    from evitdeploy.models.trained import digits_images
+
+    np.savez(tmp_path / "train.npz", image=digits_images("train")[0][:64])
+    (tmp_path / "loose.toml").write_text(LOOSE_PROFILE)
+    result = Cli()(
+        "deploy", "--profile", tmp_path / "loose.toml", "--model", "efficientvit_b0", "-c", digits_checkpoint_path, "--height", "64", "--width", "64",
+        "-p", "int8", "--int8-plan", "naive", "--calib", tmp_path / "train.npz", "--data", tmp_path / "train.npz",
+        "--dataset", data["digits"], "--max-drop", "0.5", "--eval-subset", "40", "-o", tmp_path / "bundle", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    summary = json.loads(result.stdout)
+    assert summary["accuracy"]["beyond"] and any("drops" in failure for failure in summary["failures"])
+    section = json.loads((tmp_path / "bundle" / "manifest.json").read_text())["bundle"]["eval_subset"]
+    assert section["photos"] == 40 and section["metric"] == "top1" and section["fp32"] - section["making_host"] > 0.05
+    run = subprocess.run([sys.executable, "-I", "verify.py", "--json", "--count", "0"], cwd=tmp_path / "bundle", capture_output=True, text=True)
+    report = json.loads(run.stdout)
+    assert run.returncode == 1 and report["accuracy"]["checked"] and report["accuracy"]["photos"] == 40
+    assert report["accuracy"]["value"] == pytest.approx(section["making_host"]) and any(f.startswith("accuracy: top1") for f in report["failures"])
+
+
+def test_a_damaged_eval_subset_is_refused_in_one_line(tmp_path):
+    from evitdeploy.device import eval_subset
+    from evitdeploy.device.integrity import BundleError
+
+    spec = {"task": "classification", "num_classes": 10}
+    photo = np.zeros((8, 8, 3), np.uint8)
+    for arrays, fragment in (
+        ({"photo_0": photo, "label": np.array([12])}, "one class index"),
+        ({"photo_0": photo.astype(np.float32), "label": np.array([1])}, "uint8"),
+        ({"photo_0": photo, "label": np.array([object()], dtype=object)}, "cannot be read as numeric arrays"),
+    ):
+        np.savez(tmp_path / eval_subset.FILE, **arrays)
+        with pytest.raises(BundleError, match=fragment):
+            eval_subset.load(tmp_path, spec)
 
 
 def _photo(path, size=(40, 60), seed=0):

@@ -27,7 +27,7 @@ from typing import Optional
 
 import numpy as np
 
-from . import cpu, integrity, metrics, pipeline_check, prompts, runtimes, tasks
+from . import cpu, eval_subset, integrity, metrics, pipeline_check, prompts, runtimes, tasks
 from .integrity import MANIFEST, SIGNATURE, BundleError, first_line
 
 
@@ -41,6 +41,7 @@ class ModelRun:
     providers: list  # where the runtime ran the model
     extra: dict = field(default_factory=dict)  # report keys of a promptable bundle (decoder latency, what latency measures)
     pipeline: dict = field(default_factory=dict)  # raw photos -> preprocessing -> runtime -> postprocessing vs PyTorch's answers
+    accuracy: dict = field(default_factory=dict)  # the carried labelled subset scored here (eval_subset.py)
 
 
 def latency_input(inputs: np.ndarray, batch: int) -> np.ndarray:
@@ -103,9 +104,10 @@ def _run_model(folder, manifest: dict, runtime, threads, timing) -> ModelRun:
     parity = metrics.compare_outputs(spec["task"], expected, outputs, tolerances=bundle["tolerances"])
     drift = metrics.compare_outputs(spec["task"], host_outputs, outputs, tolerances={})["metrics"] if host_outputs is not None else {}
     whole = pipeline_check.check(folder, manifest, infer)
+    accuracy = eval_subset.check(folder, manifest, infer)
     warmup, count = timing
     latency = metrics.latency_stats(metrics.time_model(infer, latency_input(inputs, batch), warmup, count=count), batch) if count > 0 else None
-    return ModelRun(parity=parity, drift=drift, latency=latency, providers=providers, pipeline=whole)
+    return ModelRun(parity=parity, drift=drift, latency=latency, providers=providers, pipeline=whole, accuracy=accuracy)
 
 
 def int8_kernels(manifest: dict) -> dict:
@@ -141,6 +143,7 @@ def _run_promptable(folder, manifest: dict, runtime, threads, timing) -> ModelRu
     failures = prompts.promptable_failures(found, bundle["tolerances"])
     parity = {"passed": not failures, "failures": failures, "metrics": {k: v for k, v in found.items() if not isinstance(v, list)}}
     whole = pipeline_check.check(folder, manifest, encode, decode=decode)
+    accuracy = eval_subset.check(folder, manifest, encode, decode=decode)
     warmup, count = timing
     latency = decoder_latency = None
     if count > 0:
@@ -155,6 +158,7 @@ def _run_promptable(folder, manifest: dict, runtime, threads, timing) -> ModelRu
         providers=providers,
         extra={"decoder_latency": decoder_latency, "latency_of": "the encoder, per image"},
         pipeline=whole,
+        accuracy=accuracy,
     )
 
 
@@ -190,6 +194,7 @@ def verify(folder, runtime, threads=None, warmup=None, count=None, judge_budget:
     profile = bundle["profile"]
     on_kind, why = runtimes.host_matches(profile["name"], profile["host_machines"], profile["host_device_model"], gpu=profile["host_gpu"])
     failures = list(parity["failures"]) + ["whole pipeline: " + line for line in ran.pipeline.get("failures", [])]
+    failures += ["accuracy: " + line for line in ran.accuracy.get("failures", [])]
     judged = bool(judge_budget and on_kind and latency and budget.get("latency_ms"))
     if judged:
         measured = latency[budget["statistic"] + "_ms"]
@@ -208,6 +213,7 @@ def verify(folder, runtime, threads=None, warmup=None, count=None, judge_budget:
         "signature": signature,
         "parity": {**parity, "tolerances": bundle["tolerances"], "vs": "PyTorch FP32 outputs recorded when the bundle was made"},
         "pipeline": {**ran.pipeline, "vs": "PyTorch FP32's answers for the bundle's raw photos, through the same preprocessing and postprocessing"},
+        "accuracy": {**ran.accuracy, "vs": "PyTorch FP32's score on the bundle's labelled photos, recorded when the bundle was made"},
         "drift_from_making_host": ran.drift,
         "latency": latency,
         **ran.extra,
@@ -249,6 +255,8 @@ def _print(report: dict) -> None:
     print("parity    " + ", ".join(f"{k} {found[k]:.6g}" for k in keys if k in found) + " (vs PyTorch FP32)")
     if report.get("pipeline"):
         print("pipeline  " + pipeline_check.summary(report["pipeline"]))
+    if report.get("accuracy", {}).get("checked"):
+        print("accuracy  " + eval_subset.summary(report["accuracy"]))
     drift = report["drift_from_making_host"]
     if drift:
         print(f"drift     vs the making host's own outputs: max abs {drift['max_abs_error']:.3g}, min cosine {drift['cosine_min']:.6f}")

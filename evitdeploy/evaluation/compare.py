@@ -50,17 +50,17 @@ def accuracy_of(report: dict, max_drop: Optional[float]) -> dict:
     against `max_drop` (the paired interval beside it): what deploy records and --max-drop decides."""
     metric = next(name for name in HEADLINE.values() if name in report["delta"])
     delta = report["delta"][metric]
-    drop = -100 * delta["value"]
+    drop = -100 * delta["value"] + 0.0  # + 0.0: no "-0.00"
     beyond = max_drop is not None and drop > max_drop
     return {
         "metric": metric,
         "value": report["metrics"][metric]["value"],
         "fp32": report["fp32"][metric]["value"],
         "drop_pt": drop,
-        "drop_interval_pt": [-100 * delta["high"], -100 * delta["low"]],
+        "drop_interval_pt": [-100 * delta["high"] + 0.0, -100 * delta["low"] + 0.0],
         "max_drop_pt": max_drop,
         "beyond": beyond,
-        "said": f"drops {drop:.2f} pt of {metric} against PyTorch FP32 (paired 95% [{-100 * delta['high']:.2f}, {-100 * delta['low']:.2f}])"
+        "said": f"drops {drop:.2f} pt of {metric} against PyTorch FP32 (paired 95% [{-100 * delta['high'] + 0.0:.2f}, {-100 * delta['low'] + 0.0:.2f}])"
         + (f", beyond {max_drop:g}" if beyond else ""),
     }
 

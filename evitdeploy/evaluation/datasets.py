@@ -25,9 +25,9 @@ import numpy as np
 from evitdeploy.data import IMAGE_SUFFIXES, read_photo
 from evitdeploy.errors import UserError
 from evitdeploy.files import IMAGE_MAX_BYTES, input_file
+from evitdeploy.device.eval_subset import IGNORE  # a label map's "not labelled" (255), as the device scores it
 from evitdeploy.spec import CLASSIFICATION, PROMPTABLE, SEGMENTATION, ModelSpec
 
-IGNORE = 255  # a label map's "not labelled"
 CLASSES_FILES = ("classes.txt", "LOC_synset_mapping.txt")
 HINT = {
     CLASSIFICATION: "an ImageFolder: DATASET/<class>/<image>, with DATASET/classes.txt naming the classes in the model's order",

@@ -74,7 +74,7 @@ def _records(spec):
     if spec.task == CLASSIFICATION:
         return scores.ClassificationRecords(spec.num_classes)
     if spec.task == SEGMENTATION:
-        return scores.SegmentationRecords(spec.num_classes, datasets.IGNORE)
+        return scores.SegmentationRecords(spec.num_classes)
     return scores.PromptableRecords()
 
 

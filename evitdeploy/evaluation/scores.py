@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from evitdeploy.device.eval_subset import class_miou as miou, intersections  # the device scores its subset with the same code
+
 RESAMPLES = 1000
 CONFIDENCE = 0.95
 
@@ -56,8 +58,8 @@ class SegmentationRecords:
     """Per image and class: intersection and union of the prediction with the labels (artifact and
     reference), and correct / labelled pixel counts."""
 
-    def __init__(self, classes: int, ignore: int):
-        self.classes, self.ignore = classes, ignore
+    def __init__(self, classes: int):
+        self.classes = classes
         self.inter, self.union, self.ref_inter, self.ref_union = [], [], [], []
         self.correct, self.ref_correct, self.labelled, self.disagree = [], [], [], []
         self.ids: list[str] = []
@@ -66,19 +68,15 @@ class SegmentationRecords:
         """maps: the artifact's and the reference's class maps at the labels' size."""
         artifact_map, reference_map = maps
         self.ids.append(image)
-        valid = labels != self.ignore
-        truth = labels[valid]
         for found, inter, union, correct in (
-            (artifact_map[valid], self.inter, self.union, self.correct),
-            (reference_map[valid], self.ref_inter, self.ref_union, self.ref_correct),
+            (artifact_map, self.inter, self.union, self.correct),
+            (reference_map, self.ref_inter, self.ref_union, self.ref_correct),
         ):
-            hit = found == truth
-            inter.append(np.bincount(truth[hit], minlength=self.classes)[: self.classes])
-            area_truth = np.bincount(truth, minlength=self.classes)[: self.classes]
-            area_found = np.bincount(np.clip(found, 0, self.classes - 1), minlength=self.classes)[: self.classes]
-            union.append(area_truth + area_found - inter[-1])
-            correct.append(int(hit.sum()))
-        self.labelled.append(int(valid.sum()))
+            i, u, hit, labelled = intersections(labels, found, self.classes)
+            inter.append(i)
+            union.append(u)
+            correct.append(hit)
+        self.labelled.append(labelled)
         self.disagree.append(int((artifact_map != reference_map).any()))  # an image with any pixel predicted differently
 
     def summary(self, seed: int) -> dict:
@@ -157,15 +155,6 @@ class PromptableRecords:
 
 def _ratio(a, b) -> float:
     return float(a / b) if b else float("nan")
-
-
-def miou(inter: np.ndarray, union: np.ndarray, present: np.ndarray) -> np.ndarray:
-    """Mean IoU over the classes present (in the labels or the prediction) in these images; works
-    on (..., N, K) resamples, each averaging the classes it holds (a class a resample lacks is not
-    a zero)."""
-    i, u = inter.sum(axis=-2)[..., present], union.sum(axis=-2)[..., present]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.nanmean(np.where(u > 0, i / np.maximum(u, 1), np.nan), axis=-1)
 
 
 def interval(statistic, data: tuple, seed: int) -> dict:

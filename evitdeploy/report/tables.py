@@ -284,6 +284,10 @@ def verification_table(report: dict) -> Table:
         from evitdeploy.device.pipeline_check import summary
 
         table.add_row("whole pipeline", as_written(summary(report["pipeline"])))
+    if (report.get("accuracy") or {}).get("checked"):
+        from evitdeploy.device import eval_subset
+
+        table.add_row("accuracy", as_written(eval_subset.summary(report["accuracy"])))
     drift = report["drift_from_making_host"]
     if drift:
         table.add_row("vs making host", f"max abs {number_text(drift.get('max_abs_error'), 3)}, min cosine {number_text(drift.get('cosine_min'), 6)}")
