@@ -43,7 +43,7 @@ def main() -> None:
     from evitdeploy.artifact_model import ArtifactModel
     from evitdeploy.data import preprocess, read_photo, sample_photos
     from evitdeploy.device.pipeline import predict
-    from evitdeploy.evaluation.datasets import Sample, photos_ahead
+    from evitdeploy.labelled.datasets import Sample, photos_ahead
     from evitdeploy.evaluation.run import evaluate
     from evitdeploy.requests import EvalRequest, ExportRequest
 

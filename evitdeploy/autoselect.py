@@ -289,7 +289,7 @@ def _check_inputs(profile, model_name: str, size: tuple[int, int], *, settings, 
     _, spec = build_model(spec, Path(settings.checkpoint) if settings.checkpoint else None, seed=settings.seed)  # the checkpoint's classes
     load_inputs_and_sizes(spec, size, source=Path(settings.data) if settings.data else None, count=settings.samples)
     if settings.dataset:  # its layout and classes against the model, before any candidate runs
-        from evitdeploy.evaluation.datasets import open_dataset
+        from evitdeploy.labelled.datasets import open_dataset
 
         open_dataset(Path(settings.dataset), spec, limit=settings.dataset_limit, seed=settings.seed)
     if sign_key is not None:

@@ -108,7 +108,7 @@ class EvalRequest:
     """`eval`: the artifact's task metric on labelled data, beside the PyTorch FP32 reference's."""
 
     path: Path  # artifact or bundle folder
-    dataset: Path  # evaluation.datasets' layouts
+    dataset: Path  # labelled.datasets. layouts
     limit: Optional[int] = None  # images drawn with `seed`; None: all
     seed: int = 0  # the subset's and the bootstrap's
     checkpoint: Optional[Path] = None  # the reference's weights [default: the manifest's]

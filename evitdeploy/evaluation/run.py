@@ -11,7 +11,8 @@ from pathlib import Path
 
 from evitdeploy import api, limits, memory
 from evitdeploy.errors import EXIT_BACKEND_UNAVAILABLE, EXIT_CHECK_FAILED, UserError
-from evitdeploy.evaluation import datasets, scores
+from evitdeploy.evaluation import scores
+from evitdeploy.labelled import datasets
 from evitdeploy.evaluation.compare import EVAL_SCHEMA
 from evitdeploy.progress import Progress, report_step
 from evitdeploy.requests import EvalRequest
@@ -83,7 +84,7 @@ def _score(sample, photo, records, *, models: tuple, data: dict, names, root: Pa
     `records`, under the photo's path in the dataset (what a paired gate matches images by)."""
     from evitdeploy.device.pipeline import encode_photo, predict, segment_prompt
     from evitdeploy.device.prompts import mask_iou
-    from evitdeploy.evaluation import coco
+    from evitdeploy.labelled import coco
 
     image = sample.image.relative_to(root).as_posix()
     if data["task"] == CLASSIFICATION:

@@ -9,8 +9,7 @@ from typing import Optional
 
 from evitdeploy import api, limits
 from evitdeploy.device import eval_subset
-from evitdeploy.evaluation import coco, datasets
-from evitdeploy.spec import CLASSIFICATION, SEGMENTATION
+from evitdeploy.labelled import datasets
 
 SUBSET_MAX = 256  # photos a bundle carries: enough to see a drop on the device, small enough to copy
 
@@ -23,18 +22,7 @@ def bundle_subset(artifact, dataset: Path, *, count: int, seed: int, checkpoint:
     limits.check_range("--eval-subset", count, 1, high=SUBSET_MAX)
     spec = artifact.spec
     found = datasets.open_dataset(Path(dataset), spec, limit=count, seed=seed)
-    photos, truth = [], {"label": [], "labels": [], "box": [], "box_photo": [], "masks": []}
-    for index, (sample, photo) in enumerate(datasets.photos_ahead(found.samples)):
-        photos.append(photo)
-        if spec.task == CLASSIFICATION:
-            truth["label"].append(sample.label)
-        elif spec.task == SEGMENTATION:
-            truth["labels"].append(datasets.read_label_map(sample, found.layout, size=photo.shape[:2], classes=spec.num_classes))
-        else:
-            for instance in sample.instances:
-                truth["box"].append(instance.box)
-                truth["box_photo"].append(index)
-                truth["masks"].append(coco.instance_mask(instance, *photo.shape[:2]))
+    photos, truth = datasets.photos_and_truth(found, spec)
     if spec.promptable and not truth["box"]:
         from evitdeploy.errors import UserError
 

@@ -46,7 +46,7 @@ class CellSettings:
     data: Optional[str] = None
     seed: int = 0
     checkpoint: Optional[str] = None  # the weights every cell exports [default: random init]
-    dataset: Optional[str] = None  # labelled data every cell is evaluated on after its bench (evaluation.datasets' layouts)
+    dataset: Optional[str] = None  # labelled data every cell is evaluated on after its bench (labelled.datasets. layouts)
     dataset_limit: Optional[int] = None  # images of it drawn with `seed` [default: all]
     int8_plan: str = "searched"  # precision.options.INT8_PLANS, for the int8 cells
     calib: Optional[str] = None  # calibration images (folder or .npz) for the reduced-precision cells [default: the sample photos]

@@ -84,7 +84,7 @@ def open_dataset(root: Path, spec: ModelSpec, *, limit: Optional[int] = None, se
 
 def _coco(root: Path) -> list[Sample]:
     """A promptable model's instances: each image with at least one non-crowd instance."""
-    from evitdeploy.evaluation.coco import find_annotations, read_coco
+    from evitdeploy.labelled.coco import find_annotations, read_coco
 
     annotations, images = find_annotations(root)
     samples = []
@@ -232,3 +232,24 @@ def photos_ahead(samples, ahead: int = 2):
 def read_sample_photo(sample: Sample) -> np.ndarray:
     input_file(sample.image, "image", "pass photos (.png, .jpg, ...)", limit=IMAGE_MAX_BYTES)
     return read_photo(sample.image, "replace it with a photo that opens in an image viewer")
+
+
+def photos_and_truth(dataset: Dataset, spec: ModelSpec) -> tuple:
+    """Every photo of `dataset` in memory with its labels, as device/eval_subset.py scores them:
+    {"label": [...]} (classification), {"labels": [maps]} (segmentation), or {"box", "box_photo",
+    "masks"} (promptable). For small subsets only: a bundle's, the plan search's."""
+    from evitdeploy.labelled import coco
+
+    photos, truth = [], {"label": [], "labels": [], "box": [], "box_photo": [], "masks": []}
+    for index, (sample, photo) in enumerate(photos_ahead(dataset.samples)):
+        photos.append(photo)
+        if spec.task == CLASSIFICATION:
+            truth["label"].append(sample.label)
+        elif spec.task == SEGMENTATION:
+            truth["labels"].append(read_label_map(sample, dataset.layout, size=photo.shape[:2], classes=spec.num_classes))
+        else:
+            for instance in sample.instances:
+                truth["box"].append(instance.box)
+                truth["box_photo"].append(index)
+                truth["masks"].append(coco.instance_mask(instance, *photo.shape[:2]))
+    return photos, truth
