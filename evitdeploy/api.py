@@ -63,6 +63,7 @@ def export_model(request: ExportRequest, progress: Progress = None) -> Artifact:
     reduced = _int8_kernels_for(request.reduced or PrecisionOptions(), backend, precision=precision, profile=request.profile)
     reduced.check()
     _require_stock_int8(reduced, backend, precision)
+    require_search_target(reduced, precision)
     if precision == "int8":
         reduced.require_int8_kernels_here()  # before the model is built: its search and validation run on this CPU's kernels
     require_memory_for_export(spec, dynamic, precision=precision, reduced=reduced)
@@ -124,6 +125,14 @@ def _int8_kernels_for(reduced, backend, *, precision: str, profile):
     if profile is not None and profile.int8_kernels:
         return replace(reduced, int8_kernels=profile.int8_kernels)
     return reduced
+
+
+def require_search_target(reduced, precision: str) -> None:
+    """--max-drop steers the INT8 search; no other precision searches."""
+    if reduced.max_drop is not None and precision != "int8":
+        raise UserError(
+            f"--max-drop steers the INT8 search; {precision} has none", "drop --max-drop (eval or deploy --dataset measure the drop), or use -p int8"
+        )
 
 
 def _require_stock_int8(reduced, backend, precision: str) -> None:
@@ -201,6 +210,7 @@ def plan_model(request: PlanRequest, progress: Progress = None) -> dict:
     limits.check_range("--attention-eps", request.attention_eps, 0)
     reduced = _int8_kernels_for(request.reduced or PrecisionOptions(), None, precision=precision, profile=None)
     reduced.check()
+    require_search_target(reduced, precision)
     spec = memory.with_input(get_spec(model_name), height=request.height, width=request.width)
     memory.require_fits(
         spec, "plan", f"a {precision} plan for {spec.name} at {spec.height}x{spec.width}", calib_count=reduced.count_for(spec.height, spec.width)

@@ -186,6 +186,7 @@ def deploy_fastest(request: DeployRequest, progress: Progress = None) -> dict:
         dataset_limit=request.dataset_limit,
         int8_plan=(request.reduced or PrecisionOptions()).int8_plan,
         calib=(request.reduced or PrecisionOptions()).calib,
+        max_drop=request.max_drop,
     )
     cells, not_run = _plan(profile, model_name, size, samples=request.samples, local=executor == "local")
     _check_inputs(profile, model_name, size, settings=settings, sign_key=request.sign_key)

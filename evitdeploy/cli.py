@@ -157,8 +157,35 @@ INT8_PLAN_OPTION = typer.Option(
 )
 
 
+SEARCH_DATASET_OPTION = typer.Option(
+    None,
+    "--dataset",
+    help="Labelled data (see `evitdeploy eval`) the INT8 search judges candidates on, with --max-drop: blocks move to FP32 until "
+    "top-1 / mIoU is within --max-drop points of FP32's, instead of the cosine target.",
+)
+SEARCH_MAX_DROP_OPTION = typer.Option(
+    None, "--max-drop", help="With --dataset: the INT8 search's target, in points of top-1 / mIoU below the FP32 model on its photos."
+)
+SEARCH_LIMIT_OPTION = typer.Option(
+    None, "--dataset-limit", min=1, help="With --dataset: photos the search scores each candidate on [default: 200, 16 above a megapixel]."
+)
+
+
 def _precision_options(
-    *, calib, calib_count, calib_method, fp16_io=False, fp16_margin, min_cosine, search_budget, explain=False, int8_kernels=None, int8_plan="searched"
+    *,
+    calib,
+    calib_count,
+    calib_method,
+    fp16_io=False,
+    fp16_margin,
+    min_cosine,
+    search_budget,
+    explain=False,
+    int8_kernels=None,
+    int8_plan="searched",
+    dataset=None,
+    dataset_limit=None,
+    max_drop=None,
 ):
     from evitdeploy.precision.options import PrecisionOptions
 
@@ -173,6 +200,9 @@ def _precision_options(
         explain=explain,
         int8_kernels=int8_kernels,
         int8_plan=int8_plan,
+        dataset=str(dataset) if dataset is not None else None,
+        dataset_limit=dataset_limit,
+        max_drop=max_drop,
     )
 
 
@@ -341,6 +371,9 @@ def export(
     search_budget: int = SEARCH_BUDGET_OPTION,
     int8_kernels: Optional[str] = INT8_KERNELS_OPTION,
     int8_plan: str = INT8_PLAN_OPTION,
+    dataset: Optional[Path] = SEARCH_DATASET_OPTION,
+    dataset_limit: Optional[int] = SEARCH_LIMIT_OPTION,
+    max_drop: Optional[float] = SEARCH_MAX_DROP_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Export a model, validate it against PyTorch on real photos, and write the artifact folder.
@@ -362,6 +395,9 @@ def export(
         search_budget=search_budget,
         int8_kernels=int8_kernels,
         int8_plan=int8_plan,
+        dataset=dataset,
+        dataset_limit=dataset_limit,
+        max_drop=max_drop,
     )
     request = ExportRequest(
         model=model,
@@ -412,6 +448,9 @@ def plan(
     min_cosine_target: float = MIN_COSINE_OPTION,
     search_budget: int = SEARCH_BUDGET_OPTION,
     int8_kernels: Optional[str] = INT8_KERNELS_OPTION,
+    dataset: Optional[Path] = SEARCH_DATASET_OPTION,
+    dataset_limit: Optional[int] = SEARCH_LIMIT_OPTION,
+    max_drop: Optional[float] = SEARCH_MAX_DROP_OPTION,
     explain: bool = typer.Option(False, "--explain", help="Rank every block by the error it causes alone (INT8), even when the rules already meet the target."),
     torch_fp16: Optional[str] = typer.Option(
         None,
@@ -444,6 +483,9 @@ def plan(
         search_budget=search_budget,
         explain=explain,
         int8_kernels=int8_kernels,
+        dataset=dataset,
+        dataset_limit=dataset_limit,
+        max_drop=max_drop,
     )
     request = PlanRequest(
         model=model,

@@ -44,6 +44,9 @@ def _precision_flags(reduced, precision: str) -> str:
         "min_cosine": "--min-cosine-target",
         "search_budget": "--search-budget",
         "int8_kernels": "--int8-kernels",
+        "int8_plan": "--int8-plan",
+        "dataset": "--dataset",
+        "max_drop": "--max-drop",
     }
     default = PrecisionOptions()
     text = "".join(f" {flag} {getattr(reduced, field)}" for field, flag in flags.items() if getattr(reduced, field) != getattr(default, field))
@@ -224,6 +227,8 @@ def plan_deploy(request: DeployRequest) -> Plan:
     reduced = request.reduced or PrecisionOptions()
     if precision == "int8" and profile.int8_kernels and backend.x86_int8_kernels and not reduced.int8_kernels:
         reduced = replace(reduced, int8_kernels=profile.int8_kernels)  # what the export takes from the profile
+    if precision == "int8" and request.max_drop is not None and not reduced.naive:  # the search aims at the drop deploy judges
+        reduced = replace(reduced, dataset=str(request.dataset), max_drop=request.max_drop)
     spec = memory.with_input(get_spec(request.model), profile.batch, height=height, width=width)
     _require_memory(spec, profile, precision=precision, reduced=reduced, samples=request.samples)
     signature = None

@@ -178,6 +178,32 @@ def test_a_damaged_eval_subset_is_refused_in_one_line(tmp_path):
             eval_subset.load(tmp_path, spec)
 
 
+def test_the_int8_search_can_aim_at_the_task_metric_on_labelled_photos(artifacts, data, digits_checkpoint_path):
+    """plan --dataset D --max-drop 0: every step of the search is scored on the labelled digits and
+    it stops at the first plan within the drop (or spends its budget), as NNCF's accuracy control."""
+    train = artifacts["digits-fp32"].parent / "digits-train.npz"
+    common = ("efficientvit_b0", "-c", digits_checkpoint_path, "--height", "64", "--width", "64", "-p", "int8", "--calib", train)
+    result = Cli()("plan", *common, "--dataset", data["digits"], "--max-drop", "0", "--search-budget", "2", "--json")
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.stdout)
+    search, steps = plan["search"], plan["search"]["steps"]
+    assert search["target"].startswith("top1 at most 0 pt below FP32") and "120 labelled photos" in search["target"]
+    assert all(
+        step["task_fp32"] == steps[0]["task_fp32"] and step["task_drop_pt"] == pytest.approx(100 * (step["task_fp32"] - step["task_metric"])) for step in steps
+    )
+    assert search["met"] == (search["final"]["task_drop_pt"] <= 0)
+    assert search["met"] or len(steps) == 3  # met, or both budgeted moves made
+    assert plan["settings"]["task_target"]["photos"] == 120
+    for extra, fragment in (
+        (("--max-drop", "1"), "add --dataset PATH"),
+        (("--dataset", data["digits"], "--max-drop", "1", "--int8-plan", "naive"), "no such option"),
+        (("--dataset", data["digits"], "--max-drop", "-1"), "--max-drop"),
+    ):
+        assert_clean_error(Cli()("plan", *common, *extra), 2, fragment)
+    fp16 = Cli()("plan", *common[:-4], "-p", "fp16", "--calib", train, "--dataset", data["digits"], "--max-drop", "1")
+    assert_clean_error(fp16, 2, "--max-drop steers the INT8 search")
+
+
 def _photo(path, size=(40, 60), seed=0):
     Image.fromarray(np.random.default_rng(seed).integers(0, 256, (*size, 3), dtype=np.uint8)).save(path)
 

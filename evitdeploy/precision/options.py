@@ -29,6 +29,9 @@ class PrecisionOptions:
     scheme: str = "asymmetric-u8"  # precision.qdq.SCHEMES: ONNX Runtime's u8/s8 Q/DQ; TensorRT's is symmetric-s8
     int8_kernels: Optional[str] = None  # x86 INT8 kernels the model is for: any | vnni | avx2 (None: the profile's, else any)
     int8_plan: str = SEARCHED  # INT8_PLANS: naive = the stock quantizer's defaults (a baseline; parity recorded, not enforced)
+    dataset: Optional[str] = None  # labelled photos the INT8 search judges candidates on (with max_drop)
+    dataset_limit: Optional[int] = None  # of them [default: precision.task_target.SEARCH_PHOTOS]
+    max_drop: Optional[float] = None  # the INT8 search's target instead of min_cosine: points of top-1 / mIoU below FP32
     seed: int = 0
 
     def count_for(self, height: int, width: int) -> int:
@@ -60,8 +63,17 @@ class PrecisionOptions:
             raise UserError(f"--calib-count {self.calib_count} is not valid", "use 1 or more images (64 is a good default)")
         limits.check_range("--calib-count", self.calib_count, 1, high=limits.CALIB_COUNT_MAX)
         limits.check_range("--search-budget", self.search_budget, 0, high=limits.SEARCH_BUDGET_MAX)
+        if self.max_drop is not None:
+            limits.check_range("--max-drop", self.max_drop, 0, high=100)
+            if self.dataset is None:
+                raise UserError("--max-drop judges the INT8 search on labelled photos", "add --dataset PATH, or drop --max-drop")
+            if not Path(self.dataset).is_dir():
+                raise UserError(f"dataset {self.dataset} is not a folder", "pass the labelled data's folder (see `evitdeploy eval --help`)")
+        limits.check_range("--dataset-limit", self.dataset_limit, 1)
         if self.int8_plan not in INT8_PLANS:
             raise UserError(f"--int8-plan {self.int8_plan!r} is not a plan", f"choose one of: {', '.join(INT8_PLANS)}")
+        if self.naive and self.max_drop is not None:
+            raise UserError("--int8-plan naive runs no search for --max-drop to steer", "drop --max-drop, or --int8-plan naive")
 
     @property
     def naive(self) -> bool:

@@ -146,13 +146,27 @@ def _search_int8(fp32_path, spec, plan, ranges, calibration: CalibrationSet, opt
         held_out_after=len(calibration.inputs),
     ).inputs
     reference = outputs_of(fp32_path, held_out, spec.input_name)
+    target = None
+    if options.max_drop is not None:  # the task metric on the user's labelled photos decides, not the cosine
+        from evitdeploy.precision.task_target import TaskTarget
+
+        report_step(progress, f"scoring the FP32 model on labelled photos of {options.dataset} (the search's target)")
+        target = TaskTarget(fp32_path, spec, dataset=options.dataset, limit=options.dataset_limit, max_drop=options.max_drop, seed=options.seed)
     with tempfile.TemporaryDirectory(prefix="evitdeploy-search-") as scratch:
         candidate_path = Path(scratch) / "candidate.onnx"
 
-        def evaluate(candidate: PrecisionPlan) -> dict:
+        def agreement(candidate: PrecisionPlan) -> dict:
             write_reduced(fp32_path, candidate, ranges, output=candidate_path, options=options)
             return score_outputs(spec, reference, outputs_of(candidate_path, held_out, spec.input_name))
 
-        plan = search(plan, evaluate, options.min_cosine, budget=options.search_budget, rank_all=options.explain, progress=progress)
+        def evaluate(candidate: PrecisionPlan) -> dict:
+            scores = agreement(candidate)
+            return {**scores, **target.scores(candidate_path)} if target else scores
+
+        plan = search(
+            plan, evaluate, options.min_cosine, budget=options.search_budget, rank_all=options.explain, progress=progress, target=target, rank_with=agreement
+        )
     plan.settings.update({"min_cosine": options.min_cosine, "search_budget": options.search_budget, "held_out_images": len(held_out)})
+    if target:
+        plan.settings.update(task_target={"dataset": options.dataset, "photos": len(target.photos), "metric": target.metric, "max_drop_pt": options.max_drop})
     return plan

@@ -31,6 +31,22 @@ def meets(scores: dict, min_cosine: float) -> bool:
     return scores["nonfinite"] == 0 and scores["cosine_min"] >= min_cosine
 
 
+class Target:
+    """What a candidate plan must reach: by default the per-image cosine to FP32 on held-out images;
+    a task target (precision.task_target) judges the task metric on labelled photos instead."""
+
+    def __init__(self, min_cosine: float):
+        self.min_cosine = min_cosine
+        self.text = f"min cosine {min_cosine}"
+
+    def met(self, scores: dict) -> bool:
+        return meets(scores, self.min_cosine)
+
+    def goodness(self, scores: dict) -> float:
+        """Higher is better: which of two candidates that both miss comes closer."""
+        return scores["cosine_min"]
+
+
 def search(
     plan: PrecisionPlan,
     evaluate: Evaluate,
@@ -38,17 +54,22 @@ def search(
     budget: int,
     rank_all: bool = False,
     progress: Optional[Callable[[str], None]] = None,
+    target: Optional[Target] = None,
+    rank_with: Optional[Evaluate] = None,
 ) -> PrecisionPlan:
-    """The plan with the fewest sensitive blocks moved to FP32 that meets `min_cosine`, or the
-    best reached within `budget` moves; the steps and the reason it stopped go into plan.search.
-    Blocks are ranked only when a move is needed, or always with `rank_all` (`plan --explain`)."""
+    """The plan with the fewest sensitive blocks moved to FP32 that meets the target (`min_cosine`,
+    or `target`), or the best reached within `budget` moves; the steps and the reason it stopped go
+    into plan.search. Blocks are ranked (by `rank_with`, default `evaluate`: each block's cosine
+    error alone) only when a move is needed, or always with `rank_all` (`plan --explain`)."""
     started = time.perf_counter()
-    ranking = rank_groups(plan, evaluate, progress) if rank_all else None
+    target = target or Target(min_cosine)
+    rank_with = rank_with or evaluate
+    ranking = rank_groups(plan, rank_with, progress) if rank_all else None
     scores = evaluate(plan)
     steps = [{"float_groups": [], **scores}]
     best, best_scores = plan, scores
-    if not meets(scores, min_cosine) and budget > 0:
-        ranking = ranking if ranking is not None else rank_groups(plan, evaluate, progress)
+    if not target.met(scores) and budget > 0:
+        ranking = ranking if ranking is not None else rank_groups(plan, rank_with, progress)
         plan.sensitivity = ranking
         moved: list[str] = []
         for entry in ranking[:budget]:
@@ -58,15 +79,16 @@ def search(
             candidate = plan.with_float_groups(moved, f"sensitivity: alone it cost {entry['error']:.2e} cosine on held-out images")
             scores = evaluate(candidate)
             steps.append({"float_groups": list(moved), **scores})
-            if scores["cosine_min"] > best_scores["cosine_min"] or meets(scores, min_cosine):
+            if target.goodness(scores) > target.goodness(best_scores) or target.met(scores):
                 best, best_scores = candidate, scores
-            if meets(scores, min_cosine):
+            if target.met(scores):
                 break
     elif ranking is not None:
         plan.sensitivity = ranking
     best.sensitivity = plan.sensitivity
-    met = meets(best_scores, min_cosine)
+    met = target.met(best_scores)
     best.search = {
+        "target": target.text,
         "target_min_cosine": min_cosine,
         "budget_blocks": budget,
         "met": met,

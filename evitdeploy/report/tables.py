@@ -104,12 +104,13 @@ def plan_table(plan: dict) -> list[Table]:
         tables.append(ranking)
     search = plan.get("search")
     if search:
+        target = search.get("target") or f"min cosine {search['target_min_cosine']}"
         steps = Table(
-            title=f"Search: target min cosine {search['target_min_cosine']}, budget {search['budget_blocks']} blocks: "
-            f"{search['stopped']} ({search['seconds']} s)",
+            title=f"Search: target {as_written(target)}, budget {search['budget_blocks']} blocks: {search['stopped']} ({search['seconds']} s)",
             box=box.SIMPLE_HEAD,
         )
-        for column in ("step", "blocks in FP32", "min cosine", "mean cosine", "agreement", "NaN/Inf"):
+        by_task = any("task_drop_pt" in step for step in search["steps"])
+        for column in ("step", "blocks in FP32", "min cosine", "mean cosine", "agreement", "NaN/Inf", *(("task metric %", "drop pt") if by_task else ())):
             steps.add_column(column, justify="right" if column != "blocks in FP32" else "left")
         for index, step in enumerate(search["steps"]):
             steps.add_row(
@@ -119,6 +120,7 @@ def plan_table(plan: dict) -> list[Table]:
                 number_text(step["cosine_mean"], 6),
                 _agreement(step),
                 str(step["nonfinite"]),
+                *((number_text(100 * step["task_metric"], 2), number_text(step["task_drop_pt"], 2)) if by_task else ()),
             )
         tables.append(steps)
     numerics = plan.get("torch_fp16")
@@ -412,6 +414,7 @@ def export_lines(manifest: dict) -> list[str]:
         lines.append(
             f"plan: {counts} nodes; calibration {manifest['calibration']['count']} images ({plan['method']})"
             + (f"; search {search['stopped']}, held-out min cosine {search['final']['cosine_min']:.5f}" if search else "")
+            + (f", {search['final']['task_drop_pt']:.2f} pt below FP32 on labelled photos" if "task_drop_pt" in search.get("final", {}) else "")
             + (f"; blocks kept FP32: {', '.join(plan['summary']['float_groups'])}" if plan["summary"]["float_groups"] else "")
         )
         storage = plan.get("fp16_storage_check")

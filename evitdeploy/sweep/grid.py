@@ -49,6 +49,7 @@ class CellSettings:
     dataset: Optional[str] = None  # labelled data every cell is evaluated on after its bench (labelled.datasets. layouts)
     dataset_limit: Optional[int] = None  # images of it drawn with `seed` [default: all]
     int8_plan: str = "searched"  # precision.options.INT8_PLANS, for the int8 cells
+    max_drop: Optional[float] = None  # with dataset: the searched int8 cells' search target (points of the task metric below FP32)
     calib: Optional[str] = None  # calibration images (folder or .npz) for the reduced-precision cells [default: the sample photos]
     backend_options: dict = field(default_factory=dict)  # each to the cells whose target declares it (a profile's cell: the profile's)
 

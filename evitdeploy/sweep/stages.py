@@ -51,13 +51,27 @@ def _threads(settings: CellSettings, profile) -> Optional[int]:
     return settings.threads if settings.threads is not None or profile is None else profile.threads
 
 
+def _reduced(precision: str, settings: CellSettings):
+    """The cell's calibration and plan: --calib for every reduced precision; for int8, --int8-plan
+    and (a searched plan with --dataset and --max-drop) the task-metric search target."""
+    from evitdeploy.precision.options import PrecisionOptions
+
+    if precision != "int8":
+        return PrecisionOptions(calib=settings.calib)
+    searched = settings.int8_plan == PrecisionOptions().int8_plan and settings.max_drop is not None and settings.dataset
+    return PrecisionOptions(
+        calib=settings.calib,
+        int8_plan=settings.int8_plan,
+        **({"dataset": settings.dataset, "max_drop": settings.max_drop} if searched else {}),
+    )
+
+
 def export_and_check(record: dict, folder: Path, settings: CellSettings, *, profile=None, progress: Progress = None) -> dict:
     """Export the cell's artifact into `folder` and check it against PyTorch (with the profile's
     tolerances for a profile's cell)."""
     from evitdeploy import api
     from evitdeploy.artifact import model_size
     from evitdeploy.backends import get_backend, options_for
-    from evitdeploy.precision.options import PrecisionOptions
     from evitdeploy.requests import CheckRequest, ExportRequest
 
     cell = Cell.from_dict(record["cell"])
@@ -78,7 +92,7 @@ def export_and_check(record: dict, folder: Path, settings: CellSettings, *, prof
             data=data,
             checkpoint=Path(settings.checkpoint) if settings.checkpoint else None,
             backend_options=given,
-            reduced=PrecisionOptions(calib=settings.calib, int8_plan=settings.int8_plan if cell.precision == "int8" else PrecisionOptions().int8_plan),
+            reduced=_reduced(cell.precision, settings),
         )
         artifact = api.export_model(request, progress=progress)
         record["seconds"]["export"] = round(time.perf_counter() - started, 3)
