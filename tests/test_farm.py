@@ -311,9 +311,13 @@ def test_sweep_executor_ray_without_address_starts_ray_here(tmp_path):
     assert "x86-cpu" in record["nodes"]["bench"]["profiles"]  # this x86 host advertises what it is
 
 
-def test_deploy_auto_measures_the_candidates_on_a_farm_node_of_the_profile(farm, tmp_path):
+def test_deploy_auto_measures_the_candidates_on_a_farm_node_of_the_profile(farm, tmp_path, digits_checkpoint_path):
+    """Measured and evaluated on the profile's node: the weights and the labelled data travel there."""
+    from evitdeploy.models.references import write_datasets
+
     profile = tmp_path / "x86-cpu.toml"  # a profile's name is its file's: the farm has an x86-cpu node
     profile.write_text(X86_TEST_PROFILE.format(precision="fp32", precisions='["fp32"]', candidates='["onnxruntime", "openvino"]', max_abs="1e-4"))
+    data = write_datasets(tmp_path / "datasets", digits=30, mosaics=0, promptable=0)
     run = subprocess.run(
         [
             sys.executable,
@@ -324,6 +328,12 @@ def test_deploy_auto_measures_the_candidates_on_a_farm_node_of_the_profile(farm,
             str(profile),
             "--model",
             "efficientvit_b0",
+            "--checkpoint",
+            str(digits_checkpoint_path),
+            "--dataset",
+            str(data["digits"]),
+            "--max-drop",
+            "0",
             "-p",
             "auto",
             "--samples",
@@ -346,6 +356,8 @@ def test_deploy_auto_measures_the_candidates_on_a_farm_node_of_the_profile(farm,
     assert selection["executor"] == "ray" and len(selection["candidates"]) == 2
     for record in read_records(Path(selection["results"])):
         assert record["nodes"]["bench"]["node_id"] == farm.nodes["x86-cpu"]  # measured on the profile's node
+        assert record["eval"]["dataset"]["images"] == 30 and record["eval"]["delta"]["top1"]["value"] == 0.0  # FP32: PyTorch's answers
+    assert all(row["accuracy"]["drop_pt"] == 0.0 for row in selection["candidates"]) and selection["max_drop_pt"] == 0.0
     assert (tmp_path / "bundle" / "manifest.json").is_file()
 
 
