@@ -19,7 +19,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from evitdeploy import files, limits
 from evitdeploy.device import cpu, preprocessing
-from evitdeploy.device.tasks import PROMPTABLE, TASKS
+from evitdeploy.device.tasks import CLASSIFICATION, PROMPTABLE, SEGMENTATION, TASKS
 from evitdeploy.errors import UserError
 
 
@@ -312,9 +312,9 @@ class EvalImage(_Schema):
     iou_box: Optional[Fraction] = None  # promptable
 
     def has(self, task: str) -> bool:
-        if task == "classification":
+        if task == CLASSIFICATION:
             return self.label is not None and self.top1 is not None
-        if task == "segmentation":
+        if task == SEGMENTATION:
             return self.inter is not None and self.union is not None and len(self.inter) == len(self.union) > 0
         return self.iou_box is not None
 
@@ -334,7 +334,9 @@ class EvalResult(_Schema):
 
     @model_validator(mode="after")
     def _rows_fit_the_task(self):
-        headline = {"classification": "top1", "segmentation": "miou", PROMPTABLE: "miou_box"}[self.task]
+        from evitdeploy.device.eval_subset import HEADLINE
+
+        headline = HEADLINE[self.task]
         if headline not in self.delta:
             raise ValueError(f"delta has no {headline!r}, the {self.task} headline metric")
         bad = next((row.id for row in self.per_image if not row.has(self.task)), None)
@@ -343,7 +345,7 @@ class EvalResult(_Schema):
         ids = [row.id for row in self.per_image]
         if len(set(ids)) != len(ids):
             raise ValueError("per_image names an image twice")
-        if self.task == "segmentation" and len({len(row.inter) for row in self.per_image}) != 1:
+        if self.task == SEGMENTATION and len({len(row.inter) for row in self.per_image}) != 1:
             raise ValueError("per_image rows count different classes")
         return self
 

@@ -286,10 +286,14 @@ def sam_artifact(tmp_path_factory, sam_checkpoint_path):
     return folder
 
 
-def test_a_promptable_model_on_coco_style_annotations(sam_artifact, data):
+def test_a_promptable_model_on_coco_style_annotations(sam_artifact, data, tmp_path):
     """Each digit prompted with its box and with its most interior pixel; the shown mask against
-    the ground truth, overall and by COCO size; FP32 equals PyTorch."""
+    the ground truth, overall and by COCO size; FP32 equals PyTorch; gate pairs it by instance."""
     report = run_eval(sam_artifact, data["promptable"])
+    (tmp_path / "sam.json").write_text(json.dumps(report))
+    gated = Cli()("gate", tmp_path / "sam.json", "--baseline", tmp_path / "sam.json", "--json")
+    assert gated.exit_code == 0, gated.output
+    assert json.loads(gated.stdout)["metric"] == "miou_box" and json.loads(gated.stdout)["matched"] == report["instances"]
     assert report["dataset"]["layout"] == "coco" and report["images"] == 4 and report["instances"] >= 8
     assert report["metrics"]["miou_box"]["value"] == report["fp32"]["miou_box"]["value"] > 0.6  # trained on these: 0.86 measured
     assert report["metrics"]["miou_point"]["value"] > 0.3 and report["disagreements"] == 0

@@ -464,3 +464,34 @@ def test_the_default_photos_are_distinct_colour_photos():
     for i in range(len(photos)):
         for j in range(i + 1, len(photos)):
             assert photos[i].shape != photos[j].shape or not np.array_equal(photos[i], photos[j]), (SAMPLE_PHOTOS[i], SAMPLE_PHOTOS[j])
+
+
+@pytest.mark.fast
+def test_a_normalizations_division_stays_float_by_rule_so_converters_keep_it_float(tmp_path):
+    """SAM's neck writes LayerNorm2d out (mean, power, root, division): the INT8 plan keeps those
+    ops float by rule, so LiteRT's recipe (FloatScopes) keeps them float too; an int8 divisor
+    rounded to its zero point made LiteRT's DIV refuse to run the SAM encoder."""
+    import onnx
+    import torch
+
+    from evitdeploy.models import get_spec
+    from evitdeploy.models.prompt import LayerNorm2d
+    from evitdeploy.precision.plan import FloatScopes, int8_plan
+
+    class Neck(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.norm = torch.nn.Conv2d(3, 8, 1), LayerNorm2d(8)
+
+        def forward(self, x):
+            return self.norm(self.conv(x))
+
+    model = torch.nn.Sequential()
+    model.add_module("neck", Neck())
+    torch.onnx.export(model.eval(), torch.randn(1, 3, 8, 8), tmp_path / "neck.onnx", dynamo=False, opset_version=17)
+    plan = int8_plan(onnx.load(tmp_path / "neck.onnx"), get_spec("efficientvit_b0"))
+    by_op = {d.op: d for d in plan.decisions}
+    assert by_op["Div"].precision == "fp32" and by_op["Div"].reason.startswith("rule: normalization math")
+    assert by_op["Conv"].precision == "int8"
+    scopes = FloatScopes(plan)
+    assert scopes.keeps("neck.norm", weighted=False) and not scopes.keeps("neck.conv", weighted=True)

@@ -79,7 +79,9 @@ def validate_pair(
     from evitdeploy.parity import tolerances_for
 
     expected = reference_outputs(model, spec, inputs, sizes=sizes)
-    got = prompted_outputs(*runner_pair(*runners, spec), inputs, sizes=sizes, spec=spec)
+    from evitdeploy.backends.reference import runtime_outputs
+
+    got = runtime_outputs(lambda _: prompted_outputs(*runner_pair(*runners, spec), inputs, sizes=sizes, spec=spec), None, what=what, hint=hint)
     feeds = parity_feeds(sizes, frame=spec.prompt_frame, embedding=spec.embedding)
     report = compare_prompted(expected, got, feeds=feeds, precision=precision, tolerances=tolerances_for(precision))
     if enforce and not report["passed"]:

@@ -23,7 +23,7 @@ def against_reference(model, spec, candidate, batches, precision: str, what: str
             report = compare(
                 spec,
                 reference.infer(feed)[spec.output_name],
-                candidate.infer(feed)[spec.output_name],
+                runtime_outputs(candidate.infer, feed, what=what, hint=hint)[spec.output_name],
                 precision=precision,
                 tolerances=tolerances_for(precision),
             )
@@ -35,6 +35,20 @@ def against_reference(model, spec, candidate, batches, precision: str, what: str
                     EXIT_CHECK_FAILED,
                 )
     return checks
+
+
+def runtime_outputs(infer, feed, *, what: str, hint: str):
+    """`infer(feed)`, where the runtime's own refusal to run the converted model (LiteRT's kernel
+    checks, a missing op) is one line naming it (exit 1), not a traceback."""
+    from evitdeploy.errors import EXIT_CHECK_FAILED
+
+    try:
+        return infer(feed)
+    except UserError:
+        raise
+    except Exception as exc:  # the runtime's own error types
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"{what} does not run on its runtime ({type(exc).__name__}: {reason})", f"nothing was written; {hint}", EXIT_CHECK_FAILED) from None
 
 
 def validation_batch(options, spec: ModelSpec) -> np.ndarray:

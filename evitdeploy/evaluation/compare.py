@@ -16,12 +16,14 @@ from typing import Optional
 import numpy as np
 
 from evitdeploy import schemas
+from evitdeploy.device import eval_subset
+from evitdeploy.device.tasks import CLASSIFICATION, PROMPTABLE, SEGMENTATION
 from evitdeploy.errors import UserError
 from evitdeploy.evaluation import scores
 
 EVAL_SCHEMA = 1
 REGRESSION, IMPROVEMENT, NO_CHANGE = "regression", "improvement", "no change"
-HEADLINE = {"classification": "top1", "segmentation": "miou", "promptable": "miou_box"}  # what --max-drop is in points of
+HEADLINE = eval_subset.HEADLINE  # per task, what --max-drop is in points of (the device's subset check judges the same)
 
 
 def headline(report: dict) -> str:
@@ -86,7 +88,7 @@ def compare(baseline: dict, new: dict, *, max_drop: float, seed: int = 0) -> dic
     """The paired verdict of `new` against `baseline` on the images both scored (which must be the same)."""
     if baseline["task"] != new["task"]:
         raise UserError(f"the baseline eval is {baseline['task']}, the new one {new['task']}", "gate evals of the same model on the same data")
-    if baseline["task"] == "segmentation" and len(baseline["per_image"][0]["inter"]) != len(new["per_image"][0]["inter"]):
+    if baseline["task"] == SEGMENTATION and len(baseline["per_image"][0]["inter"]) != len(new["per_image"][0]["inter"]):
         raise UserError("the two segmentation evals count different classes", "gate evals of the same model on the same data")
     base = {row["id"]: row for row in baseline["per_image"]}
     mine = {row["id"]: row for row in new["per_image"]}
@@ -127,7 +129,7 @@ def compare(baseline: dict, new: dict, *, max_drop: float, seed: int = 0) -> dic
         "delta": delta,
         "verdict": verdict,
         "reason": reason,
-        "interval": f"{int(scores.CONFIDENCE * 100)}% percentile bootstrap, paired over {'instances' if new['task'] == 'promptable' else 'images'}",
+        "interval": f"{int(scores.CONFIDENCE * 100)}% percentile bootstrap, paired over {'instances' if new['task'] == PROMPTABLE else 'images'}",
     }
 
 
@@ -163,8 +165,8 @@ def _who(report: dict) -> str:
 def _paired(task: str, new: list, base: list) -> tuple:
     """(statistic(new arrays..., base arrays...) -> new minus base, the arrays, (new value, base value))
     for the headline metric."""
-    if task in ("classification", "promptable"):
-        value = (lambda row: float(row["top1"] == row["label"])) if task == "classification" else (lambda row: row["iou_box"])
+    if task in (CLASSIFICATION, PROMPTABLE):
+        value = (lambda row: float(row["top1"] == row["label"])) if task == CLASSIFICATION else (lambda row: row["iou_box"])
         arrays = tuple(np.array([value(row) for row in rows], np.float64) for rows in (new, base))
         return (lambda a, b: np.mean(a, axis=-1) - np.mean(b, axis=-1)), arrays, tuple(float(a.mean()) for a in arrays)
     inter_new, union_new, inter_base, union_base = (np.array([row[key] for row in rows], np.int64) for rows in (new, base) for key in ("inter", "union"))

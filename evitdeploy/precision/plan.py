@@ -27,6 +27,11 @@ FP16_MAX = 65504.0
 DEFAULT_FP16_MARGIN = 4.0  # headroom over the largest calibration value (other images, other scenes)
 ATTENTION_SCOPE = "context_module.main"  # LiteMLA's own ops (not its qkv/aggreg/proj convolutions)
 INT8_OPS = ("Conv", "Add", "HardSwish")  # integer kernels: QLinearConv, QLinearAdd, Clip + QLinearMul
+# A normalization's own math (a LayerNorm2d written out: mean, power, root, division) stays float by
+# rule, not merely as "between Q/DQ": converters that quantize every op the plan does not keep
+# (LiteRT's recipe) would otherwise make its divisor int8, where it can round to the zero point
+# (LiteRT's DIV then refuses to run: SAM's neck, measured).
+NORMALIZATION_OPS = ("Div", "Sqrt", "Pow", "ReduceMean", "Reciprocal")
 BF16_REASON_ATTENTION = (
     "rule: LiteMLA linear-attention core in FP32 (k^T v and the normalizer sum over all tokens: BF16's 8-bit significand loses the small terms of those sums)"
 )
@@ -229,6 +234,8 @@ def int8_plan(model, spec, method: str = "minmax") -> PrecisionPlan:
             precision, reason = "fp32", "rule: classifier LayerNorm/GEMM stay float (last layers, tiny cost)"
         elif node.op_type in INT8_OPS:
             precision, reason = "int8", f"integer kernel for {node.op_type}"
+        elif node.op_type in NORMALIZATION_OPS:
+            precision, reason = "fp32", f"rule: normalization math ({node.op_type}) stays float (an int8 divisor can round to zero)"
         else:
             precision, reason = "fp32", "layout or float-only op (runs between Q/DQ)"
         decisions.append(NodeDecision(node.name, node.op_type, path, group=group, precision=precision, reason=reason))
