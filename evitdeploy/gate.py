@@ -59,17 +59,10 @@ def load_bench(path: Path, role: str) -> dict:
     path = Path(path)
     hint = "pass a file written by `evitdeploy bench --save` (or `gate --save` of an interleaved run)"
 
-    def a_bench_result(data) -> None:
-        if not isinstance(data, dict) or data.get("kind") != "bench":
-            kind = data.get("kind") if isinstance(data, dict) else type(data).__name__
-            raise UserError(f"{role} file {path} is not a bench result (kind {kind!r})", hint)
-        if data.get("schema") != BENCH_SCHEMA:
-            raise UserError(
-                f"{role} file {path} has bench schema {data.get('schema')!r}; this evitdeploy reads schema {BENCH_SCHEMA}",
-                "re-run `evitdeploy bench --save` with this version for both sides",
-            )
-
-    data = schemas.load_document(path, schemas.BenchResult, what=f"{role} file", hint=hint, first=a_bench_result)
+    first = schemas.of_kind(
+        "bench", BENCH_SCHEMA, what=f"{role} file {path}", hint=hint, rerun="re-run `evitdeploy bench --save` with this version for both sides"
+    )
+    data = schemas.load_document(path, schemas.BenchResult, what=f"{role} file", hint=hint, first=first)
     samples = primary_samples(data)
     if samples.size < MIN_SAMPLES or not np.all(np.isfinite(samples)) or np.any(samples <= 0):
         raise UserError(

@@ -117,6 +117,26 @@ def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]
     return front
 
 
+def _scatter_with_fronts(plt, axes, usable: list[dict], *, y, lower_is_better: bool) -> bool:
+    """Each row at (median latency, y(row)), one colour per model, resolution (and device), and its
+    Pareto front as a step line; returns whether devices were told apart."""
+    devices = _told_apart(usable)
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for row in usable:
+        groups[(row["model"], row["resolution"], _device(row) if devices else "")].append(row)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    sign = 1 if lower_is_better else -1
+    for index, ((model, resolution, device), members) in enumerate(sorted(groups.items())):
+        color = colors[index % len(colors)]
+        for row in members:
+            axes.scatter(row["median_ms"], y(row), color=color, marker=_MARKERS.get(row["precision"], "D"), s=40)
+            axes.annotate(f"{row['target']}/{row['precision']}", (row["median_ms"], y(row)), fontsize=7, xytext=(4, 3), textcoords="offset points")
+        front = pareto_front([(r["median_ms"], sign * y(r)) for r in members])
+        label = f"{model} {resolution}" + (f" on {device}" if device else "")
+        axes.plot([t for t, _ in front], [sign * v for _, v in front], color=color, linewidth=1, drawstyle="steps-post", label=label)
+    return devices
+
+
 def drift_vs_latency(rows: list[dict]) -> bytes | None:
     """None when no row has both a parity error and a latency."""
     usable = [r for r in rows if r.get("median_ms") is not None and r.get("max_abs_error") is not None]
@@ -124,20 +144,9 @@ def drift_vs_latency(rows: list[dict]) -> bytes | None:
         return None
     plt = _pyplot()
     figure, axes = _log_log_axes(plt)
-    devices = _told_apart(usable)
-    groups: dict[tuple, list[dict]] = defaultdict(list)
-    for row in usable:
-        groups[(row["model"], row["resolution"], _device(row) if devices else "")].append(row)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for index, ((model, resolution, device), members) in enumerate(sorted(groups.items())):
-        color = colors[index % len(colors)]
-        for row in members:
-            error = max(row["max_abs_error"], 1e-9)  # log axis: an exact match sits at the floor
-            axes.scatter(row["median_ms"], error, color=color, marker=_MARKERS.get(row["precision"], "D"), s=40)
-            axes.annotate(f"{row['target']}/{row['precision']}", (row["median_ms"], error), fontsize=7, xytext=(4, 3), textcoords="offset points")
-        front = pareto_front([(r["median_ms"], max(r["max_abs_error"], 1e-9)) for r in members])
-        latency, error = zip(*front)
-        axes.plot(latency, error, color=color, linewidth=1, drawstyle="steps-post", label=f"{model} {resolution}" + (f" on {device}" if device else ""))
+    devices = _scatter_with_fronts(
+        plt, axes, usable, y=lambda row: max(row["max_abs_error"], 1e-9), lower_is_better=True
+    )  # log axis: an exact match sits at the floor
     errors = [max(r["max_abs_error"], 1e-9) for r in usable]
     axes.set_ylim(min(errors) / 3, max(errors) * 3)  # at least a decade, so the log axis has labels
     _plain_numbers(axes.xaxis)
@@ -159,25 +168,7 @@ def accuracy_vs_latency(rows: list[dict]) -> bytes | None:
         return None
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(7, 4.5))
-    devices = _told_apart(usable)
-    groups: dict[tuple, list[dict]] = defaultdict(list)
-    for row in usable:
-        groups[(row["model"], row["resolution"], _device(row) if devices else "")].append(row)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for index, ((model, resolution, device), members) in enumerate(sorted(groups.items())):
-        color = colors[index % len(colors)]
-        for row in members:
-            axes.scatter(row["median_ms"], row["accuracy"], color=color, marker=_MARKERS.get(row["precision"], "D"), s=40)
-            axes.annotate(f"{row['target']}/{row['precision']}", (row["median_ms"], row["accuracy"]), fontsize=7, xytext=(4, 3), textcoords="offset points")
-        front = pareto_front([(r["median_ms"], -r["accuracy"]) for r in members])
-        axes.plot(
-            [latency for latency, _ in front],
-            [-error for _, error in front],
-            color=color,
-            linewidth=1,
-            drawstyle="steps-post",
-            label=f"{model} {resolution}" + (f" on {device}" if device else ""),
-        )
+    _scatter_with_fronts(plt, axes, usable, y=lambda row: row["accuracy"], lower_is_better=False)
     metrics = sorted({r["metric"] for r in usable})
     return _finish(
         figure,

@@ -388,6 +388,20 @@ def validated(text: str, schema: type[_Schema]) -> dict:
     return parse_json(text)
 
 
+def of_kind(kind: str, version: int, *, what: str, hint: str, rerun: str):
+    """A `first` check for load_document: the document is a `kind` result of schema `version`, or
+    one line saying what it is instead (another kind, another format version)."""
+
+    def check(data) -> None:
+        if not isinstance(data, dict) or data.get("kind") != kind:
+            found = data.get("kind") if isinstance(data, dict) else type(data).__name__
+            raise UserError(f"{what} is not {'an' if kind[0] in 'aeiou' else 'a'} {kind} result (kind {found!r})", hint)
+        if data.get("schema") != version:
+            raise UserError(f"{what} has {kind} schema {data.get('schema')!r}; this evitdeploy reads schema {version}", rerun)
+
+    return check
+
+
 def load_document(path: Path, schema: type[_Schema], what: str, hint: str, first=None) -> dict:
     """Read and validate one JSON file; any problem is one UserError naming the file and field.
     `first(parsed)` may refuse the document before the schema does (a newer format, another kind)."""

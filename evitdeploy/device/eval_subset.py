@@ -13,12 +13,10 @@ uint8 at the photo's size; or `box` (M, 4) float64 (x0, y0, x1, y1 in the photo'
 `box_photo` (M,) int64 and `truth_<j>` (np.packbits of the instance's (H, W) mask).
 """
 
-import re
-
 import numpy as np
 
-from . import pipeline, prompts, tasks
-from .integrity import BundleError, first_line
+from . import pipeline, pipeline_check, prompts, tasks
+from .integrity import BundleError
 
 FILE = "eval.npz"
 IGNORE = 255
@@ -90,15 +88,8 @@ def load(folder, spec: dict) -> tuple:
     """(photos, truth) from eval.npz, checked: no pickles, uint8 RGB photos, labels that fit them
     and the model's classes."""
     path = folder / FILE
-    try:
-        with np.load(path, allow_pickle=False) as stored:
-            arrays = {key: stored[key] for key in stored.files}
-    except Exception as exc:  # not a zip, a pickled object array, a truncated member
-        raise BundleError("{} cannot be read as numeric arrays ({})".format(path, first_line(exc)), HINT) from None
-    count = len([key for key in arrays if re.fullmatch(r"photo_\d+", key)])
-    photos = [arrays.get("photo_{}".format(i)) for i in range(count)]
-    if not count or any(p is None or p.dtype != np.uint8 or p.ndim != 3 or p.shape[2] != 3 or min(p.shape[:2]) < 1 for p in photos):
-        raise BundleError("{}: the photos must be photo_0.. (H, W, 3) uint8".format(path), HINT)
+    photos, arrays = pipeline_check.read_photos(path)
+    count = len(photos)
     task = spec["task"]
     if task == tasks.CLASSIFICATION:
         label = arrays.get("label")

@@ -49,10 +49,9 @@ def arrays_of(photos: list, spec: dict, found: list) -> dict:
     return arrays
 
 
-def load(folder, spec: dict) -> tuple:
-    """(photos, expected arrays) from pipeline.npz, checked: no pickles, uint8 RGB photos, and
-    per task the arrays with the shapes the photos and the model give."""
-    path = folder / FILE
+def read_photos(path) -> tuple:
+    """(photos, every array) of a bundle's .npz of photos (pipeline.npz, eval.npz): numeric arrays
+    only (no pickles), and photo_0.. each (H, W, 3) uint8."""
     try:
         with np.load(path, allow_pickle=False) as stored:
             arrays = {key: stored[key] for key in stored.files}
@@ -62,6 +61,15 @@ def load(folder, spec: dict) -> tuple:
     photos = [arrays.get("photo_{}".format(i)) for i in range(count)]
     if not count or any(p is None or p.dtype != np.uint8 or p.ndim != 3 or p.shape[2] != 3 or min(p.shape[:2]) < 1 for p in photos):
         raise BundleError("{}: the photos must be photo_0.. (H, W, 3) uint8".format(path), HINT)
+    return photos, arrays
+
+
+def load(folder, spec: dict) -> tuple:
+    """(photos, expected arrays) from pipeline.npz, checked: no pickles, uint8 RGB photos, and
+    per task the arrays with the shapes the photos and the model give."""
+    path = folder / FILE
+    photos, arrays = read_photos(path)
+    count = len(photos)
     task = spec["task"]
     if task != tasks.PROMPTABLE:
         logits = arrays.get("logits")

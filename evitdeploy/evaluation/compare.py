@@ -71,17 +71,10 @@ def load_eval(path: Path, role: str) -> dict:
     """An eval result (`evitdeploy eval --save`), or one clear error saying what is wrong with it."""
     hint = "pass a file written by `evitdeploy eval ARTIFACT --dataset PATH --save FILE.json`"
 
-    def an_eval_result(data) -> None:
-        if not isinstance(data, dict) or data.get("kind") != "evaluation":
-            kind = data.get("kind") if isinstance(data, dict) else type(data).__name__
-            raise UserError(f"{role} file {path} is not an eval result (kind {kind!r})", hint)
-        if data.get("schema") != EVAL_SCHEMA:
-            raise UserError(
-                f"{role} file {path} has eval schema {data.get('schema')!r}; this evitdeploy reads schema {EVAL_SCHEMA}",
-                "re-run `evitdeploy eval --save` with this version for both sides",
-            )
-
-    return schemas.load_document(Path(path), schemas.EvalResult, what=f"{role} file", hint=hint, first=an_eval_result)
+    first = schemas.of_kind(
+        "evaluation", EVAL_SCHEMA, what=f"{role} file {path}", hint=hint, rerun="re-run `evitdeploy eval --save` with this version for both sides"
+    )
+    return schemas.load_document(Path(path), schemas.EvalResult, what=f"{role} file", hint=hint, first=first)
 
 
 def compare(baseline: dict, new: dict, *, max_drop: float, seed: int = 0) -> dict:
