@@ -227,8 +227,8 @@ def plan_deploy(request: DeployRequest) -> Plan:
     reduced = request.reduced or PrecisionOptions()
     if precision == "int8" and profile.int8_kernels and backend.x86_int8_kernels and not reduced.int8_kernels:
         reduced = replace(reduced, int8_kernels=profile.int8_kernels)  # what the export takes from the profile
-    if precision == "int8" and request.max_drop is not None and not reduced.naive:  # the search aims at the drop deploy judges
-        reduced = replace(reduced, dataset=str(request.dataset), max_drop=request.max_drop)
+    if precision == "int8" and request.max_drop is not None and not reduced.naive and not promptable:  # the search aims at the drop deploy judges
+        reduced = replace(reduced, dataset=str(request.dataset), max_drop=request.max_drop)  # (a SAM encoder's plan searches by cosine)
     spec = memory.with_input(get_spec(request.model), profile.batch, height=height, width=width)
     _require_memory(spec, profile, precision=precision, reduced=reduced, samples=request.samples)
     signature = None

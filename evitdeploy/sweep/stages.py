@@ -51,14 +51,15 @@ def _threads(settings: CellSettings, profile) -> Optional[int]:
     return settings.threads if settings.threads is not None or profile is None else profile.threads
 
 
-def _reduced(precision: str, settings: CellSettings):
+def _reduced(cell: Cell, settings: CellSettings):
     """The cell's calibration and plan: --calib for every reduced precision; for int8, --int8-plan
-    and (a searched plan with --dataset and --max-drop) the task-metric search target."""
+    and (a searched plan with --dataset and --max-drop, not a SAM encoder's) the task-metric search target."""
+    from evitdeploy.models import get_spec
     from evitdeploy.precision.options import PrecisionOptions
 
-    if precision != "int8":
+    if cell.precision != "int8":
         return PrecisionOptions(calib=settings.calib)
-    searched = settings.int8_plan == PrecisionOptions().int8_plan and settings.max_drop is not None and settings.dataset
+    searched = settings.int8_plan == PrecisionOptions().int8_plan and settings.max_drop is not None and settings.dataset and not get_spec(cell.model).promptable
     return PrecisionOptions(
         calib=settings.calib,
         int8_plan=settings.int8_plan,
@@ -92,7 +93,7 @@ def export_and_check(record: dict, folder: Path, settings: CellSettings, *, prof
             data=data,
             checkpoint=Path(settings.checkpoint) if settings.checkpoint else None,
             backend_options=given,
-            reduced=_reduced(cell.precision, settings),
+            reduced=_reduced(cell, settings),
         )
         artifact = api.export_model(request, progress=progress)
         record["seconds"]["export"] = round(time.perf_counter() - started, 3)
