@@ -95,7 +95,7 @@ def test_the_naive_int8_baseline_shows_what_the_plan_buys(artifacts, data):
 
 
 def test_a_naive_plan_is_refused_where_no_stock_quantizer_is_named(tmp_path):
-    for target, precision in (("tflite", "int8"), ("onnx", "fp16")):
+    for target, precision in (("trt", "int8"), ("onnx", "fp16")):
         result = Cli()("export", "-m", "efficientvit_b0", "-t", target, "-p", precision, "--int8-plan", "naive", "-o", tmp_path / target)
         assert_clean_error(result, code=2)
         assert "--int8-plan naive" in result.output and not (tmp_path / target).exists()

@@ -113,6 +113,11 @@ class PrecisionPlan:
         decisions = [replace(d, precision="fp32", reason=reason) if d.group in moved and d.precision != "fp32" else d for d in self.decisions]
         return replace(self, decisions=decisions)
 
+    def naive(self) -> "PrecisionPlan":
+        """Every node at the plan's precision, no float island: what a stock quantizer's defaults do
+        (`--int8-plan naive` on converters that apply the plan per op: LiteRT, ExecuTorch)."""
+        return replace(self, decisions=[replace(d, precision=self.precision, reason="naive: no plan") for d in self.decisions])
+
     def only_groups(self, groups: Iterable[str]) -> "PrecisionPlan":
         """Reduced precision only inside `groups` (to measure one block's contribution alone)."""
         keep = set(groups)

@@ -11,6 +11,7 @@ BACKEND = Backend(
     packages=(Package("executorch", "PyTorch -> .pte, and its Python runtime"),),
     install="pip install -c constraints.txt 'evitdeploy[executorch]'",
     device_runtime=("executorch.runtime", "executorch"),
+    stock_int8="XNNPACKQuantizer",
     device_imports=("torch",),  # pip executorch requires torch: its Python runtime takes and returns torch tensors
     aliases=("et", "pte"),
     extra="executorch",

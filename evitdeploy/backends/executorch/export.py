@@ -235,9 +235,12 @@ def _quantized(model, spec: ModelSpec, sample, staging: Path, scratch: Path, opt
     write_graph(model, spec, onnx_path, opset=default_opset(spec), simplify=True, step=options.step)
     model.set_formulation("deploy")
     result = make_plan(onnx_path, spec, "int8", options=options.reduced, progress=options.progress)
-    options.step(f"PT2E INT8 following the plan (XNNPACKQuantizer, {len(result.calibration.inputs)} calibration images)")
+    naive = options.reduced.naive
+    options.step(
+        f"PT2E INT8 {'naively: XNNPACKQuantizer on every op, a baseline' if naive else 'following the plan'} ({len(result.calibration.inputs)} calibration images)"
+    )
     with _rewritten(model, "xnnpack", rewrites):
-        program, chooser = quantized_program(model, sample, result.plan, calibration=result.calibration.inputs)
+        program, chooser = quantized_program(model, sample, result.plan.naive() if naive else result.plan, calibration=result.calibration.inputs)
     write_json(staging / OPS_FILE, {"precision": "int8", "ops": [d.__dict__ for d in chooser.decisions.values()]})
     return program, write_plan(
         result,
@@ -246,6 +249,7 @@ def _quantized(model, spec: ModelSpec, sample, staging: Path, scratch: Path, opt
         search_runtime="ONNX Runtime on the plan's QDQ ONNX (a proxy: the same plan, blocks and calibration images)",
         executorch_quantizer="PT2E XNNPACKQuantizer: symmetric int8, per-channel weights, static activations (observers over every calibration image)",
         executorch=chooser.summary(),
+        **({"naive": "XNNPACKQuantizer's symmetric int8 on every op it annotates"} if naive else {}),
     )
 
 
@@ -285,11 +289,21 @@ def validate(model, spec: ModelSpec, staging: Path, delegate: str, options: Expo
                 precision=options.precision,
                 what="the .pte pair",
                 hint=_hint(options.precision),
+                enforce=options.enforces_parity,
             )
         return {**runtime, "checks": [check]}
     with ExecuTorchRunner(staging / MODEL_FILE, spec) as candidate:
         batches = [inputs_for(options.validation_inputs, spec.input_shape)]
-        checks = against_reference(model, spec, candidate, batches=batches, precision=options.precision, what="the .pte", hint=_hint(options.precision))
+        checks = against_reference(
+            model,
+            spec,
+            candidate,
+            batches=batches,
+            precision=options.precision,
+            what="the .pte",
+            hint=_hint(options.precision),
+            enforce=options.enforces_parity,
+        )
     return {**runtime, "checks": checks}
 
 

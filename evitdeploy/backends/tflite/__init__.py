@@ -18,5 +18,6 @@ BACKEND = Backend(
     aliases=("litert",),
     extra="tflite",
     carried=("precision_plan.json", "ranges.json", "tflite_plan.json"),
+    stock_int8="ai-edge-quantizer",
     options=(BackendOption("nhwc", "NHWC (channels-last) input, as camera frames come; no transpose in front of the model", flag="--nhwc"),),
 )

@@ -166,6 +166,9 @@ def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
     return Artifact(folder, folder / model_file, "tflite", precision=options.precision, spec=spec, manifest=manifest)
 
 
+NAIVE_EXCEPT = "HARD_SWISH float: XNNPACK has no int8 kernel for it"
+
+
 def _reduce(model, spec: ModelSpec, float_path: Path, path: Path, staging: Path, scratch: Path, options: ExportOptions) -> dict:
     """The shared plan (ONNX FP32 graph, same calibration set), applied through ai-edge-quantizer."""
     from evitdeploy.backends.tflite import plan as tflite_plan
@@ -176,8 +179,13 @@ def _reduce(model, spec: ModelSpec, float_path: Path, path: Path, staging: Path,
     write_graph(model, spec, onnx_path, opset=default_opset(spec), simplify=True, step=options.step)
     result = make_plan(onnx_path, spec, options.precision, options=options.reduced, progress=options.progress)
     float_model = float_path.read_bytes()
-    decisions = tflite_plan.decide(result.plan, tflite_plan.read_ops(float_model, tflite_plan.module_classes(model)))
-    options.step(f"writing the {options.precision.upper()} .tflite following the plan (ai-edge-quantizer)")
+    naive = options.precision == "int8" and options.reduced.naive
+    plan = result.plan.naive() if naive else result.plan
+    decisions = tflite_plan.decide(plan, tflite_plan.read_ops(float_model, tflite_plan.module_classes(model)))
+    options.step(
+        f"writing the {options.precision.upper()} .tflite "
+        + ("naively: the static int8 recipe on every op, a baseline" if naive else "following the plan (ai-edge-quantizer)")
+    )
     manager = tflite_plan.recipe(options.precision, decisions)
     quantizer = import_quantizer().Quantizer(float_model, manager.get_quantization_recipe())
     with contextlib.redirect_stdout(sys.stderr):
@@ -195,6 +203,7 @@ def _reduce(model, spec: ModelSpec, float_path: Path, path: Path, staging: Path,
         search_runtime="ONNX Runtime on the plan's QDQ ONNX (a proxy: the same plan, blocks and calibration images)",
         tflite_ranges="exact min/max of every quantized tensor over the calibration images" if options.precision == "int8" else None,
         tflite=tflite_plan.summary(decisions),
+        **({"naive": f"ai-edge-quantizer's static int8 recipe on every op ({NAIVE_EXCEPT})"} if naive else {}),
     )
 
 
@@ -245,7 +254,16 @@ def validate(model, spec: ModelSpec, path: Path, options: ExportOptions) -> dict
         raise ValueError("validation_inputs are required")
     with TFLiteRunner(path, spec) as candidate:
         batches = [inputs_for(options.validation_inputs, spec.input_shape)]
-        checks = against_reference(model, spec, candidate, batches=batches, precision=options.precision, what="the .tflite", hint=_hint(options.precision))
+        checks = against_reference(
+            model,
+            spec,
+            candidate,
+            batches=batches,
+            precision=options.precision,
+            what="the .tflite",
+            hint=_hint(options.precision),
+            enforce=options.enforces_parity,
+        )
         io = _io(candidate.interpreter)
     return {"runtime": "ai-edge-litert Interpreter (XNNPACK)", "data": options.validation_source, "checks": checks, "io": io, "ops": _ops(path)}
 
@@ -262,7 +280,15 @@ def validate_promptable(model, spec: ModelSpec, path: Path, options: ExportOptio
     sizes = list(options.validation_sizes) or [(spec.height, spec.width)] * len(inputs)
     with TFLiteRunner(path, spec) as encoder, TFLiteRunner(decoder_path, spec) as decoder:
         check = validate_pair(
-            model, spec, (encoder, decoder), inputs=inputs, sizes=sizes, precision=options.precision, what="the .tflite pair", hint=_hint(options.precision)
+            model,
+            spec,
+            (encoder, decoder),
+            inputs=inputs,
+            sizes=sizes,
+            precision=options.precision,
+            what="the .tflite pair",
+            hint=_hint(options.precision),
+            enforce=options.enforces_parity,
         )
         io, decoder_io = _io(encoder.interpreter), _io(decoder.interpreter)
     return {
