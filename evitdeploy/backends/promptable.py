@@ -93,6 +93,14 @@ def validate_pair(
     return report
 
 
+def validate_export_pair(model, spec: ModelSpec, runners: tuple, options, *, what: str, hint: str) -> dict:
+    """validate_pair on an export's validation photos (prompts placed in each photo's own size),
+    with the export's precision and whether a miss is refused."""
+    inputs = options.validation_inputs
+    sizes = list(options.validation_sizes) or [(spec.height, spec.width)] * len(inputs)
+    return validate_pair(model, spec, runners, inputs=inputs, sizes=sizes, precision=options.precision, what=what, hint=hint, enforce=options.enforces_parity)
+
+
 def bundle_reference(model, spec: ModelSpec, inputs: np.ndarray, *, sizes: list) -> dict:
     """What a bundle's verify.py checks a promptable model with, as arrays for reference.npz: the
     parity prompts of these images (flat, in the frame) and PyTorch's masks (float16, half the

@@ -37,6 +37,13 @@ def against_reference(model, spec, candidate, batches, precision: str, what: str
     return checks
 
 
+def check_export(model, spec, candidate, options, *, what: str, hint: str, shape=None) -> list[dict]:
+    """against_reference on an export's validation photos (at `shape`, default the spec's), with
+    the export's precision and whether a miss is refused (`ExportOptions.enforces_parity`)."""
+    batches = [inputs_for(options.validation_inputs, shape or spec.input_shape)]
+    return against_reference(model, spec, candidate, batches=batches, precision=options.precision, what=what, hint=hint, enforce=options.enforces_parity)
+
+
 def runtime_outputs(infer, feed, *, what: str, hint: str):
     """`infer(feed)`, where the runtime's own refusal to run the converted model (LiteRT's kernel
     checks, a missing op) is one line naming it (exit 1), not a traceback."""

@@ -285,29 +285,13 @@ def _predict_checks(model, spec: ModelSpec, staging: Path, options: ExportOption
     validation photos. Elsewhere: nothing to run."""
     if platform.system() != "Darwin":
         return [{"skipped": "Core ML predicts only on macOS; run the bundle's verify.py on a Mac"}]
-    from evitdeploy.backends.reference import against_reference
-    from evitdeploy.backends.reference import inputs_for
+    from evitdeploy.backends.reference import check_export
     from evitdeploy.backends.coreml.runner import CoreMLRunner
 
     if spec.promptable:
-        from evitdeploy.backends.promptable import validate_pair
+        from evitdeploy.backends.promptable import validate_export_pair
 
-        sizes = list(options.validation_sizes) or [(spec.height, spec.width)] * len(options.validation_inputs)
         with CoreMLRunner(staging / PROMPTABLE_DIRS["encoder"], spec) as encoder, CoreMLRunner(staging / PROMPTABLE_DIRS["decoder"], spec) as decoder:
-            return [
-                validate_pair(
-                    model,
-                    spec,
-                    (encoder, decoder),
-                    inputs=options.validation_inputs,
-                    sizes=sizes,
-                    precision=options.precision,
-                    what="the Core ML packages",
-                    hint="report this model",
-                )
-            ]
+            return [validate_export_pair(model, spec, (encoder, decoder), options, what="the Core ML packages", hint="report this model")]
     with CoreMLRunner(staging / MODEL_DIR, spec) as candidate:
-        batches = [inputs_for(options.validation_inputs, spec.input_shape)]
-        return against_reference(
-            model, spec, candidate, batches=batches, precision=options.precision, what="the Core ML package", hint="report this model/size"
-        )
+        return check_export(model, spec, candidate, options, what="the Core ML package", hint="report this model/size")

@@ -31,7 +31,7 @@ from pathlib import Path
 from evitdeploy.artifact import Artifact, build_manifest, package_versions
 from evitdeploy.files import staged_folder, write_bytes, write_json
 from evitdeploy.backends.options import ExportOptions
-from evitdeploy.backends.reference import against_reference, inputs_for
+from evitdeploy.backends.reference import check_export
 from evitdeploy.errors import EXIT_CHECK_FAILED, BackendUnavailable, UserError, first_line
 from evitdeploy.spec import ModelSpec
 
@@ -276,34 +276,13 @@ def validate(model, spec: ModelSpec, staging: Path, delegate: str, options: Expo
             "checks": [{"skipped": "the pip ExecuTorch runtime has no Core ML backend; run the bundle in an app on an Apple device"}],
         }
     if spec.promptable:
-        from evitdeploy.backends.promptable import validate_pair
+        from evitdeploy.backends.promptable import validate_export_pair
 
-        sizes = list(options.validation_sizes) or [(spec.height, spec.width)] * len(options.validation_inputs)
         with ExecuTorchRunner(staging / PROMPTABLE_FILES["encoder"], spec) as encoder, ExecuTorchRunner(staging / PROMPTABLE_FILES["decoder"], spec) as decoder:
-            check = validate_pair(
-                model,
-                spec,
-                (encoder, decoder),
-                inputs=options.validation_inputs,
-                sizes=sizes,
-                precision=options.precision,
-                what="the .pte pair",
-                hint=_hint(options.precision),
-                enforce=options.enforces_parity,
-            )
+            check = validate_export_pair(model, spec, (encoder, decoder), options, what="the .pte pair", hint=_hint(options.precision))
         return {**runtime, "checks": [check]}
     with ExecuTorchRunner(staging / MODEL_FILE, spec) as candidate:
-        batches = [inputs_for(options.validation_inputs, spec.input_shape)]
-        checks = against_reference(
-            model,
-            spec,
-            candidate,
-            batches=batches,
-            precision=options.precision,
-            what="the .pte",
-            hint=_hint(options.precision),
-            enforce=options.enforces_parity,
-        )
+        checks = check_export(model, spec, candidate, options, what="the .pte", hint=_hint(options.precision))
     return {**runtime, "checks": checks}
 
 

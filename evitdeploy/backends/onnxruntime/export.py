@@ -126,25 +126,13 @@ def validate_promptable(model, spec: ModelSpec, path: Path, options: ExportOptio
     import onnx
 
     from evitdeploy.backends.onnxruntime.runner import OnnxRuntimeRunner
-    from evitdeploy.backends.promptable import validate_pair
+    from evitdeploy.backends.promptable import validate_export_pair
 
     decoder_path = path.parent / PROMPTABLE_FILES["decoder"]
     for file in (path, decoder_path):
         onnx.checker.check_model(str(file), full_check=True)
-    inputs = options.validation_inputs
-    sizes = list(options.validation_sizes) or [(spec.height, spec.width)] * len(inputs)
     hint = "report this model, or retry with --no-simplify" if options.precision == "fp32" else "calibrate on images like your deployment's (--calib DIR)"
     with OnnxRuntimeRunner(path) as encoder, OnnxRuntimeRunner(decoder_path) as decoder:
-        check = validate_pair(
-            model,
-            spec,
-            (encoder, decoder),
-            inputs=inputs,
-            sizes=sizes,
-            precision=options.precision,
-            what="exported ONNX",
-            hint=hint,
-            enforce=options.enforces_parity,
-        )
+        check = validate_export_pair(model, spec, (encoder, decoder), options, what="exported ONNX", hint=hint)
         providers = encoder.providers
     return {"checker": "passed", "onnxruntime_providers": providers, "data": options.validation_source, "checks": [check]}

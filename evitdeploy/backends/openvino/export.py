@@ -19,7 +19,7 @@ from evitdeploy.backends.openvino.device import IR_FILE, has_bf16
 from evitdeploy.backends.openvino.plan import fake_quantize_count, float_precision, quantize, quantize_naive
 from evitdeploy.backends.openvino.runner import OpenVINORunner, import_openvino
 from evitdeploy.backends.options import ExportOptions
-from evitdeploy.backends.reference import against_reference, inputs_for
+from evitdeploy.backends.reference import check_export
 from evitdeploy.errors import UserError
 from evitdeploy.graph import default_opset, write_decoder_graph, write_graph
 from evitdeploy.spec import ModelSpec
@@ -105,32 +105,16 @@ def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
 
 def _validate(model, spec: ModelSpec, model_dir: Path, settings: dict, options: ExportOptions) -> list:
     """The IR against PyTorch, compiled as every runner will compile it."""
-    batches = [inputs_for(options.validation_inputs, (1, *spec.input_shape[1:]))]
     hint = "calibrate on images like your deployment's (--calib DIR), or export fp32" if options.precision != "fp32" else "report this model/size"
     with OpenVINORunner(model_dir, spec, {"export": {"openvino": settings}}) as candidate:
-        return against_reference(
-            model, spec, candidate, batches=batches, precision=options.precision, what="the OpenVINO IR", hint=hint, enforce=options.enforces_parity
-        )
+        return check_export(model, spec, candidate, options, what="the OpenVINO IR", hint=hint, shape=(1, *spec.input_shape[1:]))
 
 
 def _validate_promptable(model, spec: ModelSpec, model_dir: Path, settings: dict, options: ExportOptions) -> list:
     """Encoder and decoder IRs against PyTorch on the parity prompts, compiled as every runner will."""
-    from evitdeploy.backends.promptable import validate_pair
+    from evitdeploy.backends.promptable import validate_export_pair
 
     manifest = {"export": {"openvino": settings}}
-    sizes = list(options.validation_sizes) or [(spec.height, spec.width)] * len(options.validation_inputs)
     hint = "calibrate on images like your deployment's (--calib DIR), or export fp32" if options.precision != "fp32" else "report this model"
     with OpenVINORunner(model_dir, spec, manifest) as encoder, OpenVINORunner(model_dir.parent / PROMPTABLE_FOLDERS["decoder"], spec, manifest) as decoder:
-        return [
-            validate_pair(
-                model,
-                spec,
-                (encoder, decoder),
-                inputs=options.validation_inputs,
-                sizes=sizes,
-                precision=options.precision,
-                what="the OpenVINO IRs",
-                hint=hint,
-                enforce=options.enforces_parity,
-            )
-        ]
+        return [validate_export_pair(model, spec, (encoder, decoder), options, what="the OpenVINO IRs", hint=hint)]

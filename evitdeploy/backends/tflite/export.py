@@ -34,7 +34,7 @@ from evitdeploy.files import staged_folder, write_bytes, write_json
 from evitdeploy.errors import BackendUnavailable, UserError, first_line
 from evitdeploy.backends.options import ExportOptions
 from evitdeploy.backends.tflite import BACKEND
-from evitdeploy.backends.reference import against_reference
+from evitdeploy.backends.reference import check_export
 from evitdeploy.spec import ModelSpec
 
 MODEL_FILE = "model.tflite"
@@ -247,23 +247,12 @@ def _hint(precision: str) -> str:
 
 def validate(model, spec: ModelSpec, path: Path, options: ExportOptions) -> dict:
     """A load in LiteRT, its tensors' types, and outputs against PyTorch (textbook formulation)."""
-    from evitdeploy.backends.reference import inputs_for
     from evitdeploy.backends.tflite.runner import TFLiteRunner
 
     if options.validation_inputs is None:
         raise ValueError("validation_inputs are required")
     with TFLiteRunner(path, spec) as candidate:
-        batches = [inputs_for(options.validation_inputs, spec.input_shape)]
-        checks = against_reference(
-            model,
-            spec,
-            candidate,
-            batches=batches,
-            precision=options.precision,
-            what="the .tflite",
-            hint=_hint(options.precision),
-            enforce=options.enforces_parity,
-        )
+        checks = check_export(model, spec, candidate, options, what="the .tflite", hint=_hint(options.precision))
         io = _io(candidate.interpreter)
     return {"runtime": "ai-edge-litert Interpreter (XNNPACK)", "data": options.validation_source, "checks": checks, "io": io, "ops": _ops(path)}
 
@@ -272,24 +261,12 @@ def validate_promptable(model, spec: ModelSpec, path: Path, options: ExportOptio
     """Encoder and decoder in LiteRT against PyTorch on the parity prompts. The reference is SAM's
     own decoder fed each prompt unpadded: the runner pads it, and the decoder's masked attention
     makes the padding exact (models.prompt.PromptDecoder), so there is nothing to forgive."""
-    from evitdeploy.backends.promptable import validate_pair
+    from evitdeploy.backends.promptable import validate_export_pair
     from evitdeploy.backends.tflite.runner import TFLiteRunner
 
     decoder_path = path.parent / PROMPTABLE_FILES["decoder"]
-    inputs = options.validation_inputs
-    sizes = list(options.validation_sizes) or [(spec.height, spec.width)] * len(inputs)
     with TFLiteRunner(path, spec) as encoder, TFLiteRunner(decoder_path, spec) as decoder:
-        check = validate_pair(
-            model,
-            spec,
-            (encoder, decoder),
-            inputs=inputs,
-            sizes=sizes,
-            precision=options.precision,
-            what="the .tflite pair",
-            hint=_hint(options.precision),
-            enforce=options.enforces_parity,
-        )
+        check = validate_export_pair(model, spec, (encoder, decoder), options, what="the .tflite pair", hint=_hint(options.precision))
         io, decoder_io = _io(encoder.interpreter), _io(decoder.interpreter)
     return {
         "runtime": "ai-edge-litert Interpreter (XNNPACK)",
