@@ -93,7 +93,7 @@ def validate_pair(
     return report
 
 
-def validate_export_pair(model, spec: ModelSpec, runners: tuple, options, *, what: str, hint: str) -> dict:
+def validate_export_pair(model, spec: ModelSpec, runners: tuple, *, options, what: str, hint: str) -> dict:
     """validate_pair on an export's validation photos (prompts placed in each photo's own size),
     with the export's precision and whether a miss is refused."""
     inputs = options.validation_inputs

@@ -37,7 +37,7 @@ def against_reference(model, spec, candidate, batches, precision: str, what: str
     return checks
 
 
-def check_export(model, spec, candidate, options, *, what: str, hint: str, shape=None) -> list[dict]:
+def check_export(model, spec, candidate, *, options, what: str, hint: str, shape=None) -> list[dict]:
     """against_reference on an export's validation photos (at `shape`, default the spec's), with
     the export's precision and whether a miss is refused (`ExportOptions.enforces_parity`)."""
     batches = [inputs_for(options.validation_inputs, shape or spec.input_shape)]

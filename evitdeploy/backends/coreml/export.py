@@ -292,6 +292,6 @@ def _predict_checks(model, spec: ModelSpec, staging: Path, options: ExportOption
         from evitdeploy.backends.promptable import validate_export_pair
 
         with CoreMLRunner(staging / PROMPTABLE_DIRS["encoder"], spec) as encoder, CoreMLRunner(staging / PROMPTABLE_DIRS["decoder"], spec) as decoder:
-            return [validate_export_pair(model, spec, (encoder, decoder), options, what="the Core ML packages", hint="report this model")]
+            return [validate_export_pair(model, spec, (encoder, decoder), options=options, what="the Core ML packages", hint="report this model")]
     with CoreMLRunner(staging / MODEL_DIR, spec) as candidate:
-        return check_export(model, spec, candidate, options, what="the Core ML package", hint="report this model/size")
+        return check_export(model, spec, candidate, options=options, what="the Core ML package", hint="report this model/size")

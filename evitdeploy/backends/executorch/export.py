@@ -279,10 +279,10 @@ def validate(model, spec: ModelSpec, staging: Path, delegate: str, options: Expo
         from evitdeploy.backends.promptable import validate_export_pair
 
         with ExecuTorchRunner(staging / PROMPTABLE_FILES["encoder"], spec) as encoder, ExecuTorchRunner(staging / PROMPTABLE_FILES["decoder"], spec) as decoder:
-            check = validate_export_pair(model, spec, (encoder, decoder), options, what="the .pte pair", hint=_hint(options.precision))
+            check = validate_export_pair(model, spec, (encoder, decoder), options=options, what="the .pte pair", hint=_hint(options.precision))
         return {**runtime, "checks": [check]}
     with ExecuTorchRunner(staging / MODEL_FILE, spec) as candidate:
-        checks = check_export(model, spec, candidate, options, what="the .pte", hint=_hint(options.precision))
+        checks = check_export(model, spec, candidate, options=options, what="the .pte", hint=_hint(options.precision))
     return {**runtime, "checks": checks}
 
 

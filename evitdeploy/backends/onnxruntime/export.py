@@ -133,6 +133,6 @@ def validate_promptable(model, spec: ModelSpec, path: Path, options: ExportOptio
         onnx.checker.check_model(str(file), full_check=True)
     hint = "report this model, or retry with --no-simplify" if options.precision == "fp32" else "calibrate on images like your deployment's (--calib DIR)"
     with OnnxRuntimeRunner(path) as encoder, OnnxRuntimeRunner(decoder_path) as decoder:
-        check = validate_export_pair(model, spec, (encoder, decoder), options, what="exported ONNX", hint=hint)
+        check = validate_export_pair(model, spec, (encoder, decoder), options=options, what="exported ONNX", hint=hint)
         providers = encoder.providers
     return {"checker": "passed", "onnxruntime_providers": providers, "data": options.validation_source, "checks": [check]}

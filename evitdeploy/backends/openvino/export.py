@@ -107,7 +107,7 @@ def _validate(model, spec: ModelSpec, model_dir: Path, settings: dict, options: 
     """The IR against PyTorch, compiled as every runner will compile it."""
     hint = "calibrate on images like your deployment's (--calib DIR), or export fp32" if options.precision != "fp32" else "report this model/size"
     with OpenVINORunner(model_dir, spec, {"export": {"openvino": settings}}) as candidate:
-        return check_export(model, spec, candidate, options, what="the OpenVINO IR", hint=hint, shape=(1, *spec.input_shape[1:]))
+        return check_export(model, spec, candidate, options=options, what="the OpenVINO IR", hint=hint, shape=(1, *spec.input_shape[1:]))
 
 
 def _validate_promptable(model, spec: ModelSpec, model_dir: Path, settings: dict, options: ExportOptions) -> list:
@@ -117,4 +117,4 @@ def _validate_promptable(model, spec: ModelSpec, model_dir: Path, settings: dict
     manifest = {"export": {"openvino": settings}}
     hint = "calibrate on images like your deployment's (--calib DIR), or export fp32" if options.precision != "fp32" else "report this model"
     with OpenVINORunner(model_dir, spec, manifest) as encoder, OpenVINORunner(model_dir.parent / PROMPTABLE_FOLDERS["decoder"], spec, manifest) as decoder:
-        return [validate_export_pair(model, spec, (encoder, decoder), options, what="the OpenVINO IRs", hint=hint)]
+        return [validate_export_pair(model, spec, (encoder, decoder), options=options, what="the OpenVINO IRs", hint=hint)]

@@ -252,7 +252,7 @@ def validate(model, spec: ModelSpec, path: Path, options: ExportOptions) -> dict
     if options.validation_inputs is None:
         raise ValueError("validation_inputs are required")
     with TFLiteRunner(path, spec) as candidate:
-        checks = check_export(model, spec, candidate, options, what="the .tflite", hint=_hint(options.precision))
+        checks = check_export(model, spec, candidate, options=options, what="the .tflite", hint=_hint(options.precision))
         io = _io(candidate.interpreter)
     return {"runtime": "ai-edge-litert Interpreter (XNNPACK)", "data": options.validation_source, "checks": checks, "io": io, "ops": _ops(path)}
 
@@ -266,7 +266,7 @@ def validate_promptable(model, spec: ModelSpec, path: Path, options: ExportOptio
 
     decoder_path = path.parent / PROMPTABLE_FILES["decoder"]
     with TFLiteRunner(path, spec) as encoder, TFLiteRunner(decoder_path, spec) as decoder:
-        check = validate_export_pair(model, spec, (encoder, decoder), options, what="the .tflite pair", hint=_hint(options.precision))
+        check = validate_export_pair(model, spec, (encoder, decoder), options=options, what="the .tflite pair", hint=_hint(options.precision))
         io, decoder_io = _io(encoder.interpreter), _io(decoder.interpreter)
     return {
         "runtime": "ai-edge-litert Interpreter (XNNPACK)",
