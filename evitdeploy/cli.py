@@ -1215,8 +1215,9 @@ def build(
     count: int = typer.Option(100, "--count", "-n", max=limits.COUNT_MAX, help="Timed runs for GPU compute time (after 20 warm-up runs)."),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """On the device: build the bundle's TensorRT engine (its ONNX + precision plan + shapes), then
-    check it against reference.npz and report GPU compute time median/p90/p99. Exit 1 on a parity miss."""
+    """On the device: build the bundle's TensorRT engine(s) from its ONNX + precision plan + shapes
+    (cached beside the bundle by TensorRT version and GPU), check them against reference.npz and
+    report GPU compute time median/p90/p99: the bundle's own verify.py code. Exit 1 on a parity miss."""
     from evitdeploy.backends.tensorrt.build import build_in_bundle
 
     with progress(not as_json) as step:
@@ -1224,15 +1225,17 @@ def build(
     if as_json:
         print(json.dumps(report, indent=2))
     else:
-        gpu = report["gpu_compute"]
-        _say(
-            f"engine built ({report['engine'].get('gpu')}, {report['runtime']}, {report['engine'].get('pinned_fp32_layers')} layers pinned FP32); "
-            f"parity {'PASSED' if report['passed'] else 'FAILED: ' + '; '.join(report['failures'])}; "
-            f"GPU compute median {gpu['median_ms']:.3f} ms, p90 {gpu['p90_ms']:.3f}, p99 {gpu['p99_ms']:.3f}"
-        )
-        decoder = report.get("decoder_gpu_compute")
-        if decoder:  # a SAM bundle: the prompt decoder's engine too
-            _say(f"decoder engine: GPU compute median {decoder['median_ms']:.3f} ms per prompt, p90 {decoder['p90_ms']:.3f}")
+        for file, record in report["engines"].items():
+            dla = record.get("dla")
+            _say(
+                f"{file}: {record.get('typing')} build on {report['gpu']} with TensorRT {report['tensorrt']} in {report['engine_cache']}"
+                + (f"; DLA core {dla['core']}: {len(dla['gpu_fallback'])} of {dla['layers']} layers fall back to the GPU" if dla else "")
+            )
+        _say(f"parity {'PASSED' if report['passed'] else 'FAILED: ' + '; '.join(report['failures'])}")
+        for key, what in (("gpu_compute", "engine"), ("decoder_gpu_compute", "decoder engine, per prompt")):
+            gpu = report.get(key)
+            if gpu:
+                _say(f"{what}: GPU compute median {gpu['median_ms']:.3f} ms, p90 {gpu['p90_ms']:.3f}, p99 {gpu['p99_ms']:.3f}")
     if not report["passed"]:
         raise typer.Exit(EXIT_CHECK_FAILED)
 

@@ -153,6 +153,42 @@ def photo(tmp_path_factory):
     return path
 
 
+STANDIN = Path(__file__).parent / "standin"  # a stand-in `tensorrt` package and libcudart source
+
+
+@pytest.fixture(scope="session")
+def fake_cudart(tmp_path_factory) -> Path:
+    """The folder of a stand-in libcudart.so (tests/standin/fake_cudart.c: host memory, real
+    copies), compiled here; skips where there is no C compiler."""
+    import subprocess
+
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        pytest.skip("needs a C compiler (cc) to build the stand-in libcudart")
+    folder = tmp_path_factory.mktemp("cudart")
+    subprocess.run([compiler, "-shared", "-fPIC", "-o", str(folder / "libcudart.so"), str(STANDIN / "fake_cudart.c")], check=True)
+    return folder
+
+
+@pytest.fixture
+def standin_tensorrt(monkeypatch, fake_cudart):
+    """TensorRT and CUDA stood in for, in this process: `import tensorrt` is tests/standin's
+    recording, ONNX-Runtime-backed stand-in, and libcudart the compiled fake. Yields the stand-in."""
+    import ctypes
+    import sys
+
+    from evitdeploy.backends.tensorrt import device
+
+    monkeypatch.syspath_prepend(str(STANDIN))
+    monkeypatch.delitem(sys.modules, "tensorrt", raising=False)  # tensorrt-stubs' namespace package, if imported
+    import tensorrt
+
+    tensorrt.RECORD["builds"].clear()
+    monkeypatch.setattr(device, "load_cudart", lambda: ctypes.CDLL(str(fake_cudart / "libcudart.so")))
+    yield tensorrt
+    sys.modules.pop("tensorrt", None)
+
+
 def _host_lacks(marker: str) -> str:
     """Why this host cannot run a test with this hardware marker ("" where it can)."""
     if marker == "macos":

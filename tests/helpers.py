@@ -42,8 +42,9 @@ def assert_clean_error(result, code: int, *fragments: str) -> None:
 # what a device has (numpy + the runtime), proven by refusing the imports, then verify.py run as __main__.
 BLOCKED = ("torch", "evitdeploy", "onnx", "onnxslim", "skimage", "scipy", "cv2", "typer", "rich", "matplotlib", "litert_torch", "ai_edge_quantizer", "jax")
 DEVICE = """
-import runpy, sys
+import os, runpy, sys
 blocked = set(sys.argv[1].split(","))
+sys.path[:0] = [p for p in os.environ.get("EVITDEPLOY_TEST_DEVICE_PATH", "").split(os.pathsep) if p]
 class DeviceOnly:
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in blocked:
@@ -54,15 +55,23 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
-def on_device(script: Path, *args: str, blocked: tuple = BLOCKED) -> subprocess.CompletedProcess:
+def on_device(script: Path, *args: str, blocked: tuple = BLOCKED, paths: tuple = (), libraries: str = "") -> subprocess.CompletedProcess:
     """`script` (a bundle's verify.py) as a device runs it: a fresh interpreter, in the bundle's
-    folder, where the modules in `blocked` (torch, evitdeploy, ...) do not import."""
+    folder, where the modules in `blocked` (torch, evitdeploy, ...) do not import. `paths`: folders
+    put first on its sys.path (a stand-in runtime); `libraries`: its LD_LIBRARY_PATH (a stand-in
+    libcudart)."""
+    import os
+
+    env = dict(os.environ, EVITDEPLOY_TEST_DEVICE_PATH=os.pathsep.join(map(str, paths)))
+    if libraries:
+        env["LD_LIBRARY_PATH"] = libraries
     return subprocess.run(
         [sys.executable, "-I", "-c", DEVICE, ",".join(blocked), str(script), *args],
         cwd=Path(script).parent,
         capture_output=True,
         text=True,
         timeout=120,
+        env=env,
     )
 
 

@@ -5,6 +5,7 @@ Tests that need TensorRT and a GPU carry the `tensorrt`/`gpu` markers and skip h
 from __future__ import annotations
 
 import ast
+import json
 import re
 import shlex
 import subprocess
@@ -13,10 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from helpers import RecordingTensorRT, assert_clean_error
+from helpers import assert_clean_error, on_device
+from evitdeploy.backends.tensorrt import device as trt_device
 from evitdeploy.backends.tensorrt import export as trt_exporter
 from evitdeploy.backends.tensorrt import runtime as trt_runtime
-from evitdeploy.backends.tensorrt.plan import build_script, fp32_nodes, layer_precisions, node_of_layer, shapes, trtexec_command
+from evitdeploy.backends.tensorrt.device import STRONG, WEAK, node_of_layer
+from evitdeploy.backends.tensorrt.plan import build_script, fp32_nodes, shapes, trtexec_command
 from evitdeploy.models import get_spec
 from evitdeploy.profiles import load_profile
 from evitdeploy.requests import BenchRequest, ExportRequest
@@ -52,23 +55,28 @@ def test_the_plan_pins_its_fp32_nodes_as_layers(fp16_plan):
     attention = [d.node for d in plan.decisions if d.precision == "fp32" and d.module.endswith("context_module.main") and d.op == "MatMul"]
     assert attention and set(attention) <= set(pinned)
     layers = [d.node for d in plan.decisions] + [f"{pinned[0]}_output_0", "(Unnamed Layer* 3) [Constant]"]
-    precisions = layer_precisions(plan, layers)
-    assert set(precisions) == set(pinned) | {f"{pinned[0]}_output_0"} and set(precisions.values()) == {"fp32"}
+    assert set(trt_device.pinned_layers(layers, plan.to_dict())) == set(pinned) | {f"{pinned[0]}_output_0"}
 
 
 def test_trtexec_recipe_is_exact(fp16_plan):
+    """Strongly typed (TensorRT >= 10, the default): the graph's types are the plan, no precision
+    flag. Weakly typed (TensorRT < 10): the flags, and the plan's FP32 nodes as layer precisions."""
     plan, spec = fp16_plan
     command = trtexec_command(spec, "fp16", plan, shapes(spec))
-    assert command[:2] == ["trtexec", "--onnx=model.onnx"]
-    assert "--fp16" in command and "--int8" not in command and "--precisionConstraints=obey" in command
+    assert command[:2] == ["trtexec", "--onnx=model.onnx"] and "--stronglyTyped" in command
+    assert not any(c.startswith(("--fp16", "--int8", "--precisionConstraints", "--layerPrecisions")) for c in command)
     assert "--minShapes=image:1x3x64x64" in command and "--maxShapes=image:1x3x64x64" in command
     assert command[-3:] == ["--separateProfileRun", "--iterations=100", "--duration=0"]  # how the published figures were timed
-    layer_flag = next(c for c in command if c.startswith("--layerPrecisions="))
+    weak = trtexec_command(spec, "fp16", plan, shapes(spec), mode=WEAK)
+    assert "--fp16" in weak and "--int8" not in weak and "--precisionConstraints=obey" in weak and "--stronglyTyped" not in weak
+    layer_flag = next(c for c in weak if c.startswith("--layerPrecisions="))
     assert layer_flag.split("=", 1)[1].split(",") == [f"{n}:fp32" for n in fp32_nodes(plan)]
-    assert f"--layerOutputTypes={layer_flag.split('=', 1)[1]}" in command
-    assert "--int8" in trtexec_command(spec, "int8", plan, shapes(spec))
-    plain = trtexec_command(spec, "fp32", None, shapes(spec))
+    assert f"--layerOutputTypes={layer_flag.split('=', 1)[1]}" in weak
+    assert "--int8" in trtexec_command(spec, "int8", plan, shapes(spec), mode=WEAK)
+    plain = trtexec_command(spec, "fp32", None, shapes(spec), mode=WEAK)
     assert not any(c.startswith(("--fp16", "--precisionConstraints", "--layerPrecisions")) for c in plain)
+    dla = trtexec_command(spec, "fp16", plan, shapes(spec), dla_core=1)
+    assert {"--useDLACore=1", "--allowGPUFallback", "--exportLayerInfo=model.engine.layers.json"} <= set(dla)
 
 
 def test_build_script_is_valid_shell_quoting_the_names(fp16_plan, tmp_path):
@@ -94,7 +102,10 @@ def test_profile_shapes_come_from_the_profile():
         shapes(spec.with_input(128, None, None), a100)
 
 
-def test_int8_onnx_for_tensorrt_is_symmetric_with_zero_points_0(fp16_plan, tmp_path):
+@pytest.mark.parametrize("mode", [STRONG, WEAK])
+def test_int8_onnx_for_tensorrt_is_symmetric_with_zero_points_0(fp16_plan, tmp_path, mode):
+    """Both typings: the TensorRT scheme and placement. Strongly typed, the float remainder is FP16
+    and each convolution's DequantizeLinear writes FP16 straight into it (FP16 scales, no Cast)."""
     import numpy as np
     import onnx
     from onnx import numpy_helper
@@ -107,7 +118,7 @@ def test_int8_onnx_for_tensorrt_is_symmetric_with_zero_points_0(fp16_plan, tmp_p
     _, spec = fp16_plan
     model, spec = build_model(spec, None, 0, None)
     options = ExportOptions(output=tmp_path / "out", precision="int8", reduced=PrecisionOptions(calib_count=8, search_budget=0))
-    plan, sections = trt_exporter.prepare_onnx(model, spec, "int8", tmp_path, tmp_path, options)
+    plan, sections = trt_exporter.prepare_onnx(model, spec, "int8", tmp_path, tmp_path, options, mode=mode)
     graph = onnx.load(str(tmp_path / "model.onnx")).graph
     initializers = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
     zero_points = [initializers[n.input[2]] for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2]
@@ -132,6 +143,35 @@ def test_int8_onnx_for_tensorrt_is_symmetric_with_zero_points_0(fp16_plan, tmp_p
             assert "Conv" in dq_readers, dq_readers  # (an Add beside it reads that tensor as its skip input)
     conversion = sections["precision_plan"]["conversion"]
     assert conversion["fusable_conv_epilogues"] > 0 and conversion["integer_hardswish"] == 0
+    scales = {initializers[producer[n.input[i]].input[1]].dtype for n in convs for i in (0, 1)}
+    assert scales == ({np.dtype(np.float16)} if mode == STRONG else {np.dtype(np.float32)})
+    if mode == STRONG:
+        assert_typed_graph(tmp_path / "model.onnx", plan)
+
+
+def assert_typed_graph(path, plan) -> None:
+    """A strongly typed graph: the full checker and strict shape inference pass (consistent types),
+    no Cast round trip, float32 I/O, and every node the plan keeps FP32 computes in FP32 while
+    the others that write floats write FP16."""
+    import onnx
+    from onnx import TensorProto
+
+    from evitdeploy.precision.fp16 import cancelling_casts
+
+    onnx.checker.check_model(str(path), full_check=True)
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(path)), strict_mode=True)
+    assert cancelling_casts(model) == []
+    graph = model.graph
+    types = {v.name: v.type.tensor_type.elem_type for v in [*graph.value_info, *graph.input, *graph.output]}
+    assert {types[v.name] for v in [*graph.input, *graph.output]} == {TensorProto.FLOAT}
+    fp32 = set(plan.nodes_in("fp32"))
+    floats = {TensorProto.FLOAT, TensorProto.FLOAT16}
+    for node in graph.node:
+        written = {types.get(o) for o in node.output} & floats
+        if node.name in fp32:
+            assert written <= {TensorProto.FLOAT}, node.name
+        elif node.op_type not in ("Cast", "Identity") and node.name in {d.node for d in plan.decisions}:
+            assert written <= {TensorProto.FLOAT16}, (node.name, node.op_type)
 
 
 # --- the TensorRT API names, checked against tensorrt-stubs -------------------------------------
@@ -177,13 +217,95 @@ def missing_names(names, listing) -> list[str]:
     return missing
 
 
-@pytest.mark.fast
-def test_every_tensorrt_name_the_code_uses_exists_in_the_stubs():
-    from evitdeploy.backends.tensorrt import runner as trt_runner
+# TensorRT 11.4's API: the names its Python bindings wheel (1.3 MB, pip-downloadable) really exports.
+# The module cannot import without TensorRT's libraries, so it is imported against empty stand-ins
+# for the 11 symbols it links (TensorRT's C++ API is virtual interfaces behind these factories).
+TRT11_BINDINGS = "tensorrt-cu12-bindings==11.4.0.106"
+TRT11_LINKED = """
+void* createInferBuilder_INTERNAL(void* a, int b) { return 0; }
+void* createInferRefitter_INTERNAL(void* a, void* b, int c) { return 0; }
+void* createInferRuntime_INTERNAL(void* a, int b) { return 0; }
+void* createNvOnnxParserRefitter_INTERNAL(void* a, void* b, int c) { return 0; }
+void* createNvOnnxParser_INTERNAL(void* a, void* b, int c) { return 0; }
+void* getBuilderPluginRegistry(int a) { return 0; }
+int getNvOnnxParserVersion(void) { return 0; }
+void* getPluginRegistry(void) { return 0; }
+int initLibNvInferPlugins(void* a, const char* b) { return 0; }
+"""
+LIST_NAMES = """
+import json, tensorrt_bindings as trt
+listing = {"": sorted(dir(trt))}
+for name in dir(trt):
+    if isinstance(getattr(trt, name), type):
+        listing[name] = sorted(dir(getattr(trt, name)))
+print(json.dumps(listing))
+"""
 
+
+@pytest.fixture(scope="session")
+def trt11_listing(tmp_path_factory) -> dict[str, set[str]]:
+    """class -> member names of TensorRT 11.4's bindings, "" -> module names. The wheel is fetched
+    once into ~/.cache/evitdeploy (like the trained references); skips, saying why, where it cannot be."""
+    import os
+    import shutil
+    import sys
+    import zipfile
+
+    cache = Path.home() / ".cache" / "evitdeploy" / "tensorrt-11.4-bindings"
+    wheels = sorted(cache.glob("tensorrt_cu12_bindings-*.whl"))
+    if not wheels:
+        fetched = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "-d", str(cache), TRT11_BINDINGS], capture_output=True, text=True)
+        wheels = sorted(cache.glob("tensorrt_cu12_bindings-*.whl"))
+        if not wheels:
+            pytest.skip(f"cannot fetch {TRT11_BINDINGS} for this Python: {fetched.stderr.strip()[-200:]}")
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        pytest.skip("needs a C compiler (cc) to stand in for TensorRT 11's libraries")
+    folder = tmp_path_factory.mktemp("trt11")
+    zipfile.ZipFile(wheels[-1]).extractall(folder / "site")
+    (folder / "linked.c").write_text(TRT11_LINKED)
+    for library in ("libnvinfer.so.11", "libnvonnxparser.so.11", "libnvinfer_plugin.so.11"):
+        subprocess.run([compiler, "-shared", "-fPIC", f"-Wl,-soname,{library}", "-o", str(folder / library), str(folder / "linked.c")], check=True)
+    env = dict(os.environ, LD_LIBRARY_PATH=str(folder), PYTHONPATH=str(folder / "site"))
+    listed = subprocess.run([sys.executable, "-c", LIST_NAMES], capture_output=True, text=True, env=env, cwd=folder)
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    return {owner: set(names) for owner, names in json.loads(listed.stdout).items()}
+
+
+def names_for(version: str) -> list[str]:
+    """Every TensorRT name the device module (builder, engine runner, DLA report) uses on the path
+    `version` takes."""
+    return sorted({*trt_device.TRT_NAMES["common"], *trt_device.TRT_NAMES[trt_device.typing_for(version)], *trt_device.TRT_NAMES["dla"]})
+
+
+@pytest.mark.fast
+def test_every_tensorrt_name_the_code_uses_exists_in_tensorrt_10():
+    """10.x takes the strongly typed path; its API (tensorrt-stubs 10.13) also still has every name
+    of the weakly typed one, the path of TensorRT < 10 (no 8.x listing is published)."""
     listing = stubs_listing()
-    assert missing_names(trt_exporter.TRT_NAMES, listing) == []
-    assert missing_names(trt_runner.TRT_NAMES, listing) == []
+    assert trt_device.typing_for("10.13.0") == STRONG and trt_device.typing_for("10.3.0") == STRONG
+    assert missing_names(names_for("10.13.0"), listing) == []
+    assert missing_names(trt_device.TRT_NAMES[WEAK], listing) == []
+
+
+def test_every_tensorrt_name_the_strongly_typed_path_uses_exists_in_tensorrt_11(trt11_listing):
+    assert trt11_listing[""] >= {"Builder", "OnnxParser", "Runtime", "__version__"}  # the real module, not an empty one
+    assert trt_device.typing_for("11.4.0.106") == STRONG
+    assert missing_names(names_for("11.4.0.106"), trt11_listing) == []
+
+
+def test_the_11_check_bites_the_weakly_typed_names_it_removed(trt11_listing):
+    """The names the weakly typed path (and the builder before this one) set are gone in 11.4: the
+    same check fails on them, so a removed name on the 11 path would fail the test above."""
+    assert set(missing_names(trt_device.TRT_NAMES[WEAK], trt11_listing)) == {
+        "NetworkDefinitionCreationFlag.EXPLICIT_BATCH",
+        "BuilderFlag.FP16",
+        "BuilderFlag.INT8",
+        "BuilderFlag.OBEY_PRECISION_CONSTRAINTS",
+        "ILayer.precision",
+        "ILayer.set_output_type",
+    }
+    assert missing_names(["BuilderFlag.FP61", "Builderr"], trt11_listing) == ["BuilderFlag.FP61", "Builderr"]
 
 
 @pytest.mark.fast
@@ -193,6 +315,14 @@ def test_the_stub_check_catches_a_misspelled_name():
         "Builder.create_netwrok",
         "Builderr",
     ]
+
+
+@pytest.mark.fast
+def test_a_tensorrt_refuses_a_graph_typed_for_another():
+    assert trt_device.typing_for("8.6.2") == WEAK and trt_device.typing_refusal(STRONG, "8.6.2")[0].startswith("this bundle's ONNX is strongly typed")
+    assert "JetPack 5 profile" in trt_device.typing_refusal(STRONG, "8.6.2")[1]
+    assert "no longer has" in trt_device.typing_refusal(WEAK, "11.4.0")[0]
+    assert trt_device.typing_refusal(WEAK, "10.3.0") is None and trt_device.typing_refusal(STRONG, "11.4.0") is None
 
 
 OBJECTS = {  # the variables the TensorRT modules hold TensorRT objects in, and their classes
@@ -205,6 +335,7 @@ OBJECTS = {  # the variables the TensorRT modules hold TensorRT objects in, and 
     "runtime": "Runtime",
     "engine": "ICudaEngine",
     "context": "IExecutionContext",
+    "inspector": "EngineInspector",
 }
 
 
@@ -223,20 +354,21 @@ def used_names(module) -> set[str]:
             used.add(".".join(chain[-2:]) if len(chain) > 1 else chain[0])
         elif isinstance(base, ast.Name) and base.id in OBJECTS and len(chain) == 1:
             used.add(f"{OBJECTS[base.id]}.{chain[0]}")
-        elif isinstance(base, ast.Name) and base.id == "self" and len(chain) == 2 and chain[0] in ("engine", "context"):
+        elif isinstance(base, ast.Name) and base.id == "self" and len(chain) == 2 and chain[0] in ("engine", "context", "runtime"):
             used.add(f"{OBJECTS[chain[0]]}.{chain[1]}")
     return used
 
 
 @pytest.mark.fast
-@pytest.mark.parametrize("which", ["exporter", "runner"])
-def test_trt_names_lists_every_name_the_module_touches(which):
-    """Nothing reaches the TensorRT API unchecked: every name used is in the module's TRT_NAMES."""
+def test_trt_names_lists_every_name_the_device_module_touches():
+    """Nothing reaches the TensorRT API unchecked: every name used is in the device module's
+    TRT_NAMES, and the exporter and host runner touch TensorRT only through it."""
     from evitdeploy.backends.tensorrt import runner as trt_runner
 
-    module = trt_exporter if which == "exporter" else trt_runner
-    used = used_names(module)
-    assert used and used <= set(module.TRT_NAMES), sorted(used - set(module.TRT_NAMES))
+    listed = {name for names in trt_device.TRT_NAMES.values() for name in names}
+    used = used_names(trt_device)
+    assert used and used <= listed, sorted(used - listed)
+    assert used_names(trt_exporter) <= {"__version__"} and used_names(trt_runner) <= {"__version__"}
 
 
 @pytest.mark.fast

@@ -107,7 +107,18 @@ def _run_model(folder, manifest: dict, runtime, threads, timing) -> ModelRun:
     accuracy = eval_subset.check(folder, manifest, infer)
     warmup, count = timing
     latency = metrics.latency_stats(metrics.time_model(infer, latency_input(inputs, batch), warmup, count=count), batch) if count > 0 else None
-    return ModelRun(parity=parity, drift=drift, latency=latency, providers=providers, pipeline=whole, accuracy=accuracy)
+    extra = gpu_compute(infer, latency_input(inputs, batch), timing, per=batch)
+    return ModelRun(parity=parity, drift=drift, latency=latency, providers=providers, pipeline=whole, accuracy=accuracy, extra=extra)
+
+
+def gpu_compute(infer, batch, timing, per: int, key: str = "gpu_compute") -> dict:
+    """{key: GPU compute time stats} where the runtime times its GPU work itself (TensorRT:
+    CUDA events around each enqueue, trtexec's "GPU Compute Time"), else {}."""
+    warmup, count = timing
+    timed = getattr(infer, "gpu_times_ms", None)
+    if timed is None or count <= 0:
+        return {}
+    return {key: metrics.latency_stats(timed(batch, warmup, count), per)}
 
 
 def int8_kernels(manifest: dict) -> dict:
@@ -146,17 +157,19 @@ def _run_promptable(folder, manifest: dict, runtime, threads, timing) -> ModelRu
     accuracy = eval_subset.check(folder, manifest, encode, decode=decode)
     warmup, count = timing
     latency = decoder_latency = None
+    gpu = {}
     if count > 0:
         first = inputs[:1]
         latency = metrics.latency_stats(metrics.time_model(encode, first, warmup, count=count), 1)
         feed = dict(feeds[0][1], image_embeddings=np.asarray(encode(first), np.float32))
         decoder_latency = metrics.latency_stats(metrics.time_turns([lambda: decode(feed)], warmup, count)[0], 1)
+        gpu = {**gpu_compute(encode, first, timing, per=1), **gpu_compute(decode, feed, timing, per=1, key="decoder_gpu_compute")}
     return ModelRun(
         parity=parity,
         drift={},
         latency=latency,
         providers=providers,
-        extra={"decoder_latency": decoder_latency, "latency_of": "the encoder, per image"},
+        extra={"decoder_latency": decoder_latency, "latency_of": "the encoder, per image", **gpu},
         pipeline=whole,
         accuracy=accuracy,
     )
@@ -267,6 +280,10 @@ def _print(report: dict) -> None:
     decoder = report.get("decoder_latency")
     if decoder:
         print(f"decoder   median {decoder['median_ms']:.3f} ms per prompt, p90 {decoder['p90_ms']:.3f} ({decoder['count']} runs)")
+    for key, label in (("gpu_compute", "gpu       "), ("decoder_gpu_compute", "gpu (dec) ")):
+        if report.get(key):
+            gpu = report[key]
+            print(f"{label}compute median {gpu['median_ms']:.3f} ms, p90 {gpu['p90_ms']:.3f}, p99 {gpu['p99_ms']:.3f} (CUDA events, copies excluded)")
     budget = report["budget"]
     if budget.get("latency_ms"):
         print(f"budget    {budget['statistic']} <= {budget['latency_ms']} ms: " + ("judged" if budget["judged"] else "not judged") + f" ({budget['host']})")

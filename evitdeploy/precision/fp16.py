@@ -3,6 +3,11 @@
 onnxruntime's own converter (onnxruntime.transformers.float16) does the rewrite; the plan's FP32
 nodes become its block list, so Cast nodes surround each island. I/O stay float32 unless asked
 (a camera pipeline hands float32; `--fp16-io` halves the input copy for pipelines that do not).
+
+The result is a typed graph: every tensor's type says the precision it is computed and stored in.
+ONNX Runtime's FP16 artifact is this graph, and so is TensorRT's (>= 10), which builds it strongly
+typed instead of guessing precisions from builder flags; an INT8 plan's Q/DQ graph gets the same
+treatment for its float remainder (`convert_quantized`).
 """
 
 from __future__ import annotations
@@ -12,26 +17,74 @@ from typing import Optional
 
 from evitdeploy.precision.plan import PrecisionPlan
 
+TYPED_QDQ_OPSET = 19  # QuantizeLinear / DequantizeLinear take FP16 scales from opset 19
+
 
 def convert(fp32_path: Path, plan: Optional[PrecisionPlan], output: Path, fp16_io: bool = False) -> dict:
-    """Write the FP16 model; `plan=None` is the naive conversion (no islands), kept for comparisons."""
+    """Write the FP16 model; `plan=None` is the naive conversion (no islands), kept for comparisons.
+    The graph is typed: TensorRT >= 10 builds it strongly typed, ONNX Runtime runs it as it is."""
     import onnx
-    from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    model = onnx.load(str(fp32_path))
     blocked = plan.nodes_in("fp32") if plan else []
+    return {
+        **_write_typed(onnx.load(str(fp32_path)), blocked, output, fp16_io=fp16_io),
+        "tool": "onnxruntime.transformers.float16.convert_float_to_float16 (block list from the plan)",
+    }
+
+
+def convert_quantized(qdq_path: Path, plan: PrecisionPlan, output: Path, fp16_io: bool = False) -> dict:
+    """The INT8 plan's Q/DQ graph with its float remainder typed FP16 except the plan's FP32 nodes:
+    what TensorRT builds strongly typed. Q/DQ scales become FP16 where their neighbours are, so a
+    DequantizeLinear writes FP16 straight into its FP16 consumer (no Cast between the DQ and the
+    convolution TensorRT fuses with it); FP16 scales need opset 19, so older graphs are converted."""
+    import onnx
+    from onnx import version_converter
+
+    model = onnx.load(str(qdq_path))
+    opset = next(entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx"))
+    if opset < TYPED_QDQ_OPSET:
+        model = version_converter.convert_version(model, TYPED_QDQ_OPSET)
+    return {
+        **_write_typed(model, plan.nodes_in("fp32"), output, fp16_io=fp16_io),
+        "opset": max(opset, TYPED_QDQ_OPSET),
+        "tool": "onnxruntime.transformers.float16.convert_float_to_float16 over the Q/DQ graph (block list from the plan)",
+    }
+
+
+def _write_typed(model, blocked: list, output: Path, fp16_io: bool) -> dict:
+    import onnx
     from onnxruntime.quantization.onnx_model import ONNXModel
+    from onnxruntime.transformers.float16 import convert_float_to_float16
 
     converted = convert_float_to_float16(model, keep_io_types=not fp16_io, node_block_list=blocked)
     dropped = drop_cast_round_trips(converted)
     ONNXModel(converted).topological_sort()  # the converter appends its Cast nodes at the end
     onnx.save(converted, str(output))
-    return {
-        "fp32_nodes": len(blocked),
-        "fp16_round_trips_removed": dropped,
-        "fp16_io": fp16_io,
-        "tool": "onnxruntime.transformers.float16.convert_float_to_float16 (block list from the plan)",
-    }
+    return {"fp32_nodes": len(blocked), "fp16_round_trips_removed": dropped, "fp16_io": fp16_io}
+
+
+def cancelling_casts(model) -> list[str]:
+    """Casts whose only readers cast straight back to the type they read: a round trip that only
+    loses precision (and costs two kernels). A typed graph must have none."""
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(model)
+    graph = inferred.graph
+    types = {v.name: v.type.tensor_type.elem_type for v in [*graph.value_info, *graph.input, *graph.output]}
+    types.update({i.name: i.data_type for i in graph.initializer})
+    readers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    outputs = {o.name for o in graph.output}
+    found = []
+    for node in graph.node:
+        if node.op_type != "Cast" or node.output[0] in outputs or not readers.get(node.output[0]):
+            continue
+        source = types.get(node.input[0])
+        if source and all(r.op_type == "Cast" and r.attribute[0].i == source for r in readers[node.output[0]]):
+            found.append(node.name)
+    return found
 
 
 def drop_cast_round_trips(model) -> int:
@@ -39,7 +92,8 @@ def drop_cast_round_trips(model) -> int:
 
     The converter wraps every blocked node in its own casts, so a tensor passing between two FP32
     nodes (k^T v inside the LiteMLA island) would still be stored in FP16 and overflow: an island
-    of FP32 nodes must also keep its inner tensors FP32.
+    of FP32 nodes must also keep its inner tensors FP32. A pair ending in a graph output (an FP32
+    last node, its output cast down and back up for float32 I/O) becomes an Identity.
     """
     from onnx import TensorProto
 
@@ -58,9 +112,14 @@ def drop_cast_round_trips(model) -> int:
         if not cast_to(down, TensorProto.FLOAT16) or down.output[0] in outputs:
             continue
         ups = consumers.get(down.output[0], [])
-        if not ups or not all(cast_to(up, TensorProto.FLOAT) and up.output[0] not in outputs for up in ups):
+        if not ups or not all(cast_to(up, TensorProto.FLOAT) for up in ups):
             continue
         for up in ups:
+            if up.output[0] in outputs:
+                up.op_type = "Identity"
+                del up.attribute[:]
+                up.input[:] = [down.input[0]]
+                continue
             for reader in consumers.get(up.output[0], []):
                 reader.input[:] = [down.input[0] if name == up.output[0] else name for name in reader.input]
             removed.add(id(up))

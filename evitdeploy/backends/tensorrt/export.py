@@ -1,20 +1,23 @@
-"""ONNX + precision plan -> TensorRT engine, on the real TensorRT 10 Python API (imported lazily).
+"""ONNX + precision plan -> TensorRT engine(s), built by the device module's `build_engine` (the
+code a bundle's verify.py runs on a Jetson), here only where TensorRT and a GPU are.
 
-FP16: the FP32 ONNX graph, FP16 flag, the plan's FP32 nodes pinned as layer precision + output type
-FP32 under OBEY_PRECISION_CONSTRAINTS. INT8: the plan's QDQ ONNX in the TensorRT scheme (symmetric
-int8, zero point 0) with the FP16 flag for the float remainder. One optimization profile from
-the spec/profile shapes; workspace limit; timing cache read and written. Engine + build recipe +
-manifest (TensorRT version, GPU name and compute capability) are written atomically. A promptable
-(SAM) model is two of these: its encoder as above, its prompt decoder FP32 (`engine_builds`).
+The graph carries the plan: strongly typed (TensorRT >= 10, the default, the only way TensorRT 11
+has) it is the typed FP16 graph ONNX Runtime's FP16 artifact is too (precision.fp16: FP16 but the
+plan's FP32 islands), or the plan's Q/DQ graph in the TensorRT scheme (symmetric int8, zero point
+0) with its float remainder typed the same way. Weakly typed (TensorRT < 10, JetPack 5): the FP32
+or Q/DQ graph, with builder flags and the plan's FP32 nodes pinned as layer precisions. Which one
+is chosen from the TensorRT found here, else the profile's expected TensorRT, else >= 10; the
+choice and the flags it means are recorded in the manifest (`export.typing`).
 
-Not run on this project's CI host: TensorRT cannot be installed there. `TRT_NAMES` lists every
-TensorRT name used here; a test checks each against the tensorrt-stubs API listing.
+One optimization profile from the spec/profile shapes; workspace limit; timing cache read and
+written. A promptable (SAM) model is two engines: its encoder as above, its prompt decoder FP32
+(`engine_builds`). TensorRT cannot be installed on this project's CI host: the device module's
+`TRT_NAMES` are checked against TensorRT 10's and 11's APIs instead.
 """
 
 from __future__ import annotations
 
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -32,8 +35,7 @@ from evitdeploy.backends.tensorrt.plan import (
     TIMING_CACHE_FILE,
     build_script,
     decoder_shapes,
-    layer_precisions,
-    named_ranges,
+    fp32_nodes,
     shapes,
     trtexec_command,
 )
@@ -44,44 +46,6 @@ ONNX_FILE = "model.onnx"
 RECIPE_FILE = "build_engine.sh"
 # Distributions whose installed versions the manifest's toolchain records.
 TOOLCHAIN = ("torch", "onnx", "onnxruntime", "numpy")
-
-# Every TensorRT class, enum member and method this module uses ("Class.member").
-TRT_NAMES = (
-    "Logger",
-    "Logger.WARNING",
-    "Builder",
-    "Builder.create_network",
-    "Builder.create_builder_config",
-    "Builder.create_optimization_profile",
-    "Builder.build_serialized_network",
-    "OnnxParser",
-    "OnnxParser.parse_from_file",
-    "OnnxParser.num_errors",
-    "OnnxParser.get_error",
-    "INetworkDefinition.num_layers",
-    "INetworkDefinition.get_layer",
-    "ILayer.name",
-    "ILayer.precision",
-    "ILayer.num_outputs",
-    "ILayer.set_output_type",
-    "DataType",
-    "DataType.FLOAT",
-    "BuilderFlag",
-    "BuilderFlag.FP16",
-    "BuilderFlag.INT8",
-    "BuilderFlag.OBEY_PRECISION_CONSTRAINTS",
-    "IBuilderConfig.set_flag",
-    "IBuilderConfig.set_memory_pool_limit",
-    "MemoryPoolType",
-    "MemoryPoolType.WORKSPACE",
-    "IBuilderConfig.add_optimization_profile",
-    "IOptimizationProfile.set_shape",
-    "IBuilderConfig.create_timing_cache",
-    "IBuilderConfig.set_timing_cache",
-    "IBuilderConfig.get_timing_cache",
-    "ITimingCache.serialize",
-    "__version__",
-)
 
 
 @dataclass(frozen=True)
@@ -120,109 +84,89 @@ def engine_builds(spec: ModelSpec, precision: str, plan: Optional[PrecisionPlan]
     ]
 
 
-def build_engine(
-    trt,
-    onnx_path: Path,
-    spec: ModelSpec,
-    precision: str,
-    plan,
-    shape_range: dict,
-    workspace_mib: int = DEFAULT_WORKSPACE_MIB,
-    timing_cache: Optional[Path] = None,
-) -> tuple[bytes, dict]:
-    """The serialized engine and what the build did (pinned layers, seconds). `shape_range`: the
-    spec's input's range, or every named input's (plan.named_ranges), one optimization profile."""
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    network = builder.create_network(0)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx_path)):
-        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise UserError(f"TensorRT cannot parse {onnx_path.name}: {errors[:300]}", "report the model and TensorRT version", EXIT_CHECK_FAILED)
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mib << 20)
-    if precision in ("fp16", "int8"):
-        config.set_flag(trt.BuilderFlag.FP16)
-    if precision == "int8":
-        config.set_flag(trt.BuilderFlag.INT8)
-    pinned = {}
-    if plan is not None and precision != "fp32":
-        layers = [network.get_layer(i) for i in range(network.num_layers)]
-        pinned = layer_precisions(plan, [layer.name for layer in layers])
-        for layer in layers:
-            if layer.name in pinned:
-                layer.precision = trt.DataType.FLOAT
-                for k in range(layer.num_outputs):
-                    layer.set_output_type(k, trt.DataType.FLOAT)
-        if pinned:
-            config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
-    profile = builder.create_optimization_profile()
-    for name, bounds in named_ranges(spec, shape_range).items():
-        profile.set_shape(name, bounds["min"], bounds["opt"], bounds["max"])
-    config.add_optimization_profile(profile)
-    cache = config.create_timing_cache(timing_cache.read_bytes() if timing_cache and timing_cache.is_file() else b"")
-    config.set_timing_cache(cache, False)
-    started = time.perf_counter()
-    engine = builder.build_serialized_network(network, config)
-    if engine is None:
-        raise UserError("TensorRT could not build the engine (see its log above)", "check the workspace limit and the plan's constraints", EXIT_CHECK_FAILED)
-    info = {"pinned_fp32_layers": len(pinned), "build_s": round(time.perf_counter() - started, 2)}
-    return bytes(engine), {**info, "timing_cache": bytes(config.get_timing_cache().serialize())}
-
-
 def build_engines(
     trt,
     folder: Path,
-    spec: ModelSpec,
     builds: list[EngineBuild],
     *,
+    mode: str,
     gpu: str,
     workspace_mib: int = DEFAULT_WORKSPACE_MIB,
     step: Optional[Callable[[str], None]] = None,
 ) -> dict[str, dict]:
-    """Each engine built from its ONNX in `folder` and written beside it, one timing cache shared
-    (read, then rewritten after each); {role: what its build did}."""
+    """Each engine built from its ONNX in `folder` by the device module's build_engine and
+    written beside it, one timing cache shared; {role: what its build did}."""
+    from evitdeploy.backends.tensorrt import device
+
     done = {}
     for build in builds:
         if step:
-            step(f"building the {build.precision.upper()} {build.what} on {gpu} with TensorRT {trt.__version__}")
-        serialized, info = build_engine(
-            trt,
-            folder / build.onnx,
-            spec,
-            precision=build.precision,
-            plan=build.plan,
-            shape_range=build.shapes,
-            workspace_mib=workspace_mib,
-            timing_cache=folder / TIMING_CACHE_FILE,
-        )
+            step(f"building the {build.precision.upper()} {build.what} ({mode}) on {gpu} with TensorRT {trt.__version__}")
+        try:
+            serialized, info = device.build_engine(
+                trt,
+                folder / build.onnx,
+                shapes=build.shapes,
+                mode=mode,
+                precision=build.precision,
+                plan=build.plan.to_dict() if build.plan else None,
+                workspace_mib=workspace_mib,
+                timing_cache=folder / TIMING_CACHE_FILE,
+            )
+        except device.BuildError as exc:
+            raise UserError(exc.message, exc.hint, EXIT_CHECK_FAILED) from None
         write_bytes(folder / build.engine, serialized)
-        write_bytes(folder / TIMING_CACHE_FILE, info.pop("timing_cache"))
         done[build.role] = info
     return done
 
 
-def prepare_onnx(model, spec: ModelSpec, precision: str, folder: Path, scratch: Path, options: ExportOptions, onnx_file: str = ONNX_FILE):
-    """The model's ONNX for TensorRT (FP32 graph, or the QDQ graph in the TensorRT scheme) and the plan."""
+def typing_choice(trt, device_profile) -> dict:
+    """Strongly or weakly typed, and why: the TensorRT found here, else the one the profile
+    expects (a JetPack 5 profile: < 10), else TensorRT >= 10 (JetPack 6/7, current servers)."""
+    from evitdeploy.backends.tensorrt.device import STRONG, typing_for
+
+    if trt is not None:
+        return {"mode": typing_for(trt.__version__), "chosen_from": f"TensorRT {trt.__version__} found here"}
+    expected = getattr(device_profile, "tensorrt", None) or {}
+    if expected.get("min"):
+        return {"mode": typing_for(expected["min"]), "chosen_from": f"profile {device_profile.name} expects TensorRT {expected['range']}"}
+    return {"mode": STRONG, "chosen_from": "default: TensorRT >= 10 (JetPack 6 and 7, servers); a JetPack 5 profile gives the weakly typed graph"}
+
+
+def prepare_onnx(model, spec: ModelSpec, precision: str, folder: Path, scratch: Path, options: ExportOptions, *, mode: str, onnx_file: str = ONNX_FILE):
+    """The model's ONNX for TensorRT and the plan. Strongly typed: the typed FP16 graph, or the
+    TensorRT-scheme Q/DQ graph with its float remainder typed. Weakly typed: the FP32 graph, or
+    the Q/DQ graph with a float32 remainder (the builder flags and pinned layers do the rest)."""
     from dataclasses import replace
 
     from evitdeploy.graph import default_opset, write_graph
 
     from evitdeploy.backends.reference import validation_batch
-    from evitdeploy.precision.fp16 import require_finite_storage
+    from evitdeploy.backends.tensorrt.device import STRONG
+    from evitdeploy.precision import fp16
     from evitdeploy.precision.qdq import SYMMETRIC, quantize
     from evitdeploy.precision.pipeline import make_plan, write_plan
 
-    fp32_path = folder / onnx_file if precision != "int8" else scratch / "fp32.onnx"
+    output = folder / onnx_file
+    fp32_path = output if precision == "fp32" or (precision == "fp16" and mode != STRONG) else scratch / "fp32.onnx"
     write_graph(model, spec, fp32_path, opset=default_opset(spec), simplify=True, step=options.step)
     if precision == "fp32":
         return None, {}
     reduced = replace(options.reduced, scheme=SYMMETRIC)
     result = make_plan(fp32_path, spec, precision, options=reduced, progress=options.progress)
-    conversion = quantize(fp32_path, result.plan, result.ranges, output=folder / onnx_file, scheme=SYMMETRIC) if precision == "int8" else {}
+    conversion = {}
+    if precision == "int8":
+        qdq_path = output if mode != STRONG else scratch / "qdq.onnx"
+        conversion = quantize(fp32_path, result.plan, result.ranges, output=qdq_path, scheme=SYMMETRIC)
+        if mode == STRONG:
+            options.step("typing the Q/DQ graph's float remainder FP16 where the plan allows (strongly typed)")
+            conversion["typed"] = fp16.convert_quantized(qdq_path, result.plan, output, fp16_io=reduced.fp16_io)
+    elif mode == STRONG:
+        options.step("writing the typed FP16 graph following the plan (strongly typed)")
+        conversion = fp16.convert(fp32_path, result.plan, output, fp16_io=reduced.fp16_io)
     # FP16: the engine stores what the FP16 layers write in FP16; the same storage emulation as the
     # ONNX FP16 export estimates it here (plan and plain), and a plan that overflows is refused.
-    storage = require_finite_storage(fp32_path, result.plan, validation_batch(options, spec), spec=spec) if precision == "fp16" else None
+    storage = fp16.require_finite_storage(fp32_path, result.plan, validation_batch(options, spec), spec=spec) if precision == "fp16" else None
     return result.plan, write_plan(
         result,
         folder,
@@ -237,40 +181,50 @@ def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
     engines must be built): the ONNX, the plan and the recipe, without TensorRT."""
     from evitdeploy.graph import default_opset, with_dynamic_axes, write_decoder_graph
 
+    from evitdeploy.backends.tensorrt.device import flag_choices
+
     trt = import_tensorrt() if options.backend_options["engine"] else None
     identity = gpu_identity() if options.backend_options["engine"] else {}
+    typing = typing_choice(trt, options.profile)
+    mode = typing["mode"]
     spec = with_dynamic_axes(spec, options.dynamic_axes)  # the ONNX input's dynamic axes match the profile's range
     shape_range = shapes(spec, options.profile)
     with staged_folder(options.output) as staging, tempfile.TemporaryDirectory(prefix="evitdeploy-trt-") as scratch:
         first_onnx = PROMPTABLE_FILES["encoder"] if spec.promptable else ONNX_FILE
-        plan, sections = prepare_onnx(model, spec, options.precision, folder=staging, scratch=Path(scratch), options=options, onnx_file=first_onnx)
+        plan, sections = prepare_onnx(model, spec, options.precision, folder=staging, scratch=Path(scratch), options=options, mode=mode, onnx_file=first_onnx)
         if spec.promptable:
             options.step("exporting the prompt decoder (FP32, dynamic number of points)")
             write_decoder_graph(model.decoder(spec.decoder_masks), spec, staging / PROMPTABLE_FILES["decoder"], opset=default_opset(spec), simplify=True)
         builds = engine_builds(spec, options.precision, plan=plan, shape_range=shape_range)
-        commands = [trtexec_command(spec, b.precision, plan=b.plan, shape_range=b.shapes, onnx_file=b.onnx, engine_file=b.engine) for b in builds]
+        commands = [trtexec_command(spec, b.precision, plan=b.plan, shape_range=b.shapes, onnx_file=b.onnx, engine_file=b.engine, mode=mode) for b in builds]
         write_text(staging / RECIPE_FILE, build_script(commands[0], "evitdeploy build .", then=commands[1:]))
         engines = {b.role: {"file": b.engine, "built": False, "recipe": RECIPE_FILE} for b in builds}
         if trt is not None:
-            for role, info in build_engines(trt, staging, spec, builds=builds, gpu=identity["gpu"], step=options.step).items():
+            for role, info in build_engines(trt, staging, builds, mode=mode, gpu=identity["gpu"], step=options.step).items():
                 engines[role].update(built=True, **info, **identity)
         models = {b.role: b.engine if trt is not None else b.onnx for b in builds}
+
+        def recorded(build: EngineBuild, command: list[str]) -> dict:
+            """What the device's build_engine reads back (engine_for), and the trtexec line."""
+            pinned = bool(build.plan and fp32_nodes(build.plan))
+            return {
+                "engine": engines[build.role],
+                "onnx": build.onnx,
+                "precision": build.precision,
+                "named_shapes": {name: {k: list(v) for k, v in bounds.items()} for name, bounds in build.shapes.items()},
+                "workspace_mib": DEFAULT_WORKSPACE_MIB,
+                "flags": flag_choices(mode, build.precision, pinned=pinned),
+                "trtexec": command,
+            }
+
         export_section = {
-            "engine": engines[builds[0].role],
-            "onnx": builds[0].onnx,
+            **recorded(builds[0], commands[0]),
             "shapes": {k: list(v) for k, v in shape_range.items()},
-            "trtexec": commands[0],
+            "typing": typing,
             **identity,
         }
         if spec.promptable:
-            decoder = builds[1]
-            export_section["decoder"] = {
-                "engine": engines["decoder"],
-                "onnx": decoder.onnx,
-                "precision": decoder.precision,
-                "trtexec": commands[1],
-                "shapes": {name: {k: list(v) for k, v in bounds.items()} for name, bounds in decoder.shapes.items()},
-            }
+            export_section["decoder"] = recorded(builds[1], commands[1])
             sections["models"] = models
         manifest = build_manifest(
             staging,

@@ -3,17 +3,12 @@
 Engines are tied to the GPU model and the TensorRT version, so for a Jetson the deliverable is the
 ONNX + the plan + a recipe run there. Nothing here imports TensorRT.
 
-Names: TensorRT's ONNX parser names each layer after the ONNX node it came from; a node that
-becomes several layers gives "NODE", "NODE_1", ... or "NODE_output"-style suffixes, and the parser's
-own constants are "(Unnamed Layer* N) [Constant]". So a layer belongs to the ONNX node whose name is
-the layer's name or its longest prefix ending at a "_", "/" or " " boundary; unnamed layers follow
-no node and keep the builder's choice.
-
-FP16: the plan's FP32 nodes become layer precision FP32 with FP32 output types, under
-OBEY_PRECISION_CONSTRAINTS (the build fails rather than silently run them in FP16). INT8: the ONNX
-carries Q/DQ in the TensorRT scheme (symmetric int8, zero point 0, per-channel weights), which is
-explicit quantization; the plan's float nodes have no Q/DQ and run in FP16/FP32 (FP16 flag on, plan
-FP32 nodes pinned as above).
+TensorRT >= 10 (strongly typed, the default; the only way TensorRT 11 has): the plan travels in the
+ONNX graph's types (precision.fp16: FP16 tensors but the plan's FP32 islands; INT8: the plan's Q/DQ
+in the TensorRT scheme, symmetric int8 with zero point 0, its float remainder typed the same way),
+and the recipe says `--stronglyTyped`. TensorRT < 10 (JetPack 5, weakly typed): the FP32 or Q/DQ
+graph, the FP16/INT8 flags, and the plan's FP32 nodes as layer precisions under "obey" (the build
+fails rather than silently run them in FP16); the device module maps layers to nodes.
 
 A promptable (SAM) model is two engines: the encoder, built like any model from its ONNX and the
 plan, and the prompt decoder, FP32, with its own optimization profile over the number of prompt
@@ -23,8 +18,9 @@ points (`decoder_shapes`).
 from __future__ import annotations
 
 import shlex
-from typing import Iterable, Optional, Sequence
+from typing import Optional, Sequence
 
+from evitdeploy.backends.tensorrt.device import STRONG, plan_fp32_nodes
 from evitdeploy.device.prompts import DECODER_INPUTS
 from evitdeploy.precision.plan import PrecisionPlan
 from evitdeploy.errors import UserError
@@ -34,7 +30,6 @@ ENGINE_FILE = "model.engine"
 PROMPTABLE_ENGINES = {"encoder": "encoder.engine", "decoder": "decoder.engine"}  # a SAM artifact's two engines
 TIMING_CACHE_FILE = "timing.cache"
 DEFAULT_WORKSPACE_MIB = 4096
-BOUNDARIES = ("_", "/", " ", ":")
 # The decoder's profile over prompt rows (N of point_coords (1, N, 2)): a prompt is its points plus
 # SAM's padding point, or plus a box's two corners, so up to 16 points with a box is 18 rows (and
 # `bench`'s 16-point prompt is 17). opt 2: one click (+ padding) or one box, the commonest prompt
@@ -42,34 +37,9 @@ BOUNDARIES = ("_", "/", " ", ":")
 DECODER_ROWS = {"min": 1, "opt": 2, "max": 18}
 
 
-def node_of_layer(layer: str, nodes: Iterable[str]) -> Optional[str]:
-    """The ONNX node a TensorRT layer came from (see the module docstring), or None."""
-    if layer.startswith("(Unnamed Layer"):
-        return None
-    best = None
-    for node in nodes:
-        if layer == node:
-            return node
-        if layer.startswith(node) and layer[len(node)] in BOUNDARIES and (best is None or len(node) > len(best)):
-            best = node
-    return best
-
-
 def fp32_nodes(plan: PrecisionPlan) -> list[str]:
     """The nodes the plan pins to FP32 (rules, ranges, the search); layout ops follow their neighbours."""
-    return [d.node for d in plan.decisions if d.precision == "fp32" and not d.reason.startswith("layout")]
-
-
-def layer_precisions(plan: PrecisionPlan, layers: Iterable[str]) -> dict[str, str]:
-    """Layer name -> "fp32" for every TensorRT layer of a node the plan pins to FP32."""
-    pinned = set(fp32_nodes(plan))
-    nodes = [d.node for d in plan.decisions]
-    result = {}
-    for layer in layers:
-        node = node_of_layer(layer, nodes)
-        if node in pinned:
-            result[layer] = "fp32"
-    return result
+    return plan_fp32_nodes(plan.to_dict())
 
 
 def shapes(spec: ModelSpec, profile=None) -> dict[str, tuple[int, ...]]:
@@ -120,10 +90,15 @@ def trtexec_command(
     onnx_file: str = "model.onnx",
     workspace_mib: int = DEFAULT_WORKSPACE_MIB,
     engine_file: str = ENGINE_FILE,
+    mode: str = STRONG,
+    dla_core: Optional[int] = None,
 ) -> list[str]:
     """The trtexec build of this ONNX with this plan, timed the way published figures were
     (`--separateProfileRun --iterations=100 --duration=0`). `shape_range`: see `named_ranges`;
-    several inputs go in one flag each, comma-separated (`--minShapes=a:1x2,b:1`)."""
+    several inputs go in one flag each, comma-separated (`--minShapes=a:1x2,b:1`). STRONG: the
+    graph's types are the plan (`--stronglyTyped`); WEAK (TensorRT < 10): builder flags and the
+    plan's FP32 nodes as layer precisions. `dla_core`: on that DLA, falling back to the GPU, with
+    the layer report (which layers ran where) written beside the engine."""
     ranges = named_ranges(spec, shape_range)
     command = [
         "trtexec",
@@ -133,14 +108,19 @@ def trtexec_command(
         f"--memPoolSize=workspace:{workspace_mib}M",
         *(f"--{which}Shapes=" + ",".join(f"{name}:{_dims(bounds[which])}" for name, bounds in ranges.items()) for which in ("min", "opt", "max")),
     ]
-    if precision in ("fp16", "int8"):
-        command.append("--fp16")
-    if precision == "int8":
-        command.append("--int8")  # explicit quantization: the Q/DQ in the ONNX decide the int8 layers
-    pinned = fp32_nodes(plan) if plan is not None and precision != "fp32" else []
-    if pinned:
-        spec_list = ",".join(f"{node}:fp32" for node in pinned)
-        command += ["--precisionConstraints=obey", f"--layerPrecisions={spec_list}", f"--layerOutputTypes={spec_list}"]
+    if mode == STRONG:
+        command.append("--stronglyTyped")
+    else:
+        if precision in ("fp16", "int8"):
+            command.append("--fp16")
+        if precision == "int8":
+            command.append("--int8")  # explicit quantization: the Q/DQ in the ONNX decide the int8 layers
+        pinned = fp32_nodes(plan) if plan is not None and precision != "fp32" else []
+        if pinned:
+            spec_list = ",".join(f"{node}:fp32" for node in pinned)
+            command += ["--precisionConstraints=obey", f"--layerPrecisions={spec_list}", f"--layerOutputTypes={spec_list}"]
+    if dla_core is not None:
+        command += [f"--useDLACore={dla_core}", "--allowGPUFallback", "--profilingVerbosity=detailed", f"--exportLayerInfo={engine_file}.layers.json"]
     command += ["--separateProfileRun", "--iterations=100", "--duration=0"]
     return command
 

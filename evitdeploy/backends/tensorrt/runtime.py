@@ -29,18 +29,26 @@ def hasattr_builder() -> bool:
     return hasattr(tensorrt, "Builder")
 
 
+def cuda():
+    """The device module's CUDA (libcudart through ctypes), or exit 3."""
+    from evitdeploy.backends.tensorrt.device import Cuda, load_cudart
+
+    lib = load_cudart()
+    if lib is None:
+        raise UserError("TensorRT needs a CUDA GPU and no CUDA runtime (libcudart) is found here", "run on the NVIDIA device the engine is for", 3)
+    return Cuda(lib)
+
+
 def gpu_identity() -> dict:
     """The GPU an engine is built for: engines load only on the same model and TensorRT version."""
-    import torch
-
-    if not torch.cuda.is_available():
-        raise UserError("TensorRT needs a CUDA GPU and none is visible", "run on the device the engine is for", 3)
-    major, minor = torch.cuda.get_device_capability()
-    return {"gpu": torch.cuda.get_device_name(), "compute_capability": f"{major}.{minor}"}
+    try:
+        return cuda().identity()
+    except RuntimeError as exc:
+        raise UserError(f"no usable CUDA GPU here ({exc})", "run on the NVIDIA device the engine is for", 3) from None
 
 
 def cuda_times_ms(run: Callable[[], object], warmup: int, count: int, stream=None) -> list[float]:
-    """GPU time per call of `run`, from CUDA events recorded around it on `stream` (the current
+    """PyTorch CUDA (the GPU benchmark's eager baseline): GPU time per call of `run`, from CUDA events recorded around it on `stream` (the current
     stream if None), after `warmup` calls: the figure trtexec reports as "GPU Compute Time"."""
     import torch
 
