@@ -427,7 +427,12 @@ def test_jetson_deploy_without_tensorrt_writes_the_onnx_plan_and_recipe(precisio
     assert "TensorRT engines are built and timed on the device" in summary["budget"]["host"]
     assert {"model.onnx", "precision_plan.json", "build_engine.sh", "reference.npz", "verify.py"} <= {p.name for p in folder.iterdir()}
     script = (folder / "build_engine.sh").read_text()
-    assert ("--int8" in script) == (precision == "int8") and "--precisionConstraints=obey" in script and "--fp16" in script
+    assert "--stronglyTyped" in script and not any(flag in script for flag in ("--fp16", "--int8", "--precisionConstraints"))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["export"]["typing"]["mode"] == STRONG and manifest["export"]["flags"] == {"network": ["STRONGLY_TYPED"], "builder": []}
+    from evitdeploy.precision.plan import PrecisionPlan
+
+    assert_typed_graph(folder / "model.onnx", PrecisionPlan.from_dict(json.loads((folder / "precision_plan.json").read_text())))
     storage = json.loads((folder / "manifest.json").read_text())["precision_plan"].get("fp16_storage_check")
     assert (storage is not None) == (precision == "fp16") and summary["fp16_storage_check"] == storage
     from evitdeploy.report.tables import deploy_table
@@ -437,9 +442,41 @@ def test_jetson_deploy_without_tensorrt_writes_the_onnx_plan_and_recipe(precisio
         assert storage["planned"]["nonfinite"] == 0 and storage["planned"]["cosine_min"] > 0.999
     assert subprocess.run(["sh", "-n", str(folder / "build_engine.sh")]).returncode == 0
     device = on_device(folder / "verify.py")
-    assert device.returncode == 3 and "evitdeploy build ." in device.stderr
+    assert device.returncode == 3 and "TensorRT is not installed here" in device.stderr and "JetPack" in device.stderr
     if not trt_runtime.hasattr_builder():
         assert_clean_error(cli("build", folder), 3, "TensorRT", "JetPack")
+
+
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_a_jetson_bundle_verifies_itself_with_numpy_tensorrt_and_libcudart_only(precision, tmp_path, cli, digits_checkpoint_path, fake_cudart):
+    """verify.py on a "Jetson": torch, evitdeploy and onnx blocked, TensorRT the recording stand-in
+    (engines run the ONNX on ONNX Runtime), libcudart the compiled fake (host memory, real copies).
+    It builds the engine from the typed graph strongly typed, checks it against reference.npz, times
+    GPU compute, and caches the engine beside the bundle: a second run reuses it."""
+    import numpy as np
+
+    from evitdeploy.models import trained
+
+    np.savez(tmp_path / "calib.npz", image=trained.digits_images("train")[0][:16])
+    np.savez(tmp_path / "check.npz", image=trained.digits_images("test")[0][:4])
+    folder = tmp_path / "jetson"
+    args = ("--height", "64", "--width", "64", "--calib", tmp_path / "calib.npz", "--data", tmp_path / "check.npz", "--search-budget", "0")
+    result = cli("deploy", "--profile", "jetson-orin-nano", "-m", "efficientvit_b0", "-c", digits_checkpoint_path, "-p", precision, *args, "-o", folder)
+    assert result.exit_code == 0, result.output
+    standin = Path(__file__).parent / "standin"
+    runs = [on_device(folder / "verify.py", "--json", "--count", "5", paths=(standin,), libraries=str(fake_cudart)) for _ in range(2)]
+    assert all(run.returncode == 0 for run in runs), runs[0].stderr + runs[1].stderr
+    first, second = (json.loads(run.stdout) for run in runs)
+    assert first["passed"] and first["parity"]["metrics"]["cosine_min"] > (0.999 if precision == "fp16" else 0.98)
+    assert first["runtime"]["providers"] == ["TensorRT 10.99.0 on Stand-in GPU (strongly-typed, engine built)"]
+    assert second["runtime"]["providers"] == ["TensorRT 10.99.0 on Stand-in GPU (strongly-typed, engine cached)"]
+    assert first["gpu_compute"]["count"] == 5 and first["latency"]["count"] == 5
+    assert "building model.engine with TensorRT 10.99.0 on Stand-in GPU" in runs[0].stderr and "building" not in runs[1].stderr
+    cache = tmp_path / "jetson.engines" / "10.99.0-Stand-in-GPU"
+    record = json.loads((cache / "model.engine.build.json").read_text())
+    assert record["typing"] == STRONG and record["flags"] == {"network": ["STRONGLY_TYPED"], "builder": []}
+    assert record["onnx_sha256"] == trt_device.hashlib.sha256((folder / "model.onnx").read_bytes()).hexdigest()
+    assert {p.name for p in folder.iterdir()} == {p.name for p in folder.iterdir() if p.name != "model.engine"}  # the bundle is untouched
 
 
 def test_tensorrt_fp16_recipe_of_the_trained_segmenter_is_checked_for_fp16_overflow(tmp_path, mosaic_checkpoint_path):
@@ -469,7 +506,12 @@ def test_tensorrt_fp16_recipe_of_the_trained_segmenter_is_checked_for_fp16_overf
     storage = artifact.manifest["precision_plan"]["fp16_storage_check"]
     assert storage["plain"]["nonfinite"] > 0, storage
     assert storage["planned"]["nonfinite"] == 0 and storage["planned"]["cosine_min"] > 0.999, storage
-    assert "--layerPrecisions=" in (artifact.folder / "build_engine.sh").read_text()
+    assert "--stronglyTyped" in (artifact.folder / "build_engine.sh").read_text()
+    from evitdeploy.precision.plan import PrecisionPlan
+
+    plan = PrecisionPlan.from_dict(json.loads((artifact.folder / "precision_plan.json").read_text()))
+    assert plan.nodes_in("fp32")
+    assert_typed_graph(artifact.folder / "model.onnx", plan)  # the islands that keep it finite are FP32 in the graph
 
 
 def test_build_refuses_a_bundle_of_another_target(cli, b0_64_bundle):
@@ -515,37 +557,41 @@ def test_a100_recipe_has_a_dynamic_batch_onnx_and_range(tmp_path, cli):
     assert "--minShapes=image:1x3x64x64" in script and "--maxShapes=image:64x3x64x64" in script
 
 
-def test_build_engine_pins_every_layer_of_the_plans_fp32_nodes(fp16_plan, tmp_path):
-    """build_engine's own logic, run against the recording stand-in: the FP16 flag, "obey", every
-    layer (split ones too) of a plan FP32 node pinned FP32 in precision and output type, nothing
-    else touched, the profile's shapes, the workspace and the timing cache read and written."""
+def test_build_engine_sets_each_typings_flags_and_pins_the_weak_paths_layers(fp16_plan, tmp_path, standin_tensorrt):
+    """The device module's build_engine against the recording stand-in. Strongly typed: the
+    STRONGLY_TYPED network flag, no precision flag, nothing pinned. Weakly typed: FP16 and "obey",
+    every layer of a plan FP32 node pinned FP32 in precision and output type, nothing else touched.
+    Both: the profile's shapes, the workspace, the timing cache read and rewritten; with a DLA core,
+    GPU fallback and the layers that cannot run there."""
     from evitdeploy.graph import write_graph
     from evitdeploy.models import build_model
 
     plan, spec = fp16_plan
     model, _ = build_model(spec, None, 0, None)
     write_graph(model, spec, tmp_path / "model.onnx", 17, True)
-    (tmp_path / "timing.cache").write_bytes(b"cache-in")
-    trt = RecordingTensorRT()
-    shape_range = shapes(spec)
-    engine, info = trt_exporter.build_engine(trt, tmp_path / "model.onnx", spec, "fp16", plan, shape_range, 512, tmp_path / "timing.cache")
-    assert engine == b"engine" and info["timing_cache"] == b"cache-out" and trt.record["cache_in"] == b"cache-in"
-    assert trt.record["flags"] == {"FP16", "OBEY_PRECISION_CONSTRAINTS"}
-    assert trt.record["workspace"] == ("WORKSPACE", 512 << 20)
-    assert trt.record["shapes"] == (spec.input_name, shape_range["min"], shape_range["opt"], shape_range["max"])
-    pinned_nodes = set(fp32_nodes(plan))
-    pinned = [layer for layer in trt.layers if layer.precision == "FLOAT"]
-    assert {layer.name for layer in pinned} == {
-        layer.name for layer in trt.layers if node_of_layer(layer.name, [d.node for d in plan.decisions]) in pinned_nodes
-    }
-    assert any(layer.name.endswith("MatMul_output_0") for layer in pinned)  # split layers follow their node
-    assert len(pinned) == info["pinned_fp32_layers"] > 0
-    assert all(layer.output_types == {0: "FLOAT"} for layer in pinned)
-    assert all(layer.precision is None and not layer.output_types for layer in trt.layers if layer not in pinned)
+    trt = standin_tensorrt
+    cache = tmp_path / "timing.cache"
+    cache.write_bytes(b"cache-in")
+    named = {spec.input_name: shapes(spec)}
+    engine, info = trt_device.build_engine(trt, tmp_path / "model.onnx", named, STRONG, "fp16", plan.to_dict(), workspace_mib=512, timing_cache=cache)
+    strong = trt.RECORD["builds"][-1]
+    assert strong["strongly_typed"] and strong["flags"] == [] and strong["pinned"] == [] and info["flags"] == {"network": ["STRONGLY_TYPED"], "builder": []}
+    assert strong["workspace"] == ("WORKSPACE", 512 << 20) and strong["timing_cache_in"] == "cache-in" and cache.read_bytes() == b"cache-in+"
+    assert strong["profiles"] == [{spec.input_name: {k: list(v) for k, v in shapes(spec).items()}}]
 
-    trt = RecordingTensorRT()
-    trt_exporter.build_engine(trt, tmp_path / "model.onnx", spec, "fp32", plan, shape_range)
-    assert trt.record["flags"] == set() and not any(layer.precision for layer in trt.layers)
+    trt_device.build_engine(trt, tmp_path / "model.onnx", named, WEAK, "fp16", plan.to_dict())
+    weak = trt.RECORD["builds"][-1]
+    assert not weak["strongly_typed"] and weak["flags"] == ["FP16", "OBEY_PRECISION_CONSTRAINTS"]
+    layers = [name for name, _ in weak["layers"]]
+    expected = {name for name in layers if node_of_layer(name, [d.node for d in plan.decisions]) in set(fp32_nodes(plan))}
+    assert expected and set(weak["pinned"]) == expected
+    trt_device.build_engine(trt, tmp_path / "model.onnx", named, WEAK, "fp32", plan.to_dict())
+    assert trt.RECORD["builds"][-1]["flags"] == [] and trt.RECORD["builds"][-1]["pinned"] == []
+
+    _, info = trt_device.build_engine(trt, tmp_path / "model.onnx", named, STRONG, "fp16", dla_core=1)
+    dla = trt.RECORD["builds"][-1]
+    assert dla["dla_core"] == 1 and dla["flags"] == ["GPU_FALLBACK"] and info["flags"]["builder"] == ["GPU_FALLBACK"]
+    assert info["dla"]["gpu_fallback"] and set(info["dla"]["gpu_fallback"]) == {name for name, on_dla in dla["layers"] if not on_dla}
 
 
 def test_bench_of_an_engine_adds_gpu_compute_time_from_a_separate_run(b0_artifact, monkeypatch):

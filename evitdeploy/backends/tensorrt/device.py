@@ -464,8 +464,8 @@ def cannot_run_here(manifest=None):
     """A TensorRT bundle needs TensorRT, a CUDA runtime and a TensorRT that takes its graph's typing."""
     try:
         trt = import_tensorrt()
-    except ImportError:
-        return None  # runtime_versions says how to install it
+    except ImportError as exc:
+        return ("TensorRT is not installed here ({})".format(exc), "on a Jetson it comes with JetPack (python3-libnvinfer); elsewhere: pip install tensorrt")
     lib = load_cudart()
     if lib is None:
         return ("no CUDA runtime (libcudart) found", "run on the NVIDIA device the bundle is for (JetPack installs it)")

@@ -41,7 +41,7 @@ class TensorRTRunner(Runner):
         self.engine_path = Path(engine_path)
         self.spec = spec
         self.manifest = manifest or {}
-        self.engine = None
+        self.loaded = None
 
     def load(self) -> None:
         from evitdeploy.backends.tensorrt import device
@@ -53,30 +53,34 @@ class TensorRTRunner(Runner):
         if not self.engine_path.is_file():
             raise UserError(f"no engine at {self.engine_path}", "build it first: sh build_engine.sh, or `evitdeploy build BUNDLE`", EXIT_BACKEND_UNAVAILABLE)
         try:
-            self.engine = device.Engine(trt, gpu, self.engine_path.read_bytes(), name=self.engine_path.name)
+            self.loaded = device.Engine(trt, gpu, self.engine_path.read_bytes(), name=self.engine_path.name)
         except device.BuildError as exc:
             raise UserError(exc.message, "rebuild it on this device: sh build_engine.sh") from None
 
     @property
     def providers(self) -> list[str]:
-        return ["TensorRT"] if self.engine else []
+        return ["TensorRT"] if self.loaded else []
+
+    @property
+    def inputs(self) -> list[str]:
+        return self.loaded.inputs
 
     def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Every output by its name (the ONNX graph's: the spec's output_name, or a decoder's two)."""
         try:
-            return self.engine.infer(feed)
+            return self.loaded.infer(feed)
         except ValueError as exc:
             raise UserError(str(exc), "feed every input by name, inside the engine's optimization profile (build_engine.sh)") from None
 
     def gpu_times_ms(self, batch, warmup: int = 20, count: int = 100) -> list[float]:
         """GPU compute time per run (trtexec's "GPU Compute Time"; copies excluded). `batch`: the
         one input's array, or a feed of every named input (a SAM decoder's)."""
-        return self.engine.gpu_times_ms(batch if isinstance(batch, dict) else {self.engine.inputs[0]: batch}, warmup, count)
+        return self.loaded.gpu_times_ms(batch if isinstance(batch, dict) else {self.loaded.inputs[0]: batch}, warmup, count)
 
     def close(self) -> None:
-        if self.engine is not None:
-            self.engine.close()
-        self.engine = None
+        if self.loaded is not None:
+            self.loaded.close()
+        self.loaded = None
 
     def versions(self) -> dict[str, str]:
         from evitdeploy.backends.tensorrt.runtime import import_tensorrt
