@@ -254,7 +254,9 @@ def trt11_listing(tmp_path_factory) -> dict[str, set[str]]:
     cache = Path.home() / ".cache" / "evitdeploy" / "tensorrt-11.4-bindings"
     wheels = sorted(cache.glob("tensorrt_cu12_bindings-*.whl"))
     if not wheels:
-        fetched = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "-d", str(cache), TRT11_BINDINGS], capture_output=True, text=True)
+        fetched = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "-d", str(cache), TRT11_BINDINGS], capture_output=True, text=True
+        )
         wheels = sorted(cache.glob("tensorrt_cu12_bindings-*.whl"))
         if not wheels:
             pytest.skip(f"cannot fetch {TRT11_BINDINGS} for this Python: {fetched.stderr.strip()[-200:]}")

@@ -14,12 +14,10 @@ import pytest
 
 from evitdeploy import api
 from evitdeploy.backends.tensorrt import export as trt_exporter
-from evitdeploy.backends.tensorrt import runtime as trt_runtime
 from evitdeploy.backends.tensorrt.plan import DECODER_ROWS, decoder_shapes, fp32_nodes, shapes
 from evitdeploy.device.prompts import DECODER_INPUTS
 from evitdeploy.models import get_spec
 from evitdeploy.requests import CheckRequest, ExportRequest
-from helpers import RecordingTensorRT
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +87,8 @@ def test_the_recipe_builds_both_engines_with_shapes_that_parse_back(recipes, pre
     assert encoder[:3] == ["trtexec", "--onnx=encoder.onnx", "--saveEngine=encoder.engine"]
     assert decoder[:3] == ["trtexec", "--onnx=decoder.onnx", "--saveEngine=decoder.engine"]
     assert shape_flags(encoder) == {"image": {k: (1, 3, 256, 256) for k in ("min", "opt", "max")}}
-    assert ("--int8" in encoder) == (precision == "int8") and ("--fp16" in encoder) == (precision == "int8")
-    assert not any(c.startswith(("--fp16", "--int8", "--precisionConstraints", "--layerPrecisions")) for c in decoder)  # FP32
+    assert "--stronglyTyped" in encoder and "--stronglyTyped" in decoder  # the graphs' types are the precision (the decoder's FP32)
+    assert not any(c.startswith(("--fp16", "--int8", "--precisionConstraints", "--layerPrecisions")) for c in encoder + decoder)
     profile = shape_flags(decoder)
     assert list(profile) == list(DECODER_INPUTS)
     assert profile["point_coords"] == {"min": (1, 1, 2), "opt": (1, 2, 2), "max": (1, 18, 2)}
@@ -162,70 +160,26 @@ def test_engine_builds_keep_the_decoder_fp32_at_every_precision():
     assert (model.onnx, model.engine, list(model.shapes)) == ("model.onnx", "model.engine", ["image"])
 
 
-class RecordingProfiles(RecordingTensorRT):
-    """test_tensorrt's recording stand-in, keeping every input's profile shape (not only the last)."""
+def test_build_engine_gives_every_decoder_input_its_profile_shape(recipes, standin_tensorrt):
+    """build_engine on decoder.onnx, as the export and a bundle's device code call it: one profile
+    with all five named inputs, no precision flag, nothing pinned."""
+    from evitdeploy.backends.tensorrt.device import STRONG, build_engine
 
-    def __init__(self):
-        super().__init__()
-        self.record["profile"] = {}
-        outer, builder = self, self.Builder
-
-        class Profile:
-            def set_shape(self, name, low, opt, high):
-                outer.record["profile"][name] = {"min": low, "opt": opt, "max": high}
-
-        class Builder(builder):
-            def create_optimization_profile(self):
-                return Profile()
-
-        self.Builder = Builder
-
-
-def test_build_engine_gives_every_decoder_input_its_profile_shape(recipes):
-    """build_engine on decoder.onnx, as the export and `evitdeploy build` call it: one profile with
-    all five named inputs, no precision flag, nothing pinned."""
     artifact = recipes["int8"]
     _, decoder = trt_exporter.engine_builds(artifact.spec, "int8", None, shapes(artifact.spec))
-    trt = RecordingProfiles()
-    engine, info = trt_exporter.build_engine(
-        trt, artifact.folder / decoder.onnx, artifact.spec, precision=decoder.precision, plan=decoder.plan, shape_range=decoder.shapes
-    )
-    assert engine == b"engine" and info["pinned_fp32_layers"] == 0
-    assert trt.record["profile"] == decoder_shapes(artifact.spec) and trt.record["flags"] == set()
+    _, info = build_engine(standin_tensorrt, artifact.folder / decoder.onnx, decoder.shapes, STRONG, precision=decoder.precision)
+    build = standin_tensorrt.RECORD["builds"][-1]
+    assert info["pinned_fp32_layers"] == 0 and build["flags"] == [] and build["pinned"] == []
+    assert build["profiles"] == [{name: {k: list(v) for k, v in bounds.items()} for name, bounds in decoder_shapes(artifact.spec).items()}]
 
 
 @pytest.fixture
-def stand_in_tensorrt(monkeypatch):
-    """TensorRT and the GPU stood in for: an engine "built" is a copy of its ONNX (the calls are
-    recorded), and the engine runner is ONNX Runtime on that copy."""
-    from evitdeploy.backends.onnxruntime.runner import OnnxRuntimeRunner
-    from evitdeploy.backends.tensorrt import runner as trt_runner
-    from evitdeploy.device.metrics import time_model
-
-    built = []
-
-    def build_engine(trt, onnx_path, spec, precision, plan, shape_range, workspace_mib=0, timing_cache=None):
-        built.append((onnx_path.name, precision, plan, shape_range))
-        return onnx_path.read_bytes(), {"pinned_fp32_layers": 0, "build_s": 0.0, "timing_cache": b"cache"}
-
-    class OnnxAsEngine(OnnxRuntimeRunner):
-        def __init__(self, engine_path, spec, manifest=None):
-            super().__init__(engine_path, threads=2)
-
-        def gpu_times_ms(self, batch, warmup=20, count=100):
-            feed = batch if isinstance(batch, dict) else {self.session.get_inputs()[0].name: batch}
-            return time_model(lambda _: self.infer(feed), None, 1, count)
-
-    class TensorRT:
-        __version__ = "10.99"
-
-    identity = {"gpu": "Stand-in GPU", "compute_capability": "9.0"}
-    for module in (trt_runtime, trt_exporter):  # the exporter imported both by name
-        monkeypatch.setattr(module, "import_tensorrt", lambda: TensorRT)
-        monkeypatch.setattr(module, "gpu_identity", lambda: identity)
-    monkeypatch.setattr(trt_exporter, "build_engine", build_engine)
-    monkeypatch.setattr(trt_runner, "TensorRTRunner", OnnxAsEngine)
-    return built
+def stand_in_tensorrt(monkeypatch, standin_tensorrt):
+    """The recording stand-in TensorRT and the fake libcudart, seen by the exporter too."""
+    identity = {"gpu": "Stand-in GPU", "compute_capability": "8.7"}
+    monkeypatch.setattr(trt_exporter, "import_tensorrt", lambda: standin_tensorrt)
+    monkeypatch.setattr(trt_exporter, "gpu_identity", lambda: identity)
+    return standin_tensorrt
 
 
 def test_an_engine_export_of_sam_names_both_engines_and_checks_through_them(tmp_path, stand_in_tensorrt):
@@ -233,36 +187,34 @@ def test_an_engine_export_of_sam_names_both_engines_and_checks_through_them(tmp_
     are the engines, and `check` runs each through the TensorRT runner."""
     artifact = api.export_model(ExportRequest(model="efficientvit_sam_tiny", target="trt", precision="fp32", output=tmp_path / "engines"))
     assert artifact.manifest["models"] == {"encoder": "encoder.engine", "decoder": "decoder.engine"} and artifact.model_file.name == "encoder.engine"
-    assert [(name, precision) for name, precision, _, _ in stand_in_tensorrt] == [("encoder.onnx", "fp32"), ("decoder.onnx", "fp32")]
+    assert [build["strongly_typed"] for build in stand_in_tensorrt.RECORD["builds"]] == [True, True]
     export = artifact.manifest["export"]
     assert export["engine"]["built"] and export["decoder"]["engine"]["built"] and export["decoder"]["engine"]["gpu"] == "Stand-in GPU"
-    assert artifact.manifest["toolchain"]["tensorrt"] == "10.99"
+    assert artifact.manifest["toolchain"]["tensorrt"] == "10.99.0"
     report = api.check_artifact(CheckRequest(path=artifact.folder, samples=1))
     assert report["passed"] and report["metrics"]["prompts"] == 8
 
 
 def test_build_in_a_sam_bundle_builds_both_engines_and_checks_them(cli, tmp_path, stand_in_tensorrt):
-    """`evitdeploy build` on a SAM bundle (TensorRT stood in for): both engines built, run,
-    checked against reference.npz's prompts and masks; the manifest records both engines."""
-    from evitdeploy.backends.tensorrt import build as trt_build
-
+    """`evitdeploy build` on a SAM bundle (TensorRT stood in for): the bundle's device code builds
+    both engines (cached beside it), runs them on reference.npz's prompts against PyTorch's masks,
+    and times GPU compute of each; the bundle itself is not changed."""
     folder = tmp_path / "a100"
     result = cli("deploy", "--profile", "a100", "-m", "efficientvit_sam_tiny", "-p", "fp32", "--samples", "2", "-o", folder, "--json")
     assert result.exit_code == 0, result.output
-    built = stand_in_tensorrt
-    report = trt_build.build_in_bundle(folder, count=3)
+    before = (folder / "manifest.json").read_bytes()
+    built = cli("build", folder, "--count", "3", "--json")
+    assert built.exit_code == 0, built.output
+    report = json.loads(built.stdout)
     assert report["passed"], report["failures"]
     assert report["parity"]["metrics"]["prompts"] == 16 and report["parity"]["metrics"]["mask_iou_min"] >= 0.99
     assert report["gpu_compute"]["count"] == 3 and report["decoder_gpu_compute"]["count"] == 3
+    encoder, decoder = stand_in_tensorrt.RECORD["builds"]
     spec = get_spec("efficientvit_sam_tiny")
-    assert [(name, precision, plan) for name, precision, plan, _ in built] == [("encoder.onnx", "fp32", None), ("decoder.onnx", "fp32", None)]
-    assert built[0][3] == {"image": {"min": (1, 3, 256, 256), "opt": (1, 3, 256, 256), "max": (64, 3, 256, 256)}}  # the profile's batch range
-    assert built[1][3] == decoder_shapes(spec)
-    assert (folder / "encoder.engine").read_bytes() == (folder / "encoder.onnx").read_bytes() and (folder / "decoder.engine").is_file()
-    manifest = json.loads((folder / "manifest.json").read_text())
-    assert manifest["export"]["engine"]["built"] and manifest["export"]["decoder"]["engine"]["built"]
-    assert manifest["export"]["decoder"]["engine"]["gpu"] == "Stand-in GPU" and manifest["toolchain"]["tensorrt"] == "10.99"
-    assert {"encoder.engine", "decoder.engine", "timing.cache"} <= set(manifest["files"])
+    assert encoder["profiles"] == [{"image": {"min": [1, 3, 256, 256], "opt": [1, 3, 256, 256], "max": [64, 3, 256, 256]}}]  # the profile's batch range
+    assert decoder["profiles"] == [{name: {k: list(v) for k, v in bounds.items()} for name, bounds in decoder_shapes(spec).items()}]
+    assert set(report["engines"]) == {"encoder.engine", "decoder.engine"} and report["engines"]["decoder.engine"]["gpu"] == "Stand-in GPU"
+    assert (folder / "manifest.json").read_bytes() == before and not (folder / "encoder.engine").exists()
 
 
 @pytest.mark.tensorrt
