@@ -622,3 +622,46 @@ def test_bench_of_an_engine_adds_gpu_compute_time_from_a_separate_run(b0_artifac
     assert calls == [((1, 3, 128, 128), 2, 7)] and gpu["count"] == 7 and len(gpu["latency_samples_ms"]) == 7
     rows = bench_table(summary).columns[0]._cells
     assert any(row.endswith("GPU compute") for row in rows)
+
+
+def test_jetpack_and_dla_from_the_profile_reach_the_device(cli, tmp_path, standin_tensorrt, monkeypatch):
+    """A Jetson profile's TensorRT range travels in the manifest and the device refuses a TensorRT
+    outside it; `--option dla_core=0` on AGX Orin puts the model on DLA 0 with GPU fallback, and
+    `build` reports which layers fell back (MatMul/Reshape/Transpose in the stand-in's rule)."""
+    folder = tmp_path / "agx"
+    result = cli(
+        "deploy",
+        "--profile",
+        "jetson-agx-orin",
+        "-m",
+        "efficientvit_b0",
+        "-p",
+        "fp16",
+        "--height",
+        "64",
+        "--width",
+        "64",
+        "--option",
+        "dla_core=0",
+        "--samples",
+        "2",
+        "-o",
+        folder,
+    )
+    assert result.exit_code == 0, result.output
+    export = json.loads((folder / "manifest.json").read_text())["export"]
+    assert export["dla_core"] == 0 and export["flags"]["builder"] == ["GPU_FALLBACK"] and "--useDLACore=0" in export["trtexec"]
+    assert export["tensorrt_expected"]["min"] == "10.3" and export["tensorrt_expected"]["profile"] == "jetson-agx-orin"
+    built = cli("build", folder, "--count", "2", "--json")
+    assert built.exit_code == 0, built.output
+    dla = json.loads(built.stdout)["engines"]["model.engine"]["dla"]
+    assert dla["core"] == 0 and dla["dla_subgraphs"] == 1 and dla["gpu_fallback"] and dla["gpu_layers"] == len(dla["gpu_fallback"])
+    assert all(name.split("/")[-1].startswith(("MatMul", "Reshape", "Transpose")) for name in dla["gpu_fallback"])
+
+    nano = tmp_path / "nano"
+    result = cli(
+        "deploy", "--profile", "jetson-orin-nano", "-m", "efficientvit_b0", "-p", "fp16", "--height", "64", "--width", "64", "--samples", "2", "-o", nano
+    )
+    assert result.exit_code == 0, result.output
+    monkeypatch.setattr(standin_tensorrt, "__version__", "11.4.0")
+    assert_clean_error(cli("build", nano), 3, "this device has TensorRT 11.4.0; the bundle was made for >= 10.3, < 11 (jetson-orin-nano)", "install JetPack 6")

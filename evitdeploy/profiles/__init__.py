@@ -78,6 +78,7 @@ class Profile:
         "candidates", lambda names: tuple(dict.fromkeys(names))
     )  # backends `deploy --precision auto` measures; () means (backend,)
     backend_options: dict = _from("given_options", dict)  # options its backend declares, as given ({"delegate": "coreml"})
+    tensorrt: dict = _from("tensorrt", lambda table: table.model_dump(exclude_none=True) if table else {})  # JetPack's TensorRT range
     int8_kernels: str = _from("int8_kernels", lambda kernels: kernels or "")  # x86 INT8 kernel class its INT8 is for; "" where it does not apply
 
     def __post_init__(self) -> None:
@@ -160,6 +161,19 @@ class _HostTable(BaseModel):
     gpu: Optional[_Text] = None
 
 
+_Version = Annotated[str, Field(pattern=r"^\d+(\.\d+){0,2}$")]
+
+
+class _TensorRTTable(BaseModel):
+    """The TensorRT a device's JetPack has: bundles for it are typed for that version and refused,
+    with what to do, on a TensorRT outside [min, below)."""
+
+    model_config = _Strict
+    jetpack: _Text
+    min: _Version
+    below: Optional[_Version] = None
+
+
 class ProfileFile(BaseModel):
     """A profile's TOML, as the schema every shipped and user profile must match."""
 
@@ -178,6 +192,7 @@ class ProfileFile(BaseModel):
     budget: _BudgetTable = _BudgetTable()
     tolerances: dict[str, _TolerancesTable] = {}
     host: _HostTable = _HostTable()
+    tensorrt: Optional[_TensorRTTable] = None
 
     @property
     def given_options(self) -> dict:

@@ -1,6 +1,6 @@
 """TensorRT engines for NVIDIA GPUs and Jetson, built from the ONNX export and its precision plan."""
 
-from evitdeploy.backends.descriptor import Backend, BackendOption, Package
+from evitdeploy.backends.descriptor import Backend, BackendOption, Choice, Package
 
 BACKEND = Backend(
     name="trt",
@@ -21,6 +21,12 @@ BACKEND = Backend(
     options=(
         BackendOption(
             "engine", "build the engine here (false: the ONNX, its precision plan and the build recipe only, for the device to build)", on_by_default=True
+        ),
+        BackendOption(
+            "dla_core",
+            "run the model (a SAM encoder) on this Jetson DLA core, layers it cannot run falling back to the GPU (AGX Orin: 0 or 1); "
+            "the device's build reports which layers ran where",
+            choices=(Choice("none"), Choice("0", precisions=("fp16", "int8")), Choice("1", precisions=("fp16", "int8"))),
         ),
     ),
     builds_on_device="engine",

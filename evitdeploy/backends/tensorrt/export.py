@@ -93,6 +93,7 @@ def build_engines(
     gpu: str,
     workspace_mib: int = DEFAULT_WORKSPACE_MIB,
     step: Optional[Callable[[str], None]] = None,
+    on_dla: Optional[dict] = None,
 ) -> dict[str, dict]:
     """Each engine built from its ONNX in `folder` by the device module's build_engine and
     written beside it, one timing cache shared; {role: what its build did}."""
@@ -112,6 +113,7 @@ def build_engines(
                 plan=build.plan.to_dict() if build.plan else None,
                 workspace_mib=workspace_mib,
                 timing_cache=folder / TIMING_CACHE_FILE,
+                dla_core=(on_dla or {}).get(build.role),
             )
         except device.BuildError as exc:
             raise UserError(exc.message, exc.hint, EXIT_CHECK_FAILED) from None
@@ -120,16 +122,30 @@ def build_engines(
     return done
 
 
-def typing_choice(trt, device_profile) -> dict:
+def tensorrt_expected(device_profile) -> dict:
+    """The TensorRT range a device profile's JetPack has (its `[tensorrt]` table), as the manifest
+    records it and the device checks it; {} for a profile that names none."""
+    table = getattr(device_profile, "tensorrt", None) or {}
+    if not table:
+        return {}
+    text = f">= {table['min']}" + (f", < {table['below']}" if table.get("below") else "")
+    return {
+        **table,
+        "range": text,
+        "profile": device_profile.name,
+        "hint": f"install JetPack {table['jetpack']} (TensorRT {text}), or deploy again with the profile of this device's JetPack",
+    }
+
+
+def typing_choice(trt, expected: dict) -> dict:
     """Strongly or weakly typed, and why: the TensorRT found here, else the one the profile
     expects (a JetPack 5 profile: < 10), else TensorRT >= 10 (JetPack 6/7, current servers)."""
     from evitdeploy.backends.tensorrt.device import STRONG, typing_for
 
     if trt is not None:
         return {"mode": typing_for(trt.__version__), "chosen_from": f"TensorRT {trt.__version__} found here"}
-    expected = getattr(device_profile, "tensorrt", None) or {}
-    if expected.get("min"):
-        return {"mode": typing_for(expected["min"]), "chosen_from": f"profile {device_profile.name} expects TensorRT {expected['range']}"}
+    if expected:
+        return {"mode": typing_for(expected["min"]), "chosen_from": f"profile {expected['profile']} expects TensorRT {expected['range']}"}
     return {"mode": STRONG, "chosen_from": "default: TensorRT >= 10 (JetPack 6 and 7, servers); a JetPack 5 profile gives the weakly typed graph"}
 
 
@@ -185,7 +201,9 @@ def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
 
     trt = import_tensorrt() if options.backend_options["engine"] else None
     identity = gpu_identity() if options.backend_options["engine"] else {}
-    typing = typing_choice(trt, options.profile)
+    expected = tensorrt_expected(options.profile)
+    typing = typing_choice(trt, expected)
+    dla_core = None if options.backend_options.get("dla_core", "none") == "none" else int(options.backend_options["dla_core"])
     mode = typing["mode"]
     spec = with_dynamic_axes(spec, options.dynamic_axes)  # the ONNX input's dynamic axes match the profile's range
     shape_range = shapes(spec, options.profile)
@@ -196,11 +214,15 @@ def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
             options.step("exporting the prompt decoder (FP32, dynamic number of points)")
             write_decoder_graph(model.decoder(spec.decoder_masks), spec, staging / PROMPTABLE_FILES["decoder"], opset=default_opset(spec), simplify=True)
         builds = engine_builds(spec, options.precision, plan=plan, shape_range=shape_range)
-        commands = [trtexec_command(spec, b.precision, plan=b.plan, shape_range=b.shapes, onnx_file=b.onnx, engine_file=b.engine, mode=mode) for b in builds]
+        on_dla = {b.role: dla_core if b.role != "decoder" else None for b in builds}  # a SAM decoder stays FP32, on the GPU
+        commands = [
+            trtexec_command(spec, b.precision, plan=b.plan, shape_range=b.shapes, onnx_file=b.onnx, engine_file=b.engine, mode=mode, dla_core=on_dla[b.role])
+            for b in builds
+        ]
         write_text(staging / RECIPE_FILE, build_script(commands[0], "evitdeploy build .", then=commands[1:]))
         engines = {b.role: {"file": b.engine, "built": False, "recipe": RECIPE_FILE} for b in builds}
         if trt is not None:
-            for role, info in build_engines(trt, staging, builds, mode=mode, gpu=identity["gpu"], step=options.step).items():
+            for role, info in build_engines(trt, staging, builds, mode=mode, gpu=identity["gpu"], step=options.step, on_dla=on_dla).items():
                 engines[role].update(built=True, **info, **identity)
         models = {b.role: b.engine if trt is not None else b.onnx for b in builds}
 
@@ -213,14 +235,16 @@ def export(model, spec: ModelSpec, options: ExportOptions) -> Artifact:
                 "precision": build.precision,
                 "named_shapes": {name: {k: list(v) for k, v in bounds.items()} for name, bounds in build.shapes.items()},
                 "workspace_mib": DEFAULT_WORKSPACE_MIB,
-                "flags": flag_choices(mode, build.precision, pinned=pinned),
+                "flags": flag_choices(mode, build.precision, pinned=pinned, dla=on_dla[build.role] is not None),
                 "trtexec": command,
+                **({"dla_core": on_dla[build.role]} if on_dla[build.role] is not None else {}),
             }
 
         export_section = {
             **recorded(builds[0], commands[0]),
             "shapes": {k: list(v) for k, v in shape_range.items()},
             "typing": typing,
+            **({"tensorrt_expected": expected} if expected else {}),
             **identity,
         }
         if spec.promptable:
