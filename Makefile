@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 EVIT := $(VENV)/bin/evitdeploy
 DEMO := demo-out
 
-.PHONY: install qemu demo lint references test test-fast test-slow bench-int8-kernels bench bench-gate bench-precision bench-deploy bench-tflite bench-executorch bench-coreml bench-openvino bench-sam bench-sam-precision bench-farm bench-eval bench-gpu bench-tiny gpu-carry clean
+.PHONY: install qemu demo lint references test test-fast test-slow bench-int8-kernels bench bench-gate bench-precision bench-deploy bench-tflite bench-executorch bench-coreml bench-openvino bench-sam bench-sam-precision bench-fp16-autocast bench-farm bench-eval bench-gpu bench-tiny gpu-carry clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -85,6 +85,18 @@ bench-sam: install
 # What FP16 and INT8 (planned, plain, NNCF's default) do to the trained SAM-tiny's masks on ONNX Runtime and OpenVINO.
 bench-sam-precision: install
 	$(PY) benchmarks/sam_precision.py
+
+# Our FP16 plan vs NVIDIA ModelOpt's AutoCast vs plain FP16 on ONNX Runtime CPU. ModelOpt's [onnx] extra would downgrade
+# onnx and replace onnxruntime with onnxruntime-gpu, so it lives in its own venv, pinned to this one's onnx/onnxruntime/numpy/torch.
+MODELOPT := .modelopt-venv
+$(MODELOPT)/.installed: $(VENV)/.installed
+	test -x $(MODELOPT)/bin/python || $(PYTHON) -m venv $(MODELOPT)
+	$(MODELOPT)/bin/pip install --quiet -c constraints.txt torch==2.13.0 nvidia-modelopt==0.47.0 onnx-graphsurgeon polygraphy onnxscript lief onnxslim ml_dtypes \
+	    $$($(PY) -c 'from importlib.metadata import version as v; print(*(f"{p}=={v(p)}" for p in ("onnx", "onnxruntime", "numpy")))')
+	touch $@
+
+bench-fp16-autocast: install $(MODELOPT)/.installed
+	$(PY) benchmarks/fp16_autocast.py --modelopt-python $(MODELOPT)/bin/python --seg-b1
 
 # The same grid swept with --executor local and on a 2-node Ray cluster on 127.0.0.1; bench latency alone vs under the farm.
 bench-farm: install

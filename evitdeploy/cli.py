@@ -1228,7 +1228,7 @@ def build(
         for file, record in report["engines"].items():
             dla = record.get("dla")
             _say(
-                f"{file}: {record.get('typing')} build on {report['gpu']} with TensorRT {report['tensorrt']} in {report['engine_cache']}"
+                f"{file}: {record.get('typing')} build on {report['gpu']} with {report['builder']} in {report['engine_cache']}"
                 + (f"; DLA core {dla['core']}: {len(dla['gpu_fallback'])} of {dla['layers']} layers fall back to the GPU" if dla else "")
             )
         _say(f"parity {'PASSED' if report['passed'] else 'FAILED: ' + '; '.join(report['failures'])}")

@@ -63,4 +63,4 @@ def build_in_bundle(folder: Path, workspace_mib: int = DEFAULT_WORKSPACE_MIB, co
     for section in (manifest["export"], manifest["export"].get("decoder") or {}):
         if section.get("engine"):
             engines[section["engine"]["file"]] = device.read_record(cache, section["engine"]["file"])
-    return {**report, "kind": "engine-build", "engines": engines, "engine_cache": str(cache), "tensorrt": trt.__version__, **identity}
+    return {**report, "kind": "engine-build", "engines": engines, "engine_cache": str(cache), "builder": f"TensorRT {trt.__version__}", **identity}

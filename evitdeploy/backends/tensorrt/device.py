@@ -439,7 +439,7 @@ class Engine:
 
     def gpu_times_ms(self, feed: dict, warmup: int = 20, count: int = 100) -> list:
         self.bind(feed)
-        return self.cuda.times_ms(self.execute, self.stream, warmup, count)
+        return self.cuda.times_ms(self.execute, self.stream, warmup=warmup, count=count)
 
     def close(self) -> None:
         for name, held in list(self.buffers.items()):
@@ -577,7 +577,7 @@ def open_model(path, manifest: dict, threads, workspace_mib=None, progress=_note
         serialized = path.read_bytes()
         record = dict(manifest["export"]["engine"], tensorrt=trt.__version__, cached=True, typing=manifest["export"]["typing"]["mode"], **cuda.identity())
     else:
-        serialized, record = engine_for(path.parent, manifest, path.name, trt, cuda, workspace_mib=workspace_mib, progress=progress)
+        serialized, record = engine_for(path.parent, manifest, path.name, trt=trt, cuda=cuda, workspace_mib=workspace_mib, progress=progress)
     runner = Engine(trt, cuda, serialized, name=path.name)
     output = manifest["spec"]["output_name"]
 
