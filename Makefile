@@ -128,6 +128,7 @@ gpu-carry: install
 	rm -rf .gpu-carry && mkdir -p .gpu-carry/wheels .gpu-carry/trained
 	$(PY) -m pip download --quiet --no-deps -d .gpu-carry/wheels onnxslim==$$($(PY) -c 'import onnxslim; print(onnxslim.__version__)')
 	$(PY) -c 'import shutil; from evitdeploy.models import trained; [shutil.copy(trained.mosaic_checkpoint(family=f), ".gpu-carry/trained/") for f in ("b0", "b1")]'
+	$(PY) -c 'import shutil; from evitdeploy.models import trained_sam; shutil.copy(trained_sam.promptable_checkpoint(), ".gpu-carry/trained/")'
 	du -sh .gpu-carry
 
 clean:

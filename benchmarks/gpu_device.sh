@@ -1,5 +1,6 @@
 #!/bin/sh
-# The GPU checks (benchmarks/gpu_trt.py, the `gpu`/`tensorrt` tests) on a lent GPU machine that cannot reach a package index (see README,
+# The GPU checks (benchmarks/gpu_trt.py: the plan's FP16 numerics in PyTorch CUDA, the trained segmenters and the trained
+# promptable encoder, plain vs plan, one table at the end; the `gpu`/`tensorrt` tests) on a lent GPU machine that cannot reach a package index (see README,
 # "GPU checks"). Run from the repository root after `make gpu-carry` here; the machine needs
 # python3 with CUDA PyTorch, onnx, onnxruntime, scikit-image, scikit-learn, typer and rich.
 #   .gpu-carry/wheels   what the machine lacks (onnxslim), installed without an index

@@ -11,13 +11,18 @@ the precision plan on CUDA, PyTorch latency, and TensorRT engines where TensorRT
    with FP32 on the same device: NaN/Inf, pixel agreement, cosine, mIoU on the mosaics' labels.
 2. torch_latency: PyTorch eager FP32 vs plan-FP16 on the device, CUDA events around each forward
    after a warm-up (median/p90/p99). Not TensorRT: a floor for what an engine should beat.
-3. tensorrt: `evitdeploy export -t trt` FP16 and INT8 of the trained segmenter. Where TensorRT
+3. tensorrt: `evitdeploy export -t trt` FP16 and INT8 of the trained segmenter (the typed graphs
+   TensorRT >= 10 builds strongly typed). Where TensorRT
    imports (and on CUDA): engines (plan pinned, TensorRT-scheme QDQ), parity against FP32 PyTorch
    and GPU compute time from CUDA events like trtexec's, next to the published Jetson AGX Orin
    figure (TensorRT FP16, batch 1); `--orin-scale` is how many times faster than an AGX Orin this
    GPU is taken to be (no default: choose it from your own trtexec runs of a reference model);
    without it the raw ratio is printed. Without TensorRT: the device recipes and their estimates
    here (the FP16 storage check; the INT8 QDQ ONNX in the TensorRT scheme on ONNX Runtime CPU).
+
+4. sam_numerics: the trained promptable model's encoder, plain FP16 and plan FP16 in PyTorch on the
+   device against FP32 (NaN/Inf, cosine of the image embeddings); once, not per family.
+At the end, one Markdown table of the numerics (each model, plain vs plan FP16).
 
 Runs on a CPU too (`--device cpu --height 256 --width 512`) to check the script itself; the
 plans are made on the CPU with ONNX Runtime either way (ranges at the measured resolution).
@@ -41,7 +46,7 @@ from common import add_tiny_flag
 # TensorRT FP16, batch 1, data transfer included: mit-han-lab/efficientvit,
 # applications/efficientvit_seg/README.md ("Jetson Orin" column, 1024x2048 Cityscapes).
 PUBLISHED_AGX_ORIN_MS = {"b0": 9.9, "b1": 24.3, "b2": 46.5, "b3": 81.8}
-SECTIONS = ("numerics", "torch_latency", "tensorrt")
+SECTIONS = ("numerics", "torch_latency", "tensorrt", "sam_numerics")  # sam_numerics: once, not per family
 
 
 def mosaic_data(height: int, width: int, count: int, split: str, seed: int):
@@ -101,6 +106,68 @@ def numerics(family: str, args, work: Path) -> dict:
             entry["passed_fp16_tolerances"] = result["reports"][label]["passed"]
         summary[label] = entry
     return summary
+
+
+def sam_numerics(args, work: Path) -> dict:
+    """The trained promptable model's encoder (efficientvit_sam_tiny on digit mosaics, what the
+    typed FP16 encoder.onnx computes): FP32 against plain FP16 and the plan's FP16 in PyTorch on
+    the device, on held-out mosaics: NaN/Inf and cosine of the image embeddings the decoder reads."""
+    import copy
+
+    import torch
+
+    from evitdeploy import api
+    from evitdeploy.data import preprocess
+    from evitdeploy.models import build_model
+    from evitdeploy.models.trained_sam import promptable_checkpoint, promptable_data, promptable_spec
+    from evitdeploy.precision.options import PrecisionOptions
+    from evitdeploy.precision.plan import PrecisionPlan
+    from evitdeploy.precision.torch_plan import half_following, run_half
+    from evitdeploy.requests import PlanRequest
+
+    checkpoint = None if args.tiny else promptable_checkpoint(progress=lambda s: print(f"… {s}", flush=True))
+    model, spec = build_model(promptable_spec(), checkpoint)
+    calib, _, _ = promptable_data(2, seed=3, split="train")
+    np.savez(work / "sam_calib.npz", image=calib)
+    plan = PrecisionPlan.from_dict(
+        api.plan_model(
+            PlanRequest(
+                model=spec.name,
+                precision="fp16",
+                checkpoint=checkpoint,
+                reduced=PrecisionOptions(calib=str(work / "sam_calib.npz"), calib_count=2),
+            )
+        )
+    )
+    photos, _, _ = promptable_data(max(args.images, 2), seed=7, split="test")
+    inputs = preprocess(list(photos), spec, spec.height, width=spec.width)
+    model = model.eval().to(args.device)
+    with torch.inference_mode():
+        reference = np.concatenate([model(torch.from_numpy(inputs[i : i + 1]).to(args.device)).float().cpu().numpy() for i in range(len(inputs))])
+    summary = {"model": "trained promptable efficientvit_sam_tiny encoder (image embeddings)", "images": len(inputs)}
+    for label, chosen in (("plain", None), ("plan", plan)):
+        half = copy.deepcopy(model)
+        kept = half_following(half, chosen)
+        out = run_half(half, inputs, args.device)
+        flat, ref = out.reshape(len(out), -1).astype(np.float64), reference.reshape(len(reference), -1).astype(np.float64)
+        finite = np.isfinite(flat).all(axis=1)
+        cosine = np.where(finite, (flat * ref).sum(1) / (np.linalg.norm(flat, axis=1) * np.linalg.norm(ref, axis=1) + 1e-30), -1.0)
+        summary[label] = {"nonfinite_outputs": int((~np.isfinite(out)).sum()), "cosine_min": float(cosine.min()), "fp32_modules": len(kept["fp32_modules"])}
+    return summary
+
+
+def table(results: dict) -> str:
+    """The numerics in one Markdown table: each model's plain FP16 and plan FP16 against FP32 on the device."""
+    rows = ["| model | FP16 | NaN/Inf | min cosine | pixel agreement | mIoU (labels) | FP32 modules |", "|---|---|---:|---:|---:|---:|---:|"]
+    for key, entry in results.items():
+        if not key.startswith(("numerics", "sam_numerics")):
+            continue
+        for label in ("plain", "plan"):
+            found = entry.get(label, {})
+            cells = [found.get("nonfinite_outputs"), found.get("cosine_min"), found.get("pixel_agreement"), found.get("labels_miou"), found.get("fp32_modules")]
+            shown = ["-" if v is None else (f"{v:.6f}" if isinstance(v, float) else str(v)) for v in cells]
+            rows.append(f"| {key} | {label} | " + " | ".join(shown) + " |")
+    return "\n".join(rows)
 
 
 def timed(forward, x, device: str, warmup: int, count: int) -> list[float]:
@@ -265,13 +332,18 @@ def main() -> None:
     results = {"environment": environment(args.device), "resolution": [args.height, args.width]}
     print(json.dumps(results, indent=2), flush=True)
     with tempfile.TemporaryDirectory(prefix="evitdeploy-gpu-") as scratch:
+        if "sam_numerics" in chosen:
+            started = time.perf_counter()
+            results["sam_numerics"] = {**sam_numerics(args, Path(scratch)), "section_s": round(time.perf_counter() - started, 1)}
+            print(json.dumps({"sam_numerics": results["sam_numerics"]}, indent=2, default=float), flush=True)
         for family in [f.strip() for f in args.families.split(",") if f.strip()]:
-            for section in chosen:
+            for section in (s for s in chosen if s != "sam_numerics"):
                 started = time.perf_counter()
                 entry = globals()[section](family, args, Path(scratch))
                 entry["section_s"] = round(time.perf_counter() - started, 1)
                 results[f"{section} {family}"] = entry
                 print(json.dumps({f"{section} {family}": entry}, indent=2, default=float), flush=True)
+    print(table(results), flush=True)
     if args.save:
         args.save.write_text(json.dumps(results, indent=2, default=float) + "\n")
 
