@@ -1,6 +1,7 @@
 """Helpers shared by the test modules: the in-process CLI, the error contract, the device
-interpreter, manifest edits and the TensorRT stand-in. Fixtures live in conftest.py (injected,
-not imported); test modules import from here, never from each other or from conftest."""
+interpreter and manifest edits (the TensorRT and libcudart stand-ins are tests/standin/, put in
+place by conftest). Fixtures live in conftest.py (injected, not imported); test modules import
+from here, never from each other or from conftest."""
 
 from __future__ import annotations
 
@@ -135,111 +136,6 @@ min_pixel_agreement = 0.0
 [host]
 machine = ["x86_64", "amd64"]
 """
-
-
-class RecordingTensorRT:
-    """Stands in for TensorRT (it cannot be installed here) only to run `build_engine` and record
-    what it asks for. Every attribute it offers is a name from the real API (the stub checks in test_tensorrt.py
-    hold the exporter to those). The "parser" makes one layer per ONNX node, named after it as
-    TensorRT's parser does, plus a second layer "NODE_output_0" for each MatMul (a node split into
-    two layers) and an unnamed constant."""
-
-    class DataType:
-        FLOAT = "FLOAT"
-
-    class BuilderFlag:
-        FP16, INT8, OBEY_PRECISION_CONSTRAINTS = "FP16", "INT8", "OBEY_PRECISION_CONSTRAINTS"
-
-    class MemoryPoolType:
-        WORKSPACE = "WORKSPACE"
-
-    class Logger:
-        WARNING = "WARNING"
-
-        def __init__(self, severity):
-            self.severity = severity
-
-    class Layer:
-        def __init__(self, name):
-            self.name, self.precision, self.num_outputs, self.output_types = name, None, 1, {}
-
-        def set_output_type(self, index, dtype):
-            self.output_types[index] = dtype
-
-    def __init__(self):
-        self.record = {"flags": set(), "shapes": None, "workspace": None, "cache_in": None}
-        self.layers = []
-        outer = self
-
-        class Network:
-            @property
-            def num_layers(self):
-                return len(outer.layers)
-
-            def get_layer(self, i):
-                return outer.layers[i]
-
-        class Parser:
-            num_errors = 0
-
-            def __init__(self, network, logger):
-                pass
-
-            def parse_from_file(self, path):
-                import onnx
-
-                for node in onnx.load(path).graph.node:
-                    outer.layers.append(outer.Layer(node.name))
-                    if node.op_type == "MatMul":
-                        outer.layers.append(outer.Layer(node.name + "_output_0"))
-                outer.layers.append(outer.Layer("(Unnamed Layer* 3) [Constant]"))
-                return True
-
-        class Cache:
-            def serialize(self):
-                return b"cache-out"
-
-        class Config:
-            def set_flag(self, flag):
-                outer.record["flags"].add(flag)
-
-            def set_memory_pool_limit(self, pool, size):
-                outer.record["workspace"] = (pool, size)
-
-            def add_optimization_profile(self, profile):
-                outer.record["profile_added"] = True
-
-            def create_timing_cache(self, data):
-                outer.record["cache_in"] = data
-                return Cache()
-
-            def set_timing_cache(self, cache, ignore_mismatch):
-                pass
-
-            def get_timing_cache(self):
-                return Cache()
-
-        class Profile:
-            def set_shape(self, name, low, opt, high):
-                outer.record["shapes"] = (name, low, opt, high)
-
-        class Builder:
-            def __init__(self, logger):
-                pass
-
-            def create_network(self, flags):
-                return Network()
-
-            def create_builder_config(self):
-                return Config()
-
-            def create_optimization_profile(self):
-                return Profile()
-
-            def build_serialized_network(self, network, config):
-                return b"engine"
-
-        self.Network, self.OnnxParser, self.Builder = Network, Parser, Builder
 
 
 # The session's sweep (conftest's sweep_results): 1 model x 2 precisions x 2 sizes; bf16 is no ONNX
