@@ -36,6 +36,9 @@ Columns, against the FP32 ONNX on ONNX Runtime CPU over --images held-out images
   writes a float tensor counts as a float node, and as FP32 if any float tensor it writes is
   float32. By outputs, not inputs: Resize reads float32 scales whatever its data type, and a node
   that writes only integers (Shape, ArgMax) does no float arithmetic.
+- FP32 MACs: the share of the graph's multiply-accumulates (Conv, MatMul, Gemm, from static shapes)
+  done by FP32 nodes: what the FP32 nodes cost in FP16 speed, which a node count does not say (a
+  LiteMLA k^T v MatMul is tiny beside a convolution).
 - NaN/Inf: non-finite output values; cos min / mean: per-image cosine to FP32 (an image with any
   NaN/Inf scores -1); agree: argmax agreement with FP32 (top-1 for the classifier, pixels of the
   stride-8 logits for the segmenters; none for the encoder's embeddings).
@@ -156,12 +159,39 @@ def autocast(python: str, fp32: Path, output: Path, calibration) -> tuple:
 
 def tensor_types(model) -> dict:
     """Tensor name -> ONNX element type, after shape inference."""
+    return {name: kind for name, (kind, _) in tensor_facts(model).items()}
+
+
+def tensor_facts(model) -> dict:
+    """Tensor name -> (ONNX element type, static shape or None), after shape inference."""
     import onnx
 
     graph = onnx.shape_inference.infer_shapes(model).graph
-    types = {v.name: v.type.tensor_type.elem_type for v in [*graph.input, *graph.value_info, *graph.output]}
-    types.update({i.name: i.data_type for i in graph.initializer})
-    return types
+    facts = {}
+    for v in [*graph.input, *graph.value_info, *graph.output]:
+        dims = v.type.tensor_type.shape.dim
+        shape = tuple(d.dim_value for d in dims) if dims and all(d.HasField("dim_value") for d in dims) else None
+        facts[v.name] = (v.type.tensor_type.elem_type, shape)
+    facts.update({i.name: (i.data_type, tuple(i.dims)) for i in graph.initializer})
+    return facts
+
+
+def macs(node, facts: dict) -> int:
+    """Multiply-accumulates of a Conv, ConvTranspose, MatMul or Gemm from its static shapes (0 for
+    every other op: elementwise work is a rounding error beside these)."""
+    out = facts.get(node.output[0], (None, None))[1]
+    if not out:
+        return 0
+    if node.op_type in ("Conv", "ConvTranspose"):
+        weight = facts.get(node.input[1], (None, None))[1]
+        return int(np.prod(out)) * int(np.prod(weight[1:])) if weight else 0
+    if node.op_type in ("MatMul", "Gemm"):
+        a = facts.get(node.input[0], (None, None))[1]
+        if not a:
+            return 0
+        transposed = node.op_type == "Gemm" and any(x.name == "transA" and x.i for x in node.attribute)
+        return int(np.prod(out)) * int(a[-2] if transposed else a[-1])
+    return 0
 
 
 def float_nodes(path: Path) -> dict:
@@ -170,22 +200,31 @@ def float_nodes(path: Path) -> dict:
     from onnx import TensorProto
 
     model = onnx.load(str(path))
-    types = tensor_types(model)
+    facts = tensor_facts(model)
     floats = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.DOUBLE}
-    total, fp32, ops, untyped = 0, 0, {}, 0
+    total, fp32, ops, untyped, all_macs, fp32_macs = 0, 0, {}, 0, 0, 0
     for node in model.graph.node:
         if node.op_type in NOT_COMPUTING:
             continue
-        written = [types.get(name) for name in node.output if name]
+        written = [facts.get(name, (None, None))[0] for name in node.output if name]
         untyped += None in written
         written = [t for t in written if t in floats]
         if not written:
             continue
         total += 1
+        work = macs(node, facts)
+        all_macs += work
         if TensorProto.FLOAT in written:
             fp32 += 1
+            fp32_macs += work
             ops[node.op_type] = ops.get(node.op_type, 0) + 1
-    return {"fp32": fp32, "float": total, "fp32_ops": dict(sorted(ops.items(), key=lambda x: -x[1])), "untyped": untyped}
+    return {
+        "fp32": fp32,
+        "float": total,
+        "fp32_mac_share": fp32_macs / all_macs if all_macs else 0.0,
+        "fp32_ops": dict(sorted(ops.items(), key=lambda x: -x[1])),
+        "untyped": untyped,
+    }
 
 
 def storage_emulation(fp16_path: Path, output: Path) -> Path:
@@ -322,15 +361,16 @@ def table(rows: list, cases: dict) -> None:
         agree = f"{scored['agree']:.4f}" if "agree" in scored else "-"
         return [str(scored["nonfinite"]), f"{scored['cosine_min']:.8f} / {scored['cosine_mean']:.8f}", agree]
 
-    print("| model | contender | FP32 nodes | ORT CPU: NaN/Inf | cos min / mean | agree | storage emulation: NaN/Inf | cos min / mean | agree |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| model | contender | FP32 nodes | FP32 MACs | ORT CPU: NaN/Inf | cos min / mean | agree | storage emulation: NaN/Inf | cos min / mean | agree |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:
         case = cases[row["model"]]
         name = f"{case.label} {case.model} {case.height}x{case.width}"
         if "float" not in row:
-            print(f"| {name} | {row['contender']} | {row['autocast_said']} |" + " |" * 6)
+            print(f"| {name} | {row['contender']} | {row['autocast_said']} |" + " |" * 7)
             continue
-        cells = [name, row["contender"], f"{row['fp32']}/{row['float']}", *view(row["ort_cpu"]), *view(row.get("storage"))]
+        share = f"{100 * row['fp32_mac_share']:.2f}%"
+        cells = [name, row["contender"], f"{row['fp32']}/{row['float']}", share, *view(row["ort_cpu"]), *view(row.get("storage"))]
         print("| " + " | ".join(cells) + " |")
 
 
