@@ -474,7 +474,12 @@ def cannot_run_here(manifest=None):
     except RuntimeError as exc:
         return ("no usable CUDA GPU here ({})".format(exc), "run on the NVIDIA device the bundle is for, with its driver loaded")
     export = (manifest or {}).get("export", {})
-    refusal = typing_refusal(export.get("typing", {}).get("mode", WEAK), trt.__version__)
+    if "typing" not in export:
+        return (
+            "this bundle was made by an evitdeploy that left the TensorRT build to `evitdeploy build` alone",
+            "deploy it again with this evitdeploy (its verify.py then builds and checks the engine here), or run sh build_engine.sh",
+        )
+    refusal = typing_refusal(export["typing"]["mode"], trt.__version__)
     if refusal:
         return refusal
     expected = export.get("tensorrt_expected")
