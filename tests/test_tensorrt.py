@@ -453,6 +453,7 @@ def test_jetson_deploy_without_tensorrt_writes_the_onnx_plan_and_recipe(precisio
 def test_a_jetson_bundle_verifies_itself_with_numpy_tensorrt_and_libcudart_only(precision, tmp_path, cli, digits_checkpoint_path, fake_cudart):
     """verify.py on a "Jetson": torch, evitdeploy and onnx blocked, TensorRT the recording stand-in
     (engines run the ONNX on ONNX Runtime), libcudart the compiled fake (host memory, real copies).
+    The FP16 bundle is made with --fp16-io (float16 engine I/O, cast by the device code).
     It builds the engine from the typed graph strongly typed, checks it against reference.npz, times
     GPU compute, and caches the engine beside the bundle: a second run reuses it."""
     import numpy as np
@@ -463,8 +464,15 @@ def test_a_jetson_bundle_verifies_itself_with_numpy_tensorrt_and_libcudart_only(
     np.savez(tmp_path / "check.npz", image=trained.digits_images("test")[0][:4])
     folder = tmp_path / "jetson"
     args = ("--height", "64", "--width", "64", "--calib", tmp_path / "calib.npz", "--data", tmp_path / "check.npz", "--search-budget", "0")
-    result = cli("deploy", "--profile", "jetson-orin-nano", "-m", "efficientvit_b0", "-c", digits_checkpoint_path, "-p", precision, *args, "-o", folder)
+    fp16_io = ("--fp16-io",) if precision == "fp16" else ()  # the engine then takes and gives float16: the device code casts
+    result = cli(
+        "deploy", "--profile", "jetson-orin-nano", "-m", "efficientvit_b0", "-c", digits_checkpoint_path, "-p", precision, *args, *fp16_io, "-o", folder
+    )
     assert result.exit_code == 0, result.output
+    import onnx
+
+    io_types = {v.type.tensor_type.elem_type for v in [*onnx.load(str(folder / "model.onnx")).graph.input, *onnx.load(str(folder / "model.onnx")).graph.output]}
+    assert io_types == ({onnx.TensorProto.FLOAT16} if fp16_io else {onnx.TensorProto.FLOAT})
     standin = Path(__file__).parent / "standin"
     runs = [on_device(folder / "verify.py", "--json", "--count", "5", paths=(standin,), libraries=str(fake_cudart)) for _ in range(2)]
     assert all(run.returncode == 0 for run in runs), runs[0].stderr + runs[1].stderr
