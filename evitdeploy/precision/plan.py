@@ -169,6 +169,11 @@ def _nodes(model) -> list[tuple[object, str]]:
     return [(node, module_path(node.name)) for node in model.graph.node]
 
 
+def _in_fp32_core(node, path: str) -> bool:
+    """The LiteMLA core's sums and their layout: k^T v, the normalizer, the division."""
+    return is_attention_core(path) and node.op_type in ("MatMul", "ReduceSum", "Add", "Div", "Transpose")
+
+
 def fp16_plan(model, ranges, spec, margin: float = DEFAULT_FP16_MARGIN, method: str = "minmax") -> PrecisionPlan:
     """FP16 everywhere except the LiteMLA core and whatever the measured ranges say overflows."""
     import numpy as np
@@ -179,12 +184,16 @@ def fp16_plan(model, ranges, spec, margin: float = DEFAULT_FP16_MARGIN, method: 
     attention_reason = FP16_REASON_ATTENTION.format(eps=eps, eps_note=eps_note)
     # A tensor past FP16's range must be stored in FP32: its producer and all its consumers stay FP32.
     wide = {name for name, stats in ranges.tensors.items() if stats["absmax"] * margin > FP16_MAX}
+    nodes = _nodes(model)
+    core = {output for node, path in nodes if _in_fp32_core(node, path) for output in node.output}
     decisions = []
-    for node, path in _nodes(model):
+    for node, path in nodes:
         peak = max((ranges.absmax(o) or 0.0) for o in node.output) if node.output else 0.0
         touching = sorted(t for t in list(node.input) + list(node.output) if t in wide)
         peak_in = (ranges.absmax(node.input[0]) or 0.0) if node.input else 0.0
-        if is_attention_core(path) and node.op_type in ("MatMul", "ReduceSum", "Add", "Div", "Transpose"):
+        # A Transpose entering the core (of relu(k), written in FP16) moves FP16 data; the Cast follows it.
+        entering = node.op_type == "Transpose" and not any(name in core for name in node.input)
+        if _in_fp32_core(node, path) and not entering:
             precision, reason = "fp32", attention_reason + f"; measured |max| {peak:.3g}"
         elif touching:
             worst = max(ranges.absmax(t) for t in touching)
