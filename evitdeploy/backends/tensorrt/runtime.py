@@ -9,24 +9,26 @@ from evitdeploy.errors import BackendUnavailable, UserError
 
 
 def import_tensorrt():
-    """TensorRT, or exit 3. (tensorrt-stubs alone installs a `tensorrt` folder of .pyi files that
-    imports as an empty namespace package: that is not TensorRT.)"""
+    """TensorRT, or exit 3 (the device module's import, which also tells tensorrt-stubs' empty
+    namespace package from TensorRT)."""
+    from evitdeploy.backends.tensorrt.device import import_tensorrt as device_import
+
     try:
-        import tensorrt as trt
+        return device_import()
     except ImportError as exc:
-        raise BackendUnavailable("TensorRT", BACKEND.install) from exc
-    if not hasattr(trt, "Builder"):
-        raise BackendUnavailable("TensorRT (only its type stubs, tensorrt-stubs, are present)", BACKEND.install)
-    return trt
+        found = "TensorRT (only its type stubs, tensorrt-stubs, are present)" if "stubs" in str(exc) else "TensorRT"
+        raise BackendUnavailable(found, BACKEND.install) from exc
 
 
 def hasattr_builder() -> bool:
     """Whether real TensorRT (not just its stubs) is importable here."""
+    from evitdeploy.backends.tensorrt.device import import_tensorrt as device_import
+
     try:
-        import tensorrt
+        device_import()
     except ImportError:
         return False
-    return hasattr(tensorrt, "Builder")
+    return True
 
 
 def cuda():
